@@ -1,0 +1,115 @@
+//! `AccessSession`: one object per login, so that a login can be listed, audited and revoked with
+//! `kubectl`.
+//!
+//! Revocation is one-way at the API server: CEL refuses any update that turns `revoked` back to
+//! `false` or drops it, so no writer — a stale gateway, a server-side apply that still carries
+//! `revoked: false`, a restored backup applied over a live object — can un-revoke a session.
+//! `expiresAt` may only move earlier for the same reason.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Label carrying a stable, label-safe hash of the session's subject, so that every session of
+/// one user can be selected (`-l access.portcullis.dev/user=<hash>`) even where the subject
+/// itself is not a valid label value. `kubectl get accesssessions --field-selector
+/// spec.subject=<sub>` selects by the subject itself.
+pub const USER_LABEL: &str = "access.portcullis.dev/user";
+
+/// Label naming the identity provider a session logged in through.
+pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provider";
+
+/// Desired state of an `AccessSession`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    cel,
+    group = "access.portcullis.dev",
+    version = "v1alpha1",
+    kind = "AccessSession",
+    plural = "accesssessions",
+    singular = "accesssession",
+    shortname = "as",
+    shortname = "asess",
+    category = "portcullis",
+    namespaced,
+    status = "AccessSessionStatus",
+    derive = "PartialEq",
+    selectable = ".spec.subject",
+    selectable = ".spec.identityProvider",
+    doc = "AccessSession is one login through the Portcullis auth host. Its name is the `sid` in \
+           every token the login issues; set spec.revoked to end it on every gateway.",
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.email", description = "The user's verified email"),
+    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject", priority = 1),
+    printcolumn(name = "IdP", type_ = "string", json_path = ".spec.identityProvider"),
+    printcolumn(name = "Revoked", type_ = "boolean", json_path = ".spec.revoked"),
+    printcolumn(name = "Enforced", type_ = "string", json_path = ".status.enforcement.summary", description = "Gateways enforcing the revocation / gateways connected"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("a revoked session cannot be un-revoked").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.expiresAt > self.issuedAt").message("expiresAt must be after issuedAt")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSessionSpec {
+    /// The identity provider's stable subject identifier (`sub`). Immutable.
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("subject is immutable").reason(Reason::FieldValueForbidden))]
+    pub subject: String,
+    /// Verified email at login, for display and email rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 320))]
+    pub email: Option<String>,
+    /// Groups at login (refreshed from the identity provider while the session lives).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512), inner(length(max = 256)))]
+    pub groups: Vec<String>,
+    /// Name of the identity provider the user logged in with. Immutable.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("identityProvider is immutable").reason(Reason::FieldValueForbidden))]
+    pub identity_provider: String,
+    /// When the user authenticated at the identity provider. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("issuedAt is immutable").reason(Reason::FieldValueForbidden))]
+    pub issued_at: Time,
+    /// Absolute end of the session. It may be moved earlier, never later.
+    #[x_kube(validation = Rule::new("self <= oldSelf").message("expiresAt can only move earlier").reason(Reason::FieldValueForbidden))]
+    pub expires_at: Time,
+    /// Set to true to end the session on every gateway. One-way: it cannot be set back to false.
+    #[serde(default)]
+    #[schemars(extend("default" = false))]
+    pub revoked: bool,
+    /// Why the session was revoked (shown in audit logs and on the login page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub revocation_reason: Option<String>,
+}
+
+/// Observed state of an `AccessSession`, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSessionStatus {
+    /// `Revoked` once the revocation is recorded, `Enforced` once every connected gateway
+    /// refuses the session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// When the operator first saw `spec.revoked: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+    /// How many gateways enforce the revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+}
+
+/// Gateways enforcing a revocation, out of those connected to the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Enforcement {
+    /// Gateways whose acknowledged state includes the revocation.
+    pub enforced_by: i32,
+    /// Gateways connected to the operator.
+    pub connected: i32,
+    /// `enforcedBy/connected`, for `kubectl get`.
+    pub summary: String,
+}

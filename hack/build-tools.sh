@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Builds the real third-party components the tests and the demo run against, from their
+# published Go modules, into a cache outside the repository:
+#   kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd), dex (github.com/dexidp/dex),
+#   helm (helm.sh/helm/v3).
+# Each binary is built once per pinned version; a second run is a no-op.
+#
+# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm ...]   (default: all)
+# Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
+set -euo pipefail
+
+: "${PORTCULLIS_TOOLS:=${XDG_CACHE_HOME:-$HOME/.cache}/portcullis-tools}"
+KUBE_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+# Dex tags v2.x without a /v2 module path, so its releases are only reachable as pseudo-versions.
+# This one is the commit of Dex v2.41.1.
+DEX_VERSION=v0.0.0-20240807174518-43956db7fd75
+# Dex's own go.mod points its api/v2 module at ./api/v2; this is the published release of it.
+DEX_API_VERSION=v2.2.0
+HELM_VERSION=v3.19.0
+
+BIN="$PORTCULLIS_TOOLS/bin"
+SRC="$PORTCULLIS_TOOLS/src"
+mkdir -p "$BIN" "$SRC"
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+export CGO_ENABLED=0
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# stamp NAME VERSION: true when BIN/NAME exists and was built from VERSION.
+fresh() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$BIN/.$1.version"; }
+
+# wrapper DIR MODULE: a throw-away module that only exists to pin and build someone else's main.
+wrapper() {
+  rm -rf "$1"
+  mkdir -p "$1"
+  printf 'module portcullis.dev/tools/%s\n\ngo 1.24\n' "$2" >"$1/go.mod"
+}
+
+build_kube_apiserver() {
+  fresh kube-apiserver "$KUBE_VERSION" && return
+  log "kube-apiserver $KUBE_VERSION"
+  local dir="$SRC/kube-apiserver" staging="v0.${KUBE_VERSION#v1.}"
+  wrapper "$dir" kube-apiserver
+  # k8s.io/kubernetes points every k8s.io/* staging module at ./staging/...; replace each with
+  # its published release so the module graph resolves outside the kubernetes repo.
+  local gomod
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo
+    echo 'replace ('
+    sed -n 's#^\s*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\t\1 => \1 '"$staging"'#p' "$gomod"
+    echo ')'
+  } >>"$dir/go.mod"
+  (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  stamp kube-apiserver "$KUBE_VERSION"
+}
+
+# The controller manager runs only the namespace, garbage-collector and service-account
+# controllers in tests: enough for namespaces to finish deleting and for ownerReferences to work.
+build_kube_controller_manager() {
+  fresh kube-controller-manager "$KUBE_VERSION" && return
+  build_kube_apiserver
+  log "kube-controller-manager $KUBE_VERSION"
+  (cd "$SRC/kube-apiserver" && go get "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
+  stamp kube-controller-manager "$KUBE_VERSION"
+}
+
+# kubectl at the API server's version, so that tests never depend on the skew of whatever kubectl
+# the machine happens to have.
+build_kubectl() {
+  fresh kubectl "$KUBE_VERSION" && return
+  build_kube_apiserver
+  log "kubectl $KUBE_VERSION"
+  (cd "$SRC/kube-apiserver" && go get "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/kubectl" k8s.io/kubernetes/cmd/kubectl)
+  stamp kubectl "$KUBE_VERSION"
+}
+
+build_etcd() {
+  fresh etcd "$ETCD_VERSION" && return
+  log "etcd $ETCD_VERSION"
+  local dir="$SRC/etcd"
+  wrapper "$dir" etcd
+  # etcd's server module replaces its sibling modules with relative paths; pin the releases.
+  cat >>"$dir/go.mod" <<EOF
+
+replace (
+	go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 $ETCD_VERSION
+	go.etcd.io/etcd/client/pkg/v3 => go.etcd.io/etcd/client/pkg/v3 $ETCD_VERSION
+	go.etcd.io/etcd/client/v3 => go.etcd.io/etcd/client/v3 $ETCD_VERSION
+	go.etcd.io/etcd/pkg/v3 => go.etcd.io/etcd/pkg/v3 $ETCD_VERSION
+)
+EOF
+  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
+  stamp etcd "$ETCD_VERSION"
+}
+
+build_dex() {
+  fresh dex "$DEX_VERSION-$DEX_API_VERSION" && return
+  log "dex $DEX_VERSION"
+  local dir="$SRC/dex"
+  wrapper "$dir" dex
+  # Dex's config references its SQLite storage, which needs cgo (gcc is on every machine kind).
+  cat >>"$dir/go.mod" <<EOF
+
+replace github.com/dexidp/dex/api/v2 => github.com/dexidp/dex/api/v2 $DEX_API_VERSION
+EOF
+  (cd "$dir" && go get "github.com/dexidp/dex/cmd/dex@$DEX_VERSION" &&
+    CGO_ENABLED=1 go build -ldflags='-s -w' -o "$BIN/dex" github.com/dexidp/dex/cmd/dex)
+  stamp dex "$DEX_VERSION-$DEX_API_VERSION"
+}
+
+build_helm() {
+  fresh helm "$HELM_VERSION" && return
+  log "helm $HELM_VERSION"
+  local dir="$SRC/helm"
+  wrapper "$dir" helm
+  (cd "$dir" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+  stamp helm "$HELM_VERSION"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm)
+for t in "${targets[@]}"; do
+  case "$t" in
+    kube-apiserver) build_kube_apiserver ;;
+    kube-controller-manager) build_kube_controller_manager ;;
+    kubectl) build_kubectl ;;
+    etcd) build_etcd ;;
+    dex) build_dex ;;
+    helm) build_helm ;;
+    *) echo "unknown tool: $t" >&2; exit 2 ;;
+  esac
+done
+log "tools ready in $BIN"

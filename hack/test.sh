@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the project against real components: unit tests, and integration tests
+# against a real etcd + kube-apiserver + kube-controller-manager and a real Dex, all on loopback.
+# The stack is started once for the run (by the first test that needs it) and stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/build-tools.sh
+eval "$(hack/tools-env.sh)"
+
+# A fresh stack for this run, so nothing left over from an earlier run can make a test pass.
+PORTCULLIS_STACK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-test.XXXXXX")/stack"
+export PORTCULLIS_STACK_DIR
+
+cargo build --workspace --all-targets --locked
+stop_stack() {
+  target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
+}
+trap stop_stack EXIT
+
+cargo test --workspace --locked --no-fail-fast "$@"
