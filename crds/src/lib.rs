@@ -6,6 +6,7 @@
 //! --bin crdgen`, and a test fails when the two drift apart.
 
 pub mod policy;
+pub mod reference;
 pub mod session;
 
 pub use policy::{
@@ -29,6 +30,23 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("accesspolicies.yaml", AccessPolicy::crd()),
         ("accesssessions.yaml", AccessSession::crd()),
     ]
+}
+
+/// Every file generated from the types, as (path relative to the repository root, contents):
+/// the CRD YAML and the CRD reference. `crdgen` writes them and a test compares them with what
+/// is committed.
+pub fn generated_files() -> Result<Vec<(String, String)>, serde_saphyr::ser::Error> {
+    let crds = crds();
+    let mut files = Vec::with_capacity(crds.len() + 1);
+    for (file, crd) in &crds {
+        files.push((format!("crds/yaml/{file}"), render_yaml(crd)?));
+    }
+    let all: Vec<_> = crds.into_iter().map(|(_, crd)| crd).collect();
+    files.push((
+        "docs/crd-reference.md".to_owned(),
+        reference::markdown(&all),
+    ));
+    Ok(files)
 }
 
 /// Renders a CRD as the YAML committed to the repository.

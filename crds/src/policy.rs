@@ -29,11 +29,34 @@ use serde::{Deserialize, Serialize};
     doc = "AccessPolicy protects a set of hosts and path prefixes: who may reach them, through \
            which identity providers, how long their sessions last, and the revocation epoch that \
            ends every session issued before it.",
-    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts", description = "Hosts this policy protects"),
-    printcolumn(name = "Epoch", type_ = "integer", json_path = ".spec.revocationEpoch", description = "Revocation epoch; raise it to end every existing session"),
-    printcolumn(name = "Gateways", type_ = "string", json_path = ".status.gateways.summary", description = "Gateways enforcing the current generation / gateways connected"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Hosts",
+        type_ = "string",
+        json_path = ".spec.hosts",
+        description = "Hosts this policy protects"
+    ),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".spec.revocationEpoch",
+        description = "Revocation epoch; raise it to end every existing session"
+    ),
+    printcolumn(
+        name = "Gateways",
+        type_ = "string",
+        json_path = ".status.gateways.summary",
+        description = "Gateways enforcing the current generation / gateways connected"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     cel,
@@ -126,7 +149,10 @@ fn default_upstream_timeout() -> Duration {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBackend {
     /// Service name, in the policy's namespace.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Service port number.
     #[schemars(range(min = 1, max = 65535))]
@@ -244,7 +270,10 @@ pub struct ClaimSelector {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceToken {
     /// Name that `serviceTokens` selectors refer to.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Secret in the policy's namespace holding the keys `client-id` and `client-secret`.
     #[schemars(length(min = 1, max = 253))]

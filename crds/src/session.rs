@@ -38,13 +38,32 @@ pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provid
     selectable = ".spec.identityProvider",
     doc = "AccessSession is one login through the Portcullis auth host. Its name is the `sid` in \
            every token the login issues; set spec.revoked to end it on every gateway.",
-    printcolumn(name = "User", type_ = "string", json_path = ".spec.email", description = "The user's verified email"),
-    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject", priority = 1),
+    printcolumn(
+        name = "User",
+        type_ = "string",
+        json_path = ".spec.email",
+        description = "The user's verified email"
+    ),
+    printcolumn(
+        name = "Subject",
+        type_ = "string",
+        json_path = ".spec.subject",
+        priority = 1
+    ),
     printcolumn(name = "IdP", type_ = "string", json_path = ".spec.identityProvider"),
     printcolumn(name = "Revoked", type_ = "boolean", json_path = ".spec.revoked"),
-    printcolumn(name = "Enforced", type_ = "string", json_path = ".status.enforcement.summary", description = "Gateways enforcing the revocation / gateways connected"),
+    printcolumn(
+        name = "Enforced",
+        type_ = "string",
+        json_path = ".status.enforcement.summary",
+        description = "Gateways enforcing the revocation / gateways connected"
+    ),
     printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     cel,

@@ -68,19 +68,41 @@ fn lowering_the_revocation_epoch_is_refused_raising_it_is_not() {
 
 #[test]
 fn malformed_hosts_are_refused() {
-    for host in ["Upper.example.com", "app.example.com.", "*.example.com", "host:443", "-x.example.com"] {
+    for host in [
+        "Upper.example.com",
+        "app.example.com.",
+        "*.example.com",
+        "host:443",
+        "-x.example.com",
+    ] {
         let mut p = policy(POLICY);
         p.spec.hosts = vec![host.to_owned()];
-        assert!(errors(p.validate_cel()).contains("lowercase DNS names"), "{host} accepted");
+        assert!(
+            errors(p.validate_cel()).contains("lowercase DNS names"),
+            "{host} accepted"
+        );
     }
 }
 
 #[test]
 fn non_canonical_paths_are_refused() {
-    for path in ["wordpress", "/a/../b", "/a/./b", "/a//b", "/a/", "/%2e%2e", "/a?b", "/a#b", "/.."] {
+    for path in [
+        "wordpress",
+        "/a/../b",
+        "/a/./b",
+        "/a//b",
+        "/a/",
+        "/%2e%2e",
+        "/a?b",
+        "/a#b",
+        "/..",
+    ] {
         let mut p = policy(POLICY);
         p.spec.paths = vec![path.to_owned()];
-        assert!(errors(p.validate_cel()).contains("canonical"), "{path} accepted");
+        assert!(
+            errors(p.validate_cel()).contains("canonical"),
+            "{path} accepted"
+        );
     }
     let mut p = policy(POLICY);
     p.spec.paths = vec!["/".into(), "/api/v1".into(), "/a.b/c~d".into()];
@@ -92,7 +114,10 @@ fn invalid_cidrs_are_refused() {
     for cidr in ["10.0.0.0/33", "10.0.0", "example.com/8", "::1/129"] {
         let mut p = policy(POLICY);
         p.spec.rules[1].include[0].ip_ranges = Some(vec![cidr.to_owned()]);
-        assert!(errors(p.validate_cel()).contains("ipRanges must be CIDRs"), "{cidr} accepted");
+        assert!(
+            errors(p.validate_cel()).contains("ipRanges must be CIDRs"),
+            "{cidr} accepted"
+        );
     }
 }
 
@@ -163,8 +188,10 @@ fn the_subject_is_immutable_and_expiry_only_moves_earlier() {
     other.spec.subject = "someone-else".into();
     assert!(errors(other.validate_cel_update(&old)).contains("subject is immutable"));
 
-    let later: AccessSession = session(&SESSION.replace("2026-11-23T20:00:00Z", "2026-11-24T20:00:00Z"));
+    let later: AccessSession =
+        session(&SESSION.replace("2026-11-23T20:00:00Z", "2026-11-24T20:00:00Z"));
     assert!(errors(later.validate_cel_update(&old)).contains("expiresAt can only move earlier"));
-    let earlier: AccessSession = session(&SESSION.replace("2026-11-23T20:00:00Z", "2026-11-23T09:00:00Z"));
+    let earlier: AccessSession =
+        session(&SESSION.replace("2026-11-23T20:00:00Z", "2026-11-23T09:00:00Z"));
     assert_eq!(errors(earlier.validate_cel_update(&old)), "");
 }

@@ -1,50 +1,47 @@
-//! Writes the CRD YAML generated from the Rust types into every directory given (default
-//! `crds/yaml`), or with `--check` exits non-zero when a committed file differs.
+//! Writes every file generated from the API types (CRD YAML, CRD reference) into the repository,
+//! or with `--check` exits non-zero when a committed file differs.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 fn main() -> ExitCode {
-    let mut check = false;
-    let mut dirs = Vec::new();
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--check" => check = true,
-            "-h" | "--help" => {
-                println!("usage: crdgen [--check] [DIR ...]   (default DIR: crds/yaml)");
-                return ExitCode::SUCCESS;
-            }
-            other => dirs.push(PathBuf::from(other)),
+    let check = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--check") => true,
+        Some(_) => {
+            eprintln!("usage: crdgen [--check]");
+            return ExitCode::FAILURE;
         }
-    }
-    if dirs.is_empty() {
-        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("yaml"));
-    }
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let files = match portcullis_crds::generated_files() {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("cannot render the CRDs: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
-    for (file, crd) in portcullis_crds::crds() {
-        let yaml = match portcullis_crds::render_yaml(&crd) {
-            Ok(yaml) => yaml,
-            Err(error) => {
-                eprintln!("cannot render {file}: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
-        for dir in &dirs {
-            let path = dir.join(file);
-            if check {
-                let committed = std::fs::read_to_string(&path).unwrap_or_default();
-                if committed != yaml {
-                    eprintln!("{} is out of date: run `cargo run -p portcullis-crds --bin crdgen`", path.display());
-                    failed = true;
-                }
-            } else if let Err(error) =
-                std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &yaml))
-            {
-                eprintln!("cannot write {}: {error}", path.display());
+    for (file, contents) in files {
+        let path = root.join(&file);
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(contents.as_str()) {
+                eprintln!("{file} is out of date: run `cargo run -p portcullis-crds --bin crdgen`");
                 failed = true;
-            } else {
-                println!("wrote {}", path.display());
             }
+        } else if let Err(error) = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, &contents))
+        {
+            eprintln!("cannot write {file}: {error}");
+            failed = true;
+        } else {
+            println!("wrote {file}");
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
