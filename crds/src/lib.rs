@@ -5,6 +5,10 @@
 //! committed under `crds/yaml/` is generated from these types by `cargo run -p portcullis-crds
 //! --bin crdgen`, and a test fails when the two drift apart.
 
+// `#[kube(printcolumn(type_ = "string", ..))]` repeats keys across columns by design; clippy
+// reads the derive's helper attribute as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod policy;
 pub mod reference;
 pub mod session;
@@ -15,6 +19,9 @@ pub use policy::{
     SessionSettings, Upstream, UpstreamScheme,
 };
 pub use session::{AccessSession, AccessSessionSpec, AccessSessionStatus, Enforcement};
+
+/// Go-style duration (`90s`, `1h30m`) used by the duration fields.
+pub use kube::core::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -1,0 +1,330 @@
+//! Policy compilation and rule evaluation, from the manifests users write.
+
+use portcullis_core::{
+    CanonicalPath, Decision, Host, Identity, InvalidPolicy, Policy, PolicyError, PolicyId,
+    RequestFacts, Route, RouteTable,
+};
+use portcullis_crds::AccessPolicy;
+use std::{net::IpAddr, sync::Arc};
+
+fn manifest(yaml: &str) -> AccessPolicy {
+    serde_saphyr::from_str(yaml).expect("fixture parses")
+}
+
+fn compile(yaml: &str) -> Policy {
+    Policy::try_from(&manifest(yaml)).expect("policy compiles")
+}
+
+const APPS: &str = r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: apps, namespace: team, generation: 4 }
+spec:
+  hosts: [myserver.example.test]
+  paths: [/wordpress, /express]
+  identityProviders: [dex]
+  upstream: { url: "http://127.0.0.1:8080", timeout: 10s }
+  revocationEpoch: 2
+  serviceTokens: [{ name: ci, secretName: ci-token }]
+  rules:
+    - name: monitoring
+      action: Bypass
+      include: [{ ipRanges: [198.51.100.0/24] }]
+    - name: ci
+      action: ServiceAuth
+      include: [{ serviceTokens: [ci] }]
+    - name: no-mallory
+      action: Deny
+      include: [{ emails: [Mallory@Example.com] }]
+    - name: staff
+      action: Allow
+      include: [{ emailDomains: [example.com] }, { groups: [contractors] }]
+      require: [{ ipRanges: ["10.0.0.0/8", "2001:db8::/32"] }]
+      exclude: [{ claim: { name: hd, values: [blocked.example.com] } }]
+"#;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn user(email: &str, groups: &[&str]) -> Identity {
+    Identity {
+        subject: format!("sub-{email}"),
+        email: Some(email.to_owned()),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        claims: Default::default(),
+    }
+}
+
+fn facts(client: &str) -> RequestFacts<'static> {
+    RequestFacts {
+        client_ip: ip(client),
+        service_token: None,
+    }
+}
+
+#[test]
+fn compiles_every_field() {
+    let policy = compile(APPS);
+    assert_eq!(policy.id, PolicyId::new("team", "apps"));
+    assert_eq!(policy.id.to_string(), "team/apps");
+    assert_eq!(policy.generation, Some(4));
+    assert_eq!(policy.epoch, 2);
+    assert_eq!(policy.prefixes, ["/wordpress", "/express"]);
+    assert_eq!(policy.rules.len(), 4);
+    assert_eq!(policy.session.token_lifetime.as_secs(), 300);
+    assert_eq!(
+        policy.upstream.as_ref().map(|u| u.timeout.as_secs()),
+        Some(10),
+    );
+}
+
+#[test]
+fn bypass_and_service_auth_come_before_login() {
+    let policy = compile(APPS);
+    assert_eq!(
+        policy.evaluate(&facts("198.51.100.7"), None),
+        Decision::Bypass { rule: 0 }
+    );
+    let ci = RequestFacts {
+        client_ip: ip("192.0.2.1"),
+        service_token: Some("ci"),
+    };
+    assert_eq!(
+        policy.evaluate(&ci, None),
+        Decision::ServiceAuth { rule: 1 }
+    );
+    let other = RequestFacts {
+        client_ip: ip("192.0.2.1"),
+        service_token: Some("other"),
+    };
+    assert_eq!(policy.evaluate(&other, None), Decision::LoginRequired);
+    assert_eq!(
+        policy.evaluate(&facts("10.1.2.3"), None),
+        Decision::LoginRequired
+    );
+}
+
+#[test]
+fn allow_and_deny_rules_decide_in_order_after_login() {
+    let policy = compile(APPS);
+    let inside = facts("10.1.2.3");
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("alice@example.com", &[]))),
+        Decision::Allow { rule: 3 }
+    );
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("ALICE@EXAMPLE.COM", &[]))),
+        Decision::Allow { rule: 3 }
+    );
+    assert_eq!(
+        policy.evaluate(
+            &inside,
+            Some(&user("bob@contractor.test", &["contractors"]))
+        ),
+        Decision::Allow { rule: 3 }
+    );
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("mallory@example.com", &[]))),
+        Decision::Deny { rule: 2 }
+    );
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("eve@evil.test", &[]))),
+        Decision::NoRuleMatched
+    );
+    // example.com must be the domain, not a suffix of it.
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("eve@notexample.com", &[]))),
+        Decision::NoRuleMatched
+    );
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("eve@example.com.evil.test", &[]))),
+        Decision::NoRuleMatched
+    );
+}
+
+#[test]
+fn require_and_exclude_narrow_a_rule() {
+    let policy = compile(APPS);
+    let alice = user("alice@example.com", &[]);
+    assert_eq!(
+        policy.evaluate(&facts("192.0.2.1"), Some(&alice)),
+        Decision::NoRuleMatched
+    );
+    assert_eq!(
+        policy.evaluate(&facts("2001:db8::1"), Some(&alice)),
+        Decision::Allow { rule: 3 }
+    );
+    // An IPv4-mapped IPv6 peer is judged as its IPv4 address.
+    assert_eq!(
+        policy.evaluate(&facts("::ffff:10.0.0.1"), Some(&alice)),
+        Decision::Allow { rule: 3 }
+    );
+    let mut blocked = alice.clone();
+    blocked
+        .claims
+        .insert("hd".into(), "blocked.example.com".into());
+    assert_eq!(
+        policy.evaluate(&facts("10.0.0.1"), Some(&blocked)),
+        Decision::NoRuleMatched
+    );
+}
+
+#[test]
+fn an_unverified_email_matches_no_email_rule() {
+    let policy = compile(APPS);
+    let mut anonymous = user("alice@example.com", &[]);
+    anonymous.email = None;
+    assert_eq!(
+        policy.evaluate(&facts("10.0.0.1"), Some(&anonymous)),
+        Decision::NoRuleMatched
+    );
+}
+
+#[test]
+fn invalid_manifests_are_refused_with_the_reason() {
+    let cases = [
+        (
+            APPS.replace("[myserver.example.test]", "[MyServer.example.test]"),
+            "invalid host",
+        ),
+        (
+            APPS.replace("[myserver.example.test]", "[myserver.example.test.]"),
+            "invalid host",
+        ),
+        (
+            APPS.replace("[/wordpress, /express]", "[/wordpress/../admin]"),
+            "invalid path prefix",
+        ),
+        (
+            APPS.replace("[/wordpress, /express]", "[/wordpress/]"),
+            "invalid path prefix",
+        ),
+        (
+            APPS.replace("198.51.100.0/24", "198.51.100.0/33"),
+            "invalid CIDR",
+        ),
+        (
+            APPS.replace("http://127.0.0.1:8080", "http://user@127.0.0.1:8080"),
+            "invalid upstream",
+        ),
+        (
+            APPS.replace("http://127.0.0.1:8080", "ftp://127.0.0.1"),
+            "invalid upstream",
+        ),
+        (
+            APPS.replace("ipRanges: [198.51.100.0/24]", "groups: [admins]"),
+            "Bypass rules may only",
+        ),
+        (
+            APPS.replace(
+                "include: [{ serviceTokens: [ci] }]",
+                "include: [{ everyone: true }]",
+            ),
+            "ServiceAuth rules",
+        ),
+        (
+            APPS.replace("revocationEpoch: 2", "revocationEpoch: -1"),
+            "revocationEpoch",
+        ),
+        (
+            APPS.replace("timeout: 10s", "timeout: -10s"),
+            "invalid duration",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = Policy::try_from(&manifest(&yaml)).expect_err(expected);
+        assert!(
+            error.to_string().contains(expected),
+            "{error} does not mention {expected}"
+        );
+    }
+    let mut unnamed = manifest(APPS);
+    unnamed.metadata.namespace = None;
+    assert_eq!(Policy::try_from(&unnamed), Err(PolicyError::MissingName));
+}
+
+fn route<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a Route> {
+    table.route(
+        &Host::parse(host).expect("host"),
+        &CanonicalPath::parse(path).expect("path"),
+    )
+}
+
+fn routed_to(route: Option<&Route>) -> String {
+    match route {
+        Some(Route::Policy(p)) => p.id.to_string(),
+        Some(Route::Invalid { id, .. }) => format!("invalid:{id}"),
+        Some(Route::Conflict { ids }) => format!("conflict:{}", ids.len()),
+        None => "none".into(),
+    }
+}
+
+#[test]
+fn routes_pick_the_longest_whole_segment_prefix() {
+    let apps = Arc::new(compile(APPS));
+    let root = Arc::new(compile(
+        &APPS
+            .replace("name: apps", "name: root")
+            .replace("[/wordpress, /express]", "[/]"),
+    ));
+    let admin = Arc::new(compile(
+        &APPS
+            .replace("name: apps", "name: admin")
+            .replace("[/wordpress, /express]", "[/wordpress/wp-admin]"),
+    ));
+    let table = RouteTable::build(&[apps, root, admin], &[]);
+    assert_eq!(
+        routed_to(route(&table, "myserver.example.test", "/wordpress/x")),
+        "team/apps"
+    );
+    assert_eq!(
+        routed_to(route(&table, "MyServer.Example.Test:443", "/express")),
+        "team/apps"
+    );
+    assert_eq!(
+        routed_to(route(&table, "myserver.example.test", "/wordpress2")),
+        "team/root"
+    );
+    assert_eq!(
+        routed_to(route(
+            &table,
+            "myserver.example.test",
+            "/wordpress/wp-admin/x"
+        )),
+        "team/admin"
+    );
+    assert_eq!(
+        routed_to(route(
+            &table,
+            "myserver.example.test",
+            "/WordPress/WP-Admin"
+        )),
+        "team/admin"
+    );
+    assert_eq!(
+        routed_to(route(&table, "other.example.test", "/wordpress")),
+        "none"
+    );
+}
+
+#[test]
+fn conflicting_and_invalid_policies_route_to_denials() {
+    let apps = Arc::new(compile(APPS));
+    let twin = Arc::new(compile(&APPS.replace("name: apps", "name: twin")));
+    let broken = InvalidPolicy {
+        id: PolicyId::new("team", "broken"),
+        hosts: vec![Host::parse("broken.example.test").expect("host")],
+        prefixes: vec![],
+        reason: "rule 0: bad".into(),
+    };
+    let table = RouteTable::build(&[apps, twin], &[broken]);
+    assert_eq!(
+        routed_to(route(&table, "myserver.example.test", "/wordpress")),
+        "conflict:2"
+    );
+    assert_eq!(
+        routed_to(route(&table, "broken.example.test", "/anything")),
+        "invalid:team/broken"
+    );
+}
