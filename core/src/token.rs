@@ -30,6 +30,9 @@ pub enum TokenKind {
     Handoff,
     /// The identity assertion sent to upstream apps (`Portcullis-Jwt-Assertion`).
     Assertion,
+    /// A pending login (state, nonce, PKCE verifier), held by the browser between the redirect
+    /// to the identity provider and the callback.
+    Login,
 }
 
 impl TokenKind {
@@ -40,6 +43,7 @@ impl TokenKind {
             Self::Sso => "portcullis-sso+jwt",
             Self::Handoff => "portcullis-handoff+jwt",
             Self::Assertion => "portcullis-assertion+jwt",
+            Self::Login => "portcullis-login+jwt",
         }
     }
 }

@@ -1,0 +1,397 @@
+//! The central auth host: starts logins, receives the identity provider's callback, keeps the
+//! single-sign-on session, hands sessions to app hosts, publishes the JWKS.
+//!
+//! Login (first app):
+//! `app → /.portcullis/start?rd=… → IdP → /.portcullis/callback → app/.portcullis/handoff → app`.
+//! Single sign-on (any further app of any policy allowing the same provider): the same, minus
+//! the identity provider: `/.portcullis/start` finds a valid SSO cookie and hands off at once.
+
+use crate::{
+    app::{login_url, query_param},
+    cookies,
+    gateway::{Gateway, now},
+    oidc::OidcError,
+    respond::{Problem, html_escape, no_store, page, redirect},
+    tokens::{HandoffClaims, LoginClaims, SsoClaims},
+};
+use axum::{
+    Json,
+    extract::Request,
+    response::{Html, IntoResponse, Response},
+};
+use http::{HeaderValue, Method, StatusCode, request::Parts};
+use portcullis_core::{CanonicalPath, Host, Policy, Route, token::TokenKind};
+use rand::RngCore;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+/// How long a login may take at the identity provider.
+const LOGIN_TIMEOUT_SECS: u64 = 10 * 60;
+/// How long a hand-off ticket is good for.
+const HANDOFF_TIMEOUT_SECS: u64 = 60;
+
+pub async fn handle(gateway: &Gateway, req: Request) -> Response {
+    // Only the head is needed; holding the body across awaits would make the future !Send.
+    let (req, _body) = req.into_parts();
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Only GET is served here.",
+        )
+        .into_response();
+    }
+    match req.uri.path() {
+        "/.well-known/jwks.json" => {
+            let mut response = Json(gateway.keys.jwks()).into_response();
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            response
+        }
+        "/.portcullis/start" => start(gateway, &req).await,
+        "/.portcullis/callback" => callback(gateway, &req).await,
+        "/" => Html(page(
+            "Portcullis",
+            "<p>This is the sign-in service for your organisation's applications.</p>",
+        ))
+        .into_response(),
+        _ => Problem::new(StatusCode::NOT_FOUND, "not_found", "Nothing here.").into_response(),
+    }
+}
+
+/// A validated post-login destination.
+struct Target {
+    host: Host,
+    /// Path and query on `host`.
+    path_and_query: String,
+    policy: Arc<Policy>,
+}
+
+/// Accepts only `https://<host of a configured policy>[:public port]/<canonical path>[?query]`,
+/// parsed, never pattern-matched: no other scheme, no userinfo, no other port, no fragment,
+/// the host exactly one of ours, and a path some valid policy covers.
+fn target(gateway: &Gateway, rd: &str) -> Result<Target, Problem> {
+    let refuse = || {
+        Problem::bad_request(
+            "invalid_redirect",
+            "The return address is not one of this organisation's applications.",
+        )
+    };
+    let url = url::Url::parse(rd).map_err(|_| refuse())?;
+    if url.scheme() != "https"
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(refuse());
+    }
+    let port = url.port().unwrap_or(443);
+    if port != gateway.settings.public_port {
+        return Err(refuse());
+    }
+    let host = Host::parse(url.host_str().ok_or_else(refuse)?).map_err(|_| refuse())?;
+    if host == gateway.settings.auth_host {
+        return Err(refuse());
+    }
+    let path = CanonicalPath::parse(url.path()).map_err(|_| refuse())?;
+    let snapshot = gateway.snapshot();
+    let policy = match snapshot.routes.route(&host, &path) {
+        Some(Route::Policy(policy)) => policy.clone(),
+        _ => return Err(refuse()),
+    };
+    let path_and_query = match url.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    Ok(Target {
+        host,
+        path_and_query,
+        policy,
+    })
+}
+
+async fn start(gateway: &Gateway, req: &Parts) -> Response {
+    let now = now();
+    let Some(rd) = query_param(&req.uri, "rd") else {
+        return Problem::bad_request("missing_redirect", "Missing return address.").into_response();
+    };
+    let target = match target(gateway, &rd) {
+        Ok(target) => target,
+        Err(problem) => return problem.into_response(),
+    };
+
+    // Single sign-on: a valid SSO session for a provider this policy accepts skips the IdP.
+    let jar = cookies::parse(&req.headers);
+    if let Some(sso) = cookies::get(&jar, cookies::SSO)
+        && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
+        && target.policy.identity_providers.contains(&session.idp)
+    {
+        return handoff(gateway, &target, &session, now);
+    }
+
+    let providers = &target.policy.identity_providers;
+    let chosen = match query_param(&req.uri, "idp") {
+        Some(idp) if providers.contains(&idp) => idp,
+        Some(_) => {
+            return Problem::bad_request(
+                "unknown_provider",
+                "That sign-in option is not offered for this application.",
+            )
+            .into_response();
+        }
+        None if providers.len() == 1 => providers[0].clone(),
+        None => return chooser(gateway, &rd, providers),
+    };
+    let provider = match gateway.providers.get(&chosen) {
+        Ok(provider) => provider,
+        Err(error) => return idp_failure(gateway, &error),
+    };
+    let request = match provider.authorize(false).await {
+        Ok(request) => request,
+        Err(error) => return idp_failure(gateway, &error),
+    };
+    let claims = LoginClaims {
+        iss: gateway.issuer.clone(),
+        aud: gateway.issuer.clone(),
+        state: request.state.clone(),
+        nonce: request.nonce,
+        pkce: request.pkce_verifier,
+        idp: chosen,
+        rd,
+        iat: now,
+        exp: now + LOGIN_TIMEOUT_SECS,
+    };
+    let Ok(token) = gateway.keys.sign(TokenKind::Login, &claims) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "signing_failed",
+            "Internal error.",
+        )
+        .into_response();
+    };
+    let mut set_cookies = Vec::new();
+    // Cap logins in flight: when a browser has too many, drop them all rather than grow.
+    let pending: Vec<&str> = jar
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with(cookies::LOGIN_PREFIX))
+        .collect();
+    if pending.len() >= cookies::MAX_PENDING_LOGINS {
+        set_cookies.extend(pending.iter().filter_map(|n| cookies::clear(n)));
+    }
+    let Some(cookie) = cookies::set(
+        &login_cookie(&request.state),
+        &token,
+        std::time::Duration::from_secs(LOGIN_TIMEOUT_SECS),
+    ) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cookie_too_large",
+            "Internal error.",
+        )
+        .into_response();
+    };
+    set_cookies.push(cookie);
+    redirect(request.url.as_str(), set_cookies)
+}
+
+fn login_cookie(state: &str) -> String {
+    let suffix: String = state
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!("{}{suffix}", cookies::LOGIN_PREFIX)
+}
+
+fn chooser(gateway: &Gateway, rd: &str, providers: &[String]) -> Response {
+    let mut links = String::new();
+    for name in providers {
+        let label = gateway
+            .providers
+            .get(name)
+            .ok()
+            .and_then(|p| p.config().display_name.clone())
+            .unwrap_or_else(|| name.clone());
+        let mut href = login_url(gateway, rd);
+        href.push_str("&idp=");
+        href.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        links.push_str(&format!(
+            r#"<a class="button" href="{}">Continue with {}</a>"#,
+            html_escape(&href),
+            html_escape(&label)
+        ));
+    }
+    let mut response = Html(page("Sign in", &links)).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+async fn callback(gateway: &Gateway, req: &Parts) -> Response {
+    let now = now();
+    let uri = &req.uri;
+    let Some(state) = query_param(uri, "state") else {
+        return Problem::bad_request("missing_state", "The sign-in response is incomplete.")
+            .into_response();
+    };
+    // The state is checked before anything is sent to the identity provider.
+    let jar = cookies::parse(&req.headers);
+    let name = login_cookie(&state);
+    let login = cookies::get(&jar, &name)
+        .and_then(|token| {
+            gateway
+                .logins
+                .verify(token, Some(&gateway.issuer), now)
+                .ok()
+        })
+        .filter(|login| bool::from(login.state.as_bytes().ct_eq(state.as_bytes())));
+    let Some(login) = login else {
+        return Problem::bad_request(
+            "login_not_found",
+            "This sign-in was not started in this browser, or took too long. Please go back to the application and try again.",
+        )
+        .into_response();
+    };
+    let mut clear = cookies::clear(&name).into_iter().collect::<Vec<_>>();
+    if let Some(error) = query_param(uri, "error") {
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        info!(idp = %login.idp, error = %code, "identity provider refused the login");
+        let mut response = Problem::new(
+            StatusCode::FORBIDDEN,
+            "idp_refused",
+            format!("The identity provider did not sign you in ({code})."),
+        )
+        .into_response();
+        for cookie in clear {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, cookie);
+        }
+        return response;
+    }
+    let Some(code) = query_param(uri, "code") else {
+        return Problem::bad_request("missing_code", "The sign-in response is incomplete.")
+            .into_response();
+    };
+    let target = match target(gateway, &login.rd) {
+        Ok(target) => target,
+        Err(problem) => return problem.into_response(),
+    };
+    let provider = match gateway.providers.get(&login.idp) {
+        Ok(provider) => provider,
+        Err(error) => return idp_failure(gateway, &error),
+    };
+    let verified = match provider
+        .complete(&code, &login.pkce, &login.nonce, None, now)
+        .await
+    {
+        Ok(verified) => verified,
+        Err(error) => return idp_failure(gateway, &error),
+    };
+    gateway.metrics.login(&login.idp);
+    // A new session id at every login: a session fixed before login is never promoted.
+    let mut sid = [0u8; 16];
+    rand::rng().fill_bytes(&mut sid);
+    let sid: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    let session = SsoClaims {
+        iss: gateway.issuer.clone(),
+        aud: gateway.issuer.clone(),
+        sub: verified.subject,
+        email: verified.email,
+        groups: verified.groups,
+        ext: verified.ext,
+        sid,
+        idp: login.idp.clone(),
+        auth_time: verified.auth_time,
+        iat: now,
+        exp: now + gateway.settings.sso_lifetime.as_secs(),
+    };
+    info!(idp = %session.idp, sid = %session.sid, "login");
+    let Ok(token) = gateway.keys.sign(TokenKind::Sso, &session) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "signing_failed",
+            "Internal error.",
+        )
+        .into_response();
+    };
+    let Some(sso) = cookies::set(cookies::SSO, &token, gateway.settings.sso_lifetime) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cookie_too_large",
+            "Your identity does not fit in a cookie.",
+        )
+        .into_response();
+    };
+    let mut response = handoff(gateway, &target, &session, now);
+    clear.push(sso);
+    for cookie in clear {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Sends the browser to the target app host with a one-time ticket for its policy.
+fn handoff(gateway: &Gateway, target: &Target, session: &SsoClaims, now: u64) -> Response {
+    let mut jti = [0u8; 16];
+    rand::rng().fill_bytes(&mut jti);
+    let ticket = HandoffClaims {
+        iss: gateway.issuer.clone(),
+        aud: target.policy.id.to_string(),
+        host: target.host.to_string(),
+        rd: target.path_and_query.clone(),
+        sub: session.sub.clone(),
+        email: session.email.clone(),
+        groups: session.groups.clone(),
+        ext: session.ext.clone(),
+        sid: session.sid.clone(),
+        idp: session.idp.clone(),
+        auth_time: session.auth_time,
+        jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+        iat: now,
+        exp: now + HANDOFF_TIMEOUT_SECS,
+    };
+    let Ok(token) = gateway.keys.sign(TokenKind::Handoff, &ticket) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "signing_failed",
+            "Internal error.",
+        )
+        .into_response();
+    };
+    let mut location = format!(
+        "{}/.portcullis/handoff?ticket=",
+        gateway.settings.origin(target.host.as_str())
+    );
+    location.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    redirect(&location, vec![])
+}
+
+fn idp_failure(gateway: &Gateway, error: &OidcError) -> Response {
+    gateway.metrics.idp_error(error.category());
+    warn!(error = %error, "login failed");
+    let (status, message) = match error {
+        OidcError::Discovery { .. } | OidcError::Exchange(_) => (
+            StatusCode::BAD_GATEWAY,
+            "The identity provider could not be reached. Please try again.",
+        ),
+        OidcError::InvalidIdToken(_) | OidcError::NoIdToken => (
+            StatusCode::FORBIDDEN,
+            "The identity provider's answer could not be verified.",
+        ),
+        OidcError::UnknownProvider(_) | OidcError::Config(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in is misconfigured.",
+        ),
+    };
+    Problem::new(status, error.category(), message).into_response()
+}

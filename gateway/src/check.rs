@@ -1,0 +1,206 @@
+//! The one access check every protected request goes through, whether the gateway then proxies
+//! it or answers an ingress controller's forward-auth sub-request.
+//!
+//! Phases: canonicalize host and path → route to a policy → authenticate (app token cookie) →
+//! authorize (the policy's rules, on every request, so a policy edit applies at once) →
+//! outcome. Every error on the way is a denial or a login; only an explicit positive decision
+//! lets a request through.
+
+use crate::{cookies, gateway::Gateway};
+use http::HeaderMap;
+use portcullis_core::{
+    CanonicalPath, Decision, Host, Policy, RequestFacts, Route,
+    token::{AppClaims, TokenError},
+};
+use std::{net::IpAddr, sync::Arc};
+
+/// Header carrying a service token's id.
+pub const CLIENT_ID_HEADER: &str = "portcullis-client-id";
+/// Header carrying a service token's secret.
+pub const CLIENT_SECRET_HEADER: &str = "portcullis-client-secret";
+
+/// The parts of a request the check looks at.
+pub struct Subject<'a> {
+    pub host: &'a Host,
+    pub path: &'a CanonicalPath,
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+/// What the check decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Let it through. `session` is set when a user is behind it.
+    Allow {
+        policy: Arc<Policy>,
+        session: Option<Session>,
+        decision: Decision,
+    },
+    /// The user must log in (again) first.
+    Login {
+        policy: Arc<Policy>,
+        reason: &'static str,
+    },
+    /// Refuse with 403.
+    Deny { reason: &'static str },
+    /// No policy claims this host and path.
+    NoPolicy,
+}
+
+/// The verified app token behind an allowed request.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: Arc<str>,
+    pub claims: Arc<AppClaims>,
+}
+
+/// Runs the check at `now` (unix seconds).
+pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
+    let snapshot = gateway.snapshot();
+    let policy = match snapshot.routes.route(subject.host, subject.path) {
+        None => return Outcome::NoPolicy,
+        Some(Route::Invalid { .. }) => {
+            return Outcome::Deny {
+                reason: "invalid_policy",
+            };
+        }
+        Some(Route::Conflict { .. }) => {
+            return Outcome::Deny {
+                reason: "conflicting_policies",
+            };
+        }
+        Some(Route::Policy(policy)) => policy.clone(),
+    };
+
+    let service_token = match (
+        subject.headers.get(CLIENT_ID_HEADER),
+        subject.headers.get(CLIENT_SECRET_HEADER),
+    ) {
+        (Some(id), Some(secret)) => {
+            snapshot.service_token(&policy.id, id.as_bytes(), secret.as_bytes())
+        }
+        _ => None,
+    };
+    let facts = RequestFacts {
+        client_ip: subject.client_ip,
+        service_token,
+    };
+
+    let session = match authenticate(gateway, &policy, subject.headers, now) {
+        Ok(session) => Some(session),
+        Err(Unauthenticated::NoCookie) => None,
+        Err(Unauthenticated::Token(error)) => {
+            gateway.metrics.token_rejected(error.category());
+            None
+        }
+        Err(Unauthenticated::StaleEpoch) => None,
+    };
+    let identity = session.as_ref().map(|s| s.claims.identity());
+    let decision = policy.evaluate(&facts, identity.as_ref());
+    match decision {
+        Decision::Allow { .. } | Decision::Bypass { .. } | Decision::ServiceAuth { .. } => {
+            // A bypass or service-token request carries no user to the upstream.
+            let session = matches!(decision, Decision::Allow { .. })
+                .then_some(session)
+                .flatten();
+            Outcome::Allow {
+                policy,
+                session,
+                decision,
+            }
+        }
+        Decision::LoginRequired => Outcome::Login {
+            policy,
+            reason: "login_required",
+        },
+        Decision::Deny { .. } => Outcome::Deny {
+            reason: "denied_by_rule",
+        },
+        Decision::NoRuleMatched => Outcome::Deny {
+            reason: "no_rule_allows",
+        },
+    }
+}
+
+enum Unauthenticated {
+    NoCookie,
+    Token(TokenError),
+    /// Minted before the policy's revocation epoch was raised.
+    StaleEpoch,
+}
+
+fn authenticate(
+    gateway: &Gateway,
+    policy: &Policy,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<Session, Unauthenticated> {
+    let cookies = cookies::parse(headers);
+    let name = cookies::app_cookie(&policy.id);
+    let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
+    let audience = policy.id.to_string();
+    let claims = gateway
+        .app_tokens
+        .verify(token, Some(&audience), now)
+        .map_err(Unauthenticated::Token)?;
+    if claims.epoch < policy.epoch {
+        return Err(Unauthenticated::StaleEpoch);
+    }
+    Ok(Session {
+        token: Arc::from(token),
+        claims,
+    })
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(gateway: &Gateway, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !gateway.settings.is_trusted_proxy(peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        for hop in value.split(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                // An unparsable hop: stop believing the chain at this point.
+                Err(_) => return hops.last().copied().unwrap_or(peer),
+            }
+        }
+    }
+    for hop in hops.into_iter().rev() {
+        if !gateway.settings.is_trusted_proxy(hop) {
+            return hop;
+        }
+    }
+    peer
+}
+
+/// True when the request is an API call (fetch/XHR/non-GET) that must get a 401 rather than a
+/// redirect to an HTML login page.
+pub fn is_api_request(method: &http::Method, headers: &HeaderMap) -> bool {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return true;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if header("x-requested-with").eq_ignore_ascii_case("xmlhttprequest") {
+        return true;
+    }
+    match header("sec-fetch-mode") {
+        "" => {}
+        "navigate" => return false,
+        _ => return true,
+    }
+    let accept = header("accept");
+    !(accept.is_empty()
+        || accept.contains("text/html")
+        || accept.contains("*/*") && !accept.contains("application/json"))
+}

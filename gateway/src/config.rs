@@ -1,0 +1,142 @@
+//! Command-line and file configuration. Every flag has an environment variable; secrets are read
+//! from files, never taken from argv.
+
+use clap::Parser;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// The Portcullis gateway.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "portcullis-gateway", version, about)]
+pub struct Args {
+    #[clap(flatten)]
+    pub listen: ListenArgs,
+    #[clap(flatten)]
+    pub auth: AuthArgs,
+    #[clap(flatten)]
+    pub keys: KeyArgs,
+    /// Standalone mode: load AccessPolicy (and Secret) manifests from this directory and reload
+    /// them when they change.
+    #[arg(long, env = "PORTCULLIS_POLICY_DIR")]
+    pub policy_dir: PathBuf,
+    /// Log format.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+/// Where the gateway listens.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ListenArgs {
+    /// HTTPS listener for the auth host, the protected apps and forward-auth checks.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for /livez, /readyz and /metrics: a separate port, so no request to
+    /// an app can reach them.
+    #[arg(long, env = "PORTCULLIS_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
+    /// TLS certificate chain (PEM) served for the auth host and the app hosts.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long, env = "PORTCULLIS_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// Extra CA certificates (PEM) trusted for https upstreams and identity providers.
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Peers whose X-Forwarded-For / X-Forwarded-* / X-Original-* headers are believed
+    /// (comma-separated CIDRs). Default: none.
+    #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a request may take end to end before the gateway answers 504.
+    #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// The central auth host and identity providers.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuthArgs {
+    /// Public name of the auth host (login, callback, JWKS), e.g. `auth.example.test`.
+    #[arg(long, env = "PORTCULLIS_AUTH_HOST")]
+    pub auth_host: String,
+    /// Port browsers use to reach the gateway, when it is not 443 (local setups).
+    #[arg(long, env = "PORTCULLIS_PUBLIC_PORT", default_value_t = 443)]
+    pub public_port: u16,
+    /// YAML file listing the identity providers (see docs/operations.md).
+    #[arg(long, env = "PORTCULLIS_IDP_CONFIG")]
+    pub idp_config: PathBuf,
+    /// Lifetime of the single-sign-on session at the auth host.
+    #[arg(long, env = "PORTCULLIS_SSO_LIFETIME", default_value = "12h", value_parser = parse_duration)]
+    pub sso_lifetime: Duration,
+}
+
+/// Signing keys.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeyArgs {
+    /// PKCS#8 P-256 private key (PEM) new tokens are signed with.
+    #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
+    pub signing_key_file: PathBuf,
+    /// The key that will be current after the next rotation; published in the JWKS ahead of use.
+    #[arg(long, env = "PORTCULLIS_NEXT_SIGNING_KEY_FILE")]
+    pub next_signing_key_file: Option<PathBuf>,
+    /// Keys of earlier rotations still accepted for verification (comma-separated files).
+    #[arg(
+        long,
+        env = "PORTCULLIS_PREVIOUS_SIGNING_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_signing_key_files: Vec<PathBuf>,
+}
+
+/// `PORTCULLIS_IDP_CONFIG`: the identity providers, by name.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdpFile {
+    pub identity_providers: Vec<IdpConfig>,
+}
+
+/// One OpenID Connect provider (Google is one with issuer `https://accounts.google.com`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Name policies refer to in `identityProviders`.
+    pub name: String,
+    /// Shown on the chooser page.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Issuer URL; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Other spellings of the issuer the provider puts in `iss` (Google sends
+    /// `accounts.google.com` as well as `https://accounts.google.com`).
+    #[serde(default)]
+    pub issuer_aliases: Vec<String>,
+    pub client_id: String,
+    /// File holding the client secret (a mounted Secret).
+    pub client_secret_file: PathBuf,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Accept `email` without `email_verified: true` (some providers never send it). Off by
+    /// default: an unverified email matches no email rule.
+    #[serde(default)]
+    pub trust_unverified_email: bool,
+    /// ID-token claims carried into app tokens for `claim` selectors (e.g. `hd`).
+    #[serde(default)]
+    pub forward_claims: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile", "groups", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Parses Go-style durations (`90s`, `5m`, `1h30m`), the same syntax as the CRDs.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: portcullis_crds::Duration = s
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("duration {s:?} must not be negative"));
+    }
+    Ok(d.into())
+}

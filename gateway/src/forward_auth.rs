@@ -1,0 +1,220 @@
+//! Forward-auth: ingress controllers ask the gateway about a request and enforce the answer.
+//! One endpoint per contract, because they disagree on what a "no" looks like:
+//!
+//! | endpoint | sent by | original request from | allowed | login needed | denied |
+//! | --- | --- | --- | --- | --- | --- |
+//! | `/.portcullis/auth/nginx` | ingress-nginx / nginx `auth_request` | `X-Original-URL`, `X-Original-Method` | 200 + identity headers | 401 + `Portcullis-Signin-Url` | 403 |
+//! | `/.portcullis/auth/traefik` | Traefik / Caddy ForwardAuth | `X-Forwarded-Proto/-Host/-Uri/-Method` | 200 + identity headers | 302 (navigation) / 401 JSON (API) | 403 |
+//! | `/.portcullis/auth/envoy/…` | Envoy `ext_authz` (HTTP) | path after the prefix, `Host`, method | 200 + identity headers | 302 / 401 JSON | 403 |
+//!
+//! The original request is described by headers, so these endpoints answer only peers in
+//! `--trusted-proxies`; anyone else gets 403 without a decision.
+
+use crate::{
+    app::{identity_headers, login_needed, login_url},
+    check::{self, Outcome, Subject, is_api_request},
+    gateway::{Gateway, now},
+    respond::{Problem, no_store},
+};
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use portcullis_core::{CanonicalPath, Host};
+use std::net::SocketAddr;
+
+/// The three contracts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contract {
+    Nginx,
+    Traefik,
+    Envoy,
+}
+
+/// The original request, reconstructed from a forward-auth sub-request.
+struct Original {
+    method: Method,
+    host: Host,
+    uri: Uri,
+    path: CanonicalPath,
+}
+
+pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response {
+    let path = req.uri().path();
+    let contract = if path == "/.portcullis/auth/nginx" {
+        Contract::Nginx
+    } else if path == "/.portcullis/auth/traefik" {
+        Contract::Traefik
+    } else if path.starts_with("/.portcullis/auth/envoy/") || path == "/.portcullis/auth/envoy" {
+        Contract::Envoy
+    } else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such forward-auth endpoint.",
+        )
+        .into_response();
+    };
+    if !gateway.settings.is_trusted_proxy(peer.ip()) {
+        return Problem::forbidden("untrusted_proxy").into_response();
+    }
+    let original = match original(contract, &req) {
+        Ok(original) => original,
+        Err(problem) => return problem.into_response(),
+    };
+    let client_ip = check::client_ip(gateway, peer.ip(), req.headers());
+    let now = now();
+    let started = std::time::Instant::now();
+    let outcome = check::check(
+        gateway,
+        &Subject {
+            host: &original.host,
+            path: &original.path,
+            headers: req.headers(),
+            client_ip,
+        },
+        now,
+    );
+    gateway.metrics.observe_check(&outcome, started.elapsed());
+    let api = is_api_request(&original.method, req.headers());
+    match outcome {
+        Outcome::Allow { session, .. } => {
+            let mut response = Response::new(Body::empty());
+            no_store(response.headers_mut());
+            if let Some(session) = session {
+                for (name, value) in identity_headers(
+                    gateway,
+                    &session.token,
+                    &session.claims,
+                    original.host.as_str(),
+                    now,
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        Outcome::Login { reason, .. } => match contract {
+            Contract::Nginx => {
+                let target = format!(
+                    "{}{}",
+                    gateway.settings.origin(original.host.as_str()),
+                    original
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                );
+                let mut problem =
+                    Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.")
+                        .json(true);
+                let url = login_url(gateway, &target);
+                problem.login_url = Some(url.clone());
+                let mut response = problem.into_response();
+                if let Ok(value) = HeaderValue::from_str(&url) {
+                    response
+                        .headers_mut()
+                        .insert("portcullis-signin-url", value);
+                }
+                response
+            }
+            Contract::Traefik | Contract::Envoy => {
+                login_needed(gateway, &original.host, &original.uri, api, reason)
+            }
+        },
+        Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
+        Outcome::NoPolicy => Problem::forbidden("no_policy").json(api).into_response(),
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Problem::bad_request(
+            "ambiguous_forwarded_headers",
+            format!("Several {name} headers."),
+        ));
+    }
+    value.to_str().map(Some).map_err(|_| {
+        Problem::bad_request("bad_forwarded_headers", format!("Invalid {name} header."))
+    })
+}
+
+fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
+    let headers = req.headers();
+    let missing =
+        |what: &str| Problem::bad_request("missing_forwarded_headers", format!("Missing {what}."));
+    let bad =
+        |what: &str| Problem::bad_request("bad_forwarded_headers", format!("Invalid {what}."));
+    let (method, host, uri) = match contract {
+        Contract::Nginx => {
+            // Split by hand: a URL parser would resolve `..` and judge another path than the
+            // one nginx forwards.
+            let url =
+                header(headers, "x-original-url")?.ok_or_else(|| missing("X-Original-URL"))?;
+            let rest = url
+                .strip_prefix("https://")
+                .ok_or_else(|| bad("X-Original-URL"))?;
+            let (authority, path_and_query) = match rest.find(['/', '?']) {
+                Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+                Some(_) => return Err(bad("X-Original-URL")),
+                None => (rest, "/"),
+            };
+            if authority.contains('@') {
+                return Err(bad("X-Original-URL"));
+            }
+            let method = header(headers, "x-original-method")?.unwrap_or("GET");
+            (
+                method.to_owned(),
+                authority.to_owned(),
+                path_and_query.to_owned(),
+            )
+        }
+        Contract::Traefik => {
+            let proto = header(headers, "x-forwarded-proto")?
+                .ok_or_else(|| missing("X-Forwarded-Proto"))?;
+            if proto != "https" {
+                return Err(bad("X-Forwarded-Proto"));
+            }
+            let host =
+                header(headers, "x-forwarded-host")?.ok_or_else(|| missing("X-Forwarded-Host"))?;
+            let uri =
+                header(headers, "x-forwarded-uri")?.ok_or_else(|| missing("X-Forwarded-Uri"))?;
+            let method = header(headers, "x-forwarded-method")?.unwrap_or("GET");
+            (method.to_owned(), host.to_owned(), uri.to_owned())
+        }
+        Contract::Envoy => {
+            let host = crate::app::request_host(req)?;
+            let rest = req
+                .uri()
+                .path()
+                .strip_prefix("/.portcullis/auth/envoy")
+                .unwrap_or("/");
+            let rest = if rest.is_empty() { "/" } else { rest };
+            let uri = match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_owned(),
+            };
+            (req.method().as_str().to_owned(), host.to_string(), uri)
+        }
+    };
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("method"))?;
+    let host = Host::parse(&host).map_err(|e| Problem::bad_request("bad_host", e.to_string()))?;
+    let uri: Uri = uri.parse().map_err(|_| bad("request URI"))?;
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(bad("request URI"));
+    }
+    let path = CanonicalPath::parse(uri.path())
+        .map_err(|e| Problem::bad_request("bad_path", e.to_string()))?;
+    Ok(Original {
+        method,
+        host,
+        uri,
+        path,
+    })
+}

@@ -1,0 +1,182 @@
+//! `portcullis-gateway`: see the crate documentation.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use portcullis_core::{Host, token::KeySet};
+use portcullis_gateway::{
+    app, config,
+    gateway::{Gateway, Settings},
+    metrics::Metrics,
+    oidc::Providers,
+    ops,
+    proxy::{Proxy, ProxyConfig},
+    server, shutdown, source,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tracing::info;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = config::Args::parse();
+    init_tracing(&args.log_format);
+    // Exactly one crypto provider for rustls (server, proxy, identity providers) and
+    // jsonwebtoken: aws-lc-rs.
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    run(args).await
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: config::Args) -> anyhow::Result<()> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let current = read(&args.keys.signing_key_file)?;
+    let next = args
+        .keys
+        .next_signing_key_file
+        .as_deref()
+        .map(read)
+        .transpose()?;
+    let previous = args
+        .keys
+        .previous_signing_key_files
+        .iter()
+        .map(|p| read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let previous: Vec<&[u8]> = previous.iter().map(Vec::as_slice).collect();
+    let keys = Arc::new(
+        KeySet::from_pems(&current, next.as_deref(), &previous).context("loading signing keys")?,
+    );
+    info!(kid = keys.current_kid(), "signing keys loaded");
+
+    let auth_host =
+        Host::parse(&args.auth.auth_host).map_err(|e| anyhow::anyhow!("--auth-host: {e}"))?;
+    let settings = Settings {
+        auth_host,
+        public_port: args.auth.public_port,
+        sso_lifetime: args.auth.sso_lifetime,
+        trusted_proxies: args.listen.trusted_proxies.clone(),
+    };
+
+    let extra_ca = args
+        .listen
+        .upstream_ca_file
+        .as_deref()
+        .map(read)
+        .transpose()?;
+    let idp_file: config::IdpFile = serde_saphyr::from_str(
+        &std::fs::read_to_string(&args.auth.idp_config)
+            .with_context(|| format!("reading {}", args.auth.idp_config.display()))?,
+    )
+    .with_context(|| format!("parsing {}", args.auth.idp_config.display()))?;
+    let http = idp_http_client(extra_ca.as_deref())?;
+    let redirect = format!("{}/.portcullis/callback", settings.issuer());
+    let providers = Providers::new(idp_file.identity_providers, &redirect, http)?;
+    let proxy = Proxy::new(ProxyConfig {
+        extra_roots_pem: extra_ca,
+        ..ProxyConfig::default()
+    })?;
+
+    let (trigger, signal) = shutdown::channel();
+    let known = providers.clone();
+    let state = source::watch_directory(
+        args.policy_dir.clone(),
+        Arc::new(move |name: &str| known.contains(name)),
+        Duration::from_secs(1),
+        signal.clone(),
+    )?;
+    let gateway = Gateway::new(settings, state, keys, providers, proxy, Metrics::new());
+
+    let tls = server::tls_config(&args.listen.tls_cert_file, &args.listen.tls_key_file)?;
+    let main_listener = TcpListener::bind(args.listen.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen.listen))?;
+    let ops_listener = TcpListener::bind(args.listen.ops_listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen.ops_listen))?;
+    let router =
+        app::app(gateway.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            args.listen.request_timeout,
+        ));
+    let main = tokio::spawn(server::serve(
+        main_listener,
+        Some(tls),
+        router,
+        signal.clone(),
+    ));
+    let ops = tokio::spawn(server::serve(
+        ops_listener,
+        None,
+        ops::router(gateway),
+        signal,
+    ));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    trigger.fire();
+    let _ = tokio::join!(main, ops);
+    Ok(())
+}
+
+/// HTTP client for identity providers: no redirects (they would open SSRF), aws-lc-rs TLS with
+/// the system roots plus the configured extra CA.
+fn idp_http_client(extra_ca: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots
+                .add(cert.context("reading the extra CA")?)
+                .context("adding the extra CA")?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

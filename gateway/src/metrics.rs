@@ -1,0 +1,151 @@
+//! Prometheus metrics. Every label has a bounded set of values (outcomes, error categories,
+//! configured provider names); nothing user-controlled ever becomes a label.
+
+use crate::check::Outcome;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdpLabel {
+    idp: String,
+}
+
+/// The gateway's metrics and their registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    checks: Family<OutcomeLabel, Counter>,
+    check_seconds: Histogram,
+    token_rejections: Family<ReasonLabel, Counter>,
+    logins: Family<IdpLabel, Counter>,
+    idp_errors: Family<ReasonLabel, Counter>,
+    upstream_errors: Family<ReasonLabel, Counter>,
+    state_version: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis_gateway");
+        let checks = Family::<OutcomeLabel, Counter>::default();
+        registry.register("checks", "Access checks by outcome", checks.clone());
+        let check_seconds = Histogram::new([1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2]);
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide one request",
+            check_seconds.clone(),
+        );
+        let token_rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "token_rejections",
+            "Tokens refused, by reason",
+            token_rejections.clone(),
+        );
+        let logins = Family::<IdpLabel, Counter>::default();
+        registry.register(
+            "logins",
+            "Completed logins by identity provider",
+            logins.clone(),
+        );
+        let idp_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "idp_errors",
+            "Failed interactions with identity providers",
+            idp_errors.clone(),
+        );
+        let upstream_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests the upstream could not answer",
+            upstream_errors.clone(),
+        );
+        let state_version = Gauge::default();
+        registry.register(
+            "state_version",
+            "Version of the access state being enforced",
+            state_version.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            checks,
+            check_seconds,
+            token_rejections,
+            logins,
+            idp_errors,
+            upstream_errors,
+            state_version,
+        }
+    }
+
+    pub fn observe_check(&self, outcome: &Outcome, elapsed: Duration) {
+        let outcome = match outcome {
+            Outcome::Allow { .. } => "allow",
+            Outcome::Login { .. } => "login",
+            Outcome::Deny { .. } => "deny",
+            Outcome::NoPolicy => "no_policy",
+        };
+        self.checks.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.check_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn token_rejected(&self, reason: &'static str) {
+        self.token_rejections
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// `idp` is a configured provider's name, so the label set is bounded by configuration.
+    pub fn login(&self, idp: &str) {
+        self.logins
+            .get_or_create(&IdpLabel {
+                idp: idp.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn idp_error(&self, reason: &'static str) {
+        self.idp_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn upstream_error(&self, reason: &'static str) {
+        self.upstream_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn state_applied(&self, version: u64) {
+        self.state_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}

@@ -1,0 +1,347 @@
+//! OpenID Connect relying party: discovery, the authorization request (PKCE S256, `state`,
+//! `nonce`), the code exchange and full ID-token validation, per identity provider.
+
+use crate::config::IdpConfig;
+use openidconnect::{
+    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardErrorResponse, TokenResponse as _,
+    core::{
+        CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+        CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+        CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+        CoreTokenIntrospectionResponse, CoreTokenType,
+    },
+};
+use serde::{Deserialize, Serialize};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+use tokio::sync::RwLock;
+
+/// Claims beyond the standard ones: `groups` (Dex, Okta, Keycloak…) and whatever else the
+/// provider sends, from which `forwardClaims` picks.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraClaims {
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+impl AdditionalClaims for ExtraClaims {}
+
+type IdTokenFields = openidconnect::IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type TokenResponse = openidconnect::StandardTokenResponse<IdTokenFields, CoreTokenType>;
+type Client = openidconnect::Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Signature algorithms accepted on ID tokens. Never `none`, never HMAC (the client secret is
+/// not a signing key we want to trust).
+const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 5] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// How far in the past an ID token's `iat` may be.
+const MAX_ID_TOKEN_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// Failures talking to, or believing, an identity provider.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("unknown identity provider {0:?}")]
+    UnknownProvider(String),
+    #[error("identity provider {idp} is not reachable: {detail}")]
+    Discovery { idp: String, detail: String },
+    #[error("the identity provider refused the code: {0}")]
+    Exchange(String),
+    #[error("the identity provider returned no ID token")]
+    NoIdToken,
+    #[error("the ID token is invalid: {0}")]
+    InvalidIdToken(String),
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+impl OidcError {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider(_) => "unknown_provider",
+            Self::Discovery { .. } => "discovery",
+            Self::Exchange(_) => "exchange",
+            Self::NoIdToken => "no_id_token",
+            Self::InvalidIdToken(_) => "invalid_id_token",
+            Self::Config(_) => "config",
+        }
+    }
+}
+
+/// What starting a login produces: where to send the browser, and what to remember until the
+/// callback.
+pub struct AuthorizationRequest {
+    pub url: url::Url,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+/// The verified result of a login.
+#[derive(Clone, Debug)]
+pub struct VerifiedLogin {
+    pub subject: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+    pub ext: serde_json::Map<String, serde_json::Value>,
+    /// `auth_time`, or `iat` when the provider does not send it.
+    pub auth_time: u64,
+    pub refresh_token: Option<String>,
+}
+
+/// One configured provider; discovery happens on first use and is retried until it succeeds.
+pub struct Provider {
+    config: IdpConfig,
+    secret: String,
+    redirect: RedirectUrl,
+    http: reqwest::Client,
+    client: RwLock<Option<Arc<Client>>>,
+}
+
+impl Provider {
+    /// The configuration this provider was built from.
+    pub fn config(&self) -> &IdpConfig {
+        &self.config
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, OidcError> {
+        if let Some(client) = self.client.read().await.as_ref() {
+            return Ok(client.clone());
+        }
+        let mut slot = self.client.write().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let discovery = |detail: String| OidcError::Discovery {
+            idp: self.config.name.clone(),
+            detail,
+        };
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| OidcError::Config(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| discovery(error_chain(&e)))?;
+        let client = openidconnect::Client::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(self.secret.clone())),
+        )
+        .set_redirect_uri(self.redirect.clone());
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Builds the authorization request. `force_login` asks the provider to authenticate the
+    /// user again (`prompt=login`, `max_age=0`) instead of reusing its own session.
+    pub async fn authorize(&self, force_login: bool) -> Result<AuthorizationRequest, OidcError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.config.scopes {
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+        }
+        if force_login {
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .set_max_age(Duration::ZERO);
+        }
+        let (url, state, nonce) = request.url();
+        Ok(AuthorizationRequest {
+            url,
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Exchanges the code and validates the ID token: signature (allow-listed algorithms, keys
+    /// from the provider's JWKS), `iss` (or an alias), `aud`, `azp`, `exp`, `iat`, `nonce`.
+    /// `not_before` is the earliest acceptable `auth_time` (for forced re-logins).
+    pub async fn complete(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        not_before: Option<u64>,
+        now: u64,
+    ) -> Result<VerifiedLogin, OidcError> {
+        let client = self.client().await?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Config(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+        let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(ALLOWED_ALGS)
+            .require_issuer_match(false);
+        let invalid = |m: String| OidcError::InvalidIdToken(m);
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(nonce.to_owned()))
+            .map_err(|e| invalid(e.to_string()))?;
+        let iss = claims.issuer().as_str();
+        if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss) {
+            return Err(invalid(format!("unexpected issuer {iss}")));
+        }
+        if let Some(azp) = claims.authorized_party()
+            && azp.as_str() != self.config.client_id
+        {
+            return Err(invalid("azp is not this client".into()));
+        }
+        let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
+        if iat + MAX_ID_TOKEN_AGE.as_secs() < now
+            || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
+        {
+            return Err(invalid("iat is out of range".into()));
+        }
+        let auth_time = claims
+            .auth_time()
+            .and_then(|t| u64::try_from(t.timestamp()).ok())
+            .unwrap_or(iat);
+        if let Some(not_before) = not_before
+            && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
+        {
+            return Err(invalid(
+                "the provider did not re-authenticate the user".into(),
+            ));
+        }
+        let verified = claims
+            .email_verified()
+            .unwrap_or(self.config.trust_unverified_email);
+        let email = claims
+            .email()
+            .filter(|_| verified)
+            .map(|e| e.as_str().to_ascii_lowercase());
+        let extra = claims.additional_claims();
+        let ext = self
+            .config
+            .forward_claims
+            .iter()
+            .filter_map(|name| extra.other.get(name).map(|v| (name.clone(), v.clone())))
+            .collect();
+        Ok(VerifiedLogin {
+            subject: claims.subject().as_str().to_owned(),
+            email,
+            groups: extra.groups.clone().unwrap_or_default(),
+            ext,
+            auth_time,
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+}
+
+/// Every configured provider, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: Arc<HashMap<String, Arc<Provider>>>,
+}
+
+impl Providers {
+    /// Builds the providers; client secrets are read from their files here, once.
+    pub fn new(
+        configs: Vec<IdpConfig>,
+        redirect: &str,
+        http: reqwest::Client,
+    ) -> Result<Self, OidcError> {
+        let redirect =
+            RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Config(e.to_string()))?;
+        let mut by_name = HashMap::new();
+        for config in configs {
+            let secret = std::fs::read_to_string(&config.client_secret_file)
+                .map_err(|e| {
+                    OidcError::Config(format!(
+                        "cannot read the client secret of {} from {}: {e}",
+                        config.name,
+                        config.client_secret_file.display()
+                    ))
+                })?
+                .trim()
+                .to_owned();
+            let name = config.name.clone();
+            let provider = Provider {
+                config,
+                secret,
+                redirect: redirect.clone(),
+                http: http.clone(),
+                client: RwLock::new(None),
+            };
+            if by_name.insert(name.clone(), Arc::new(provider)).is_some() {
+                return Err(OidcError::Config(format!(
+                    "identity provider {name} is configured twice"
+                )));
+            }
+        }
+        Ok(Self {
+            by_name: Arc::new(by_name),
+        })
+    }
+
+    /// The provider called `name`.
+    pub fn get(&self, name: &str) -> Result<&Arc<Provider>, OidcError> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| OidcError::UnknownProvider(name.to_owned()))
+    }
+
+    /// True when a provider of that name is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+}
+
+/// The message of an error and all its sources, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

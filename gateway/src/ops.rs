@@ -1,0 +1,43 @@
+//! The operations listener: liveness, readiness and metrics, on a port of its own so that no
+//! request to an app can reach them.
+
+use crate::gateway::Gateway;
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+
+/// `/livez`, `/readyz`, `/metrics`.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(gateway)
+}
+
+/// Ready once a snapshot of the access state is loaded: until then the gateway would deny
+/// everyone, and should receive no traffic.
+async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
+    let snapshot = gateway.snapshot();
+    if snapshot.version == 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no access state yet".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            format!("ok: state version {}", snapshot.version),
+        )
+    }
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
+    let snapshot = gateway.snapshot();
+    gateway.metrics.state_applied(snapshot.version);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gateway.metrics.encode(),
+    )
+}

@@ -1,0 +1,170 @@
+//! Standalone mode's source of access state: `AccessPolicy` and `Secret` manifests (the same
+//! YAML users `kubectl apply`) in a directory, reloaded when a file changes.
+//!
+//! The directory is polled (a fingerprint of names, sizes and modification times each second)
+//! rather than watched with inotify: polling works the same on every filesystem, including the
+//! symlink swaps of mounted ConfigMaps.
+
+use crate::state::{self, SecretManifest, Snapshot};
+use portcullis_crds::AccessPolicy;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Why the directory could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read policy directory {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Loads every manifest in `dir` into a snapshot with `version`.
+pub fn load(
+    dir: &Path,
+    version: u64,
+    known_idps: &dyn Fn(&str) -> bool,
+) -> Result<Snapshot, SourceError> {
+    let read = |source| SourceError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let mut policies = Vec::new();
+    let mut secrets = HashMap::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(error) => {
+                problems.push(format!("{}: {error}", file.display()));
+                continue;
+            }
+        };
+        let documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
+            Ok(documents) => documents,
+            Err(error) => {
+                problems.push(format!("{}: not YAML: {error}", file.display()));
+                continue;
+            }
+        };
+        for document in documents.into_iter().filter(|d| !d.is_null()) {
+            let kind = document
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            match kind.as_str() {
+                "AccessPolicy" => match serde_json::from_value::<AccessPolicy>(document) {
+                    Ok(mut policy) => {
+                        policy
+                            .metadata
+                            .namespace
+                            .get_or_insert_with(|| "default".into());
+                        policies.push(policy);
+                    }
+                    Err(error) => {
+                        problems.push(format!("{}: invalid AccessPolicy: {error}", file.display()))
+                    }
+                },
+                "Secret" => match serde_json::from_value::<SecretManifest>(document) {
+                    Ok(secret) => {
+                        let namespace = secret
+                            .metadata
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into());
+                        let name = secret.metadata.name.clone().unwrap_or_default();
+                        secrets.insert((namespace, name), secret);
+                    }
+                    Err(error) => {
+                        problems.push(format!("{}: invalid Secret: {error}", file.display()))
+                    }
+                },
+                other => problems.push(format!("{}: ignoring kind {other:?}", file.display())),
+            }
+        }
+    }
+    let mut snapshot = state::build(version, &policies, &secrets, known_idps);
+    problems.append(&mut snapshot.problems);
+    snapshot.problems = problems;
+    Ok(snapshot)
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            // Follow symlinks: mounted ConfigMaps swap a `..data` link.
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((path, meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Polls `dir` and publishes a new snapshot whenever its files change. The first snapshot is
+/// published before this returns, or the error returned.
+pub fn watch_directory(
+    dir: PathBuf,
+    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    interval: Duration,
+    shutdown: crate::shutdown::Signal,
+) -> Result<watch::Receiver<Arc<Snapshot>>, SourceError> {
+    let first = load(&dir, 1, known_idps.as_ref())?;
+    log_problems(&first);
+    info!(policies = first.policies.len(), dir = %dir.display(), "loaded policies");
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        let mut seen = fingerprint(&dir);
+        let mut version = 1;
+        let mut ticker = tokio::time::interval(interval);
+        let mut shutdown = shutdown;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            let now = fingerprint(&dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            version += 1;
+            match load(&dir, version, known_idps.as_ref()) {
+                Ok(snapshot) => {
+                    log_problems(&snapshot);
+                    info!(
+                        policies = snapshot.policies.len(),
+                        version, "reloaded policies"
+                    );
+                    tx.send_replace(Arc::new(snapshot));
+                }
+                Err(error) => warn!(%error, "keeping the previous policies"),
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn log_problems(snapshot: &Snapshot) {
+    for problem in &snapshot.problems {
+        warn!(problem = %problem, "manifest not applied as written");
+    }
+}

@@ -1,0 +1,845 @@
+//! Router tests: the whole request path of the gateway (dispatch → check → proxy or
+//! forward-auth answer), driven with `oneshot`, against a real upstream on 127.0.0.1. Tokens are
+//! minted by the gateway's own signer; nothing stands in for the code under test.
+//!
+//! The identity provider is configured but never contacted here: logins through the real Dex
+//! are in `login.rs`.
+
+use axum::{Router, body::Body, extract::Request, routing::any};
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::BodyExt as _;
+use portcullis_core::token::{AppClaims, KeySet, TokenKind};
+use portcullis_core::{Host, PolicyId};
+use portcullis_gateway::{
+    app::{self, ClientAddr},
+    config::IdpConfig,
+    cookies,
+    gateway::{Gateway, Settings, now},
+    metrics::Metrics,
+    oidc::Providers,
+    proxy::{Proxy, ProxyConfig},
+    state::{self, Snapshot},
+    tokens::{AssertionClaims, HandoffClaims},
+};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use tokio::sync::watch;
+use tower::ServiceExt as _;
+
+const AUTH: &str = "auth.portcullis.test";
+const APP: &str = "myserver.portcullis.test";
+const OTHER: &str = "other.portcullis.test";
+const PORT: u16 = 8443;
+const USER_PEER: &str = "192.0.2.10:50000";
+const PROXY_PEER: &str = "10.9.0.2:40000";
+
+struct Harness {
+    gateway: Gateway,
+    keys: Arc<KeySet>,
+    state: watch::Sender<Arc<Snapshot>>,
+    upstream: SocketAddr,
+}
+
+fn pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("key")
+        .serialize_pem()
+}
+
+fn policies(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: apps, namespace: team }}
+spec:
+  hosts: [{APP}]
+  paths: [/wordpress, /express]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  serviceTokens: [{{ name: ci, secretName: ci-token }}]
+  rules:
+    - action: Bypass
+      include: [{{ ipRanges: [198.51.100.0/24] }}]
+    - action: ServiceAuth
+      include: [{{ serviceTokens: [ci] }}]
+    - action: Deny
+      include: [{{ emails: [mallory@example.com] }}]
+    - action: Allow
+      include: [{{ emailDomains: [example.com] }}]
+---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: other, namespace: team }}
+spec:
+  hosts: [{OTHER}]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Allow
+      include: [{{ everyone: true }}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{ name: ci-token, namespace: team }}
+stringData: {{ client-id: ci-robot, client-secret: s3cret-value }}
+"#
+    )
+}
+
+async fn echo_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = Router::new().fallback(any(|req: Request| async move {
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::json!({ "path": req.uri().to_string(), "headers": headers }))
+    }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+fn snapshot(version: u64, yaml: &str) -> Snapshot {
+    let manifests: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("yaml");
+    let mut policy_list = Vec::new();
+    let mut secrets = HashMap::new();
+    for doc in manifests {
+        if doc["kind"] == "Secret" {
+            let secret: state::SecretManifest = serde_json::from_value(doc).expect("secret");
+            secrets.insert(
+                (
+                    "team".to_owned(),
+                    secret.metadata.name.clone().unwrap_or_default(),
+                ),
+                secret,
+            );
+        } else {
+            policy_list.push(serde_json::from_value(doc).expect("policy"));
+        }
+    }
+    let snapshot = state::build(version, &policy_list, &secrets, &|name| name == "dex");
+    assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
+    snapshot
+}
+
+async fn harness() -> Harness {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let upstream = echo_upstream().await;
+    let (tx, rx) = watch::channel(Arc::new(snapshot(1, &policies(upstream))));
+    let keys =
+        Arc::new(KeySet::from_pems(pem().as_bytes(), Some(pem().as_bytes()), &[]).expect("keys"));
+    let secret = tempfile_with("client-secret");
+    let providers = Providers::new(
+        vec![IdpConfig {
+            name: "dex".into(),
+            display_name: None,
+            // Never contacted by these tests.
+            issuer: "https://127.0.0.1:9/dex".into(),
+            issuer_aliases: vec![],
+            client_id: "portcullis".into(),
+            client_secret_file: secret,
+            scopes: vec!["openid".into()],
+            trust_unverified_email: false,
+            forward_claims: vec![],
+        }],
+        &format!("https://{AUTH}:{PORT}/.portcullis/callback"),
+        reqwest::Client::new(),
+    )
+    .expect("providers");
+    let settings = Settings {
+        auth_host: Host::parse(AUTH).expect("host"),
+        public_port: PORT,
+        sso_lifetime: std::time::Duration::from_secs(3600),
+        trusted_proxies: vec!["10.9.0.0/16".parse().expect("cidr")],
+    };
+    let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
+    let gateway = Gateway::new(settings, rx, keys.clone(), providers, proxy, Metrics::new());
+    Harness {
+        gateway,
+        keys,
+        state: tx,
+        upstream,
+    }
+}
+
+fn tempfile_with(contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("portcullis-test-secret-{}", std::process::id()));
+    std::fs::write(&path, contents).expect("write");
+    path
+}
+
+impl Harness {
+    fn app_token(&self, policy: &str, email: &str, tweak: impl FnOnce(&mut AppClaims)) -> String {
+        let now = now();
+        let mut claims = AppClaims {
+            iss: format!("https://{AUTH}:{PORT}"),
+            aud: policy.into(),
+            sub: format!("sub-{email}"),
+            email: Some(email.into()),
+            groups: vec!["staff".into()],
+            ext: Default::default(),
+            sid: "s-1".into(),
+            idp: "dex".into(),
+            epoch: 0,
+            iat: now,
+            exp: now + 300,
+            auth_time: now,
+        };
+        tweak(&mut claims);
+        self.keys.sign(TokenKind::App, &claims).expect("sign")
+    }
+
+    fn cookie_for(&self, policy: &str, token: &str) -> (String, String) {
+        let (ns, name) = policy.split_once('/').expect("id");
+        (
+            "cookie".into(),
+            format!("{}={token}", cookies::app_cookie(&PolicyId::new(ns, name))),
+        )
+    }
+
+    async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], peer: &str) -> Reply {
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut req = builder.body(Body::empty()).expect("request");
+        req.extensions_mut()
+            .insert(ClientAddr(peer.parse().expect("peer")));
+        let response = app::app(self.gateway.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, host: &str, path: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut headers = vec![("host", host), ("accept", "text/html")];
+        headers.extend_from_slice(extra);
+        self.send(Method::GET, path, &headers, USER_PEER).await
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+#[tokio::test]
+async fn a_navigation_without_a_session_is_sent_to_log_in() {
+    let h = harness().await;
+    let reply = h.get(APP, "/wordpress/wp-admin/?x=1", &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(
+        reply.location(),
+        "https://auth.portcullis.test:8443/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fwp-admin%2F%3Fx%3D1"
+    );
+}
+
+#[tokio::test]
+async fn api_calls_without_a_session_get_401_json_not_a_redirect() {
+    let h = harness().await;
+    for headers in [
+        vec![("host", APP), ("sec-fetch-mode", "cors"), ("accept", "*/*")],
+        vec![("host", APP), ("x-requested-with", "XMLHttpRequest")],
+        vec![("host", APP), ("accept", "application/json")],
+    ] {
+        let reply = h
+            .send(Method::GET, "/express/api/items", &headers, USER_PEER)
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        let body = reply.json();
+        assert_eq!(body["error"], "login_required");
+        assert!(
+            body["login_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://auth.portcullis.test:8443/"))
+        );
+    }
+    let reply = h
+        .send(
+            Method::POST,
+            "/express/api/items",
+            &[("host", APP)],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_allowed_user_reaches_the_upstream_with_identity_headers_and_no_forged_ones() {
+    let h = harness().await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    let reply = h
+        .get(
+            APP,
+            "/wordpress/index.php?p=1",
+            &[
+                (&cookie.0, &cookie.1),
+                ("x-auth-request-email", "ceo@example.com"),
+                ("X_Auth_Request_User", "ceo"),
+                ("portcullis-jwt-assertion", "forged"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen = reply.json();
+    assert_eq!(seen["path"], "/wordpress/index.php?p=1");
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-auth-request-email"], "alice@example.com");
+    assert_eq!(headers["x-auth-request-user"], "sub-alice@example.com");
+    assert_eq!(headers["x-auth-request-groups"], "staff");
+    assert!(headers.get("x_auth_request_user").is_none());
+    assert!(
+        !headers["cookie"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("portcullis"),
+        "gateway cookie leaked upstream"
+    );
+
+    // The assertion verifies with the published JWKS and names this host.
+    let assertion = headers["portcullis-jwt-assertion"]
+        .as_str()
+        .expect("assertion");
+    let verified: AssertionClaims = h
+        .keys
+        .verify(
+            TokenKind::Assertion,
+            assertion,
+            "https://auth.portcullis.test:8443",
+            Some("https://myserver.portcullis.test:8443"),
+            now(),
+        )
+        .expect("assertion verifies");
+    assert_eq!(verified.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(verified.policy, "team/apps");
+}
+
+#[tokio::test]
+async fn rules_are_evaluated_on_every_request() {
+    let h = harness().await;
+    let mallory = h.app_token("team/apps", "mallory@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &mallory);
+    assert_eq!(
+        h.get(APP, "/wordpress", &[(&cookie.0, &cookie.1)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let outsider = h.app_token("team/apps", "eve@evil.test", |_| {});
+    let cookie = h.cookie_for("team/apps", &outsider);
+    let reply = h.get(APP, "/wordpress", &[(&cookie.0, &cookie.1)]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(!reply.body.contains("eyJ"), "a token was echoed");
+}
+
+#[tokio::test]
+async fn bad_tokens_mean_log_in_again() {
+    let h = harness().await;
+    let api = [("sec-fetch-mode", "cors")];
+    let expired = h.app_token("team/apps", "alice@example.com", |c| {
+        c.iat -= 1000;
+        c.exp = c.iat + 300;
+    });
+    let future = h.app_token("team/apps", "alice@example.com", |c| {
+        c.iat += 3600;
+        c.exp += 3600;
+    });
+    let other_app = h.app_token("team/other", "alice@example.com", |_| {});
+    let valid = h.app_token("team/apps", "alice@example.com", |_| {});
+    let mut tampered: Vec<&str> = valid.split('.').collect();
+    let payload = base64_url(br#"{"iss":"https://auth.portcullis.test:8443","aud":"team/apps","sub":"x","email":"ceo@example.com","sid":"s","idp":"dex","epoch":0,"iat":1,"exp":99999999999,"auth_time":1}"#);
+    tampered[1] = &payload;
+    let tampered = tampered.join(".");
+    let alg_none = format!(
+        "{}.{}.",
+        base64_url(br#"{"alg":"none","typ":"portcullis-app+jwt"}"#),
+        payload
+    );
+    let foreign_keys = KeySet::from_pems(pem().as_bytes(), None, &[]).expect("keys");
+    let foreign = foreign_keys
+        .sign(
+            TokenKind::App,
+            &serde_json::from_slice::<serde_json::Value>(&base64_decode(
+                valid.split('.').nth(1).expect("payload"),
+            ))
+            .expect("claims"),
+        )
+        .expect("sign");
+    let oversized = "a".repeat(5000);
+    for (name, token) in [
+        ("expired", expired.as_str()),
+        ("future", &future),
+        ("other app", &other_app),
+        ("tampered", &tampered),
+        ("alg none", &alg_none),
+        ("foreign key", &foreign),
+        ("oversized", &oversized),
+        ("garbage", "not.a.jwt"),
+    ] {
+        let cookie = h.cookie_for("team/apps", token);
+        let reply = h
+            .get(APP, "/express", &[(&cookie.0, &cookie.1), api[0]])
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{name}: {}",
+            reply.body
+        );
+    }
+    // Sanity: the valid one passes.
+    let cookie = h.cookie_for("team/apps", &valid);
+    assert_eq!(
+        h.get(APP, "/express", &[(&cookie.0, &cookie.1)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn raising_the_epoch_ends_every_token_issued_before() {
+    let h = harness().await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    assert_eq!(
+        h.get(APP, "/express", &[(&cookie.0, &cookie.1)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let raised = policies(h.upstream).replacen("  rules:", "  revocationEpoch: 1\n  rules:", 1);
+    h.state.send_replace(Arc::new(snapshot(2, &raised)));
+    let reply = h.get(APP, "/express", &[(&cookie.0, &cookie.1)]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FOUND,
+        "a pre-epoch token still works"
+    );
+    // The other policy on another host is untouched.
+    let other = h.app_token("team/other", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/other", &other);
+    assert_eq!(
+        h.get(OTHER, "/", &[(&cookie.0, &cookie.1)]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn path_tricks_are_refused_not_guessed() {
+    let h = harness().await;
+    for path in [
+        "/wordpress/../admin",
+        "/wordpress/%2e%2e/admin",
+        "/wordpress/%2E%2E/admin",
+        "/wordpress%2fadmin",
+        "/wordpress%2Fadmin",
+        "//wordpress",
+        "/wordpress//x",
+        "/wordpress/..;/admin",
+        "/wordpress/%00",
+        "/wordpress%5cadmin",
+    ] {
+        let reply = h.get(APP, path, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.body
+        );
+    }
+    // Case does not escape a policy: /WordPress is still the protected app.
+    let reply = h.get(APP, "/WordPress/x", &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    // A path no policy covers is not proxied anywhere.
+    assert_eq!(
+        h.get(APP, "/admin", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn host_tricks_are_refused() {
+    let h = harness().await;
+    assert_eq!(
+        h.get("myserver.portcullis.test.", "/wordpress", &[])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get("myserver.portcullis.test:x", "/wordpress", &[])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get("evil.test", "/wordpress", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Absolute-form target naming another host than Host.
+    let reply = h
+        .send(
+            Method::GET,
+            "https://other.portcullis.test/",
+            &[("host", APP)],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Two Host headers.
+    let reply = h
+        .send(
+            Method::GET,
+            "/wordpress",
+            &[("host", APP), ("host", OTHER)],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Upper case and the port are fine: the same host.
+    let reply = h
+        .get("MyServer.Portcullis.Test:8443", "/wordpress", &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn login_only_returns_to_configured_apps() {
+    let h = harness().await;
+    for rd in [
+        "//evil.test/",
+        "https:evil.test",
+        "https:/evil.test",
+        "\\\\evil.test",
+        "/\\evil.test",
+        "https://evil.test/wordpress",
+        "https://myserver.portcullis.test.evil.test:8443/wordpress",
+        "https://evil.test%2F@myserver.portcullis.test:8443/wordpress",
+        "https://user@myserver.portcullis.test:8443/wordpress",
+        "http://myserver.portcullis.test:8443/wordpress",
+        "https://myserver.portcullis.test/wordpress",
+        "https://myserver.portcullis.test:8443/admin",
+        "https://myserver.portcullis.test:8443/wordpress/../admin",
+        "https://myserver.portcullis.test:8443/wordpress#frag",
+        "https://auth.portcullis.test:8443/",
+        "javascript:alert(1)",
+        "",
+    ] {
+        let mut uri = String::from("/.portcullis/start?rd=");
+        uri.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
+        let reply = h.get(AUTH, &uri, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{rd:?} accepted: {}",
+            reply.location()
+        );
+    }
+    let reply = h
+        .get(AUTH, "/.portcullis/start?rd=%2F%2Fevil.test", &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Control: a configured app passes validation and the gateway goes on to the identity
+    // provider, which is unreachable in this test.
+    let reply = h
+        .get(AUTH, "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fx%3Fa%3D1", &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_callback_without_its_login_cookie_is_refused_before_any_idp_call() {
+    let h = harness().await;
+    let reply = h
+        .get(
+            AUTH,
+            "/.portcullis/callback?state=abcdefabcdefabcdef&code=stolen",
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("login_not_found"));
+    let reply = h.get(AUTH, "/.portcullis/callback?code=x", &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_jwks_publishes_public_keys_only() {
+    let h = harness().await;
+    let reply = h.get(AUTH, "/.well-known/jwks.json", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let jwks = reply.json();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+    assert!(!reply.body.contains("\"d\""));
+}
+
+fn handoff(h: &Harness, host: &str, rd: &str, jti: &str) -> String {
+    let now = now();
+    let claims = HandoffClaims {
+        iss: format!("https://{AUTH}:{PORT}"),
+        aud: "team/apps".into(),
+        host: host.into(),
+        rd: rd.into(),
+        sub: "alice".into(),
+        email: Some("alice@example.com".into()),
+        groups: vec![],
+        ext: Default::default(),
+        sid: "s-9".into(),
+        idp: "dex".into(),
+        auth_time: now,
+        jti: jti.into(),
+        iat: now,
+        exp: now + 60,
+    };
+    h.keys.sign(TokenKind::Handoff, &claims).expect("sign")
+}
+
+#[tokio::test]
+async fn a_handoff_ticket_works_once_on_its_own_host() {
+    let h = harness().await;
+    let ticket = handoff(&h, APP, "/express/home", "jti-1");
+    let uri = format!("/.portcullis/handoff?ticket={ticket}");
+    let reply = h.get(APP, &uri, &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.location(), "/express/home");
+    let set_cookie = reply
+        .headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie");
+    assert!(set_cookie.starts_with(cookies::APP_PREFIX));
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(
+            set_cookie.contains(attribute),
+            "{attribute} missing: {set_cookie}"
+        );
+    }
+    // Replay.
+    assert_eq!(h.get(APP, &uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    // Another host.
+    let ticket = handoff(&h, APP, "/express/home", "jti-2");
+    let reply = h
+        .get(OTHER, &format!("/.portcullis/handoff?ticket={ticket}"), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // An app token is not a ticket.
+    let app_token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let reply = h
+        .get(
+            APP,
+            &format!("/.portcullis/handoff?ticket={app_token}"),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Unknown gateway paths never reach the upstream.
+    assert_eq!(
+        h.get(APP, "/.portcullis/anything", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn bypass_and_service_tokens_carry_no_identity() {
+    let h = harness().await;
+    let reply = h
+        .send(
+            Method::GET,
+            "/wordpress",
+            &[("host", APP), ("x-auth-request-email", "ceo@example.com")],
+            "198.51.100.9:1000",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.json()["headers"]
+            .get("x-auth-request-email")
+            .is_none()
+    );
+
+    let ok = [
+        ("host", APP),
+        ("portcullis-client-id", "ci-robot"),
+        ("portcullis-client-secret", "s3cret-value"),
+    ];
+    assert_eq!(
+        h.send(Method::POST, "/express/hook", &ok, USER_PEER)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let wrong = [
+        ("host", APP),
+        ("portcullis-client-id", "ci-robot"),
+        ("portcullis-client-secret", "s3cret-valuf"),
+    ];
+    assert_eq!(
+        h.send(Method::POST, "/express/hook", &wrong, USER_PEER)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // X-Forwarded-For from an untrusted peer does not put it in the bypass range.
+    let spoofed = [
+        ("host", APP),
+        ("x-forwarded-for", "198.51.100.9"),
+        ("sec-fetch-mode", "cors"),
+    ];
+    assert_eq!(
+        h.send(Method::GET, "/wordpress", &spoofed, USER_PEER)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn forward_auth_answers_each_contract() {
+    let h = harness().await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    let url = "https://myserver.portcullis.test:8443/wordpress/x";
+
+    // Only trusted proxies may ask.
+    let nginx = [
+        ("host", "portcullis.svc"),
+        ("x-original-url", url),
+        (&cookie.0, &cookie.1),
+    ];
+    assert_eq!(
+        h.send(Method::GET, "/.portcullis/auth/nginx", &nginx, USER_PEER)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let reply = h
+        .send(Method::GET, "/.portcullis/auth/nginx", &nginx, PROXY_PEER)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-auth-request-email"], "alice@example.com");
+    assert!(reply.headers.contains_key("portcullis-jwt-assertion"));
+
+    let anonymous = [("host", "portcullis.svc"), ("x-original-url", url)];
+    let reply = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/nginx",
+            &anonymous,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.headers["portcullis-signin-url"].to_str().is_ok_and(|u| u.starts_with("https://auth.portcullis.test:8443/.portcullis/start?rd=")));
+
+    let trick = [
+        ("host", "portcullis.svc"),
+        (
+            "x-original-url",
+            "https://myserver.portcullis.test:8443/wordpress/../admin",
+        ),
+    ];
+    assert_eq!(
+        h.send(Method::GET, "/.portcullis/auth/nginx", &trick, PROXY_PEER)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let traefik = [
+        ("host", "portcullis.svc"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "myserver.portcullis.test:8443"),
+        ("x-forwarded-uri", "/express/page"),
+        ("x-forwarded-method", "GET"),
+        ("accept", "text/html"),
+    ];
+    let reply = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &traefik,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(
+        reply
+            .location()
+            .starts_with("https://auth.portcullis.test:8443/.portcullis/start?rd=")
+    );
+    let mut api = traefik.to_vec();
+    api[5] = ("accept", "application/json");
+    assert_eq!(
+        h.send(Method::GET, "/.portcullis/auth/traefik", &api, PROXY_PEER)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let envoy = [
+        ("host", "myserver.portcullis.test:8443"),
+        (&cookie.0, &cookie.1),
+    ];
+    let reply = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/envoy/express/page",
+            &envoy,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-auth-request-email"], "alice@example.com");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .expect("base64")
+}
