@@ -67,9 +67,9 @@ use serde::{Deserialize, Serialize};
 pub struct AccessPolicySpec {
     /// Hostnames this policy protects, matched exactly and case-insensitively against the request's
     /// Host (lowercase DNS names, no port, no trailing dot, no wildcards).
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
-    #[x_kube(validation = Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$') && size(h) <= 253)").message("hosts must be lowercase DNS names without port, wildcard or trailing dot"))]
-    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(o, o == h))").message("hosts must be unique"))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253), regex(pattern = DNS_NAME)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new(all_match(DNS_NAME)).message("hosts must be lowercase DNS names without port, wildcard or trailing dot"))]
     pub hosts: Vec<String>,
 
     /// Path prefixes under those hosts this policy protects; the longest matching prefix of all
@@ -77,8 +77,9 @@ pub struct AccessPolicySpec {
     /// `/wordpress` and `/wordpress/x`, not `/wordpress2`. Paths are matched after
     /// canonicalization, never on the query string.
     #[serde(default = "default_paths")]
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 1024)))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^/([A-Za-z0-9._~!$&\\'()*+,;=:@-]+(/[A-Za-z0-9._~!$&\\'()*+,;=:@-]+)*)?$') && !p.matches('(^|/)\\\\.\\\\.?(/|$)') && size(p) <= 1024)").message("paths must be absolute, canonical prefixes: no '.', '..', '//', '%', '?', '#' or trailing '/'"))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 1024), regex(pattern = PATH_PREFIX)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new(all_match(PATH_PREFIX)).message("paths must be absolute, canonical prefixes: no '.', '..', '..;', '//', '%', '?', '#' or trailing '/'"))]
     pub paths: Vec<String>,
 
     /// Where to send authorized requests when the gateway runs as a reverse proxy. Leave unset
@@ -89,19 +90,19 @@ pub struct AccessPolicySpec {
     /// Names of the identity providers (configured on the gateway) a user may log in with to
     /// reach this policy's apps. With more than one, the login page lets the user choose.
     #[serde(default)]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("identity provider names are lowercase DNS labels"))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub identity_providers: Vec<String>,
 
     /// Ordered access rules. The first rule whose conditions match the request decides; a request
     /// no rule matches is denied.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 32))]
     pub rules: Vec<AccessRule>,
 
     /// Service tokens (id + secret pairs for machines) that `serviceTokens` selectors may name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(o, o.name == t.name))").message("service token names must be unique"))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub service_tokens: Vec<ServiceToken>,
 
     /// Lifetimes of the sessions this policy issues.
@@ -114,6 +115,35 @@ pub struct AccessPolicySpec {
     #[schemars(range(min = 0))]
     #[x_kube(validation = Rule::new("self >= oldSelf").message("revocationEpoch can only be raised: lowering it would un-revoke sessions"))]
     pub revocation_epoch: i64,
+}
+
+/// A lowercase DNS name: no port, no wildcard, no trailing dot.
+pub const DNS_NAME: &str =
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
+/// A lowercase DNS label.
+pub const DNS_LABEL: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// `local@domain`, without spaces.
+pub const EMAIL: &str = r"^[^@\s]+@[^@\s]+$";
+/// An IPv4 or IPv6 CIDR, roughly; `isCIDR` checks it exactly.
+pub const CIDR: &str = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$";
+/// A canonical path prefix: absolute, segments of RFC 3986 `pchar`s without `%`, no empty
+/// segment, no trailing `/` (except `/` itself), and no `.` or `..` segment, also not before a
+/// `;` parameter (`..;` is `..` to servlet containers). Written without look-around (RE2).
+pub const PATH_PREFIX: &str = concat!(
+    r"^/$|^(/(",
+    r"[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
+    r"|\.[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
+    r"|\.\.[A-Za-z0-9._~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
+    r"))+$"
+);
+
+/// CEL `self.all(x, x.matches('<pattern>'))`: the pattern already guards each item, this rule
+/// adds a message a person can act on (the pattern alone reports the regular expression).
+fn all_match(pattern: &str) -> String {
+    format!(
+        "self.all(x, x.matches('{}'))",
+        pattern.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 fn default_paths() -> Vec<String> {
@@ -188,15 +218,15 @@ pub struct AccessRule {
     /// What happens to a request this rule matches.
     pub action: RuleAction,
     /// The rule matches when any of these selectors matches.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 16))]
     pub include: Vec<Selector>,
     /// ...and every one of these matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 8))]
     pub require: Vec<Selector>,
     /// ...and none of these matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 8))]
     pub exclude: Vec<Selector>,
 }
 
@@ -225,18 +255,16 @@ pub struct Selector {
     pub everyone: Option<bool>,
     /// Matches users whose verified email is one of these (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), inner(length(min = 3, max = 320)))]
-    #[x_kube(validation = Rule::new("self.all(e, e.matches('^[^@\\\\s]+@[^@\\\\s]+$') && size(e) <= 320)").message("emails must look like local@domain"))]
+    #[schemars(length(min = 1, max = 128), inner(length(min = 3, max = 320), regex(pattern = EMAIL)))]
     pub emails: Option<Vec<String>>,
     /// Matches users whose verified email is in one of these domains (exact domain, no
     /// subdomains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
-    #[x_kube(validation = Rule::new("self.all(d, d.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$'))").message("emailDomains must be lowercase DNS names"))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253), regex(pattern = DNS_NAME)))]
     pub email_domains: Option<Vec<String>>,
     /// Matches users in any of these groups (the identity provider's `groups` claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 256)))]
+    #[schemars(length(min = 1, max = 128), inner(length(min = 1, max = 256)))]
     pub groups: Option<Vec<String>>,
     /// Matches users whose ID-token claim has one of the given values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,7 +272,7 @@ pub struct Selector {
     /// Matches clients whose address (the connection's peer, or the address a trusted proxy
     /// reported) is in one of these CIDRs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 64)))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 49), regex(pattern = CIDR)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("ipRanges must be CIDRs such as 10.0.0.0/8 or 2001:db8::/32"))]
     pub ip_ranges: Option<Vec<String>>,
     /// Matches machines presenting one of these service tokens (names from `spec.serviceTokens`).

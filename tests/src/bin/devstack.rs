@@ -1,0 +1,229 @@
+//! `devstack`: runs the Portcullis development/test control plane (etcd, kube-apiserver,
+//! kube-controller-manager, Dex) on loopback until interrupted.
+//!
+//! `devstack up` is what the README demo and the shared test cluster start; `devstack down`
+//! stops a running one; `devstack env` prints shell exports for it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use portcullis_tests::cluster::{default_state_dir, install_crds};
+use portcullis_tests::process::{pid_alive, terminate_pid};
+use portcullis_tests::stack::{Stack, StackConfig, StackInfo, stop_leftovers};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    about = "Real control plane (etcd, kube-apiserver, controller manager, Dex) on 127.0.0.1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the stack and keep it running until SIGINT/SIGTERM.
+    Up(UpArgs),
+    /// Stop the stack recorded in the state directory.
+    Down(StateDir),
+    /// Print shell exports (KUBECONFIG, Dex issuer, ...) for the running stack.
+    Env(StateDir),
+}
+
+#[derive(Args)]
+struct StateDir {
+    /// State directory (certificates, etcd data, logs, kubeconfig, stack.json). Default:
+    /// <workspace>/target/portcullis-stack.
+    #[arg(long, env = "PORTCULLIS_STACK_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    fn resolve(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(default_state_dir)
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// File created once everything is ready (for a parent process waiting on the stack).
+    #[arg(long, env = "PORTCULLIS_READY_FILE")]
+    detach_ready_file: Option<PathBuf>,
+    /// Fixed kube-apiserver port (default: a free port).
+    #[arg(long, env = "PORTCULLIS_API_PORT")]
+    api_port: Option<u16>,
+    /// Fixed Dex port (default: a free port).
+    #[arg(long, env = "PORTCULLIS_DEX_PORT")]
+    dex_port: Option<u16>,
+    /// Fixed etcd client port (default: a free port).
+    #[arg(long, env = "PORTCULLIS_ETCD_PORT")]
+    etcd_port: Option<u16>,
+    /// Extra redirect URI of the `portcullis` Dex client (repeatable or comma-separated).
+    #[arg(
+        long = "redirect-uri",
+        env = "PORTCULLIS_REDIRECT_URIS",
+        value_delimiter = ','
+    )]
+    redirect_uris: Vec<String>,
+    /// Extra DNS name or IP for the serving certificates (repeatable or comma-separated).
+    #[arg(
+        long = "dns-name",
+        env = "PORTCULLIS_EXTRA_DNS_NAMES",
+        value_delimiter = ','
+    )]
+    dns_names: Vec<String>,
+    /// Seconds each component may take to become ready.
+    #[arg(long, env = "PORTCULLIS_READY_TIMEOUT_SECS", default_value_t = 120)]
+    ready_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain: the shared test cluster shows the end of
+            // this log when devstack fails, and a backtrace would push the cause out of it.
+            eprintln!("devstack: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    portcullis_tests::install_crypto_provider();
+    match Cli::parse().command {
+        Cmd::Up(args) => up(args).await,
+        Cmd::Down(dir) => down(&dir.resolve()).await,
+        Cmd::Env(dir) => {
+            let info = running(&dir.resolve())?;
+            print!("{}", info.shell_exports());
+            Ok(())
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let state_dir = args.state.resolve();
+    let mut config = StackConfig::new(&state_dir);
+    config.apiserver_port = args.api_port;
+    config.dex_port = args.dex_port;
+    config.etcd_port = args.etcd_port;
+    config.redirect_uris = args.redirect_uris;
+    config.extra_dns_names = args.dns_names;
+    config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
+    // Listen before starting, so a signal during the minute-long start still stops cleanly
+    // (the Stack is dropped, which kills its children).
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+
+    let stack = tokio::select! {
+        stack = Stack::start(config) => stack?,
+        _ = sigint.recv() => anyhow::bail!("interrupted during start"),
+        _ = sigterm.recv() => anyhow::bail!("terminated during start"),
+    };
+    after_start(&stack).await?;
+    print_summary(stack.info());
+    if let Some(ready) = &args.detach_ready_file {
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
+
+    let mut health = tokio::time::interval(Duration::from_secs(5));
+    let mut stack = stack;
+    let outcome = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = health.tick() => {
+                // A component that dies takes the stack down loudly instead of leaving tests
+                // to time out against half a control plane.
+                if let Err(e) = stack.ensure_running() {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    if let Some(ready) = &args.detach_ready_file {
+        let _ = std::fs::remove_file(ready);
+    }
+    eprintln!("devstack: stopping");
+    stack.stop().await?;
+    outcome
+}
+
+/// Runs once the stack is ready, before the ready file is written: installs what every user
+/// of the stack expects. Installs the CRDs exactly like the shared test cluster does; sample
+/// policies for the demo belong here too.
+async fn after_start(stack: &Stack) -> Result<()> {
+    install_crds(&stack.client().await?).await
+}
+
+fn print_summary(info: &StackInfo) {
+    println!(
+        "Portcullis devstack is ready (state in {})",
+        info.state_dir.display()
+    );
+    println!("  kube-apiserver  {}", info.apiserver_url());
+    println!(
+        "  etcd            {}",
+        info.etcd.url.as_deref().unwrap_or_default()
+    );
+    println!("  dex issuer      {}", info.dex.issuer);
+    println!(
+        "  dex client      {} (secret in {})",
+        info.dex.client_id,
+        info.dex.client_secret_file.display()
+    );
+    println!("  CA              {}", info.ca_file.display());
+    println!(
+        "  logs            {}",
+        info.state_dir.join("logs").display()
+    );
+    for user in &info.dex.users {
+        println!(
+            "  user            {} / {}  groups {:?} (groups only via the `header` connector)",
+            user.email, user.password, user.groups
+        );
+    }
+    println!();
+    print!("{}", info.shell_exports());
+    println!("\nStop with Ctrl-C or `devstack down`.");
+}
+
+fn running(dir: &Path) -> Result<StackInfo> {
+    let info = StackInfo::load(dir)?;
+    anyhow::ensure!(
+        pid_alive(info.owner_pid),
+        "the stack in {} is not running (owner pid {} is gone)",
+        dir.display(),
+        info.owner_pid
+    );
+    Ok(info)
+}
+
+async fn down(dir: &Path) -> Result<()> {
+    match StackInfo::load(dir) {
+        Ok(info) => {
+            if pid_alive(info.owner_pid) {
+                // The owner stops its children cleanly on SIGTERM; give it their grace too.
+                terminate_pid(info.owner_pid, Duration::from_secs(30)).await?;
+            }
+            stop_leftovers(dir).await?;
+            eprintln!("devstack: stopped the stack in {}", dir.display());
+        }
+        Err(_) => eprintln!("devstack: no stack recorded in {}", dir.display()),
+    }
+    Ok(())
+}

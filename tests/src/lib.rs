@@ -1,0 +1,52 @@
+//! Portcullis test harness: a real control plane on loopback for integration tests.
+//!
+//! [`stack::Stack`] runs etcd, kube-apiserver, kube-controller-manager and Dex as child
+//! processes (real binaries from `hack/build-tools.sh`, never fakes). The `devstack` binary
+//! owns one stack for a whole test run or demo; [`cluster::TestCluster::shared`] finds or starts
+//! it, installs the CRDs, and hands each test its own namespace.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use portcullis_tests::{TestCluster, dex};
+//!
+//! let cluster = TestCluster::shared().await;
+//! cluster
+//!     .with_temp_ns("my-test", |client, ns| async move {
+//!         // create objects in `ns` with `client`; a panic or `Err` dumps diagnostics
+//!         anyhow::Ok(())
+//!     })
+//!     .await?;
+//! let dex = &cluster.info().dex;
+//! let tokens = dex::login(dex, dex.user("alice")?, dex::Connector::Header).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Choices worth knowing:
+//!
+//! * Everything listens on 127.0.0.1 only; the controller manager listens on nothing.
+//! * Dex is served over **HTTPS** with the stack CA (`https://127.0.0.1:PORT/dex`), so the
+//!   gateway is tested with the same CA-bundle configuration a real IdP needs and never with
+//!   verification switched off or an `http` issuer allowed.
+//! * Dex v2.41.1 gives static-password users no groups; see [`dex`] for the `header`
+//!   connector that does.
+//! * The shared stack outlives the test run (so the next binary and the next run reuse it);
+//!   stop it with `devstack down`. Leftover namespaces carry the label
+//!   [`cluster::TEST_NAMESPACE_LABEL`].
+
+pub mod cluster;
+pub mod dex;
+pub mod fsutil;
+pub mod kubeconfig;
+pub mod pki;
+pub mod process;
+pub mod stack;
+pub mod tools;
+
+pub use cluster::{TestCluster, TestNamespace, with_temp_ns};
+pub use stack::{Stack, StackConfig, StackInfo};
+
+/// Installs aws-lc-rs as the process-wide rustls provider, once. Every TLS client and server in
+/// Portcullis uses this one provider; a second install attempt is harmless and ignored.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,91 @@
+//! Finds the real third-party binaries the stack runs.
+//!
+//! The binaries are built from their published sources by `hack/build-tools.sh` into a cache
+//! outside the repository, so the harness never runs fakes and never downloads anything itself.
+
+use std::path::PathBuf;
+
+/// Environment variable naming the tools cache; the binaries live in its `bin/` folder.
+pub const TOOLS_ENV: &str = "PORTCULLIS_TOOLS";
+
+/// A third-party binary the stack starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// etcd v3.6, the API server's storage.
+    Etcd,
+    /// kube-apiserver v1.34.
+    KubeApiserver,
+    /// kube-controller-manager v1.34, for namespace deletion, garbage collection and
+    /// ServiceAccounts.
+    KubeControllerManager,
+    /// Dex v2.41.1, the OpenID Connect provider.
+    Dex,
+    /// kubectl at the API server's version (the machine's own may be skewed).
+    Kubectl,
+}
+
+/// A binary is missing from the tools cache.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{binary} not found at {path}: run `hack/build-tools.sh {binary}` from the repository root \
+     (binaries are looked up in ${TOOLS_ENV}/bin, default ~/.cache/portcullis-tools/bin)"
+)]
+pub struct MissingTool {
+    /// File name of the binary.
+    pub binary: &'static str,
+    /// Where it was expected.
+    pub path: PathBuf,
+}
+
+impl Tool {
+    /// Every tool the stack needs, in start order.
+    pub const ALL: [Tool; 4] = [
+        Tool::Etcd,
+        Tool::KubeApiserver,
+        Tool::KubeControllerManager,
+        Tool::Dex,
+    ];
+
+    /// The binary's file name, which is also its `hack/build-tools.sh` target.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Tool::Etcd => "etcd",
+            Tool::KubeApiserver => "kube-apiserver",
+            Tool::KubeControllerManager => "kube-controller-manager",
+            Tool::Dex => "dex",
+            Tool::Kubectl => "kubectl",
+        }
+    }
+
+    /// Absolute path of the binary, or an error that says how to build it.
+    pub fn path(self) -> Result<PathBuf, MissingTool> {
+        let path = bin_dir().join(self.binary());
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(MissingTool {
+                binary: self.binary(),
+                path,
+            })
+        }
+    }
+}
+
+/// The folder holding the binaries: `$PORTCULLIS_TOOLS/bin`, else
+/// `$XDG_CACHE_HOME/portcullis-tools/bin`, else `~/.cache/portcullis-tools/bin` (the same rule
+/// `hack/build-tools.sh` uses).
+pub fn bin_dir() -> PathBuf {
+    let root = std::env::var_os(TOOLS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("portcullis-tools")
+        });
+    root.join("bin")
+}
