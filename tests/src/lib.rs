@@ -36,6 +36,7 @@
 pub mod cluster;
 pub mod dex;
 pub mod fsutil;
+pub mod gateway;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;

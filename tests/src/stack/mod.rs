@@ -5,7 +5,7 @@
 //! etcd keeps its data across an API server restart. Everything the stack writes lives in its
 //! state directory, described to other processes by `stack.json`.
 
-mod components;
+pub(crate) mod components;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

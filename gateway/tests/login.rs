@@ -1,0 +1,409 @@
+//! End to end, against a real Dex and the real `portcullis-gateway` binary: log in once by
+//! following the real redirects and posting Dex's login form, then reach a second path and a
+//! second host with no identity-provider interaction (single sign-on), and check what the
+//! upstream receives.
+
+use anyhow::{Context as _, Result, ensure};
+use axum::{Router, extract::Request, routing::any};
+use portcullis_tests::{
+    dex::{self, Connector},
+    gateway::{DexServer, GatewayConfig, GatewayFiles, GatewayProcess},
+    pki::Pki,
+    process::free_port,
+};
+use reqwest::{StatusCode, Url, header};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
+
+const AUTH: &str = "auth.portcullis.test";
+const APP: &str = "myserver.portcullis.test";
+const APP2: &str = "express.portcullis.test";
+
+struct Setup {
+    gateway: GatewayProcess,
+    dex: DexServer,
+    _dir: TempDir,
+}
+
+/// A directory removed when the test ends.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn echo_upstream() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = Router::new().fallback(any(|req: Request| async move {
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::json!({ "path": req.uri().to_string(), "headers": headers }))
+    }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
+}
+
+fn manifests(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: apps, namespace: demo }}
+spec:
+  hosts: [{APP}]
+  paths: [/wordpress, /express]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Deny
+      include: [{{ groups: [sales] }}]
+    - action: Allow
+      include: [{{ emailDomains: [example.com] }}]
+---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: express, namespace: demo }}
+spec:
+  hosts: [{APP2}]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Allow
+      include: [{{ groups: [engineering] }}, {{ emails: [bob@example.com] }}]
+"#
+    )
+}
+
+async fn setup(name: &str) -> Result<Setup> {
+    portcullis_tests::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("portcullis-login-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let guard = TempDir(dir.clone());
+    let pki = Pki::generate(&dir.join("pki"))?;
+    let port = free_port()?;
+    let dex = DexServer::start(
+        &dir.join("dex"),
+        &pki,
+        vec![GatewayProcess::redirect_uri(AUTH, port)],
+    )
+    .await?;
+    let upstream = echo_upstream().await?;
+    let mut config = GatewayConfig::new(
+        dir.join("gateway"),
+        AUTH,
+        &[APP, APP2],
+        &manifests(upstream),
+    );
+    config.port = port;
+    config.trusted_proxies = vec!["127.0.0.0/8".into()];
+    let files = GatewayFiles::write(&config, &pki, &dex.info)?;
+    let gateway = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        config,
+        files,
+    )
+    .await?;
+    Ok(Setup {
+        gateway,
+        dex,
+        _dir: guard,
+    })
+}
+
+impl Setup {
+    fn url(&self, host: &str, path: &str) -> Result<Url> {
+        Ok(Url::parse(&format!("{}{path}", self.gateway.origin(host)))?)
+    }
+
+    /// Logs `user` in starting from `start`, following every redirect, and returns the app
+    /// URL the login ends on.
+    async fn login(
+        &self,
+        browser: &reqwest::Client,
+        start: Url,
+        user: &str,
+        connector: Connector,
+    ) -> Result<Url> {
+        let user = self.dex.info.user(user)?.clone();
+        let app_host = start.host_str().map(str::to_owned);
+        dex::follow_login(browser, start, &user, connector, |url| {
+            url.host_str().map(str::to_owned) == app_host
+                && !url.path().starts_with("/.portcullis/")
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "gateway log:\n{}\ndex log:\n{}",
+                self.gateway.log_tail(),
+                self.dex.log_tail()
+            )
+        })
+    }
+}
+
+/// Follows redirects by hand, returning the final response and every URL visited.
+async fn visit(browser: &reqwest::Client, start: Url) -> Result<(reqwest::Response, Vec<Url>)> {
+    let mut url = start;
+    let mut seen = vec![url.clone()];
+    for _ in 0..10 {
+        let response = browser
+            .get(url.clone())
+            .header(header::ACCEPT, "text/html")
+            .send()
+            .await?;
+        if !response.status().is_redirection() {
+            return Ok((response, seen));
+        }
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .context("Location")?;
+        url = url.join(location)?;
+        seen.push(url.clone());
+    }
+    anyhow::bail!("too many redirects: {seen:?}")
+}
+
+#[tokio::test]
+async fn log_in_once_then_single_sign_on_across_paths_and_hosts() -> Result<()> {
+    let s = setup("sso").await?;
+    let browser = s.gateway.browser()?;
+
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/wordpress/wp-admin/?tab=1")?,
+            "alice",
+            Connector::Header,
+        )
+        .await?;
+    ensure!(
+        landed.path() == "/wordpress/wp-admin/" && landed.query() == Some("tab=1"),
+        "landed on {landed}"
+    );
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let seen: serde_json::Value = response.json().await?;
+    let headers = &seen["headers"];
+    ensure!(
+        headers["x-auth-request-email"] == "alice@example.com",
+        "{seen}"
+    );
+    ensure!(
+        headers["x-auth-request-groups"] == "engineering,admins",
+        "{seen}"
+    );
+    ensure!(
+        !headers["cookie"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("portcullis"),
+        "gateway cookie reached the upstream"
+    );
+
+    // The assertion verifies with the JWKS the auth host publishes.
+    let jwks: jsonwebtoken::jwk::JwkSet = browser
+        .get(s.url(AUTH, "/.well-known/jwks.json")?)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let assertion = headers["portcullis-jwt-assertion"]
+        .as_str()
+        .context("no assertion")?;
+    let kid = jsonwebtoken::decode_header(assertion)?.kid.context("kid")?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).context("kid not in JWKS")?)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&[s.gateway.origin(AUTH)]);
+    validation.set_audience(&[s.gateway.origin(APP)]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation)?.claims;
+    ensure!(
+        claims["email"] == "alice@example.com" && claims["policy"] == "demo/apps",
+        "{claims}"
+    );
+
+    // Second path, same host and policy: the app cookie already covers it.
+    let (response, hops) = visit(&browser, s.url(APP, "/express/")?).await?;
+    ensure!(
+        response.status() == StatusCode::OK && hops.len() == 1,
+        "{hops:?}"
+    );
+
+    // Second host, another policy: a bounce through the auth host, never through Dex.
+    let (response, hops) = visit(&browser, s.url(APP2, "/dashboard")?).await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "{} after {hops:?}",
+        response.status()
+    );
+    ensure!(
+        !hops
+            .iter()
+            .any(|u| u.as_str().starts_with(&s.dex.info.issuer)),
+        "went to Dex: {hops:?}"
+    );
+    ensure!(
+        hops.iter().any(|u| u.host_str() == Some(AUTH)),
+        "no bounce through the auth host: {hops:?}"
+    );
+    let seen: serde_json::Value = response.json().await?;
+    ensure!(
+        seen["headers"]["x-auth-request-email"] == "alice@example.com",
+        "{seen}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rules_use_the_groups_from_the_identity_provider() -> Result<()> {
+    let s = setup("groups").await?;
+    let browser = s.gateway.browser()?;
+    // bob is in `sales`, denied on the first policy whatever his domain.
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/wordpress/")?,
+            "bob",
+            Connector::Header,
+        )
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(
+        response.status() == StatusCode::FORBIDDEN,
+        "{}",
+        response.status()
+    );
+    // ...and allowed by email on the second.
+    let (response, hops) = visit(&browser, s.url(APP2, "/")?).await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "{} after {hops:?}",
+        response.status()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_callback_cannot_be_replayed_or_forged() -> Result<()> {
+    let s = setup("callback").await?;
+    let browser = s.gateway.browser()?;
+    let user = s.dex.info.user("alice")?.clone();
+    let callback = dex::follow_login(
+        &browser,
+        s.url(APP, "/wordpress/")?,
+        &user,
+        Connector::Password,
+        |url| url.path() == "/.portcullis/callback",
+    )
+    .await?;
+
+    // A forged state with the real code: refused before the code is used.
+    let mut forged = callback.clone();
+    let code = forged
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("code")?;
+    forged
+        .query_pairs_mut()
+        .clear()
+        .append_pair("state", "forged-state-value-0000")
+        .append_pair("code", &code);
+    let response = browser.get(forged).send().await?;
+    ensure!(
+        response.status() == StatusCode::BAD_REQUEST,
+        "forged state: {}",
+        response.status()
+    );
+
+    // The real callback logs in.
+    let response = browser.get(callback.clone()).send().await?;
+    ensure!(
+        response.status() == StatusCode::FOUND,
+        "callback: {} {}",
+        response.status(),
+        s.gateway.log_tail()
+    );
+
+    // Replaying it (the code and state are spent, the login cookie is gone) is refused.
+    let response = browser.get(callback.clone()).send().await?;
+    ensure!(
+        response.status() == StatusCode::BAD_REQUEST,
+        "replay: {}",
+        response.status()
+    );
+
+    // Another browser cannot use a stolen callback URL either.
+    let stranger = s.gateway.browser()?;
+    let response = stranger.get(callback).send().await?;
+    ensure!(
+        response.status() == StatusCode::BAD_REQUEST,
+        "stolen callback: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forward_auth_with_a_real_session() -> Result<()> {
+    let s = setup("forward").await?;
+    let browser = s.gateway.browser()?;
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/express/")?,
+            "alice",
+            Connector::Password,
+        )
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    // An ingress forwards the browser's cookies with its sub-request; here the browser sends
+    // the sub-request itself, from a trusted (loopback) peer.
+    let response = browser
+        .get(s.url(APP, "/.portcullis/auth/nginx")?)
+        .header(
+            "x-original-url",
+            format!("{}/express/page", s.gateway.origin(APP)),
+        )
+        .send()
+        .await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "nginx contract: {}",
+        response.status()
+    );
+    ensure!(
+        response.headers()["x-auth-request-email"] == "alice@example.com",
+        "{:?}",
+        response.headers()
+    );
+    let response = s
+        .gateway
+        .browser()?
+        .get(s.url(APP, "/.portcullis/auth/nginx")?)
+        .header(
+            "x-original-url",
+            format!("{}/express/page", s.gateway.origin(APP)),
+        )
+        .send()
+        .await?;
+    ensure!(
+        response.status() == StatusCode::UNAUTHORIZED,
+        "anonymous: {}",
+        response.status()
+    );
+    ensure!(response.headers().contains_key("portcullis-signin-url"));
+    Ok(())
+}

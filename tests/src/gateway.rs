@@ -1,0 +1,336 @@
+//! A real `portcullis-gateway` process for end-to-end tests, the demo and benchmarks, with its
+//! own Dex when asked: TLS certificate from the test CA for the auth and app host names,
+//! signing keys, the identity-provider file and a policy directory (standalone mode).
+//!
+//! Browsers and HTTP clients reach the host names through the loopback address by resolving
+//! them explicitly ([`GatewayProcess::client`], Chromium's `--host-resolver-rules`), never
+//! through DNS.
+
+use crate::{
+    dex::{self, DexInfo},
+    fsutil::{write_private, write_public},
+    pki::Pki,
+    process::{ManagedProcess, free_port},
+    stack::components,
+};
+use anyhow::{Context, Result, bail};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// A Dex of its own, for tests that need to control its redirect URIs or take it down.
+pub struct DexServer {
+    pub info: DexInfo,
+    process: ManagedProcess,
+    config: PathBuf,
+    secret: String,
+}
+
+impl DexServer {
+    /// Starts Dex on a free port in `dir`, with the stack's users, serving with a certificate
+    /// from `pki`, accepting `redirect_uris`.
+    pub async fn start(dir: &Path, pki: &Pki, redirect_uris: Vec<String>) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = free_port()?;
+        let issuer = format!("https://127.0.0.1:{port}/dex");
+        let tls = pki.issue_serving("dex", &[])?;
+        let secret = dex::random_token();
+        let secret_file = dir.join("dex-client-secret");
+        write_private(&secret_file, secret.as_bytes())?;
+        let mut uris = vec![dex::HARNESS_REDIRECT_URI.to_owned()];
+        uris.extend(redirect_uris);
+        let info = DexInfo {
+            issuer: issuer.clone(),
+            client_id: dex::CLIENT_ID.to_owned(),
+            client_secret_file: secret_file,
+            ca_file: pki.ca_cert_path(),
+            redirect_uris: uris,
+            users: dex::default_users(),
+        };
+        let config = dir.join("dex.yaml");
+        dex::write_config(&config, &issuer, &format!("127.0.0.1:{port}"), &tls, &info)?;
+        let process = ManagedProcess::spawn(
+            "dex",
+            components::dex(&config, &secret)?,
+            &dir.join("dex.log"),
+        )?;
+        let mut server = Self {
+            info,
+            process,
+            config,
+            secret,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let client = self.info.http_client()?;
+        let issuer = self.info.issuer.clone();
+        self.process
+            .wait_ready("discovery", Duration::from_secs(60), || {
+                let client = client.clone();
+                let issuer = issuer.clone();
+                async move { components::dex_ready(&client, &issuer).await }
+            })
+            .await
+    }
+
+    /// Stops Dex (an identity-provider outage).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Duration::from_secs(5)).await.map(|_| ())
+    }
+
+    /// Starts it again with the same configuration (Dex's memory storage starts empty: every
+    /// refresh token it issued before is gone, as after a real IdP reset).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        let log = self.process.log_path().to_owned();
+        self.process =
+            ManagedProcess::spawn("dex", components::dex(&self.config, &self.secret)?, &log)?;
+        self.wait_ready().await
+    }
+
+    /// The end of Dex's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+/// How to run a gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where its keys, certificates, configuration and log go.
+    pub dir: PathBuf,
+    /// The auth host's name.
+    pub auth_host: String,
+    /// The app host names it serves (for its certificate).
+    pub app_hosts: Vec<String>,
+    /// Port to listen on, which is also the public port in its URLs unless `public_port` says
+    /// otherwise (0: a free one).
+    pub port: u16,
+    /// Port browsers use when a load balancer in front of several replicas listens there rather
+    /// than on `port`: the replicas' URLs and token issuer must name the port browsers see, and
+    /// must agree with each other. `None`: `port`.
+    pub public_port: Option<u16>,
+    /// Port of the operations listener (0: a free one).
+    pub ops_port: u16,
+    /// Policy (and Secret) manifests written into its policy directory.
+    pub manifests: String,
+    /// Peers whose forwarding headers it believes.
+    pub trusted_proxies: Vec<String>,
+    /// Extra environment (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
+impl GatewayConfig {
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        auth_host: &str,
+        app_hosts: &[&str],
+        manifests: &str,
+    ) -> Self {
+        Self {
+            dir: dir.into(),
+            auth_host: auth_host.to_owned(),
+            app_hosts: app_hosts.iter().map(|h| (*h).to_owned()).collect(),
+            port: 0,
+            public_port: None,
+            ops_port: 0,
+            manifests: manifests.to_owned(),
+            trusted_proxies: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The port in the gateway's URLs: `public_port`, else `port`.
+    pub fn public_port(&self) -> u16 {
+        self.public_port.unwrap_or(self.port)
+    }
+}
+
+/// The files a gateway is configured with, shared by its replicas.
+#[derive(Clone, Debug)]
+pub struct GatewayFiles {
+    pub policy_dir: PathBuf,
+    pub idp_config: PathBuf,
+    pub signing_key: PathBuf,
+    pub next_signing_key: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+impl GatewayFiles {
+    /// Writes keys, certificate, identity-provider file and policies for `config`, trusting
+    /// `dex` as the identity provider named `dex`.
+    pub fn write(config: &GatewayConfig, pki: &Pki, dex: &DexInfo) -> Result<Self> {
+        let dir = &config.dir;
+        std::fs::create_dir_all(dir.join("policies")).context("creating the policy directory")?;
+        let key = |name: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .context("generating a signing key")?
+                .serialize_pem();
+            write_private(&path, pem.as_bytes())?;
+            Ok(path)
+        };
+        let signing_key = key("signing-key.pem")?;
+        let next_signing_key = key("next-signing-key.pem")?;
+        let mut names = vec![config.auth_host.clone()];
+        names.extend(config.app_hosts.iter().cloned());
+        let tls = pki.issue_serving("gateway", &names)?;
+        let idp_config = dir.join("identity-providers.yaml");
+        let idps = serde_json::json!({
+            "identityProviders": [{
+                "name": "dex",
+                "displayName": "Dex (test)",
+                "issuer": dex.issuer,
+                "clientId": dex.client_id,
+                "clientSecretFile": dex.client_secret_file,
+                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+            }]
+        });
+        write_public(&idp_config, serde_json::to_string_pretty(&idps)?.as_bytes())?;
+        let files = Self {
+            policy_dir: dir.join("policies"),
+            idp_config,
+            signing_key,
+            next_signing_key,
+            tls_cert: tls.cert,
+            tls_key: tls.key,
+            ca_file: pki.ca_cert_path(),
+        };
+        files.write_policies(&config.manifests)?;
+        Ok(files)
+    }
+
+    /// Replaces the policy manifests (the gateway reloads them within a second).
+    pub fn write_policies(&self, manifests: &str) -> Result<()> {
+        let tmp = self.policy_dir.join(".policies.yaml.tmp");
+        write_public(&tmp, manifests.as_bytes())?;
+        std::fs::rename(&tmp, self.policy_dir.join("policies.yaml")).context("installing policies")
+    }
+}
+
+/// A running gateway.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub files: GatewayFiles,
+    pub config: GatewayConfig,
+    process: ManagedProcess,
+}
+
+impl GatewayProcess {
+    /// The redirect URI the gateway on `port` registers at its identity provider.
+    pub fn redirect_uri(auth_host: &str, port: u16) -> String {
+        format!("https://{auth_host}:{port}/.portcullis/callback")
+    }
+
+    /// Starts `binary` (the `portcullis-gateway` executable) with `files`, and waits until it
+    /// is ready.
+    pub async fn start(
+        binary: &Path,
+        mut config: GatewayConfig,
+        files: GatewayFiles,
+    ) -> Result<Self> {
+        if config.port == 0 {
+            config.port = free_port()?;
+        }
+        if config.ops_port == 0 {
+            config.ops_port = free_port()?;
+        }
+        let addr: SocketAddr = ([127, 0, 0, 1], config.port).into();
+        let ops_addr: SocketAddr = ([127, 0, 0, 1], config.ops_port).into();
+        let mut cmd = Command::new(binary);
+        cmd.env("PORTCULLIS_LISTEN", addr.to_string())
+            .env("PORTCULLIS_OPS_LISTEN", ops_addr.to_string())
+            .env("PORTCULLIS_TLS_CERT_FILE", &files.tls_cert)
+            .env("PORTCULLIS_TLS_KEY_FILE", &files.tls_key)
+            .env("PORTCULLIS_UPSTREAM_CA_FILE", &files.ca_file)
+            .env("PORTCULLIS_AUTH_HOST", &config.auth_host)
+            .env("PORTCULLIS_PUBLIC_PORT", config.public_port().to_string())
+            .env("PORTCULLIS_IDP_CONFIG", &files.idp_config)
+            .env("PORTCULLIS_SIGNING_KEY_FILE", &files.signing_key)
+            .env("PORTCULLIS_NEXT_SIGNING_KEY_FILE", &files.next_signing_key)
+            .env("PORTCULLIS_POLICY_DIR", &files.policy_dir)
+            .env(
+                "PORTCULLIS_TRUSTED_PROXIES",
+                config.trusted_proxies.join(","),
+            )
+            .env("PORTCULLIS_LOG_FORMAT", "text");
+        for (k, v) in &config.env {
+            cmd.env(k, v);
+        }
+        let log = config.dir.join(format!("gateway-{}.log", config.port));
+        let mut process = ManagedProcess::spawn("portcullis-gateway", cmd, &log)?;
+        let ready = format!("http://{ops_addr}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            process.ensure_running()?;
+            if let Ok(resp) = reqwest::get(&ready).await
+                && resp.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("gateway not ready after 30s:\n{}", process.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            addr,
+            ops_addr,
+            files,
+            config,
+            process,
+        })
+    }
+
+    /// Starts another replica of this gateway: the same files (signing keys, certificate,
+    /// identity providers, policy directory) and settings, on ports of its own. Put a load
+    /// balancer on the public port ([`GatewayConfig::public_port`]) in front of both.
+    pub async fn start_replica(&self, binary: &Path) -> Result<Self> {
+        let mut config = self.config.clone();
+        config.public_port = Some(config.public_port());
+        config.port = 0;
+        config.ops_port = 0;
+        Self::start(binary, config, self.files.clone()).await
+    }
+
+    /// The process id, while it runs (to check that it is gone after a shutdown).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// `https://host:port`, with the public port.
+    pub fn origin(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.config.public_port())
+    }
+
+    /// A cookie-keeping HTTP client that resolves the gateway's host names to it (or to the
+    /// load balancer on its public port) and trusts the test CA; redirects are not followed.
+    pub fn browser(&self) -> Result<reqwest::Client> {
+        let mut builder = dex::http_client_builder(&self.files.ca_file)?.cookie_store(true);
+        // reqwest connects to the port in the URL, which `origin` makes the public port.
+        let public = SocketAddr::new(self.addr.ip(), self.config.public_port());
+        for host in std::iter::once(&self.config.auth_host).chain(&self.config.app_hosts) {
+            builder = builder.resolve(host, public);
+        }
+        builder.build().context("building the browser client")
+    }
+
+    /// The end of the gateway's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+
+    /// Stops the gateway.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Duration::from_secs(5)).await.map(|_| ())
+    }
+}
