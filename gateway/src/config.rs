@@ -122,6 +122,25 @@ pub struct IdpConfig {
     /// ID-token claims carried into app tokens for `claim` selectors (e.g. `hd`).
     #[serde(default)]
     pub forward_claims: Vec<String>,
+    /// After an ID token signed with a key the gateway does not know (the provider rotated its
+    /// keys), discovery and the JWKS are fetched again, at most this often.
+    #[serde(default = "default_jwks_refresh_cooldown", with = "duration_string")]
+    pub jwks_refresh_cooldown: Duration,
+}
+
+fn default_jwks_refresh_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// (De)serializes a [`Duration`] as a Go-style string (`30s`).
+mod duration_string {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_scopes() -> Vec<String> {

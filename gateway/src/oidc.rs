@@ -128,7 +128,7 @@ pub struct Provider {
     secret: String,
     redirect: RedirectUrl,
     http: reqwest::Client,
-    client: RwLock<Option<Arc<Client>>>,
+    client: RwLock<Option<(Arc<Client>, std::time::Instant)>>,
 }
 
 impl Provider {
@@ -138,12 +138,23 @@ impl Provider {
     }
 
     async fn client(&self) -> Result<Arc<Client>, OidcError> {
-        if let Some(client) = self.client.read().await.as_ref() {
+        if let Some((client, _)) = self.client.read().await.as_ref() {
             return Ok(client.clone());
         }
+        self.discover(None).await
+    }
+
+    /// Runs discovery, unless another task did since `stale` (a client known not to have the
+    /// key) or the last discovery is younger than the cooldown: after a token signed with an
+    /// unknown key the provider may have rotated, but a flood of forged `kid`s must not become
+    /// a flood of requests to it.
+    async fn discover(&self, stale: Option<&Arc<Client>>) -> Result<Arc<Client>, OidcError> {
         let mut slot = self.client.write().await;
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
+        if let Some((client, at)) = slot.as_ref() {
+            let replaced = stale.is_some_and(|stale| !Arc::ptr_eq(stale, client));
+            if stale.is_none() || replaced || at.elapsed() < self.config.jwks_refresh_cooldown {
+                return Ok(client.clone());
+            }
         }
         let discovery = |detail: String| OidcError::Discovery {
             idp: self.config.name.clone(),
@@ -161,7 +172,7 @@ impl Provider {
         )
         .set_redirect_uri(self.redirect.clone());
         let client = Arc::new(client);
-        *slot = Some(client.clone());
+        *slot = Some((client.clone(), std::time::Instant::now()));
         Ok(client)
     }
 
@@ -216,14 +227,30 @@ impl Provider {
             .await
             .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
+        let invalid = |m: String| OidcError::InvalidIdToken(m);
+        let nonce = Nonce::new(nonce.to_owned());
         let verifier = client
             .id_token_verifier()
             .set_allowed_algs(ALLOWED_ALGS)
             .require_issuer_match(false);
-        let invalid = |m: String| OidcError::InvalidIdToken(m);
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| invalid(e.to_string()))?;
+        // A key we do not know: the provider may have rotated; fetch its keys again (with a
+        // cooldown) and verify once more.
+        let fresh;
+        let claims = match id_token.claims(&verifier, &nonce) {
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                openidconnect::SignatureVerificationError::NoMatchingKey,
+            )) => {
+                fresh = self.discover(Some(&client)).await?;
+                let verifier = fresh
+                    .id_token_verifier()
+                    .set_allowed_algs(ALLOWED_ALGS)
+                    .require_issuer_match(false);
+                id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|e| invalid(e.to_string()))?
+            }
+            other => other.map_err(|e| invalid(e.to_string()))?,
+        };
         let iss = claims.issuer().as_str();
         if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss) {
             return Err(invalid(format!("unexpected issuer {iss}")));

@@ -103,7 +103,10 @@ pub fn load(
     Ok(snapshot)
 }
 
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// Names, sizes, modification times and a content hash of every file: an edit that keeps the
+/// size within the same mtime tick is still a change.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>, u64)> {
+    use std::hash::{Hash, Hasher};
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -112,7 +115,11 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
             let path = e.path();
             // Follow symlinks: mounted ConfigMaps swap a `..data` link.
             let meta = std::fs::metadata(&path).ok()?;
-            Some((path, meta.len(), meta.modified().ok()))
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            if meta.is_file() {
+                std::fs::read(&path).ok()?.hash(&mut hasher);
+            }
+            Some((path, meta.len(), meta.modified().ok(), hasher.finish()))
         })
         .collect();
     entries.sort();
@@ -127,12 +134,14 @@ pub fn watch_directory(
     interval: Duration,
     shutdown: crate::shutdown::Signal,
 ) -> Result<watch::Receiver<Arc<Snapshot>>, SourceError> {
+    // Fingerprint before loading: a change that lands while (or after) the first load runs is
+    // then seen as a change by the first poll, never folded into the baseline.
+    let mut seen = fingerprint(&dir);
     let first = load(&dir, 1, known_idps.as_ref())?;
     log_problems(&first);
     info!(policies = first.policies.len(), dir = %dir.display(), "loaded policies");
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(async move {
-        let mut seen = fingerprint(&dir);
         let mut version = 1;
         let mut ticker = tokio::time::interval(interval);
         let mut shutdown = shutdown;

@@ -407,3 +407,37 @@ async fn forward_auth_with_a_real_session() -> Result<()> {
     ensure!(response.headers().contains_key("portcullis-signin-url"));
     Ok(())
 }
+
+#[tokio::test]
+async fn logins_keep_working_when_the_identity_provider_rotates_its_keys() -> Result<()> {
+    let mut s = setup("rotation").await?;
+    let landed = s
+        .login(
+            &s.gateway.browser()?,
+            s.url(APP, "/wordpress/")?,
+            "alice",
+            Connector::Password,
+        )
+        .await?;
+    ensure!(landed.path() == "/wordpress/", "{landed}");
+    // Dex keeps its keys in memory: a restart signs with new ones the gateway has not seen.
+    s.dex.restart().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let browser = s.gateway.browser()?;
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/express/")?,
+            "alice",
+            Connector::Password,
+        )
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "{}:\n{}",
+        response.status(),
+        s.gateway.log_tail()
+    );
+    Ok(())
+}

@@ -28,6 +28,7 @@ use tower::ServiceExt as _;
 const AUTH: &str = "auth.portcullis.test";
 const APP: &str = "myserver.portcullis.test";
 const OTHER: &str = "other.portcullis.test";
+const MULTI: &str = "multi.portcullis.test";
 const PORT: u16 = 8443;
 const USER_PEER: &str = "192.0.2.10:50000";
 const PROXY_PEER: &str = "10.9.0.2:40000";
@@ -74,6 +75,16 @@ spec:
   hosts: [{OTHER}]
   identityProviders: [dex]
   upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Allow
+      include: [{{ everyone: true }}]
+---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: multi, namespace: team }}
+spec:
+  hosts: [{MULTI}]
+  identityProviders: [dex, corp]
   rules:
     - action: Allow
       include: [{{ everyone: true }}]
@@ -126,7 +137,9 @@ fn snapshot(version: u64, yaml: &str) -> Snapshot {
             policy_list.push(serde_json::from_value(doc).expect("policy"));
         }
     }
-    let snapshot = state::build(version, &policy_list, &secrets, &|name| name == "dex");
+    let snapshot = state::build(version, &policy_list, &secrets, &|name| {
+        name == "dex" || name == "corp"
+    });
     assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
     snapshot
 }
@@ -138,19 +151,21 @@ async fn harness() -> Harness {
     let keys =
         Arc::new(KeySet::from_pems(pem().as_bytes(), Some(pem().as_bytes()), &[]).expect("keys"));
     let secret = tempfile_with("client-secret");
+    let idp = |name: &str, display: Option<&str>| IdpConfig {
+        name: name.into(),
+        display_name: display.map(Into::into),
+        // Never contacted by these tests.
+        issuer: "https://127.0.0.1:9/dex".into(),
+        issuer_aliases: vec![],
+        client_id: "portcullis".into(),
+        client_secret_file: secret.clone(),
+        scopes: vec!["openid".into()],
+        trust_unverified_email: false,
+        forward_claims: vec![],
+        jwks_refresh_cooldown: std::time::Duration::from_secs(30),
+    };
     let providers = Providers::new(
-        vec![IdpConfig {
-            name: "dex".into(),
-            display_name: None,
-            // Never contacted by these tests.
-            issuer: "https://127.0.0.1:9/dex".into(),
-            issuer_aliases: vec![],
-            client_id: "portcullis".into(),
-            client_secret_file: secret,
-            scopes: vec!["openid".into()],
-            trust_unverified_email: false,
-            forward_claims: vec![],
-        }],
+        vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],
         &format!("https://{AUTH}:{PORT}/.portcullis/callback"),
         reqwest::Client::new(),
     )
@@ -842,4 +857,35 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .expect("base64")
+}
+
+#[tokio::test]
+async fn a_policy_with_several_identity_providers_offers_a_choice() {
+    let h = harness().await;
+    let rd = "https%3A%2F%2Fmulti.portcullis.test%3A8443%2F";
+    let reply = h
+        .get(AUTH, &format!("/.portcullis/start?rd={rd}"), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.contains("Continue with Dex") || reply.body.contains("Continue with dex"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("Continue with Corporate &lt;SSO&gt;"),
+        "display name not escaped: {}",
+        reply.body
+    );
+    assert!(reply.body.contains("&amp;idp=corp"), "{}", reply.body);
+    // Choosing one the policy does not offer is refused.
+    let reply = h
+        .get(AUTH, &format!("/.portcullis/start?rd={rd}&idp=other"), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Choosing an offered one goes on to that provider (unreachable here).
+    let reply = h
+        .get(AUTH, &format!("/.portcullis/start?rd={rd}&idp=corp"), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
 }

@@ -192,6 +192,8 @@ impl GatewayFiles {
                 "clientId": dex.client_id,
                 "clientSecretFile": dex.client_secret_file,
                 "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+                // Tests restart Dex (new signing keys) and log in again within seconds.
+                "jwksRefreshCooldown": "1s",
             }]
         });
         write_public(&idp_config, serde_json::to_string_pretty(&idps)?.as_bytes())?;
@@ -327,6 +329,16 @@ impl GatewayProcess {
     /// The end of the gateway's log, for failure messages.
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
+    }
+
+    /// The gateway's log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Fails with the log tail if the gateway has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.process.ensure_running()
     }
 
     /// Stops the gateway.

@@ -1,0 +1,113 @@
+//! Standalone mode: policies from a directory, reloaded when a file changes, failing closed on
+//! bad manifests.
+
+use portcullis_core::{CanonicalPath, Host, Route};
+use portcullis_gateway::{shutdown, source, state::Snapshot};
+use std::{path::Path, sync::Arc, time::Duration};
+use tokio::sync::watch;
+
+fn policy(name: &str, host: &str, epoch: i64, idp: &str) -> String {
+    format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: {name} }}
+spec:
+  hosts: [{host}]
+  identityProviders: [{idp}]
+  revocationEpoch: {epoch}
+  rules: [{{ action: Allow, include: [{{ everyone: true }}] }}]
+"#
+    )
+}
+
+fn route(snapshot: &Snapshot, host: &str) -> String {
+    let host = Host::parse(host).expect("host");
+    match snapshot
+        .routes
+        .route(&host, &CanonicalPath::parse("/x").expect("path"))
+    {
+        Some(Route::Policy(p)) => format!("{} epoch {}", p.id, p.epoch),
+        Some(Route::Invalid { id, .. }) => format!("invalid {id}"),
+        Some(Route::Conflict { .. }) => "conflict".into(),
+        None => "none".into(),
+    }
+}
+
+async fn next_version(rx: &mut watch::Receiver<Arc<Snapshot>>, after: u64) -> Arc<Snapshot> {
+    let wait = rx.wait_for(|s| s.version > after);
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("no reload within 10s")
+        .expect("watcher gone")
+        .clone()
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(file)).expect("rename");
+}
+
+#[tokio::test]
+async fn policies_reload_on_change_and_bad_manifests_fail_closed() {
+    let dir = std::env::temp_dir().join(format!("portcullis-source-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    write(&dir, "a.yaml", &policy("a", "a.example.test", 0, "dex"));
+    write(&dir, "notes.txt", "not a manifest, not read");
+    let (_trigger, signal) = shutdown::channel();
+    let mut rx = source::watch_directory(
+        dir.clone(),
+        Arc::new(|n: &str| n == "dex"),
+        Duration::from_millis(50),
+        signal,
+    )
+    .expect("first load");
+    let first = rx.borrow().clone();
+    assert_eq!(route(&first, "a.example.test"), "default/a epoch 0");
+
+    // An edit (the epoch raised) applies without a restart.
+    write(&dir, "a.yaml", &policy("a", "a.example.test", 3, "dex"));
+    let second = next_version(&mut rx, first.version).await;
+    assert_eq!(route(&second, "a.example.test"), "default/a epoch 3");
+
+    // A policy naming an unknown identity provider still claims its host, as a denial.
+    write(&dir, "b.yaml", &policy("b", "b.example.test", 0, "nope"));
+    let third = next_version(&mut rx, second.version).await;
+    assert_eq!(route(&third, "b.example.test"), "invalid default/b");
+    assert!(
+        third
+            .problems
+            .iter()
+            .any(|p| p.contains("unknown identity provider")),
+        "{:?}",
+        third.problems
+    );
+
+    // A file that is no longer YAML drops its policies: the host is no longer served at all.
+    write(&dir, "a.yaml", "apiVersion: [unclosed");
+    let fourth = next_version(&mut rx, third.version).await;
+    assert_eq!(route(&fourth, "a.example.test"), "none");
+    assert!(
+        fourth.problems.iter().any(|p| p.contains("a.yaml")),
+        "{:?}",
+        fourth.problems
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_an_error_not_an_empty_policy_set() {
+    let (_trigger, signal) = shutdown::channel();
+    let missing = std::env::temp_dir().join("portcullis-no-such-dir-for-sure");
+    assert!(
+        source::watch_directory(
+            missing,
+            Arc::new(|_: &str| true),
+            Duration::from_secs(1),
+            signal
+        )
+        .is_err()
+    );
+}
