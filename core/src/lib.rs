@@ -10,6 +10,7 @@ pub mod identity;
 pub mod path;
 pub mod policy;
 pub mod routes;
+pub mod session;
 pub mod token;
 
 pub use host::{Host, HostError};

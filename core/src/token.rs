@@ -264,6 +264,21 @@ impl KeySet {
         audience: Option<&str>,
         now: u64,
     ) -> Result<C, TokenError> {
+        let claims = self.verify_signature::<C>(kind, token, issuer, audience, now)?;
+        check_lifetime(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// Like [`KeySet::verify`] but accepts an expired token (never one issued in the future):
+    /// for renewing the token of a session that is still alive.
+    pub fn verify_signature<C: Claims>(
+        &self,
+        kind: TokenKind,
+        token: &str,
+        issuer: &str,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<C, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLarge);
         }
@@ -298,15 +313,20 @@ impl KeySet {
                 _ => TokenError::Malformed,
             }
         })?;
-        check_lifetime(&data.claims, now)?;
+        check_issued(&data.claims, now)?;
         Ok(data.claims)
     }
 }
 
-fn check_lifetime<C: Claims>(claims: &C, now: u64) -> Result<(), TokenError> {
+fn check_issued<C: Claims>(claims: &C, now: u64) -> Result<(), TokenError> {
     if claims.iat() > now + CLOCK_SKEW_SECS {
         return Err(TokenError::NotYetValid);
     }
+    Ok(())
+}
+
+fn check_lifetime<C: Claims>(claims: &C, now: u64) -> Result<(), TokenError> {
+    check_issued(claims, now)?;
     if claims.exp() <= now {
         return Err(TokenError::Expired);
     }
@@ -362,6 +382,22 @@ impl<C: Claims> Verifier<C> {
     where
         C: HasAudience,
     {
+        let claims = self.verify_allowing_expiry(token, audience, now)?;
+        check_lifetime(claims.as_ref(), now)?;
+        Ok(claims)
+    }
+
+    /// Verifies `token` like [`Verifier::verify`], except that an expired token is returned
+    /// rather than refused: the caller decides whether the session behind it may be renewed.
+    pub fn verify_allowing_expiry(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<Arc<C>, TokenError>
+    where
+        C: HasAudience,
+    {
         let cached = self
             .cache
             .read()
@@ -369,15 +405,17 @@ impl<C: Claims> Verifier<C> {
             .and_then(|cache| cache.get(token).cloned());
         let claims = match cached {
             Some(claims) => {
-                check_lifetime(claims.as_ref(), now)?;
+                check_issued(claims.as_ref(), now)?;
                 claims
             }
             None => {
-                let claims: Arc<C> =
-                    Arc::new(
-                        self.keys
-                            .verify(self.kind, token, &self.issuer, None, now)?,
-                    );
+                let claims: Arc<C> = Arc::new(self.keys.verify_signature(
+                    self.kind,
+                    token,
+                    &self.issuer,
+                    None,
+                    now,
+                )?);
                 if let Ok(mut cache) = self.cache.write() {
                     if cache.len() >= self.capacity {
                         cache.retain(|_, c| c.exp() > now);

@@ -156,7 +156,13 @@ async fn protected(
                 .as_ref()
                 .map(|s| identity_headers(gateway, &s.token, &s.claims, host.as_str(), now))
                 .unwrap_or_default();
-            forward(gateway, req, &upstream, peer, &host, &path, identity).await
+            let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
+            // Background refresh: the renewed token rides on whatever the upstream answered,
+            // navigation or API call alike.
+            if let Some(cookie) = session.and_then(|s| s.renewal) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
         }
     }
 }

@@ -7,10 +7,11 @@
 //! lets a request through.
 
 use crate::{cookies, gateway::Gateway};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route,
-    token::{AppClaims, TokenError},
+    session::{self, Standing},
+    token::{AppClaims, TokenError, TokenKind},
 };
 use std::{net::IpAddr, sync::Arc};
 
@@ -52,6 +53,10 @@ pub enum Outcome {
 pub struct Session {
     pub token: Arc<str>,
     pub claims: Arc<AppClaims>,
+    /// Where the session stands (fresh, or to be renewed on this response).
+    pub standing: Standing,
+    /// A `Set-Cookie` with a renewed app token, to add to the response.
+    pub renewal: Option<HeaderValue>,
 }
 
 /// Runs the check at `now` (unix seconds).
@@ -86,6 +91,7 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
         service_token,
     };
 
+    let mut reason = "login_required";
     let session = match authenticate(gateway, &policy, subject.headers, now) {
         Ok(session) => Some(session),
         Err(Unauthenticated::NoCookie) => None,
@@ -93,26 +99,43 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
             gateway.metrics.token_rejected(error.category());
             None
         }
-        Err(Unauthenticated::StaleEpoch) => None,
+        Err(Unauthenticated::StaleEpoch) => {
+            gateway.metrics.token_rejected("stale_epoch");
+            reason = "session_revoked";
+            None
+        }
+        Err(Unauthenticated::Ended(standing)) => {
+            reason = if standing == Standing::Idle {
+                "session_idle"
+            } else {
+                "session_expired"
+            };
+            None
+        }
     };
     let identity = session.as_ref().map(|s| s.claims.identity());
     let decision = policy.evaluate(&facts, identity.as_ref());
     match decision {
-        Decision::Allow { .. } | Decision::Bypass { .. } | Decision::ServiceAuth { .. } => {
-            // A bypass or service-token request carries no user to the upstream.
-            let session = matches!(decision, Decision::Allow { .. })
-                .then_some(session)
-                .flatten();
+        Decision::Allow { .. } => {
+            let session = session.map(|mut session| {
+                if session.standing == Standing::Renew {
+                    session.renewal = renew(gateway, &policy, &session.claims, now);
+                }
+                session
+            });
             Outcome::Allow {
                 policy,
                 session,
                 decision,
             }
         }
-        Decision::LoginRequired => Outcome::Login {
+        // A bypass or service-token request carries no user to the upstream.
+        Decision::Bypass { .. } | Decision::ServiceAuth { .. } => Outcome::Allow {
             policy,
-            reason: "login_required",
+            session: None,
+            decision,
         },
+        Decision::LoginRequired => Outcome::Login { policy, reason },
         Decision::Deny { .. } => Outcome::Deny {
             reason: "denied_by_rule",
         },
@@ -127,6 +150,8 @@ enum Unauthenticated {
     Token(TokenError),
     /// Minted before the policy's revocation epoch was raised.
     StaleEpoch,
+    /// Idle or past its absolute lifetime.
+    Ended(Standing),
 }
 
 fn authenticate(
@@ -141,15 +166,40 @@ fn authenticate(
     let audience = policy.id.to_string();
     let claims = gateway
         .app_tokens
-        .verify(token, Some(&audience), now)
+        .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
     if claims.epoch < policy.epoch {
         return Err(Unauthenticated::StaleEpoch);
     }
-    Ok(Session {
-        token: Arc::from(token),
-        claims,
-    })
+    match session::standing(&claims, &policy.session, now) {
+        standing @ (Standing::Fresh | Standing::Renew) => Ok(Session {
+            token: Arc::from(token),
+            claims,
+            standing,
+            renewal: None,
+        }),
+        ended => Err(Unauthenticated::Ended(ended)),
+    }
+}
+
+/// Mints the renewed app token of a live session, as a `Set-Cookie` value.
+pub fn renew(
+    gateway: &Gateway,
+    policy: &Policy,
+    claims: &AppClaims,
+    now: u64,
+) -> Option<HeaderValue> {
+    let renewed = session::renewed(claims, &policy.session, policy.epoch, now);
+    let token = gateway.keys.sign(TokenKind::App, &renewed).ok()?;
+    let remaining = session::deadlines(&renewed, &policy.session)
+        .absolute
+        .saturating_sub(now);
+    gateway.metrics.token_renewed();
+    cookies::set(
+        &cookies::app_cookie(&policy.id),
+        &token,
+        std::time::Duration::from_secs(remaining),
+    )
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the right-most

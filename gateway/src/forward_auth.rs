@@ -93,6 +93,13 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 ) {
                     response.headers_mut().insert(name, value);
                 }
+                // The ingress copies it to the client's response (nginx: `auth_request_set`,
+                // Traefik: `addAuthCookiesToResponse`, Envoy: `allowed_client_headers_on_success`).
+                if let Some(cookie) = session.renewal {
+                    response
+                        .headers_mut()
+                        .append(http::header::SET_COOKIE, cookie);
+                }
             }
             response
         }

@@ -38,6 +38,7 @@ pub struct Metrics {
     idp_errors: Family<ReasonLabel, Counter>,
     upstream_errors: Family<ReasonLabel, Counter>,
     state_version: Gauge,
+    renewals: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +82,12 @@ impl Metrics {
             "Requests the upstream could not answer",
             upstream_errors.clone(),
         );
+        let renewals = Counter::default();
+        registry.register(
+            "token_renewals",
+            "App tokens re-minted in the background for active sessions",
+            renewals.clone(),
+        );
         let state_version = Gauge::default();
         registry.register(
             "state_version",
@@ -96,6 +103,7 @@ impl Metrics {
             idp_errors,
             upstream_errors,
             state_version,
+            renewals,
         }
     }
 
@@ -108,6 +116,10 @@ impl Metrics {
         };
         self.checks.get_or_create(&OutcomeLabel { outcome }).inc();
         self.check_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn token_renewed(&self) {
+        self.renewals.inc();
     }
 
     pub fn token_rejected(&self, reason: &'static str) {

@@ -76,6 +76,7 @@ spec:
   hosts: [{APP2}]
   identityProviders: [dex]
   upstream: {{ url: "http://{upstream}" }}
+  session: {{ tokenLifetime: 10s, idleTimeout: 1m, absoluteLifetime: 1h }}
   rules:
     - action: Allow
       include: [{{ groups: [engineering] }}, {{ emails: [bob@example.com] }}]
@@ -438,6 +439,51 @@ async fn logins_keep_working_when_the_identity_provider_rotates_its_keys() -> Re
         "{}:\n{}",
         response.status(),
         s.gateway.log_tail()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_active_user_is_never_sent_back_to_the_login_page() -> Result<()> {
+    let s = setup("active").await?;
+    let browser = s.gateway.browser()?;
+    let landed = s
+        .login(&browser, s.url(APP2, "/app/")?, "alice", Connector::Header)
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+
+    // A single-page app polling its API every 2 s across more than two 10 s token lifetimes:
+    // every call answers, and the token is renewed on the way, in the background.
+    let mut renewals = 0;
+    for i in 0..13 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let response = browser
+            .get(s.url(APP2, "/app/api/items")?)
+            .header("sec-fetch-mode", "cors")
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        ensure!(
+            response.status() == StatusCode::OK,
+            "call {i}: {}",
+            response.status()
+        );
+        if response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.starts_with("__Host-portcullis-app-"))
+            })
+        {
+            renewals += 1;
+        }
+    }
+    ensure!(
+        renewals >= 3,
+        "only {renewals} renewals in 26 s with a 10 s token lifetime"
     );
     Ok(())
 }

@@ -389,8 +389,10 @@ async fn rules_are_evaluated_on_every_request() {
 async fn bad_tokens_mean_log_in_again() {
     let h = harness().await;
     let api = [("sec-fetch-mode", "cors")];
+    // Expired and past the idle timeout (an expired token of a live session is renewed
+    // instead: see below).
     let expired = h.app_token("team/apps", "alice@example.com", |c| {
-        c.iat -= 1000;
+        c.iat -= 4000;
         c.exp = c.iat + 300;
     });
     let future = h.app_token("team/apps", "alice@example.com", |c| {
@@ -888,4 +890,108 @@ async fn a_policy_with_several_identity_providers_offers_a_choice() {
         .get(AUTH, &format!("/.portcullis/start?rd={rd}&idp=corp"), &[])
         .await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+}
+
+fn renewed_token(reply: &Reply) -> Option<String> {
+    let prefix = format!("{}=", cookies::app_cookie(&PolicyId::new("team", "apps")));
+    reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&prefix))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn an_active_session_is_renewed_in_the_background_without_a_redirect() {
+    let h = harness().await;
+    let api = ("sec-fetch-mode", "cors");
+    // Fresh: nothing to do.
+    let fresh = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &fresh);
+    let reply = h
+        .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(renewed_token(&reply).is_none());
+
+    // Past half its lifetime, and expired (the user kept the tab open): renewed on the
+    // response of an API call, no redirect, no login.
+    for (name, age) in [("half-life", 200), ("expired", 400)] {
+        let old = h.app_token("team/apps", "alice@example.com", |c| {
+            c.iat -= age;
+            c.exp -= age;
+        });
+        let cookie = h.cookie_for("team/apps", &old);
+        let reply = h
+            .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.body);
+        let token = renewed_token(&reply).unwrap_or_else(|| panic!("{name}: no renewed token"));
+        let claims: AppClaims = h
+            .keys
+            .verify(
+                TokenKind::App,
+                &token,
+                "https://auth.portcullis.test:8443",
+                Some("team/apps"),
+                now(),
+            )
+            .expect("the renewed token verifies");
+        assert!(
+            claims.iat + 5 >= now() && claims.exp > now() + 250,
+            "{name}: {claims:?}"
+        );
+        assert_eq!(
+            (claims.sid.as_str(), claims.sub.as_str()),
+            ("s-1", "sub-alice@example.com")
+        );
+        let set_cookie = reply.headers[header::SET_COOKIE].to_str().expect("ascii");
+        assert!(
+            set_cookie.contains("HttpOnly") && set_cookie.contains("Secure"),
+            "{set_cookie}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_and_expired_sessions_must_log_in_again() {
+    let h = harness().await;
+    let api = ("sec-fetch-mode", "cors");
+    // No request for longer than the idle timeout (1h by default).
+    let idle = h.app_token("team/apps", "alice@example.com", |c| {
+        c.iat -= 3700;
+        c.exp -= 3700;
+    });
+    let cookie = h.cookie_for("team/apps", &idle);
+    let reply = h
+        .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"], "session_idle");
+    assert!(renewed_token(&reply).is_none());
+
+    // Active, but past the absolute lifetime (12h by default).
+    let old = h.app_token("team/apps", "alice@example.com", |c| {
+        c.auth_time -= 13 * 3600
+    });
+    let cookie = h.cookie_for("team/apps", &old);
+    let reply = h
+        .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"], "session_expired");
+
+    // A denied user's token is never renewed.
+    let mallory = h.app_token("team/apps", "mallory@example.com", |c| {
+        c.iat -= 200;
+        c.exp -= 200;
+    });
+    let cookie = h.cookie_for("team/apps", &mallory);
+    let reply = h
+        .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(renewed_token(&reply).is_none());
 }
