@@ -5,7 +5,8 @@
 #   helm (helm.sh/helm/v3).
 # Each binary is built once per pinned version; a second run is a no-op.
 #
-# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm ...]   (default: all)
+# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm ...]
+#        (default: everything the tests use; helm only when asked for)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
 
@@ -126,7 +127,7 @@ build_helm() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+pub mod session_api;
 pub mod shutdown;
 pub mod source;
 pub mod state;

@@ -995,3 +995,66 @@ async fn idle_and_expired_sessions_must_log_in_again() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert!(renewed_token(&reply).is_none());
 }
+
+#[tokio::test]
+async fn the_session_endpoint_reports_deadlines_and_extends_on_post_only() {
+    let h = harness().await;
+    let old = h.app_token("team/apps", "alice@example.com", |c| {
+        c.iat -= 200;
+        c.exp -= 200;
+        c.auth_time -= 1000;
+    });
+    let cookie = h.cookie_for("team/apps", &old);
+    let reply = h
+        .get(
+            APP,
+            "/.portcullis/session?path=/express",
+            &[(&cookie.0, &cookie.1)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let status = reply.json();
+    assert_eq!(status["email"], "alice@example.com");
+    assert_eq!(status["policy"], "team/apps");
+    let now = status["now"].as_u64().expect("now");
+    let auth_time = status["authenticated_at"].as_u64().expect("auth_time");
+    assert_eq!(
+        status["absolute_deadline"].as_u64(),
+        Some(auth_time + 12 * 3600)
+    );
+    assert!(
+        status["idle_deadline"]
+            .as_u64()
+            .is_some_and(|d| d > now && d <= now + 3600 - 190)
+    );
+    // Reading does not extend (a polling widget must not keep an idle session alive).
+    assert!(renewed_token(&reply).is_none());
+
+    let reply = h
+        .send(
+            Method::POST,
+            "/.portcullis/session/extend?path=/express",
+            &[("host", APP), (&cookie.0, &cookie.1)],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(renewed_token(&reply).is_some());
+    let extended = reply.json();
+    assert!(extended["idle_deadline"].as_u64() > status["idle_deadline"].as_u64());
+    assert_eq!(extended["absolute_deadline"], status["absolute_deadline"]);
+
+    // No session: 401 JSON with where to log in.
+    let reply = h.get(APP, "/.portcullis/session?path=/express", &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.json()["login_url"].as_str().is_some());
+    // GET on extend is refused.
+    let reply = h
+        .get(
+            APP,
+            "/.portcullis/session/extend?path=/express",
+            &[(&cookie.0, &cookie.1)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
