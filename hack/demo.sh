@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Brings up the local Portcullis stack in the foreground: a real control plane (etcd,
-# kube-apiserver, kube-controller-manager) with the Portcullis CRDs and a sample policy, and Dex
-# with demo users. Prints the URLs, credentials and kubectl commands; Ctrl-C stops everything.
+# kube-apiserver, kube-controller-manager) with the Portcullis CRDs and the demo policies
+# (examples/demo/policy.yaml), Dex with demo users, two sample apps, and two gateway replicas
+# behind a load balancer on https://*.portcullis.localhost:8443 (PORTCULLIS_DEMO_PORT or
+# --demo-port to change). Prints the URLs, credentials and kubectl commands; Ctrl-C stops
+# everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/build-tools.sh
 eval "$(hack/tools-env.sh)"
-cargo build --locked -p portcullis-tests --bin devstack
+# devstack, and the demo's processes it starts from its own directory: the gateway, the load
+# balancer and the sample apps.
+cargo build --locked -p portcullis-tests --bins -p portcullis-gateway
 exec target/debug/devstack up --state-dir "${PORTCULLIS_DEMO_DIR:-$PWD/target/demo}" --demo "$@"

@@ -123,13 +123,30 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         Err(problem) => return problem.into_response(),
     };
 
-    // Single sign-on: a valid SSO session for a provider this policy accepts skips the IdP.
+    // Single sign-on: a valid SSO session for a provider this policy accepts skips the IdP —
+    // unless the user authenticated before the policy's revocation epoch was raised. Then the
+    // provider must authenticate the user again (prompt=login, max_age=0, and `auth_time` is
+    // checked on return), so neither a deleted app cookie nor the provider's own session
+    // brings a revoked login back.
     let jar = cookies::parse(&req.headers);
+    let revoked_since = gateway
+        .snapshot()
+        .epoch_since
+        .get(&target.policy.id)
+        .copied()
+        .unwrap_or(0);
+    let mut not_before = None;
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
         && target.policy.identity_providers.contains(&session.idp)
     {
-        return handoff(gateway, &target, &session, now);
+        // `iat` is this gateway's clock at login, the same clock `epoch_since` comes from.
+        if session.iat >= revoked_since {
+            return handoff(gateway, &target, &session, now);
+        }
+        info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
+        gateway.metrics.token_rejected("sso_before_epoch");
+        not_before = Some(revoked_since);
     }
 
     let providers = &target.policy.identity_providers;
@@ -149,7 +166,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         Ok(provider) => provider,
         Err(error) => return idp_failure(gateway, &error),
     };
-    let request = match provider.authorize(false).await {
+    let request = match provider.authorize(not_before.is_some()).await {
         Ok(request) => request,
         Err(error) => return idp_failure(gateway, &error),
     };
@@ -161,6 +178,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         pkce: request.pkce_verifier,
         idp: chosen,
         rd,
+        not_before,
         iat: now,
         exp: now + LOGIN_TIMEOUT_SECS,
     };
@@ -289,7 +307,7 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         Err(error) => return idp_failure(gateway, &error),
     };
     let verified = match provider
-        .complete(&code, &login.pkce, &login.nonce, None, now)
+        .complete(&code, &login.pkce, &login.nonce, login.not_before, now)
         .await
     {
         Ok(verified) => verified,

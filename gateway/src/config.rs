@@ -46,8 +46,8 @@ pub struct ListenArgs {
     pub upstream_ca_file: Option<PathBuf>,
     /// Peers whose X-Forwarded-For / X-Forwarded-* / X-Original-* headers are believed
     /// (comma-separated CIDRs). Default: none.
-    #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpNet>,
+    #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<Option<IpNet>>,
     /// How long a request may take end to end before the gateway answers 504.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -147,6 +147,25 @@ fn default_scopes() -> Vec<String> {
     ["openid", "email", "profile", "groups", "offline_access"]
         .map(String::from)
         .to_vec()
+}
+
+/// One entry of `--trusted-proxies`; an empty entry (an empty environment variable rendered by a
+/// chart) means none.
+fn parse_proxy(s: &str) -> Result<Option<IpNet>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<IpNet>()
+        .map(Some)
+        .map_err(|e| format!("invalid CIDR {s:?}: {e}"))
+}
+
+impl ListenArgs {
+    /// The trusted-proxy CIDRs, without empty entries.
+    pub fn trusted_proxies(&self) -> Vec<IpNet> {
+        self.trusted_proxies.iter().flatten().copied().collect()
+    }
 }
 
 /// Parses Go-style durations (`90s`, `5m`, `1h30m`), the same syntax as the CRDs.

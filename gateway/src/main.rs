@@ -31,7 +31,10 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: log files and collectors get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -68,7 +71,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         auth_host,
         public_port: args.auth.public_port,
         sso_lifetime: args.auth.sso_lifetime,
-        trusted_proxies: args.listen.trusted_proxies.clone(),
+        trusted_proxies: args.listen.trusted_proxies(),
     };
 
     let extra_ca = args

@@ -137,7 +137,8 @@ pub fn watch_directory(
     // Fingerprint before loading: a change that lands while (or after) the first load runs is
     // then seen as a change by the first poll, never folded into the baseline.
     let mut seen = fingerprint(&dir);
-    let first = load(&dir, 1, known_idps.as_ref())?;
+    let mut first = load(&dir, 1, known_idps.as_ref())?;
+    first.track_epochs(None, crate::gateway::now());
     log_problems(&first);
     info!(policies = first.policies.len(), dir = %dir.display(), "loaded policies");
     let (tx, rx) = watch::channel(Arc::new(first));
@@ -157,7 +158,8 @@ pub fn watch_directory(
             seen = now;
             version += 1;
             match load(&dir, version, known_idps.as_ref()) {
-                Ok(snapshot) => {
+                Ok(mut snapshot) => {
+                    snapshot.track_epochs(Some(&tx.borrow()), crate::gateway::now());
                     log_problems(&snapshot);
                     info!(
                         policies = snapshot.policies.len(),

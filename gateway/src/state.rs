@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub service_tokens: HashMap<PolicyId, Vec<ServiceCredential>>,
     /// Manifests that could not be used, for logs and status.
     pub problems: Vec<String>,
+    /// Per policy, since when (unix seconds) its current revocation epoch is in force: the auth
+    /// host re-issues from an SSO session only if the user authenticated after it.
+    pub epoch_since: HashMap<PolicyId, u64>,
 }
 
 /// A service token's id and secret.
@@ -42,6 +45,28 @@ impl std::fmt::Debug for ServiceCredential {
 }
 
 impl Snapshot {
+    /// Fills [`Snapshot::epoch_since`]: an epoch seen before keeps its time, a raised one
+    /// starts now, epoch 0 was never raised. A gateway that starts with an epoch above 0 cannot
+    /// know when it was raised and takes "now": the safe side, since it only means an IdP
+    /// login instead of a silent single sign-on for sessions older than the gateway.
+    pub fn track_epochs(&mut self, previous: Option<&Snapshot>, now: u64) {
+        self.epoch_since = self
+            .policies
+            .values()
+            .map(|policy| {
+                let since = match previous.and_then(|p| {
+                    Some((p.policies.get(&policy.id)?, p.epoch_since.get(&policy.id)?))
+                }) {
+                    Some((old, since)) if old.epoch == policy.epoch => *since,
+                    _ if policy.epoch == 0 => 0,
+                    // Rounded up: a login in the same second as the raise counts as before it.
+                    _ => now + 1,
+                };
+                (policy.id.clone(), since)
+            })
+            .collect();
+    }
+
     /// The name of the service token of `policy` whose id and secret both match, compared in
     /// constant time (every candidate is compared, so timing does not reveal which one matched).
     pub fn service_token(&self, policy: &PolicyId, id: &[u8], secret: &[u8]) -> Option<&str> {
@@ -175,5 +200,6 @@ pub fn build(
         policies: valid.into_iter().map(|p| (p.id.clone(), p)).collect(),
         service_tokens,
         problems,
+        epoch_since: HashMap::new(),
     }
 }

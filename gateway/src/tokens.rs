@@ -64,6 +64,9 @@ pub struct LoginClaims {
     pub idp: String,
     /// The validated return URL.
     pub rd: String,
+    /// When re-authentication was forced: the earliest acceptable `auth_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
     pub iat: u64,
     pub exp: u64,
 }

@@ -11,7 +11,7 @@ use portcullis_tests::{
     pki::Pki,
     process::free_port,
 };
-use reqwest::{StatusCode, Url, header};
+use reqwest::{StatusCode, Url, cookie::CookieStore as _, header};
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
 const AUTH: &str = "auth.portcullis.test";
@@ -21,6 +21,7 @@ const APP2: &str = "express.portcullis.test";
 struct Setup {
     gateway: GatewayProcess,
     dex: DexServer,
+    upstream: SocketAddr,
     _dir: TempDir,
 }
 
@@ -53,6 +54,10 @@ async fn echo_upstream() -> Result<SocketAddr> {
 }
 
 fn manifests(upstream: SocketAddr) -> String {
+    manifests_with_epoch(upstream, 0)
+}
+
+fn manifests_with_epoch(upstream: SocketAddr, epoch: u64) -> String {
     format!(
         r#"
 apiVersion: access.portcullis.dev/v1alpha1
@@ -63,6 +68,7 @@ spec:
   paths: [/wordpress, /express]
   identityProviders: [dex]
   upstream: {{ url: "http://{upstream}" }}
+  revocationEpoch: {epoch}
   rules:
     - action: Deny
       include: [{{ groups: [sales] }}]
@@ -117,6 +123,7 @@ async fn setup(name: &str) -> Result<Setup> {
     Ok(Setup {
         gateway,
         dex,
+        upstream,
         _dir: guard,
     })
 }
@@ -485,5 +492,86 @@ async fn an_active_user_is_never_sent_back_to_the_login_page() -> Result<()> {
         renewals >= 3,
         "only {renewals} renewals in 26 s with a 10 s token lifetime"
     );
+    Ok(())
+}
+
+/// Seed question 1.1: after "revoke existing tokens" (the policy's epoch raised), neither the
+/// old app cookie nor deleting it and bouncing through the auth host brings access back without
+/// a fresh login at the identity provider; other policies keep their single sign-on.
+#[tokio::test]
+async fn a_raised_epoch_is_not_undone_by_the_sso_session() -> Result<()> {
+    let s = setup("epoch").await?;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = s.gateway.browser_with_jar(jar.clone())?;
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/wordpress/")?,
+            "alice",
+            Connector::Header,
+        )
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+
+    s.gateway
+        .update_policies(&manifests_with_epoch(s.upstream, 1))
+        .await?;
+    let to_dex = |hops: &[Url]| {
+        hops.iter()
+            .any(|u| u.as_str().starts_with(&s.dex.info.issuer))
+    };
+
+    // The old app cookie is refused, and the bounce through the auth host goes to Dex, asking
+    // it to authenticate again.
+    let (response, hops) = visit(&browser, s.url(APP, "/wordpress/")?).await?;
+    ensure!(
+        to_dex(&hops),
+        "no new login after the epoch was raised: {hops:?}"
+    );
+    let dex_url = hops.last().context("hops")?;
+    ensure!(
+        dex_url
+            .query()
+            .is_some_and(|q| q.contains("prompt=login") && q.contains("max_age=0")),
+        "{dex_url}"
+    );
+    drop(response);
+
+    // Delete the app cookie, keep the auth host's session: still Dex.
+    let auth_cookies = jar.cookies(&s.url(AUTH, "/")?).context("no SSO cookie")?;
+    let fresh_jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    for cookie in auth_cookies.to_str()?.split("; ") {
+        fresh_jar.add_cookie_str(
+            &format!("{cookie}; Secure; HttpOnly; Path=/"),
+            &s.url(AUTH, "/")?,
+        );
+    }
+    let without_app_cookie = s.gateway.browser_with_jar(fresh_jar)?;
+    let (_, hops) = visit(&without_app_cookie, s.url(APP, "/express/")?).await?;
+    ensure!(
+        to_dex(&hops),
+        "the SSO session re-issued a revoked app token: {hops:?}"
+    );
+
+    // Another policy, not revoked: single sign-on as before.
+    let (response, hops) = visit(&without_app_cookie, s.url(APP2, "/")?).await?;
+    ensure!(
+        response.status() == StatusCode::OK && !to_dex(&hops),
+        "{} {hops:?}",
+        response.status()
+    );
+
+    // Logging in again at Dex restores access.
+    let landed = s
+        .login(
+            &browser,
+            s.url(APP, "/wordpress/")?,
+            "alice",
+            Connector::Header,
+        )
+        .await?;
+    let (response, _) = visit(&browser, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
     Ok(())
 }

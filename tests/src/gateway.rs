@@ -260,11 +260,14 @@ impl GatewayProcess {
             .env("PORTCULLIS_SIGNING_KEY_FILE", &files.signing_key)
             .env("PORTCULLIS_NEXT_SIGNING_KEY_FILE", &files.next_signing_key)
             .env("PORTCULLIS_POLICY_DIR", &files.policy_dir)
-            .env(
+            .env("PORTCULLIS_LOG_FORMAT", "text");
+        // Only when there are some: the gateway rejects the empty list item of an empty value.
+        if !config.trusted_proxies.is_empty() {
+            cmd.env(
                 "PORTCULLIS_TRUSTED_PROXIES",
                 config.trusted_proxies.join(","),
-            )
-            .env("PORTCULLIS_LOG_FORMAT", "text");
+            );
+        }
         for (k, v) in &config.env {
             cmd.env(k, v);
         }
@@ -317,13 +320,51 @@ impl GatewayProcess {
     /// A cookie-keeping HTTP client that resolves the gateway's host names to it (or to the
     /// load balancer on its public port) and trusts the test CA; redirects are not followed.
     pub fn browser(&self) -> Result<reqwest::Client> {
-        let mut builder = dex::http_client_builder(&self.files.ca_file)?.cookie_store(true);
+        self.browser_with_jar(std::sync::Arc::new(reqwest::cookie::Jar::default()))
+    }
+
+    /// [`GatewayProcess::browser`] with a cookie jar the test can read and seed (to "delete" a
+    /// cookie, copy the others into a fresh jar).
+    pub fn browser_with_jar(
+        &self,
+        jar: std::sync::Arc<reqwest::cookie::Jar>,
+    ) -> Result<reqwest::Client> {
+        let mut builder = dex::http_client_builder(&self.files.ca_file)?.cookie_provider(jar);
         // reqwest connects to the port in the URL, which `origin` makes the public port.
         let public = SocketAddr::new(self.addr.ip(), self.config.public_port());
         for host in std::iter::once(&self.config.auth_host).chain(&self.config.app_hosts) {
             builder = builder.resolve(host, public);
         }
         builder.build().context("building the browser client")
+    }
+
+    /// The state version the gateway reports on `/readyz`.
+    pub async fn state_version(&self) -> Result<u64> {
+        let text = reqwest::get(format!("http://{}/readyz", self.ops_addr))
+            .await?
+            .text()
+            .await?;
+        text.rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("unexpected /readyz answer {text:?}"))
+    }
+
+    /// Replaces the policies and waits until the gateway enforces them.
+    pub async fn update_policies(&self, manifests: &str) -> Result<()> {
+        let before = self.state_version().await?;
+        self.files.write_policies(manifests)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state_version().await? <= before {
+            if Instant::now() > deadline {
+                bail!(
+                    "the gateway did not reload its policies within 10s:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// The end of the gateway's log, for failure messages.

@@ -34,6 +34,7 @@
 //!   [`cluster::TEST_NAMESPACE_LABEL`].
 
 pub mod cluster;
+pub mod demo;
 pub mod dex;
 pub mod fsutil;
 pub mod gateway;

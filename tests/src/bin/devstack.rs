@@ -2,7 +2,9 @@
 //! kube-controller-manager, Dex) on loopback until interrupted.
 //!
 //! `devstack up` is what the README demo and the shared test cluster start; `devstack down`
-//! stops a running one; `devstack env` prints shell exports for it.
+//! stops a running one; `devstack env` prints shell exports for it. `devstack up --demo` adds
+//! the demo on top (see [`portcullis_tests::demo`]): sample policies, sample apps, two gateway
+//! replicas and a load balancer on one public port.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use portcullis_tests::cluster::{default_state_dir, install_crds};
+use portcullis_tests::demo::{self, Demo, DemoConfig};
 use portcullis_tests::process::{pid_alive, terminate_pid};
 use portcullis_tests::stack::{Stack, StackConfig, StackInfo, stop_leftovers};
 use tokio::signal::unix::{SignalKind, signal};
@@ -80,6 +83,41 @@ struct UpArgs {
     /// Seconds each component may take to become ready.
     #[arg(long, env = "PORTCULLIS_READY_TIMEOUT_SECS", default_value_t = 120)]
     ready_timeout_secs: u64,
+    #[command(flatten)]
+    demo: DemoArgs,
+}
+
+/// The demo (`hack/demo.sh`).
+#[derive(Args)]
+struct DemoArgs {
+    /// Also run the demo: the demo policies, two sample apps, two gateway replicas and a load
+    /// balancer in front of them, all on 127.0.0.1.
+    #[arg(long)]
+    demo: bool,
+    /// Port of the demo's load balancer, which is the port in every demo URL.
+    #[arg(long, env = "PORTCULLIS_DEMO_PORT", default_value_t = demo::DEFAULT_PORT)]
+    demo_port: u16,
+    /// Directory holding `portcullis-gateway`, `demo-lb` and `sample-app`. Default: the
+    /// directory of this executable (cargo builds them all into `target/<profile>/`).
+    #[arg(long, env = "PORTCULLIS_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    fn config(&self) -> Result<Option<DemoConfig>> {
+        if !self.demo {
+            return Ok(None);
+        }
+        let bin_dir = match &self.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()
+                .context("locating devstack")?
+                .parent()
+                .context("devstack has no directory")?
+                .to_owned(),
+        };
+        Ok(Some(DemoConfig::new(self.demo_port, bin_dir)))
+    }
 }
 
 #[tokio::main]
@@ -123,6 +161,11 @@ async fn up(args: UpArgs) -> Result<()> {
     config.redirect_uris = args.redirect_uris;
     config.extra_dns_names = args.dns_names;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
+    let demo_config = args.demo.config()?;
+    if let Some(demo) = &demo_config {
+        demo.preflight(&state_dir).await?;
+        config.redirect_uris.push(demo.redirect_uri());
+    }
     // Listen before starting, so a signal during the minute-long start still stops cleanly
     // (the Stack is dropped, which kills its children).
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -133,8 +176,16 @@ async fn up(args: UpArgs) -> Result<()> {
         _ = sigint.recv() => anyhow::bail!("interrupted during start"),
         _ = sigterm.recv() => anyhow::bail!("terminated during start"),
     };
-    after_start(&stack).await?;
+    // Dropping a half-started demo (and the stack) kills what it started.
+    let mut demo = tokio::select! {
+        demo = after_start(&stack, demo_config.as_ref()) => demo?,
+        _ = sigint.recv() => anyhow::bail!("interrupted during start"),
+        _ = sigterm.recv() => anyhow::bail!("terminated during start"),
+    };
     print_summary(stack.info());
+    if let Some(demo) = &demo {
+        print!("{}", demo.summary());
+    }
     if let Some(ready) = &args.detach_ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", ready.display()))?;
@@ -152,6 +203,9 @@ async fn up(args: UpArgs) -> Result<()> {
                 if let Err(e) = stack.ensure_running() {
                     break Err(e);
                 }
+                if let Some(Err(e)) = demo.as_mut().map(Demo::ensure_running) {
+                    break Err(e);
+                }
             }
         }
     };
@@ -159,15 +213,25 @@ async fn up(args: UpArgs) -> Result<()> {
         let _ = std::fs::remove_file(ready);
     }
     eprintln!("devstack: stopping");
+    // The demo's gateways and apps first: they are clients of the stack.
+    let demo_stopped = match demo {
+        Some(demo) => demo.stop().await,
+        None => Ok(()),
+    };
     stack.stop().await?;
+    demo_stopped?;
     outcome
 }
 
 /// Runs once the stack is ready, before the ready file is written: installs what every user
-/// of the stack expects. Installs the CRDs exactly like the shared test cluster does; sample
-/// policies for the demo belong here too.
-async fn after_start(stack: &Stack) -> Result<()> {
-    install_crds(&stack.client().await?).await
+/// of the stack expects. Installs the CRDs exactly like the shared test cluster does, then
+/// starts the demo when asked.
+async fn after_start(stack: &Stack, demo: Option<&DemoConfig>) -> Result<Option<Demo>> {
+    install_crds(&stack.client().await?).await?;
+    match demo {
+        Some(config) => Ok(Some(Demo::start(stack.info(), config).await?)),
+        None => Ok(None),
+    }
 }
 
 fn print_summary(info: &StackInfo) {

@@ -1,0 +1,505 @@
+//! The local demo (`hack/demo.sh`, `devstack up --demo`): on top of a running [`Stack`], the
+//! demo policies applied to the cluster, two sample apps, two `portcullis-gateway` replicas
+//! sharing one configuration, and a round-robin TCP load balancer in front of them on one
+//! public port (8443 by default), everything on 127.0.0.1.
+//!
+//! Browsers reach the demo as `https://<name>.portcullis.localhost:<port>`: `*.localhost`
+//! resolves to loopback in Chromium and curl without DNS. Tests resolve the names explicitly.
+//!
+//! The gateways run in standalone mode (policies from a directory): until the operator streams
+//! the cluster's state to them, the policies applied to the cluster and the ones the gateways
+//! enforce are the same manifest written twice, and revocations in the cluster are not
+//! enforced. The summary says so.
+//!
+//! [`Stack`]: crate::Stack
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kube::api::{Api, Patch, PatchParams};
+use portcullis_crds::AccessPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_public;
+use crate::gateway::{GatewayConfig, GatewayFiles, GatewayProcess};
+use crate::pki::Pki;
+use crate::process::{self, ManagedProcess, STOP_GRACE, free_port};
+use crate::stack::StackInfo;
+
+/// The auth host (login, callback, JWKS).
+pub const AUTH_HOST: &str = "auth.portcullis.localhost";
+/// The host with two apps, `/wordpress` and `/express`.
+pub const APPS_HOST: &str = "apps.portcullis.localhost";
+/// The second host.
+pub const EXPRESS_HOST: &str = "express.portcullis.localhost";
+/// The demo's public port unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8443;
+/// The demo policies (`examples/demo/policy.yaml`); each `upstream.url` is replaced by the
+/// address of the sample app started for it.
+pub const POLICY_MANIFEST: &str = include_str!("../../examples/demo/policy.yaml");
+/// Namespace of the demo policies.
+pub const NAMESPACE: &str = "default";
+/// File in the demo directory describing the running demo.
+pub const DEMO_JSON: &str = "demo.json";
+/// Field manager of the demo's server-side applies.
+const FIELD_MANAGER: &str = "portcullis-demo";
+/// The gateway binary.
+pub const GATEWAY_BIN: &str = "portcullis-gateway";
+/// The load balancer binary (`tests/src/bin/demo-lb.rs`).
+pub const LB_BIN: &str = "demo-lb";
+/// The sample app binary (`tests/src/bin/sample-app.rs`).
+pub const SAMPLE_APP_BIN: &str = "sample-app";
+
+/// One sample app, serving the policy of the same name.
+struct SampleApp {
+    policy: &'static str,
+    name: &'static str,
+    host: &'static str,
+    prefixes: &'static [&'static str],
+    poll_page: bool,
+}
+
+const SAMPLE_APPS: [SampleApp; 2] = [
+    SampleApp {
+        policy: "apps",
+        name: "Sample app",
+        host: APPS_HOST,
+        prefixes: &["/wordpress", "/express"],
+        poll_page: true,
+    },
+    SampleApp {
+        policy: "express",
+        name: "Express host sample app",
+        host: EXPRESS_HOST,
+        prefixes: &[],
+        poll_page: false,
+    },
+];
+
+/// How to run the demo.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// Port of the load balancer, which is the port in every demo URL.
+    pub public_port: u16,
+    /// Directory holding `portcullis-gateway`, `demo-lb` and `sample-app`.
+    pub bin_dir: PathBuf,
+}
+
+impl DemoConfig {
+    /// The demo on `public_port` with binaries from `bin_dir`.
+    pub fn new(public_port: u16, bin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            public_port,
+            bin_dir: bin_dir.into(),
+        }
+    }
+
+    /// The callback the gateways register at Dex; the stack's Dex client must accept it.
+    pub fn redirect_uri(&self) -> String {
+        GatewayProcess::redirect_uri(AUTH_HOST, self.public_port)
+    }
+
+    /// `https://host:port`.
+    pub fn origin(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.public_port)
+    }
+
+    fn binary(&self, name: &str) -> Result<PathBuf> {
+        let path = self.bin_dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} not found: build the binaries first (`cargo build -p portcullis-gateway -p portcullis-tests --bins`, or `cargo build --workspace --bins`)",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+
+    /// Checks, before the minute-long stack start, what would make the demo fail after it:
+    /// missing binaries, a busy public port. Stops what a killed earlier demo in `state_dir`
+    /// left running first.
+    pub async fn preflight(&self, state_dir: &Path) -> Result<()> {
+        for name in [GATEWAY_BIN, LB_BIN, SAMPLE_APP_BIN] {
+            self.binary(name)?;
+        }
+        stop_leftovers(state_dir, self).await?;
+        TcpListener::bind(("127.0.0.1", self.public_port)).with_context(|| {
+            format!(
+                "port {} is in use (another demo?); choose another with --demo-port",
+                self.public_port
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// A process of the demo, as recorded in `demo.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoProcess {
+    pub name: String,
+    pub pid: u32,
+    /// The executable, to recognise the process after a crash of its owner.
+    pub binary: PathBuf,
+    pub log: PathBuf,
+    /// Where it serves (HTTPS for gateways, HTTP for apps, TCP for the load balancer).
+    pub addr: SocketAddr,
+}
+
+/// What `demo.json` says about a running demo.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoInfo {
+    /// The load balancer's port.
+    pub public_port: u16,
+    /// The demo's directory (gateway files, logs).
+    pub dir: PathBuf,
+    /// The URLs to open.
+    pub urls: Vec<String>,
+    /// The gateways' policy directory (what they enforce).
+    pub policy_dir: PathBuf,
+    /// The CA every demo certificate chains to.
+    pub ca_file: PathBuf,
+    /// Admin kubeconfig of the stack.
+    pub kubeconfig: PathBuf,
+    /// Every demo process.
+    pub processes: Vec<DemoProcess>,
+}
+
+impl DemoInfo {
+    /// Reads `demo.json` from the stack's state directory.
+    pub fn load(state_dir: &Path) -> Result<Self> {
+        let path = demo_dir(state_dir).join(DEMO_JSON);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Where the demo keeps its files: `<state dir>/demo`.
+pub fn demo_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("demo")
+}
+
+/// The running demo. Dropping it kills its processes; [`Demo::stop`] stops them in order.
+pub struct Demo {
+    info: DemoInfo,
+    // Stop order: the load balancer (no new connections), gateways, then apps.
+    lb: ManagedProcess,
+    gateways: Vec<GatewayProcess>,
+    apps: Vec<ManagedProcess>,
+}
+
+impl Demo {
+    /// Starts the demo on the running stack `stack`: sample apps, policies (cluster and
+    /// gateway directory), two gateway replicas and the load balancer; returns once a request
+    /// through the load balancer is answered.
+    pub async fn start(stack: &StackInfo, config: &DemoConfig) -> Result<Self> {
+        let dir = demo_dir(&stack.state_dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lb_addr: SocketAddr = ([127, 0, 0, 1], config.public_port).into();
+        let issuer = config.origin(AUTH_HOST);
+
+        let mut apps = Vec::new();
+        let mut upstreams = Vec::new();
+        let app_bin = config.binary(SAMPLE_APP_BIN)?;
+        for app in &SAMPLE_APPS {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let mut cmd = Command::new(&app_bin);
+            cmd.arg("--listen")
+                .arg(addr.to_string())
+                .arg("--name")
+                .arg(app.name)
+                .arg("--origin")
+                .arg(config.origin(app.host))
+                .arg("--issuer")
+                .arg(&issuer)
+                .arg("--ca-file")
+                .arg(&stack.ca_file)
+                .arg("--gateway-addr")
+                .arg(lb_addr.to_string());
+            for prefix in app.prefixes {
+                cmd.arg("--prefix").arg(prefix);
+            }
+            if app.poll_page {
+                cmd.arg("--poll-page");
+            }
+            let log = dir.join(format!("sample-app-{}.log", app.policy));
+            let mut process =
+                ManagedProcess::spawn(&format!("sample-app {}", app.policy), cmd, &log)?;
+            let health = format!("http://{addr}/healthz");
+            process
+                .wait_ready("GET /healthz", Duration::from_secs(30), || {
+                    let health = health.clone();
+                    async move { Ok(reqwest::get(&health).await?.status().is_success()) }
+                })
+                .await?;
+            apps.push(process);
+            upstreams.push((app.policy, addr));
+        }
+
+        let policies = policies(&upstreams)?;
+        apply_policies(&stack.client().await?, &policies).await?;
+        let manifests = policies
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .context("serializing the policies")?
+            // JSON documents are YAML documents.
+            .join("\n---\n");
+
+        let pki = Pki::load(&stack.state_dir.join("pki"))?;
+        let mut gateway_config = GatewayConfig::new(
+            dir.join("gateway"),
+            AUTH_HOST,
+            &[APPS_HOST, EXPRESS_HOST],
+            &manifests,
+        );
+        gateway_config.public_port = Some(config.public_port);
+        let files = GatewayFiles::write(&gateway_config, &pki, &stack.dex)?;
+        let gateway_bin = config.binary(GATEWAY_BIN)?;
+        let first = GatewayProcess::start(&gateway_bin, gateway_config, files).await?;
+        let second = first.start_replica(&gateway_bin).await?;
+        let gateways = vec![first, second];
+
+        let lb_bin = config.binary(LB_BIN)?;
+        let mut cmd = Command::new(&lb_bin);
+        cmd.arg("--listen").arg(lb_addr.to_string());
+        for gateway in &gateways {
+            cmd.arg("--backend").arg(gateway.addr.to_string());
+        }
+        let mut lb = ManagedProcess::spawn("demo-lb", cmd, &dir.join("demo-lb.log"))?;
+        let client = crate::dex::http_client_builder(&stack.ca_file)?
+            .resolve(AUTH_HOST, lb_addr)
+            .build()
+            .context("building a client")?;
+        let jwks = format!("{issuer}/.well-known/jwks.json");
+        lb.wait_ready(
+            "JWKS through the load balancer",
+            Duration::from_secs(30),
+            || {
+                let request = client.get(&jwks).send();
+                async move { Ok(request.await?.status().is_success()) }
+            },
+        )
+        .await?;
+
+        let mut processes = Vec::new();
+        let mut record =
+            |name: String, process: Option<u32>, binary: &Path, log: &Path, addr: SocketAddr| {
+                if let Some(pid) = process {
+                    processes.push(DemoProcess {
+                        name,
+                        pid,
+                        binary: binary.to_owned(),
+                        log: log.to_owned(),
+                        addr,
+                    });
+                }
+            };
+        record("demo-lb".into(), lb.pid(), &lb_bin, lb.log_path(), lb_addr);
+        for (i, gateway) in gateways.iter().enumerate() {
+            let name = format!("portcullis-gateway-{i}");
+            record(
+                name,
+                gateway.pid(),
+                &gateway_bin,
+                gateway.log_path(),
+                gateway.addr,
+            );
+        }
+        for (app, (_, addr)) in apps.iter().zip(&upstreams) {
+            record(
+                app.name().to_owned(),
+                app.pid(),
+                &app_bin,
+                app.log_path(),
+                *addr,
+            );
+        }
+        let info = DemoInfo {
+            public_port: config.public_port,
+            dir: dir.clone(),
+            urls: vec![
+                format!("{}/wordpress/", config.origin(APPS_HOST)),
+                format!("{}/express/", config.origin(APPS_HOST)),
+                format!("{}/", config.origin(EXPRESS_HOST)),
+            ],
+            policy_dir: gateways[0].files.policy_dir.clone(),
+            ca_file: stack.ca_file.clone(),
+            kubeconfig: stack.kubeconfig.clone(),
+            processes,
+        };
+        let body = serde_json::to_vec_pretty(&info).context("serializing demo.json")?;
+        write_public(&dir.join(DEMO_JSON), &body)?;
+        Ok(Self {
+            info,
+            lb,
+            gateways,
+            apps,
+        })
+    }
+
+    /// What `demo.json` says.
+    pub fn info(&self) -> &DemoInfo {
+        &self.info
+    }
+
+    /// Fails with the log tail of the first demo process that has died.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.lb.ensure_running()?;
+        for gateway in &mut self.gateways {
+            gateway.ensure_running()?;
+        }
+        for app in &mut self.apps {
+            app.ensure_running()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the load balancer, the gateways, then the apps.
+    pub async fn stop(mut self) -> Result<()> {
+        let mut first_error = self.lb.stop(STOP_GRACE).await.err();
+        for gateway in &mut self.gateways {
+            if let Err(e) = gateway.stop().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        for app in &mut self.apps {
+            if let Err(e) = app.stop(STOP_GRACE).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// What to tell the person who ran `hack/demo.sh`.
+    pub fn summary(&self) -> String {
+        let info = &self.info;
+        let ca = info.ca_file.display();
+        let port = info.public_port;
+        let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+        let mut out = String::new();
+        out.push_str(
+            "\nPortcullis demo: two gateway replicas behind one load balancer, two sample apps\n\n",
+        );
+        out.push_str("Open (https only; *.localhost needs no DNS):\n");
+        for url in &info.urls {
+            out.push_str(&format!("  {url}\n"));
+        }
+        out.push_str(&format!(
+            "  https://{APPS_HOST}:{port}/wordpress/poll   (calls the app's API every few seconds)\n\n"
+        ));
+        out.push_str(&format!(
+            "Log in as alice@example.com or bob@example.com, password `{}`.\n\n",
+            crate::dex::PASSWORD
+        ));
+        out.push_str(&format!(
+            "Every certificate (gateways and Dex) comes from the demo CA, made afresh on each start:\n  {ca}\n"
+        ));
+        out.push_str(&format!(
+            "  curl:     curl --cacert {ca} -i https://{APPS_HOST}:{port}/wordpress/\n"
+        ));
+        out.push_str(&format!(
+            "  Chromium: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n portcullis-demo-{port} -i {ca}\n"
+        ));
+        out.push_str("            (libnss3-tools; remove with `certutil -d sql:$HOME/.pki/nssdb -D -n portcullis-demo-PORT`)\n\n");
+        out.push_str("The cluster:\n");
+        out.push_str(&format!("  export KUBECONFIG={}\n", q(&info.kubeconfig)));
+        out.push_str("  kubectl get accesspolicies\n  kubectl get accesssessions\n\n");
+        out.push_str("Revoking:\n");
+        out.push_str("  # one session\n  kubectl patch accesssession NAME --type merge -p '{\"spec\":{\"revoked\":true}}'\n");
+        out.push_str(
+            "  # every session of a user (SUBJECT: X-Auth-Request-User on the sample app's page)\n",
+        );
+        out.push_str(
+            "  kubectl get accesssessions --field-selector spec.subject=SUBJECT -o name \\\n",
+        );
+        out.push_str("    | xargs -r -I{} kubectl patch {} --type merge -p '{\"spec\":{\"revoked\":true}}'\n");
+        out.push_str("  # every session of a policy (\"revoke existing tokens\")\n");
+        out.push_str("  kubectl patch accesspolicy apps --type merge -p '{\"spec\":{\"revocationEpoch\":1}}'\n\n");
+        out.push_str(
+            "Not enforced yet: the gateways run standalone. They enforce the policies in\n",
+        );
+        out.push_str(&format!(
+            "  {}\n",
+            info.policy_dir.join("policies.yaml").display()
+        ));
+        out.push_str("(edit it and they reload within a second), logins do not create AccessSession objects yet,\n");
+        out.push_str(
+            "and the revocations above are validated and stored by the API server but reach the\n",
+        );
+        out.push_str("gateways only with the operator, which is not wired yet.\n\n");
+        out.push_str(&format!(
+            "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",
+            info.dir.display()
+        ));
+        out
+    }
+}
+
+/// The demo policies with each `spec.upstream.url` pointing at its sample app.
+fn policies(upstreams: &[(&str, SocketAddr)]) -> Result<Vec<serde_json::Value>> {
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(POLICY_MANIFEST)
+        .context("parsing examples/demo/policy.yaml")?;
+    let mut policies = Vec::new();
+    for mut document in documents.into_iter().filter(|d| !d.is_null()) {
+        let name = document
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| anyhow!("a demo policy without metadata.name"))?
+            .to_owned();
+        let (_, addr) = upstreams
+            .iter()
+            .find(|(policy, _)| *policy == name)
+            .ok_or_else(|| anyhow!("no sample app for the demo policy {name:?}"))?;
+        let url = document
+            .pointer_mut("/spec/upstream/url")
+            .ok_or_else(|| anyhow!("the demo policy {name:?} has no spec.upstream.url"))?;
+        *url = serde_json::Value::String(format!("http://{addr}"));
+        policies.push(document);
+    }
+    Ok(policies)
+}
+
+/// Applies the policies to the cluster (server-side apply, so a restarted demo takes over).
+async fn apply_policies(client: &kube::Client, policies: &[serde_json::Value]) -> Result<()> {
+    let api: Api<AccessPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for document in policies {
+        // Typed, so a manifest that does not match the CRD fails here with the field's name.
+        let policy: AccessPolicy = serde_json::from_value(document.clone())
+            .context("the demo policy does not fit the CRD")?;
+        let name = policy
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("a demo policy without metadata.name"))?;
+        api.patch(&name, &params, &Patch::Apply(&policy))
+            .await
+            .with_context(|| format!("applying AccessPolicy {NAMESPACE}/{name}"))?;
+    }
+    Ok(())
+}
+
+/// Stops demo processes recorded in `demo.json` that outlived their owner (a `kill -9`ed
+/// devstack); a live owner was already stopped, with its children, by the stack's own
+/// leftover handling. Only processes still running the recorded binary are signalled.
+async fn stop_leftovers(state_dir: &Path, config: &DemoConfig) -> Result<()> {
+    crate::stack::stop_leftovers(state_dir).await?;
+    let Ok(old) = DemoInfo::load(state_dir) else {
+        return Ok(());
+    };
+    for process in old.processes {
+        let binary = process.binary.display().to_string();
+        if process.binary.starts_with(&config.bin_dir)
+            && process::cmdline_contains(process.pid, &binary)
+        {
+            process::terminate_pid(process.pid, STOP_GRACE).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! The README's first command, end to end: `devstack up --demo` (what `hack/demo.sh` runs) on
+//! its own state directory and port, driven the way a person would use it: log in once through
+//! Dex's real login form, see the identity and a verified assertion on the sample app, reach the
+//! second app and the second host without Dex, then stop the demo with SIGTERM and find nothing
+//! left running.
+//!
+//! Needs `portcullis-gateway` next to `devstack` (`target/<profile>/`): run
+//! `cargo build --workspace --bins` first (`hack/test.sh` builds every target). Cargo builds this
+//! crate's own binaries (`devstack`, `demo-lb`, `sample-app`) for the test by itself.
+//!
+//! The test's client opens a new connection for every request, so the load balancer spreads
+//! the login's steps over both gateway replicas: it passes only if they share their keys and
+//! policies.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kube::api::Api;
+use portcullis_crds::AccessPolicy;
+use portcullis_tests::demo::{self, APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN};
+use portcullis_tests::dex::{self, Connector};
+use portcullis_tests::process::{ManagedProcess, free_port, pid_alive};
+use portcullis_tests::stack::StackInfo;
+use reqwest::{StatusCode, Url, header};
+
+/// The control plane's first start on a busy 2-core machine takes a minute or two.
+const READY_TIMEOUT: Duration = Duration::from_secs(360);
+/// devstack stops the demo, then four components with up to 10 s each.
+const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A directory removed when the test ends.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn demo_logs_in_once_serves_every_app_and_stops_cleanly() -> Result<()> {
+    portcullis_tests::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("portcullis-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = TempDir(dir.clone());
+    let state = dir.join("state");
+    let ready = dir.join("ready");
+    let port = free_port()?;
+
+    let devstack = Path::new(env!("CARGO_BIN_EXE_devstack"));
+    let gateway = devstack.with_file_name(GATEWAY_BIN);
+    ensure!(
+        gateway.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before this test",
+        gateway.display()
+    );
+    let mut cmd = Command::new(devstack);
+    cmd.arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--demo")
+        .arg("--demo-port")
+        .arg(port.to_string())
+        .arg("--detach-ready-file")
+        .arg(&ready);
+    let log = dir.join("devstack.log");
+    // Dropped (SIGTERM, then SIGKILL) if the test fails before the orderly stop below.
+    let mut devstack = ManagedProcess::spawn("devstack up --demo", cmd, &log)?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !ready.exists() {
+        devstack.ensure_running()?;
+        if Instant::now() > deadline {
+            bail!(
+                "the demo was not ready after {READY_TIMEOUT:?}:\n{}",
+                devstack.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stack = StackInfo::load(&state)?;
+    let info = DemoInfo::load(&state)?;
+
+    let outcome = exercise(&stack, &info, port).await;
+    if outcome.is_err() {
+        eprintln!("devstack log:\n{}", devstack.log_tail());
+        for process in &info.processes {
+            eprintln!(
+                "--- {} ({}):\n{}",
+                process.name,
+                process.log.display(),
+                portcullis_tests::fsutil::tail(&process.log, 40)
+            );
+        }
+    }
+    outcome?;
+
+    // Both replicas served: the load balancer sent connections to each.
+    let lb_log = info
+        .processes
+        .iter()
+        .find(|p| p.name == "demo-lb")
+        .map(|p| std::fs::read_to_string(&p.log))
+        .context("no demo-lb in demo.json")??;
+    let gateways = info
+        .processes
+        .iter()
+        .filter(|p| p.name.starts_with("portcullis-gateway"));
+    for gateway in gateways {
+        ensure!(
+            lb_log.contains(&format!("backend={}", gateway.addr)),
+            "no connection reached {} ({}):\n{lb_log}",
+            gateway.name,
+            gateway.addr
+        );
+    }
+
+    let pids: Vec<(String, u32)> = info
+        .processes
+        .iter()
+        .map(|p| (p.name.clone(), p.pid))
+        .chain(
+            stack
+                .component_pids()
+                .into_iter()
+                .map(|pid| ("stack component".to_owned(), pid)),
+        )
+        .collect();
+    let status = devstack
+        .stop(STOP_TIMEOUT)
+        .await?
+        .context("devstack was already stopped")?;
+    ensure!(
+        status.success(),
+        "devstack exited with {status}:\n{}",
+        devstack.log_tail()
+    );
+    let log_text = std::fs::read_to_string(&log)?;
+    ensure!(
+        !log_text.contains("SIGKILL"),
+        "something had to be killed:\n{}",
+        devstack.log_tail()
+    );
+    let alive: Vec<_> = pids.iter().filter(|(_, pid)| pid_alive(*pid)).collect();
+    ensure!(
+        alive.is_empty(),
+        "still running after the demo stopped: {alive:?}"
+    );
+    ensure!(!ready.exists(), "the ready file outlived the demo");
+    Ok(())
+}
+
+/// Everything a person does with the running demo.
+async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
+    let origin = |host: &str| format!("https://{host}:{port}");
+    ensure!(
+        info.urls
+            == vec![
+                format!("{}/wordpress/", origin(APPS_HOST)),
+                format!("{}/express/", origin(APPS_HOST)),
+                format!("{}/", origin(EXPRESS_HOST)),
+            ],
+        "demo URLs: {:?}",
+        info.urls
+    );
+
+    // The policies are in the cluster, as `kubectl get accesspolicies` shows them.
+    let policies: Api<AccessPolicy> = Api::namespaced(stack.client().await?, demo::NAMESPACE);
+    let apps = policies.get("apps").await.context("AccessPolicy apps")?;
+    ensure!(
+        apps.spec.hosts == vec![APPS_HOST.to_owned()],
+        "{:?}",
+        apps.spec.hosts
+    );
+    let express = policies
+        .get("express")
+        .await
+        .context("AccessPolicy express")?;
+    ensure!(
+        express.spec.hosts == vec![EXPRESS_HOST.to_owned()],
+        "{:?}",
+        express.spec.hosts
+    );
+
+    let lb = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let browser = |cookies: bool| -> Result<reqwest::Client> {
+        let mut builder = dex::http_client_builder(&info.ca_file)?
+            .cookie_store(cookies)
+            // A new connection per request: consecutive requests alternate between replicas.
+            .pool_max_idle_per_host(0);
+        for host in [AUTH_HOST, APPS_HOST, EXPRESS_HOST] {
+            builder = builder.resolve(host, lb);
+        }
+        Ok(builder.build()?)
+    };
+    let alice = stack.dex.user("alice")?.clone();
+    let dex_origin = Url::parse(&stack.dex.issuer)?.origin();
+
+    // An API call without a session gets the JSON the poll page turns into "session ended".
+    let anonymous = browser(false)?;
+    let response = anonymous
+        .get(format!("{}/wordpress/api/whoami", origin(APPS_HOST)))
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await?;
+    ensure!(
+        response.status() == StatusCode::UNAUTHORIZED,
+        "{}",
+        response.status()
+    );
+    let problem: serde_json::Value = response.json().await?;
+    ensure!(
+        problem["login_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("{}/.portcullis/start?", origin(AUTH_HOST)))),
+        "{problem}"
+    );
+
+    // Log in once, through Dex's real password form.
+    let browser = browser(true)?;
+    let start = Url::parse(&info.urls[0])?;
+    let landed = dex::follow_login(
+        &browser,
+        start.clone(),
+        &alice,
+        Connector::Password,
+        |url| url.host_str() == Some(APPS_HOST) && !url.path().starts_with("/.portcullis/"),
+    )
+    .await?;
+    ensure!(landed == start, "landed on {landed}, not {start}");
+    let (page, _) = visit(&browser, landed).await?;
+    shows_alice(&page, "/wordpress/")?;
+
+    // The second app on the same host, and the second host: single sign-on, no Dex.
+    for url in [&info.urls[1], &info.urls[2]] {
+        let (page, seen) = visit(&browser, Url::parse(url)?).await?;
+        ensure!(
+            seen.iter().all(|u| u.origin() != dex_origin),
+            "{url} went through Dex: {seen:?}"
+        );
+        shows_alice(&page, url)?;
+    }
+
+    // The apps' API: the same identity, the assertion verified for each app's own origin.
+    for (url, aud) in [
+        (
+            format!("{}/express/api/whoami", origin(APPS_HOST)),
+            origin(APPS_HOST),
+        ),
+        (
+            format!("{}/api/whoami", origin(EXPRESS_HOST)),
+            origin(EXPRESS_HOST),
+        ),
+    ] {
+        let whoami: serde_json::Value = browser
+            .get(&url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ensure!(whoami["email"] == "alice@example.com", "{url}: {whoami}");
+        ensure!(whoami["assertion"]["verified"] == true, "{url}: {whoami}");
+        ensure!(
+            whoami["assertion"]["matches_headers"] == true,
+            "{url}: {whoami}"
+        );
+        ensure!(
+            whoami["assertion"]["claims"]["aud"] == aud.as_str(),
+            "{url}: {whoami}"
+        );
+        ensure!(
+            whoami["assertion"]["claims"]["iss"] == origin(AUTH_HOST).as_str(),
+            "{url}: {whoami}"
+        );
+    }
+
+    // The background-refresh page a browser test drives.
+    let (poll, _) = visit(
+        &browser,
+        Url::parse(&format!("{}/wordpress/poll", origin(APPS_HOST)))?,
+    )
+    .await?;
+    ensure!(
+        poll.contains("/wordpress/api/whoami") && poll.contains("id=\"status\""),
+        "{poll}"
+    );
+    Ok(())
+}
+
+fn shows_alice(page: &str, url: &str) -> Result<()> {
+    ensure!(
+        page.contains("alice@example.com") && page.contains("assertion verified"),
+        "{url} does not show alice with a verified assertion:\n{page}"
+    );
+    Ok(())
+}
+
+/// Follows redirects by hand like a browser navigating; returns the final page (which must be
+/// 200) and every URL visited.
+async fn visit(browser: &reqwest::Client, start: Url) -> Result<(String, Vec<Url>)> {
+    let mut url = start;
+    let mut seen = vec![url.clone()];
+    for _ in 0..10 {
+        let response = browser
+            .get(url.clone())
+            .header(header::ACCEPT, "text/html")
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .context("redirect without Location")?;
+            url = url.join(location)?;
+            seen.push(url.clone());
+            continue;
+        }
+        let body = response.text().await?;
+        ensure!(status == StatusCode::OK, "{status} from {url}: {body}");
+        return Ok((body, seen));
+    }
+    bail!("too many redirects: {seen:?}")
+}
