@@ -402,6 +402,10 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Response {
             StatusCode::BAD_GATEWAY,
             "The identity provider could not be reached. Please try again.",
         ),
+        OidcError::CodeRejected(_) => (
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired or was already used. Please go back to the application and try again.",
+        ),
         OidcError::InvalidIdToken(_) | OidcError::NoIdToken => (
             StatusCode::FORBIDDEN,
             "The identity provider's answer could not be verified.",

@@ -77,8 +77,10 @@ pub enum OidcError {
     UnknownProvider(String),
     #[error("identity provider {idp} is not reachable: {detail}")]
     Discovery { idp: String, detail: String },
-    #[error("the identity provider refused the code: {0}")]
+    #[error("the identity provider could not exchange the code: {0}")]
     Exchange(String),
+    #[error("the identity provider refused the code: {0}")]
+    CodeRejected(String),
     #[error("the identity provider returned no ID token")]
     NoIdToken,
     #[error("the ID token is invalid: {0}")]
@@ -94,6 +96,7 @@ impl OidcError {
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Discovery { .. } => "discovery",
             Self::Exchange(_) => "exchange",
+            Self::CodeRejected(_) => "code_rejected",
             Self::NoIdToken => "no_id_token",
             Self::InvalidIdToken(_) => "invalid_id_token",
             Self::Config(_) => "config",
@@ -225,7 +228,13 @@ impl Provider {
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+            .map_err(|e| match e {
+                // The provider answered, and said no (a spent or foreign code: `invalid_grant`).
+                openidconnect::RequestTokenError::ServerResponse(response) => {
+                    OidcError::CodeRejected(response.error().to_string())
+                }
+                other => OidcError::Exchange(error_chain(&other)),
+            })?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
         let invalid = |m: String| OidcError::InvalidIdToken(m);
         let nonce = Nonce::new(nonce.to_owned());

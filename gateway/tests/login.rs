@@ -352,6 +352,34 @@ async fn a_callback_cannot_be_replayed_or_forged() -> Result<()> {
         response.status()
     );
 
+    // A spent code under a fresh, genuine login (another browser with its own login state):
+    // the provider refuses it and the user gets a precise 400, not a 5xx.
+    let other = s.gateway.browser()?;
+    let start = other.get(s.url(APP, "/express/")?).send().await?;
+    let start = Url::parse(start.headers()[header::LOCATION].to_str()?)?;
+    let to_dex = other.get(start).send().await?;
+    let dex_url = Url::parse(to_dex.headers()[header::LOCATION].to_str()?)?;
+    let state = dex_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .context("state")?;
+    let mut reused = s.url(AUTH, "/.portcullis/callback")?;
+    reused
+        .query_pairs_mut()
+        .append_pair("state", &state)
+        .append_pair("code", &code);
+    let response = other.get(reused).send().await?;
+    ensure!(
+        response.status() == StatusCode::BAD_REQUEST,
+        "reused code: {}",
+        response.status()
+    );
+    ensure!(
+        response.text().await?.contains("code_rejected"),
+        "not refused by the provider"
+    );
+
     // Another browser cannot use a stolen callback URL either.
     let stranger = s.gateway.browser()?;
     let response = stranger.get(callback).send().await?;
