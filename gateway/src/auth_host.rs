@@ -331,6 +331,28 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         iat: now,
         exp: now + gateway.settings.sso_lifetime.as_secs(),
     };
+    // The login exists once it is recorded; until then the browser gets no session at all.
+    if let Some(recorder) = &gateway.sessions {
+        let record = crate::sessions::NewSession {
+            sid: &session.sid,
+            subject: &session.sub,
+            email: session.email.as_deref(),
+            groups: &session.groups,
+            identity_provider: &session.idp,
+            issued_at: session.auth_time,
+            expires_at: session.exp,
+        };
+        if let Err(error) = recorder.record(&record).await {
+            warn!(%error, "could not record the session");
+            gateway.metrics.idp_error("session_record");
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_not_recorded",
+                "Your sign-in could not be completed right now. Please try again in a moment.",
+            )
+            .into_response();
+        }
+    }
     info!(idp = %session.idp, sid = %session.sid, "login");
     let Ok(token) = gateway.keys.sign(TokenKind::Sso, &session) else {
         return Problem::new(

@@ -20,6 +20,11 @@ pub struct Args {
     /// them when they change.
     #[arg(long, env = "PORTCULLIS_POLICY_DIR")]
     pub policy_dir: PathBuf,
+    /// Record every login as an AccessSession in this namespace (cluster mode; the Kubernetes
+    /// client is configured from `KUBECONFIG` or the pod's service account). Unset in standalone
+    /// mode.
+    #[arg(long, env = "PORTCULLIS_SESSION_NAMESPACE")]
+    pub session_namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

@@ -79,6 +79,8 @@ pub struct Inner {
     pub providers: Providers,
     pub proxy: Proxy,
     pub metrics: Metrics,
+    /// Where logins are recorded as AccessSessions (cluster mode).
+    pub sessions: Option<crate::sessions::SessionRecorder>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -101,6 +103,19 @@ impl Gateway {
         providers: Providers,
         proxy: Proxy,
         metrics: Metrics,
+    ) -> Self {
+        Self::with_sessions(settings, state, keys, providers, proxy, metrics, None)
+    }
+
+    /// [`Gateway::new`], recording logins with `sessions`.
+    pub fn with_sessions(
+        settings: Settings,
+        state: watch::Receiver<Arc<Snapshot>>,
+        keys: Arc<KeySet>,
+        providers: Providers,
+        proxy: Proxy,
+        metrics: Metrics,
+        sessions: Option<crate::sessions::SessionRecorder>,
     ) -> Self {
         let issuer = settings.issuer();
         Self(Arc::new(Inner {
@@ -125,6 +140,7 @@ impl Gateway {
             providers,
             proxy,
             metrics,
+            sessions,
             redeemed: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
         }))

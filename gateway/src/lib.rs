@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod session_api;
+pub mod sessions;
 pub mod shutdown;
 pub mod source;
 pub mod state;

@@ -101,7 +101,27 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Duration::from_secs(1),
         signal.clone(),
     )?;
-    let gateway = Gateway::new(settings, state, keys, providers, proxy, Metrics::new());
+    let sessions = match &args.session_namespace {
+        Some(namespace) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            info!(namespace, "recording logins as AccessSessions");
+            Some(portcullis_gateway::sessions::SessionRecorder::new(
+                client, namespace,
+            ))
+        }
+        None => None,
+    };
+    let gateway = Gateway::with_sessions(
+        settings,
+        state,
+        keys,
+        providers,
+        proxy,
+        Metrics::new(),
+        sessions,
+    );
 
     let tls = server::tls_config(&args.listen.tls_cert_file, &args.listen.tls_key_file)?;
     let main_listener = TcpListener::bind(args.listen.listen)
