@@ -137,7 +137,7 @@ async fn a_login_that_cannot_be_recorded_is_refused_not_half_made() -> Result<()
     // The same credentials, pointed at a port where no API server listens.
     let real = std::fs::read_to_string(&cluster.info().kubeconfig)?;
     let server = cluster.info().apiserver_url();
-    let dead = real.replace(&server, &format!("https://127.0.0.1:{}", free_port()?));
+    let dead = real.replace(server, &format!("https://127.0.0.1:{}", free_port()?));
     ensure!(dead != real, "could not rewrite the kubeconfig's server");
     let kubeconfig = dir.join("dead-kubeconfig");
     std::fs::write(&kubeconfig, dead)?;
