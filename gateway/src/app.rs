@@ -64,6 +64,7 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
     if path.as_str() == "/.portcullis" || path.as_str().starts_with("/.portcullis/") {
         return match path.as_str() {
             "/.portcullis/handoff" => handoff(&gateway, &host, &req),
+            "/.portcullis/logout" => crate::logout::app_host(&gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {
                 crate::session_api::handle(&gateway, peer, &host, &req)
             }

@@ -52,6 +52,9 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
             response
         }
         "/.portcullis/start" => start(gateway, &req).await,
+        "/.portcullis/logout" => {
+            crate::logout::auth_host(gateway, &req.headers, query_param(&req.uri, "rd")).await
+        }
         "/.portcullis/callback" => callback(gateway, &req).await,
         "/" => Html(page(
             "Portcullis",
@@ -141,12 +144,21 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         && target.policy.identity_providers.contains(&session.idp)
     {
         // `iat` is this gateway's clock at login, the same clock `epoch_since` comes from.
-        if session.iat >= revoked_since {
+        let live = match &gateway.sessions {
+            Some(recorder) => recorder.liveness(&session.sid, &session.sub).await,
+            None => crate::sessions::Liveness::Live,
+        };
+        if live != crate::sessions::Liveness::Live {
+            info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
+            gateway.metrics.token_rejected("sso_session_ended");
+            not_before = Some(now);
+        } else if session.iat >= revoked_since {
             return handoff(gateway, &target, &session, now);
+        } else {
+            info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
+            gateway.metrics.token_rejected("sso_before_epoch");
+            not_before = Some(revoked_since);
         }
-        info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
-        gateway.metrics.token_rejected("sso_before_epoch");
-        not_before = Some(revoked_since);
     }
 
     let providers = &target.policy.identity_providers;

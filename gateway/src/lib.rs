@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookies;
 pub mod forward_auth;
 pub mod gateway;
+pub mod logout;
 pub mod metrics;
 pub mod oidc;
 pub mod ops;

@@ -99,6 +99,51 @@ impl SessionRecorder {
     }
 }
 
+/// What the auth host knows about a session when it is asked to hand it to another app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    /// Revoked, deleted, or never recorded: absence is not validity.
+    Ended,
+    /// The API server could not say; the caller fails closed.
+    Unknown,
+}
+
+impl SessionRecorder {
+    /// Whether the session `sid` may still be handed to an app. One read of the API server per
+    /// single-sign-on bounce (never per request).
+    pub async fn liveness(&self, sid: &str, subject: &str) -> Liveness {
+        match self.api.get_opt(sid).await {
+            Ok(Some(session)) if !session.spec.revoked && session.spec.subject == subject => {
+                Liveness::Live
+            }
+            Ok(_) => Liveness::Ended,
+            Err(error) => {
+                warn!(%error, "cannot read the session; treating it as unknown");
+                Liveness::Unknown
+            }
+        }
+    }
+
+    /// Marks the session revoked (logout). A session already revoked or gone is fine.
+    pub async fn revoke(&self, sid: &str, reason: &str) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({ "spec": { "revoked": true, "revocationReason": reason } });
+        match self
+            .api
+            .patch(
+                sid,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 fn is_transient(code: u16) -> bool {
     matches!(code, 429 | 500 | 502 | 503 | 504)
 }

@@ -1058,3 +1058,66 @@ async fn the_session_endpoint_reports_deadlines_and_extends_on_post_only() {
         .await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
+    let h = harness().await;
+    let cleared = |reply: &Reply| -> Vec<String> {
+        reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| v.contains("Max-Age=0"))
+            .map(|v| v.split('=').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Per-app logout: this host's app token only, no trip to the auth host.
+    let reply = h.get(APP, "/.portcullis/logout?scope=app", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        cleared(&reply),
+        [cookies::app_cookie(&PolicyId::new("team", "apps"))]
+    );
+
+    // Everywhere: the app token, then the auth host.
+    let reply = h.get(APP, "/.portcullis/logout", &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(
+        reply.location(),
+        "https://auth.portcullis.test:8443/.portcullis/logout?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F"
+    );
+    assert_eq!(cleared(&reply).len(), 1);
+
+    let reply = h
+        .get(
+            AUTH,
+            "/.portcullis/logout?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F",
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(cleared(&reply), [cookies::SSO]);
+    assert!(
+        reply
+            .body
+            .contains(r#"href="https://myserver.portcullis.test:8443/""#),
+        "{}",
+        reply.body
+    );
+    for rd in [
+        "https%3A%2F%2Fevil.test%2F",
+        "javascript%3Aalert(1)",
+        "https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F%3Fx%3D%22%3E",
+    ] {
+        let reply = h
+            .get(AUTH, &format!("/.portcullis/logout?rd={rd}"), &[])
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            !reply.body.contains("Back to the application"),
+            "{rd} linked: {}",
+            reply.body
+        );
+    }
+}

@@ -178,3 +178,144 @@ async fn a_login_that_cannot_be_recorded_is_refused_not_half_made() -> Result<()
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Revoking the AccessSession (`kubectl patch ... revoked: true`) ends single sign-on from it:
+/// with the app cookie deleted, the auth host no longer re-issues one, it asks the identity
+/// provider to authenticate the user again.
+#[tokio::test]
+async fn a_revoked_session_is_not_resurrected_by_single_sign_on() -> Result<()> {
+    use reqwest::cookie::CookieStore as _;
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("gw-revoke", |client: Client, ns: String| async move {
+            let dir = scratch("revoke")?;
+            let (gateway, dex) = gateway(&dir, &kubeconfig, &ns).await?;
+            let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+            let browser = gateway.browser_with_jar(jar.clone())?;
+            let user = dex.info.user("alice")?.clone();
+            let app = Url::parse(&format!("{}/", gateway.origin(APP)))?;
+            dex::follow_login(&browser, app.clone(), &user, Connector::Password, |u| {
+                u.host_str() == Some(APP) && u.path() == "/"
+            })
+            .await?;
+
+            // A browser holding only the auth host's cookies (the app cookie deleted).
+            let auth = Url::parse(&format!("{}/", gateway.origin(AUTH)))?;
+            let sso_only = || -> Result<reqwest::Client> {
+                let fresh = std::sync::Arc::new(reqwest::cookie::Jar::default());
+                let cookies = jar.cookies(&auth).context("no SSO cookie")?;
+                for cookie in cookies.to_str()?.split("; ") {
+                    fresh.add_cookie_str(&format!("{cookie}; Secure; HttpOnly; Path=/"), &auth);
+                }
+                gateway.browser_with_jar(fresh)
+            };
+            let bounce = |client: reqwest::Client| {
+                let app = app.clone();
+                async move {
+                    // app → auth host start → (hand-off | identity provider)
+                    let first = client.get(app).send().await?;
+                    let start = first.headers()[reqwest::header::LOCATION]
+                        .to_str()?
+                        .to_owned();
+                    let next = client.get(start).send().await?;
+                    anyhow::Ok(
+                        next.headers()[reqwest::header::LOCATION]
+                            .to_str()?
+                            .to_owned(),
+                    )
+                }
+            };
+            let before = bounce(sso_only()?).await?;
+            ensure!(
+                before.contains("/.portcullis/handoff"),
+                "SSO did not work before revocation: {before}"
+            );
+
+            let sessions: Api<AccessSession> = Api::namespaced(client, &ns);
+            let name = sessions.list(&Default::default()).await?.items[0]
+                .metadata
+                .name
+                .clone()
+                .context("name")?;
+            let patch =
+                serde_json::json!({ "spec": { "revoked": true, "revocationReason": "test" } });
+            sessions
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+
+            let after = bounce(sso_only()?).await?;
+            ensure!(
+                after.starts_with(&dex.info.issuer),
+                "a revoked session was handed off again: {after}"
+            );
+            ensure!(
+                after.contains("prompt=login") && after.contains("max_age=0"),
+                "{after}"
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn logout_revokes_the_access_session() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("gw-logout", |client: Client, ns: String| async move {
+            let dir = scratch("logout")?;
+            let (gateway, dex) = gateway(&dir, &kubeconfig, &ns).await?;
+            let browser = gateway.browser()?;
+            let user = dex.info.user("alice")?.clone();
+            let app = Url::parse(&format!("{}/", gateway.origin(APP)))?;
+            dex::follow_login(&browser, app.clone(), &user, Connector::Password, |u| {
+                u.host_str() == Some(APP) && u.path() == "/"
+            })
+            .await?;
+            let to_auth = browser
+                .get(format!("{}/.portcullis/logout", gateway.origin(APP)))
+                .send()
+                .await?;
+            ensure!(
+                to_auth.status() == StatusCode::FOUND,
+                "{}",
+                to_auth.status()
+            );
+            let signed_out = browser
+                .get(to_auth.headers()[reqwest::header::LOCATION].to_str()?)
+                .send()
+                .await?;
+            ensure!(
+                signed_out.status() == StatusCode::OK,
+                "{}",
+                signed_out.status()
+            );
+
+            let sessions: Api<AccessSession> = Api::namespaced(client, &ns);
+            let session = sessions.list(&Default::default()).await?.items.remove(0);
+            ensure!(session.spec.revoked, "logout did not revoke the session");
+            ensure!(
+                session.spec.revocation_reason.as_deref() == Some("logout"),
+                "{:?}",
+                session.spec
+            );
+            // And the app needs a new login (its cookie is gone, the SSO session too).
+            let response = browser
+                .get(app)
+                .header("accept", "application/json")
+                .send()
+                .await?;
+            ensure!(
+                response.status() == StatusCode::UNAUTHORIZED,
+                "{}",
+                response.status()
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}

@@ -1,0 +1,120 @@
+//! Logging out.
+//!
+//! - `/.portcullis/logout?scope=app` on an app host drops that host's app tokens only (per-app
+//!   logout); the single-sign-on session stays.
+//! - `/.portcullis/logout` on an app host drops its app tokens and continues at the auth host.
+//! - `/.portcullis/logout` on the auth host revokes the session (its `AccessSession`, in
+//!   cluster mode) and clears the SSO cookie, so no app can be reached from it again without a
+//!   new login.
+//!
+//! Cookies are cleared on the response itself, before anything else can happen.
+
+use crate::{
+    cookies,
+    gateway::{Gateway, now},
+    respond::{html_escape, no_store, page, redirect},
+};
+use axum::{
+    extract::Request,
+    response::{Html, IntoResponse, Response},
+};
+use http::{HeaderValue, header};
+use portcullis_core::Host;
+use tracing::{info, warn};
+
+/// Every app cookie of the policies on `host`.
+fn app_cookies(gateway: &Gateway, host: &Host) -> Vec<HeaderValue> {
+    let snapshot = gateway.snapshot();
+    let mut names: Vec<String> = snapshot
+        .policies
+        .values()
+        .filter(|p| p.hosts.contains(host))
+        .map(|p| cookies::app_cookie(&p.id))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.iter().filter_map(|n| cookies::clear(n)).collect()
+}
+
+/// `/.portcullis/logout` on an app host.
+pub fn app_host(gateway: &Gateway, host: &Host, req: &Request) -> Response {
+    let cleared = app_cookies(gateway, host);
+    let app_only = crate::app::query_param(req.uri(), "scope").as_deref() == Some("app");
+    if app_only {
+        let mut response = Html(page(
+            "Signed out of this application",
+            &format!(
+                r#"<p>You are signed out of {}. Other applications keep your session.</p>"#,
+                html_escape(host.as_str())
+            ),
+        ))
+        .into_response();
+        for cookie in cleared {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        no_store(response.headers_mut());
+        return response;
+    }
+    let back = format!("{}/", gateway.settings.origin(host.as_str()));
+    let mut location = format!("{}/.portcullis/logout?rd=", gateway.issuer);
+    location.extend(url::form_urlencoded::byte_serialize(back.as_bytes()));
+    redirect(&location, cleared)
+}
+
+/// `/.portcullis/logout` on the auth host.
+pub async fn auth_host(
+    gateway: &Gateway,
+    headers: &http::HeaderMap,
+    rd: Option<String>,
+) -> Response {
+    let now = now();
+    let jar = cookies::parse(headers);
+    if let Some(sso) = cookies::get(&jar, cookies::SSO)
+        && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
+    {
+        info!(sid = %session.sid, "logout");
+        if let Some(recorder) = &gateway.sessions
+            && let Err(error) = recorder.revoke(&session.sid, "logout").await
+        {
+            // The cookie is cleared regardless; the record stays live until it expires.
+            warn!(%error, sid = %session.sid, "could not revoke the session at logout");
+        }
+    }
+    // Only back to one of our own apps; anything else is simply not offered.
+    let back = rd.filter(|rd| back_link_allowed(gateway, rd));
+    let link = back
+        .map(|rd| {
+            format!(
+                r#"<p><a href="{}">Back to the application</a></p>"#,
+                html_escape(&rd)
+            )
+        })
+        .unwrap_or_default();
+    let mut response = Html(page(
+        "Signed out",
+        &format!("<p>You are signed out.</p>{link}"),
+    ))
+    .into_response();
+    if let Some(cookie) = cookies::clear(cookies::SSO) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    no_store(response.headers_mut());
+    response
+}
+
+fn back_link_allowed(gateway: &Gateway, rd: &str) -> bool {
+    let Ok(url) = url::Url::parse(rd) else {
+        return false;
+    };
+    let Some(host) = url.host_str().and_then(|h| Host::parse(h).ok()) else {
+        return false;
+    };
+    url.scheme() == "https"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.port().unwrap_or(443) == gateway.settings.public_port
+        && url.path() == "/"
+        && url.query().is_none()
+        && host != gateway.settings.auth_host
+        && gateway.snapshot().routes.knows_host(&host)
+}
