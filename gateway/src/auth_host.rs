@@ -364,6 +364,14 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
             )
             .into_response();
         }
+        // Let this replica's index catch up with the new session before its first request
+        // (another replica may take a moment longer: its first request then bounces once).
+        if let Some(index) = &gateway.session_index {
+            let mut index = index.clone();
+            let sid = session.sid.clone();
+            let caught_up = index.wait_for(|i| i.entries.contains_key(&sid));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), caught_up).await;
+        }
     }
     info!(idp = %session.idp, sid = %session.sid, "login");
     let Ok(token) = gateway.keys.sign(TokenKind::Sso, &session) else {

@@ -6,7 +6,7 @@
 //! outcome. Every error on the way is a denial or a login; only an explicit positive decision
 //! lets a request through.
 
-use crate::{cookies, gateway::Gateway};
+use crate::{cookies, gateway::Gateway, session_index::Verdict};
 use http::{HeaderMap, HeaderValue};
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route,
@@ -104,6 +104,15 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
             reason = "session_revoked";
             None
         }
+        Err(Unauthenticated::SessionEnded) => {
+            gateway.metrics.token_rejected("session_revoked");
+            reason = "session_revoked";
+            None
+        }
+        Err(Unauthenticated::SessionUnknown) => {
+            gateway.metrics.token_rejected("session_unknown");
+            None
+        }
         Err(Unauthenticated::Ended(standing)) => {
             reason = if standing == Standing::Idle {
                 "session_idle"
@@ -152,6 +161,10 @@ enum Unauthenticated {
     StaleEpoch,
     /// Idle or past its absolute lifetime.
     Ended(Standing),
+    /// Revoked (or logged out, or deleted).
+    SessionEnded,
+    /// Not (yet) in the session index: absence is not validity.
+    SessionUnknown,
 }
 
 fn authenticate(
@@ -170,6 +183,14 @@ fn authenticate(
         .map_err(Unauthenticated::Token)?;
     if claims.epoch < policy.epoch {
         return Err(Unauthenticated::StaleEpoch);
+    }
+    // Cluster mode: the session must be known and live, on every request.
+    if let Some(index) = &gateway.session_index {
+        match index.borrow().verdict(&claims.sid, &claims.sub) {
+            Verdict::Live => {}
+            Verdict::Ended => return Err(Unauthenticated::SessionEnded),
+            Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),
+        }
     }
     match session::standing(&claims, &policy.session, now) {
         standing @ (Standing::Fresh | Standing::Renew) => Ok(Session {

@@ -81,6 +81,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Where logins are recorded as AccessSessions (cluster mode).
     pub sessions: Option<crate::sessions::SessionRecorder>,
+    /// The sessions accepted on every request (cluster mode).
+    pub session_index: Option<watch::Receiver<Arc<crate::session_index::SessionIndex>>>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -115,8 +117,15 @@ impl Gateway {
         providers: Providers,
         proxy: Proxy,
         metrics: Metrics,
-        sessions: Option<crate::sessions::SessionRecorder>,
+        sessions: Option<(
+            crate::sessions::SessionRecorder,
+            watch::Receiver<Arc<crate::session_index::SessionIndex>>,
+        )>,
     ) -> Self {
+        let (sessions, session_index) = match sessions {
+            Some((recorder, index)) => (Some(recorder), Some(index)),
+            None => (None, None),
+        };
         let issuer = settings.issuer();
         Self(Arc::new(Inner {
             app_tokens: Verifier::new(
@@ -141,6 +150,7 @@ impl Gateway {
             proxy,
             metrics,
             sessions,
+            session_index,
             redeemed: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
         }))

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod session_api;
+pub mod session_index;
 pub mod sessions;
 pub mod shutdown;
 pub mod source;

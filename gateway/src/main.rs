@@ -107,8 +107,14 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                 .await
                 .context("connecting to the Kubernetes API")?;
             info!(namespace, "recording logins as AccessSessions");
-            Some(portcullis_gateway::sessions::SessionRecorder::new(
-                client, namespace,
+            let index = portcullis_gateway::session_index::watch_sessions(
+                client.clone(),
+                namespace,
+                signal.clone(),
+            );
+            Some((
+                portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+                index,
             ))
         }
         None => None,

@@ -17,6 +17,14 @@ pub fn router(gateway: Gateway) -> Router {
 /// everyone, and should receive no traffic.
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
+    if let Some(index) = &gateway.session_index
+        && !index.borrow().synced
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session index not synced yet".to_owned(),
+        );
+    }
     if snapshot.version == 0 {
         (
             StatusCode::SERVICE_UNAVAILABLE,

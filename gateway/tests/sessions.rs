@@ -38,6 +38,21 @@ async fn gateway(
     kubeconfig: &Path,
     namespace: &str,
 ) -> Result<(GatewayProcess, DexServer)> {
+    gateway_with(
+        dir,
+        kubeconfig,
+        namespace,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+}
+
+async fn gateway_with(
+    dir: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    ready_timeout: std::time::Duration,
+) -> Result<(GatewayProcess, DexServer)> {
     let pki = Pki::generate(&dir.join("pki"))?;
     let port = free_port()?;
     let dex = DexServer::start(
@@ -48,6 +63,7 @@ async fn gateway(
     .await?;
     let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests());
     config.port = port;
+    config.ready_timeout = ready_timeout;
     config.env = vec![
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ("PORTCULLIS_SESSION_NAMESPACE".into(), namespace.into()),
@@ -133,16 +149,11 @@ async fn every_login_is_an_access_session() -> Result<()> {
 #[tokio::test]
 async fn a_login_that_cannot_be_recorded_is_refused_not_half_made() -> Result<()> {
     let cluster = TestCluster::shared().await;
-    let dir = scratch("down")?;
-    // The same credentials, pointed at a port where no API server listens.
-    let real = std::fs::read_to_string(&cluster.info().kubeconfig)?;
-    let server = cluster.info().apiserver_url();
-    let dead = real.replace(server, &format!("https://127.0.0.1:{}", free_port()?));
-    ensure!(dead != real, "could not rewrite the kubeconfig's server");
-    let kubeconfig = dir.join("dead-kubeconfig");
-    std::fs::write(&kubeconfig, dead)?;
-
-    let (gateway, dex) = gateway(&dir, &kubeconfig, "default").await?;
+    let dir = scratch("refused")?;
+    // A namespace that does not exist: the API server is up (the gateway is ready, its session
+    // index is synced, empty) but refuses every session the gateway tries to record.
+    let namespace = format!("portcullis-missing-{}", std::process::id());
+    let (gateway, dex) = gateway(&dir, &cluster.info().kubeconfig, &namespace).await?;
     let browser = gateway.browser()?;
     let user = dex.info.user("alice")?.clone();
     let start = Url::parse(&format!("{}/", gateway.origin(APP)))?;
@@ -175,6 +186,33 @@ async fn a_login_that_cannot_be_recorded_is_refused_not_half_made() -> Result<()
         "{}",
         response.status()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gateway_that_cannot_list_sessions_is_not_ready() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let dir = scratch("down")?;
+    // The same credentials, pointed at a port where no API server listens.
+    let real = std::fs::read_to_string(&cluster.info().kubeconfig)?;
+    let server = cluster.info().apiserver_url();
+    let dead = real.replace(server, &format!("https://127.0.0.1:{}", free_port()?));
+    ensure!(dead != real, "could not rewrite the kubeconfig's server");
+    let kubeconfig = dir.join("dead-kubeconfig");
+    std::fs::write(&kubeconfig, dead)?;
+    let started = gateway_with(
+        &dir,
+        &kubeconfig,
+        "default",
+        std::time::Duration::from_secs(4),
+    )
+    .await;
+    let error = match started {
+        Ok(_) => anyhow::bail!("a gateway without its session index became ready"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(error.contains("not ready"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -315,6 +353,96 @@ async fn logout_revokes_the_access_session() -> Result<()> {
                 "{}",
                 response.status()
             );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// `kubectl patch accesssession NAME -p '{"spec":{"revoked":true}}'`: the very next requests of
+/// that session are refused by every gateway replica, from memory, with nothing to re-issue it.
+#[tokio::test]
+async fn revoking_a_session_is_enforced_by_every_replica_on_the_next_request() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("gw-enforce", |client: Client, ns: String| async move {
+            let dir = scratch("enforce")?;
+            let (gateway, dex) = gateway(&dir, &kubeconfig, &ns).await?;
+            let replica = gateway
+                .start_replica(env!("CARGO_BIN_EXE_portcullis-gateway").as_ref())
+                .await?;
+            let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+            let browser = gateway.browser_with_jar(jar.clone())?;
+            let user = dex.info.user("alice")?.clone();
+            let app = Url::parse(&format!("{}/", gateway.origin(APP)))?;
+            dex::follow_login(&browser, app.clone(), &user, Connector::Password, |u| {
+                u.host_str() == Some(APP) && u.path() == "/"
+            })
+            .await?;
+            // Land on the app, which sets the app cookie.
+            let landing = browser.get(app.clone()).send().await?;
+            let _ = landing.status();
+            // The same browser (same cookies) through each replica.
+            let via = |addr: std::net::SocketAddr| -> Result<reqwest::Client> {
+                Ok(dex::http_client_builder(&gateway.files.ca_file)?
+                    .cookie_provider(jar.clone())
+                    .resolve(APP, addr)
+                    .build()?)
+            };
+            let clients = [via(gateway.addr)?, via(replica.addr)?];
+            let status_url = format!("{}/.portcullis/session?path=/", gateway.origin(APP));
+            let ask = |client: &reqwest::Client| {
+                let request = client
+                    .get(&status_url)
+                    .header("accept", "application/json")
+                    .send();
+                async move { anyhow::Ok(request.await?.status()) }
+            };
+            for (i, client) in clients.iter().enumerate() {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while ask(client).await? != StatusCode::OK {
+                    ensure!(
+                        std::time::Instant::now() < deadline,
+                        "replica {i} never accepted the session"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+
+            let sessions: Api<AccessSession> = Api::namespaced(client, &ns);
+            let name = sessions.list(&Default::default()).await?.items[0]
+                .metadata
+                .name
+                .clone()
+                .context("name")?;
+            let patch = serde_json::json!({ "spec": { "revoked": true } });
+            let revoked_at = std::time::Instant::now();
+            sessions
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+            for (i, client) in clients.iter().enumerate() {
+                loop {
+                    if ask(client).await? == StatusCode::UNAUTHORIZED {
+                        break;
+                    }
+                    ensure!(
+                        revoked_at.elapsed() < std::time::Duration::from_secs(5),
+                        "replica {i} still accepts a revoked session"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            let response = clients[1]
+                .get(&status_url)
+                .header("accept", "application/json")
+                .send()
+                .await?;
+            let body: serde_json::Value = response.json().await?;
+            ensure!(body["error"] == "session_revoked", "{body}");
             Ok::<_, anyhow::Error>(())
         })
         .await

@@ -124,6 +124,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<String>,
     /// Extra environment (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// How long to wait for `/readyz`.
+    pub ready_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -143,6 +145,7 @@ impl GatewayConfig {
             manifests: manifests.to_owned(),
             trusted_proxies: Vec::new(),
             env: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 
@@ -274,7 +277,7 @@ impl GatewayProcess {
         let log = config.dir.join(format!("gateway-{}.log", config.port));
         let mut process = ManagedProcess::spawn("portcullis-gateway", cmd, &log)?;
         let ready = format!("http://{ops_addr}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + config.ready_timeout;
         loop {
             process.ensure_running()?;
             if let Ok(resp) = reqwest::get(&ready).await
@@ -283,7 +286,11 @@ impl GatewayProcess {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("gateway not ready after 30s:\n{}", process.log_tail());
+                bail!(
+                    "gateway not ready after {:?}:\n{}",
+                    config.ready_timeout,
+                    process.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -1,0 +1,162 @@
+//! The sessions this gateway accepts, held in memory and checked on every request: a revoked
+//! session is refused at once, and a session the gateway does not know is not valid.
+//!
+//! The index follows the `AccessSession` objects of the session namespace with a watch. It is
+//! monotonic, so no relist, replayed old object or watch reset can un-revoke anything:
+//! `revoked` only ever goes from false to true, and a session that disappears before it expired
+//! (deleted, or missing from a relist) counts as ended. Entries are dropped only once their
+//! absolute expiry plus clock skew has passed.
+//!
+//! (This is the gateway's own watch. The operator's push stream, which spares every gateway a
+//! watch on every session, will feed the same index.)
+
+use crate::shutdown::Signal;
+use futures::StreamExt as _;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use portcullis_core::token::CLOCK_SKEW_SECS;
+use portcullis_crds::AccessSession;
+use std::{collections::HashMap, sync::Arc};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// One session as the gateway needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub subject: String,
+    /// Revoked, deleted, or gone from a relist before its expiry.
+    pub ended: bool,
+    /// Absolute expiry (unix seconds).
+    pub expires_at: u64,
+}
+
+/// What a session id amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Live,
+    Ended,
+    Unknown,
+}
+
+/// The index, as published to the request path.
+#[derive(Clone, Debug, Default)]
+pub struct SessionIndex {
+    /// False until the first complete list: until then the gateway is not ready.
+    pub synced: bool,
+    pub entries: HashMap<String, Entry>,
+}
+
+impl SessionIndex {
+    /// Whether session `sid` of `subject` may be used.
+    pub fn verdict(&self, sid: &str, subject: &str) -> Verdict {
+        match self.entries.get(sid) {
+            Some(entry) if entry.ended || entry.subject != subject => Verdict::Ended,
+            Some(_) => Verdict::Live,
+            None => Verdict::Unknown,
+        }
+    }
+
+    fn apply(&mut self, session: &AccessSession, now: u64) {
+        let Some(sid) = session.metadata.name.clone() else {
+            return;
+        };
+        let expires_at = u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0);
+        let ended = session.spec.revoked || session.metadata.deletion_timestamp.is_some();
+        let entry = self.entries.entry(sid).or_insert_with(|| Entry {
+            subject: session.spec.subject.clone(),
+            ended,
+            expires_at,
+        });
+        // Monotonic: once ended, always ended; expiry only moves earlier.
+        entry.ended |= ended || entry.subject != session.spec.subject;
+        entry.expires_at = entry.expires_at.min(expires_at);
+        self.collect(now);
+    }
+
+    fn end(&mut self, sid: &str) {
+        if let Some(entry) = self.entries.get_mut(sid) {
+            entry.ended = true;
+        }
+    }
+
+    /// Drops what can no longer matter: sessions past their expiry plus clock skew.
+    fn collect(&mut self, now: u64) {
+        self.entries
+            .retain(|_, e| e.expires_at + CLOCK_SKEW_SECS > now);
+    }
+}
+
+/// Watches the `AccessSession`s of `namespace` and publishes the index after every change.
+pub fn watch_sessions(
+    client: Client,
+    namespace: &str,
+    mut shutdown: Signal,
+) -> watch::Receiver<Arc<SessionIndex>> {
+    let api: Api<AccessSession> = Api::namespaced(client, namespace);
+    let (tx, rx) = watch::channel(Arc::new(SessionIndex::default()));
+    let namespace = namespace.to_owned();
+    tokio::spawn(async move {
+        let mut index = SessionIndex::default();
+        // Objects seen during a relist; whatever the index holds that a relist does not is gone.
+        let mut relist: Option<Vec<String>> = None;
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = shutdown.wait() => return,
+            };
+            let now = crate::gateway::now();
+            match event {
+                None => return,
+                Some(Err(error)) => {
+                    warn!(%error, namespace, "session watch failed; retrying");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init)) => relist = Some(Vec::new()),
+                Some(Ok(watcher::Event::InitApply(session))) => {
+                    if let (Some(seen), Some(name)) =
+                        (relist.as_mut(), session.metadata.name.clone())
+                    {
+                        seen.push(name);
+                    }
+                    index.apply(&session, now);
+                    continue;
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let seen: std::collections::HashSet<String> =
+                        relist.take().unwrap_or_default().into_iter().collect();
+                    let vanished: Vec<String> = index
+                        .entries
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for sid in vanished {
+                        index.end(&sid);
+                    }
+                    if !index.synced {
+                        info!(
+                            sessions = index.entries.len(),
+                            namespace, "session index synced"
+                        );
+                    }
+                    index.synced = true;
+                }
+                Some(Ok(watcher::Event::Apply(session))) => index.apply(&session, now),
+                Some(Ok(watcher::Event::Delete(session))) => {
+                    if let Some(name) = &session.metadata.name {
+                        index.end(name);
+                    }
+                }
+            }
+            if index.synced {
+                tx.send_replace(Arc::new(index.clone()));
+            }
+        }
+    });
+    rx
+}
