@@ -4,7 +4,6 @@
 //! upstream receives.
 
 use anyhow::{Context as _, Result, ensure};
-use axum::{Router, extract::Request, routing::any};
 use portcullis_tests::{
     dex::{self, Connector},
     gateway::{DexServer, GatewayConfig, GatewayFiles, GatewayProcess},
@@ -12,7 +11,7 @@ use portcullis_tests::{
     process::free_port,
 };
 use reqwest::{StatusCode, Url, cookie::CookieStore as _, header};
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf};
 
 const AUTH: &str = "auth.portcullis.test";
 const APP: &str = "myserver.portcullis.test";
@@ -31,26 +30,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn echo_upstream() -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let router = Router::new().fallback(any(|req: Request| async move {
-        let headers: HashMap<String, String> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        axum::Json(serde_json::json!({ "path": req.uri().to_string(), "headers": headers }))
-    }));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(addr)
 }
 
 fn manifests(upstream: SocketAddr) -> String {
@@ -104,7 +83,7 @@ async fn setup(name: &str) -> Result<Setup> {
         vec![GatewayProcess::redirect_uri(AUTH, port)],
     )
     .await?;
-    let upstream = echo_upstream().await?;
+    let upstream = portcullis_tests::upstream::echo().await?;
     let mut config = GatewayConfig::new(
         dir.join("gateway"),
         AUTH,

@@ -5,7 +5,7 @@
 //! The identity provider is configured but never contacted here: logins through the real Dex
 //! are in `login.rs`.
 
-use axum::{Router, body::Body, extract::Request, routing::any};
+use axum::body::Body;
 use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::BodyExt as _;
 use portcullis_core::token::{AppClaims, KeySet, TokenKind};
@@ -97,28 +97,6 @@ stringData: {{ client-id: ci-robot, client-secret: s3cret-value }}
     )
 }
 
-async fn echo_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = Router::new().fallback(any(|req: Request| async move {
-        let headers: HashMap<String, String> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        axum::Json(serde_json::json!({ "path": req.uri().to_string(), "headers": headers }))
-    }));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
-
 fn snapshot(version: u64, yaml: &str) -> Snapshot {
     let manifests: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("yaml");
     let mut policy_list = Vec::new();
@@ -146,7 +124,7 @@ fn snapshot(version: u64, yaml: &str) -> Snapshot {
 
 async fn harness() -> Harness {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let upstream = echo_upstream().await;
+    let upstream = portcullis_tests::upstream::echo().await.expect("upstream");
     let (tx, rx) = watch::channel(Arc::new(snapshot(1, &policies(upstream))));
     let keys =
         Arc::new(KeySet::from_pems(pem().as_bytes(), Some(pem().as_bytes()), &[]).expect("keys"));

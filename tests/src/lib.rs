@@ -43,6 +43,7 @@ pub mod pki;
 pub mod process;
 pub mod stack;
 pub mod tools;
+pub mod upstream;
 
 pub use cluster::{TestCluster, TestNamespace, with_temp_ns};
 pub use stack::{Stack, StackConfig, StackInfo};
