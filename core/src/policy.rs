@@ -2,8 +2,10 @@
 //! and the evaluation of their rules against one request.
 //!
 //! Evaluation happens in two phases, like Cloudflare Access:
-//! 1. before login, `Bypass` and `ServiceAuth` rules in their order: they may only look at what
-//!    the request carries by itself (client address, a service token);
+//! 1. before login, in their order, the rules that can be judged from what the request carries
+//!    by itself (client address, a service token): `Bypass`, `ServiceAuth`, and `Deny` rules
+//!    that select only `everyone` or `ipRanges`; the first that matches decides, so a `Deny`
+//!    written before a `Bypass` wins over it;
 //! 2. after login, `Allow` and `Deny` rules in their order; the first that matches decides.
 //!
 //! Nothing matching is a denial. Every input a decision depends on is an argument of
@@ -506,12 +508,16 @@ impl Policy {
     /// Decides one request. `identity` is the verified user, or `None` before login.
     pub fn evaluate(&self, facts: &RequestFacts<'_>, identity: Option<&Identity>) -> Decision {
         for (index, rule) in self.rules.iter().enumerate() {
-            if matches!(rule.action, Action::Bypass | Action::ServiceAuth)
-                && rule.matches(facts, None)
-            {
+            let judged_before_login = match rule.action {
+                Action::Bypass | Action::ServiceAuth => true,
+                Action::Deny => rule.selectors().all(Selector::is_pre_login),
+                Action::Allow => false,
+            };
+            if judged_before_login && rule.matches(facts, None) {
                 return match rule.action {
                     Action::Bypass => Decision::Bypass { rule: index },
-                    _ => Decision::ServiceAuth { rule: index },
+                    Action::ServiceAuth => Decision::ServiceAuth { rule: index },
+                    _ => Decision::Deny { rule: index },
                 };
             }
         }
@@ -546,6 +552,13 @@ impl Policy {
 }
 
 impl Rule {
+    fn selectors(&self) -> impl Iterator<Item = &Selector> {
+        self.include
+            .iter()
+            .chain(&self.require)
+            .chain(&self.exclude)
+    }
+
     fn matches(&self, facts: &RequestFacts<'_>, identity: Option<&Identity>) -> bool {
         self.include.iter().any(|s| s.matches(facts, identity))
             && self.require.iter().all(|s| s.matches(facts, identity))
@@ -554,6 +567,11 @@ impl Rule {
 }
 
 impl Selector {
+    /// True for selectors that need no user: they can be judged before login.
+    fn is_pre_login(&self) -> bool {
+        matches!(self, Self::Everyone | Self::IpRanges(_))
+    }
+
     /// Identity selectors never match without an identity.
     fn matches(&self, facts: &RequestFacts<'_>, identity: Option<&Identity>) -> bool {
         match self {

@@ -1,7 +1,8 @@
 //! Where a session stands, judged from its app token and its policy's lifetimes — with no
 //! shared store, so every replica reaches the same verdict for the same token.
 //!
-//! - The **absolute** deadline is `auth_time + absoluteLifetime`: nothing extends it.
+//! - The **absolute** deadline is `auth_time + absoluteLifetime`, and never later than the end
+//!   of the login itself (`sexp`): nothing extends it.
 //! - The **idle** deadline is `iat + idleTimeout`: an app token is re-minted (its `iat` moved to
 //!   now) on a request once half its lifetime has passed, so a user who keeps making requests
 //!   keeps pushing it out. Its resolution is therefore half the token lifetime.
@@ -40,7 +41,8 @@ pub struct Deadlines {
 pub fn deadlines(claims: &AppClaims, policy: &SessionPolicy) -> Deadlines {
     let absolute = claims
         .auth_time
-        .saturating_add(policy.absolute_lifetime.as_secs());
+        .saturating_add(policy.absolute_lifetime.as_secs())
+        .min(claims.sexp.unwrap_or(u64::MAX));
     Deadlines {
         token: claims.exp,
         idle: claims
@@ -113,6 +115,7 @@ mod tests {
             iat,
             exp,
             auth_time,
+            sexp: None,
         }
     }
 
@@ -155,5 +158,39 @@ mod tests {
         assert_eq!((new.sid.as_str(), new.auth_time), ("sid", NOW));
         let d = deadlines(&new, &p);
         assert_eq!((d.idle, d.absolute), (NOW + 3600, NOW + 3600));
+    }
+}
+
+#[cfg(test)]
+mod login_end {
+    use super::*;
+    use crate::policy::RefreshFailurePolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn no_app_session_outlives_its_login() {
+        let policy = SessionPolicy {
+            token_lifetime: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            absolute_lifetime: Duration::from_secs(86_400),
+            refresh_failure: RefreshFailurePolicy::FailClosed,
+        };
+        let claims = AppClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "s".into(),
+            email: None,
+            groups: vec![],
+            ext: Default::default(),
+            sid: "sid".into(),
+            idp: "dex".into(),
+            epoch: 0,
+            iat: 1000,
+            exp: 1060,
+            auth_time: 1000,
+            sexp: Some(1500),
+        };
+        assert_eq!(deadlines(&claims, &policy).absolute, 1500);
+        assert_eq!(standing(&claims, &policy, 1500), Standing::Expired);
     }
 }

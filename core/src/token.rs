@@ -136,6 +136,10 @@ pub struct AppClaims {
     pub exp: u64,
     /// When the user authenticated at the identity provider.
     pub auth_time: u64,
+    /// When the login (the SSO session and its `AccessSession`) ends; no app session outlives
+    /// it, whatever the policy's absolute lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sexp: Option<u64>,
 }
 
 impl Claims for AppClaims {

@@ -328,3 +328,26 @@ fn conflicting_and_invalid_policies_route_to_denials() {
         "invalid:team/broken"
     );
 }
+
+#[test]
+fn a_deny_before_a_bypass_wins_when_it_needs_no_user() {
+    let yaml = APPS.replace(
+        "    - name: monitoring\n      action: Bypass",
+        "    - name: blocked-range\n      action: Deny\n      include: [{ ipRanges: [198.51.100.128/25] }]\n    - name: monitoring\n      action: Bypass",
+    );
+    let policy = compile(&yaml);
+    assert_eq!(
+        policy.evaluate(&facts("198.51.100.200"), None),
+        Decision::Deny { rule: 0 }
+    );
+    assert_eq!(
+        policy.evaluate(&facts("198.51.100.7"), None),
+        Decision::Bypass { rule: 1 }
+    );
+    // A Deny that needs the user is judged after login, after every pre-login rule.
+    let mallory = user("mallory@example.com", &[]);
+    assert_eq!(
+        policy.evaluate(&facts("10.0.0.1"), Some(&mallory)),
+        Decision::Deny { rule: 3 }
+    );
+}

@@ -26,6 +26,7 @@ fn claims(aud: &str) -> AppClaims {
         iat: NOW,
         exp: NOW + 300,
         auth_time: NOW - 10,
+        sexp: None,
     }
 }
 

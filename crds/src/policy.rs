@@ -79,7 +79,7 @@ pub struct AccessPolicySpec {
     #[serde(default = "default_paths")]
     #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 1024), regex(pattern = PATH_PREFIX)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
-    #[x_kube(validation = Rule::new(all_match(PATH_PREFIX)).message("paths must be absolute, canonical prefixes: no '.', '..', '..;', '//', '%', '?', '#' or trailing '/'"))]
+    #[x_kube(validation = Rule::new(all_match(PATH_PREFIX)).message("paths must be absolute, canonical prefixes: no '.', '..', ';', '//', '%', '?', '#' or trailing '/'"))]
     pub paths: Vec<String>,
 
     /// Where to send authorized requests when the gateway runs as a reverse proxy. Leave unset
@@ -94,8 +94,11 @@ pub struct AccessPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub identity_providers: Vec<String>,
 
-    /// Ordered access rules. The first rule whose conditions match the request decides; a request
-    /// no rule matches is denied.
+    /// Ordered access rules; a request no rule matches is denied. Before login, the rules that
+    /// need no user (Bypass, ServiceAuth, and Deny rules selecting only everyone or ipRanges) are
+    /// tried in order and the first match decides; after login, Allow and Deny rules are tried
+    /// in order and the first match decides. So a Bypass lets through everyone it matches,
+    /// whatever later rules say about users.
     #[schemars(length(min = 1, max = 32))]
     pub rules: Vec<AccessRule>,
 
@@ -126,14 +129,14 @@ pub const DNS_LABEL: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 pub const EMAIL: &str = r"^[^@\s]+@[^@\s]+$";
 /// An IPv4 or IPv6 CIDR, roughly; `isCIDR` checks it exactly.
 pub const CIDR: &str = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$";
-/// A canonical path prefix: absolute, segments of RFC 3986 `pchar`s without `%`, no empty
-/// segment, no trailing `/` (except `/` itself), and no `.` or `..` segment, also not before a
-/// `;` parameter (`..;` is `..` to servlet containers). Written without look-around (RE2).
+/// A canonical path prefix: absolute, segments of RFC 3986 `pchar`s without `%` and `;` (the
+/// gateway refuses `;` parameters in requests), no empty segment, no trailing `/` (except `/`
+/// itself), and no `.` or `..` segment. Written without look-around (RE2).
 pub const PATH_PREFIX: &str = concat!(
     r"^/$|^(/(",
-    r"[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
-    r"|\.[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
-    r"|\.\.[A-Za-z0-9._~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*",
+    r"[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*",
+    r"|\.[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*",
+    r"|\.\.[A-Za-z0-9._~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*",
     r"))+$"
 );
 
@@ -314,8 +317,10 @@ pub struct ServiceToken {
 #[x_kube(validation = Rule::new("duration(self.idleTimeout) <= duration(self.absoluteLifetime)").message("idleTimeout must not exceed absoluteLifetime"))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSettings {
-    /// Lifetime of an app token. The gateway re-mints it in the background once half of it has
-    /// passed, so this bounds how long a stolen token lives, not how often users log in.
+    /// Lifetime of an app token: how often a session is looked at again and its token
+    /// re-minted (in the background, once half of it has passed). An expired token of a session
+    /// inside its idle and absolute deadlines is renewed, not refused, so this does not bound a
+    /// stolen token: revocation (per request) and the idle and absolute deadlines do.
     #[serde(default = "default_token_lifetime")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("tokenLifetime must be between 10s and 24h"))]
     pub token_lifetime: Duration,

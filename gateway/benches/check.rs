@@ -107,6 +107,7 @@ fn token(keys: &KeySet, sid: usize) -> String {
         iat: now,
         exp: now + 3600,
         auth_time: now,
+        sexp: None,
     };
     keys.sign(TokenKind::App, &claims).expect("sign")
 }

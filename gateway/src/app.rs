@@ -184,7 +184,10 @@ pub fn login_needed(
         gateway.settings.origin(host.as_str()),
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
-    let login = login_url(gateway, &target);
+    let mut login = login_url(gateway, &target);
+    if matches!(reason, "session_idle" | "session_expired") {
+        login.push_str("&reauth=1");
+    }
     if api {
         let mut problem =
             Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.").json(true);
@@ -332,6 +335,7 @@ fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         iat: now,
         exp: now + lifetime,
         auth_time: claims.auth_time,
+        sexp: Some(claims.sexp),
     };
     let Ok(token) = gateway.keys.sign(TokenKind::App, &app) else {
         return Problem::new(

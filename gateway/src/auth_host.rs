@@ -139,6 +139,8 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         .copied()
         .unwrap_or(0);
     let mut not_before = None;
+    // Set by an app host whose session ended idle or expired (it can only make this stricter).
+    let reauth = query_param(&req.uri, "reauth").is_some();
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
         && target.policy.identity_providers.contains(&session.idp)
@@ -151,6 +153,14 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         if live != crate::sessions::Liveness::Live {
             info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
             gateway.metrics.token_rejected("sso_session_ended");
+            not_before = Some(now);
+        } else if reauth
+            || session.auth_time + target.policy.session.absolute_lifetime.as_secs() <= now
+        {
+            // The app's own session ended idle or at its absolute lifetime: handing the SSO
+            // session over again would undo that (or loop), so the user authenticates again.
+            info!(sid = %session.sid, policy = %target.policy.id, "the app session ended: forcing a new login");
+            gateway.metrics.token_rejected("sso_app_session_ended");
             not_before = Some(now);
         } else if session.iat >= revoked_since {
             return handoff(gateway, &target, &session, now);
@@ -416,6 +426,7 @@ fn handoff(gateway: &Gateway, target: &Target, session: &SsoClaims, now: u64) ->
         sid: session.sid.clone(),
         idp: session.idp.clone(),
         auth_time: session.auth_time,
+        sexp: session.exp,
         jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
         iat: now,
         exp: now + HANDOFF_TIMEOUT_SECS,

@@ -229,22 +229,21 @@ pub fn client_ip(gateway: &Gateway, peer: IpAddr, headers: &HeaderMap) -> IpAddr
     if !gateway.settings.is_trusted_proxy(peer) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    let mut hops: Vec<&str> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
         let Ok(value) = value.to_str() else {
             return peer;
         };
-        for hop in value.split(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                // An unparsable hop: stop believing the chain at this point.
-                Err(_) => return hops.last().copied().unwrap_or(peer),
-            }
-        }
+        hops.extend(value.split(','));
     }
+    // From the right: each trusted proxy appended the address it saw. The first hop that is
+    // not a trusted proxy is the client; anything left of it was written by the client. A hop
+    // that does not parse ends the walk at the peer: nothing beyond it can be believed.
     for hop in hops.into_iter().rev() {
-        if !gateway.settings.is_trusted_proxy(hop) {
-            return hop;
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if gateway.settings.is_trusted_proxy(ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
         }
     }
     peer

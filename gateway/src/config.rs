@@ -127,10 +127,20 @@ pub struct IdpConfig {
     /// ID-token claims carried into app tokens for `claim` selectors (e.g. `hd`).
     #[serde(default)]
     pub forward_claims: Vec<String>,
+    /// When the gateway forces a new login (after a revocation), require the ID token's
+    /// `auth_time` to prove the provider really authenticated the user again. Turn off only for
+    /// providers that never send `auth_time` and keep no login session of their own (Dex with
+    /// its password database asks for credentials on every authorization).
+    #[serde(default = "default_true")]
+    pub require_auth_time: bool,
     /// After an ID token signed with a key the gateway does not know (the provider rotated its
     /// keys), discovery and the JWKS are fetched again, at most this often.
     #[serde(default = "default_jwks_refresh_cooldown", with = "duration_string")]
     pub jwks_refresh_cooldown: Duration,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_jwks_refresh_cooldown() -> Duration {

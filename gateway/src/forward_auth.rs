@@ -212,12 +212,19 @@ fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("method"))?;
     let host = Host::parse(&host).map_err(|e| Problem::bad_request("bad_host", e.to_string()))?;
-    let uri: Uri = uri.parse().map_err(|_| bad("request URI"))?;
-    if uri.scheme().is_some() || uri.authority().is_some() {
+    // Judge exactly what the ingress will forward: split path and query by hand on the raw
+    // string, and refuse what a URI parser would silently drop or reinterpret (a `#` and all
+    // after it, spaces, non-ASCII) instead of judging a shorter path.
+    if uri.bytes().any(|b| b == b'#' || !b.is_ascii_graphic()) || !uri.starts_with('/') {
         return Err(bad("request URI"));
     }
-    let path = CanonicalPath::parse(uri.path())
+    let raw_path = uri.split('?').next().unwrap_or_default();
+    let path = CanonicalPath::parse(raw_path)
         .map_err(|e| Problem::bad_request("bad_path", e.to_string()))?;
+    let uri: Uri = uri.parse().map_err(|_| bad("request URI"))?;
+    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != raw_path {
+        return Err(bad("request URI"));
+    }
     Ok(Original {
         method,
         host,

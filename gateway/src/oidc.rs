@@ -275,10 +275,17 @@ impl Provider {
         {
             return Err(invalid("iat is out of range".into()));
         }
-        let auth_time = claims
+        let stated_auth_time = claims
             .auth_time()
-            .and_then(|t| u64::try_from(t.timestamp()).ok())
-            .unwrap_or(iat);
+            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        // A forced re-authentication must be proven: without `auth_time` the provider may
+        // have reused its own session.
+        if not_before.is_some() && stated_auth_time.is_none() && self.config.require_auth_time {
+            return Err(invalid(
+                "re-authentication was required but the ID token has no auth_time".into(),
+            ));
+        }
+        let auth_time = stated_auth_time.unwrap_or(iat);
         if let Some(not_before) = not_before
             && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
         {

@@ -24,6 +24,10 @@ pub enum SourceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A manifest that cannot be read is never half-applied: its policies would vanish and
+    /// their paths fall to a shorter (perhaps public) prefix.
+    #[error("{file}: {detail}")]
+    Manifest { file: String, detail: String },
 }
 
 /// Loads every manifest in `dir` into a snapshot with `version`.
@@ -46,20 +50,13 @@ pub fn load(
     let mut secrets = HashMap::new();
     let mut problems = Vec::new();
     for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(error) => {
-                problems.push(format!("{}: {error}", file.display()));
-                continue;
-            }
+        let broken = |detail: String| SourceError::Manifest {
+            file: file.display().to_string(),
+            detail,
         };
-        let documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
-            Ok(documents) => documents,
-            Err(error) => {
-                problems.push(format!("{}: not YAML: {error}", file.display()));
-                continue;
-            }
-        };
+        let text = std::fs::read_to_string(&file).map_err(|e| broken(e.to_string()))?;
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| broken(format!("not YAML: {e}")))?;
         for document in documents.into_iter().filter(|d| !d.is_null()) {
             let kind = document
                 .get("kind")
@@ -75,9 +72,7 @@ pub fn load(
                             .get_or_insert_with(|| "default".into());
                         policies.push(policy);
                     }
-                    Err(error) => {
-                        problems.push(format!("{}: invalid AccessPolicy: {error}", file.display()))
-                    }
+                    Err(error) => return Err(broken(format!("invalid AccessPolicy: {error}"))),
                 },
                 "Secret" => match serde_json::from_value::<SecretManifest>(document) {
                     Ok(secret) => {
@@ -89,9 +84,7 @@ pub fn load(
                         let name = secret.metadata.name.clone().unwrap_or_default();
                         secrets.insert((namespace, name), secret);
                     }
-                    Err(error) => {
-                        problems.push(format!("{}: invalid Secret: {error}", file.display()))
-                    }
+                    Err(error) => return Err(broken(format!("invalid Secret: {error}"))),
                 },
                 other => problems.push(format!("{}: ignoring kind {other:?}", file.display())),
             }

@@ -45,6 +45,8 @@ pub struct HandoffClaims {
     pub sid: String,
     pub idp: String,
     pub auth_time: u64,
+    /// When the login ends (the SSO session's `exp`).
+    pub sexp: u64,
     /// Single use: redeemed tickets are remembered until they expire.
     pub jti: String,
     pub iat: u64,

@@ -141,6 +141,7 @@ async fn harness() -> Harness {
         trust_unverified_email: false,
         forward_claims: vec![],
         jwks_refresh_cooldown: std::time::Duration::from_secs(30),
+        require_auth_time: true,
     };
     let providers = Providers::new(
         vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],
@@ -186,6 +187,7 @@ impl Harness {
             iat: now,
             exp: now + 300,
             auth_time: now,
+            sexp: None,
         };
         tweak(&mut claims);
         self.keys.sign(TokenKind::App, &claims).expect("sign")
@@ -621,6 +623,7 @@ fn handoff(h: &Harness, host: &str, rd: &str, jti: &str) -> String {
         sid: "s-9".into(),
         idp: "dex".into(),
         auth_time: now,
+        sexp: now + 3600,
         jti: jti.into(),
         iat: now,
         exp: now + 60,
@@ -1098,4 +1101,98 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
             reply.body
         );
     }
+}
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let h = harness().await;
+    // X-Forwarded-For is walked from the right: junk a client writes cannot move its address.
+    let spoof = [
+        ("host", APP),
+        ("x-forwarded-for", "198.51.100.7,, 192.0.2.50"),
+        ("sec-fetch-mode", "cors"),
+    ];
+    assert_eq!(
+        h.send(Method::GET, "/wordpress", &spoof, PROXY_PEER)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let spoof = [
+        ("host", APP),
+        ("x-forwarded-for", "198.51.100.7, x, 192.0.2.50"),
+        ("sec-fetch-mode", "cors"),
+    ];
+    assert_eq!(
+        h.send(Method::GET, "/wordpress", &spoof, PROXY_PEER)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // ...while a genuine hop from a trusted proxy is believed.
+    let genuine = [("host", APP), ("x-forwarded-for", "198.51.100.7")];
+    assert_eq!(
+        h.send(Method::GET, "/wordpress", &genuine, PROXY_PEER)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // `;` parameters would be dropped by servlet containers: refused, not routed elsewhere.
+    assert_eq!(
+        h.get(APP, "/wordpress;x=1/admin", &[]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get(APP, "/admin;/wordpress", &[]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Forward-auth judges the raw URI the ingress forwards; a fragment is refused, not dropped.
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    for url in [
+        "https://myserver.portcullis.test:8443/wordpress#/../../admin",
+        "https://myserver.portcullis.test:8443/wordpress/a b",
+    ] {
+        let nginx = [
+            ("host", "portcullis.svc"),
+            ("x-original-url", url),
+            (&cookie.0, &cookie.1),
+        ];
+        let reply = h
+            .send(Method::GET, "/.portcullis/auth/nginx", &nginx, PROXY_PEER)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url}");
+    }
+    let traefik = [
+        ("host", "portcullis.svc"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "myserver.portcullis.test:8443"),
+        ("x-forwarded-uri", "/express#/../admin"),
+        (&cookie.0, &cookie.1),
+    ];
+    let reply = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &traefik,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // An idle session's login link asks the auth host to authenticate again.
+    let idle = h.app_token("team/apps", "alice@example.com", |c| {
+        c.iat -= 3700;
+        c.exp -= 3700;
+    });
+    let cookie = h.cookie_for("team/apps", &idle);
+    let reply = h.get(APP, "/express/", &[(&cookie.0, &cookie.1)]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(
+        reply.location().ends_with("&reauth=1"),
+        "{}",
+        reply.location()
+    );
 }

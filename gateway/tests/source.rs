@@ -85,15 +85,44 @@ async fn policies_reload_on_change_and_bad_manifests_fail_closed() {
         third.problems
     );
 
-    // A file that is no longer YAML drops its policies: the host is no longer served at all.
+    // A file that is no longer YAML, or no longer an AccessPolicy, is never half-applied: the
+    // policies in force stay, until the directory is readable again.
     write(&dir, "a.yaml", "apiVersion: [unclosed");
-    let fourth = next_version(&mut rx, third.version).await;
-    assert_eq!(route(&fourth, "a.example.test"), "none");
-    assert!(
-        fourth.problems.iter().any(|p| p.contains("a.yaml")),
-        "{:?}",
-        fourth.problems
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write(
+        &dir,
+        "a.yaml",
+        "apiVersion: access.portcullis.dev/v1alpha1\nkind: AccessPolicy\nspec: { hosts: 7 }\n",
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rx.borrow().version,
+        third.version,
+        "a broken manifest was applied"
+    );
+    assert_eq!(route(&rx.borrow(), "a.example.test"), "default/a epoch 3");
+    write(&dir, "a.yaml", &policy("a", "a.example.test", 4, "dex"));
+    let fourth = next_version(&mut rx, third.version).await;
+    assert_eq!(route(&fourth, "a.example.test"), "default/a epoch 4");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_broken_manifest_at_start_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("portcullis-source-broken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    write(&dir, "a.yaml", "kind: AccessPolicy\nspec: [not, a, spec]\n");
+    let (_trigger, signal) = shutdown::channel();
+    let error = source::watch_directory(
+        dir.clone(),
+        Arc::new(|_: &str| true),
+        Duration::from_secs(1),
+        signal,
+    )
+    .err()
+    .expect("a broken manifest was accepted");
+    assert!(error.to_string().contains("a.yaml"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -197,6 +197,9 @@ impl GatewayFiles {
                 "scopes": ["openid", "email", "profile", "groups", "offline_access"],
                 // Tests restart Dex (new signing keys) and log in again within seconds.
                 "jwksRefreshCooldown": "1s",
+                // Dex v2.41 sends no auth_time, and asks for credentials on every
+                // authorization (it keeps no login session of its own).
+                "requireAuthTime": false,
             }]
         });
         write_public(&idp_config, serde_json::to_string_pretty(&idps)?.as_bytes())?;
