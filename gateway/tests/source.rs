@@ -114,14 +114,15 @@ async fn a_broken_manifest_at_start_is_an_error() {
     std::fs::create_dir_all(&dir).expect("dir");
     write(&dir, "a.yaml", "kind: AccessPolicy\nspec: [not, a, spec]\n");
     let (_trigger, signal) = shutdown::channel();
-    let error = source::watch_directory(
+    let started = source::watch_directory(
         dir.clone(),
         Arc::new(|_: &str| true),
         Duration::from_secs(1),
         signal,
-    )
-    .err()
-    .expect("a broken manifest was accepted");
+    );
+    let Err(error) = started else {
+        panic!("a broken manifest was accepted");
+    };
     assert!(error.to_string().contains("a.yaml"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
