@@ -64,6 +64,7 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
     if path.as_str() == "/.portcullis" || path.as_str().starts_with("/.portcullis/") {
         return match path.as_str() {
             "/.portcullis/handoff" => handoff(&gateway, &host, &req),
+            "/.portcullis/begin" => begin(&gateway, &host, &req),
             "/.portcullis/logout" => crate::logout::app_host(&gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {
                 crate::session_api::handle(&gateway, peer, &host, &req)
@@ -142,7 +143,9 @@ async fn protected(
         .json(api)
         .into_response(),
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
-        Outcome::Login { reason, .. } => login_needed(gateway, &host, req.uri(), api, reason),
+        Outcome::Login { reason, .. } => {
+            login_needed(gateway, &host, req.uri(), req.headers(), api, reason)
+        }
         Outcome::Allow {
             policy, session, ..
         } => {
@@ -176,6 +179,7 @@ pub fn login_needed(
     gateway: &Gateway,
     host: &Host,
     uri: &Uri,
+    headers: &http::HeaderMap,
     api: bool,
     reason: &'static str,
 ) -> Response {
@@ -184,17 +188,19 @@ pub fn login_needed(
         gateway.settings.origin(host.as_str()),
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
-    let mut login = login_url(gateway, &target);
-    if matches!(reason, "session_idle" | "session_expired") {
-        login.push_str("&reauth=1");
-    }
+    let reauth = matches!(reason, "session_idle" | "session_expired");
     if api {
         let mut problem =
             Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.").json(true);
-        problem.login_url = Some(login);
+        problem.login_url = Some(crate::bind::begin_url(
+            gateway,
+            host.as_str(),
+            &target,
+            reauth,
+        ));
         return problem.into_response();
     }
-    redirect(&login, vec![])
+    crate::bind::start(gateway, headers, &target, reauth)
 }
 
 /// The auth host's login URL that returns to `target`.
@@ -269,8 +275,9 @@ async fn forward(
         host: authority,
         identity_headers: identity,
         gateway_cookies: GatewayCookies::new(
-            [cookies::SSO],
-            [cookies::APP_PREFIX, cookies::LOGIN_PREFIX],
+            std::iter::empty::<&str>(),
+            // Every cookie of ours shares this prefix: SSO, app tokens, logins, binding nonces.
+            ["__Host-portcullis-"],
         ),
     };
     match gateway
@@ -304,6 +311,13 @@ fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
             .into_response();
         }
     };
+    if !crate::bind::holds(req.headers(), &claims.bind) {
+        return Problem::bad_request(
+            "wrong_browser",
+            "This sign-in link was started in another browser. Please open the application again.",
+        )
+        .into_response();
+    }
     if claims.host != host.as_str() {
         return Problem::bad_request("wrong_host", "This sign-in link is for another site.")
             .into_response();
@@ -358,6 +372,28 @@ fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         .into_response();
     };
     redirect(&claims.rd, vec![cookie])
+}
+
+/// `/.portcullis/begin?rd=…`: a login that did not start from a redirect of ours (an API
+/// client's `login_url`, an ingress sign-in hint, a direct link) starts here, on the app host,
+/// so the browser gets its binding nonce. `rd` must be on this very host.
+fn begin(gateway: &Gateway, host: &Host, req: &Request) -> Response {
+    let Some(rd) = query_param(req.uri(), "rd") else {
+        return Problem::bad_request("missing_redirect", "Missing return address.").into_response();
+    };
+    let origin = format!("{}/", gateway.settings.origin(host.as_str()));
+    let same_host = rd.starts_with(&origin)
+        && CanonicalPath::parse(rd[origin.len() - 1..].split('?').next().unwrap_or("/")).is_ok()
+        && !rd.contains('#');
+    if !same_host {
+        return Problem::bad_request(
+            "invalid_redirect",
+            "The return address is not on this site.",
+        )
+        .into_response();
+    }
+    let reauth = query_param(req.uri(), "reauth").is_some();
+    crate::bind::start(gateway, req.headers(), &rd, reauth)
 }
 
 /// The first value of query parameter `name`.

@@ -125,6 +125,18 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         Ok(target) => target,
         Err(problem) => return problem.into_response(),
     };
+    // Every login is bound to the browser that started it on the app host; one that did not
+    // (a direct link) starts again there first.
+    let bind = match query_param(&req.uri, "bind") {
+        Some(bind) if crate::bind::is_digest(&bind) => bind,
+        _ => {
+            let reauth = query_param(&req.uri, "reauth").is_some();
+            return redirect(
+                &crate::bind::begin_url(gateway, target.host.as_str(), &rd, reauth),
+                vec![],
+            );
+        }
+    };
 
     // Single sign-on: a valid SSO session for a provider this policy accepts skips the IdP —
     // unless the user authenticated before the policy's revocation epoch was raised. Then the
@@ -163,7 +175,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
             gateway.metrics.token_rejected("sso_app_session_ended");
             not_before = Some(now);
         } else if session.iat >= revoked_since {
-            return handoff(gateway, &target, &session, now);
+            return handoff(gateway, &target, &session, &bind, now);
         } else {
             info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
             gateway.metrics.token_rejected("sso_before_epoch");
@@ -182,7 +194,10 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
             .into_response();
         }
         None if providers.len() == 1 => providers[0].clone(),
-        None => return chooser(gateway, &rd, providers),
+        None => {
+            let reauth = query_param(&req.uri, "reauth").is_some();
+            return chooser(gateway, &rd, &bind, reauth, providers);
+        }
     };
     let provider = match gateway.providers.get(&chosen) {
         Ok(provider) => provider,
@@ -201,6 +216,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         idp: chosen,
         rd,
         not_before,
+        bind,
         iat: now,
         exp: now + LOGIN_TIMEOUT_SECS,
     };
@@ -247,7 +263,13 @@ fn login_cookie(state: &str) -> String {
     format!("{}{suffix}", cookies::LOGIN_PREFIX)
 }
 
-fn chooser(gateway: &Gateway, rd: &str, providers: &[String]) -> Response {
+fn chooser(
+    gateway: &Gateway,
+    rd: &str,
+    bind: &str,
+    reauth: bool,
+    providers: &[String],
+) -> Response {
     let mut links = String::new();
     for name in providers {
         let label = gateway
@@ -257,6 +279,11 @@ fn chooser(gateway: &Gateway, rd: &str, providers: &[String]) -> Response {
             .and_then(|p| p.config().display_name.clone())
             .unwrap_or_else(|| name.clone());
         let mut href = login_url(gateway, rd);
+        href.push_str("&bind=");
+        href.push_str(bind);
+        if reauth {
+            href.push_str("&reauth=1");
+        }
         href.push_str("&idp=");
         href.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
         links.push_str(&format!(
@@ -400,7 +427,7 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         )
         .into_response();
     };
-    let mut response = handoff(gateway, &target, &session, now);
+    let mut response = handoff(gateway, &target, &session, &login.bind, now);
     clear.push(sso);
     for cookie in clear {
         response
@@ -411,7 +438,13 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
 }
 
 /// Sends the browser to the target app host with a one-time ticket for its policy.
-fn handoff(gateway: &Gateway, target: &Target, session: &SsoClaims, now: u64) -> Response {
+fn handoff(
+    gateway: &Gateway,
+    target: &Target,
+    session: &SsoClaims,
+    bind: &str,
+    now: u64,
+) -> Response {
     let mut jti = [0u8; 16];
     rand::rng().fill_bytes(&mut jti);
     let ticket = HandoffClaims {
@@ -428,6 +461,7 @@ fn handoff(gateway: &Gateway, target: &Target, session: &SsoClaims, now: u64) ->
         auth_time: session.auth_time,
         sexp: session.exp,
         jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+        bind: bind.to_owned(),
         iat: now,
         exp: now + HANDOFF_TIMEOUT_SECS,
     };

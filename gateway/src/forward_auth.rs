@@ -11,7 +11,7 @@
 //! `--trusted-proxies`; anyone else gets 403 without a decision.
 
 use crate::{
-    app::{identity_headers, login_needed, login_url},
+    app::{identity_headers, login_needed},
     check::{self, Outcome, Subject, is_api_request},
     gateway::{Gateway, now},
     respond::{Problem, no_store},
@@ -117,7 +117,7 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 let mut problem =
                     Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.")
                         .json(true);
-                let url = login_url(gateway, &target);
+                let url = crate::bind::begin_url(gateway, original.host.as_str(), &target, false);
                 problem.login_url = Some(url.clone());
                 let mut response = problem.into_response();
                 if let Ok(value) = HeaderValue::from_str(&url) {
@@ -127,9 +127,14 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 }
                 response
             }
-            Contract::Traefik | Contract::Envoy => {
-                login_needed(gateway, &original.host, &original.uri, api, reason)
-            }
+            Contract::Traefik | Contract::Envoy => login_needed(
+                gateway,
+                &original.host,
+                &original.uri,
+                req.headers(),
+                api,
+                reason,
+            ),
         },
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
         Outcome::NoPolicy => Problem::forbidden("no_policy").json(api).into_response(),

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth_host;
+pub mod bind;
 pub mod check;
 pub mod config;
 pub mod cookies;

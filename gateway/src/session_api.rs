@@ -7,7 +7,6 @@
 //! already keep same-site.
 
 use crate::{
-    app::login_url,
     check::{self, Outcome, Subject},
     gateway::{Gateway, now},
     respond::{Problem, no_store},
@@ -99,7 +98,12 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
             let target = format!("{}{}", gateway.settings.origin(host.as_str()), path);
             let mut problem =
                 Problem::new(StatusCode::UNAUTHORIZED, reason, "No session.").json(true);
-            problem.login_url = Some(login_url(gateway, &target));
+            problem.login_url = Some(crate::bind::begin_url(
+                gateway,
+                host.as_str(),
+                &target,
+                false,
+            ));
             return problem.into_response();
         }
         Outcome::Deny { reason } => return Problem::forbidden(reason).json(true).into_response(),

@@ -47,6 +47,8 @@ pub struct HandoffClaims {
     pub auth_time: u64,
     /// When the login ends (the SSO session's `exp`).
     pub sexp: u64,
+    /// Digest of the binding nonce of the browser that started the login.
+    pub bind: String,
     /// Single use: redeemed tickets are remembered until they expire.
     pub jti: String,
     pub iat: u64,
@@ -66,6 +68,8 @@ pub struct LoginClaims {
     pub idp: String,
     /// The validated return URL.
     pub rd: String,
+    /// Digest of the binding nonce of the browser that started the login on the app host.
+    pub bind: String,
     /// When re-authentication was forced: the earliest acceptable `auth_time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<u64>,

@@ -259,9 +259,24 @@ async fn a_navigation_without_a_session_is_sent_to_log_in() {
     let h = harness().await;
     let reply = h.get(APP, "/wordpress/wp-admin/?x=1", &[]).await;
     assert_eq!(reply.status, StatusCode::FOUND);
-    assert_eq!(
-        reply.location(),
-        "https://auth.portcullis.test:8443/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fwp-admin%2F%3Fx%3D1"
+    let expected = "https://auth.portcullis.test:8443/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fwp-admin%2F%3Fx%3D1&bind=";
+    assert!(
+        reply.location().starts_with(expected),
+        "{}",
+        reply.location()
+    );
+    // The binding nonce is set on the app host; only its digest travels.
+    let bind = reply.headers[header::SET_COOKIE].to_str().expect("ascii");
+    assert!(bind.starts_with("__Host-portcullis-bind="), "{bind}");
+    let nonce = bind
+        .trim_start_matches("__Host-portcullis-bind=")
+        .split(';')
+        .next()
+        .unwrap_or_default();
+    assert!(
+        reply
+            .location()
+            .ends_with(&portcullis_gateway::bind::digest(nonce))
     );
 }
 
@@ -279,11 +294,9 @@ async fn api_calls_without_a_session_get_401_json_not_a_redirect() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
         let body = reply.json();
         assert_eq!(body["error"], "login_required");
-        assert!(
-            body["login_url"]
-                .as_str()
-                .is_some_and(|u| u.starts_with("https://auth.portcullis.test:8443/"))
-        );
+        assert!(body["login_url"].as_str().is_some_and(|u| {
+            u.starts_with("https://myserver.portcullis.test:8443/.portcullis/begin?rd=")
+        }));
     }
     let reply = h
         .send(
@@ -577,10 +590,38 @@ async fn login_only_returns_to_configured_apps() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     // Control: a configured app passes validation and the gateway goes on to the identity
     // provider, which is unreachable in this test.
-    let reply = h
-        .get(AUTH, "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fx%3Fa%3D1", &[])
-        .await;
+    let start = "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fx%3Fa%3D1";
+    let bind = portcullis_gateway::bind::digest(BIND_NONCE);
+    let reply = h.get(AUTH, &format!("{start}&bind={bind}"), &[]).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+    // Without a binding (a direct link), the login starts over on the app host.
+    let reply = h.get(AUTH, start, &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(
+        reply.location().starts_with(
+            "https://myserver.portcullis.test:8443/.portcullis/begin?rd=https%3A%2F%2Fmyserver"
+        ),
+        "{}",
+        reply.location()
+    );
+    // ...which sets the nonce and comes back with its digest; for this host only.
+    let reply = h
+        .get(
+            APP,
+            "/.portcullis/begin?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fx",
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(reply.location().contains("&bind="), "{}", reply.location());
+    let reply = h
+        .get(
+            APP,
+            "/.portcullis/begin?rd=https%3A%2F%2Fother.portcullis.test%3A8443%2F",
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -625,18 +666,36 @@ fn handoff(h: &Harness, host: &str, rd: &str, jti: &str) -> String {
         auth_time: now,
         sexp: now + 3600,
         jti: jti.into(),
+        bind: portcullis_gateway::bind::digest(BIND_NONCE),
         iat: now,
         exp: now + 60,
     };
     h.keys.sign(TokenKind::Handoff, &claims).expect("sign")
 }
 
+/// The binding nonce of the browser the test tickets were issued to.
+const BIND_NONCE: &str = "0123456789abcdef0123456789abcdef";
+const BIND_COOKIE: (&str, &str) = (
+    "cookie",
+    "__Host-portcullis-bind=0123456789abcdef0123456789abcdef",
+);
+
 #[tokio::test]
 async fn a_handoff_ticket_works_once_on_its_own_host() {
     let h = harness().await;
     let ticket = handoff(&h, APP, "/express/home", "jti-1");
     let uri = format!("/.portcullis/handoff?ticket={ticket}");
-    let reply = h.get(APP, &uri, &[]).await;
+    // Another browser (no binding nonce, or another one) cannot redeem it: no login CSRF.
+    assert_eq!(h.get(APP, &uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    let stranger = (
+        "cookie",
+        "__Host-portcullis-bind=ffffffffffffffffffffffffffffffff",
+    );
+    assert_eq!(
+        h.get(APP, &uri, &[stranger]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let reply = h.get(APP, &uri, &[BIND_COOKIE]).await;
     assert_eq!(reply.status, StatusCode::FOUND);
     assert_eq!(reply.location(), "/express/home");
     let set_cookie = reply
@@ -652,11 +711,18 @@ async fn a_handoff_ticket_works_once_on_its_own_host() {
         );
     }
     // Replay.
-    assert_eq!(h.get(APP, &uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.get(APP, &uri, &[BIND_COOKIE]).await.status,
+        StatusCode::BAD_REQUEST
+    );
     // Another host.
     let ticket = handoff(&h, APP, "/express/home", "jti-2");
     let reply = h
-        .get(OTHER, &format!("/.portcullis/handoff?ticket={ticket}"), &[])
+        .get(
+            OTHER,
+            &format!("/.portcullis/handoff?ticket={ticket}"),
+            &[BIND_COOKIE],
+        )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     // An app token is not a ticket.
@@ -767,7 +833,11 @@ async fn forward_auth_answers_each_contract() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert!(reply.headers["portcullis-signin-url"].to_str().is_ok_and(|u| u.starts_with("https://auth.portcullis.test:8443/.portcullis/start?rd=")));
+    assert!(
+        reply.headers["portcullis-signin-url"].to_str().is_ok_and(
+            |u| u.starts_with("https://myserver.portcullis.test:8443/.portcullis/begin?rd=")
+        )
+    );
 
     let trick = [
         ("host", "portcullis.svc"),
@@ -845,7 +915,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_policy_with_several_identity_providers_offers_a_choice() {
     let h = harness().await;
-    let rd = "https%3A%2F%2Fmulti.portcullis.test%3A8443%2F";
+    let rd = format!(
+        "https%3A%2F%2Fmulti.portcullis.test%3A8443%2F&bind={}",
+        portcullis_gateway::bind::digest(BIND_NONCE)
+    );
     let reply = h
         .get(AUTH, &format!("/.portcullis/start?rd={rd}"), &[])
         .await;

@@ -214,7 +214,8 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
     ensure!(
         problem["login_url"]
             .as_str()
-            .is_some_and(|u| u.starts_with(&format!("{}/.portcullis/start?", origin(AUTH_HOST)))),
+            // The login starts on the app host, which binds it to this browser.
+            .is_some_and(|u| u.starts_with(&format!("{}/.portcullis/begin?", origin(APPS_HOST)))),
         "{problem}"
     );
 

@@ -1,0 +1,83 @@
+//! Binding a login to the browser that started it.
+//!
+//! The hand-off ticket that carries a session from the auth host to an app host is a bearer
+//! URL. Without a binding, an attacker could start a login in their own browser, stop before the
+//! hand-off, and send the link to a victim, who would be signed in to the app as the attacker
+//! (login CSRF). So every login starts on the app host, which gives the browser a random nonce
+//! in a host-only cookie and passes only its digest along; the ticket carries the digest, and the
+//! app host redeems it only for the browser holding the nonce.
+
+use crate::{cookies, gateway::Gateway, respond::redirect};
+use axum::response::Response;
+use http::HeaderMap;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use std::time::Duration;
+use subtle::ConstantTimeEq as _;
+
+/// The nonce cookie on the app host.
+pub const COOKIE: &str = "__Host-portcullis-bind";
+/// How long a login may take from the app host back to it.
+const LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// The browser's nonce, if it has a well-formed one.
+fn nonce(headers: &HeaderMap) -> Option<String> {
+    let jar = cookies::parse(headers);
+    cookies::get(&jar, COOKIE)
+        .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+/// The digest of a nonce, as carried by the login and the ticket.
+pub fn digest(nonce: &str) -> String {
+    Sha256::digest(nonce.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// True when `bind` is a well-formed digest.
+pub fn is_digest(bind: &str) -> bool {
+    bind.len() == 64 && bind.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// True when the browser holds the nonce behind `bind`.
+pub fn holds(headers: &HeaderMap, bind: &str) -> bool {
+    nonce(headers).is_some_and(|n| bool::from(digest(&n).as_bytes().ct_eq(bind.as_bytes())))
+}
+
+/// Where a login for `target` (a URL on an app host) starts: on that app host, so the nonce
+/// cookie can be set there. For API clients and ingress sign-in hints.
+pub fn begin_url(gateway: &Gateway, target_host: &str, target: &str, reauth: bool) -> String {
+    let mut url = format!(
+        "{}/.portcullis/begin?rd=",
+        gateway.settings.origin(target_host)
+    );
+    url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
+    if reauth {
+        url.push_str("&reauth=1");
+    }
+    url
+}
+
+/// Gives the browser a nonce (keeping the one it has, so logins in two tabs both work) and
+/// sends it to the auth host's start page with the nonce's digest.
+pub fn start(gateway: &Gateway, headers: &HeaderMap, target: &str, reauth: bool) -> Response {
+    let (nonce, set) = match nonce(headers) {
+        Some(nonce) => (nonce, None),
+        None => {
+            let mut bytes = [0u8; 16];
+            rand::rng().fill_bytes(&mut bytes);
+            let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let cookie = cookies::set(COOKIE, &nonce, LIFETIME);
+            (nonce, cookie)
+        }
+    };
+    let mut location = crate::app::login_url(gateway, target);
+    location.push_str("&bind=");
+    location.push_str(&digest(&nonce));
+    if reauth {
+        location.push_str("&reauth=1");
+    }
+    redirect(&location, set.into_iter().collect())
+}
