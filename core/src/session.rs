@@ -159,38 +159,13 @@ mod tests {
         let d = deadlines(&new, &p);
         assert_eq!((d.idle, d.absolute), (NOW + 3600, NOW + 3600));
     }
-}
-
-#[cfg(test)]
-mod login_end {
-    use super::*;
-    use crate::policy::RefreshFailurePolicy;
-    use std::time::Duration;
 
     #[test]
     fn no_app_session_outlives_its_login() {
-        let policy = SessionPolicy {
-            token_lifetime: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(600),
-            absolute_lifetime: Duration::from_secs(86_400),
-            refresh_failure: RefreshFailurePolicy::FailClosed,
-        };
-        let claims = AppClaims {
-            iss: "i".into(),
-            aud: "a".into(),
-            sub: "s".into(),
-            email: None,
-            groups: vec![],
-            ext: Default::default(),
-            sid: "sid".into(),
-            idp: "dex".into(),
-            epoch: 0,
-            iat: 1000,
-            exp: 1060,
-            auth_time: 1000,
-            sexp: Some(1500),
-        };
-        assert_eq!(deadlines(&claims, &policy).absolute, 1500);
-        assert_eq!(standing(&claims, &policy, 1500), Standing::Expired);
+        let p = policy();
+        let mut c = claims(NOW, NOW + 60, NOW);
+        c.sexp = Some(NOW + 500);
+        assert_eq!(deadlines(&c, &p).absolute, NOW + 500);
+        assert_eq!(standing(&c, &p, NOW + 500), Standing::Expired);
     }
 }
