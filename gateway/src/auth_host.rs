@@ -322,7 +322,24 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         )
         .into_response();
     };
-    let mut clear = cookies::clear(&name).into_iter().collect::<Vec<_>>();
+    // The login state is spent by this callback, whatever its outcome (rule 11: cleared on the
+    // response, success or error).
+    let mut response = finish_login(gateway, uri, &login, now).await;
+    if let Some(clear) = cookies::clear(&name) {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, clear);
+    }
+    response
+}
+
+/// The rest of the callback, once the login state is verified.
+async fn finish_login(
+    gateway: &Gateway,
+    uri: &http::Uri,
+    login: &LoginClaims,
+    now: u64,
+) -> Response {
     if let Some(error) = query_param(uri, "error") {
         let code: String = error
             .chars()
@@ -330,18 +347,12 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
             .take(64)
             .collect();
         info!(idp = %login.idp, error = %code, "identity provider refused the login");
-        let mut response = Problem::new(
+        return Problem::new(
             StatusCode::FORBIDDEN,
             "idp_refused",
             format!("The identity provider did not sign you in ({code})."),
         )
         .into_response();
-        for cookie in clear {
-            response
-                .headers_mut()
-                .append(http::header::SET_COOKIE, cookie);
-        }
-        return response;
     }
     let Some(code) = query_param(uri, "code") else {
         return Problem::bad_request("missing_code", "The sign-in response is incomplete.")
@@ -428,12 +439,7 @@ async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         .into_response();
     };
     let mut response = handoff(gateway, &target, &session, &login.bind, now);
-    clear.push(sso);
-    for cookie in clear {
-        response
-            .headers_mut()
-            .append(http::header::SET_COOKIE, cookie);
-    }
+    response.headers_mut().append(http::header::SET_COOKIE, sso);
     response
 }
 

@@ -1269,3 +1269,43 @@ async fn review_findings_stay_fixed() {
         reply.location()
     );
 }
+
+#[tokio::test]
+async fn a_spent_login_state_is_cleared_on_errors_too() {
+    let h = harness().await;
+    let now = now();
+    let state = "abcdefghijklmnopqrstuvwxyz012345";
+    let login = portcullis_gateway::tokens::LoginClaims {
+        iss: format!("https://{AUTH}:{PORT}"),
+        aud: format!("https://{AUTH}:{PORT}"),
+        state: state.into(),
+        nonce: "n".into(),
+        pkce: "p".into(),
+        idp: "dex".into(),
+        rd: "https://myserver.portcullis.test:8443/wordpress".into(),
+        bind: portcullis_gateway::bind::digest(BIND_NONCE),
+        not_before: None,
+        iat: now,
+        exp: now + 600,
+    };
+    let token = h.keys.sign(TokenKind::Login, &login).expect("sign");
+    let name = format!("{}abcdefghijklmnop", cookies::LOGIN_PREFIX);
+    let cookie = format!("{name}={token}");
+    for query in ["error=access_denied", "nocode=1"] {
+        let reply = h
+            .get(
+                AUTH,
+                &format!("/.portcullis/callback?state={state}&{query}"),
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert!(reply.status.is_client_error(), "{query}: {}", reply.status);
+        let cleared = reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.starts_with(&format!("{name}=;")) && v.contains("Max-Age=0"));
+        assert!(cleared, "{query}: the login state was not cleared");
+    }
+}
