@@ -35,6 +35,7 @@ pub fn load(
     dir: &Path,
     version: u64,
     known_idps: &dyn Fn(&str) -> bool,
+    highest_epochs: &mut HashMap<(String, String), i64>,
 ) -> Result<Snapshot, SourceError> {
     let read = |source| SourceError::Read {
         path: dir.to_owned(),
@@ -90,6 +91,29 @@ pub fn load(
             }
         }
     }
+    // Epochs only go up, as at the API server: a file rolled back to a lower epoch, or a policy
+    // removed and added again with epoch 0, keeps the highest epoch this gateway has seen.
+    for policy in &mut policies {
+        let key = (
+            policy.metadata.namespace.clone().unwrap_or_default(),
+            policy.metadata.name.clone().unwrap_or_default(),
+        );
+        let highest = highest_epochs
+            .entry(key)
+            .or_insert(policy.spec.revocation_epoch);
+        if policy.spec.revocation_epoch < *highest {
+            problems.push(format!(
+                "{}/{}: revocationEpoch {} is lower than {} already enforced; keeping {}",
+                policy.metadata.namespace.as_deref().unwrap_or_default(),
+                policy.metadata.name.as_deref().unwrap_or_default(),
+                policy.spec.revocation_epoch,
+                highest,
+                highest
+            ));
+            policy.spec.revocation_epoch = *highest;
+        }
+        *highest = (*highest).max(policy.spec.revocation_epoch);
+    }
     let mut snapshot = state::build(version, &policies, &secrets, known_idps);
     problems.append(&mut snapshot.problems);
     snapshot.problems = problems;
@@ -130,7 +154,8 @@ pub fn watch_directory(
     // Fingerprint before loading: a change that lands while (or after) the first load runs is
     // then seen as a change by the first poll, never folded into the baseline.
     let mut seen = fingerprint(&dir);
-    let mut first = load(&dir, 1, known_idps.as_ref())?;
+    let mut highest_epochs = HashMap::new();
+    let mut first = load(&dir, 1, known_idps.as_ref(), &mut highest_epochs)?;
     first.track_epochs(None, crate::gateway::now());
     log_problems(&first);
     info!(policies = first.policies.len(), dir = %dir.display(), "loaded policies");
@@ -150,7 +175,7 @@ pub fn watch_directory(
             }
             seen = now;
             version += 1;
-            match load(&dir, version, known_idps.as_ref()) {
+            match load(&dir, version, known_idps.as_ref(), &mut highest_epochs) {
                 Ok(mut snapshot) => {
                     snapshot.track_epochs(Some(&tx.borrow()), crate::gateway::now());
                     log_problems(&snapshot);

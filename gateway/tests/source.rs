@@ -104,6 +104,23 @@ async fn policies_reload_on_change_and_bad_manifests_fail_closed() {
     write(&dir, "a.yaml", &policy("a", "a.example.test", 4, "dex"));
     let fourth = next_version(&mut rx, third.version).await;
     assert_eq!(route(&fourth, "a.example.test"), "default/a epoch 4");
+
+    // Epochs only go up: a rollback of the file, or removing the policy and adding it back with
+    // epoch 0, does not un-revoke anything.
+    write(&dir, "a.yaml", &policy("a", "a.example.test", 2, "dex"));
+    let fifth = next_version(&mut rx, fourth.version).await;
+    assert_eq!(route(&fifth, "a.example.test"), "default/a epoch 4");
+    assert!(
+        fifth.problems.iter().any(|p| p.contains("lower than 4")),
+        "{:?}",
+        fifth.problems
+    );
+    std::fs::remove_file(dir.join("a.yaml")).expect("remove");
+    let sixth = next_version(&mut rx, fifth.version).await;
+    assert_eq!(route(&sixth, "a.example.test"), "none");
+    write(&dir, "a.yaml", &policy("a", "a.example.test", 0, "dex"));
+    let seventh = next_version(&mut rx, sixth.version).await;
+    assert_eq!(route(&seventh, "a.example.test"), "default/a epoch 4");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
