@@ -21,7 +21,6 @@ use axum::{
 };
 use http::{HeaderValue, Method, StatusCode, request::Parts};
 use portcullis_core::{CanonicalPath, Host, Policy, Route, token::TokenKind};
-use rand::RngCore;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
@@ -375,9 +374,7 @@ async fn finish_login(
     };
     gateway.metrics.login(&login.idp);
     // A new session id at every login: a session fixed before login is never promoted.
-    let mut sid = [0u8; 16];
-    rand::rng().fill_bytes(&mut sid);
-    let sid: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    let sid = crate::hex::random::<16>();
     let session = SsoClaims {
         iss: gateway.issuer.clone(),
         aud: gateway.issuer.clone(),
@@ -451,8 +448,6 @@ fn handoff(
     bind: &str,
     now: u64,
 ) -> Response {
-    let mut jti = [0u8; 16];
-    rand::rng().fill_bytes(&mut jti);
     let ticket = HandoffClaims {
         iss: gateway.issuer.clone(),
         aud: target.policy.id.to_string(),
@@ -466,7 +461,7 @@ fn handoff(
         idp: session.idp.clone(),
         auth_time: session.auth_time,
         sexp: session.exp,
-        jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+        jti: crate::hex::random::<16>(),
         bind: bind.to_owned(),
         iat: now,
         exp: now + HANDOFF_TIMEOUT_SECS,

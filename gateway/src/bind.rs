@@ -10,7 +10,6 @@
 use crate::{cookies, gateway::Gateway, respond::redirect};
 use axum::response::Response;
 use http::HeaderMap;
-use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq as _;
@@ -30,10 +29,7 @@ fn nonce(headers: &HeaderMap) -> Option<String> {
 
 /// The digest of a nonce, as carried by the login and the ticket.
 pub fn digest(nonce: &str) -> String {
-    Sha256::digest(nonce.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&Sha256::digest(nonce.as_bytes()))
 }
 
 /// True when `bind` is a well-formed digest.
@@ -66,9 +62,7 @@ pub fn start(gateway: &Gateway, headers: &HeaderMap, target: &str, reauth: bool)
     let (nonce, set) = match nonce(headers) {
         Some(nonce) => (nonce, None),
         None => {
-            let mut bytes = [0u8; 16];
-            rand::rng().fill_bytes(&mut bytes);
-            let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let nonce = crate::hex::random::<16>();
             let cookie = cookies::set(COOKIE, &nonce, LIFETIME);
             (nonce, cookie)
         }

@@ -25,11 +25,7 @@ pub const MAX_COOKIE_LEN: usize = 4000;
 /// The app-token cookie name of a policy.
 pub fn app_cookie(policy: &PolicyId) -> String {
     let digest = Sha256::digest(policy.to_string().as_bytes());
-    let mut name = String::from(APP_PREFIX);
-    for byte in &digest[..8] {
-        name.push_str(&format!("{byte:02x}"));
-    }
-    name
+    format!("{APP_PREFIX}{}", crate::hex::encode(&digest[..8]))
 }
 
 /// Every cookie in the request's `Cookie` headers, as (name, value), in order. Malformed pairs

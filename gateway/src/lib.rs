@@ -13,6 +13,7 @@ pub mod config;
 pub mod cookies;
 pub mod forward_auth;
 pub mod gateway;
+pub mod hex;
 pub mod logout;
 pub mod metrics;
 pub mod oidc;

@@ -152,7 +152,7 @@ fn is_transient(code: u16) -> bool {
 /// label value in general (length, characters), a digest of it always is.
 pub fn user_label(subject: &str) -> String {
     let digest = Sha256::digest(subject.as_bytes());
-    digest[..20].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest[..20])
 }
 
 fn build(session: &NewSession<'_>) -> Result<AccessSession, RecordError> {
