@@ -18,7 +18,9 @@ pub use policy::{
     RefreshFailure, RefreshFailureMode, RuleAction, Selector, ServiceBackend, ServiceToken,
     SessionSettings, Upstream, UpstreamScheme,
 };
-pub use session::{AccessSession, AccessSessionSpec, AccessSessionStatus, Enforcement};
+pub use session::{
+    AccessSession, AccessSessionSpec, AccessSessionStatus, Enforcement, RefreshStatus,
+};
 
 /// Go-style duration (`90s`, `1h30m`) used by the duration fields.
 pub use kube::core::Duration;

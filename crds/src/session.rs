@@ -119,6 +119,41 @@ pub struct AccessSessionStatus {
     /// How many gateways enforce the revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// Background confirmation of the session with its identity provider, written by the
+    /// gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// The session's refresh token and the single-flight lease that lets exactly one gateway
+/// redeem it at a time (identity providers rotate refresh tokens: two gateways redeeming the
+/// same one would get the session revoked).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshStatus {
+    /// The refresh token, sealed with the gateways' session key (AES-256-GCM, bound to this
+    /// session's name): reading AccessSessions does not reveal it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub sealed_token: Option<String>,
+    /// Gateway currently redeeming the refresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub holder: Option<String>,
+    /// Until when `holder` owns the refresh; another gateway may take over after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Time>,
+    /// Last time the identity provider confirmed the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refreshed_at: Option<Time>,
+    /// Set while the identity provider cannot be reached; the policy's `refreshFailure` decides
+    /// what happens to the session meanwhile. Cleared by the next successful refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
+    /// The last refresh error, for `kubectl describe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub last_error: Option<String>,
 }
 
 /// Gateways enforcing a revocation, out of those connected to the operator.
