@@ -108,6 +108,18 @@ pub enum RefreshFailurePolicy {
     KeepUntilExpiry,
 }
 
+impl RefreshFailurePolicy {
+    /// Whether a session whose identity provider has been failing to confirm it since `since`
+    /// (unix seconds) is still let in at `now`.
+    pub fn admits(self, since: u64, now: u64) -> bool {
+        match self {
+            Self::FailClosed => false,
+            Self::GracePeriod(grace) => now < since.saturating_add(grace.as_secs()),
+            Self::KeepUntilExpiry => true,
+        }
+    }
+}
+
 /// One rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {

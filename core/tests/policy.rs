@@ -351,3 +351,17 @@ fn a_deny_before_a_bypass_wins_when_it_needs_no_user() {
         Decision::Deny { rule: 3 }
     );
 }
+
+#[test]
+fn refresh_failure_modes_decide_who_stays_in_while_the_provider_is_down() {
+    use portcullis_core::policy::RefreshFailurePolicy;
+    use std::time::Duration;
+    let since = 1_000;
+    assert!(!RefreshFailurePolicy::FailClosed.admits(since, since));
+    let grace = RefreshFailurePolicy::GracePeriod(Duration::from_secs(300));
+    assert!(grace.admits(since, since + 299));
+    assert!(!grace.admits(since, since + 300));
+    // No overflow at the edges.
+    assert!(RefreshFailurePolicy::GracePeriod(Duration::from_secs(u64::MAX)).admits(10, 20));
+    assert!(RefreshFailurePolicy::KeepUntilExpiry.admits(since, since + 1_000_000));
+}

@@ -188,7 +188,10 @@ pub fn login_needed(
         gateway.settings.origin(host.as_str()),
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
-    let reauth = matches!(reason, "session_idle" | "session_expired");
+    let reauth = matches!(
+        reason,
+        "session_idle" | "session_expired" | "session_unconfirmed"
+    );
     if api {
         let mut problem =
             Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.").json(true);

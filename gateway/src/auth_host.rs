@@ -390,6 +390,22 @@ async fn finish_login(
     };
     // The login exists once it is recorded; until then the browser gets no session at all.
     if let Some(recorder) = &gateway.sessions {
+        // Kept only sealed, and only when this gateway can confirm sessions with it.
+        let sealed_refresh_token = match (&gateway.refresher, &verified.refresh_token) {
+            (Some(refresher), Some(token)) => match refresher.key().seal(&session.sid, token) {
+                Ok(sealed) => Some(sealed),
+                Err(error) => {
+                    warn!(%error, "could not seal the refresh token");
+                    return Problem::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "seal_failed",
+                        "Internal error.",
+                    )
+                    .into_response();
+                }
+            },
+            _ => None,
+        };
         let record = crate::sessions::NewSession {
             sid: &session.sid,
             subject: &session.sub,
@@ -398,6 +414,7 @@ async fn finish_login(
             identity_provider: &session.idp,
             issued_at: session.auth_time,
             expires_at: session.exp,
+            sealed_refresh_token,
         };
         if let Err(error) = recorder.record(&record).await {
             warn!(%error, "could not record the session");

@@ -113,6 +113,11 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
             gateway.metrics.token_rejected("session_unknown");
             None
         }
+        Err(Unauthenticated::RefreshFailing) => {
+            gateway.metrics.token_rejected("refresh_failing");
+            reason = "session_unconfirmed";
+            None
+        }
         Err(Unauthenticated::Ended(standing)) => {
             reason = if standing == Standing::Idle {
                 "session_idle"
@@ -165,6 +170,8 @@ enum Unauthenticated {
     SessionEnded,
     /// Not (yet) in the session index: absence is not validity.
     SessionUnknown,
+    /// The identity provider has not confirmed the session for longer than the policy allows.
+    RefreshFailing,
 }
 
 fn authenticate(
@@ -186,11 +193,21 @@ fn authenticate(
     }
     // Cluster mode: the session must be known and live, on every request.
     if let Some(index) = &gateway.session_index {
-        match index.borrow().verdict(&claims.sid, &claims.sub) {
+        let index = index.borrow();
+        match index.verdict(&claims.sid, &claims.sub) {
             Verdict::Live => {}
             Verdict::Ended => return Err(Unauthenticated::SessionEnded),
             Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),
         }
+        // The identity provider cannot confirm the session right now: the policy decides.
+        if let Some(since) = index.refresh_failing_since(&claims.sid)
+            && !policy.session.refresh_failure.admits(since, now)
+        {
+            return Err(Unauthenticated::RefreshFailing);
+        }
+    }
+    if let Some(refresher) = &gateway.refresher {
+        refresher.touch(&claims.sid, &claims.idp, now);
     }
     match session::standing(&claims, &policy.session, now) {
         standing @ (Standing::Fresh | Standing::Renew) => Ok(Session {

@@ -73,6 +73,11 @@ pub struct AuthArgs {
     /// Lifetime of the single-sign-on session at the auth host.
     #[arg(long, env = "PORTCULLIS_SSO_LIFETIME", default_value = "12h", value_parser = parse_duration)]
     pub sso_lifetime: Duration,
+    /// 32-byte key (raw or base64) refresh tokens are sealed with before they are stored in
+    /// `AccessSession.status`; the same Secret on every gateway replica. Without it, refresh
+    /// tokens are not kept and sessions are not confirmed with the identity provider.
+    #[arg(long, env = "PORTCULLIS_SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
 }
 
 /// Signing keys.
@@ -137,6 +142,26 @@ pub struct IdpConfig {
     /// keys), discovery and the JWKS are fetched again, at most this often.
     #[serde(default = "default_jwks_refresh_cooldown", with = "duration_string")]
     pub jwks_refresh_cooldown: Duration,
+    /// How often an active session is confirmed with the provider by redeeming its refresh
+    /// token (which also re-reads the user's email and groups). `0s` turns confirmation off:
+    /// sessions then live until their idle or absolute limit, or a revocation.
+    #[serde(default = "default_refresh_interval", with = "duration_string")]
+    pub refresh_interval: Duration,
+    /// OAuth error codes from the token endpoint that mean "this refresh token is dead": the
+    /// session is then revoked. RFC 6749 says `invalid_grant`; Dex answers a refresh token it
+    /// no longer knows (expired, already used, lost in a restart) with `invalid_request`, so
+    /// Dex deployments list both. Any other answer, and every network error or 5xx, is
+    /// transient and handled by the policy's `refreshFailure`.
+    #[serde(default = "default_refresh_rejections")]
+    pub refresh_rejection_errors: Vec<String>,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_refresh_rejections() -> Vec<String> {
+    vec!["invalid_grant".into()]
 }
 
 fn default_true() -> bool {

@@ -63,6 +63,16 @@ impl Settings {
     }
 }
 
+/// Cluster mode's session services.
+pub struct SessionServices {
+    /// Records logins as AccessSessions.
+    pub recorder: crate::sessions::SessionRecorder,
+    /// The sessions accepted on every request.
+    pub index: watch::Receiver<Arc<crate::session_index::SessionIndex>>,
+    /// Background refresh, when a session key is configured.
+    pub refresher: Option<Arc<crate::refresh::Refresher>>,
+}
+
 /// Shared gateway state.
 #[derive(Clone)]
 pub struct Gateway(Arc<Inner>);
@@ -83,6 +93,8 @@ pub struct Inner {
     pub sessions: Option<crate::sessions::SessionRecorder>,
     /// The sessions accepted on every request (cluster mode).
     pub session_index: Option<watch::Receiver<Arc<crate::session_index::SessionIndex>>>,
+    /// Confirms active sessions with their identity provider (cluster mode with a session key).
+    pub refresher: Option<Arc<crate::refresh::Refresher>>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -117,14 +129,11 @@ impl Gateway {
         providers: Providers,
         proxy: Proxy,
         metrics: Metrics,
-        sessions: Option<(
-            crate::sessions::SessionRecorder,
-            watch::Receiver<Arc<crate::session_index::SessionIndex>>,
-        )>,
+        sessions: Option<SessionServices>,
     ) -> Self {
-        let (sessions, session_index) = match sessions {
-            Some((recorder, index)) => (Some(recorder), Some(index)),
-            None => (None, None),
+        let (sessions, session_index, refresher) = match sessions {
+            Some(s) => (Some(s.recorder), Some(s.index), s.refresher),
+            None => (None, None, None),
         };
         let issuer = settings.issuer();
         Self(Arc::new(Inner {
@@ -151,6 +160,7 @@ impl Gateway {
             metrics,
             sessions,
             session_index,
+            refresher,
             redeemed: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
         }))

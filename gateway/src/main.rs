@@ -112,10 +112,37 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                 namespace,
                 signal.clone(),
             );
-            Some((
-                portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+            let recorder = portcullis_gateway::sessions::SessionRecorder::new(client, namespace);
+            let refresher = match &args.auth.session_key_file {
+                Some(path) => {
+                    let key = portcullis_gateway::seal::SessionKey::from_file_content(&read(path)?)
+                        .with_context(|| format!("loading {}", path.display()))?;
+                    info!(
+                        key = key.id(),
+                        "refresh tokens are sealed and sessions confirmed"
+                    );
+                    let refresher = portcullis_gateway::refresh::Refresher::new(
+                        recorder.clone(),
+                        Arc::new(key),
+                        providers.clone(),
+                        holder_identity(),
+                    );
+                    tokio::spawn(refresher.clone().run(signal.clone()));
+                    Some(refresher)
+                }
+                None => {
+                    tracing::warn!(
+                        "no --session-key-file: refresh tokens are not kept and sessions are \
+                         not confirmed with the identity provider"
+                    );
+                    None
+                }
+            };
+            Some(portcullis_gateway::gateway::SessionServices {
+                recorder,
                 index,
-            ))
+                refresher,
+            })
         }
         None => None,
     };
@@ -159,6 +186,14 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
     trigger.fire();
     let _ = tokio::join!(main, ops);
     Ok(())
+}
+
+/// This replica's name as a refresh-lease holder: the pod name in a cluster.
+fn holder_identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|name| format!("{name}/{}", std::process::id()))
+        .unwrap_or_else(|_| format!("gateway/{}", std::process::id()))
 }
 
 /// HTTP client for identity providers: no redirects (they would open SSRF), aws-lc-rs TLS with

@@ -5,8 +5,8 @@ use crate::config::IdpConfig;
 use openidconnect::{
     AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
-    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, TokenResponse as _,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    Scope, StandardErrorResponse, TokenResponse as _,
     core::{
         CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
         CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -123,6 +123,36 @@ pub struct VerifiedLogin {
     /// `auth_time`, or `iat` when the provider does not send it.
     pub auth_time: u64,
     pub refresh_token: Option<String>,
+}
+
+/// What redeeming a refresh token produced.
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    /// The provider's new refresh token, when it rotates them (Dex does): the old one is dead.
+    pub refresh_token: Option<String>,
+    /// The identity in the new ID token, when the provider sent one.
+    pub identity: Option<RefreshedIdentity>,
+}
+
+/// Email and groups as the provider states them now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshedIdentity {
+    pub subject: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Why a refresh did not confirm the session.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider answered that the refresh token is dead (`invalid_grant`, or another code
+    /// listed in `refreshRejectionErrors`): the session is over.
+    #[error("the identity provider refused the refresh token: {0}")]
+    Rejected(String),
+    /// Anything else: unreachable, 5xx, an unexpected answer. Retried; meanwhile the policy's
+    /// `refreshFailure` applies.
+    #[error("the identity provider could not confirm the session: {0}")]
+    Transient(String),
 }
 
 /// One configured provider; discovery happens on first use and is retried until it succeeds.
@@ -314,6 +344,108 @@ impl Provider {
             ext,
             auth_time,
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+}
+
+impl Provider {
+    /// Redeems `refresh_token`. A new ID token in the answer is verified like a login's
+    /// (signature, issuer, audience, `azp`, `iat`) except for the nonce, which refreshed ID
+    /// tokens do not carry; its subject must be `subject`.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        subject: &str,
+        now: u64,
+    ) -> Result<Refreshed, RefreshError> {
+        let transient = |e: String| RefreshError::Transient(e);
+        let client = self.client().await.map_err(|e| transient(e.to_string()))?;
+        let token = RefreshToken::new(refresh_token.to_owned());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| transient(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(response) => {
+                    let code = response.error().to_string();
+                    if self.config.refresh_rejection_errors.contains(&code) {
+                        RefreshError::Rejected(code)
+                    } else {
+                        transient(format!("the provider answered {code}"))
+                    }
+                }
+                other => transient(error_chain(&other)),
+            })?;
+        let identity = match response.id_token() {
+            None => None,
+            Some(id_token) => {
+                let verify = |client: &Client| {
+                    let verifier = client
+                        .id_token_verifier()
+                        .set_allowed_algs(ALLOWED_ALGS)
+                        .require_issuer_match(false);
+                    id_token
+                        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                        .cloned()
+                };
+                let claims = match verify(&client) {
+                    Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                        openidconnect::SignatureVerificationError::NoMatchingKey,
+                    )) => {
+                        let fresh = self
+                            .discover(Some(&client))
+                            .await
+                            .map_err(|e| transient(e.to_string()))?;
+                        verify(&fresh)
+                    }
+                    other => other,
+                }
+                .map_err(|e| transient(format!("refreshed ID token: {e}")))?;
+                let iss = claims.issuer().as_str();
+                if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss)
+                {
+                    return Err(transient(format!("refreshed ID token: issuer {iss}")));
+                }
+                if claims
+                    .authorized_party()
+                    .is_some_and(|azp| azp.as_str() != self.config.client_id)
+                {
+                    return Err(transient(
+                        "refreshed ID token: azp is not this client".into(),
+                    ));
+                }
+                let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
+                if iat + MAX_ID_TOKEN_AGE.as_secs() < now
+                    || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
+                {
+                    return Err(transient("refreshed ID token: iat is out of range".into()));
+                }
+                // A different subject is not a transient glitch: the grant now speaks for
+                // someone else.
+                if claims.subject().as_str() != subject {
+                    return Err(RefreshError::Rejected("subject changed".into()));
+                }
+                let verified = claims
+                    .email_verified()
+                    .unwrap_or(self.config.trust_unverified_email);
+                Some(RefreshedIdentity {
+                    subject: subject.to_owned(),
+                    email: claims
+                        .email()
+                        .filter(|_| verified)
+                        .map(|e| e.as_str().to_ascii_lowercase()),
+                    groups: claims
+                        .additional_claims()
+                        .groups
+                        .clone()
+                        .unwrap_or_default(),
+                })
+            }
+        };
+        Ok(Refreshed {
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            identity,
         })
     }
 }

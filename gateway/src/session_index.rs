@@ -30,6 +30,9 @@ pub struct Entry {
     pub ended: bool,
     /// Absolute expiry (unix seconds).
     pub expires_at: u64,
+    /// Since when (unix seconds) the identity provider has failed to confirm the session, if
+    /// it is failing now; each policy's `refreshFailure` decides what that means.
+    pub refresh_failing_since: Option<u64>,
 }
 
 /// What a session id amounts to.
@@ -58,17 +61,30 @@ impl SessionIndex {
         }
     }
 
+    /// Since when the identity provider has failed to confirm session `sid`, if it is failing.
+    pub fn refresh_failing_since(&self, sid: &str) -> Option<u64> {
+        self.entries.get(sid)?.refresh_failing_since
+    }
+
     fn apply(&mut self, session: &AccessSession, now: u64) {
         let Some(sid) = session.metadata.name.clone() else {
             return;
         };
         let expires_at = u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0);
         let ended = session.spec.revoked || session.metadata.deletion_timestamp.is_some();
+        let failing_since = session
+            .status
+            .as_ref()
+            .and_then(|s| s.refresh.as_ref())
+            .and_then(|r| r.failing_since.as_ref())
+            .and_then(|t| u64::try_from(t.0.as_second()).ok());
         let entry = self.entries.entry(sid).or_insert_with(|| Entry {
             subject: session.spec.subject.clone(),
             ended,
             expires_at,
+            refresh_failing_since: failing_since,
         });
+        entry.refresh_failing_since = failing_since;
         // Monotonic: once ended, always ended; expiry only moves earlier.
         entry.ended |= ended || entry.subject != session.spec.subject;
         entry.expires_at = entry.expires_at.min(expires_at);

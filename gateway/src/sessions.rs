@@ -13,7 +13,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use portcullis_crds::{
     AccessSession, AccessSessionSpec, session::IDENTITY_PROVIDER_LABEL, session::USER_LABEL,
@@ -45,6 +45,8 @@ pub struct NewSession<'a> {
     pub issued_at: u64,
     /// The absolute end of the session (unix seconds).
     pub expires_at: u64,
+    /// The refresh token, already sealed for this session (see [`crate::seal`]).
+    pub sealed_refresh_token: Option<String>,
 }
 
 /// Why a login could not be recorded.
@@ -68,8 +70,38 @@ impl SessionRecorder {
         }
     }
 
-    /// Creates the `AccessSession` of a login, retrying transient failures.
+    /// Creates the `AccessSession` of a login, retrying transient failures, then stores its
+    /// sealed refresh token in its status. A session whose token cannot be stored is revoked
+    /// again and the login refused: a session the gateways could never confirm with the
+    /// identity provider is a half-made one.
     pub async fn record(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
+        self.create(session).await?;
+        let Some(sealed) = &session.sealed_refresh_token else {
+            return Ok(());
+        };
+        let patch = serde_json::json!({
+            "status": { "refresh": {
+                "sealedToken": sealed,
+                "lastRefreshedAt": rfc3339(session.issued_at.max(now_secs())),
+            } }
+        });
+        let stored = retry(|| async {
+            self.api
+                .patch_status(session.sid, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        })
+        .await;
+        if let Err(error) = stored {
+            let _ = self
+                .revoke(session.sid, "the login could not be completed")
+                .await;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn create(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
         let object = build(session)?;
         let mut pause = BACKOFF;
         let mut attempt = 1;
@@ -142,6 +174,245 @@ impl SessionRecorder {
             Err(error) => Err(error),
         }
     }
+}
+
+/// Runs `call` until it succeeds, fails for good, or [`ATTEMPTS`] transient failures.
+async fn retry<F, Fut>(mut call: F) -> Result<(), RecordError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    let mut pause = BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(status)) if !is_transient(status.code) => {
+                return Err(RecordError::Refused(kube::Error::Api(status)));
+            }
+            Err(error) if attempt >= ATTEMPTS => return Err(RecordError::Unavailable(error)),
+            Err(error) => {
+                warn!(%error, attempt, "writing the session failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    crate::gateway::now()
+}
+
+/// RFC 3339 text of a unix time, as `metav1.Time` serializes.
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+fn unix(time: &Time) -> u64 {
+    u64::try_from(time.0.as_second()).unwrap_or(0)
+}
+
+/// The outcome of asking for the refresh lease of a session.
+#[derive(Debug)]
+pub enum Lease {
+    /// This gateway holds the lease until `until`: redeem the token and report with
+    /// [`SessionRecorder::finish_refresh`].
+    Acquired {
+        sealed_token: String,
+        subject: String,
+        identity_provider: String,
+        email: Option<String>,
+        groups: Vec<String>,
+        /// Set while the provider was failing, kept until a success.
+        failing_since: Option<u64>,
+    },
+    /// Confirmed recently, or another gateway holds the lease, or a failed attempt waits for
+    /// its retry: look again at `at` (unix seconds).
+    NotDue { at: u64 },
+    /// Revoked, expired or gone: stop tracking it.
+    Ended,
+    /// The session has no refresh token (the provider issued none, or no session key is
+    /// configured): nothing to confirm.
+    NoToken,
+}
+
+/// How a refresh went, to be written back.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    Confirmed {
+        /// A rotated refresh token, sealed.
+        sealed_token: Option<String>,
+        /// The identity as the provider states it now, when it changed.
+        identity: Option<(Option<String>, Vec<String>)>,
+    },
+    Rejected {
+        reason: String,
+    },
+    Failed {
+        error: String,
+        since: u64,
+        retry_at: u64,
+    },
+}
+
+impl SessionRecorder {
+    /// Takes the single-flight refresh lease of `sid` for `holder` when the session is due
+    /// (`interval` after its last confirmation). The lease is a status write conditioned on the
+    /// resourceVersion just read: of two gateways racing, exactly one write succeeds, and the
+    /// other sees `NotDue`. The lease lasts `lease` — longer than an identity-provider call
+    /// can take (its client times out sooner) — so a holder that dies frees it.
+    pub async fn acquire_refresh(
+        &self,
+        sid: &str,
+        holder: &str,
+        interval: Duration,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Lease, kube::Error> {
+        let Some(session) = self.api.get_opt(sid).await? else {
+            return Ok(Lease::Ended);
+        };
+        if session.spec.revoked
+            || session.metadata.deletion_timestamp.is_some()
+            || unix(&session.spec.expires_at) <= now
+        {
+            return Ok(Lease::Ended);
+        }
+        let refresh = session
+            .status
+            .as_ref()
+            .and_then(|s| s.refresh.clone())
+            .unwrap_or_default();
+        let Some(sealed_token) = refresh.sealed_token.clone() else {
+            return Ok(Lease::NoToken);
+        };
+        let due = refresh
+            .last_refreshed_at
+            .as_ref()
+            .map_or(0, |t| unix(t) + interval.as_secs());
+        let leased = refresh.lease_until.as_ref().map_or(0, unix);
+        if due > now || leased > now {
+            return Ok(Lease::NotDue {
+                at: due.max(leased),
+            });
+        }
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": session.metadata.resource_version },
+            "status": { "refresh": {
+                "holder": holder,
+                "leaseUntil": rfc3339(now + lease.as_secs()),
+            } }
+        });
+        match self
+            .api
+            .patch_status(sid, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(Lease::Acquired {
+                sealed_token,
+                subject: session.spec.subject,
+                identity_provider: session.spec.identity_provider,
+                email: session.spec.email,
+                groups: session.spec.groups,
+                failing_since: refresh.failing_since.as_ref().map(unix),
+            }),
+            // Someone else wrote first (another gateway's lease, a revocation): look again soon.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Ok(Lease::NotDue { at: now + 1 })
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Lease::Ended),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes the outcome of a refresh this gateway holds the lease for. A confirmation is
+    /// retried hard: a rotated refresh token that is not stored is lost, and with it the
+    /// session's next confirmation.
+    pub async fn finish_refresh(
+        &self,
+        sid: &str,
+        outcome: &RefreshOutcome,
+        now: u64,
+    ) -> Result<(), RecordError> {
+        let release = serde_json::json!({ "holder": null, "leaseUntil": null });
+        let mut refresh = match outcome {
+            RefreshOutcome::Confirmed { sealed_token, .. } => {
+                let mut r = serde_json::json!({
+                    "lastRefreshedAt": rfc3339(now),
+                    "failingSince": null,
+                    "lastError": null,
+                });
+                if let Some(sealed) = sealed_token {
+                    r["sealedToken"] = sealed.clone().into();
+                }
+                r
+            }
+            RefreshOutcome::Rejected { reason } => serde_json::json!({
+                "lastError": truncate(reason),
+                "sealedToken": null,
+            }),
+            RefreshOutcome::Failed {
+                error,
+                since,
+                retry_at,
+            } => serde_json::json!({
+                "failingSince": rfc3339(*since),
+                "lastError": truncate(error),
+                "holder": null,
+                "leaseUntil": rfc3339(*retry_at),
+            }),
+        };
+        if !matches!(outcome, RefreshOutcome::Failed { .. })
+            && let (Some(target), Some(release)) = (refresh.as_object_mut(), release.as_object())
+        {
+            target.extend(release.clone());
+        }
+        if let RefreshOutcome::Rejected { reason } = outcome {
+            self.revoke(
+                sid,
+                &format!("the identity provider refused to refresh the session ({reason})"),
+            )
+            .await
+            .map_err(RecordError::Unavailable)?;
+        }
+        if let RefreshOutcome::Confirmed {
+            identity: Some((email, groups)),
+            ..
+        } = outcome
+        {
+            let patch = serde_json::json!({ "spec": { "email": email, "groups": groups } });
+            retry(|| async {
+                self.api
+                    .patch(sid, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            })
+            .await?;
+        }
+        let patch = serde_json::json!({ "status": { "refresh": refresh } });
+        retry(|| async {
+            match self
+                .api
+                .patch_status(sid, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(error) => Err(error),
+            }
+        })
+        .await
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(500).collect()
 }
 
 fn is_transient(code: u16) -> bool {

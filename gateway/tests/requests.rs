@@ -142,6 +142,8 @@ async fn harness() -> Harness {
         forward_claims: vec![],
         jwks_refresh_cooldown: std::time::Duration::from_secs(30),
         require_auth_time: true,
+        refresh_interval: std::time::Duration::from_secs(300),
+        refresh_rejection_errors: vec!["invalid_grant".into()],
     };
     let providers = Providers::new(
         vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],

@@ -8,8 +8,7 @@ use portcullis_crds::AccessSession;
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},
-    gateway::{DexServer, GatewayConfig, GatewayFiles, GatewayProcess},
-    pki::Pki,
+    gateway::{DexServer, GatewayProcess},
     process::free_port,
 };
 use reqwest::{StatusCode, Url};
@@ -53,29 +52,16 @@ async fn gateway_with(
     namespace: &str,
     ready_timeout: std::time::Duration,
 ) -> Result<(GatewayProcess, DexServer)> {
-    let pki = Pki::generate(&dir.join("pki"))?;
-    let port = free_port()?;
-    let dex = DexServer::start(
-        &dir.join("dex"),
-        &pki,
-        vec![GatewayProcess::redirect_uri(AUTH, port)],
-    )
-    .await?;
-    let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests());
-    config.port = port;
-    config.ready_timeout = ready_timeout;
-    config.env = vec![
-        ("KUBECONFIG".into(), kubeconfig.display().to_string()),
-        ("PORTCULLIS_SESSION_NAMESPACE".into(), namespace.into()),
-    ];
-    let files = GatewayFiles::write(&config, &pki, &dex.info)?;
-    let gateway = GatewayProcess::start(
+    portcullis_tests::gateway::start_with_sessions(
         env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
-        config,
-        files,
+        dir,
+        kubeconfig,
+        namespace,
+        (AUTH, &[APP]),
+        &manifests(),
+        |config| config.ready_timeout = ready_timeout,
     )
-    .await?;
-    Ok((gateway, dex))
+    .await
 }
 
 fn scratch(name: &str) -> Result<std::path::PathBuf> {

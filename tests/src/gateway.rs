@@ -126,6 +126,9 @@ pub struct GatewayConfig {
     pub env: Vec<(String, String)>,
     /// How long to wait for `/readyz`.
     pub ready_timeout: Duration,
+    /// Settings added to (or replacing those of) the `dex` identity-provider entry, e.g.
+    /// `refreshInterval`.
+    pub idp_options: serde_json::Map<String, serde_json::Value>,
 }
 
 impl GatewayConfig {
@@ -146,6 +149,7 @@ impl GatewayConfig {
             trusted_proxies: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
+            idp_options: serde_json::Map::new(),
         }
     }
 
@@ -165,6 +169,8 @@ pub struct GatewayFiles {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub ca_file: PathBuf,
+    /// The key refresh tokens are sealed with (used in cluster mode).
+    pub session_key: PathBuf,
 }
 
 impl GatewayFiles {
@@ -187,7 +193,7 @@ impl GatewayFiles {
         names.extend(config.app_hosts.iter().cloned());
         let tls = pki.issue_serving("gateway", &names)?;
         let idp_config = dir.join("identity-providers.yaml");
-        let idps = serde_json::json!({
+        let mut idps = serde_json::json!({
             "identityProviders": [{
                 "name": "dex",
                 "displayName": "Dex (test)",
@@ -200,8 +206,17 @@ impl GatewayFiles {
                 // Dex v2.41 sends no auth_time, and asks for credentials on every
                 // authorization (it keeps no login session of its own).
                 "requireAuthTime": false,
+                // Dex answers a refresh token it no longer knows with `invalid_request`.
+                "refreshRejectionErrors": ["invalid_grant", "invalid_request"],
             }]
         });
+        if let Some(entry) = idps["identityProviders"][0].as_object_mut() {
+            entry.extend(config.idp_options.clone());
+        }
+        let session_key = dir.join("session-key");
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        write_private(&session_key, &key)?;
         write_public(&idp_config, serde_json::to_string_pretty(&idps)?.as_bytes())?;
         let files = Self {
             policy_dir: dir.join("policies"),
@@ -211,6 +226,7 @@ impl GatewayFiles {
             tls_cert: tls.cert,
             tls_key: tls.key,
             ca_file: pki.ca_cert_path(),
+            session_key,
         };
         files.write_policies(&config.manifests)?;
         Ok(files)
@@ -266,6 +282,7 @@ impl GatewayProcess {
             .env("PORTCULLIS_SIGNING_KEY_FILE", &files.signing_key)
             .env("PORTCULLIS_NEXT_SIGNING_KEY_FILE", &files.next_signing_key)
             .env("PORTCULLIS_POLICY_DIR", &files.policy_dir)
+            .env("PORTCULLIS_SESSION_KEY_FILE", &files.session_key)
             .env("PORTCULLIS_LOG_FORMAT", "text");
         // Only when there are some: the gateway rejects the empty list item of an empty value.
         if !config.trusted_proxies.is_empty() {
@@ -396,4 +413,37 @@ impl GatewayProcess {
     pub async fn stop(&mut self) -> Result<()> {
         self.process.stop(Duration::from_secs(5)).await.map(|_| ())
     }
+}
+
+/// A gateway recording logins as `AccessSession`s in `namespace` of the cluster behind
+/// `kubeconfig`, with a Dex of its own (so a test may stop or restart it). `tweak` adjusts the
+/// configuration before the files are written (identity-provider options, timeouts, env).
+pub async fn start_with_sessions(
+    binary: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    hosts: (&str, &[&str]),
+    manifests: &str,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Result<(GatewayProcess, DexServer)> {
+    let (auth_host, app_hosts) = hosts;
+    let pki = Pki::generate(&dir.join("pki"))?;
+    let port = free_port()?;
+    let dex = DexServer::start(
+        &dir.join("dex"),
+        &pki,
+        vec![GatewayProcess::redirect_uri(auth_host, port)],
+    )
+    .await?;
+    let mut config = GatewayConfig::new(dir.join("gateway"), auth_host, app_hosts, manifests);
+    config.port = port;
+    config.env = vec![
+        ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+        ("PORTCULLIS_SESSION_NAMESPACE".into(), namespace.into()),
+    ];
+    tweak(&mut config);
+    let files = GatewayFiles::write(&config, &pki, &dex.info)?;
+    let gateway = GatewayProcess::start(binary, config, files).await?;
+    Ok((gateway, dex))
 }

@@ -1,0 +1,273 @@
+//! Background confirmation of active sessions with their identity provider.
+//!
+//! Every gateway notes which sessions it serves (cheaply: a `try_lock`, never waiting on the
+//! request path). A task wakes each second and, for each noted session whose provider's
+//! `refreshInterval` has passed, asks for the session's refresh lease
+//! ([`SessionRecorder::acquire_refresh`]). Exactly one gateway of the fleet gets it; that one
+//! redeems the sealed refresh token at the provider and writes the outcome back:
+//!
+//! - confirmed: the rotated token is stored, `lastRefreshedAt` moves, and a changed email or
+//!   group list is written to the session (security rule 15: identity is re-read on refresh);
+//! - refused (`invalid_grant`, or a code listed in `refreshRejectionErrors`): the session is
+//!   revoked, which every gateway enforces at once;
+//! - transient (unreachable, 5xx): `failingSince` is set, the attempt retried after a pause, and
+//!   meanwhile each policy's `refreshFailure` decides whether the session is still let in.
+//!
+//! Sessions nobody uses are not refreshed: they end by their idle timeout, and a user coming
+//! back within it is confirmed again within a second of the first request.
+
+use crate::{
+    oidc::{Providers, RefreshError},
+    seal::SessionKey,
+    sessions::{Lease, RefreshOutcome, SessionRecorder},
+    shutdown::Signal,
+};
+use futures::StreamExt as _;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tracing::{info, warn};
+
+/// How long a refresh lease is held: well beyond the identity-provider client's timeout.
+const LEASE: Duration = Duration::from_secs(60);
+/// Pause after a transient failure before the next attempt (capped by the provider's interval).
+const RETRY: Duration = Duration::from_secs(15);
+/// Refreshes run concurrently per tick.
+const CONCURRENCY: usize = 8;
+
+/// A session this gateway has served.
+#[derive(Clone, Debug)]
+struct Active {
+    idp: String,
+    last_seen: u64,
+    /// Not before this time (unix seconds) is the session looked at again.
+    next_check: u64,
+}
+
+/// The background refresher of one gateway.
+pub struct Refresher {
+    recorder: SessionRecorder,
+    key: Arc<SessionKey>,
+    providers: Providers,
+    holder: String,
+    active: Mutex<HashMap<String, Active>>,
+}
+
+impl Refresher {
+    pub fn new(
+        recorder: SessionRecorder,
+        key: Arc<SessionKey>,
+        providers: Providers,
+        holder: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            recorder,
+            key,
+            providers,
+            holder,
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The key refresh tokens are sealed with.
+    pub fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    /// Notes that session `sid` (logged in through `idp`) was used at `now`. Never blocks: if
+    /// the table is busy this request is simply not counted (the next one will be).
+    pub fn touch(&self, sid: &str, idp: &str, now: u64) {
+        let Ok(mut active) = self.active.try_lock() else {
+            return;
+        };
+        match active.get_mut(sid) {
+            Some(entry) => entry.last_seen = now,
+            None => {
+                active.insert(
+                    sid.to_owned(),
+                    Active {
+                        idp: idp.to_owned(),
+                        last_seen: now,
+                        next_check: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Number of sessions currently tracked (for metrics and tests).
+    pub fn tracked(&self) -> usize {
+        self.active.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: Signal) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            let now = crate::gateway::now();
+            let due = self.due(now);
+            futures::stream::iter(due)
+                .for_each_concurrent(CONCURRENCY, |(sid, idp)| {
+                    let this = self.clone();
+                    async move {
+                        let next = this.refresh_one(&sid, &idp, now).await;
+                        this.schedule(&sid, next);
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// Sessions to look at now; forgets the ones idle for longer than their provider's
+    /// interval (nobody is using them, so nobody needs them confirmed).
+    fn due(&self, now: u64) -> Vec<(String, String)> {
+        let Ok(mut active) = self.active.lock() else {
+            return Vec::new();
+        };
+        active.retain(|_, a| {
+            let interval = self.interval(&a.idp).unwrap_or_default().as_secs();
+            interval > 0 && a.last_seen + interval.max(60) >= now
+        });
+        active
+            .iter()
+            .filter(|(_, a)| a.next_check <= now)
+            .map(|(sid, a)| (sid.clone(), a.idp.clone()))
+            .collect()
+    }
+
+    fn schedule(&self, sid: &str, next: Option<u64>) {
+        if let Ok(mut active) = self.active.lock() {
+            match next {
+                Some(at) => {
+                    if let Some(a) = active.get_mut(sid) {
+                        a.next_check = at;
+                    }
+                }
+                None => {
+                    active.remove(sid);
+                }
+            }
+        }
+    }
+
+    fn interval(&self, idp: &str) -> Option<Duration> {
+        self.providers
+            .get(idp)
+            .ok()
+            .map(|p| p.config().refresh_interval)
+    }
+
+    /// One attempt; returns when to look at the session again, `None` to stop tracking it.
+    async fn refresh_one(&self, sid: &str, idp: &str, now: u64) -> Option<u64> {
+        let interval = self.interval(idp).filter(|i| !i.is_zero())?;
+        let lease = match self
+            .recorder
+            .acquire_refresh(sid, &self.holder, interval, LEASE, now)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(error) => {
+                warn!(%error, sid, "cannot read the session for its refresh; retrying");
+                return Some(now + 5);
+            }
+        };
+        let (sealed, subject, email, groups, failing_since) = match lease {
+            Lease::Acquired {
+                sealed_token,
+                subject,
+                email,
+                groups,
+                failing_since,
+                ..
+            } => (sealed_token, subject, email, groups, failing_since),
+            Lease::NotDue { at } => return Some(at.max(now + 1)),
+            Lease::Ended | Lease::NoToken => return None,
+        };
+        let outcome = self
+            .redeem(sid, idp, &sealed, &subject, (&email, &groups), now)
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let retry = RETRY.min(interval).as_secs();
+                warn!(%error, sid, idp, "refresh failed; the policy's refreshFailure applies");
+                RefreshOutcome::Failed {
+                    error: error.to_string(),
+                    since: failing_since.unwrap_or(now),
+                    retry_at: now + retry,
+                }
+            }
+        };
+        let next = match &outcome {
+            RefreshOutcome::Confirmed { .. } => Some(now + interval.as_secs()),
+            RefreshOutcome::Rejected { reason } => {
+                info!(sid, idp, reason, "the identity provider ended the session");
+                None
+            }
+            RefreshOutcome::Failed { retry_at, .. } => Some(*retry_at),
+        };
+        if let Err(error) = self.recorder.finish_refresh(sid, &outcome, now).await {
+            warn!(%error, sid, "could not record the refresh outcome");
+        }
+        next
+    }
+
+    async fn redeem(
+        &self,
+        sid: &str,
+        idp: &str,
+        sealed: &str,
+        subject: &str,
+        (email, groups): (&Option<String>, &Vec<String>),
+        now: u64,
+    ) -> Result<RefreshOutcome, RefreshError> {
+        let provider = self
+            .providers
+            .get(idp)
+            .map_err(|e| RefreshError::Transient(e.to_string()))?;
+        // A token that does not open (another key, tampering) cannot be redeemed by anyone:
+        // the session can never be confirmed again.
+        let token = match self.key.open(sid, sealed) {
+            Ok(token) => token,
+            // Sealed by a replica with another key (mid-rotation): not this gateway's to judge.
+            Err(error @ crate::seal::SealError::UnknownKey(_)) => {
+                return Err(RefreshError::Transient(error.to_string()));
+            }
+            Err(error) => {
+                return Ok(RefreshOutcome::Rejected {
+                    reason: error.to_string(),
+                });
+            }
+        };
+        let refreshed = match provider.refresh(&token, subject, now).await {
+            Ok(refreshed) => refreshed,
+            Err(RefreshError::Rejected(code)) => {
+                return Ok(RefreshOutcome::Rejected { reason: code });
+            }
+            Err(error) => return Err(error),
+        };
+        let sealed_token = match &refreshed.refresh_token {
+            Some(new) if new != &token => Some(
+                self.key
+                    .seal(sid, new)
+                    .map_err(|e| RefreshError::Transient(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let identity = refreshed
+            .identity
+            .filter(|i| (&i.email, &i.groups) != (email, groups))
+            .map(|i| (i.email, i.groups));
+        Ok(RefreshOutcome::Confirmed {
+            sealed_token,
+            identity,
+        })
+    }
+}

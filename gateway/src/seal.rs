@@ -1,0 +1,173 @@
+//! Sealing refresh tokens for storage in `AccessSession.status.refresh`.
+//!
+//! Anyone who may read AccessSessions (auditors, dashboards, `kubectl get -o yaml`) must not
+//! learn a refresh token: it would let them mint ID tokens for the user at the identity
+//! provider. So the token is encrypted with AES-256-GCM under a key only the gateways hold (a
+//! mounted Secret), and the session's name is the associated data: a sealed token copied into
+//! another session does not open there.
+//!
+//! Format: `v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`. The key id (a digest prefix of
+//! the key) lets a gateway say "sealed with a key I do not have" instead of "corrupt".
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+const PREFIX: &str = "v1";
+
+/// Why a key could not be loaded or a token opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the session key must be 32 bytes (raw, or base64 of 32 bytes)")]
+    KeyLength,
+    #[error("the sealed token is malformed")]
+    Malformed,
+    #[error("the token was sealed with key {0}, which this gateway does not have")]
+    UnknownKey(String),
+    #[error("the sealed token does not open (tampered, or sealed for another session)")]
+    Open,
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// The gateways' session key.
+pub struct SessionKey {
+    key: LessSafeKey,
+    id: String,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionKey {
+    /// Loads a key from a file's content: 32 raw bytes, or their base64 (what `openssl rand
+    /// -base64 32` prints, with or without a trailing newline).
+    pub fn from_file_content(content: &[u8]) -> Result<Self, SealError> {
+        let raw = if content.len() == 32 {
+            content.to_vec()
+        } else {
+            let text = std::str::from_utf8(content).map_err(|_| SealError::KeyLength)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| SealError::KeyLength)?
+        };
+        if raw.len() != 32 {
+            return Err(SealError::KeyLength);
+        }
+        let id = crate::hex::encode(&Sha256::digest(&raw)[..6]);
+        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| SealError::KeyLength)?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            id,
+        })
+    }
+
+    /// The key's id, as it appears in sealed tokens.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Encrypts `secret` for the session `sid`.
+    pub fn seal(&self, sid: &str, secret: &str) -> Result<String, SealError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SealError::Random)?;
+        let mut buffer = secret.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(sid.as_bytes()),
+                &mut buffer,
+            )
+            .map_err(|_| SealError::Random)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buffer);
+        Ok(format!(
+            "{PREFIX}.{}.{}",
+            self.id,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        ))
+    }
+
+    /// Decrypts a token sealed for the session `sid`.
+    pub fn open(&self, sid: &str, sealed: &str) -> Result<String, SealError> {
+        let mut parts = sealed.splitn(3, '.');
+        let (Some(PREFIX), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(SealError::Malformed);
+        };
+        if id != self.id {
+            return Err(SealError::UnknownKey(id.to_owned()));
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| SealError::Malformed)?;
+        if bytes.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+            return Err(SealError::Malformed);
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Malformed)?;
+        let mut buffer = ciphertext.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(sid.as_bytes()), &mut buffer)
+            .map_err(|_| SealError::Open)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| SealError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> SessionKey {
+        SessionKey::from_file_content(&[byte; 32]).expect("32 bytes")
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let k = key(7);
+        let sealed = k.seal("sid-a", "refresh-secret").expect("seal");
+        assert!(!sealed.contains("refresh-secret"));
+        assert_eq!(k.open("sid-a", &sealed).expect("open"), "refresh-secret");
+        // Bound to its session.
+        assert!(matches!(k.open("sid-b", &sealed), Err(SealError::Open)));
+        // Fresh nonce every time.
+        assert_ne!(sealed, k.seal("sid-a", "refresh-secret").expect("seal"));
+    }
+
+    #[test]
+    fn wrong_key_tampering_and_garbage_are_refused() {
+        let sealed = key(1).seal("sid", "secret").expect("seal");
+        assert!(matches!(
+            key(2).open("sid", &sealed),
+            Err(SealError::UnknownKey(_))
+        ));
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).expect("ascii");
+        assert!(matches!(
+            key(1).open("sid", &tampered),
+            Err(SealError::Open)
+        ));
+        for garbage in ["", "v1", "v1.x", "v2.a.b", "v1.zz.!!!", "v1.zz.AAAA"] {
+            assert!(key(1).open("sid", garbage).is_err(), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn keys_load_raw_or_base64_and_nothing_else() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let a = SessionKey::from_file_content(format!("{b64}\n").as_bytes()).expect("base64");
+        assert_eq!(a.id(), key(9).id());
+        assert!(SessionKey::from_file_content(&[1u8; 31]).is_err());
+        assert!(SessionKey::from_file_content(b"not base64 at all").is_err());
+        // Debug never prints key material.
+        assert!(!format!("{a:?}").contains(&b64));
+    }
+}
