@@ -25,6 +25,16 @@ pub struct Args {
     /// mode.
     #[arg(long, env = "PORTCULLIS_SESSION_NAMESPACE")]
     pub session_namespace: Option<String>,
+    /// Standalone mode: record logins in this file (the same AccessSession objects a cluster
+    /// would hold), so logout, refresh and revocation work as in cluster mode. One replica
+    /// only; without it (and without `--session-namespace`) app tokens are not tied to a
+    /// recorded session.
+    #[arg(
+        long,
+        env = "PORTCULLIS_SESSION_STORE_FILE",
+        conflicts_with = "session_namespace"
+    )]
+    pub session_store_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

@@ -14,6 +14,7 @@ pub mod cookies;
 pub mod forward_auth;
 pub mod gateway;
 pub mod hex;
+pub mod local_sessions;
 pub mod logout;
 pub mod metrics;
 pub mod oidc;

@@ -101,8 +101,9 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Duration::from_secs(1),
         signal.clone(),
     )?;
-    let sessions = match &args.session_namespace {
-        Some(namespace) => {
+    // Where logins are recorded: AccessSessions in the cluster, or the gateway's own store.
+    let records = match (&args.session_namespace, &args.session_store_file) {
+        (Some(namespace), _) => {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API")?;
@@ -113,6 +114,21 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                 signal.clone(),
             );
             let recorder = portcullis_gateway::sessions::SessionRecorder::new(client, namespace);
+            Some((recorder, index))
+        }
+        (None, Some(file)) => {
+            let store = portcullis_gateway::local_sessions::LocalStore::open(Some(file.clone()))?;
+            info!(file = %file.display(), "recording logins in the gateway's own session store");
+            let index = store.index();
+            Some((
+                portcullis_gateway::sessions::SessionRecorder::local(store),
+                index,
+            ))
+        }
+        (None, None) => None,
+    };
+    let sessions = match records {
+        Some((recorder, index)) => {
             let refresher = match &args.auth.session_key_file {
                 Some(path) => {
                     let key = portcullis_gateway::seal::SessionKey::from_file_content(&read(path)?)

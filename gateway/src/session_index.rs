@@ -61,6 +61,18 @@ impl SessionIndex {
         }
     }
 
+    /// The index of a complete set of session objects (standalone mode's own records).
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = &'a AccessSession>,
+        now: u64,
+    ) -> Self {
+        let mut index = Self::default();
+        for object in objects {
+            index.apply(object, now);
+        }
+        index
+    }
+
     /// Since when the identity provider has failed to confirm session `sid`, if it is failing.
     pub fn refresh_failing_since(&self, sid: &str) -> Option<u64> {
         self.entries.get(sid)?.refresh_failing_since

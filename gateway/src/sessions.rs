@@ -30,7 +30,15 @@ const BACKOFF: Duration = Duration::from_millis(200);
 /// Where session records go.
 #[derive(Clone)]
 pub struct SessionRecorder {
-    api: Api<AccessSession>,
+    store: Store,
+}
+
+/// The API server (cluster mode) or the gateway's own records (standalone mode): the same
+/// objects and the same patches either way.
+#[derive(Clone)]
+enum Store {
+    Cluster(Api<AccessSession>),
+    Local(std::sync::Arc<crate::local_sessions::LocalStore>),
 }
 
 /// A login to record.
@@ -66,7 +74,49 @@ impl SessionRecorder {
     /// Records sessions in `namespace`.
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            store: Store::Cluster(Api::namespaced(client, namespace)),
+        }
+    }
+
+    /// Records sessions in the gateway's own store (standalone mode).
+    pub fn local(store: std::sync::Arc<crate::local_sessions::LocalStore>) -> Self {
+        Self {
+            store: Store::Local(store),
+        }
+    }
+
+    async fn create_object(&self, object: &AccessSession) -> Result<(), kube::Error> {
+        match &self.store {
+            Store::Cluster(api) => api.create(&PostParams::default(), object).await.map(|_| ()),
+            Store::Local(store) => store.create(object).map(|_| ()),
+        }
+    }
+
+    async fn get_object(&self, sid: &str) -> Result<Option<AccessSession>, kube::Error> {
+        match &self.store {
+            Store::Cluster(api) => api.get_opt(sid).await,
+            Store::Local(store) => Ok(store.get(sid)),
+        }
+    }
+
+    /// A JSON merge patch of the object (`status: false`) or its status subresource.
+    async fn patch_object(
+        &self,
+        sid: &str,
+        patch: &serde_json::Value,
+        status: bool,
+    ) -> Result<(), kube::Error> {
+        match &self.store {
+            Store::Cluster(api) => {
+                let params = PatchParams::default();
+                let patch = Patch::Merge(patch);
+                if status {
+                    api.patch_status(sid, &params, &patch).await.map(|_| ())
+                } else {
+                    api.patch(sid, &params, &patch).await.map(|_| ())
+                }
+            }
+            Store::Local(store) => store.patch(sid, patch, status).map(|_| ()),
         }
     }
 
@@ -85,13 +135,7 @@ impl SessionRecorder {
                 "lastRefreshedAt": rfc3339(session.issued_at.max(now_secs())),
             } }
         });
-        let stored = retry(|| async {
-            self.api
-                .patch_status(session.sid, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-        })
-        .await;
+        let stored = retry(|| self.patch_object(session.sid, &patch, true)).await;
         if let Err(error) = stored {
             let _ = self
                 .revoke(session.sid, "the login could not be completed")
@@ -106,12 +150,12 @@ impl SessionRecorder {
         let mut pause = BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.api.create(&PostParams::default(), &object).await {
+            match self.create_object(&object).await {
                 Ok(_) => return Ok(()),
                 // Our own earlier attempt got through and its answer was lost: the same login.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    return match self.api.get(session.sid).await {
-                        Ok(existing) if existing.spec.subject == session.subject => Ok(()),
+                    return match self.get_object(session.sid).await {
+                        Ok(Some(existing)) if existing.spec.subject == session.subject => Ok(()),
                         Ok(_) => Err(RecordError::Collision(session.sid.to_owned())),
                         Err(error) => Err(RecordError::Unavailable(error)),
                     };
@@ -145,7 +189,7 @@ impl SessionRecorder {
     /// Whether the session `sid` may still be handed to an app. One read of the API server per
     /// single-sign-on bounce (never per request).
     pub async fn liveness(&self, sid: &str, subject: &str) -> Liveness {
-        match self.api.get_opt(sid).await {
+        match self.get_object(sid).await {
             Ok(Some(session)) if !session.spec.revoked && session.spec.subject == subject => {
                 Liveness::Live
             }
@@ -160,16 +204,8 @@ impl SessionRecorder {
     /// Marks the session revoked (logout). A session already revoked or gone is fine.
     pub async fn revoke(&self, sid: &str, reason: &str) -> Result<(), kube::Error> {
         let patch = serde_json::json!({ "spec": { "revoked": true, "revocationReason": reason } });
-        match self
-            .api
-            .patch(
-                sid,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
+        match self.patch_object(sid, &patch, false).await {
+            Ok(()) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(error),
         }
@@ -275,7 +311,7 @@ impl SessionRecorder {
         lease: Duration,
         now: u64,
     ) -> Result<Lease, kube::Error> {
-        let Some(session) = self.api.get_opt(sid).await? else {
+        let Some(session) = self.get_object(sid).await? else {
             return Ok(Lease::Ended);
         };
         if session.spec.revoked
@@ -309,12 +345,8 @@ impl SessionRecorder {
                 "leaseUntil": rfc3339(now + lease.as_secs()),
             } }
         });
-        match self
-            .api
-            .patch_status(sid, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(Lease::Acquired {
+        match self.patch_object(sid, &patch, true).await {
+            Ok(()) => Ok(Lease::Acquired {
                 sealed_token,
                 subject: session.spec.subject,
                 identity_provider: session.spec.identity_provider,
@@ -387,24 +419,13 @@ impl SessionRecorder {
         } = outcome
         {
             let patch = serde_json::json!({ "spec": { "email": email, "groups": groups } });
-            retry(|| async {
-                self.api
-                    .patch(sid, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(|_| ())
-            })
-            .await?;
+            retry(|| self.patch_object(sid, &patch, false)).await?;
         }
         let patch = serde_json::json!({ "status": { "refresh": refresh } });
         retry(|| async {
-            match self
-                .api
-                .patch_status(sid, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => Ok(()),
+            match self.patch_object(sid, &patch, true).await {
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(error) => Err(error),
+                other => other,
             }
         })
         .await

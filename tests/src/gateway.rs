@@ -415,6 +415,36 @@ impl GatewayProcess {
     }
 }
 
+/// Where a gateway under test records its logins.
+#[derive(Clone, Debug)]
+pub enum SessionRecords {
+    /// `AccessSession`s in `namespace` of the cluster behind `kubeconfig`.
+    Cluster {
+        kubeconfig: PathBuf,
+        namespace: String,
+    },
+    /// Standalone mode: the gateway's own store file.
+    Local { file: PathBuf },
+}
+
+impl SessionRecords {
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Self::Cluster {
+                kubeconfig,
+                namespace,
+            } => vec![
+                ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+                ("PORTCULLIS_SESSION_NAMESPACE".into(), namespace.clone()),
+            ],
+            Self::Local { file } => vec![(
+                "PORTCULLIS_SESSION_STORE_FILE".into(),
+                file.display().to_string(),
+            )],
+        }
+    }
+}
+
 /// A gateway recording logins as `AccessSession`s in `namespace` of the cluster behind
 /// `kubeconfig`, with a Dex of its own (so a test may stop or restart it). `tweak` adjusts the
 /// configuration before the files are written (identity-provider options, timeouts, env).
@@ -423,6 +453,22 @@ pub async fn start_with_sessions(
     dir: &Path,
     kubeconfig: &Path,
     namespace: &str,
+    hosts: (&str, &[&str]),
+    manifests: &str,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Result<(GatewayProcess, DexServer)> {
+    let records = SessionRecords::Cluster {
+        kubeconfig: kubeconfig.to_owned(),
+        namespace: namespace.to_owned(),
+    };
+    start_recording(binary, dir, &records, hosts, manifests, tweak).await
+}
+
+/// [`start_with_sessions`] with either kind of session records.
+pub async fn start_recording(
+    binary: &Path,
+    dir: &Path,
+    records: &SessionRecords,
     hosts: (&str, &[&str]),
     manifests: &str,
     tweak: impl FnOnce(&mut GatewayConfig),
@@ -438,10 +484,7 @@ pub async fn start_with_sessions(
     .await?;
     let mut config = GatewayConfig::new(dir.join("gateway"), auth_host, app_hosts, manifests);
     config.port = port;
-    config.env = vec![
-        ("KUBECONFIG".into(), kubeconfig.display().to_string()),
-        ("PORTCULLIS_SESSION_NAMESPACE".into(), namespace.into()),
-    ];
+    config.env = records.env();
     tweak(&mut config);
     let files = GatewayFiles::write(&config, &pki, &dex.info)?;
     let gateway = GatewayProcess::start(binary, config, files).await?;

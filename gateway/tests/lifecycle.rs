@@ -1,0 +1,430 @@
+//! A session's life after login, through the real gateway and the real Dex, both ways its
+//! records can be kept (AccessSessions in the real API server, and standalone mode's own
+//! store): an active session is confirmed every `refreshInterval` (its rotated refresh token
+//! stored sealed), a refresh the provider refuses revokes it, while the provider is down each
+//! policy's `refreshFailure` decides, and logging out ends it on every app and path.
+
+use anyhow::{Context as _, Result, ensure};
+use kube::{Api, Client};
+use portcullis_crds::{AccessSession, RefreshStatus};
+use portcullis_tests::{
+    cluster::TestCluster,
+    dex::{self, Connector},
+    gateway::{DexServer, GatewayProcess, SessionRecords, start_recording},
+    upstream,
+};
+use reqwest::{StatusCode, Url};
+use std::{
+    future::Future,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+const AUTH: &str = "auth.portcullis.test";
+const STRICT: &str = "strict.portcullis.test";
+const LENIENT: &str = "lenient.portcullis.test";
+/// Every app of the tests: (host, path).
+const APPS: [(&str, &str); 3] = [(STRICT, "/"), (LENIENT, "/"), (LENIENT, "/b/")];
+
+fn manifests(upstream: &str) -> String {
+    let policy = |name: &str, host: &str, paths: &str, mode: &str| {
+        format!(
+            r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: {name}, namespace: demo }}
+spec:
+  hosts: [{host}]
+  paths: [{paths}]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
+  session: {{ refreshFailure: {{ mode: {mode} }} }}
+---"#
+        )
+    };
+    policy("strict", STRICT, "/", "FailClosed")
+        + &policy("lenient", LENIENT, "/", "KeepUntilExpiry")
+        + &policy("lenient-b", LENIENT, "/b", "KeepUntilExpiry")
+}
+
+/// Where the session records of one test run live, and how the test reads them.
+enum Records {
+    Cluster(Api<AccessSession>),
+    Local(PathBuf),
+}
+
+impl Records {
+    async fn all(&self) -> Result<Vec<AccessSession>> {
+        match self {
+            Self::Cluster(api) => Ok(api.list(&Default::default()).await?.items),
+            Self::Local(file) => match std::fs::read(file) {
+                Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    async fn only(&self) -> Result<AccessSession> {
+        let all = self.all().await?;
+        ensure!(all.len() == 1, "expected one session, found {}", all.len());
+        Ok(all[0].clone())
+    }
+}
+
+/// One scenario, given where its gateway records sessions.
+struct Run {
+    config: SessionRecords,
+    records: Records,
+    dir: PathBuf,
+}
+
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-lifecycle-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn in_cluster<F, Fut>(name: &str, scenario: F) -> Result<()>
+where
+    F: FnOnce(Run) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns(name, |client: Client, ns: String| async move {
+            let run = Run {
+                config: SessionRecords::Cluster {
+                    kubeconfig,
+                    namespace: ns.clone(),
+                },
+                records: Records::Cluster(Api::namespaced(client, &ns)),
+                dir: scratch(&format!("{name}-cluster"))?,
+            };
+            scenario(run).await
+        })
+        .await
+}
+
+async fn standalone<F, Fut>(name: &str, scenario: F) -> Result<()>
+where
+    F: FnOnce(Run) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let dir = scratch(&format!("{name}-standalone"))?;
+    let file = dir.join("sessions.json");
+    scenario(Run {
+        config: SessionRecords::Local { file: file.clone() },
+        records: Records::Local(file),
+        dir,
+    })
+    .await
+}
+
+/// Runs a scenario both ways, as two tests.
+macro_rules! both_ways {
+    ($name:ident, $ns:literal) => {
+        mod $name {
+            #[tokio::test]
+            async fn in_a_cluster() -> anyhow::Result<()> {
+                super::in_cluster($ns, super::$name).await
+            }
+            #[tokio::test]
+            async fn standalone() -> anyhow::Result<()> {
+                super::standalone($ns, super::$name).await
+            }
+        }
+    };
+}
+
+async fn start(run: &Run, interval: &str) -> Result<(GatewayProcess, DexServer)> {
+    let echo = upstream::echo().await?;
+    start_recording(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        &run.dir,
+        &run.config,
+        (AUTH, &[STRICT, LENIENT]),
+        &manifests(&echo.to_string()),
+        |config| {
+            config
+                .idp_options
+                .insert("refreshInterval".into(), interval.into());
+        },
+    )
+    .await
+}
+
+fn url(gateway: &GatewayProcess, (host, path): (&str, &str)) -> Result<Url> {
+    Ok(Url::parse(&format!("{}{path}", gateway.origin(host)))?)
+}
+
+/// Logs alice in on every app (all but the first by single sign-on); returns her browser.
+async fn login(gateway: &GatewayProcess, dex: &DexServer) -> Result<reqwest::Client> {
+    let browser = gateway.browser()?;
+    login_with(&browser, gateway, dex).await?;
+    Ok(browser)
+}
+
+async fn login_with(
+    browser: &reqwest::Client,
+    gateway: &GatewayProcess,
+    dex: &DexServer,
+) -> Result<()> {
+    let user = dex.info.user("alice")?.clone();
+    for app in APPS {
+        dex::follow_login(
+            browser,
+            url(gateway, app)?,
+            &user,
+            Connector::Password,
+            |u| u.host_str() == Some(app.0) && u.path() == app.1,
+        )
+        .await
+        .with_context(|| gateway.log_tail())?;
+    }
+    Ok(())
+}
+
+/// The status an API request (`fetch`) of `browser` gets from an app.
+async fn status(
+    browser: &reqwest::Client,
+    gateway: &GatewayProcess,
+    app: (&str, &str),
+) -> Result<u16> {
+    let response = browser
+        .get(url(gateway, app)?)
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+fn refresh(session: &AccessSession) -> RefreshStatus {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.refresh.clone())
+        .unwrap_or_default()
+}
+
+/// Keeps the session active (a request every 300 ms) until `done` holds for its record.
+async fn active_until(
+    browser: &reqwest::Client,
+    gateway: &GatewayProcess,
+    records: &Records,
+    what: &str,
+    done: impl Fn(&AccessSession) -> bool,
+) -> Result<AccessSession> {
+    let timeout = Duration::from_secs(30);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let _ = status(browser, gateway, APPS[1]).await?;
+        let session = records.only().await?;
+        if done(&session) {
+            return Ok(session);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}; session status {:?}\n{}",
+            session.status,
+            gateway.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+both_ways!(
+    active_sessions_are_confirmed_and_rotated_tokens_kept,
+    "lc-confirm"
+);
+async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Result<()> {
+    let (gateway, dex) = start(&run, "3s").await?;
+    let browser = login(&gateway, &dex).await?;
+    let first = refresh(&run.records.only().await?);
+    let sealed = first
+        .sealed_token
+        .clone()
+        .context("no sealed refresh token")?;
+    ensure!(sealed.starts_with("v1."), "{sealed}");
+    let confirmed_at = first
+        .last_refreshed_at
+        .clone()
+        .context("no lastRefreshedAt")?;
+
+    // Two confirmations in a row: the second redeems the token the first rotated in, so it
+    // only succeeds if that token was stored (Dex refuses a used one).
+    let mut previous = (confirmed_at, sealed);
+    for _ in 0..2 {
+        let session = active_until(&browser, &gateway, &run.records, "a confirmation", |s| {
+            refresh(s)
+                .last_refreshed_at
+                .is_some_and(|t| t.0 > previous.0.0)
+        })
+        .await?;
+        let now = refresh(&session);
+        ensure!(!session.spec.revoked, "revoked: {:?}", session.spec);
+        ensure!(
+            now.failing_since.is_none() && now.last_error.is_none(),
+            "{now:?}"
+        );
+        ensure!(
+            now.holder.is_none() && now.lease_until.is_none(),
+            "lease kept: {now:?}"
+        );
+        let token = now.sealed_token.clone().context("token dropped")?;
+        ensure!(
+            token != previous.1,
+            "Dex rotates refresh tokens; the new one was not stored"
+        );
+        previous = (now.last_refreshed_at.clone().context("time")?, token);
+    }
+    for app in APPS {
+        ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
+    }
+    Ok(())
+}
+
+both_ways!(
+    a_refresh_the_provider_refuses_ends_the_session,
+    "lc-refused"
+);
+async fn a_refresh_the_provider_refuses_ends_the_session(run: Run) -> Result<()> {
+    let (gateway, mut dex) = start(&run, "3s").await?;
+    let browser = login(&gateway, &dex).await?;
+    ensure!(status(&browser, &gateway, APPS[1]).await? == 200);
+
+    // Dex keeps refresh tokens in memory: after a restart it no longer knows the session's,
+    // and says so at the next refresh.
+    dex.restart().await?;
+    let session = active_until(&browser, &gateway, &run.records, "the revocation", |s| {
+        s.spec.revoked
+    })
+    .await?;
+    let reason = session.spec.revocation_reason.clone().unwrap_or_default();
+    ensure!(reason.contains("identity provider refused"), "{reason}");
+    ensure!(
+        refresh(&session).sealed_token.is_none(),
+        "a dead token was kept"
+    );
+    for app in APPS {
+        let code = status(&browser, &gateway, app).await?;
+        ensure!(code == StatusCode::UNAUTHORIZED.as_u16(), "{app:?}: {code}");
+    }
+    Ok(())
+}
+
+both_ways!(while_the_provider_is_down_each_policy_decides, "lc-down");
+async fn while_the_provider_is_down_each_policy_decides(run: Run) -> Result<()> {
+    let (gateway, mut dex) = start(&run, "3s").await?;
+    let browser = login(&gateway, &dex).await?;
+    ensure!(status(&browser, &gateway, APPS[0]).await? == 200);
+
+    dex.stop().await?;
+    let session = active_until(&browser, &gateway, &run.records, "failingSince", |s| {
+        refresh(s).failing_since.is_some()
+    })
+    .await?;
+    ensure!(
+        !session.spec.revoked,
+        "a transient failure revoked the session"
+    );
+    ensure!(
+        refresh(&session).sealed_token.is_some(),
+        "the token was dropped"
+    );
+    // The gateway's index follows the record within moments.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let strict = status(&browser, &gateway, APPS[0]).await?;
+        if strict == StatusCode::UNAUTHORIZED.as_u16() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "FailClosed still admits: {strict}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for app in &APPS[1..] {
+        ensure!(
+            status(&browser, &gateway, *app).await? == 200,
+            "KeepUntilExpiry must keep the session while the provider is down ({app:?})"
+        );
+    }
+    Ok(())
+}
+
+both_ways!(
+    logging_out_ends_the_session_on_every_app_and_path,
+    "lc-logout"
+);
+async fn logging_out_ends_the_session_on_every_app_and_path(run: Run) -> Result<()> {
+    let (gateway, dex) = start(&run, "5m").await?;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = gateway.browser_with_jar(jar.clone())?;
+    login_with(&browser, &gateway, &dex).await?;
+    for app in APPS {
+        ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
+    }
+    // A copy of every cookie taken before logout (another tab, a stolen jar).
+    let copy = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    for origin in [AUTH, STRICT, LENIENT] {
+        let at = Url::parse(&format!("{}/", gateway.origin(origin)))?;
+        if let Some(cookies) = reqwest::cookie::CookieStore::cookies(&*jar, &at) {
+            for cookie in cookies.to_str()?.split("; ") {
+                copy.add_cookie_str(&format!("{cookie}; Secure; HttpOnly; Path=/"), &at);
+            }
+        }
+    }
+    let stolen = gateway.browser_with_jar(copy)?;
+
+    // Log out from the second host: its cookies go, then the auth host revokes the session.
+    let logout = browser
+        .get(format!("{}/.portcullis/logout", gateway.origin(LENIENT)))
+        .send()
+        .await?;
+    ensure!(logout.status().is_redirection(), "{}", logout.status());
+    let next = logout.headers()[reqwest::header::LOCATION]
+        .to_str()?
+        .to_owned();
+    ensure!(next.starts_with(&gateway.origin(AUTH)), "{next}");
+    let done = browser.get(&next).send().await?;
+    ensure!(done.status() == StatusCode::OK, "{}", done.status());
+    ensure!(
+        run.records.only().await?.spec.revoked,
+        "logout did not revoke the session"
+    );
+
+    // Every app and path refuses, for the browser (whose first host's cookie is still in its
+    // jar) and for the copy taken before logout.
+    for client in [&browser, &stolen] {
+        for app in APPS {
+            let code = status(client, &gateway, app).await?;
+            ensure!(code == StatusCode::UNAUTHORIZED.as_u16(), "{app:?}: {code}");
+        }
+    }
+    // The copy's SSO cookie does not bring the session back either: the auth host sends the
+    // browser to the identity provider instead of handing the session to the app.
+    let mut next = url(&gateway, APPS[0])?;
+    for _ in 0..4 {
+        let response = stolen.get(next.clone()).send().await?;
+        let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+            break;
+        };
+        next = next.join(location.to_str()?)?;
+        ensure!(
+            !next.path().contains("/.portcullis/handoff"),
+            "a logged-out session was handed off: {next}"
+        );
+        if next.as_str().starts_with(&dex.info.issuer) {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("expected a new login at the identity provider, ended at {next}")
+}
