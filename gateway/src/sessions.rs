@@ -37,7 +37,7 @@ pub struct SessionRecorder {
 /// objects and the same patches either way.
 #[derive(Clone)]
 enum Store {
-    Cluster(Api<AccessSession>),
+    Cluster(Box<Api<AccessSession>>),
     Local(std::sync::Arc<crate::local_sessions::LocalStore>),
 }
 
@@ -74,7 +74,7 @@ impl SessionRecorder {
     /// Records sessions in `namespace`.
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
-            store: Store::Cluster(Api::namespaced(client, namespace)),
+            store: Store::Cluster(Box::new(Api::namespaced(client, namespace))),
         }
     }
 
