@@ -50,7 +50,7 @@ spec:
 
 /// Where the session records of one test run live, and how the test reads them.
 enum Records {
-    Cluster(Api<AccessSession>),
+    Cluster(Box<Api<AccessSession>>),
     Local(PathBuf),
 }
 
@@ -104,7 +104,7 @@ where
                     kubeconfig,
                     namespace: ns.clone(),
                 },
-                records: Records::Cluster(Api::namespaced(client, &ns)),
+                records: Records::Cluster(Box::new(Api::namespaced(client, &ns))),
                 dir: scratch(&format!("{name}-cluster"))?,
             };
             scenario(run).await
