@@ -69,7 +69,9 @@ mod tests {
     fn wraps_the_crd_in_the_switches() {
         let t = template(CRD).expect("template");
         assert!(t.starts_with("{{- /* Generated"), "{t}");
-        assert!(t.contains("{{- if .Values.crds.enabled }}\napiVersion: apiextensions.k8s.io/v1\n"));
+        assert!(
+            t.contains("{{- if .Values.crds.enabled }}\napiVersion: apiextensions.k8s.io/v1\n")
+        );
         assert!(t.contains("  name: things.example.test\n  labels:\n"));
         assert!(t.contains("  {{- if .Values.crds.keep }}\n  annotations:\n    helm.sh/resource-policy: keep\n  {{- end }}\nspec:\n"));
         assert!(t.ends_with("{{- end }}\n"), "{t}");

@@ -50,10 +50,7 @@ pub fn generated_files() -> Result<Vec<(String, String)>, GenerateError> {
         let yaml = render_yaml(crd)?;
         let template = chart::template(&yaml)?;
         files.push((format!("crds/yaml/{file}"), yaml));
-        files.push((
-            format!("{}/{file}", chart::TEMPLATE_DIR),
-            template,
-        ));
+        files.push((format!("{}/{file}", chart::TEMPLATE_DIR), template));
     }
     let all: Vec<_> = crds.into_iter().map(|(_, crd)| crd).collect();
     files.push((

@@ -228,7 +228,11 @@ impl<'a> Release<'a> {
     }
 
     fn sa(&self, component: &str) -> String {
-        format!("system:serviceaccount:{}:{}", self.ns, self.object(component))
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.ns,
+            self.object(component)
+        )
     }
 }
 
@@ -286,7 +290,12 @@ fn values_are_checked_with_messages_that_say_what_to_fix() -> Result<()> {
         ),
         // A client secret is never a value.
         (
-            &["-f", &traefik, "--set", "identityProviders[0].clientSecret.value=s3cret"],
+            &[
+                "-f",
+                &traefik,
+                "--set",
+                "identityProviders[0].clientSecret.value=s3cret",
+            ],
             "additional properties 'value' not allowed",
         ),
         (
@@ -317,8 +326,12 @@ fn go_module(module: &str, version: &str) -> Result<PathBuf> {
         .env("GOFLAGS", "-mod=mod")
         .output()
         .context("running go (needed to fetch third-party CRDs)")?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("go mod download {module}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "go mod download {module}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     if let Some(error) = info.get("Error").and_then(|e| e.as_str()) {
         bail!("go mod download {module}@{version}: {error}");
     }
@@ -420,13 +433,7 @@ fn without_groups(manifests: &str, missing: &BTreeMap<String, String>, what: &st
 fn server_validate(manifests: &str, kubeconfig: &Path, what: &str) -> Result<()> {
     let out = run(
         Tool::Kubectl,
-        &[
-            "apply",
-            "--dry-run=server",
-            "--validate=strict",
-            "-f",
-            "-",
-        ],
+        &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
         manifests,
         Some(kubeconfig),
     )?;
@@ -481,7 +488,12 @@ fn validate_everything(
         gateway.upstreamCA.existingConfigMap=corp-ca";
     let mut variants: Vec<(String, Vec<String>)> = EXAMPLES
         .iter()
-        .map(|e| (format!("chart with {e} values"), vec!["-f".to_owned(), example_values(e)]))
+        .map(|e| {
+            (
+                format!("chart with {e} values"),
+                vec!["-f".to_owned(), example_values(e)],
+            )
+        })
         .collect();
     variants.push((
         "chart with every option on".to_owned(),
@@ -505,7 +517,10 @@ fn validate_everything(
         let mut all: Vec<&str> = vec!["template", "portcullis", &chart, "-n", ns];
         all.extend(args.iter().map(String::as_str));
         let rendered = run_ok(Tool::Helm, &all, "", None)?;
-        ensure!(rendered.contains("kind: Deployment"), "{what}: nothing rendered");
+        ensure!(
+            rendered.contains("kind: Deployment"),
+            "{what}: nothing rendered"
+        );
         server_validate(&without_groups(&rendered, missing, what), kubeconfig, what)?;
     }
     for example in EXAMPLES {
@@ -533,7 +548,11 @@ fn validate_everything(
 }
 
 /// Reads a Secret's data as bytes per key.
-async fn secret_data(client: &kube::Client, ns: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get(name)
         .await
@@ -578,13 +597,18 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
     let gateway = deployments.get(&release.object("gateway")).await?;
     for (d, replicas) in [(&operator, 2), (&gateway, 2)] {
         let spec = d.spec.as_ref().context("spec")?;
-        ensure!(spec.replicas == Some(replicas), "replicas of {:?}", d.metadata.name);
-        let pod = spec.template.spec.as_ref().context("pod spec")?;
-        let psc = pod.security_context.as_ref().context("pod securityContext")?;
-        ensure!(psc.run_as_non_root == Some(true));
         ensure!(
-            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()) == Some("RuntimeDefault")
+            spec.replicas == Some(replicas),
+            "replicas of {:?}",
+            d.metadata.name
         );
+        let pod = spec.template.spec.as_ref().context("pod spec")?;
+        let psc = pod
+            .security_context
+            .as_ref()
+            .context("pod securityContext")?;
+        ensure!(psc.run_as_non_root == Some(true));
+        ensure!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()) == Some("RuntimeDefault"));
         let c = pod.containers.first().context("container")?;
         let sc = c.security_context.as_ref().context("securityContext")?;
         ensure!(sc.read_only_root_filesystem == Some(true));
@@ -592,10 +616,21 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         ensure!(
             sc.capabilities.as_ref().and_then(|c| c.drop.clone()) == Some(vec!["ALL".to_owned()])
         );
-        for (probe, path) in [(&c.liveness_probe, "/livez"), (&c.readiness_probe, "/readyz")] {
-            let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).context("probe")?;
+        for (probe, path) in [
+            (&c.liveness_probe, "/livez"),
+            (&c.readiness_probe, "/readyz"),
+        ] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .context("probe")?;
             ensure!(get.path.as_deref() == Some(path));
-            ensure!(get.port == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("ops".into()));
+            ensure!(
+                get.port
+                    == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                        "ops".into()
+                    )
+            );
         }
         let sleep = c
             .lifecycle
@@ -626,10 +661,16 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         format!("--lease-namespace={ns}"),
         "--lease-name=portcullis-operator".to_owned(),
         format!("--session-namespace={ns}"),
-        format!("--gateway-service-accounts={ns}:{}", release.object("gateway")),
+        format!(
+            "--gateway-service-accounts={ns}:{}",
+            release.object("gateway")
+        ),
         "--token-audience=portcullis-operator".to_owned(),
     ] {
-        ensure!(op_args.contains(&expected), "operator lacks {expected}: {op_args:?}");
+        ensure!(
+            op_args.contains(&expected),
+            "operator lacks {expected}: {op_args:?}"
+        );
     }
     let env: Vec<_> = operator
         .spec
@@ -641,7 +682,10 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
     for (name, field) in [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")] {
         ensure!(
             env.iter().any(|e| e.name == name
-                && e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str())
+                && e.value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str())
                     == Some(field)),
             "operator env {name} from {field}"
         );
@@ -658,7 +702,10 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         "--trusted-proxies=10.0.0.0/8".to_owned(),
         "--gateway-id=$(POD_NAME)".to_owned(),
     ] {
-        ensure!(gw_args.contains(&expected), "gateway lacks {expected}: {gw_args:?}");
+        ensure!(
+            gw_args.contains(&expected),
+            "gateway lacks {expected}: {gw_args:?}"
+        );
     }
     let pod = gateway
         .spec
@@ -676,15 +723,29 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         .context("projected token")?;
     ensure!(token.audience.as_deref() == Some("portcullis-operator"));
     let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
-    ensure!(mounts.iter().any(|m| m.name == "operator-token" && m.mount_path == "/var/run/secrets/portcullis"));
-    ensure!(mounts.iter().any(|m| m.name == "session-key" && m.mount_path == "/etc/portcullis/session-key"));
+    ensure!(
+        mounts
+            .iter()
+            .any(|m| m.name == "operator-token" && m.mount_path == "/var/run/secrets/portcullis")
+    );
+    ensure!(
+        mounts
+            .iter()
+            .any(|m| m.name == "session-key" && m.mount_path == "/etc/portcullis/session-key")
+    );
     // The gateway gets only ca.crt of the operator's serving Secret, never its key.
     let ca = volumes
         .iter()
         .find(|v| v.name == "operator-ca")
         .and_then(|v| v.secret.as_ref())
         .context("operator-ca volume")?;
-    let items: Vec<_> = ca.items.clone().unwrap_or_default().into_iter().map(|i| i.key).collect();
+    let items: Vec<_> = ca
+        .items
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
     ensure!(items == ["ca.crt"], "{items:?}");
 
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -702,9 +763,18 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         .context("identity-providers.yaml")?;
     let parsed: serde_json::Value = serde_saphyr::from_str(&file)?;
     let idp = &parsed["identityProviders"][0];
-    ensure!(idp["name"] == "dex" && idp["clientId"] == "portcullis", "{file}");
-    ensure!(idp["clientSecretFile"] == "/etc/portcullis/idp-secrets/dex/client-secret", "{file}");
-    ensure!(idp["forwardClaims"][0] == "hd" && idp.get("clientSecret").is_none(), "{file}");
+    ensure!(
+        idp["name"] == "dex" && idp["clientId"] == "portcullis",
+        "{file}"
+    );
+    ensure!(
+        idp["clientSecretFile"] == "/etc/portcullis/idp-secrets/dex/client-secret",
+        "{file}"
+    );
+    ensure!(
+        idp["forwardClaims"][0] == "hd" && idp.get("clientSecret").is_none(),
+        "{file}"
+    );
 
     // Generated keys: a P-256 key the gateway's own key loader accepts, a 32-byte session key,
     // and an operator certificate with its CA.
@@ -717,18 +787,39 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
     ensure!(session.get("key").map(Vec::len) == Some(32));
     let tls = secret_data(client, ns, &release.object("operator-tls")).await?;
     for key in ["ca.crt", "tls.crt", "tls.key"] {
-        ensure!(tls.get(key).is_some_and(|v| !v.is_empty()), "operator-tls lacks {key}");
+        ensure!(
+            tls.get(key).is_some_and(|v| !v.is_empty()),
+            "operator-tls lacks {key}"
+        );
     }
     let gw_tls = secret_data(client, ns, &release.object("gateway-tls")).await?;
-    ensure!(gw_tls.get("ca.crt") == tls.get("ca.crt"), "one CA signs both");
+    ensure!(
+        gw_tls.get("ca.crt") == tls.get("ca.crt"),
+        "one CA signs both"
+    );
 
     // Each remaining kind exists.
     for (kind, names) in [
-        ("serviceaccount", vec![release.object("operator"), release.object("gateway")]),
-        ("role", vec![release.object("operator"), release.object("gateway")]),
-        ("rolebinding", vec![release.object("operator"), release.object("gateway")]),
-        ("networkpolicy", vec![release.object("operator"), release.object("gateway")]),
-        ("poddisruptionbudget", vec![release.object("operator"), release.object("gateway")]),
+        (
+            "serviceaccount",
+            vec![release.object("operator"), release.object("gateway")],
+        ),
+        (
+            "role",
+            vec![release.object("operator"), release.object("gateway")],
+        ),
+        (
+            "rolebinding",
+            vec![release.object("operator"), release.object("gateway")],
+        ),
+        (
+            "networkpolicy",
+            vec![release.object("operator"), release.object("gateway")],
+        ),
+        (
+            "poddisruptionbudget",
+            vec![release.object("operator"), release.object("gateway")],
+        ),
         ("clusterrole", vec![release.object("operator")]),
         ("clusterrolebinding", vec![release.object("operator")]),
     ] {
@@ -748,7 +839,10 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
         "",
         Some(release.kubeconfig),
     )?;
-    ensure!(!gw_cluster_role.ok, "the gateway must not have a ClusterRole");
+    ensure!(
+        !gw_cluster_role.ok,
+        "the gateway must not have a ClusterRole"
+    );
     Ok(())
 }
 
@@ -791,13 +885,25 @@ fn check_rbac(release: &Release<'_>) -> Result<()> {
         (&gateway, "list", "secrets", ns, false),
         (&gateway, "get", policies, ns, false),
         (&gateway, "list", policies, "", false),
-        (&gateway, "create", "tokenreviews.authentication.k8s.io", "", false),
+        (
+            &gateway,
+            "create",
+            "tokenreviews.authentication.k8s.io",
+            "",
+            false,
+        ),
         (&gateway, "get", "leases.coordination.k8s.io", ns, false),
         // The operator.
         (&operator, "list", policies, "", true),
         (&operator, "watch", policies, "", true),
         (&operator, "get", policies, "default", true),
-        (&operator, "patch", &format!("{policies}/status"), "default", true),
+        (
+            &operator,
+            "patch",
+            &format!("{policies}/status"),
+            "default",
+            true,
+        ),
         (&operator, "update", policies, "default", false),
         (&operator, "patch", policies, "default", false),
         (&operator, "delete", policies, "default", false),
@@ -819,9 +925,27 @@ fn check_rbac(release: &Release<'_>) -> Result<()> {
         (&operator, "update", "leases.coordination.k8s.io", ns, true),
         (&operator, "get", "leases.coordination.k8s.io", ns, true),
         (&operator, "delete", "leases.coordination.k8s.io", ns, false),
-        (&operator, "create", "leases.coordination.k8s.io", "default", false),
-        (&operator, "create", "tokenreviews.authentication.k8s.io", "", true),
-        (&operator, "create", "subjectaccessreviews.authorization.k8s.io", "", false),
+        (
+            &operator,
+            "create",
+            "leases.coordination.k8s.io",
+            "default",
+            false,
+        ),
+        (
+            &operator,
+            "create",
+            "tokenreviews.authentication.k8s.io",
+            "",
+            true,
+        ),
+        (
+            &operator,
+            "create",
+            "subjectaccessreviews.authorization.k8s.io",
+            "",
+            false,
+        ),
         (&operator, "list", "configmaps", ns, false),
         (&operator, "create", "pods", ns, false),
     ];
@@ -850,10 +974,16 @@ fn check_rbac(release: &Release<'_>) -> Result<()> {
             out.stderr
         );
         if (answer == "yes") != *allowed {
-            wrong.push(format!("{who} {verb} {resource} in {namespace:?}: {answer}"));
+            wrong.push(format!(
+                "{who} {verb} {resource} in {namespace:?}: {answer}"
+            ));
         }
     }
-    ensure!(wrong.is_empty(), "RBAC differs from the contract:\n{}", wrong.join("\n"));
+    ensure!(
+        wrong.is_empty(),
+        "RBAC differs from the contract:\n{}",
+        wrong.join("\n")
+    );
     Ok(())
 }
 
@@ -908,8 +1038,14 @@ async fn check_upgrade_keeps_keys(client: &kube::Client, release: &Release<'_>) 
         .await?;
     release.upgrade(&[])?;
     let renewed = secret_data(client, ns, &release.object("gateway-tls")).await?;
-    ensure!(renewed.get("tls.crt") != before[3].get("tls.crt"), "not renewed");
-    ensure!(renewed.get("ca.crt") == before[2].get("ca.crt"), "not the kept CA");
+    ensure!(
+        renewed.get("tls.crt") != before[3].get("tls.crt"),
+        "not renewed"
+    );
+    ensure!(
+        renewed.get("ca.crt") == before[2].get("ca.crt"),
+        "not the kept CA"
+    );
     Ok(())
 }
 
@@ -978,7 +1114,9 @@ async fn crd_changes_reach_the_cluster_on_upgrade_and_survive_uninstall() {
         .await;
     // Whatever happened, the shared CRDs are back to what every other test expects.
     let client = cluster.client().await.expect("client");
-    install_crds(&client).await.expect("restoring the shared CRDs");
+    install_crds(&client)
+        .await
+        .expect("restoring the shared CRDs");
     result.expect("CRD lifecycle");
 }
 
@@ -1003,7 +1141,12 @@ async fn check_crd_lifecycle(client: &kube::Client, ns: &str, kubeconfig: &Path)
         let crd = format!("crd/{name}");
         run_ok(
             Tool::Kubectl,
-            &["label", &crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"],
+            &[
+                "label",
+                &crd,
+                "app.kubernetes.io/managed-by=Helm",
+                "--overwrite",
+            ],
             "",
             Some(kubeconfig),
         )?;
@@ -1020,7 +1163,14 @@ async fn check_crd_lifecycle(client: &kube::Client, ns: &str, kubeconfig: &Path)
             Some(kubeconfig),
         )?;
     }
-    let release = Release::new(ns, kubeconfig, &INSTALL_VALUES.replace("crds: {enabled: false}", "crds: {enabled: true, keep: true}"))?;
+    let release = Release::new(
+        ns,
+        kubeconfig,
+        &INSTALL_VALUES.replace(
+            "crds: {enabled: false}",
+            "crds: {enabled: true, keep: true}",
+        ),
+    )?;
 
     // Install an older chart whose AccessPolicy CRD differs.
     let old = Scratch::new("old-chart")?;
@@ -1029,12 +1179,26 @@ async fn check_crd_lifecycle(client: &kube::Client, ns: &str, kubeconfig: &Path)
     let text = std::fs::read_to_string(&template)?;
     let original = "description: \"AccessPolicy protects";
     ensure!(text.contains(original), "unexpected CRD template");
-    std::fs::write(&template, text.replacen(original, &format!("description: \"{CRD_MARK}AccessPolicy protects"), 1))?;
+    std::fs::write(
+        &template,
+        text.replacen(
+            original,
+            &format!("description: \"{CRD_MARK}AccessPolicy protects"),
+            1,
+        ),
+    )?;
     release.helm("install", &old.0, &[])?;
     let installed = crds.get(policies).await?;
-    ensure!(crd_description(&installed).starts_with(CRD_MARK), "install did not apply the chart's CRD");
     ensure!(
-        installed.annotations().get("helm.sh/resource-policy").map(String::as_str) == Some("keep"),
+        crd_description(&installed).starts_with(CRD_MARK),
+        "install did not apply the chart's CRD"
+    );
+    ensure!(
+        installed
+            .annotations()
+            .get("helm.sh/resource-policy")
+            .map(String::as_str)
+            == Some("keep"),
         "crds.keep did not annotate"
     );
 
@@ -1046,7 +1210,10 @@ async fn check_crd_lifecycle(client: &kube::Client, ns: &str, kubeconfig: &Path)
         .find(|(_, c)| c.metadata.name.as_deref() == Some(policies))
         .map(|(_, c)| crd_description(&c))
         .context("generated CRD")?;
-    ensure!(crd_description(&upgraded) == generated, "upgrade did not update the CRD");
+    ensure!(
+        crd_description(&upgraded) == generated,
+        "upgrade did not update the CRD"
+    );
 
     // Uninstall keeps them (and so every AccessPolicy and AccessSession).
     let out = release.uninstall()?;
@@ -1083,7 +1250,14 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 fn keep_off_renders_no_keep_annotation_and_crds_off_renders_no_crds() -> Result<()> {
     let chart = chart().display().to_string();
     let values = example_values("traefik");
-    let render = |set: &str| run_ok(Tool::Helm, &["template", "t", &chart, "-f", &values, "--set", set], "", None);
+    let render = |set: &str| {
+        run_ok(
+            Tool::Helm,
+            &["template", "t", &chart, "-f", &values, "--set", set],
+            "",
+            None,
+        )
+    };
     let keep = render("crds.keep=true")?;
     ensure!(keep.matches("kind: CustomResourceDefinition").count() == 2);
     ensure!(keep.matches("helm.sh/resource-policy: keep").count() == 2);
@@ -1097,10 +1271,43 @@ fn keep_off_renders_no_keep_annotation_and_crds_off_renders_no_crds() -> Result<
         let name = crd.metadata.name.clone().context("name")?;
         let doc = split_documents(&keep)
             .into_iter()
-            .find(|d| d.contains(&format!("  name: {name}\n")) && d.contains("kind: CustomResourceDefinition"))
+            .find(|d| {
+                d.contains(&format!("  name: {name}\n"))
+                    && d.contains("kind: CustomResourceDefinition")
+            })
             .with_context(|| format!("{name} not rendered"))?;
         let rendered: CustomResourceDefinition = serde_saphyr::from_str(&doc)?;
-        ensure!(rendered.spec == crd.spec, "{name}: rendered spec differs from the types");
+        ensure!(
+            rendered.spec == crd.spec,
+            "{name}: rendered spec differs from the types"
+        );
+    }
+    Ok(())
+}
+
+/// docs/ingress/*.md show the example files byte for byte, so the manifests users copy are the
+/// ones the tests above validate.
+#[test]
+fn ingress_docs_show_the_tested_example_files() -> Result<()> {
+    for example in EXAMPLES {
+        let page = repo().join(format!("docs/ingress/{example}.md"));
+        let doc = std::fs::read_to_string(&page)
+            .with_context(|| format!("reading {}", page.display()))?;
+        let dir = repo().join("examples/ingress").join(example);
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let file = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("file name")?;
+            let text = std::fs::read_to_string(&path)?;
+            let shown = format!("`examples/ingress/{example}/{file}`:\n\n```yaml\n{text}```\n");
+            ensure!(
+                doc.contains(&shown),
+                "{} does not show examples/ingress/{example}/{file} as it is",
+                page.display()
+            );
+        }
     }
     Ok(())
 }
