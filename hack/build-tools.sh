@@ -2,11 +2,11 @@
 # Builds the real third-party components the tests and the demo run against, from their
 # published Go modules, into a cache outside the repository:
 #   kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd), dex (github.com/dexidp/dex),
-#   helm (helm.sh/helm/v3).
+#   helm (helm.sh/helm/v3), which the chart tests use.
 # Each binary is built once per pinned version; a second run is a no-op.
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm ...]
-#        (default: everything the tests use; helm only when asked for)
+#        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
 
@@ -116,18 +116,31 @@ EOF
   stamp dex "$DEX_VERSION-$DEX_API_VERSION"
 }
 
+# Helm's release builds stamp its version and the Kubernetes version of its client libraries
+# (the default for `helm template` / `helm lint` capabilities); without them it claims
+# Kubernetes v1.20 and refuses charts that need a newer one. Same -X flags as Helm's Makefile.
 build_helm() {
-  fresh helm "$HELM_VERSION" && return
+  fresh helm "$HELM_VERSION-ldflags" && return
   log "helm $HELM_VERSION"
   local dir="$SRC/helm"
   wrapper "$dir" helm
   (cd "$dir" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" &&
-    go build -ldflags='-s -w' -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
-  stamp helm "$HELM_VERSION"
+    # client-go v0.N.x is Kubernetes 1.N.
+    local kube minor major=1 &&
+    kube=$(go list -f '{{.Version}}' -m k8s.io/client-go) &&
+    minor=${kube#v0.} && minor=${minor%%.*} &&
+    go build -ldflags="-s -w \
+      -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+      -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+  stamp helm "$HELM_VERSION-ldflags"
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;

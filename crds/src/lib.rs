@@ -9,6 +9,7 @@
 // reads the derive's helper attribute as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod chart;
 pub mod policy;
 pub mod reference;
 pub mod session;
@@ -42,13 +43,16 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 }
 
 /// Every file generated from the types, as (path relative to the repository root, contents):
-/// the CRD YAML and the CRD reference. `crdgen` writes them and a test compares them with what
-/// is committed.
-pub fn generated_files() -> Result<Vec<(String, String)>, serde_saphyr::ser::Error> {
+/// the CRD YAML, the same CRDs as Helm templates of the chart, and the CRD reference. `crdgen`
+/// writes them and a test compares them with what is committed.
+pub fn generated_files() -> Result<Vec<(String, String)>, GenerateError> {
     let crds = crds();
-    let mut files = Vec::with_capacity(crds.len() + 1);
+    let mut files = Vec::with_capacity(2 * crds.len() + 1);
     for (file, crd) in &crds {
-        files.push((format!("crds/yaml/{file}"), render_yaml(crd)?));
+        let yaml = render_yaml(crd)?;
+        let template = chart::template(&yaml)?;
+        files.push((format!("crds/yaml/{file}"), yaml));
+        files.push((format!("{}/{file}", chart::TEMPLATE_DIR), template));
     }
     let all: Vec<_> = crds.into_iter().map(|(_, crd)| crd).collect();
     files.push((
@@ -56,6 +60,17 @@ pub fn generated_files() -> Result<Vec<(String, String)>, serde_saphyr::ser::Err
         reference::markdown(&all),
     ));
     Ok(files)
+}
+
+/// A generated file could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The CRD did not serialize as YAML.
+    #[error("rendering a CRD as YAML: {0}")]
+    Yaml(#[from] serde_saphyr::ser::Error),
+    /// The rendered YAML does not have the shape the chart template is spliced into.
+    #[error("wrapping a CRD as a chart template: {0}")]
+    Chart(#[from] chart::ChartError),
 }
 
 /// Renders a CRD as the YAML committed to the repository.

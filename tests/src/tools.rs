@@ -22,6 +22,8 @@ pub enum Tool {
     Dex,
     /// kubectl at the API server's version (the machine's own may be skewed).
     Kubectl,
+    /// Helm v3, for the chart tests.
+    Helm,
 }
 
 /// A binary is missing from the tools cache.
@@ -54,6 +56,7 @@ impl Tool {
             Tool::KubeControllerManager => "kube-controller-manager",
             Tool::Dex => "dex",
             Tool::Kubectl => "kubectl",
+            Tool::Helm => "helm",
         }
     }
 
