@@ -54,6 +54,9 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
         "/.portcullis/logout" => {
             crate::logout::auth_host(gateway, &req.headers, query_param(&req.uri, "rd")).await
         }
+        "/.portcullis/logged-out" => {
+            crate::logout::logged_out(gateway, query_param(&req.uri, "state"))
+        }
         "/.portcullis/callback" => callback(gateway, &req).await,
         "/" => Html(page(
             "Portcullis",

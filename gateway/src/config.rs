@@ -164,6 +164,12 @@ pub struct IdpConfig {
     /// transient and handled by the policy's `refreshFailure`.
     #[serde(default = "default_refresh_rejections")]
     pub refresh_rejection_errors: Vec<String>,
+    /// RP-initiated logout: after `/.portcullis/logout` on the auth host, send the browser to
+    /// this provider's `end_session_endpoint` (OpenID Connect RP-Initiated Logout 1.0) so the
+    /// provider's own session ends too. The provider must accept
+    /// `https://<auth host>/.portcullis/logged-out` as a post-logout redirect URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<url::Url>,
 }
 
 fn default_refresh_interval() -> Duration {

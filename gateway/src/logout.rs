@@ -69,6 +69,9 @@ pub async fn auth_host(
 ) -> Response {
     let now = now();
     let jar = cookies::parse(headers);
+    // Only back to one of our own apps; anything else is simply not offered.
+    let back = rd.filter(|rd| back_link_allowed(gateway, rd));
+    let mut at_provider = None;
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
     {
@@ -79,27 +82,69 @@ pub async fn auth_host(
             // The cookie is cleared regardless; the record stays live until it expires.
             warn!(%error, sid = %session.sid, "could not revoke the session at logout");
         }
+        at_provider = gateway
+            .providers
+            .get(&session.idp)
+            .ok()
+            .and_then(|p| end_session_url(gateway, p.config(), back.as_deref()));
     }
-    // Only back to one of our own apps; anything else is simply not offered.
-    let back = rd.filter(|rd| back_link_allowed(gateway, rd));
-    let link = back
-        .map(|rd| {
-            format!(
-                r#"<p><a href="{}">Back to the application</a></p>"#,
-                html_escape(&rd)
-            )
-        })
-        .unwrap_or_default();
-    let mut response = Html(page(
-        "Signed out",
-        &format!("<p>You are signed out.</p>{link}"),
-    ))
-    .into_response();
+    let mut response = match at_provider {
+        // RP-initiated logout: the provider ends its own session and sends the browser back to
+        // `/.portcullis/logged-out`.
+        Some(url) => redirect(url.as_str(), Vec::new()),
+        None => signed_out_page(back.as_deref()),
+    };
     if let Some(cookie) = cookies::clear(cookies::SSO) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     no_store(response.headers_mut());
     response
+}
+
+/// `/.portcullis/logged-out`: where the identity provider returns the browser after its own
+/// logout. `state` is the back link, judged again like any other.
+pub fn logged_out(gateway: &Gateway, state: Option<String>) -> Response {
+    let back = state.filter(|rd| back_link_allowed(gateway, rd));
+    let mut response = signed_out_page(back.as_deref());
+    no_store(response.headers_mut());
+    response
+}
+
+/// The provider's logout URL for this gateway: `client_id`, the fixed post-logout redirect
+/// URI, and the (already allow-listed) back link as `state`.
+fn end_session_url(
+    gateway: &Gateway,
+    idp: &crate::config::IdpConfig,
+    back: Option<&str>,
+) -> Option<url::Url> {
+    let mut url = idp.end_session_endpoint.clone()?;
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("client_id", &idp.client_id).append_pair(
+            "post_logout_redirect_uri",
+            &format!("{}/.portcullis/logged-out", gateway.issuer),
+        );
+        if let Some(back) = back {
+            query.append_pair("state", back);
+        }
+    }
+    Some(url)
+}
+
+fn signed_out_page(back: Option<&str>) -> Response {
+    let link = back
+        .map(|rd| {
+            format!(
+                r#"<p><a href="{}">Back to the application</a></p>"#,
+                html_escape(rd)
+            )
+        })
+        .unwrap_or_default();
+    Html(page(
+        "Signed out",
+        &format!("<p>You are signed out.</p>{link}"),
+    ))
+    .into_response()
 }
 
 fn back_link_allowed(gateway: &Gateway, rd: &str) -> bool {

@@ -478,6 +478,15 @@ impl Providers {
                 .trim()
                 .to_owned();
             let name = config.name.clone();
+            if let Some(endpoint) = &config.end_session_endpoint
+                && (endpoint.scheme() != "https"
+                    || endpoint.fragment().is_some()
+                    || !endpoint.username().is_empty())
+            {
+                return Err(OidcError::Config(format!(
+                    "endSessionEndpoint of {name} must be an https URL without fragment or credentials"
+                )));
+            }
             let provider = Provider {
                 config,
                 secret,

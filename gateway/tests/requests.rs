@@ -19,7 +19,7 @@ use portcullis_gateway::{
     oidc::Providers,
     proxy::{Proxy, ProxyConfig},
     state::{self, Snapshot},
-    tokens::{AssertionClaims, HandoffClaims},
+    tokens::{AssertionClaims, HandoffClaims, SsoClaims},
 };
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use tokio::sync::watch;
@@ -144,6 +144,9 @@ async fn harness() -> Harness {
         require_auth_time: true,
         refresh_interval: std::time::Duration::from_secs(300),
         refresh_rejection_errors: vec!["invalid_grant".into()],
+        // Never contacted: the browser is sent there.
+        end_session_endpoint: (name == "corp")
+            .then(|| url::Url::parse("https://sso.corp.test/logout?tenant=t1").expect("url")),
     };
     let providers = Providers::new(
         vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],
@@ -1176,6 +1179,97 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
             reply.body
         );
     }
+}
+
+#[tokio::test]
+async fn logout_continues_at_the_providers_end_session_endpoint() {
+    let h = harness().await;
+    let now = portcullis_gateway::gateway::now();
+    let sso = |idp: &str| {
+        let claims = SsoClaims {
+            iss: "https://auth.portcullis.test:8443".into(),
+            aud: "https://auth.portcullis.test:8443".into(),
+            sub: "alice".into(),
+            email: Some("alice@example.com".into()),
+            groups: vec![],
+            ext: Default::default(),
+            sid: "s1".into(),
+            idp: idp.into(),
+            auth_time: now,
+            iat: now,
+            exp: now + 600,
+        };
+        h.keys.sign(TokenKind::Sso, &claims).expect("sign")
+    };
+    let back = "https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F";
+    let token = format!("{}={}", cookies::SSO, sso("corp"));
+    let reply = h
+        .get(
+            AUTH,
+            &format!("/.portcullis/logout?rd={back}"),
+            &[("cookie", token.as_str())],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    let to = url::Url::parse(reply.location()).expect("location");
+    assert_eq!(to.host_str(), Some("sso.corp.test"));
+    let query: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(query["tenant"], "t1");
+    assert_eq!(query["client_id"], "portcullis");
+    assert_eq!(
+        query["post_logout_redirect_uri"],
+        "https://auth.portcullis.test:8443/.portcullis/logged-out"
+    );
+    assert_eq!(query["state"], "https://myserver.portcullis.test:8443/");
+    // The SSO cookie is cleared on the way out.
+    assert!(
+        reply.headers.get_all(header::SET_COOKIE).iter().any(|c| {
+            let c = c.to_str().unwrap_or_default();
+            c.starts_with(cookies::SSO) && c.contains("Max-Age=0")
+        }),
+        "{:?}",
+        reply.headers
+    );
+    // A back link that is not ours is not handed to the provider.
+    let reply = h
+        .get(
+            AUTH,
+            "/.portcullis/logout?rd=https%3A%2F%2Fevil.test%2F",
+            &[("cookie", token.as_str())],
+        )
+        .await;
+    let to = url::Url::parse(reply.location()).expect("location");
+    assert!(!to.query_pairs().any(|(k, _)| k == "state"), "{to}");
+    // A provider without an end-session endpoint: the signed-out page, as before.
+    let reply = h
+        .get(
+            AUTH,
+            "/.portcullis/logout",
+            &[(
+                "cookie",
+                format!("{}={}", cookies::SSO, sso("dex")).as_str(),
+            )],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Back from the provider: the state is judged again.
+    let reply = h
+        .get(AUTH, &format!("/.portcullis/logged-out?state={back}"), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .body
+            .contains(r#"href="https://myserver.portcullis.test:8443/""#)
+    );
+    let reply = h
+        .get(
+            AUTH,
+            "/.portcullis/logged-out?state=https%3A%2F%2Fevil.test%2F",
+            &[],
+        )
+        .await;
+    assert!(!reply.body.contains("evil.test"), "{}", reply.body);
 }
 
 #[tokio::test]
