@@ -184,10 +184,11 @@ fn authenticate(
     let name = cookies::app_cookie(&policy.id);
     let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
     let audience = policy.id.to_string();
-    let claims = gateway
+    let mut claims = gateway
         .app_tokens
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
+    let mut identity_changed = false;
     if claims.epoch < policy.epoch {
         return Err(Unauthenticated::StaleEpoch);
     }
@@ -205,11 +206,29 @@ fn authenticate(
         {
             return Err(Unauthenticated::RefreshFailing);
         }
+        // The provider now states another email or other groups than the token carries (a
+        // refresh re-read them): judge this request by the current ones, and renew the token
+        // with them on this response.
+        if let Some(current) = index.identity(&claims.sid)
+            && (current.email != claims.email || current.groups != claims.groups)
+        {
+            let mut updated = (*claims).clone();
+            updated.email = current.email.clone();
+            updated.groups = current.groups.clone();
+            claims = Arc::new(updated);
+            identity_changed = true;
+        }
     }
     if let Some(refresher) = &gateway.refresher {
         refresher.touch(&claims.sid, &claims.idp, now);
     }
     match session::standing(&claims, &policy.session, now) {
+        Standing::Fresh if identity_changed => Ok(Session {
+            token: Arc::from(token),
+            claims,
+            standing: Standing::Renew,
+            renewal: None,
+        }),
         standing @ (Standing::Fresh | Standing::Renew) => Ok(Session {
             token: Arc::from(token),
             claims,

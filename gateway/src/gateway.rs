@@ -24,8 +24,17 @@ use tokio::sync::watch;
 /// Verified tokens kept per kind (each entry is a few hundred bytes).
 const VERIFIER_CAPACITY: usize = 100_000;
 
-/// (app token, host) → (assertion, its expiry).
-type AssertionCache = HashMap<(Arc<str>, String), (Arc<str>, u64)>;
+/// (app token, host) → the assertion minted for it.
+type AssertionCache = HashMap<(Arc<str>, String), CachedAssertion>;
+
+/// An assertion and what it was minted from: the identity is compared on every hit, because a
+/// session's email and groups can change under the same app token (after an IdP refresh).
+struct CachedAssertion {
+    assertion: Arc<str>,
+    exp: u64,
+    email: Option<String>,
+    groups: Vec<String>,
+}
 
 /// Fixed settings.
 #[derive(Clone, Debug)]
@@ -192,10 +201,12 @@ impl Gateway {
     ) -> Option<Arc<str>> {
         let key = (token.clone(), host.to_owned());
         if let Ok(cache) = self.assertions.lock()
-            && let Some((assertion, exp)) = cache.get(&key)
-            && *exp > now + 10
+            && let Some(cached) = cache.get(&key)
+            && cached.exp > now + 10
+            && cached.email == app.email
+            && cached.groups == app.groups
         {
-            return Some(assertion.clone());
+            return Some(cached.assertion.clone());
         }
         // Short-lived, whatever the app token: an expired token of a live session is being
         // renewed on this very response.
@@ -214,9 +225,17 @@ impl Gateway {
         let assertion: Arc<str> = self.keys.sign(TokenKind::Assertion, &claims).ok()?.into();
         if let Ok(mut cache) = self.assertions.lock() {
             if cache.len() > 50_000 {
-                cache.retain(|_, (_, e)| *e > now);
+                cache.retain(|_, cached| cached.exp > now);
             }
-            cache.insert(key, (assertion.clone(), exp));
+            cache.insert(
+                key,
+                CachedAssertion {
+                    assertion: assertion.clone(),
+                    exp,
+                    email: app.email.clone(),
+                    groups: app.groups.clone(),
+                },
+            );
         }
         Some(assertion)
     }

@@ -33,6 +33,16 @@ pub struct Entry {
     /// Since when (unix seconds) the identity provider has failed to confirm the session, if
     /// it is failing now; each policy's `refreshFailure` decides what that means.
     pub refresh_failing_since: Option<u64>,
+    /// Email and groups as last confirmed by the identity provider (security rule 15: they
+    /// are re-read at every refresh), shared with the request path.
+    pub identity: Arc<SessionIdentity>,
+}
+
+/// A session's current email and groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub email: Option<String>,
+    pub groups: Vec<String>,
 }
 
 /// What a session id amounts to.
@@ -73,6 +83,11 @@ impl SessionIndex {
         index
     }
 
+    /// The current email and groups of session `sid`.
+    pub fn identity(&self, sid: &str) -> Option<&SessionIdentity> {
+        self.entries.get(sid).map(|e| e.identity.as_ref())
+    }
+
     /// Since when the identity provider has failed to confirm session `sid`, if it is failing.
     pub fn refresh_failing_since(&self, sid: &str) -> Option<u64> {
         self.entries.get(sid)?.refresh_failing_since
@@ -90,13 +105,21 @@ impl SessionIndex {
             .and_then(|s| s.refresh.as_ref())
             .and_then(|r| r.failing_since.as_ref())
             .and_then(|t| u64::try_from(t.0.as_second()).ok());
+        let identity = SessionIdentity {
+            email: session.spec.email.clone(),
+            groups: session.spec.groups.clone(),
+        };
         let entry = self.entries.entry(sid).or_insert_with(|| Entry {
             subject: session.spec.subject.clone(),
             ended,
             expires_at,
             refresh_failing_since: failing_since,
+            identity: Arc::new(identity.clone()),
         });
         entry.refresh_failing_since = failing_since;
+        if *entry.identity != identity {
+            entry.identity = Arc::new(identity);
+        }
         // Monotonic: once ended, always ended; expiry only moves earlier.
         entry.ended |= ended || entry.subject != session.spec.subject;
         entry.expires_at = entry.expires_at.min(expires_at);

@@ -123,6 +123,11 @@ fn snapshot(version: u64, yaml: &str) -> Snapshot {
 }
 
 async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+/// [`harness`] with session records (the standalone store, so no cluster is needed).
+async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServices>) -> Harness {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let upstream = portcullis_tests::upstream::echo().await.expect("upstream");
     let (tx, rx) = watch::channel(Arc::new(snapshot(1, &policies(upstream))));
@@ -161,7 +166,15 @@ async fn harness() -> Harness {
         trusted_proxies: vec!["10.9.0.0/16".parse().expect("cidr")],
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
-    let gateway = Gateway::new(settings, rx, keys.clone(), providers, proxy, Metrics::new());
+    let gateway = Gateway::with_sessions(
+        settings,
+        rx,
+        keys.clone(),
+        providers,
+        proxy,
+        Metrics::new(),
+        sessions,
+    );
     Harness {
         gateway,
         keys,
@@ -1012,6 +1025,96 @@ async fn an_active_session_is_renewed_in_the_background_without_a_redirect() {
             "{set_cookie}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
+    use portcullis_gateway::{
+        gateway::SessionServices,
+        local_sessions::LocalStore,
+        sessions::{NewSession, RefreshOutcome, SessionRecorder},
+    };
+    let store = LocalStore::open(None).expect("store");
+    let recorder = SessionRecorder::local(store.clone());
+    let h = harness_with(Some(SessionServices {
+        recorder: recorder.clone(),
+        index: store.index(),
+        refresher: None,
+    }))
+    .await;
+    let start = now();
+    recorder
+        .record(&NewSession {
+            sid: "s-1",
+            subject: "sub-alice@example.com",
+            email: Some("alice@example.com"),
+            groups: &["staff".to_owned()],
+            identity_provider: "dex",
+            issued_at: start,
+            expires_at: start + 3600,
+            sealed_refresh_token: None,
+        })
+        .await
+        .expect("recorded");
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    let api = ("sec-fetch-mode", "cors");
+    let headers = [(cookie.0.as_str(), cookie.1.as_str()), api];
+    let get = || h.get(APP, "/express/api", &headers);
+    let reply = get().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        renewed_token(&reply).is_none(),
+        "a fresh token is not renewed"
+    );
+
+    // A refresh learns that the account is now mallory's, whom the policy denies: the very
+    // next request with the old token is judged as mallory.
+    let confirm = |email: &str, groups: &[&str]| RefreshOutcome::Confirmed {
+        sealed_token: None,
+        identity: Some((
+            Some(email.to_owned()),
+            groups.iter().map(|g| (*g).to_owned()).collect(),
+        )),
+    };
+    recorder
+        .finish_refresh("s-1", &confirm("mallory@example.com", &["staff"]), now())
+        .await
+        .expect("written");
+    assert_eq!(get().await.status, StatusCode::FORBIDDEN);
+
+    // New groups: allowed again, and the token is renewed at once with the current identity.
+    recorder
+        .finish_refresh(
+            "s-1",
+            &confirm("alice@example.com", &["staff", "ops"]),
+            now(),
+        )
+        .await
+        .expect("written");
+    let reply = get().await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let renewed = renewed_token(&reply).expect("renewed with the new identity");
+    let claims: AppClaims = h
+        .keys
+        .verify(
+            TokenKind::App,
+            &renewed,
+            "https://auth.portcullis.test:8443",
+            Some("team/apps"),
+            now(),
+        )
+        .expect("verifies");
+    assert_eq!(claims.groups, ["staff", "ops"]);
+    assert!(
+        reply.body.to_ascii_lowercase().contains("staff,ops"),
+        "the upstream must see the current groups: {}",
+        reply.body
+    );
+
+    // Revoked in the store: refused on the next request.
+    recorder.revoke("s-1", "test").await.expect("revoked");
+    assert_eq!(get().await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
