@@ -17,6 +17,7 @@ pub mod hex;
 pub mod logout;
 pub mod metrics;
 pub mod oidc;
+pub mod operator_stream;
 pub mod ops;
 pub mod proxy;
 pub mod respond;
