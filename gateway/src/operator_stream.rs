@@ -111,19 +111,19 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the request path reads: the snapshot and the session index.
+pub type Receivers = (
+    watch::Receiver<Arc<Snapshot>>,
+    watch::Receiver<Arc<SessionIndex>>,
+);
+
 /// Starts following the operator. Returns at once; both receivers hold "not ready" values until
 /// the first snapshot is applied.
 pub fn spawn(
     config: StreamConfig,
     known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     shutdown: Signal,
-) -> Result<
-    (
-        watch::Receiver<Arc<Snapshot>>,
-        watch::Receiver<Arc<SessionIndex>>,
-    ),
-    StreamError,
-> {
+) -> Result<Receivers, StreamError> {
     let tls = tls_config(&config.ca_pem)?;
     let feed = Arc::new(Feed {
         last_frame_ms: AtomicU64::new(0),
@@ -412,7 +412,7 @@ impl Follower {
                     .get(&(policy.id.namespace.clone(), policy.id.name.clone()))
                     .copied()
                     .unwrap_or(0);
-                let since = if policy.epoch <= 0 { 0 } else { at + 1 };
+                let since = if policy.epoch == 0 { 0 } else { at + 1 };
                 (policy.id.clone(), since)
             })
             .collect();

@@ -27,12 +27,15 @@ pub enum AuthError {
     Review(#[from] kube::Error),
 }
 
+/// A review's outcome (the user, or why not) and when it was made, by token digest.
+type ReviewCache = HashMap<[u8; 32], (Result<String, String>, Instant)>;
+
 /// Checks tokens.
 pub struct Authenticator {
     client: Client,
     audience: String,
     allowed: Vec<String>,
-    cache: Mutex<HashMap<[u8; 32], (Result<String, String>, Instant)>>,
+    cache: Mutex<ReviewCache>,
 }
 
 impl Authenticator {

@@ -145,7 +145,7 @@ impl Index {
         }
         let version = self.push(|version| Frame::Policy {
             version,
-            policy: entry.clone(),
+            policy: Box::new(entry.clone()),
         });
         self.policies.insert(key, (entry, version));
         self.sync_secrets();

@@ -31,7 +31,10 @@ pub enum Frame {
         sessions: Vec<SessionEntry>,
     },
     /// A policy was added or changed.
-    Policy { version: u64, policy: PolicyEntry },
+    Policy {
+        version: u64,
+        policy: Box<PolicyEntry>,
+    },
     /// A policy was deleted.
     #[serde(rename_all = "camelCase")]
     PolicyRemoved {

@@ -166,7 +166,7 @@ impl FleetState {
         }
         self.version = version;
         let changed = match frame {
-            Frame::Policy { policy, .. } => self.upsert_policy(policy),
+            Frame::Policy { policy, .. } => self.upsert_policy(*policy),
             Frame::PolicyRemoved {
                 namespace,
                 name,

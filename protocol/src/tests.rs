@@ -369,7 +369,7 @@ fn epochs_only_go_up_per_policy_object() {
         .apply(
             Frame::Policy {
                 version: 2,
-                policy: policy("p", "u1", 2, 3, NOW - 5),
+                policy: Box::new(policy("p", "u1", 2, 3, NOW - 5)),
             },
             NOW,
         )
@@ -391,7 +391,7 @@ fn epochs_only_go_up_per_policy_object() {
         .apply(
             Frame::Policy {
                 version: 5,
-                policy: policy("p", "u1", 3, 1, 0),
+                policy: Box::new(policy("p", "u1", 3, 1, 0)),
             },
             NOW,
         )
@@ -450,7 +450,7 @@ fn a_recreated_policy_is_a_new_object_with_its_own_epoch() {
         .apply(
             Frame::Policy {
                 version: 3,
-                policy: policy("p", "u2", 1, 0, 0),
+                policy: Box::new(policy("p", "u2", 1, 0, 0)),
             },
             NOW,
         )
