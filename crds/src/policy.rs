@@ -411,6 +411,13 @@ pub struct AccessPolicyStatus {
     /// The revocation epoch every connected gateway enforces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforced_epoch: Option<i64>,
+    /// The revocation epoch `epochRaisedAt` refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_epoch: Option<i64>,
+    /// When the operator first saw `raisedEpoch`: sessions authenticated before it must log in
+    /// again. Recorded once, so every operator replica and restart streams the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_raised_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// How far the gateway fleet has come in applying this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<GatewayProgress>,

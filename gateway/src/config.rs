@@ -17,9 +17,16 @@ pub struct Args {
     #[clap(flatten)]
     pub keys: KeyArgs,
     /// Standalone mode: load AccessPolicy (and Secret) manifests from this directory and reload
-    /// them when they change.
-    #[arg(long, env = "PORTCULLIS_POLICY_DIR")]
-    pub policy_dir: PathBuf,
+    /// them when they change. Exactly one of this and `--operator-url`.
+    #[arg(
+        long,
+        env = "PORTCULLIS_POLICY_DIR",
+        required_unless_present = "operator_url",
+        conflicts_with = "operator_url"
+    )]
+    pub policy_dir: Option<PathBuf>,
+    #[clap(flatten)]
+    pub operator: OperatorArgs,
     /// Record every login as an AccessSession in this namespace (cluster mode; the Kubernetes
     /// client is configured from `KUBECONFIG` or the pod's service account). Unset in standalone
     /// mode.
@@ -38,6 +45,47 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+}
+
+/// Cluster mode: the access state comes from the operator's push stream.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// HTTPS URLs of the operator replicas (comma-separated); every address a name resolves to
+    /// is an endpoint.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_URL", value_delimiter = ',')]
+    pub operator_url: Vec<url::Url>,
+    /// CA (PEM) that signed the operator's serving certificate.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_CA_FILE")]
+    pub operator_ca_file: Option<PathBuf>,
+    /// Projected ServiceAccount token (audience `portcullis-operator`), re-read on every
+    /// connect.
+    #[arg(
+        long,
+        env = "PORTCULLIS_OPERATOR_TOKEN_FILE",
+        default_value = "/var/run/secrets/portcullis/token"
+    )]
+    pub operator_token_file: PathBuf,
+    /// This gateway's name towards the operator (default: `POD_NAME`, else hostname and pid).
+    #[arg(long, env = "PORTCULLIS_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// `/readyz` fails when the last frame from the operator (heartbeats included) is older.
+    #[arg(long, env = "PORTCULLIS_STATE_STALE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub state_stale_after: Duration,
+}
+
+impl OperatorArgs {
+    /// The gateway id: the flag, `POD_NAME`, or hostname and pid.
+    pub fn gateway_id(&self) -> String {
+        self.gateway_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "gateway".into());
+                format!("{host}-{}", std::process::id())
+            })
+    }
 }
 
 /// Where the gateway listens.

@@ -18,6 +18,7 @@ pub mod local_sessions;
 pub mod logout;
 pub mod metrics;
 pub mod oidc;
+pub mod operator_stream;
 pub mod ops;
 pub mod proxy;
 pub mod refresh;

@@ -95,37 +95,10 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
 
     let (trigger, signal) = shutdown::channel();
     let known = providers.clone();
-    let state = source::watch_directory(
-        args.policy_dir.clone(),
-        Arc::new(move |name: &str| known.contains(name)),
-        Duration::from_secs(1),
-        signal.clone(),
-    )?;
-    // Where logins are recorded: AccessSessions in the cluster, or the gateway's own store.
-    let records = match (&args.session_namespace, &args.session_store_file) {
-        (Some(namespace), _) => {
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to the Kubernetes API")?;
-            info!(namespace, "recording logins as AccessSessions");
-            let index = portcullis_gateway::session_index::watch_sessions(
-                client.clone(),
-                namespace,
-                signal.clone(),
-            );
-            let recorder = portcullis_gateway::sessions::SessionRecorder::new(client, namespace);
-            Some((recorder, index))
-        }
-        (None, Some(file)) => {
-            let store = portcullis_gateway::local_sessions::LocalStore::open(Some(file.clone()))?;
-            info!(file = %file.display(), "recording logins in the gateway's own session store");
-            let index = store.index();
-            Some((
-                portcullis_gateway::sessions::SessionRecorder::local(store),
-                index,
-            ))
-        }
-        (None, None) => None,
+    let known_idps = Arc::new(move |name: &str| known.contains(name));
+    let (state, records) = match &args.policy_dir {
+        Some(dir) => standalone(&args, dir, known_idps, signal.clone()).await?,
+        None => cluster(&args, known_idps, signal.clone()).await?,
     };
     let sessions = match records {
         Some((recorder, index)) => {
@@ -210,6 +183,106 @@ fn holder_identity() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .map(|name| format!("{name}/{}", std::process::id()))
         .unwrap_or_else(|_| format!("gateway/{}", std::process::id()))
+}
+
+type Sessions = Option<(
+    portcullis_gateway::sessions::SessionRecorder,
+    tokio::sync::watch::Receiver<Arc<portcullis_gateway::session_index::SessionIndex>>,
+)>;
+type StateSource = (
+    tokio::sync::watch::Receiver<Arc<portcullis_gateway::state::Snapshot>>,
+    Sessions,
+);
+
+/// Standalone mode: policies from a directory; with `--session-namespace`, logins recorded and
+/// sessions followed with the gateway's own watch.
+async fn standalone(
+    args: &config::Args,
+    dir: &std::path::Path,
+    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    signal: shutdown::Signal,
+) -> anyhow::Result<StateSource> {
+    let state = source::watch_directory(
+        dir.to_owned(),
+        known_idps,
+        Duration::from_secs(1),
+        signal.clone(),
+    )?;
+    // Where logins are recorded: AccessSessions in the cluster, or the gateway's own store.
+    let sessions = match (&args.session_namespace, &args.session_store_file) {
+        (Some(namespace), _) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            info!(namespace, "recording logins as AccessSessions");
+            let index = portcullis_gateway::session_index::watch_sessions(
+                client.clone(),
+                namespace,
+                signal,
+            );
+            Some((
+                portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+                index,
+            ))
+        }
+        (None, Some(file)) => {
+            let store = portcullis_gateway::local_sessions::LocalStore::open(Some(file.clone()))?;
+            info!(file = %file.display(), "recording logins in the gateway's own session store");
+            let index = store.index();
+            Some((
+                portcullis_gateway::sessions::SessionRecorder::local(store),
+                index,
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok((state, sessions))
+}
+
+/// Cluster mode: policies and sessions from the operator's stream; logins recorded as
+/// AccessSessions.
+async fn cluster(
+    args: &config::Args,
+    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    signal: shutdown::Signal,
+) -> anyhow::Result<StateSource> {
+    let namespace = args
+        .session_namespace
+        .as_deref()
+        .context("--operator-url needs --session-namespace (where logins are recorded)")?;
+    let ca_file = args
+        .operator
+        .operator_ca_file
+        .as_deref()
+        .context("--operator-url needs --operator-ca-file")?;
+    let ca_pem =
+        std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    let (state, index) = portcullis_gateway::operator_stream::spawn(
+        portcullis_gateway::operator_stream::StreamConfig {
+            urls: args.operator.operator_url.clone(),
+            ca_pem,
+            token_file: args.operator.operator_token_file.clone(),
+            gateway_id: args.operator.gateway_id(),
+            stale_after: args.operator.state_stale_after,
+        },
+        known_idps,
+        signal,
+    )?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    info!(
+        namespace,
+        operators = args.operator.operator_url.len(),
+        "cluster mode: following the operator"
+    );
+    Ok((
+        state,
+        Some((
+            portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+            index,
+        )),
+    ))
 }
 
 /// HTTP client for identity providers: no redirects (they would open SSRF), aws-lc-rs TLS with

@@ -39,6 +39,8 @@ pub struct Metrics {
     upstream_errors: Family<ReasonLabel, Counter>,
     state_version: Gauge,
     renewals: Counter,
+    stream_version: Gauge,
+    state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -94,7 +96,21 @@ impl Metrics {
             "Version of the access state being enforced",
             state_version.clone(),
         );
+        let stream_version = Gauge::default();
+        registry.register(
+            "operator_stream_version",
+            "Version of the operator's state stream last applied (cluster mode)",
+            stream_version.clone(),
+        );
+        let state_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "state_age_seconds",
+            "Time since the last frame from the operator, heartbeats included (cluster mode; -1 before the first)",
+            state_age.clone(),
+        );
         Self {
+            stream_version,
+            state_age,
             registry: Arc::new(Mutex::new(registry)),
             checks,
             check_seconds,
@@ -150,6 +166,13 @@ impl Metrics {
     pub fn state_applied(&self, version: u64) {
         self.state_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// The operator stream's version and the age of its last frame.
+    pub fn operator_stream(&self, version: u64, age: Option<Duration>) {
+        self.stream_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.state_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
     }
 
     /// The text exposition format.

@@ -17,13 +17,11 @@ pub fn router(gateway: Gateway) -> Router {
 /// everyone, and should receive no traffic.
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
+    // Not synced yet, or (cluster mode) the operator stream's last frame is too old.
     if let Some(index) = &gateway.session_index
-        && !index.borrow().synced
+        && let Some(reason) = index.borrow().not_ready()
     {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "session index not synced yet".to_owned(),
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, reason);
     }
     if snapshot.version == 0 {
         (
@@ -41,6 +39,13 @@ async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
     gateway.metrics.state_applied(snapshot.version);
+    if let Some(index) = &gateway.session_index
+        && let Some(feed) = index.borrow().feed.clone()
+    {
+        gateway
+            .metrics
+            .operator_stream(feed.stream_version(), feed.age());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -7,8 +7,8 @@
 //! (deleted, or missing from a relist) counts as ended. Entries are dropped only once their
 //! absolute expiry plus clock skew has passed.
 //!
-//! (This is the gateway's own watch. The operator's push stream, which spares every gateway a
-//! watch on every session, will feed the same index.)
+//! This module holds the gateway's own watch (`--policy-dir` with `--session-namespace`); in
+//! cluster mode the operator's push stream ([`crate::operator_stream`]) feeds the same index.
 
 use crate::shutdown::Signal;
 use futures::StreamExt as _;
@@ -38,12 +38,7 @@ pub struct Entry {
     pub identity: Arc<SessionIdentity>,
 }
 
-/// A session's current email and groups.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SessionIdentity {
-    pub email: Option<String>,
-    pub groups: Vec<String>,
-}
+pub use portcullis_protocol::SessionIdentity;
 
 /// What a session id amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,9 +54,19 @@ pub struct SessionIndex {
     /// False until the first complete list: until then the gateway is not ready.
     pub synced: bool,
     pub entries: HashMap<String, Entry>,
+    /// Freshness of the operator stream feeding the index (cluster mode).
+    pub feed: Option<Arc<crate::operator_stream::Feed>>,
 }
 
 impl SessionIndex {
+    /// Why the gateway should take itself out of rotation, if it should.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.synced {
+            return Some("session index not synced yet".into());
+        }
+        self.feed.as_ref().and_then(|feed| feed.not_ready())
+    }
+
     /// Whether session `sid` of `subject` may be used.
     pub fn verdict(&self, sid: &str, subject: &str) -> Verdict {
         match self.entries.get(sid) {

@@ -281,9 +281,16 @@ impl GatewayProcess {
             .env("PORTCULLIS_IDP_CONFIG", &files.idp_config)
             .env("PORTCULLIS_SIGNING_KEY_FILE", &files.signing_key)
             .env("PORTCULLIS_NEXT_SIGNING_KEY_FILE", &files.next_signing_key)
-            .env("PORTCULLIS_POLICY_DIR", &files.policy_dir)
             .env("PORTCULLIS_SESSION_KEY_FILE", &files.session_key)
             .env("PORTCULLIS_LOG_FORMAT", "text");
+        // Cluster mode (an operator URL in `env`) takes no policy directory.
+        if !config
+            .env
+            .iter()
+            .any(|(k, _)| k == "PORTCULLIS_OPERATOR_URL")
+        {
+            cmd.env("PORTCULLIS_POLICY_DIR", &files.policy_dir);
+        }
         // Only when there are some: the gateway rejects the empty list item of an empty value.
         if !config.trusted_proxies.is_empty() {
             cmd.env(

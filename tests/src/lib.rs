@@ -39,6 +39,7 @@ pub mod dex;
 pub mod fsutil;
 pub mod gateway;
 pub mod kubeconfig;
+pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod stack;

@@ -1,0 +1,98 @@
+//! Command-line configuration; every flag has an environment variable.
+
+use clap::Parser;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// The Portcullis operator: streams the access state to the gateway fleet and reconciles the
+/// Portcullis resources.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "portcullis-operator", version, about)]
+pub struct Args {
+    /// HTTPS listener of the state stream API for gateways.
+    #[arg(
+        long,
+        env = "PORTCULLIS_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8444"
+    )]
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for /livez, /readyz and /metrics.
+    #[arg(long, env = "PORTCULLIS_OPS_LISTEN", default_value = "0.0.0.0:9091")]
+    pub ops_listen: SocketAddr,
+    /// Serving certificate chain (PEM) of the stream API.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    /// Serving key (PEM).
+    #[arg(long, env = "PORTCULLIS_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// Namespace holding the AccessSessions.
+    #[arg(long, env = "PORTCULLIS_SESSION_NAMESPACE")]
+    pub session_namespace: String,
+    /// ServiceAccounts (`namespace:name`, comma-separated) allowed to open the stream.
+    #[arg(long, env = "PORTCULLIS_GATEWAY_SERVICE_ACCOUNTS", value_delimiter = ',', value_parser = parse_service_account)]
+    pub gateway_service_accounts: Vec<String>,
+    /// Audience a gateway's token must carry.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TOKEN_AUDIENCE",
+        default_value = "portcullis-operator"
+    )]
+    pub token_audience: String,
+    /// The gateway's identity-provider file; only the provider names are read.
+    #[arg(long, env = "PORTCULLIS_IDP_CONFIG")]
+    pub idp_config: Option<PathBuf>,
+    /// Name of the Lease the writing replica holds.
+    #[arg(
+        long,
+        env = "PORTCULLIS_LEASE_NAME",
+        default_value = "portcullis-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the session namespace).
+    #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity (default: hostname and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How peers reach this replica's stream API.
+    #[arg(long, env = "PORTCULLIS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How long after its absolute expiry an AccessSession is deleted.
+    #[arg(long, env = "PORTCULLIS_SESSION_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub session_gc_grace: Duration,
+    /// Log format.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+/// `namespace:name`, rendered as the ServiceAccount's user name.
+fn parse_service_account(s: &str) -> Result<String, String> {
+    match s.trim().split_once(':') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains(':') => {
+            Ok(format!("system:serviceaccount:{ns}:{name}"))
+        }
+        _ => Err(format!("{s:?} is not namespace:name")),
+    }
+}
+
+/// Go-style durations (`90s`, `1h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: portcullis_crds::Duration = s
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("duration {s:?} must not be negative"));
+    }
+    Ok(d.into())
+}
+
+impl Args {
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "operator".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}

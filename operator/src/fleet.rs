@@ -1,0 +1,85 @@
+//! The gateways connected to this replica and the versions they acknowledged.
+
+use crate::index::Index;
+use portcullis_protocol::GatewayFacts;
+use std::collections::HashMap;
+
+/// A gateway that has not acked or held a stream for this long no longer counts as connected.
+pub const CONNECTED_WINDOW_SECS: u64 = 30;
+
+#[derive(Clone, Debug, Default)]
+struct Gateway {
+    streams: usize,
+    last_seen: u64,
+    acked: Option<u64>,
+}
+
+/// Gateways of this replica, by id.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    gateways: HashMap<String, Gateway>,
+}
+
+impl Fleet {
+    pub fn opened(&mut self, id: &str, now: u64) {
+        let g = self.gateways.entry(id.to_owned()).or_default();
+        g.streams += 1;
+        g.last_seen = now;
+    }
+
+    pub fn closed(&mut self, id: &str, now: u64) {
+        if let Some(g) = self.gateways.get_mut(id) {
+            g.streams = g.streams.saturating_sub(1);
+            g.last_seen = now;
+        }
+    }
+
+    /// The gateway enforces `version` of this replica's index.
+    pub fn acked(&mut self, id: &str, version: u64, now: u64) {
+        let g = self.gateways.entry(id.to_owned()).or_default();
+        g.acked = Some(g.acked.map_or(version, |v| v.max(version)));
+        g.last_seen = now;
+    }
+
+    /// Gateways that acked (or opened a stream) within the window: a gateway acks every frame
+    /// it applies, heartbeats included, so a live one is never out of it.
+    pub fn connected(&self, now: u64) -> impl Iterator<Item = (&str, Option<u64>, u64)> {
+        self.gateways
+            .iter()
+            .filter(move |(_, g)| g.last_seen + CONNECTED_WINDOW_SECS > now)
+            .map(|(id, g)| (id.as_str(), g.acked, g.last_seen))
+    }
+
+    pub fn connected_count(&self, now: u64) -> usize {
+        self.connected(now).count()
+    }
+
+    /// What each connected gateway enforces, as facts about objects.
+    pub fn facts(&self, index: &Index, now: u64) -> Vec<GatewayFacts> {
+        self.connected(now)
+            .map(|(id, acked, last_seen)| {
+                let acked = acked.unwrap_or(0);
+                GatewayFacts {
+                    gateway: id.to_owned(),
+                    acked_at: last_seen,
+                    policies: index
+                        .policies()
+                        .filter(|p| index.policy_changed_at(&p.uid).is_some_and(|v| v <= acked))
+                        .map(|p| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
+                        .collect(),
+                    ended_sessions: index
+                        .ended_sessions()
+                        .filter(|(_, v)| *v <= acked)
+                        .map(|(sid, _)| sid.to_owned())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Drops gateways gone for long.
+    pub fn collect(&mut self, now: u64) {
+        self.gateways
+            .retain(|_, g| g.streams > 0 || g.last_seen + 10 * CONNECTED_WINDOW_SECS > now);
+    }
+}

@@ -1,0 +1,385 @@
+//! The access state this replica streams to gateways: a synchronous index fed by the watches
+//! (`apply` / `delete` / `reset` per kind), turning every change into a delta with the next
+//! version, kept in a bounded log so that a reconnecting gateway resumes instead of reloading.
+//!
+//! Sessions are monotonic here too: a deleted (or vanished) session that has not expired stays
+//! in the index as ended until its expiry plus clock skew, so snapshots carry it.
+
+use portcullis_crds::{AccessPolicy, AccessSession};
+use portcullis_protocol::{Frame, PolicyEntry, SecretEntry, SessionEntry};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+/// Seconds an ended entry is kept past its expiry (clock skew between API server and gateways).
+pub const CLOCK_SKEW_SECS: u64 = 30;
+
+/// (namespace, name).
+pub type Key = (String, String);
+
+/// A session and the version that ended it.
+#[derive(Clone, Debug)]
+struct Session {
+    entry: SessionEntry,
+    ended_at: Option<u64>,
+}
+
+/// The index. Not thread-safe by itself: the operator holds it in a mutex.
+#[derive(Debug)]
+pub struct Index {
+    instance: String,
+    version: u64,
+    log: VecDeque<Frame>,
+    log_capacity: usize,
+    policies: BTreeMap<Key, (PolicyEntry, u64)>,
+    /// First time this replica saw each (uid, epoch), when the status does not record it.
+    epoch_seen: HashMap<(String, i64), u64>,
+    /// Data of every Secret in the cluster that some policy may reference, by key.
+    secrets: BTreeMap<Key, BTreeMap<String, String>>,
+    /// Secrets currently streamed (referenced by a policy and present).
+    streamed_secrets: BTreeSet<Key>,
+    sessions: HashMap<String, Session>,
+}
+
+impl Index {
+    pub fn new(instance: String, log_capacity: usize) -> Self {
+        Self {
+            instance,
+            version: 0,
+            log: VecDeque::new(),
+            log_capacity,
+            policies: BTreeMap::new(),
+            epoch_seen: HashMap::new(),
+            secrets: BTreeMap::new(),
+            streamed_secrets: BTreeSet::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The whole state now.
+    pub fn snapshot(&self) -> Frame {
+        Frame::Snapshot {
+            instance: self.instance.clone(),
+            version: self.version,
+            policies: self.policies.values().map(|(p, _)| p.clone()).collect(),
+            secrets: self
+                .streamed_secrets
+                .iter()
+                .filter_map(|key| self.secret_entry(key))
+                .collect(),
+            sessions: self.sessions.values().map(|s| s.entry.clone()).collect(),
+        }
+    }
+
+    /// The deltas after `version`, if the log still holds all of them.
+    pub fn deltas_since(&self, version: u64) -> Option<Vec<Frame>> {
+        if version > self.version {
+            return None;
+        }
+        if version == self.version {
+            return Some(Vec::new());
+        }
+        let first = self.log.front()?.version();
+        if first > version + 1 {
+            return None;
+        }
+        Some(
+            self.log
+                .iter()
+                .filter(|f| f.version() > version)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Version at which policy `uid` last changed in a way gateways must apply.
+    pub fn policy_changed_at(&self, uid: &str) -> Option<u64> {
+        self.policies
+            .values()
+            .find(|(p, _)| p.uid == uid)
+            .map(|(_, v)| *v)
+    }
+
+    /// Version at which session `sid` was ended.
+    pub fn session_ended_at(&self, sid: &str) -> Option<u64> {
+        self.sessions.get(sid).and_then(|s| s.ended_at)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
+        self.policies.values().map(|(p, _)| p)
+    }
+
+    /// Ended sessions and the version that ended them.
+    pub fn ended_sessions(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.sessions
+            .iter()
+            .filter_map(|(sid, s)| Some((sid.as_str(), s.ended_at?)))
+    }
+
+    fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {
+        self.version += 1;
+        self.log.push_back(frame(self.version));
+        while self.log.len() > self.log_capacity {
+            self.log.pop_front();
+        }
+        self.version
+    }
+
+    // ----- policies -----
+
+    /// Adds or updates a policy. `now` is used for the raise time of an epoch the status does
+    /// not record yet.
+    pub fn apply_policy(&mut self, policy: &AccessPolicy, now: u64) {
+        let Some(entry) = self.policy_entry(policy, now) else {
+            return;
+        };
+        let key = (entry.namespace.clone(), entry.name.clone());
+        if self.policies.get(&key).is_some_and(|(p, _)| *p == entry) {
+            return;
+        }
+        let version = self.push(|version| Frame::Policy {
+            version,
+            policy: Box::new(entry.clone()),
+        });
+        self.policies.insert(key, (entry, version));
+        self.sync_secrets();
+    }
+
+    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some((entry, _)) = self.policies.remove(&key) {
+            self.push(|version| Frame::PolicyRemoved {
+                version,
+                namespace: entry.namespace,
+                name: entry.name,
+                uid: entry.uid,
+            });
+            self.sync_secrets();
+        }
+    }
+
+    /// After a relist: `policies` is everything that exists.
+    pub fn reset_policies(&mut self, policies: &[AccessPolicy], now: u64) {
+        let listed: HashSet<Key> = policies.iter().filter_map(key_of).collect();
+        let vanished: Vec<Key> = self
+            .policies
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        for (namespace, name) in vanished {
+            self.delete_policy(&namespace, &name);
+        }
+        for policy in policies {
+            self.apply_policy(policy, now);
+        }
+    }
+
+    fn policy_entry(&mut self, policy: &AccessPolicy, now: u64) -> Option<PolicyEntry> {
+        let namespace = policy.metadata.namespace.clone()?;
+        let name = policy.metadata.name.clone()?;
+        let uid = policy.metadata.uid.clone()?;
+        let epoch = policy.spec.revocation_epoch;
+        let recorded = crate::status::recorded_epoch_raise(policy);
+        let epoch_raised_at = match recorded {
+            _ if epoch <= 0 => 0,
+            Some(at) => at,
+            None => *self.epoch_seen.entry((uid.clone(), epoch)).or_insert(now),
+        };
+        Some(PolicyEntry {
+            namespace,
+            name,
+            uid,
+            generation: policy.metadata.generation.unwrap_or(0),
+            spec: policy.spec.clone(),
+            epoch_raised_at,
+        })
+    }
+
+    // ----- secrets -----
+
+    pub fn apply_secret(&mut self, namespace: &str, name: &str, data: BTreeMap<String, String>) {
+        let key = (namespace.to_owned(), name.to_owned());
+        if self.secrets.get(&key) == Some(&data) {
+            return;
+        }
+        self.secrets.insert(key.clone(), data);
+        if self.streamed_secrets.contains(&key) {
+            if let Some(secret) = self.secret_entry(&key) {
+                self.push(|version| Frame::Secret { version, secret });
+            }
+        } else {
+            self.sync_secrets();
+        }
+    }
+
+    pub fn delete_secret(&mut self, namespace: &str, name: &str) {
+        if self
+            .secrets
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some()
+        {
+            self.sync_secrets();
+        }
+    }
+
+    pub fn reset_secrets(&mut self, secrets: Vec<(Key, BTreeMap<String, String>)>) {
+        let listed: HashSet<Key> = secrets.iter().map(|(k, _)| k.clone()).collect();
+        self.secrets.retain(|k, _| listed.contains(k));
+        for ((namespace, name), data) in secrets {
+            self.apply_secret(&namespace, &name, data);
+        }
+        self.sync_secrets();
+    }
+
+    /// Secrets some policy references, as (namespace, name).
+    fn referenced(&self) -> BTreeSet<Key> {
+        self.policies
+            .values()
+            .flat_map(|(p, _)| {
+                p.spec
+                    .service_tokens
+                    .iter()
+                    .map(|t| (p.namespace.clone(), t.secret_name.clone()))
+            })
+            .collect()
+    }
+
+    /// Streams exactly the referenced Secrets that exist.
+    fn sync_secrets(&mut self) {
+        let wanted: BTreeSet<Key> = self
+            .referenced()
+            .into_iter()
+            .filter(|k| self.secrets.contains_key(k))
+            .collect();
+        let gone: Vec<Key> = self.streamed_secrets.difference(&wanted).cloned().collect();
+        let new: Vec<Key> = wanted.difference(&self.streamed_secrets).cloned().collect();
+        for (namespace, name) in gone {
+            self.push(|version| Frame::SecretRemoved {
+                version,
+                namespace,
+                name,
+            });
+        }
+        for key in new {
+            if let Some(secret) = self.secret_entry(&key) {
+                self.push(|version| Frame::Secret { version, secret });
+            }
+        }
+        self.streamed_secrets = wanted;
+    }
+
+    fn secret_entry(&self, key: &Key) -> Option<SecretEntry> {
+        Some(SecretEntry {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            data: self.secrets.get(key)?.clone(),
+        })
+    }
+
+    /// Whether a Secret is referenced by a policy (for validation).
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.secrets.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    // ----- sessions -----
+
+    pub fn apply_session(&mut self, session: &AccessSession, now: u64) {
+        let Some(sid) = session.metadata.name.clone() else {
+            return;
+        };
+        let entry = SessionEntry {
+            sid: sid.clone(),
+            subject: session.spec.subject.clone(),
+            expires_at: u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0),
+            ended: session.spec.revoked || session.metadata.deletion_timestamp.is_some(),
+            refresh_failing_since: session
+                .status
+                .as_ref()
+                .and_then(|s| s.refresh.as_ref())
+                .and_then(|r| r.failing_since.as_ref())
+                .and_then(|t| u64::try_from(t.0.as_second()).ok()),
+            email: session.spec.email.clone(),
+            groups: session.spec.groups.clone(),
+        };
+        self.upsert_session(entry, now);
+    }
+
+    fn upsert_session(&mut self, mut entry: SessionEntry, now: u64) {
+        if entry.expires_at + CLOCK_SKEW_SECS <= now {
+            self.sessions.remove(&entry.sid);
+            return;
+        }
+        if let Some(known) = self.sessions.get(&entry.sid) {
+            // Monotonic, as on the gateway: ended stays ended, expiry only moves earlier.
+            entry.ended |= known.entry.ended || known.entry.subject != entry.subject;
+            entry.subject = known.entry.subject.clone();
+            entry.expires_at = entry.expires_at.min(known.entry.expires_at);
+            if known.entry == entry {
+                return;
+            }
+        }
+        let was_ended = self.sessions.get(&entry.sid).and_then(|s| s.ended_at);
+        let sid = entry.sid.clone();
+        let ended = entry.ended;
+        let version = self.push(|version| Frame::Session {
+            version,
+            session: entry.clone(),
+        });
+        self.sessions.insert(
+            sid,
+            Session {
+                entry,
+                ended_at: was_ended.or(ended.then_some(version)),
+            },
+        );
+    }
+
+    /// A deleted session: ended until its expiry.
+    pub fn delete_session(&mut self, sid: &str, now: u64) {
+        if let Some(known) = self.sessions.get(sid) {
+            let mut entry = known.entry.clone();
+            entry.ended = true;
+            self.upsert_session(entry, now);
+        }
+    }
+
+    /// After a relist: sessions that vanished are ended.
+    pub fn reset_sessions(&mut self, sessions: &[AccessSession], now: u64) {
+        let listed: HashSet<&str> = sessions
+            .iter()
+            .filter_map(|s| s.metadata.name.as_deref())
+            .collect();
+        let vanished: Vec<String> = self
+            .sessions
+            .keys()
+            .filter(|k| !listed.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for sid in vanished {
+            self.delete_session(&sid, now);
+        }
+        for session in sessions {
+            self.apply_session(session, now);
+        }
+    }
+
+    /// Drops sessions past expiry plus skew (gateways forget them on their own).
+    pub fn collect(&mut self, now: u64) {
+        self.sessions
+            .retain(|_, s| s.entry.expires_at + CLOCK_SKEW_SECS > now);
+    }
+}
+
+fn key_of(policy: &AccessPolicy) -> Option<Key> {
+    Some((
+        policy.metadata.namespace.clone()?,
+        policy.metadata.name.clone()?,
+    ))
+}

@@ -1,0 +1,16 @@
+//! The Portcullis operator: an index of the access state fed by watches, streamed to every
+//! gateway (snapshot, then ordered deltas and heartbeats), and, on the Lease holder, the status
+//! that proves what the fleet enforces.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod fleet;
+pub mod index;
+pub mod metrics;
+pub mod ops;
+pub mod server;
+pub mod shared;
+pub mod shutdown;
+pub mod status;
+pub mod watch;

@@ -1,0 +1,124 @@
+//! Prometheus metrics, with bounded labels.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The operator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    version: Gauge,
+    streams: Gauge,
+    connected: Gauge,
+    frames: Family<KindLabel, Counter>,
+    refused: Family<KindLabel, Counter>,
+    skipped: Family<KindLabel, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis_operator");
+        let version = Gauge::default();
+        registry.register(
+            "state_version",
+            "Version of the streamed access state",
+            version.clone(),
+        );
+        let streams = Gauge::default();
+        registry.register(
+            "streams",
+            "Open gateway streams on this replica",
+            streams.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "gateways_connected",
+            "Gateways connected to this replica",
+            connected.clone(),
+        );
+        let frames = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "frames_sent",
+            "Frames sent to gateways, by kind",
+            frames.clone(),
+        );
+        let refused = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "requests_refused",
+            "Stream API requests refused, by reason",
+            refused.clone(),
+        );
+        let skipped = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "objects_skipped",
+            "Malformed objects skipped by the watches, by kind",
+            skipped.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease",
+            leader.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            version,
+            streams,
+            connected,
+            frames,
+            refused,
+            skipped,
+            leader,
+        }
+    }
+
+    pub fn index_version(&self, version: u64) {
+        self.version.set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+    pub fn stream_opened(&self) {
+        self.streams.inc();
+    }
+    pub fn stream_closed(&self) {
+        self.streams.dec();
+    }
+    pub fn gateways_connected(&self, n: usize) {
+        self.connected.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    pub fn frame_sent(&self, kind: &'static str) {
+        self.frames.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub fn refused(&self, kind: &'static str) {
+        self.refused.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub fn skipped(&self, kind: &'static str) {
+        self.skipped.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}

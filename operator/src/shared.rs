@@ -1,0 +1,99 @@
+//! State shared by the watches, the stream API and the status writer.
+
+use crate::{auth::Authenticator, fleet::Fleet, index::Index, metrics::Metrics};
+use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, Ordering},
+};
+use tokio::sync::watch;
+
+/// One per process.
+pub struct Shared {
+    index: Mutex<Index>,
+    /// The index version after every change: streams wake on it.
+    changed: watch::Sender<u64>,
+    pub fleet: Mutex<Fleet>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    policies_synced: AtomicBool,
+    secrets_synced: AtomicBool,
+    sessions_synced: AtomicBool,
+}
+
+/// Which watch finished its first list.
+#[derive(Clone, Copy, Debug)]
+pub enum Watched {
+    Policies,
+    Secrets,
+    Sessions,
+}
+
+impl Shared {
+    pub fn new(index: Index, auth: Authenticator, metrics: Metrics) -> Self {
+        let (changed, _) = watch::channel(index.version());
+        Self {
+            index: Mutex::new(index),
+            changed,
+            fleet: Mutex::new(Fleet::default()),
+            auth,
+            metrics,
+            policies_synced: AtomicBool::new(false),
+            secrets_synced: AtomicBool::new(false),
+            sessions_synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the index and wakes the streams if the version moved.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut index = self.lock_index();
+        let result = f(&mut index);
+        let version = index.version();
+        drop(index);
+        self.changed.send_if_modified(|v| {
+            let moved = *v != version;
+            *v = version;
+            moved
+        });
+        self.metrics.index_version(version);
+        result
+    }
+
+    /// The index, read-only use (a poisoned lock still holds a consistent index: every
+    /// mutation is a whole call).
+    pub fn lock_index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn lock_fleet(&self) -> MutexGuard<'_, Fleet> {
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn mark_synced(&self, what: Watched) {
+        let flag = match what {
+            Watched::Policies => &self.policies_synced,
+            Watched::Secrets => &self.secrets_synced,
+            Watched::Sessions => &self.sessions_synced,
+        };
+        flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Every watch has listed once: before that a snapshot would be incomplete (and a gateway
+    /// would end the sessions it lacks).
+    pub fn synced(&self) -> bool {
+        self.policies_synced.load(Ordering::SeqCst)
+            && self.secrets_synced.load(Ordering::SeqCst)
+            && self.sessions_synced.load(Ordering::SeqCst)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,31 @@
+//! One shutdown signal, cloned into every server, watcher and background task.
+
+use tokio::sync::watch;
+
+/// Waits for shutdown.
+#[derive(Clone, Debug)]
+pub struct Signal(watch::Receiver<bool>);
+
+/// Triggers shutdown.
+#[derive(Debug)]
+pub struct Trigger(watch::Sender<bool>);
+
+/// A new trigger and its signal.
+pub fn channel() -> (Trigger, Signal) {
+    let (tx, rx) = watch::channel(false);
+    (Trigger(tx), Signal(rx))
+}
+
+impl Trigger {
+    /// Starts shutdown everywhere.
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Signal {
+    /// Resolves once shutdown was triggered (or the trigger was dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|fired| *fired).await;
+    }
+}

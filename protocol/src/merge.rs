@@ -1,0 +1,359 @@
+//! The gateway's view of the fleet state: every frame from every operator replica merged
+//! monotonically, so that no reordered, replayed or old frame can un-revoke anything.
+//!
+//! - An ended session stays ended; a known, unexpired session missing from a new snapshot
+//!   counts as ended (it was deleted while this gateway was away); expiry only moves earlier.
+//! - Revocation epochs only go up per (namespace, name, uid); an older generation of a policy
+//!   never replaces a newer one; a deleted policy's uid never comes back (uids are not reused).
+//! - Session entries are forgotten only after their absolute expiry plus clock skew.
+//!
+//! Policies and Secrets themselves are not monotonic (a policy may be edited or deleted): the
+//! latest frame wins, within the rules above.
+
+use crate::frame::{Frame, PolicyEntry, SecretEntry, SessionEntry};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// (namespace, name).
+pub type ObjectKey = (String, String);
+
+/// One session as merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergedSession {
+    pub subject: String,
+    pub expires_at: u64,
+    pub ended: bool,
+    pub refresh_failing_since: Option<u64>,
+    /// Latest wins (not a revocation: nothing to keep monotonic).
+    pub identity: std::sync::Arc<crate::frame::SessionIdentity>,
+}
+
+/// A policy's highest epoch seen, and when it was raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Epoch {
+    epoch: i64,
+    raised_at: u64,
+}
+
+/// What applying a frame did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The access state changed: publish it.
+    Changed,
+    /// Nothing to publish (heartbeat, replay, or a frame that lost to newer state).
+    Unchanged,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// A delta whose version does not follow the stream's: the stream must be restarted.
+    #[error("delta version {got} after {had}: the stream skipped or reordered frames")]
+    OutOfOrder { had: u64, got: u64 },
+    /// A delta before any snapshot of the stream.
+    #[error("delta before the first snapshot")]
+    NoSnapshot,
+}
+
+/// The merged state and the position in the current stream.
+#[derive(Clone, Debug)]
+pub struct FleetState {
+    /// How long past expiry an entry is kept (clock skew between the operator, API server and
+    /// gateways).
+    skew_secs: u64,
+    /// The replica and version of the last frame applied: what a reconnect resumes from.
+    instance: Option<String>,
+    version: u64,
+    /// Whether any snapshot was ever applied: until then the gateway admits nobody.
+    has_snapshot: bool,
+    policies: BTreeMap<ObjectKey, PolicyEntry>,
+    /// Highest epoch per (namespace, name, uid).
+    epochs: HashMap<(String, String, String), Epoch>,
+    /// uids of deleted policies.
+    removed_uids: HashSet<String>,
+    secrets: BTreeMap<ObjectKey, SecretEntry>,
+    sessions: HashMap<String, MergedSession>,
+}
+
+impl FleetState {
+    pub fn new(skew_secs: u64) -> Self {
+        Self {
+            skew_secs,
+            instance: None,
+            version: 0,
+            has_snapshot: false,
+            policies: BTreeMap::new(),
+            epochs: HashMap::new(),
+            removed_uids: HashSet::new(),
+            secrets: BTreeMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Where to resume: the instance and version of the last applied frame.
+    pub fn position(&self) -> Option<(&str, u64)> {
+        self.instance.as_deref().map(|i| (i, self.version))
+    }
+
+    /// Forgets the stream position (a new connection to a different replica starts over with a
+    /// snapshot); the merged state stays.
+    pub fn forget_position(&mut self) {
+        self.instance = None;
+        self.version = 0;
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.has_snapshot
+    }
+
+    /// Policies, with their epoch raised to the highest seen and `epoch_raised_at` to match.
+    pub fn policies(&self) -> impl Iterator<Item = PolicyEntry> + '_ {
+        self.policies.values().map(|p| {
+            let mut p = p.clone();
+            if let Some(e) = self.epochs.get(&epoch_key(&p)) {
+                p.spec.revocation_epoch = e.epoch;
+                p.epoch_raised_at = e.raised_at;
+            }
+            p
+        })
+    }
+
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretEntry> {
+        self.secrets.values()
+    }
+
+    pub fn sessions(&self) -> &HashMap<String, MergedSession> {
+        &self.sessions
+    }
+
+    /// Applies one frame received on the stream of `instance` at time `now` (unix seconds).
+    pub fn apply(&mut self, frame: Frame, now: u64) -> Result<Applied, MergeError> {
+        if let Frame::Snapshot {
+            instance,
+            version,
+            policies,
+            secrets,
+            sessions,
+        } = frame
+        {
+            self.apply_snapshot(policies, secrets, sessions, now);
+            self.instance = Some(instance);
+            self.version = version;
+            self.has_snapshot = true;
+            return Ok(Applied::Changed);
+        }
+        if self.instance.is_none() {
+            return Err(MergeError::NoSnapshot);
+        }
+        let version = frame.version();
+        if let Frame::Heartbeat { .. } = frame {
+            // A heartbeat repeats the current version; one ahead of us means frames were lost.
+            if version != self.version {
+                return Err(MergeError::OutOfOrder {
+                    had: self.version,
+                    got: version,
+                });
+            }
+            self.collect(now);
+            return Ok(Applied::Unchanged);
+        }
+        if version <= self.version {
+            // A replay of a frame already applied.
+            return Ok(Applied::Unchanged);
+        }
+        if version != self.version + 1 {
+            return Err(MergeError::OutOfOrder {
+                had: self.version,
+                got: version,
+            });
+        }
+        self.version = version;
+        let changed = match frame {
+            Frame::Policy { policy, .. } => self.upsert_policy(*policy),
+            Frame::PolicyRemoved {
+                namespace,
+                name,
+                uid,
+                ..
+            } => self.remove_policy(namespace, name, uid, true),
+            Frame::Secret { secret, .. } => {
+                let key = (secret.namespace.clone(), secret.name.clone());
+                self.secrets.insert(key, secret.clone()) != Some(secret)
+            }
+            Frame::SecretRemoved {
+                namespace, name, ..
+            } => self.secrets.remove(&(namespace, name)).is_some(),
+            Frame::Session { session, .. } => self.upsert_session(session, now),
+            Frame::Snapshot { .. } | Frame::Heartbeat { .. } => false,
+        };
+        self.collect(now);
+        Ok(if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        })
+    }
+
+    fn apply_snapshot(
+        &mut self,
+        policies: Vec<PolicyEntry>,
+        secrets: Vec<SecretEntry>,
+        sessions: Vec<SessionEntry>,
+        now: u64,
+    ) {
+        // Policies: the snapshot says which exist, each one merged against what we know.
+        let previous = std::mem::take(&mut self.policies);
+        for policy in policies {
+            let key = (policy.namespace.clone(), policy.name.clone());
+            if let Some(old) = previous.get(&key) {
+                self.policies.insert(key.clone(), old.clone());
+            }
+            self.upsert_policy(policy);
+        }
+        // Missing from the snapshot: gone, unless the snapshot comes from a replica that has not
+        // seen it yet; so no tombstone, a later frame may bring it back.
+        for (key, old) in previous {
+            if !self.policies.contains_key(&key) {
+                self.remove_policy(key.0, key.1, old.uid, false);
+            }
+        }
+        self.secrets = secrets
+            .into_iter()
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+            .collect();
+        // Sessions: a known one the snapshot lacks was deleted while we were away.
+        let listed: HashSet<String> = sessions.iter().map(|s| s.sid.clone()).collect();
+        for (sid, session) in &mut self.sessions {
+            if !listed.contains(sid) {
+                session.ended = true;
+            }
+        }
+        for session in sessions {
+            self.upsert_session(session, now);
+        }
+        self.collect(now);
+    }
+
+    fn upsert_policy(&mut self, policy: PolicyEntry) -> bool {
+        if self.removed_uids.contains(&policy.uid) {
+            return false;
+        }
+        let key = (policy.namespace.clone(), policy.name.clone());
+        if let Some(current) = self.policies.get(&key)
+            && current.uid == policy.uid
+            && current.generation > policy.generation
+        {
+            // An older generation of the same object (a lagging replica): keep ours, but still
+            // learn a higher epoch from it should it carry one.
+            self.raise_epoch(&policy);
+            return false;
+        }
+        let raised = self.raise_epoch(&policy);
+        let replaced = self.policies.insert(key, policy.clone());
+        raised || replaced.as_ref() != Some(&policy)
+    }
+
+    /// Records `policy`'s epoch if it is higher than known; true if it was.
+    fn raise_epoch(&mut self, policy: &PolicyEntry) -> bool {
+        let seen = Epoch {
+            epoch: policy.spec.revocation_epoch,
+            raised_at: policy.epoch_raised_at,
+        };
+        match self.epochs.get_mut(&epoch_key(policy)) {
+            None => {
+                self.epochs.insert(epoch_key(policy), seen);
+                true
+            }
+            Some(known) if seen.epoch > known.epoch => {
+                *known = seen;
+                true
+            }
+            // Replicas agree on the raise time once it is persisted; until then the later one
+            // is the safe side (it forces more sessions to log in again).
+            Some(known) if seen.epoch == known.epoch && seen.raised_at > known.raised_at => {
+                known.raised_at = seen.raised_at;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Removes the policy if it is still object `uid`; with `tombstone` (an explicit deletion)
+    /// the uid can never come back.
+    fn remove_policy(
+        &mut self,
+        namespace: String,
+        name: String,
+        uid: String,
+        tombstone: bool,
+    ) -> bool {
+        let key = (namespace, name);
+        if tombstone {
+            self.removed_uids.insert(uid.clone());
+        }
+        match self.policies.get(&key) {
+            Some(current) if current.uid == uid => {
+                self.policies.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn upsert_session(&mut self, session: SessionEntry, now: u64) -> bool {
+        if session.expires_at + self.skew_secs <= now {
+            // Expired: nobody can use it anyway, and it would only be forgotten again.
+            return false;
+        }
+        match self.sessions.get_mut(&session.sid) {
+            None => {
+                self.sessions.insert(
+                    session.sid,
+                    MergedSession {
+                        subject: session.subject,
+                        expires_at: session.expires_at,
+                        ended: session.ended,
+                        refresh_failing_since: session.refresh_failing_since,
+                        identity: std::sync::Arc::new(crate::frame::SessionIdentity {
+                            email: session.email,
+                            groups: session.groups,
+                        }),
+                    },
+                );
+                true
+            }
+            Some(known) => {
+                let before = known.clone();
+                // Monotonic: once ended, always ended; a changed subject is a different
+                // session under a reused name, and ends both; expiry only moves earlier.
+                known.ended |= session.ended || known.subject != session.subject;
+                known.expires_at = known.expires_at.min(session.expires_at);
+                // Failing since the earliest report; a success clears it only on a live
+                // session.
+                known.refresh_failing_since = match session.refresh_failing_since {
+                    Some(since) => {
+                        Some(known.refresh_failing_since.map_or(since, |k| k.min(since)))
+                    }
+                    None => None,
+                };
+                if known.identity.email != session.email || known.identity.groups != session.groups
+                {
+                    known.identity = std::sync::Arc::new(crate::frame::SessionIdentity {
+                        email: session.email,
+                        groups: session.groups,
+                    });
+                }
+                *known != before
+            }
+        }
+    }
+
+    /// Drops sessions past expiry plus skew.
+    fn collect(&mut self, now: u64) {
+        let skew = self.skew_secs;
+        self.sessions.retain(|_, s| s.expires_at + skew > now);
+    }
+}
+
+fn epoch_key(p: &PolicyEntry) -> (String, String, String) {
+    (p.namespace.clone(), p.name.clone(), p.uid.clone())
+}

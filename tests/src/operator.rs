@@ -1,0 +1,180 @@
+//! A real `portcullis-operator` process for end-to-end tests, next to
+//! [`crate::gateway::GatewayProcess`]: serving certificate from the test CA, the admin
+//! kubeconfig, and a ServiceAccount token (TokenRequest, audience `portcullis-operator`) for the
+//! gateways that follow it.
+
+use crate::{
+    pki::Pki,
+    process::{ManagedProcess, free_port},
+};
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::ServiceAccount,
+};
+use kube::{Api, Client, api::PostParams};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Audience of gateway tokens.
+pub const AUDIENCE: &str = "portcullis-operator";
+
+/// A running operator.
+pub struct OperatorProcess {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub dir: PathBuf,
+    process: ManagedProcess,
+    command: Vec<(String, String)>,
+    binary: PathBuf,
+}
+
+/// Creates ServiceAccount `name` in `namespace` and writes a token for it with the operator
+/// audience into `file`; returns the `namespace:name` the operator allows.
+pub async fn gateway_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    file: &Path,
+) -> Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some(name.to_owned());
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("creating the gateway ServiceAccount"),
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![AUDIENCE.to_owned()],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let issued = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .context("requesting a gateway token")?;
+    let token = issued.status.context("token request without status")?.token;
+    crate::fsutil::write_private(file, token.as_bytes())?;
+    Ok(format!("{namespace}:{name}"))
+}
+
+impl OperatorProcess {
+    /// Starts `binary` watching sessions in `session_namespace`, allowing `gateways`
+    /// (`namespace:name`), and waits until it is ready.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        pki: &Pki,
+        kubeconfig: &Path,
+        session_namespace: &str,
+        gateways: &[String],
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = pki.issue_serving("operator", &["localhost".to_owned()])?;
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let ops_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let env = vec![
+            ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+            ("PORTCULLIS_OPERATOR_LISTEN".to_owned(), addr.to_string()),
+            ("PORTCULLIS_OPS_LISTEN".to_owned(), ops_addr.to_string()),
+            (
+                "PORTCULLIS_TLS_CERT_FILE".to_owned(),
+                tls.cert.display().to_string(),
+            ),
+            (
+                "PORTCULLIS_TLS_KEY_FILE".to_owned(),
+                tls.key.display().to_string(),
+            ),
+            (
+                "PORTCULLIS_SESSION_NAMESPACE".to_owned(),
+                session_namespace.to_owned(),
+            ),
+            (
+                "PORTCULLIS_GATEWAY_SERVICE_ACCOUNTS".to_owned(),
+                gateways.join(","),
+            ),
+            (
+                "PORTCULLIS_LEASE_NAMESPACE".to_owned(),
+                session_namespace.to_owned(),
+            ),
+            (
+                "PORTCULLIS_ADVERTISE_URL".to_owned(),
+                format!("https://localhost:{}", addr.port()),
+            ),
+            ("PORTCULLIS_LOG_FORMAT".to_owned(), "text".to_owned()),
+            ("POD_NAME".to_owned(), format!("operator-{}", addr.port())),
+        ];
+        let process = spawn(binary, dir, &env, addr.port())?;
+        let mut operator = Self {
+            addr,
+            ops_addr,
+            dir: dir.to_owned(),
+            process,
+            command: env,
+            binary: binary.to_owned(),
+        };
+        operator.wait_ready(Duration::from_secs(30)).await?;
+        Ok(operator)
+    }
+
+    /// `https://localhost:port`: the name its certificate carries.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let ready = format!("http://{}/readyz", self.ops_addr);
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.process.ensure_running()?;
+            if let Ok(resp) = reqwest::get(&ready).await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "operator not ready after {timeout:?}:\n{}",
+                    self.process.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the operator (SIGTERM, then SIGKILL after the grace).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Duration::from_secs(5)).await.map(|_| ())
+    }
+
+    /// Starts it again on the same ports, and waits until it is ready.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.process = spawn(&self.binary, &self.dir, &self.command, self.addr.port())?;
+        self.wait_ready(Duration::from_secs(30)).await
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+fn spawn(binary: &Path, dir: &Path, env: &[(String, String)], port: u16) -> Result<ManagedProcess> {
+    let mut cmd = Command::new(binary);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ManagedProcess::spawn(
+        "portcullis-operator",
+        cmd,
+        &dir.join(format!("operator-{port}.log")),
+    )
+}
