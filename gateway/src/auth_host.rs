@@ -33,7 +33,8 @@ const HANDOFF_TIMEOUT_SECS: u64 = 60;
 pub async fn handle(gateway: &Gateway, req: Request) -> Response {
     // Only the head is needed; holding the body across awaits would make the future !Send.
     let (req, _body) = req.into_parts();
-    if req.method != Method::GET && req.method != Method::HEAD {
+    let logout_post = req.method == Method::POST && req.uri.path() == "/.portcullis/logout";
+    if req.method != Method::GET && req.method != Method::HEAD && !logout_post {
         return Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -52,7 +53,13 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
         }
         "/.portcullis/start" => start(gateway, &req).await,
         "/.portcullis/logout" => {
-            crate::logout::auth_host(gateway, &req.headers, query_param(&req.uri, "rd")).await
+            crate::logout::auth_host(
+                gateway,
+                &req.method,
+                &req.headers,
+                query_param(&req.uri, "rd"),
+            )
+            .await
         }
         "/.portcullis/logged-out" => {
             crate::logout::logged_out(gateway, query_param(&req.uri, "state"))

@@ -200,6 +200,11 @@ fn authenticate(
             Verdict::Ended => return Err(Unauthenticated::SessionEnded),
             Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),
         }
+        // Noted before the refresh-failure check: a session refused while its provider is
+        // down must still be retried, or it could never be confirmed again.
+        if let Some(refresher) = &gateway.refresher {
+            refresher.touch(&claims.sid, &claims.idp, now);
+        }
         // The identity provider cannot confirm the session right now: the policy decides.
         if let Some(since) = index.refresh_failing_since(&claims.sid)
             && !policy.session.refresh_failure.admits(since, now)
@@ -218,9 +223,6 @@ fn authenticate(
             claims = Arc::new(updated);
             identity_changed = true;
         }
-    }
-    if let Some(refresher) = &gateway.refresher {
-        refresher.touch(&claims.sid, &claims.idp, now);
     }
     match session::standing(&claims, &policy.session, now) {
         Standing::Fresh if identity_changed => Ok(Session {

@@ -108,13 +108,10 @@ impl LocalStore {
                 "the session already exists",
             ));
         }
-        records.version += 1;
         let mut object = object.clone();
-        object.metadata.resource_version = Some(records.version.to_string());
         object.status = None;
-        records.objects.insert(name, object.clone());
-        self.persist_and_publish(&records);
-        Ok(object)
+        validate(&object)?;
+        self.commit(&mut records, name, object)
     }
 
     pub fn get(&self, sid: &str) -> Option<AccessSession> {
@@ -154,7 +151,7 @@ impl LocalStore {
                 merge(target, change);
             }
         }
-        let mut updated: AccessSession =
+        let updated: AccessSession =
             serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
         if current.spec.revoked && !updated.spec.revoked {
             return Err(api_error(
@@ -170,21 +167,44 @@ impl LocalStore {
         {
             return Err(api_error(422, "Invalid", "immutable session fields"));
         }
-        records.version += 1;
-        updated.metadata.resource_version = Some(records.version.to_string());
-        records.objects.insert(sid.to_owned(), updated.clone());
-        self.persist_and_publish(&records);
-        Ok(updated)
+        if updated == current {
+            return Ok(current);
+        }
+        validate(&updated)?;
+        self.commit(&mut records, sid.to_owned(), updated)
     }
 
-    fn persist_and_publish(&self, records: &Records) {
+    /// Stores `object` under a new resourceVersion, durably: when the file cannot be written the
+    /// change is undone and the caller gets an error (a logout is not reported done and then
+    /// lost at the next restart).
+    fn commit(
+        &self,
+        records: &mut Records,
+        name: String,
+        mut object: AccessSession,
+    ) -> Result<AccessSession, kube::Error> {
         let now = crate::gateway::now();
+        let skew = portcullis_core::token::CLOCK_SKEW_SECS;
+        records.objects.retain(|_, s| expiry(s) + skew > now);
+        records.version += 1;
+        object.metadata.resource_version = Some(records.version.to_string());
+        let previous = records.objects.insert(name.clone(), object.clone());
         if let Some(path) = &self.file
-            && let Err(error) = persist(path, records, now)
+            && let Err(error) = persist(path, records)
         {
+            match previous {
+                Some(previous) => records.objects.insert(name, previous),
+                None => records.objects.remove(&name),
+            };
             warn!(%error, path = %path.display(), "could not save the session store");
+            return Err(api_error(
+                500,
+                "InternalError",
+                "the session store could not be saved",
+            ));
         }
         self.publish(records);
+        Ok(object)
     }
 
     fn publish(&self, records: &Records) {
@@ -195,15 +215,48 @@ impl LocalStore {
     }
 }
 
-/// Writes the records that can still matter (not past expiry plus clock skew) atomically.
-fn persist(path: &Path, records: &Records, now: u64) -> std::io::Result<()> {
-    let skew = portcullis_core::token::CLOCK_SKEW_SECS;
-    let live: Vec<&AccessSession> = records
-        .objects
-        .values()
-        .filter(|s| u64::try_from(s.spec.expires_at.0.as_second()).unwrap_or(0) + skew > now)
-        .collect();
-    let text = serde_json::to_vec(&live).map_err(std::io::Error::other)?;
+fn expiry(session: &AccessSession) -> u64 {
+    u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0)
+}
+
+/// The limits the CRD's schema puts on what the gateway writes, checked here as the API server
+/// would: a write the cluster refuses is refused in standalone mode too.
+fn validate(session: &AccessSession) -> Result<(), kube::Error> {
+    let chars = |s: &str| s.chars().count();
+    let spec = &session.spec;
+    let refresh = session.status.as_ref().and_then(|s| s.refresh.as_ref());
+    let problem = if spec.expires_at.0 <= spec.issued_at.0 {
+        Some("expiresAt must be after issuedAt")
+    } else if spec.groups.len() > 512 || spec.groups.iter().any(|g| chars(g) > 256) {
+        Some("groups: at most 512 of at most 256 characters")
+    } else if spec.email.as_deref().is_some_and(|e| chars(e) > 320) {
+        Some("email: at most 320 characters")
+    } else if spec
+        .revocation_reason
+        .as_deref()
+        .is_some_and(|r| chars(r) > 256)
+    {
+        Some("revocationReason: at most 256 characters")
+    } else if refresh.is_some_and(|r| {
+        r.sealed_token.as_deref().is_some_and(|t| chars(t) > 8192)
+            || r.last_error.as_deref().is_some_and(|e| chars(e) > 512)
+            || r.holder.as_deref().is_some_and(|h| chars(h) > 253)
+    }) {
+        Some("status.refresh: a field is too long")
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(api_error(422, "Invalid", message)),
+        None => Ok(()),
+    }
+}
+
+/// Writes the records atomically (a new file, synced, renamed over the old one, and the
+/// directory synced so the rename survives a crash).
+fn persist(path: &Path, records: &Records) -> std::io::Result<()> {
+    let all: Vec<&AccessSession> = records.objects.values().collect();
+    let text = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write as _;
@@ -215,7 +268,11 @@ fn persist(path: &Path, records: &Records, now: u64) -> std::io::Result<()> {
         file.write_all(&text)?;
         file.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// RFC 7386 JSON merge patch.
@@ -248,4 +305,91 @@ fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
         message: message.to_owned(),
         ..kube::core::Status::default()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::ObjectMeta;
+    use portcullis_crds::AccessSessionSpec;
+
+    fn session(sid: &str) -> AccessSession {
+        let now = crate::gateway::now() as i64;
+        let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("time"));
+        AccessSession {
+            metadata: ObjectMeta {
+                name: Some(sid.into()),
+                ..ObjectMeta::default()
+            },
+            spec: AccessSessionSpec {
+                subject: "alice".into(),
+                email: None,
+                groups: vec![],
+                identity_provider: "dex".into(),
+                issued_at: at(now),
+                expires_at: at(now + 3600),
+                revoked: false,
+                revocation_reason: None,
+            },
+            status: None,
+        }
+    }
+
+    fn code(result: Result<AccessSession, kube::Error>) -> u16 {
+        match result {
+            Err(kube::Error::Api(status)) => status.code,
+            other => panic!("expected an API error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_follow_the_api_servers_rules() {
+        let store = LocalStore::open(None).expect("store");
+        let created = store.create(&session("s1")).expect("created");
+        assert_eq!(code(store.create(&session("s1"))), 409);
+        // A stale precondition conflicts; the current one applies.
+        let stale = serde_json::json!({ "metadata": { "resourceVersion": "0" },
+            "status": { "refresh": { "holder": "g1" } } });
+        assert_eq!(code(store.patch("s1", &stale, true)), 409);
+        let fresh = serde_json::json!({ "metadata": { "resourceVersion": created.metadata.resource_version },
+            "status": { "refresh": { "holder": "g1" } } });
+        let leased = store.patch("s1", &fresh, true).expect("leased");
+        // Status writes leave the spec alone, and the other way round.
+        let sneaky = serde_json::json!({ "spec": { "revoked": true } });
+        let same = store.patch("s1", &sneaky, true).expect("ignored");
+        assert!(!same.spec.revoked);
+        assert_eq!(
+            same.metadata.resource_version,
+            leased.metadata.resource_version
+        );
+        store.patch("s1", &sneaky, false).expect("revoked");
+        let undo = serde_json::json!({ "spec": { "revoked": false } });
+        assert_eq!(code(store.patch("s1", &undo, false)), 422);
+        let later = serde_json::json!({ "spec": { "expiresAt": "2999-01-01T00:00:00Z" } });
+        assert_eq!(code(store.patch("s1", &later, false)), 422);
+        let long = serde_json::json!({ "spec": { "groups": ["x".repeat(257)] } });
+        assert_eq!(code(store.patch("s1", &long, false)), 422);
+        assert!(store.index().borrow().entries["s1"].ended);
+        assert_eq!(code(store.patch("nope", &sneaky, false)), 404);
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_saved_is_refused_and_undone() {
+        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("sessions.json");
+        let store = LocalStore::open(Some(file.clone())).expect("store");
+        store.create(&session("s1")).expect("created");
+        // The store survives a restart.
+        let reopened = LocalStore::open(Some(file.clone())).expect("reopened");
+        assert!(reopened.get("s1").is_some());
+        // The directory goes away: the revocation is refused, not pretended.
+        std::fs::remove_dir_all(&dir).expect("remove");
+        let revoke = serde_json::json!({ "spec": { "revoked": true } });
+        assert_eq!(code(reopened.patch("s1", &revoke, false)), 500);
+        assert!(!reopened.get("s1").expect("kept").spec.revoked);
+        assert!(!reopened.index().borrow().entries["s1"].ended);
+    }
 }

@@ -62,8 +62,15 @@ pub fn app_host(gateway: &Gateway, host: &Host, req: &Request) -> Response {
 }
 
 /// `/.portcullis/logout` on the auth host.
+///
+/// A logout another site started (a link or a form on a page elsewhere: `Sec-Fetch-Site:
+/// cross-site`, anywhere in the redirect chain) and a `HEAD` (link prefetchers) only show a
+/// button that confirms it; so does a `POST` whose `Origin` is not the auth host. Otherwise any
+/// page on the web could end the user's sessions here and, with RP-initiated logout, at the
+/// identity provider.
 pub async fn auth_host(
     gateway: &Gateway,
+    method: &http::Method,
     headers: &http::HeaderMap,
     rd: Option<String>,
 ) -> Response {
@@ -71,6 +78,11 @@ pub async fn auth_host(
     let jar = cookies::parse(headers);
     // Only back to one of our own apps; anything else is simply not offered.
     let back = rd.filter(|rd| back_link_allowed(gateway, rd));
+    if !logout_confirmed(gateway, method, headers) {
+        let mut response = confirm_page(back.as_deref());
+        no_store(response.headers_mut());
+        return response;
+    }
     let mut at_provider = None;
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
@@ -79,8 +91,16 @@ pub async fn auth_host(
         if let Some(recorder) = &gateway.sessions
             && let Err(error) = recorder.revoke(&session.sid, "logout").await
         {
-            // The cookie is cleared regardless; the record stays live until it expires.
+            // Not "signed out" while the session still works elsewhere: the user tries again
+            // (the SSO cookie is kept for that).
             warn!(%error, sid = %session.sid, "could not revoke the session at logout");
+            gateway.metrics.idp_error("logout_revoke");
+            return crate::respond::Problem::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "logout_failed",
+                "You could not be signed out everywhere right now. Please try again.",
+            )
+            .into_response();
         }
         at_provider = gateway
             .providers
@@ -129,6 +149,39 @@ fn end_session_url(
         }
     }
     Some(url)
+}
+
+/// Whether this request may end the session: a top-level navigation or form from our own
+/// pages (or typed in), or a `POST` from the auth host's own confirmation page.
+fn logout_confirmed(gateway: &Gateway, method: &http::Method, headers: &http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match *method {
+        http::Method::POST => {
+            header("origin") == Some(gateway.issuer.as_str())
+                || header("sec-fetch-site") == Some("same-origin")
+        }
+        http::Method::GET => !matches!(header("sec-fetch-site"), Some("cross-site")),
+        _ => false,
+    }
+}
+
+fn confirm_page(back: Option<&str>) -> Response {
+    let action = match back {
+        Some(rd) => {
+            let mut action = String::from("/.portcullis/logout?rd=");
+            action.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
+            action
+        }
+        None => "/.portcullis/logout".to_owned(),
+    };
+    Html(page(
+        "Sign out?",
+        &format!(
+            r#"<p>Sign out of every application?</p><form method="post" action="{}"><button type="submit">Sign out</button></form>"#,
+            html_escape(&action)
+        ),
+    ))
+    .into_response()
 }
 
 fn signed_out_page(back: Option<&str>) -> Response {

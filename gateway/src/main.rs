@@ -100,6 +100,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Some(dir) => standalone(&args, dir, known_idps, signal.clone()).await?,
         None => cluster(&args, known_idps, signal.clone()).await?,
     };
+    let mut refresh_task = None;
     let sessions = match records {
         Some((recorder, index)) => {
             let refresher = match &args.auth.session_key_file {
@@ -116,7 +117,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                         providers.clone(),
                         holder_identity(),
                     );
-                    tokio::spawn(refresher.clone().run(signal.clone()));
+                    refresh_task = Some(tokio::spawn(refresher.clone().run(signal.clone())));
                     Some(refresher)
                 }
                 None => {
@@ -174,6 +175,11 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
     info!("shutting down");
     trigger.fire();
     let _ = tokio::join!(main, ops);
+    // A refresh under way writes its outcome (perhaps a rotated refresh token) before the
+    // process ends.
+    if let Some(task) = refresh_task {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
     Ok(())
 }
 
@@ -221,7 +227,10 @@ async fn standalone(
                 signal,
             );
             Some((
-                portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+                portcullis_gateway::sessions::SessionRecorder::new(
+                    write_client().await?,
+                    namespace,
+                ),
                 index,
             ))
         }
@@ -268,9 +277,6 @@ async fn cluster(
         known_idps,
         signal,
     )?;
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
     info!(
         namespace,
         operators = args.operator.operator_url.len(),
@@ -279,10 +285,23 @@ async fn cluster(
     Ok((
         state,
         Some((
-            portcullis_gateway::sessions::SessionRecorder::new(client, namespace),
+            portcullis_gateway::sessions::SessionRecorder::new(write_client().await?, namespace),
             index,
         )),
     ))
+}
+
+/// The Kubernetes client session records are written with: every call bounded, so a silently
+/// dead connection fails (and is retried) instead of stalling a login or a refresh. (Watches
+/// use a client without a read timeout: they wait for events by design.)
+async fn write_client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("configuring the Kubernetes client")?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    config.write_timeout = Some(Duration::from_secs(15));
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// HTTP client for identity providers: no redirects (they would open SSRF), aws-lc-rs TLS with

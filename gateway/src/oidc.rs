@@ -114,7 +114,7 @@ pub struct AuthorizationRequest {
 }
 
 /// The verified result of a login.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VerifiedLogin {
     pub subject: String,
     pub email: Option<String>,
@@ -126,12 +126,21 @@ pub struct VerifiedLogin {
 }
 
 /// What redeeming a refresh token produced.
-#[derive(Clone, Debug)]
 pub struct Refreshed {
     /// The provider's new refresh token, when it rotates them (Dex does): the old one is dead.
     pub refresh_token: Option<String>,
-    /// The identity in the new ID token, when the provider sent one.
-    pub identity: Option<RefreshedIdentity>,
+    /// The identity in the new ID token, when the provider sent one; an error when that ID
+    /// token does not verify (the rotated refresh token must be kept all the same).
+    pub identity: Result<Option<RefreshedIdentity>, RefreshError>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed")
+            .field("rotated", &self.refresh_token.is_some())
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 /// Email and groups as the provider states them now.
@@ -153,6 +162,22 @@ pub enum RefreshError {
     /// `refreshFailure` applies.
     #[error("the identity provider could not confirm the session: {0}")]
     Transient(String),
+}
+
+impl std::fmt::Debug for VerifiedLogin {
+    /// Never the refresh token: a `?` in a log line must not leak it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedLogin")
+            .field("subject", &self.subject)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("auth_time", &self.auth_time)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// One configured provider; discovery happens on first use and is retried until it succeeds.
@@ -377,6 +402,25 @@ impl Provider {
                 }
                 other => transient(error_chain(&other)),
             })?;
+        let refresh_token = response.refresh_token().map(|t| t.secret().clone());
+        let identity = self
+            .refreshed_identity(&client, &response, subject, now)
+            .await;
+        Ok(Refreshed {
+            refresh_token,
+            identity,
+        })
+    }
+
+    /// Verifies the ID token of a refresh answer, if there is one.
+    async fn refreshed_identity(
+        &self,
+        client: &Arc<Client>,
+        response: &TokenResponse,
+        subject: &str,
+        now: u64,
+    ) -> Result<Option<RefreshedIdentity>, RefreshError> {
+        let transient = |e: String| RefreshError::Transient(e);
         let identity = match response.id_token() {
             None => None,
             Some(id_token) => {
@@ -389,12 +433,12 @@ impl Provider {
                         .claims(&verifier, |_: Option<&Nonce>| Ok(()))
                         .cloned()
                 };
-                let claims = match verify(&client) {
+                let claims = match verify(client) {
                     Err(openidconnect::ClaimsVerificationError::SignatureVerification(
                         openidconnect::SignatureVerificationError::NoMatchingKey,
                     )) => {
                         let fresh = self
-                            .discover(Some(&client))
+                            .discover(Some(client))
                             .await
                             .map_err(|e| transient(e.to_string()))?;
                         verify(&fresh)
@@ -443,10 +487,7 @@ impl Provider {
                 })
             }
         };
-        Ok(Refreshed {
-            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
-            identity,
-        })
+        Ok(identity)
     }
 }
 

@@ -30,8 +30,12 @@ use std::{
 };
 use tracing::{info, warn};
 
-/// How long a refresh lease is held: well beyond the identity-provider client's timeout.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a refresh lease is held. The provider call gets the lease minus [`WRITE_BACK`]
+/// (its HTTP client gives up after 10 s per call anyway), and the whole attempt is cut off at
+/// the lease's end, so no gateway acts on a lease that may have passed to another.
+const LEASE: Duration = Duration::from_secs(90);
+/// The share of a lease kept for writing the outcome back.
+const WRITE_BACK: Duration = Duration::from_secs(30);
 /// Pause after a transient failure before the next attempt (capped by the provider's interval).
 const RETRY: Duration = Duration::from_secs(15);
 /// Refreshes run concurrently per tick.
@@ -102,7 +106,8 @@ impl Refresher {
         self.active.lock().map(|a| a.len()).unwrap_or(0)
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`. A refresh under way when the signal comes is finished (its
+    /// outcome — perhaps a rotated token — written) before this returns; no new one starts.
     pub async fn run(self: Arc<Self>, mut shutdown: Signal) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,13 +116,19 @@ impl Refresher {
                 _ = ticker.tick() => {}
                 () = shutdown.wait() => return,
             }
-            let now = crate::gateway::now();
-            let due = self.due(now);
+            let due = self.due(crate::gateway::now());
             futures::stream::iter(due)
                 .for_each_concurrent(CONCURRENCY, |(sid, idp)| {
                     let this = self.clone();
                     async move {
-                        let next = this.refresh_one(&sid, &idp, now).await;
+                        // Bounded: a hung API server or provider never stalls the others for
+                        // longer than a lease.
+                        let next = tokio::time::timeout(LEASE, this.refresh_one(&sid, &idp))
+                            .await
+                            .unwrap_or_else(|_| {
+                                warn!(sid, idp, "refresh timed out");
+                                Some(crate::gateway::now() + 5)
+                            });
                         this.schedule(&sid, next);
                     }
                 })
@@ -165,60 +176,83 @@ impl Refresher {
     }
 
     /// One attempt; returns when to look at the session again, `None` to stop tracking it.
-    async fn refresh_one(&self, sid: &str, idp: &str, now: u64) -> Option<u64> {
+    async fn refresh_one(&self, sid: &str, idp: &str) -> Option<u64> {
         let interval = self.interval(idp).filter(|i| !i.is_zero())?;
         let lease = match self
             .recorder
-            .acquire_refresh(sid, &self.holder, interval, LEASE, now)
+            .acquire_refresh(sid, &self.holder, interval, LEASE)
             .await
         {
             Ok(lease) => lease,
             Err(error) => {
                 warn!(%error, sid, "cannot read the session for its refresh; retrying");
-                return Some(now + 5);
+                return Some(crate::gateway::now() + 5);
             }
         };
-        let (sealed, subject, email, groups, failing_since) = match lease {
+        let (held, sealed, subject, email, groups, failing_since) = match lease {
             Lease::Acquired {
+                held,
                 sealed_token,
                 subject,
                 email,
                 groups,
                 failing_since,
                 ..
-            } => (sealed_token, subject, email, groups, failing_since),
-            Lease::NotDue { at } => return Some(at.max(now + 1)),
+            } => (held, sealed_token, subject, email, groups, failing_since),
+            Lease::NotDue { at } => return Some(at.max(crate::gateway::now() + 1)),
             Lease::Ended | Lease::NoToken => return None,
         };
-        let outcome = self
-            .redeem(sid, idp, &sealed, &subject, (&email, &groups), now)
-            .await;
-        let outcome = match outcome {
+        // The provider gets what is left of the lease after the write-back's share.
+        let budget = Duration::from_secs(held.until.saturating_sub(crate::gateway::now()))
+            .saturating_sub(WRITE_BACK);
+        let redeemed = tokio::time::timeout(
+            budget,
+            self.redeem(sid, idp, &sealed, &subject, (&email, &groups)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                RefreshError::Transient("the provider took too long".into()),
+                None,
+            ))
+        });
+        let now = crate::gateway::now();
+        let outcome = match redeemed {
             Ok(outcome) => outcome,
-            Err(error) => {
+            Err((error, rotated)) => {
                 let retry = RETRY.min(interval).as_secs();
                 warn!(%error, sid, idp, "refresh failed; the policy's refreshFailure applies");
                 RefreshOutcome::Failed {
                     error: error.to_string(),
                     since: failing_since.unwrap_or(now),
                     retry_at: now + retry,
+                    sealed_token: rotated,
                 }
             }
         };
-        let next = match &outcome {
-            RefreshOutcome::Confirmed { .. } => Some(now + interval.as_secs()),
-            RefreshOutcome::Rejected { reason } => {
-                info!(sid, idp, reason, "the identity provider ended the session");
-                None
-            }
-            RefreshOutcome::Failed { retry_at, .. } => Some(*retry_at),
-        };
-        if let Err(error) = self.recorder.finish_refresh(sid, &outcome, now).await {
-            warn!(%error, sid, "could not record the refresh outcome");
+        if let RefreshOutcome::Rejected { reason } = &outcome {
+            info!(sid, idp, reason, "the identity provider ended the session");
         }
-        next
+        match self
+            .recorder
+            .finish_refresh(sid, &self.holder, &held, &outcome)
+            .await
+        {
+            Ok(()) => match &outcome {
+                RefreshOutcome::Confirmed { .. } => Some(now + interval.as_secs()),
+                RefreshOutcome::Rejected { .. } => None,
+                RefreshOutcome::Failed { retry_at, .. } => Some(*retry_at),
+            },
+            Err(error) => {
+                // Keep tracking it: a refusal not yet recorded is recorded at the next try.
+                warn!(%error, sid, "could not record the refresh outcome");
+                Some(now + 5)
+            }
+        }
     }
 
+    /// Redeems the session's refresh token. An error carries the rotated token, sealed, when
+    /// the provider issued one before the failure.
     async fn redeem(
         &self,
         sid: &str,
@@ -226,19 +260,18 @@ impl Refresher {
         sealed: &str,
         subject: &str,
         (email, groups): (&Option<String>, &Vec<String>),
-        now: u64,
-    ) -> Result<RefreshOutcome, RefreshError> {
+    ) -> Result<RefreshOutcome, (RefreshError, Option<String>)> {
         let provider = self
             .providers
             .get(idp)
-            .map_err(|e| RefreshError::Transient(e.to_string()))?;
-        // A token that does not open (another key, tampering) cannot be redeemed by anyone:
-        // the session can never be confirmed again.
+            .map_err(|e| (RefreshError::Transient(e.to_string()), None))?;
+        // A token that does not open (tampering) cannot be redeemed by anyone: the session can
+        // never be confirmed again.
         let token = match self.key.open(sid, sealed) {
             Ok(token) => token,
             // Sealed by a replica with another key (mid-rotation): not this gateway's to judge.
             Err(error @ crate::seal::SealError::UnknownKey(_)) => {
-                return Err(RefreshError::Transient(error.to_string()));
+                return Err((RefreshError::Transient(error.to_string()), None));
             }
             Err(error) => {
                 return Ok(RefreshOutcome::Rejected {
@@ -246,28 +279,32 @@ impl Refresher {
                 });
             }
         };
-        let refreshed = match provider.refresh(&token, subject, now).await {
+        let refreshed = match provider
+            .refresh(&token, subject, crate::gateway::now())
+            .await
+        {
             Ok(refreshed) => refreshed,
             Err(RefreshError::Rejected(code)) => {
                 return Ok(RefreshOutcome::Rejected { reason: code });
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err((error, None)),
         };
         let sealed_token = match &refreshed.refresh_token {
-            Some(new) if new != &token => Some(
-                self.key
-                    .seal(sid, new)
-                    .map_err(|e| RefreshError::Transient(e.to_string()))?,
-            ),
+            Some(new) if new != &token => match self.key.seal(sid, new) {
+                Ok(sealed) => Some(sealed),
+                Err(error) => return Err((RefreshError::Transient(error.to_string()), None)),
+            },
             _ => None,
         };
-        let identity = refreshed
-            .identity
-            .filter(|i| (&i.email, &i.groups) != (email, groups))
-            .map(|i| (i.email, i.groups));
-        Ok(RefreshOutcome::Confirmed {
-            sealed_token,
-            identity,
-        })
+        match refreshed.identity {
+            Ok(identity) => Ok(RefreshOutcome::Confirmed {
+                sealed_token,
+                identity: identity
+                    .filter(|i| (&i.email, &i.groups) != (email, groups))
+                    .map(|i| (i.email, i.groups)),
+            }),
+            Err(RefreshError::Rejected(reason)) => Ok(RefreshOutcome::Rejected { reason }),
+            Err(error) => Err((error, sealed_token)),
+        }
     }
 }

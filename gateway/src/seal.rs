@@ -18,7 +18,7 @@ const PREFIX: &str = "v1";
 /// Why a key could not be loaded or a token opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("the session key must be 32 bytes (raw, or base64 of 32 bytes)")]
+    #[error("the session key must be the base64 of 32 random bytes (or those bytes, raw)")]
     KeyLength,
     #[error("the sealed token is malformed")]
     Malformed,
@@ -48,13 +48,22 @@ impl SessionKey {
     /// Loads a key from a file's content: 32 raw bytes, or their base64 (what `openssl rand
     /// -base64 32` prints, with or without a trailing newline).
     pub fn from_file_content(content: &[u8]) -> Result<Self, SealError> {
-        let raw = if content.len() == 32 {
-            content.to_vec()
-        } else {
-            let text = std::str::from_utf8(content).map_err(|_| SealError::KeyLength)?;
+        // Base64 first; raw bytes only when they are not text (32 printable characters are a
+        // passphrase, far weaker than a key).
+        let decoded = std::str::from_utf8(content).ok().and_then(|text| {
             base64::engine::general_purpose::STANDARD
                 .decode(text.trim())
-                .map_err(|_| SealError::KeyLength)?
+                .ok()
+                .filter(|raw| raw.len() == 32)
+        });
+        let raw = match decoded {
+            Some(raw) => raw,
+            None if content.len() == 32
+                && !content.iter().all(|b| b.is_ascii_graphic() || *b == b' ') =>
+            {
+                content.to_vec()
+            }
+            None => return Err(SealError::KeyLength),
         };
         if raw.len() != 32 {
             return Err(SealError::KeyLength);
@@ -167,6 +176,8 @@ mod tests {
         assert_eq!(a.id(), key(9).id());
         assert!(SessionKey::from_file_content(&[1u8; 31]).is_err());
         assert!(SessionKey::from_file_content(b"not base64 at all").is_err());
+        // 32 printable characters are a passphrase, not a key.
+        assert!(SessionKey::from_file_content(b"correct horse battery staple!!!!").is_err());
         // Debug never prints key material.
         assert!(!format!("{a:?}").contains(&b64));
     }

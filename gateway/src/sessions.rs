@@ -66,6 +66,8 @@ pub enum RecordError {
     Refused(#[source] kube::Error),
     #[error("a different session already has the id {0}")]
     Collision(String),
+    #[error("session {0} kept changing while it was being revoked")]
+    Contended(String),
     #[error("invalid session times")]
     Time,
 }
@@ -105,19 +107,20 @@ impl SessionRecorder {
         sid: &str,
         patch: &serde_json::Value,
         status: bool,
-    ) -> Result<(), kube::Error> {
-        match &self.store {
+    ) -> Result<Option<String>, kube::Error> {
+        let written = match &self.store {
             Store::Cluster(api) => {
                 let params = PatchParams::default();
                 let patch = Patch::Merge(patch);
                 if status {
-                    api.patch_status(sid, &params, &patch).await.map(|_| ())
+                    api.patch_status(sid, &params, &patch).await?
                 } else {
-                    api.patch(sid, &params, &patch).await.map(|_| ())
+                    api.patch(sid, &params, &patch).await?
                 }
             }
-            Store::Local(store) => store.patch(sid, patch, status).map(|_| ()),
-        }
+            Store::Local(store) => store.patch(sid, patch, status)?,
+        };
+        Ok(written.metadata.resource_version)
     }
 
     /// Creates the `AccessSession` of a login, retrying transient failures, then stores its
@@ -135,7 +138,12 @@ impl SessionRecorder {
                 "lastRefreshedAt": rfc3339(session.issued_at.max(now_secs())),
             } }
         });
-        let stored = retry(|| self.patch_object(session.sid, &patch, true)).await;
+        let stored = retry(|| async {
+            self.patch_object(session.sid, &patch, true)
+                .await
+                .map(|_| ())
+        })
+        .await;
         if let Err(error) = stored {
             let _ = self
                 .revoke(session.sid, "the login could not be completed")
@@ -201,14 +209,43 @@ impl SessionRecorder {
         }
     }
 
-    /// Marks the session revoked (logout). A session already revoked or gone is fine.
-    pub async fn revoke(&self, sid: &str, reason: &str) -> Result<(), kube::Error> {
-        let patch = serde_json::json!({ "spec": { "revoked": true, "revocationReason": reason } });
-        match self.patch_object(sid, &patch, false).await {
-            Ok(()) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(error),
+    /// Marks the session revoked, with `reason`. A session already revoked keeps its first
+    /// reason (an administrator's "compromised" is not overwritten by a later logout); a session
+    /// gone is fine. Transient failures are retried; the write is conditioned on the version
+    /// read, so a concurrent change is read again rather than overwritten.
+    pub async fn revoke(&self, sid: &str, reason: &str) -> Result<(), RecordError> {
+        for _ in 0..ATTEMPTS {
+            let current = match self.get_object(sid).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    warn!(%error, sid, "reading the session to revoke failed; retrying");
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            };
+            if current.spec.revoked {
+                return Ok(());
+            }
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": current.metadata.resource_version },
+                "spec": { "revoked": true, "revocationReason": truncate(reason, 250) },
+            });
+            let written = retry(|| async {
+                match self.patch_object(sid, &patch, false).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Err(error) => Err(error),
+                }
+            })
+            .await;
+            match written {
+                Ok(()) => return Ok(()),
+                Err(RecordError::Refused(kube::Error::Api(status))) if status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
         }
+        Err(RecordError::Contended(sid.to_owned()))
     }
 }
 
@@ -254,12 +291,21 @@ fn unix(time: &Time) -> u64 {
     u64::try_from(time.0.as_second()).unwrap_or(0)
 }
 
+/// A refresh lease this gateway holds: until when, and the object's resourceVersion after the
+/// lease was written (the outcome is written conditioned on it).
+#[derive(Clone, Debug)]
+pub struct HeldLease {
+    pub until: u64,
+    resource_version: Option<String>,
+}
+
 /// The outcome of asking for the refresh lease of a session.
 #[derive(Debug)]
 pub enum Lease {
-    /// This gateway holds the lease until `until`: redeem the token and report with
-    /// [`SessionRecorder::finish_refresh`].
+    /// This gateway holds the lease: redeem the token and report with
+    /// [`SessionRecorder::finish_refresh`] before `held.until`.
     Acquired {
+        held: HeldLease,
         sealed_token: String,
         subject: String,
         identity_provider: String,
@@ -294,26 +340,40 @@ pub enum RefreshOutcome {
         error: String,
         since: u64,
         retry_at: u64,
+        /// A token the provider rotated before the failure (its ID token did not verify):
+        /// stored all the same, or the session could never be confirmed again.
+        sealed_token: Option<String>,
     },
+}
+
+/// Why the outcome of a refresh was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Another gateway holds the lease now (this one took too long); its outcome wins.
+    #[error("the refresh lease was lost before the outcome was written")]
+    LostLease,
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 impl SessionRecorder {
     /// Takes the single-flight refresh lease of `sid` for `holder` when the session is due
     /// (`interval` after its last confirmation). The lease is a status write conditioned on the
     /// resourceVersion just read: of two gateways racing, exactly one write succeeds, and the
-    /// other sees `NotDue`. The lease lasts `lease` — longer than an identity-provider call
-    /// can take (its client times out sooner) — so a holder that dies frees it.
+    /// other sees `NotDue`. The lease lasts `lease` from the moment it is written — longer than
+    /// the caller lets the provider call and the write-back take — so a holder that dies frees
+    /// it.
     pub async fn acquire_refresh(
         &self,
         sid: &str,
         holder: &str,
         interval: Duration,
         lease: Duration,
-        now: u64,
     ) -> Result<Lease, kube::Error> {
         let Some(session) = self.get_object(sid).await? else {
             return Ok(Lease::Ended);
         };
+        let now = now_secs();
         if session.spec.revoked
             || session.metadata.deletion_timestamp.is_some()
             || unix(&session.spec.expires_at) <= now
@@ -338,15 +398,20 @@ impl SessionRecorder {
                 at: due.max(leased),
             });
         }
+        let until = now_secs() + lease.as_secs();
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": session.metadata.resource_version },
             "status": { "refresh": {
                 "holder": holder,
-                "leaseUntil": rfc3339(now + lease.as_secs()),
+                "leaseUntil": rfc3339(until),
             } }
         });
         match self.patch_object(sid, &patch, true).await {
-            Ok(()) => Ok(Lease::Acquired {
+            Ok(resource_version) => Ok(Lease::Acquired {
+                held: HeldLease {
+                    until,
+                    resource_version,
+                },
                 sealed_token,
                 subject: session.spec.subject,
                 identity_provider: session.spec.identity_provider,
@@ -363,22 +428,30 @@ impl SessionRecorder {
         }
     }
 
-    /// Writes the outcome of a refresh this gateway holds the lease for. A confirmation is
-    /// retried hard: a rotated refresh token that is not stored is lost, and with it the
-    /// session's next confirmation.
+    /// Writes the outcome of a refresh this gateway holds the lease `held` for.
+    ///
+    /// The refresh status — above all a rotated refresh token, which is the only one the
+    /// provider still accepts — is written first, conditioned on the lease still being ours:
+    /// after a conflict (the operator wrote its status, say) the object is read again and the
+    /// write repeated as long as `holder` still holds this very lease; transient failures are
+    /// retried until the lease runs out. A refusal revokes the session before anything else; a
+    /// changed identity is written last.
     pub async fn finish_refresh(
         &self,
         sid: &str,
+        holder: &str,
+        held: &HeldLease,
         outcome: &RefreshOutcome,
-        now: u64,
-    ) -> Result<(), RecordError> {
-        let release = serde_json::json!({ "holder": null, "leaseUntil": null });
-        let mut refresh = match outcome {
+    ) -> Result<(), FinishError> {
+        let now = now_secs();
+        let refresh = match outcome {
             RefreshOutcome::Confirmed { sealed_token, .. } => {
                 let mut r = serde_json::json!({
                     "lastRefreshedAt": rfc3339(now),
                     "failingSince": null,
                     "lastError": null,
+                    "holder": null,
+                    "leaseUntil": null,
                 });
                 if let Some(sealed) = sealed_token {
                     r["sealedToken"] = sealed.clone().into();
@@ -386,54 +459,107 @@ impl SessionRecorder {
                 r
             }
             RefreshOutcome::Rejected { reason } => serde_json::json!({
-                "lastError": truncate(reason),
+                "lastError": truncate(reason, 500),
                 "sealedToken": null,
+                "holder": null,
+                "leaseUntil": null,
             }),
             RefreshOutcome::Failed {
                 error,
                 since,
                 retry_at,
-            } => serde_json::json!({
-                "failingSince": rfc3339(*since),
-                "lastError": truncate(error),
-                "holder": null,
-                "leaseUntil": rfc3339(*retry_at),
-            }),
+                sealed_token,
+            } => {
+                let mut r = serde_json::json!({
+                    "failingSince": rfc3339(*since),
+                    "lastError": truncate(error, 500),
+                    "holder": null,
+                    "leaseUntil": rfc3339(*retry_at),
+                });
+                if let Some(sealed) = sealed_token {
+                    r["sealedToken"] = sealed.clone().into();
+                }
+                r
+            }
         };
-        if !matches!(outcome, RefreshOutcome::Failed { .. })
-            && let (Some(target), Some(release)) = (refresh.as_object_mut(), release.as_object())
-        {
-            target.extend(release.clone());
-        }
         if let RefreshOutcome::Rejected { reason } = outcome {
             self.revoke(
                 sid,
                 &format!("the identity provider refused to refresh the session ({reason})"),
             )
-            .await
-            .map_err(RecordError::Unavailable)?;
+            .await?;
         }
+        self.write_under_lease(sid, holder, held, &refresh).await?;
         if let RefreshOutcome::Confirmed {
             identity: Some((email, groups)),
             ..
         } = outcome
         {
             let patch = serde_json::json!({ "spec": { "email": email, "groups": groups } });
-            retry(|| self.patch_object(sid, &patch, false)).await?;
-        }
-        let patch = serde_json::json!({ "status": { "refresh": refresh } });
-        retry(|| async {
-            match self.patch_object(sid, &patch, true).await {
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                other => other,
+            if let Err(error) =
+                retry(|| async { self.patch_object(sid, &patch, false).await.map(|_| ()) }).await
+            {
+                // The token is safe; the identity is re-read at the next refresh.
+                warn!(%error, sid, "could not record the session's new identity");
             }
-        })
-        .await
+        }
+        Ok(())
+    }
+
+    async fn write_under_lease(
+        &self,
+        sid: &str,
+        holder: &str,
+        held: &HeldLease,
+        refresh: &serde_json::Value,
+    ) -> Result<(), FinishError> {
+        let mut resource_version = held.resource_version.clone();
+        let mut pause = BACKOFF;
+        loop {
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": resource_version },
+                "status": { "refresh": refresh },
+            });
+            match self.patch_object(sid, &patch, true).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let current = self
+                        .get_object(sid)
+                        .await
+                        .map_err(|e| FinishError::Record(RecordError::Unavailable(e)))?;
+                    let Some(current) = current else {
+                        return Ok(());
+                    };
+                    let lease = current
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.refresh.as_ref())
+                        .map(|r| (r.holder.clone(), r.lease_until.as_ref().map(unix)));
+                    if lease != Some((Some(holder.to_owned()), Some(held.until))) {
+                        return Err(FinishError::LostLease);
+                    }
+                    resource_version = current.metadata.resource_version;
+                }
+                Err(kube::Error::Api(status)) if !is_transient(status.code) => {
+                    return Err(RecordError::Refused(kube::Error::Api(status)).into());
+                }
+                Err(error) => {
+                    if now_secs() + pause.as_secs() + 1 >= held.until {
+                        return Err(RecordError::Unavailable(error).into());
+                    }
+                    warn!(%error, sid, "writing the refresh outcome failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
 }
 
-fn truncate(text: &str) -> String {
-    text.chars().take(500).collect()
+/// At most `max` characters (the CRD's limits are in characters).
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 fn is_transient(code: u16) -> bool {

@@ -7,6 +7,7 @@
 use anyhow::{Context as _, Result, ensure};
 use kube::{Api, Client};
 use portcullis_crds::{AccessSession, RefreshStatus};
+use portcullis_gateway::seal::SessionKey;
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},
@@ -245,6 +246,7 @@ both_ways!(
 );
 async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Result<()> {
     let (gateway, dex) = start(&run, "3s").await?;
+    let key = SessionKey::from_file_content(&std::fs::read(&gateway.files.session_key)?)?;
     let browser = login(&gateway, &dex).await?;
     let first = refresh(&run.records.only().await?);
     let sealed = first
@@ -278,8 +280,9 @@ async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Resu
             "lease kept: {now:?}"
         );
         let token = now.sealed_token.clone().context("token dropped")?;
+        let sid = session.metadata.name.clone().context("name")?;
         ensure!(
-            token != previous.1,
+            key.open(&sid, &token)? != key.open(&sid, &previous.1)?,
             "Dex rotates refresh tokens; the new one was not stored"
         );
         previous = (now.last_refreshed_at.clone().context("time")?, token);
@@ -427,4 +430,48 @@ async fn logging_out_ends_the_session_on_every_app_and_path(run: Run) -> Result<
         }
     }
     anyhow::bail!("expected a new login at the identity provider, ended at {next}")
+}
+
+#[tokio::test]
+async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Result<()> {
+    in_cluster("lc-pair", |run: Run| async move {
+        let (first, dex) = start(&run, "2s").await?;
+        let second = first
+            .start_replica(env!("CARGO_BIN_EXE_portcullis-gateway").as_ref())
+            .await?;
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let one = first.browser_with_jar(jar.clone())?;
+        let two = second.browser_with_jar(jar)?;
+        login_with(&one, &first, &dex).await?;
+        let start_at = refresh(&run.records.only().await?)
+            .last_refreshed_at
+            .context("no lastRefreshedAt")?;
+        // Both replicas see the session active all along; each is due at the same moments.
+        let mut confirmations = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(14);
+        while Instant::now() < deadline {
+            for (browser, gateway) in [(&one, &first), (&two, &second)] {
+                let code = status(browser, gateway, APPS[1]).await?;
+                ensure!(
+                    code == 200,
+                    "refused ({code}) while both gateways refresh:\n{}\n{}",
+                    first.log_tail(),
+                    second.log_tail()
+                );
+            }
+            let session = run.records.only().await?;
+            ensure!(!session.spec.revoked, "revoked: {:?}", session.spec);
+            if let Some(at) = refresh(&session).last_refreshed_at {
+                confirmations.insert(at.0);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let later = confirmations.iter().filter(|t| **t > start_at.0).count();
+        ensure!(
+            later >= 3,
+            "expected several confirmations over 14 s at a 2 s interval, saw {later}"
+        );
+        Ok(())
+    })
+    .await
 }

@@ -1032,7 +1032,7 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
     use portcullis_gateway::{
         gateway::SessionServices,
         local_sessions::LocalStore,
-        sessions::{NewSession, RefreshOutcome, SessionRecorder},
+        sessions::{Lease, NewSession, RefreshOutcome, SessionRecorder},
     };
     let store = LocalStore::open(None).expect("store");
     let recorder = SessionRecorder::local(store.clone());
@@ -1052,7 +1052,8 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
             identity_provider: "dex",
             issued_at: start,
             expires_at: start + 3600,
-            sealed_refresh_token: None,
+            // Never opened here: the test plays the refresher's part with the outcomes.
+            sealed_refresh_token: Some("v1.test.sealed".into()),
         })
         .await
         .expect("recorded");
@@ -1077,21 +1078,32 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
             groups.iter().map(|g| (*g).to_owned()).collect(),
         )),
     };
-    recorder
-        .finish_refresh("s-1", &confirm("mallory@example.com", &["staff"]), now())
-        .await
-        .expect("written");
+    let refreshed = |outcome: RefreshOutcome| {
+        let recorder = recorder.clone();
+        async move {
+            let lease = recorder
+                .acquire_refresh(
+                    "s-1",
+                    "test",
+                    std::time::Duration::ZERO,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+                .expect("lease");
+            let Lease::Acquired { held, .. } = lease else {
+                panic!("no lease: {lease:?}");
+            };
+            recorder
+                .finish_refresh("s-1", "test", &held, &outcome)
+                .await
+                .expect("written");
+        }
+    };
+    refreshed(confirm("mallory@example.com", &["staff"])).await;
     assert_eq!(get().await.status, StatusCode::FORBIDDEN);
 
     // New groups: allowed again, and the token is renewed at once with the current identity.
-    recorder
-        .finish_refresh(
-            "s-1",
-            &confirm("alice@example.com", &["staff", "ops"]),
-            now(),
-        )
-        .await
-        .expect("written");
+    refreshed(confirm("alice@example.com", &["staff", "ops"])).await;
     let reply = get().await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let renewed = renewed_token(&reply).expect("renewed with the new identity");
@@ -1373,6 +1385,96 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         )
         .await;
     assert!(!reply.body.contains("evil.test"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn another_site_cannot_log_the_user_out() {
+    use portcullis_gateway::{
+        gateway::SessionServices,
+        local_sessions::LocalStore,
+        sessions::{NewSession, SessionRecorder},
+    };
+    let store = LocalStore::open(None).expect("store");
+    let recorder = SessionRecorder::local(store.clone());
+    let h = harness_with(Some(SessionServices {
+        recorder: recorder.clone(),
+        index: store.index(),
+        refresher: None,
+    }))
+    .await;
+    let now = now();
+    recorder
+        .record(&NewSession {
+            sid: "s1",
+            subject: "alice",
+            email: Some("alice@example.com"),
+            groups: &[],
+            identity_provider: "dex",
+            issued_at: now,
+            expires_at: now + 3600,
+            sealed_refresh_token: None,
+        })
+        .await
+        .expect("recorded");
+    let sso = SsoClaims {
+        iss: "https://auth.portcullis.test:8443".into(),
+        aud: "https://auth.portcullis.test:8443".into(),
+        sub: "alice".into(),
+        email: Some("alice@example.com".into()),
+        groups: vec![],
+        ext: Default::default(),
+        sid: "s1".into(),
+        idp: "dex".into(),
+        auth_time: now,
+        iat: now,
+        exp: now + 600,
+    };
+    let cookie = format!(
+        "{}={}",
+        cookies::SSO,
+        h.keys.sign(TokenKind::Sso, &sso).expect("sign")
+    );
+    let revoked = || store.get("s1").expect("session").spec.revoked;
+    // Started by another site, or prefetched: a confirmation button, nothing ended.
+    for (method, extra) in [
+        (Method::GET, ("sec-fetch-site", "cross-site")),
+        (Method::HEAD, ("sec-fetch-site", "same-origin")),
+        (Method::POST, ("origin", "https://evil.test")),
+    ] {
+        let reply = h
+            .send(
+                method.clone(),
+                "/.portcullis/logout",
+                &[("host", AUTH), ("cookie", cookie.as_str()), extra],
+                USER_PEER,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{method}");
+        assert!(reply.headers.get(header::SET_COOKIE).is_none(), "{method}");
+        assert!(!revoked(), "{method} {extra:?} ended the session");
+        if method == Method::GET {
+            assert!(
+                reply
+                    .body
+                    .contains(r#"<form method="post" action="/.portcullis/logout">"#)
+            );
+        }
+    }
+    // The confirmation button (a POST from the auth host itself) ends it.
+    let reply = h
+        .send(
+            Method::POST,
+            "/.portcullis/logout",
+            &[
+                ("host", AUTH),
+                ("cookie", cookie.as_str()),
+                ("origin", "https://auth.portcullis.test:8443"),
+            ],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(revoked());
 }
 
 #[tokio::test]

@@ -216,7 +216,9 @@ impl GatewayFiles {
         let session_key = dir.join("session-key");
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key);
-        write_private(&session_key, &key)?;
+        // Base64 text, as `openssl rand -base64 32` writes it.
+        let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        write_private(&session_key, text.as_bytes())?;
         write_public(&idp_config, serde_json::to_string_pretty(&idps)?.as_bytes())?;
         let files = Self {
             policy_dir: dir.join("policies"),
