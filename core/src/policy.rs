@@ -51,6 +51,10 @@ impl fmt::Display for PolicyId {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     pub id: PolicyId,
+    /// The object's uid (cluster mode): app tokens are bound to it, so a policy deleted and
+    /// created again under the same name — with its epoch back at 0 — does not accept tokens
+    /// minted for the old object.
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub hosts: Vec<Host>,
     /// Canonical path prefixes, without trailing `/` (except `/` itself).
@@ -263,6 +267,7 @@ impl TryFrom<&AccessPolicy> for Policy {
         let epoch = u64::try_from(spec.revocation_epoch).map_err(|_| PolicyError::NegativeEpoch)?;
         Ok(Self {
             id,
+            uid: policy.metadata.uid.clone(),
             generation: policy.metadata.generation,
             hosts,
             prefixes,

@@ -116,6 +116,7 @@ mod tests {
             exp,
             auth_time,
             sexp: None,
+            puid: None,
         }
     }
 

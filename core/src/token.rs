@@ -140,6 +140,9 @@ pub struct AppClaims {
     /// it, whatever the policy's absolute lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sexp: Option<u64>,
+    /// The uid of the policy object the token was minted for (cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puid: Option<String>,
 }
 
 impl Claims for AppClaims {

@@ -27,6 +27,7 @@ fn claims(aud: &str) -> AppClaims {
         exp: NOW + 300,
         auth_time: NOW - 10,
         sexp: None,
+        puid: None,
     }
 }
 

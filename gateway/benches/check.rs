@@ -108,6 +108,7 @@ fn token(keys: &KeySet, sid: usize) -> String {
         exp: now + 3600,
         auth_time: now,
         sexp: None,
+        puid: None,
     };
     keys.sign(TokenKind::App, &claims).expect("sign")
 }

@@ -353,6 +353,7 @@ fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         exp: now + lifetime,
         auth_time: claims.auth_time,
         sexp: Some(claims.sexp),
+        puid: policy.uid.clone(),
     };
     let Ok(token) = gateway.keys.sign(TokenKind::App, &app) else {
         return Problem::new(

@@ -192,6 +192,11 @@ fn authenticate(
     if claims.epoch < policy.epoch {
         return Err(Unauthenticated::StaleEpoch);
     }
+    // Minted for another object of the same name (deleted and created again, its epoch back
+    // at 0): whatever was revoked on the old one stays revoked.
+    if policy.uid.is_some() && claims.puid != policy.uid {
+        return Err(Unauthenticated::StaleEpoch);
+    }
     // Cluster mode: the session must be known and live, on every request.
     if let Some(index) = &gateway.session_index {
         let index = index.borrow();

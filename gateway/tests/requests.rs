@@ -206,6 +206,7 @@ impl Harness {
             exp: now + 300,
             auth_time: now,
             sexp: None,
+            puid: None,
         };
         tweak(&mut claims);
         self.keys.sign(TokenKind::App, &claims).expect("sign")
@@ -1475,6 +1476,41 @@ async fn another_site_cannot_log_the_user_out() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert!(revoked());
+}
+
+#[tokio::test]
+async fn tokens_of_a_deleted_policy_do_not_open_its_successor() {
+    let h = harness().await;
+    let with_uid = |uid: &str| {
+        policies(h.upstream).replace(
+            "metadata: { name: apps, namespace: team }",
+            &format!("metadata: {{ name: apps, namespace: team, uid: {uid} }}"),
+        )
+    };
+    h.state
+        .send_replace(Arc::new(snapshot(2, &with_uid("uid-old"))));
+    let api = ("sec-fetch-mode", "cors");
+    let minted = |puid: Option<&str>| {
+        let token = h.app_token("team/apps", "alice@example.com", |c| {
+            c.puid = puid.map(str::to_owned)
+        });
+        h.cookie_for("team/apps", &token)
+    };
+    let old = minted(Some("uid-old"));
+    let reply = h.get(APP, "/express/api", &[(&old.0, &old.1), api]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Deleted and created again under the same name: a new uid, the epoch back at 0.
+    h.state
+        .send_replace(Arc::new(snapshot(3, &with_uid("uid-new"))));
+    for cookie in [old, minted(None)] {
+        let reply = h
+            .get(APP, "/express/api", &[(&cookie.0, &cookie.1), api])
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    let new = minted(Some("uid-new"));
+    let reply = h.get(APP, "/express/api", &[(&new.0, &new.1), api]).await;
+    assert_eq!(reply.status, StatusCode::OK);
 }
 
 #[tokio::test]
