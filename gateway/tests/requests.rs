@@ -126,6 +126,47 @@ async fn harness() -> Harness {
     harness_with(None).await
 }
 
+/// [`harness`] with session records in the standalone store (no cluster needed), holding one
+/// session `sid` of `subject`; the test may also play the refresher's part through the store.
+async fn harness_with_session(
+    sid: &str,
+    subject: &str,
+    groups: &[String],
+    sealed_refresh_token: Option<String>,
+) -> (
+    Harness,
+    Arc<portcullis_gateway::local_sessions::LocalStore>,
+    portcullis_gateway::sessions::SessionRecorder,
+) {
+    use portcullis_gateway::{
+        gateway::SessionServices, local_sessions::LocalStore, sessions::NewSession,
+        sessions::SessionRecorder,
+    };
+    let store = LocalStore::open(None).expect("store");
+    let recorder = SessionRecorder::local(store.clone());
+    let h = harness_with(Some(SessionServices {
+        recorder: recorder.clone(),
+        index: store.index(),
+        refresher: None,
+    }))
+    .await;
+    let start = now();
+    recorder
+        .record(&NewSession {
+            sid,
+            subject,
+            email: Some("alice@example.com"),
+            groups,
+            identity_provider: "dex",
+            issued_at: start,
+            expires_at: start + 3600,
+            sealed_refresh_token,
+        })
+        .await
+        .expect("recorded");
+    (h, store, recorder)
+}
+
 /// [`harness`] with session records (the standalone store, so no cluster is needed).
 async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServices>) -> Harness {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -1030,34 +1071,15 @@ async fn an_active_session_is_renewed_in_the_background_without_a_redirect() {
 
 #[tokio::test]
 async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
-    use portcullis_gateway::{
-        gateway::SessionServices,
-        local_sessions::LocalStore,
-        sessions::{Lease, NewSession, RefreshOutcome, SessionRecorder},
-    };
-    let store = LocalStore::open(None).expect("store");
-    let recorder = SessionRecorder::local(store.clone());
-    let h = harness_with(Some(SessionServices {
-        recorder: recorder.clone(),
-        index: store.index(),
-        refresher: None,
-    }))
+    use portcullis_gateway::sessions::{Lease, RefreshOutcome};
+    // The sealed token is never opened here: the test plays the refresher's part.
+    let (h, _store, recorder) = harness_with_session(
+        "s-1",
+        "sub-alice@example.com",
+        &["staff".to_owned()],
+        Some("v1.test.sealed".into()),
+    )
     .await;
-    let start = now();
-    recorder
-        .record(&NewSession {
-            sid: "s-1",
-            subject: "sub-alice@example.com",
-            email: Some("alice@example.com"),
-            groups: &["staff".to_owned()],
-            identity_provider: "dex",
-            issued_at: start,
-            expires_at: start + 3600,
-            // Never opened here: the test plays the refresher's part with the outcomes.
-            sealed_refresh_token: Some("v1.test.sealed".into()),
-        })
-        .await
-        .expect("recorded");
     let token = h.app_token("team/apps", "alice@example.com", |_| {});
     let cookie = h.cookie_for("team/apps", &token);
     let api = ("sec-fetch-mode", "cors");
@@ -1390,33 +1412,8 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
 
 #[tokio::test]
 async fn another_site_cannot_log_the_user_out() {
-    use portcullis_gateway::{
-        gateway::SessionServices,
-        local_sessions::LocalStore,
-        sessions::{NewSession, SessionRecorder},
-    };
-    let store = LocalStore::open(None).expect("store");
-    let recorder = SessionRecorder::local(store.clone());
-    let h = harness_with(Some(SessionServices {
-        recorder: recorder.clone(),
-        index: store.index(),
-        refresher: None,
-    }))
-    .await;
+    let (h, store, _recorder) = harness_with_session("s1", "alice", &[], None).await;
     let now = now();
-    recorder
-        .record(&NewSession {
-            sid: "s1",
-            subject: "alice",
-            email: Some("alice@example.com"),
-            groups: &[],
-            identity_provider: "dex",
-            issued_at: now,
-            expires_at: now + 3600,
-            sealed_refresh_token: None,
-        })
-        .await
-        .expect("recorded");
     let sso = SsoClaims {
         iss: "https://auth.portcullis.test:8443".into(),
         aud: "https://auth.portcullis.test:8443".into(),
