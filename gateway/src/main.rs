@@ -16,30 +16,19 @@ use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tracing::info;
 
+/// How long open connections may finish their requests after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(20);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = config::Args::parse();
-    init_tracing(&args.log_format);
+    portcullis_runtime::init_tracing(&args.log_format);
     // Exactly one crypto provider for rustls (server, proxy, identity providers) and
     // jsonwebtoken: aws-lc-rs.
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     run(args).await
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: log files and collectors get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn run(args: config::Args) -> anyhow::Result<()> {
@@ -163,15 +152,19 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Some(tls),
         router,
         signal.clone(),
+        DRAIN,
+        app::ClientAddr,
     ));
     let ops = tokio::spawn(server::serve(
         ops_listener,
         None,
         ops::router(gateway),
         signal,
+        DRAIN,
+        app::ClientAddr,
     ));
 
-    wait_for_signal().await;
+    portcullis_runtime::shutdown::os_signal().await;
     info!("shutting down");
     trigger.fire();
     let _ = tokio::join!(main, ops);
@@ -330,25 +323,4 @@ fn idp_http_client(extra_ca: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()?)
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

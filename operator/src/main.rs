@@ -16,30 +16,20 @@ use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tracing::info;
 
+/// How long open connections may finish after shutdown starts (streams end at once).
+const DRAIN: Duration = Duration::from_secs(10);
+
 /// Deltas kept for gateways that reconnect.
 const DELTA_LOG: usize = 100_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    portcullis_runtime::init_tracing(&args.log_format);
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     run(args).await
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -96,31 +86,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(tls),
         api::router(shared.clone(), signal.clone()),
         signal.clone(),
+        DRAIN,
+        server::PeerAddr,
     ));
     let ops = tokio::spawn(server::serve(
         ops_listener,
         None,
         ops::router(shared.clone()),
         signal.clone(),
+        DRAIN,
+        server::PeerAddr,
     ));
     info!(%identity, %instance, "operator started");
 
-    wait_for_signal().await;
+    portcullis_runtime::shutdown::os_signal().await;
     info!("shutting down");
     trigger.fire();
     let _ = tokio::join!(main, ops);
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

@@ -29,3 +29,25 @@ impl Signal {
         let _ = self.0.wait_for(|fired| *fired).await;
     }
 }
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends a pod it stops).
+pub async fn os_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

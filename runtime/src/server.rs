@@ -1,4 +1,5 @@
-//! Serving a router over TLS (h2 and HTTP/1.1 by ALPN) or plain HTTP, with graceful shutdown.
+//! Serving a router: HTTPS (HTTP/1.1 and h2 by ALPN) or plain HTTP, with graceful shutdown.
+//! Every request carries the peer's address as an extension the caller chooses.
 
 use crate::shutdown::Signal;
 use axum::Router;
@@ -8,19 +9,22 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    ServerConfig, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
 };
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
-/// How long open connections (streams end at once on shutdown) may finish.
-const DRAIN: Duration = Duration::from_secs(10);
+/// The peer's address, as a request extension, for routers that need nothing more specific.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the serving certificate could not be loaded.
+/// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -32,12 +36,14 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// rustls (aws-lc-rs) configuration from PEM files.
+/// A rustls server configuration from PEM files, offering h2 and HTTP/1.1.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let read = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| TlsError::Read { path, source }
-    };
+    fn read(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
+        move |source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        }
+    }
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(read(cert))?
         .collect::<Result<Vec<_>, _>>()
@@ -53,13 +59,19 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError
     Ok(Arc::new(config))
 }
 
-/// Serves until `shutdown` fires, then drains.
-pub async fn serve(
+/// Serves `router` on `listener`, over TLS when `tls` is given, until `shutdown` fires; then
+/// stops accepting and gives open connections `drain` to finish. Each request gets
+/// `peer(address)` as an extension.
+pub async fn serve<E>(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     router: Router,
     mut shutdown: Signal,
-) {
+    drain: Duration,
+    peer_extension: fn(SocketAddr) -> E,
+) where
+    E: Clone + Send + Sync + 'static,
+{
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -79,13 +91,20 @@ pub async fn serve(
             () = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service =
+            router
+                .clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer_extension(peer));
+                    req
+                });
+        let service = TowerToHyperService::new(service);
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let result = match acceptor {
-                Some(acceptor) => {
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                         .await
                     {
@@ -93,20 +112,24 @@ pub async fn serve(
                         Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => return debug!(%peer, "TLS handshake timed out"),
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(error) = result {
-                debug!(%peer, %error, "connection ended with an error");
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    if let Err(error) = watcher.watch(conn.into_owned()).await {
+                        debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
             }
-        });
+            None => {
+                tokio::spawn(async move {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(conn.into_owned()).await {
+                        debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {

@@ -1,0 +1,23 @@
+//! Process plumbing the gateway and the operator share, so both stop, serve and log the same
+//! way: one shutdown signal threaded to every server and task, HTTPS (h2 and HTTP/1.1 by ALPN)
+//! or plain-HTTP serving with a graceful drain, and structured logs.
+
+#![forbid(unsafe_code)]
+
+pub mod server;
+pub mod shutdown;
+
+/// Installs the log subscriber: JSON lines (for collectors) or text, the level from
+/// `RUST_LOG` (default `info`), colours only on a terminal.
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
