@@ -143,9 +143,17 @@ async fn protected(
         .json(api)
         .into_response(),
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
-        Outcome::Login { reason, .. } => {
-            login_needed(gateway, &host, req.uri(), req.headers(), api, reason)
-        }
+        Outcome::Login {
+            reason, ended_sid, ..
+        } => login_needed(
+            gateway,
+            &host,
+            req.uri(),
+            req.headers(),
+            api,
+            reason,
+            ended_sid.as_deref(),
+        ),
         Outcome::Allow {
             policy, session, ..
         } => {
@@ -182,15 +190,12 @@ pub fn login_needed(
     headers: &http::HeaderMap,
     api: bool,
     reason: &'static str,
+    reauth: Option<&str>,
 ) -> Response {
     let target = format!(
         "{}{}",
         gateway.settings.origin(host.as_str()),
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
-    let reauth = matches!(
-        reason,
-        "session_idle" | "session_expired" | "session_unconfirmed"
     );
     if api {
         let mut problem =
@@ -396,8 +401,8 @@ fn begin(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         )
         .into_response();
     }
-    let reauth = query_param(req.uri(), "reauth").is_some();
-    crate::bind::start(gateway, req.headers(), &rd, reauth)
+    let reauth = query_param(req.uri(), "reauth");
+    crate::bind::start(gateway, req.headers(), &rd, reauth.as_deref())
 }
 
 /// The first value of query parameter `name`.

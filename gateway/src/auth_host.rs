@@ -139,9 +139,9 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
     let bind = match query_param(&req.uri, "bind") {
         Some(bind) if crate::bind::is_digest(&bind) => bind,
         _ => {
-            let reauth = query_param(&req.uri, "reauth").is_some();
+            let reauth = query_param(&req.uri, "reauth");
             return redirect(
-                &crate::bind::begin_url(gateway, target.host.as_str(), &rd, reauth),
+                &crate::bind::begin_url(gateway, target.host.as_str(), &rd, reauth.as_deref()),
                 vec![],
             );
         }
@@ -160,8 +160,10 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         .copied()
         .unwrap_or(0);
     let mut not_before = None;
-    // Set by an app host whose session ended idle or expired (it can only make this stricter).
-    let reauth = query_param(&req.uri, "reauth").is_some();
+    // Set by an app host whose session ended idle, at its absolute limit or unconfirmed: that
+    // session must not be handed back (it can only make this stricter). A newer SSO session —
+    // the user logged in again meanwhile — is handed over as usual.
+    let reauth = query_param(&req.uri, "reauth");
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
         && target.policy.identity_providers.contains(&session.idp)
@@ -175,7 +177,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
             info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
             gateway.metrics.token_rejected("sso_session_ended");
             not_before = Some(now);
-        } else if reauth
+        } else if reauth.as_deref() == Some(session.sid.as_str())
             || session.auth_time + target.policy.session.absolute_lifetime.as_secs() <= now
         {
             // The app's own session ended idle or at its absolute lifetime: handing the SSO
@@ -204,8 +206,8 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         }
         None if providers.len() == 1 => providers[0].clone(),
         None => {
-            let reauth = query_param(&req.uri, "reauth").is_some();
-            return chooser(gateway, &rd, &bind, reauth, providers);
+            let reauth = query_param(&req.uri, "reauth");
+            return chooser(gateway, &rd, &bind, reauth.as_deref(), providers);
         }
     };
     let provider = match gateway.providers.get(&chosen) {
@@ -276,7 +278,7 @@ fn chooser(
     gateway: &Gateway,
     rd: &str,
     bind: &str,
-    reauth: bool,
+    reauth: Option<&str>,
     providers: &[String],
 ) -> Response {
     let mut links = String::new();
@@ -290,9 +292,7 @@ fn chooser(
         let mut href = login_url(gateway, rd);
         href.push_str("&bind=");
         href.push_str(bind);
-        if reauth {
-            href.push_str("&reauth=1");
-        }
+        crate::bind::push_reauth(&mut href, reauth);
         href.push_str("&idp=");
         href.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
         links.push_str(&format!(

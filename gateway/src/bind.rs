@@ -44,21 +44,29 @@ pub fn holds(headers: &HeaderMap, bind: &str) -> bool {
 
 /// Where a login for `target` (a URL on an app host) starts: on that app host, so the nonce
 /// cookie can be set there. For API clients and ingress sign-in hints.
-pub fn begin_url(gateway: &Gateway, target_host: &str, target: &str, reauth: bool) -> String {
+pub fn begin_url(
+    gateway: &Gateway,
+    target_host: &str,
+    target: &str,
+    reauth: Option<&str>,
+) -> String {
     let mut url = format!(
         "{}/.portcullis/begin?rd=",
         gateway.settings.origin(target_host)
     );
     url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
-    if reauth {
-        url.push_str("&reauth=1");
-    }
+    push_reauth(&mut url, reauth);
     url
 }
 
 /// Gives the browser a nonce (keeping the one it has, so logins in two tabs both work) and
 /// sends it to the auth host's start page with the nonce's digest.
-pub fn start(gateway: &Gateway, headers: &HeaderMap, target: &str, reauth: bool) -> Response {
+pub fn start(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    target: &str,
+    reauth: Option<&str>,
+) -> Response {
     let (nonce, set) = match nonce(headers) {
         Some(nonce) => (nonce, None),
         None => {
@@ -70,8 +78,19 @@ pub fn start(gateway: &Gateway, headers: &HeaderMap, target: &str, reauth: bool)
     let mut location = crate::app::login_url(gateway, target);
     location.push_str("&bind=");
     location.push_str(&digest(&nonce));
-    if reauth {
-        location.push_str("&reauth=1");
-    }
+    push_reauth(&mut location, reauth);
     redirect(&location, set.into_iter().collect())
+}
+
+/// Appends `&reauth=<sid>`: the session that ended, which the auth host must not hand back.
+pub fn push_reauth(url: &mut String, reauth: Option<&str>) {
+    if let Some(sid) = reauth.filter(|sid| is_session_id(sid)) {
+        url.push_str("&reauth=");
+        url.push_str(sid);
+    }
+}
+
+/// A session id as the gateway makes them (hex), so it can travel in a URL as it is.
+pub fn is_session_id(sid: &str) -> bool {
+    !sid.is_empty() && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_hexdigit())
 }

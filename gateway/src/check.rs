@@ -41,6 +41,10 @@ pub enum Outcome {
     Login {
         policy: Arc<Policy>,
         reason: &'static str,
+        /// The session that ended idle, at its absolute limit or unconfirmed: the auth host
+        /// must not hand that same session back (it asks the identity provider instead), but
+        /// may hand over a newer one.
+        ended_sid: Option<String>,
     },
     /// Refuse with 403.
     Deny { reason: &'static str },
@@ -92,6 +96,7 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
     };
 
     let mut reason = "login_required";
+    let mut ended_sid = None;
     let session = match authenticate(gateway, &policy, subject.headers, now) {
         Ok(session) => Some(session),
         Err(Unauthenticated::NoCookie) => None,
@@ -113,12 +118,14 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
             gateway.metrics.token_rejected("session_unknown");
             None
         }
-        Err(Unauthenticated::RefreshFailing) => {
+        Err(Unauthenticated::RefreshFailing(sid)) => {
             gateway.metrics.token_rejected("refresh_failing");
             reason = "session_unconfirmed";
+            ended_sid = Some(sid);
             None
         }
-        Err(Unauthenticated::Ended(standing)) => {
+        Err(Unauthenticated::Ended(standing, sid)) => {
+            ended_sid = Some(sid);
             reason = if standing == Standing::Idle {
                 "session_idle"
             } else {
@@ -149,7 +156,11 @@ pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
             session: None,
             decision,
         },
-        Decision::LoginRequired => Outcome::Login { policy, reason },
+        Decision::LoginRequired => Outcome::Login {
+            policy,
+            reason,
+            ended_sid,
+        },
         Decision::Deny { .. } => Outcome::Deny {
             reason: "denied_by_rule",
         },
@@ -165,13 +176,13 @@ enum Unauthenticated {
     /// Minted before the policy's revocation epoch was raised.
     StaleEpoch,
     /// Idle or past its absolute lifetime.
-    Ended(Standing),
+    Ended(Standing, String),
     /// Revoked (or logged out, or deleted).
     SessionEnded,
     /// Not (yet) in the session index: absence is not validity.
     SessionUnknown,
     /// The identity provider has not confirmed the session for longer than the policy allows.
-    RefreshFailing,
+    RefreshFailing(String),
 }
 
 fn authenticate(
@@ -214,7 +225,7 @@ fn authenticate(
         if let Some(since) = index.refresh_failing_since(&claims.sid)
             && !policy.session.refresh_failure.admits(since, now)
         {
-            return Err(Unauthenticated::RefreshFailing);
+            return Err(Unauthenticated::RefreshFailing(claims.sid.clone()));
         }
         // The provider now states another email or other groups than the token carries (a
         // refresh re-read them): judge this request by the current ones, and renew the token
@@ -242,7 +253,7 @@ fn authenticate(
             standing,
             renewal: None,
         }),
-        ended => Err(Unauthenticated::Ended(ended)),
+        ended => Err(Unauthenticated::Ended(ended, claims.sid.clone())),
     }
 }
 

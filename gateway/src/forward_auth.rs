@@ -103,7 +103,9 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
             }
             response
         }
-        Outcome::Login { reason, .. } => match contract {
+        Outcome::Login {
+            reason, ended_sid, ..
+        } => match contract {
             Contract::Nginx => {
                 let target = format!(
                     "{}{}",
@@ -117,7 +119,12 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 let mut problem =
                     Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.")
                         .json(true);
-                let url = crate::bind::begin_url(gateway, original.host.as_str(), &target, false);
+                let url = crate::bind::begin_url(
+                    gateway,
+                    original.host.as_str(),
+                    &target,
+                    ended_sid.as_deref(),
+                );
                 problem.login_url = Some(url.clone());
                 let mut response = problem.into_response();
                 if let Ok(value) = HeaderValue::from_str(&url) {
@@ -134,6 +141,7 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 req.headers(),
                 api,
                 reason,
+                ended_sid.as_deref(),
             ),
         },
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),

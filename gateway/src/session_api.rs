@@ -91,9 +91,11 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
             ..
         } => (policy, session),
         Outcome::Allow { .. } | Outcome::Login { .. } => {
-            let reason = match outcome {
-                Outcome::Login { reason, .. } => reason,
-                _ => "login_required",
+            let (reason, ended_sid) = match &outcome {
+                Outcome::Login {
+                    reason, ended_sid, ..
+                } => (*reason, ended_sid.clone()),
+                _ => ("login_required", None),
             };
             let target = format!("{}{}", gateway.settings.origin(host.as_str()), path);
             let mut problem =
@@ -102,7 +104,7 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
                 gateway,
                 host.as_str(),
                 &target,
-                false,
+                ended_sid.as_deref(),
             ));
             return problem.into_response();
         }

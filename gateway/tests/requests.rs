@@ -1589,19 +1589,67 @@ async fn review_findings_stay_fixed() {
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
-    // An idle session's login link asks the auth host to authenticate again.
+    // An idle session's login link names it, so the auth host does not hand it back.
     let idle = h.app_token("team/apps", "alice@example.com", |c| {
         c.iat -= 3700;
         c.exp -= 3700;
+        c.sid = "0a1b2c3d".into();
     });
     let cookie = h.cookie_for("team/apps", &idle);
     let reply = h.get(APP, "/express/", &[(&cookie.0, &cookie.1)]).await;
     assert_eq!(reply.status, StatusCode::FOUND);
     assert!(
-        reply.location().ends_with("&reauth=1"),
+        reply.location().ends_with("&reauth=0a1b2c3d"),
         "{}",
         reply.location()
     );
+}
+
+#[tokio::test]
+async fn only_the_session_that_ended_is_kept_from_single_sign_on() {
+    let h = harness().await;
+    let now = now();
+    let sso = SsoClaims {
+        iss: "https://auth.portcullis.test:8443".into(),
+        aud: "https://auth.portcullis.test:8443".into(),
+        sub: "alice".into(),
+        email: Some("alice@example.com".into()),
+        groups: vec![],
+        ext: Default::default(),
+        sid: "00ff00ff".into(),
+        idp: "dex".into(),
+        auth_time: now,
+        iat: now,
+        exp: now + 600,
+    };
+    let cookie = format!(
+        "{}={}",
+        cookies::SSO,
+        h.keys.sign(TokenKind::Sso, &sso).expect("sign")
+    );
+    let start = |reauth: &str| {
+        format!(
+            "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2F&bind={}{reauth}",
+            portcullis_gateway::bind::digest(BIND_NONCE)
+        )
+    };
+    // The app's session ended idle, but the user has logged in again since (a newer SSO
+    // session): single sign-on goes on.
+    for reauth in ["", "&reauth=0a1b2c3d", "&reauth=1"] {
+        let reply = h.get(AUTH, &start(reauth), &[("cookie", &cookie)]).await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{reauth}: {}", reply.body);
+        assert!(
+            reply.location().contains("/.portcullis/handoff"),
+            "{reauth}: {}",
+            reply.location()
+        );
+    }
+    // The SSO session is the one that ended: the identity provider is asked (unreachable
+    // here), never a hand-off.
+    let reply = h
+        .get(AUTH, &start("&reauth=00ff00ff"), &[("cookie", &cookie)])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
 }
 
 #[tokio::test]
