@@ -448,8 +448,12 @@ impl Demo {
             "  {}\n",
             info.policy_dir.join("policies.yaml").display()
         ));
-        out.push_str("(edit it and they reload within a second); a revocationEpoch raised in the cluster\n");
-        out.push_str("is validated and stored by the API server but reaches the gateways only with the\n");
+        out.push_str(
+            "(edit it and they reload within a second); a revocationEpoch raised in the cluster\n",
+        );
+        out.push_str(
+            "is validated and stored by the API server but reaches the gateways only with the\n",
+        );
         out.push_str("operator, which is not wired yet.\n\n");
         out.push_str(&format!(
             "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",

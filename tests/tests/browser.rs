@@ -121,7 +121,10 @@ async fn seed_story_in_chromium() -> Result<()> {
         .env("PORTCULLIS_E2E_CA_FILE", &info.ca_file)
         .env("PORTCULLIS_E2E_ARTIFACTS", &artifacts)
         .env("PORTCULLIS_E2E_KUBECTL", &kubectl)
-        .env("PORTCULLIS_E2E_NAMESPACE", portcullis_tests::demo::NAMESPACE)
+        .env(
+            "PORTCULLIS_E2E_NAMESPACE",
+            portcullis_tests::demo::NAMESPACE,
+        )
         .env("PORTCULLIS_E2E_CHROMIUM", &chromium)
         .env("KUBECONFIG", &info.kubeconfig)
         .stdin(Stdio::null())
@@ -190,7 +193,11 @@ fn preflight(e2e: &Path, chromium: &Path) -> Result<PathBuf> {
     );
     let found = |program: &str| {
         Command::new(program)
-            .arg(if program == "certutil" { "-H" } else { "--version" })
+            .arg(if program == "certutil" {
+                "-H"
+            } else {
+                "--version"
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -201,9 +208,13 @@ fn preflight(e2e: &Path, chromium: &Path) -> Result<PathBuf> {
         "certutil not found: install Debian's libnss3-tools (.ci/run does); Chromium trusts the \
          demo CA through an NSS database it creates"
     );
-    ensure!(found("node"), "node not found: Node.js runs e2e/seed-story.mjs");
     ensure!(
-        e2e.join("node_modules/playwright-core/package.json").is_file(),
+        found("node"),
+        "node not found: Node.js runs e2e/seed-story.mjs"
+    );
+    ensure!(
+        e2e.join("node_modules/playwright-core/package.json")
+            .is_file(),
         "{} has no playwright-core: run `npm ci --prefix e2e` (hack/test.sh does)",
         e2e.display()
     );
