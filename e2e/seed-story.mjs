@@ -8,14 +8,15 @@
 // --host-resolver-rules. Revocations are real `kubectl patch` calls on the AccessSession and
 // AccessPolicy objects.
 //
-// Environment:
+// Environment (the defaults fit `hack/demo.sh` after `eval "$(target/debug/devstack env --state-dir target/demo)"`):
 //   PORTCULLIS_E2E_APPS_ORIGIN     https://apps.portcullis.localhost:PORT (app one /wordpress, app two /express)
 //   PORTCULLIS_E2E_EXPRESS_ORIGIN  https://express.portcullis.localhost:PORT (the other host)
 //   PORTCULLIS_E2E_AUTH_ORIGIN     https://auth.portcullis.localhost:PORT
-//   PORTCULLIS_E2E_DEX_ISSUER      Dex's issuer URL
-//   PORTCULLIS_E2E_CA_FILE         the CA every demo certificate chains to
+//                                  (PORT: PORTCULLIS_DEMO_PORT, else 8443)
+//   PORTCULLIS_E2E_DEX_ISSUER      Dex's issuer URL (default: PORTCULLIS_DEX_ISSUER)
+//   PORTCULLIS_E2E_CA_FILE         the CA every demo certificate chains to (default: PORTCULLIS_CA_FILE)
 //   KUBECONFIG                     admin kubeconfig of the demo's cluster
-//   PORTCULLIS_E2E_ARTIFACTS       directory for screenshots (created)
+//   PORTCULLIS_E2E_ARTIFACTS       directory for screenshots (default: target/seed-story)
 //   PORTCULLIS_E2E_KUBECTL         kubectl binary (default: kubectl on PATH)
 //   PORTCULLIS_E2E_NAMESPACE       namespace of the demo policies and sessions (default: default)
 //   PORTCULLIS_E2E_USER, _PASSWORD login at Dex (default: alice@example.com / password)
@@ -28,6 +29,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const started = Date.now();
@@ -38,18 +40,22 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function env(name, fallback) {
   const value = process.env[name];
   if (value !== undefined && value !== '') return value;
-  if (fallback !== undefined) return fallback;
+  if (fallback !== undefined && fallback !== '') return fallback;
   console.error(`seed-story: ${name} is not set (see the top of e2e/seed-story.mjs)`);
   process.exit(2);
 }
 
-const apps = env('PORTCULLIS_E2E_APPS_ORIGIN');
-const express = env('PORTCULLIS_E2E_EXPRESS_ORIGIN');
-const auth = env('PORTCULLIS_E2E_AUTH_ORIGIN');
-const dexIssuer = new URL(env('PORTCULLIS_E2E_DEX_ISSUER'));
-const caFile = env('PORTCULLIS_E2E_CA_FILE');
+const port = env('PORTCULLIS_DEMO_PORT', '8443');
+const apps = env('PORTCULLIS_E2E_APPS_ORIGIN', `https://apps.portcullis.localhost:${port}`);
+const express = env('PORTCULLIS_E2E_EXPRESS_ORIGIN', `https://express.portcullis.localhost:${port}`);
+const auth = env('PORTCULLIS_E2E_AUTH_ORIGIN', `https://auth.portcullis.localhost:${port}`);
+const dexIssuer = new URL(env('PORTCULLIS_E2E_DEX_ISSUER', process.env.PORTCULLIS_DEX_ISSUER));
+const caFile = env('PORTCULLIS_E2E_CA_FILE', process.env.PORTCULLIS_CA_FILE);
 const kubeconfig = env('KUBECONFIG');
-const artifacts = env('PORTCULLIS_E2E_ARTIFACTS');
+const artifacts = env(
+  'PORTCULLIS_E2E_ARTIFACTS',
+  fileURLToPath(new URL('../target/seed-story', import.meta.url)),
+);
 const kubectlBin = env('PORTCULLIS_E2E_KUBECTL', 'kubectl');
 const namespace = env('PORTCULLIS_E2E_NAMESPACE', 'default');
 const user = env('PORTCULLIS_E2E_USER', 'alice@example.com');
