@@ -480,6 +480,13 @@ async function step6(ctx) {
   const idle = state.idleTimeout + Math.ceil(state.tokenLifetime / 2) + 5;
   log(`idling ${idle}s (idle timeout ${state.idleTimeout}s)`);
   await sleep(idle * 1000);
+  // Reading the session never extends it: it says why the session is over.
+  const response = await page.goto(`${apps}/.portcullis/session?path=/wordpress`);
+  const body = await response.json().catch(() => null);
+  check(
+    response.status() === 401 && body && body.error === 'session_idle',
+    `/.portcullis/session after ${idle}s idle: ${response.status()} ${JSON.stringify(body)}`,
+  );
   await open(page, appOne);
   await expectLoginPage(page, `${appOne} after ${idle}s idle`);
   check(new URL(page.url()).searchParams.get('prompt') === 'login', `no re-authentication asked after idling: ${page.url()}`);
