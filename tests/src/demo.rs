@@ -8,8 +8,11 @@
 //!
 //! The gateways run in standalone mode (policies from a directory): until the operator streams
 //! the cluster's state to them, the policies applied to the cluster and the ones the gateways
-//! enforce are the same manifest written twice, and revocations in the cluster are not
-//! enforced. The summary says so.
+//! enforce are the same manifest written twice, and a `revocationEpoch` raised in the cluster is
+//! not enforced. Sessions are: the gateways record every login as an `AccessSession` in the
+//! demo namespace and watch those themselves (`--session-namespace`), so `kubectl patch
+//! accesssession … revoked: true` and logout end a session on every replica. The summary says
+//! so.
 //!
 //! [`Stack`]: crate::Stack
 
@@ -86,6 +89,11 @@ pub struct DemoConfig {
     pub public_port: u16,
     /// Directory holding `portcullis-gateway`, `demo-lb` and `sample-app`.
     pub bin_dir: PathBuf,
+    /// Replaces `spec.session.tokenLifetime` of every demo policy (`10s`): a browser test sees
+    /// several token lifetimes pass within a minute. `None`: the manifest's 5 minutes.
+    pub token_lifetime: Option<String>,
+    /// Replaces `spec.session.idleTimeout` of every demo policy (`1m`). `None`: the manifest's.
+    pub idle_timeout: Option<String>,
 }
 
 impl DemoConfig {
@@ -94,6 +102,8 @@ impl DemoConfig {
         Self {
             public_port,
             bin_dir: bin_dir.into(),
+            token_lifetime: None,
+            idle_timeout: None,
         }
     }
 
@@ -241,7 +251,7 @@ impl Demo {
             upstreams.push((app.policy, addr));
         }
 
-        let policies = policies(&upstreams)?;
+        let policies = policies(&upstreams, config)?;
         apply_policies(&stack.client().await?, &policies).await?;
         let manifests = policies
             .iter()
@@ -259,6 +269,12 @@ impl Demo {
             &manifests,
         );
         gateway_config.public_port = Some(config.public_port);
+        // Every login becomes an AccessSession in the demo namespace, which the gateways also
+        // watch: revoking one with kubectl, or logging out, ends it on both replicas.
+        gateway_config.env = vec![
+            ("KUBECONFIG".into(), stack.kubeconfig.display().to_string()),
+            ("PORTCULLIS_SESSION_NAMESPACE".into(), NAMESPACE.into()),
+        ];
         let files = GatewayFiles::write(&gateway_config, &pki, &stack.dex)?;
         let gateway_bin = config.binary(GATEWAY_BIN)?;
         let first = GatewayProcess::start(&gateway_bin, gateway_config, files).await?;
@@ -422,17 +438,23 @@ impl Demo {
         out.push_str("  # every session of a policy (\"revoke existing tokens\")\n");
         out.push_str("  kubectl patch accesspolicy apps --type merge -p '{\"spec\":{\"revocationEpoch\":1}}'\n\n");
         out.push_str(
-            "Not enforced yet: the gateways run standalone. They enforce the policies in\n",
+            "Enforced now: every login is an AccessSession the gateways watch, so revoking one\n",
+        );
+        out.push_str("(or logging out) ends it on both replicas at the next request.\n");
+        out.push_str(
+            "Not enforced yet: the gateways run standalone and take their policies from\n",
         );
         out.push_str(&format!(
             "  {}\n",
             info.policy_dir.join("policies.yaml").display()
         ));
-        out.push_str("(edit it and they reload within a second), logins do not create AccessSession objects yet,\n");
         out.push_str(
-            "and the revocations above are validated and stored by the API server but reach the\n",
+            "(edit it and they reload within a second); a revocationEpoch raised in the cluster\n",
         );
-        out.push_str("gateways only with the operator, which is not wired yet.\n\n");
+        out.push_str(
+            "is validated and stored by the API server but reaches the gateways only with the\n",
+        );
+        out.push_str("operator, which is not wired yet.\n\n");
         out.push_str(&format!(
             "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",
             info.dir.display()
@@ -441,8 +463,12 @@ impl Demo {
     }
 }
 
-/// The demo policies with each `spec.upstream.url` pointing at its sample app.
-fn policies(upstreams: &[(&str, SocketAddr)]) -> Result<Vec<serde_json::Value>> {
+/// The demo policies with each `spec.upstream.url` pointing at its sample app, and the session
+/// lifetimes `config` overrides. The API server validates the durations when they are applied.
+fn policies(
+    upstreams: &[(&str, SocketAddr)],
+    config: &DemoConfig,
+) -> Result<Vec<serde_json::Value>> {
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(POLICY_MANIFEST)
         .context("parsing examples/demo/policy.yaml")?;
     let mut policies = Vec::new();
@@ -460,6 +486,18 @@ fn policies(upstreams: &[(&str, SocketAddr)]) -> Result<Vec<serde_json::Value>> 
             .pointer_mut("/spec/upstream/url")
             .ok_or_else(|| anyhow!("the demo policy {name:?} has no spec.upstream.url"))?;
         *url = serde_json::Value::String(format!("http://{addr}"));
+        let session = document
+            .pointer_mut("/spec/session")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(|| anyhow!("the demo policy {name:?} has no spec.session"))?;
+        for (field, value) in [
+            ("tokenLifetime", &config.token_lifetime),
+            ("idleTimeout", &config.idle_timeout),
+        ] {
+            if let Some(value) = value {
+                session.insert(field.into(), serde_json::Value::String(value.clone()));
+            }
+        }
         policies.push(document);
     }
     Ok(policies)

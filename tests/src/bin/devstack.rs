@@ -101,6 +101,14 @@ struct DemoArgs {
     /// directory of this executable (cargo builds them all into `target/<profile>/`).
     #[arg(long, env = "PORTCULLIS_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// App-token lifetime of the demo policies (`spec.session.tokenLifetime`, 10s to 24h),
+    /// instead of the manifest's 5m: short ones show background renewal within a minute.
+    #[arg(long, env = "PORTCULLIS_DEMO_TOKEN_LIFETIME")]
+    demo_token_lifetime: Option<String>,
+    /// Idle timeout of the demo policies (`spec.session.idleTimeout`, 1m to 90 days), instead
+    /// of the manifest's 1h.
+    #[arg(long, env = "PORTCULLIS_DEMO_IDLE_TIMEOUT")]
+    demo_idle_timeout: Option<String>,
 }
 
 impl DemoArgs {
@@ -116,7 +124,10 @@ impl DemoArgs {
                 .context("devstack has no directory")?
                 .to_owned(),
         };
-        Ok(Some(DemoConfig::new(self.demo_port, bin_dir)))
+        let mut config = DemoConfig::new(self.demo_port, bin_dir);
+        config.token_lifetime = self.demo_token_lifetime.clone();
+        config.idle_timeout = self.demo_idle_timeout.clone();
+        Ok(Some(config))
     }
 }
 
