@@ -1,6 +1,6 @@
 // The seed story (issue #7) in a real browser: Debian's Chromium, driven by playwright-core,
-// against the running demo (two gateway replicas behind one load balancer, Dex, two sample
-// apps, a real API server). Run by `tests/tests/browser.rs`, which starts the demo with short
+// against the running demo (the operator, two gateway replicas following it behind one load
+// balancer, Dex, two sample apps, a real API server). Run by `tests/tests/browser.rs`, which starts the demo with short
 // token lifetimes; it also runs against a demo started by hand (see docs/quickstart.md).
 //
 // Chromium trusts the demo CA through a fresh NSS database in a temporary HOME (never
@@ -440,9 +440,8 @@ async function step5(ctx) {
       await shot(page, '05-epoch-not-enforced');
       throw new StepFailure(
         `revocationEpoch of AccessPolicy ${namespace}/apps was raised to ${epoch} with kubectl 20s ago, ` +
-          `and ${appOne} still shows the app instead of the login page: the gateways do not enforce the ` +
-          `cluster's epoch (standalone gateways read their policies from their policy directory; the ` +
-          `cluster's policies reach them only through the operator's stream)`,
+          `and ${appOne} still shows the app instead of the login page: the raised epoch did not reach ` +
+          `the gateways through the operator's stream (see the operator's and gateways' logs)`,
       );
     }
     await sleep(1000);

@@ -1,6 +1,8 @@
 //! The seed story (issue #7) in a real browser: Debian's Chromium, driven by playwright-core
 //! (`e2e/seed-story.mjs`), against the demo that `hack/demo.sh` runs: a real control plane,
-//! Dex, two gateway replicas behind one load balancer, two sample apps.
+//! Dex, the operator, two gateway replicas following it behind one load balancer, two sample
+//! apps. Its revocations (step 4: a session, step 5: a policy's epoch) are `kubectl patch`es
+//! that reach the gateways only through the operator's stream.
 //!
 //! The test starts `devstack up --demo` on a state directory and port of its own (as
 //! `tests/tests/demo.rs` does) with the demo policies' token lifetime at 10 s and their idle
@@ -14,14 +16,16 @@
 //! Needs, besides what every test needs: `/usr/bin/chromium` and `certutil` (Debian's
 //! `chromium` and `libnss3-tools`; `.ci/run` installs them), Node.js, and
 //! `e2e/node_modules` (`npm ci --prefix e2e`; `hack/test.sh` runs it), and `portcullis-gateway`
-//! next to `devstack` (`cargo build --workspace --bins`).
+//! and `portcullis-operator` next to `devstack` (`cargo build --workspace --bins`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use portcullis_tests::demo::{APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN};
+use portcullis_tests::demo::{
+    APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN, OPERATOR_BIN,
+};
 use portcullis_tests::fsutil::tail;
 use portcullis_tests::process::{ManagedProcess, free_port};
 use portcullis_tests::stack::StackInfo;
@@ -73,12 +77,14 @@ async fn seed_story_in_chromium() -> Result<()> {
     let ready = dir.join("ready");
     let port = free_port()?;
     let devstack = Path::new(env!("CARGO_BIN_EXE_devstack"));
-    let gateway = devstack.with_file_name(GATEWAY_BIN);
-    ensure!(
-        gateway.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        gateway.display()
-    );
+    for binary in [GATEWAY_BIN, OPERATOR_BIN] {
+        let path = devstack.with_file_name(binary);
+        ensure!(
+            path.is_file(),
+            "{} is missing: run `cargo build --workspace --bins` before this test",
+            path.display()
+        );
+    }
     let mut cmd = Command::new(devstack);
     cmd.arg("up")
         .arg("--state-dir")
