@@ -308,8 +308,12 @@ impl Demo {
         .await?;
 
         // No policy manifests: in cluster mode the policies come only from the operator.
-        let mut gateway_config =
-            GatewayConfig::new(dir.join("gateway"), AUTH_HOST, &[APPS_HOST, EXPRESS_HOST], "");
+        let mut gateway_config = GatewayConfig::new(
+            dir.join("gateway"),
+            AUTH_HOST,
+            &[APPS_HOST, EXPRESS_HOST],
+            "",
+        );
         gateway_config.public_port = Some(config.public_port);
         // Every login becomes an AccessSession in the demo namespace; the operator streams the
         // policies and the sessions' ends to both replicas.
@@ -504,7 +508,10 @@ impl Demo {
         out.push_str(
             "  # every session of a user (SUBJECT: X-Auth-Request-User on the sample app's page)\n",
         );
-        out.push_str(&format!("  {}\n", REVOKE_USER.replace(" | ", " \\\n    | ")));
+        out.push_str(&format!(
+            "  {}\n",
+            REVOKE_USER.replace(" | ", " \\\n    | ")
+        ));
         out.push_str(
             "  # every session of a policy (\"revoke existing tokens\"; EPOCH: one more than now)\n",
         );

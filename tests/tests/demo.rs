@@ -22,8 +22,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use kube::api::Api;
 use portcullis_crds::AccessPolicy;
 use portcullis_tests::demo::{
-    self, APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN, OPERATOR_BIN,
-    REVOKE_POLICY, REVOKE_SESSION, REVOKE_USER,
+    self, APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN, OPERATOR_BIN, REVOKE_POLICY,
+    REVOKE_SESSION, REVOKE_USER,
 };
 use portcullis_tests::dex::{self, Connector};
 use portcullis_tests::process::{ManagedProcess, free_port, pid_alive};
@@ -324,10 +324,10 @@ async fn revocations(
     // Every session of a user: the subject the app was told.
     let second = log_in(browser, info, alice).await?;
     ensure!(second != sid, "no new session after logging in again");
-    let whoami = whoami(browser, &apps_api).await?;
-    let subject = whoami["user"]
+    let me = whoami(browser, &apps_api).await?;
+    let subject = me["user"]
         .as_str()
-        .with_context(|| format!("no user in {whoami}"))?
+        .with_context(|| format!("no user in {me}"))?
         .to_owned();
     kubectl_sh(info, &REVOKE_USER.replace("SUBJECT", &subject))?;
     refused(browser, &apps_api, "session_revoked").await?;
@@ -336,6 +336,15 @@ async fn revocations(
     // Every session of the `apps` policy: its apps need a new login, the other host does not.
     let third = log_in(browser, info, alice).await?;
     ensure!(third != second, "no new session after logging in again");
+    // The other host's app token of the revoked session is gone: a navigation gets a new one
+    // from the single-sign-on session, without Dex.
+    let (page, seen) = visit(browser, Url::parse(&info.urls[2])?).await?;
+    let dex_origin = Url::parse(&stack.dex.issuer)?.origin();
+    ensure!(
+        seen.iter().all(|u| u.origin() != dex_origin),
+        "the other host went through Dex: {seen:?}"
+    );
+    shows_alice(&page, &info.urls[2])?;
     whoami(browser, &express_api).await?;
     kubectl_sh(info, &REVOKE_POLICY.replace("EPOCH", "1"))?;
     refused(browser, &apps_api, "").await?;
@@ -359,7 +368,8 @@ fn kubectl_sh(info: &DemoInfo, line: &str) -> Result<()> {
     let kubectl = Tool::Kubectl.path()?;
     let dir = kubectl.parent().context("kubectl has no directory")?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path)))?;
+    let path =
+        std::env::join_paths(std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path)))?;
     let output = Command::new("sh")
         .arg("-c")
         .arg(line)
