@@ -5,8 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The browser test (tests/tests/browser.rs) drives Debian's Chromium with playwright-core from
+# e2e/package-lock.json (no browser download). Checked before the tool build, which can take
+# half an hour on a fresh machine.
+if [ ! -x /usr/bin/chromium ] || ! command -v certutil >/dev/null; then
+  echo "hack/test.sh: the browser test needs /usr/bin/chromium and certutil:" >&2
+  echo "  sudo apt-get install chromium libnss3-tools   (.ci/run installs them)" >&2
+  exit 1
+fi
+command -v npm >/dev/null || { echo "hack/test.sh: the browser test needs Node.js and npm" >&2; exit 1; }
+
 hack/build-tools.sh
 eval "$(hack/tools-env.sh)"
+
+npm ci --prefix e2e --no-audit --no-fund --loglevel=error
 
 # A fresh stack for this run, so nothing left over from an earlier run can make a test pass.
 PORTCULLIS_STACK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-test.XXXXXX")/stack"

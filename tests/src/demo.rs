@@ -1,15 +1,25 @@
 //! The local demo (`hack/demo.sh`, `devstack up --demo`): on top of a running [`Stack`], the
-//! demo policies applied to the cluster, two sample apps, two `portcullis-gateway` replicas
-//! sharing one configuration, and a round-robin TCP load balancer in front of them on one
-//! public port (8443 by default), everything on 127.0.0.1.
+//! demo policies applied to the cluster, two sample apps, the `portcullis-operator`, two
+//! `portcullis-gateway` replicas in cluster mode following it, and a round-robin TCP load
+//! balancer in front of the gateways on one public port (8443 by default), everything on
+//! 127.0.0.1.
 //!
 //! Browsers reach the demo as `https://<name>.portcullis.localhost:<port>`: `*.localhost`
 //! resolves to loopback in Chromium and curl without DNS. Tests resolve the names explicitly.
 //!
-//! The gateways run in standalone mode (policies from a directory): until the operator streams
-//! the cluster's state to them, the policies applied to the cluster and the ones the gateways
-//! enforce are the same manifest written twice, and revocations in the cluster are not
-//! enforced. The summary says so.
+//! It runs the way a platform team runs Portcullis in a cluster: the policies exist once, as
+//! `AccessPolicy` objects in the API server, and reach the gateways only through the operator's
+//! state stream (`--operator-url`; the gateways have no policy directory). The operator serves
+//! the stream with a certificate from the stack's CA and admits the gateways' ServiceAccount
+//! (`default:portcullis-gateway`), whose token (TokenRequest, audience `portcullis-operator`)
+//! the gateways read from a file as they would a projected one. Nothing rotates that file, so
+//! the token is requested for [`GATEWAY_TOKEN_LIFETIME`], longer than any demo runs. Every
+//! login becomes an `AccessSession` in the demo namespace; revoking one, revoking every session
+//! of a user or raising a policy's `revocationEpoch` with `kubectl` ([`REVOKE_SESSION`],
+//! [`REVOKE_USER`], [`REVOKE_POLICY`]) reaches both replicas through the operator.
+//!
+//! The operator and the gateways talk to the API server with the stack's admin kubeconfig (a
+//! cluster gives each its own ServiceAccount with the RBAC in `charts/portcullis`).
 //!
 //! [`Stack`]: crate::Stack
 
@@ -25,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_public;
 use crate::gateway::{GatewayConfig, GatewayFiles, GatewayProcess};
+use crate::operator::{OperatorProcess, gateway_token_valid_for};
 use crate::pki::Pki;
 use crate::process::{self, ManagedProcess, STOP_GRACE, free_port};
 use crate::stack::StackInfo;
@@ -48,6 +59,23 @@ pub const DEMO_JSON: &str = "demo.json";
 const FIELD_MANAGER: &str = "portcullis-demo";
 /// The gateway binary.
 pub const GATEWAY_BIN: &str = "portcullis-gateway";
+/// The operator binary.
+pub const OPERATOR_BIN: &str = "portcullis-operator";
+/// The gateways' ServiceAccount in [`NAMESPACE`], which the operator admits to its stream.
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "portcullis-gateway";
+/// How long the gateways' operator token is valid. In a cluster the kubelet rotates a
+/// projected token; the demo's is a file nobody rewrites, so it must outlast the demo.
+pub const GATEWAY_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Revokes one session: `NAME` is the AccessSession (`sid` of the app token,
+/// `session` of `/.portcullis/session`).
+pub const REVOKE_SESSION: &str =
+    r#"kubectl patch accesssession NAME --type merge -p '{"spec":{"revoked":true}}'"#;
+/// Revokes every session of a user: `SUBJECT` is `X-Auth-Request-User` on the sample app's page.
+pub const REVOKE_USER: &str = r#"kubectl get accesssessions --field-selector spec.subject=SUBJECT -o name | xargs -r -I{} kubectl patch {} --type merge -p '{"spec":{"revoked":true}}'"#;
+/// Ends every session of the `apps` policy ("revoke existing tokens"): `EPOCH` is one more
+/// than its current `spec.revocationEpoch` (0 in a fresh demo).
+pub const REVOKE_POLICY: &str =
+    r#"kubectl patch accesspolicy apps --type merge -p '{"spec":{"revocationEpoch":EPOCH}}'"#;
 /// The load balancer binary (`tests/src/bin/demo-lb.rs`).
 pub const LB_BIN: &str = "demo-lb";
 /// The sample app binary (`tests/src/bin/sample-app.rs`).
@@ -84,8 +112,14 @@ const SAMPLE_APPS: [SampleApp; 2] = [
 pub struct DemoConfig {
     /// Port of the load balancer, which is the port in every demo URL.
     pub public_port: u16,
-    /// Directory holding `portcullis-gateway`, `demo-lb` and `sample-app`.
+    /// Directory holding `portcullis-gateway`, `portcullis-operator`, `demo-lb` and
+    /// `sample-app`.
     pub bin_dir: PathBuf,
+    /// Replaces `spec.session.tokenLifetime` of every demo policy (`10s`): a browser test sees
+    /// several token lifetimes pass within a minute. `None`: the manifest's 5 minutes.
+    pub token_lifetime: Option<String>,
+    /// Replaces `spec.session.idleTimeout` of every demo policy (`1m`). `None`: the manifest's.
+    pub idle_timeout: Option<String>,
 }
 
 impl DemoConfig {
@@ -94,6 +128,8 @@ impl DemoConfig {
         Self {
             public_port,
             bin_dir: bin_dir.into(),
+            token_lifetime: None,
+            idle_timeout: None,
         }
     }
 
@@ -111,7 +147,7 @@ impl DemoConfig {
         let path = self.bin_dir.join(name);
         if !path.is_file() {
             bail!(
-                "{} not found: build the binaries first (`cargo build -p portcullis-gateway -p portcullis-tests --bins`, or `cargo build --workspace --bins`)",
+                "{} not found: build the binaries first (`cargo build -p portcullis-gateway -p portcullis-operator -p portcullis-tests --bins`, or `cargo build --workspace --bins`)",
                 path.display()
             );
         }
@@ -122,7 +158,7 @@ impl DemoConfig {
     /// missing binaries, a busy public port. Stops what a killed earlier demo in `state_dir`
     /// left running first.
     pub async fn preflight(&self, state_dir: &Path) -> Result<()> {
-        for name in [GATEWAY_BIN, LB_BIN, SAMPLE_APP_BIN] {
+        for name in [GATEWAY_BIN, OPERATOR_BIN, LB_BIN, SAMPLE_APP_BIN] {
             self.binary(name)?;
         }
         stop_leftovers(state_dir, self).await?;
@@ -144,7 +180,8 @@ pub struct DemoProcess {
     /// The executable, to recognise the process after a crash of its owner.
     pub binary: PathBuf,
     pub log: PathBuf,
-    /// Where it serves (HTTPS for gateways, HTTP for apps, TCP for the load balancer).
+    /// Where it serves (HTTPS for gateways and the operator's stream, HTTP for apps, TCP for the
+    /// load balancer).
     pub addr: SocketAddr,
 }
 
@@ -157,8 +194,10 @@ pub struct DemoInfo {
     pub dir: PathBuf,
     /// The URLs to open.
     pub urls: Vec<String>,
-    /// The gateways' policy directory (what they enforce).
-    pub policy_dir: PathBuf,
+    /// The operator's stream API, which the gateways follow.
+    pub operator_url: String,
+    /// The gateways' ServiceAccount token for the operator.
+    pub gateway_token_file: PathBuf,
     /// The CA every demo certificate chains to.
     pub ca_file: PathBuf,
     /// Admin kubeconfig of the stack.
@@ -184,16 +223,18 @@ pub fn demo_dir(state_dir: &Path) -> PathBuf {
 /// The running demo. Dropping it kills its processes; [`Demo::stop`] stops them in order.
 pub struct Demo {
     info: DemoInfo,
-    // Stop order: the load balancer (no new connections), gateways, then apps.
+    // Stop order: the load balancer (no new connections), gateways, the operator they follow,
+    // then apps.
     lb: ManagedProcess,
     gateways: Vec<GatewayProcess>,
+    operator: OperatorProcess,
     apps: Vec<ManagedProcess>,
 }
 
 impl Demo {
-    /// Starts the demo on the running stack `stack`: sample apps, policies (cluster and
-    /// gateway directory), two gateway replicas and the load balancer; returns once a request
-    /// through the load balancer is answered.
+    /// Starts the demo on the running stack `stack`: sample apps, policies (in the cluster), the
+    /// operator, two gateway replicas following it and the load balancer; returns once both
+    /// gateways hold the operator's state and a request through the load balancer is answered.
     pub async fn start(stack: &StackInfo, config: &DemoConfig) -> Result<Self> {
         let dir = demo_dir(&stack.state_dir);
         if dir.exists() {
@@ -241,26 +282,57 @@ impl Demo {
             upstreams.push((app.policy, addr));
         }
 
-        let policies = policies(&upstreams)?;
-        apply_policies(&stack.client().await?, &policies).await?;
-        let manifests = policies
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .context("serializing the policies")?
-            // JSON documents are YAML documents.
-            .join("\n---\n");
+        let policies = policies(&upstreams, config)?;
+        let client = stack.client().await?;
+        apply_policies(&client, &policies).await?;
 
         let pki = Pki::load(&stack.state_dir.join("pki"))?;
+        let token_file = dir.join("gateway-token");
+        let account = gateway_token_valid_for(
+            &client,
+            NAMESPACE,
+            GATEWAY_SERVICE_ACCOUNT,
+            &token_file,
+            GATEWAY_TOKEN_LIFETIME,
+        )
+        .await?;
+        let operator_bin = config.binary(OPERATOR_BIN)?;
+        let operator = OperatorProcess::start(
+            &operator_bin,
+            &dir.join("operator"),
+            &pki,
+            &stack.kubeconfig,
+            NAMESPACE,
+            &[account],
+        )
+        .await?;
+
+        // No policy manifests: in cluster mode the policies come only from the operator.
         let mut gateway_config = GatewayConfig::new(
             dir.join("gateway"),
             AUTH_HOST,
             &[APPS_HOST, EXPRESS_HOST],
-            &manifests,
+            "",
         );
         gateway_config.public_port = Some(config.public_port);
+        // Every login becomes an AccessSession in the demo namespace; the operator streams the
+        // policies and the sessions' ends to both replicas.
+        gateway_config.env = vec![
+            ("KUBECONFIG".into(), stack.kubeconfig.display().to_string()),
+            ("PORTCULLIS_SESSION_NAMESPACE".into(), NAMESPACE.into()),
+            ("PORTCULLIS_OPERATOR_URL".into(), operator.url()),
+            (
+                "PORTCULLIS_OPERATOR_CA_FILE".into(),
+                pki.ca_cert_path().display().to_string(),
+            ),
+            (
+                "PORTCULLIS_OPERATOR_TOKEN_FILE".into(),
+                token_file.display().to_string(),
+            ),
+        ];
         let files = GatewayFiles::write(&gateway_config, &pki, &stack.dex)?;
         let gateway_bin = config.binary(GATEWAY_BIN)?;
+        // Ready (`/readyz`) only once the operator's first snapshot is applied.
         let first = GatewayProcess::start(&gateway_bin, gateway_config, files).await?;
         let second = first.start_replica(&gateway_bin).await?;
         let gateways = vec![first, second];
@@ -301,6 +373,13 @@ impl Demo {
                 }
             };
         record("demo-lb".into(), lb.pid(), &lb_bin, lb.log_path(), lb_addr);
+        record(
+            "portcullis-operator".into(),
+            operator.pid(),
+            &operator_bin,
+            operator.log_path(),
+            operator.addr,
+        );
         for (i, gateway) in gateways.iter().enumerate() {
             let name = format!("portcullis-gateway-{i}");
             record(
@@ -328,7 +407,8 @@ impl Demo {
                 format!("{}/express/", config.origin(APPS_HOST)),
                 format!("{}/", config.origin(EXPRESS_HOST)),
             ],
-            policy_dir: gateways[0].files.policy_dir.clone(),
+            operator_url: operator.url(),
+            gateway_token_file: token_file,
             ca_file: stack.ca_file.clone(),
             kubeconfig: stack.kubeconfig.clone(),
             processes,
@@ -339,6 +419,7 @@ impl Demo {
             info,
             lb,
             gateways,
+            operator,
             apps,
         })
     }
@@ -354,19 +435,23 @@ impl Demo {
         for gateway in &mut self.gateways {
             gateway.ensure_running()?;
         }
+        self.operator.ensure_running()?;
         for app in &mut self.apps {
             app.ensure_running()?;
         }
         Ok(())
     }
 
-    /// Stops the load balancer, the gateways, then the apps.
+    /// Stops the load balancer, the gateways, the operator, then the apps.
     pub async fn stop(mut self) -> Result<()> {
         let mut first_error = self.lb.stop(STOP_GRACE).await.err();
         for gateway in &mut self.gateways {
             if let Err(e) = gateway.stop().await {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.operator.stop().await {
+            first_error.get_or_insert(e);
         }
         for app in &mut self.apps {
             if let Err(e) = app.stop(STOP_GRACE).await {
@@ -384,7 +469,8 @@ impl Demo {
         let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
         let mut out = String::new();
         out.push_str(
-            "\nPortcullis demo: two gateway replicas behind one load balancer, two sample apps\n\n",
+            "\nPortcullis demo: the operator, two gateway replicas following it behind one load\n\
+             balancer, two sample apps\n\n",
         );
         out.push_str("Open (https only; *.localhost needs no DNS):\n");
         for url in &info.urls {
@@ -398,7 +484,7 @@ impl Demo {
             crate::dex::PASSWORD
         ));
         out.push_str(&format!(
-            "Every certificate (gateways and Dex) comes from the demo CA, made afresh on each start:\n  {ca}\n"
+            "Every certificate (gateways, operator, Dex) comes from the demo CA, made afresh on each start:\n  {ca}\n"
         ));
         out.push_str(&format!(
             "  curl:     curl --cacert {ca} -i https://{APPS_HOST}:{port}/wordpress/\n"
@@ -407,32 +493,36 @@ impl Demo {
             "  Chromium: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n portcullis-demo-{port} -i {ca}\n"
         ));
         out.push_str("            (libnss3-tools; remove with `certutil -d sql:$HOME/.pki/nssdb -D -n portcullis-demo-PORT`)\n\n");
-        out.push_str("The cluster:\n");
+        out.push_str(
+            "The cluster (the policies live only here; the operator streams them to the gateways):\n",
+        );
         out.push_str(&format!("  export KUBECONFIG={}\n", q(&info.kubeconfig)));
         out.push_str("  kubectl get accesspolicies\n  kubectl get accesssessions\n\n");
-        out.push_str("Revoking:\n");
-        out.push_str("  # one session\n  kubectl patch accesssession NAME --type merge -p '{\"spec\":{\"revoked\":true}}'\n");
+        out.push_str(
+            "Revoking (each reaches both gateway replicas through the operator within a second):\n",
+        );
+        out.push_str(
+            "  # one session (NAME: `sid` in the assertion claims on the sample app's page)\n",
+        );
+        out.push_str(&format!("  {REVOKE_SESSION}\n"));
         out.push_str(
             "  # every session of a user (SUBJECT: X-Auth-Request-User on the sample app's page)\n",
         );
-        out.push_str(
-            "  kubectl get accesssessions --field-selector spec.subject=SUBJECT -o name \\\n",
-        );
-        out.push_str("    | xargs -r -I{} kubectl patch {} --type merge -p '{\"spec\":{\"revoked\":true}}'\n");
-        out.push_str("  # every session of a policy (\"revoke existing tokens\")\n");
-        out.push_str("  kubectl patch accesspolicy apps --type merge -p '{\"spec\":{\"revocationEpoch\":1}}'\n\n");
-        out.push_str(
-            "Not enforced yet: the gateways run standalone. They enforce the policies in\n",
-        );
         out.push_str(&format!(
             "  {}\n",
-            info.policy_dir.join("policies.yaml").display()
+            REVOKE_USER.replace(" | ", " \\\n    | ")
         ));
-        out.push_str("(edit it and they reload within a second), logins do not create AccessSession objects yet,\n");
         out.push_str(
-            "and the revocations above are validated and stored by the API server but reach the\n",
+            "  # every session of a policy (\"revoke existing tokens\"; EPOCH: one more than now)\n",
         );
-        out.push_str("gateways only with the operator, which is not wired yet.\n\n");
+        out.push_str(&format!("  {}\n\n", REVOKE_POLICY.replace("EPOCH", "1")));
+        out.push_str(&format!(
+            "Operator: {} (log in operator/); the gateways authenticate to it as the\n\
+             ServiceAccount {NAMESPACE}/{GATEWAY_SERVICE_ACCOUNT} (token in {}, valid {} days).\n",
+            info.operator_url,
+            info.gateway_token_file.display(),
+            GATEWAY_TOKEN_LIFETIME.as_secs() / (24 * 3600),
+        ));
         out.push_str(&format!(
             "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",
             info.dir.display()
@@ -441,8 +531,12 @@ impl Demo {
     }
 }
 
-/// The demo policies with each `spec.upstream.url` pointing at its sample app.
-fn policies(upstreams: &[(&str, SocketAddr)]) -> Result<Vec<serde_json::Value>> {
+/// The demo policies with each `spec.upstream.url` pointing at its sample app, and the session
+/// lifetimes `config` overrides. The API server validates the durations when they are applied.
+fn policies(
+    upstreams: &[(&str, SocketAddr)],
+    config: &DemoConfig,
+) -> Result<Vec<serde_json::Value>> {
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(POLICY_MANIFEST)
         .context("parsing examples/demo/policy.yaml")?;
     let mut policies = Vec::new();
@@ -460,6 +554,18 @@ fn policies(upstreams: &[(&str, SocketAddr)]) -> Result<Vec<serde_json::Value>> 
             .pointer_mut("/spec/upstream/url")
             .ok_or_else(|| anyhow!("the demo policy {name:?} has no spec.upstream.url"))?;
         *url = serde_json::Value::String(format!("http://{addr}"));
+        let session = document
+            .pointer_mut("/spec/session")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(|| anyhow!("the demo policy {name:?} has no spec.session"))?;
+        for (field, value) in [
+            ("tokenLifetime", &config.token_lifetime),
+            ("idleTimeout", &config.idle_timeout),
+        ] {
+            if let Some(value) = value {
+                session.insert(field.into(), serde_json::Value::String(value.clone()));
+            }
+        }
         policies.push(document);
     }
     Ok(policies)

@@ -41,6 +41,18 @@ pub async fn gateway_token(
     name: &str,
     file: &Path,
 ) -> Result<String> {
+    gateway_token_valid_for(client, namespace, name, file, Duration::from_secs(3600)).await
+}
+
+/// [`gateway_token`] valid for `lifetime` (at least the API server's 10 minutes): for a
+/// long-running gateway that has no kubelet rotating its token, such as the demo's.
+pub async fn gateway_token_valid_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    file: &Path,
+    lifetime: Duration,
+) -> Result<String> {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let mut account = ServiceAccount::default();
     account.metadata.name = Some(name.to_owned());
@@ -52,7 +64,9 @@ pub async fn gateway_token(
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![AUDIENCE.to_owned()],
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(
+                i64::try_from(lifetime.as_secs()).context("token lifetime out of range")?,
+            ),
             ..TokenRequestSpec::default()
         },
         ..TokenRequest::default()
@@ -164,6 +178,21 @@ impl OperatorProcess {
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// The operator's log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Fails with the log tail if the operator has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.process.ensure_running()
     }
 }
 

@@ -1,16 +1,18 @@
 //! The README's first command, end to end: `devstack up --demo` (what `hack/demo.sh` runs) on
 //! its own state directory and port, driven the way a person would use it: log in once through
 //! Dex's real login form, see the identity and a verified assertion on the sample app, reach the
-//! second app and the second host without Dex, then stop the demo with SIGTERM and find nothing
-//! left running.
+//! second app and the second host without Dex, then walk the seed story's revocations with the
+//! exact `kubectl` commands the demo prints (one session, every session of a user, a policy's
+//! `revocationEpoch`) and see each enforced by both gateway replicas, which learn of them only
+//! through the operator. Finally stop the demo with SIGTERM and find nothing left running.
 //!
-//! Needs `portcullis-gateway` next to `devstack` (`target/<profile>/`): run
-//! `cargo build --workspace --bins` first (`hack/test.sh` builds every target). Cargo builds this
-//! crate's own binaries (`devstack`, `demo-lb`, `sample-app`) for the test by itself.
+//! Needs `portcullis-gateway` and `portcullis-operator` next to `devstack` (`target/<profile>/`):
+//! run `cargo build --workspace --bins` first (`hack/test.sh` builds every target). Cargo builds
+//! this crate's own binaries (`devstack`, `demo-lb`, `sample-app`) for the test by itself.
 //!
 //! The test's client opens a new connection for every request, so the load balancer spreads
 //! the login's steps over both gateway replicas: it passes only if they share their keys and
-//! policies.
+//! receive the same policies from the operator.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,10 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::api::Api;
 use portcullis_crds::AccessPolicy;
-use portcullis_tests::demo::{self, APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN};
+use portcullis_tests::demo::{
+    self, APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN, OPERATOR_BIN, REVOKE_POLICY,
+    REVOKE_SESSION, REVOKE_USER,
+};
 use portcullis_tests::dex::{self, Connector};
 use portcullis_tests::process::{ManagedProcess, free_port, pid_alive};
 use portcullis_tests::stack::StackInfo;
+use portcullis_tests::tools::Tool;
 use reqwest::{StatusCode, Url, header};
 
 /// The control plane's first start on a busy 2-core machine takes a minute or two.
@@ -50,12 +56,14 @@ async fn demo_logs_in_once_serves_every_app_and_stops_cleanly() -> Result<()> {
     let port = free_port()?;
 
     let devstack = Path::new(env!("CARGO_BIN_EXE_devstack"));
-    let gateway = devstack.with_file_name(GATEWAY_BIN);
-    ensure!(
-        gateway.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        gateway.display()
-    );
+    for binary in [GATEWAY_BIN, OPERATOR_BIN] {
+        let path = devstack.with_file_name(binary);
+        ensure!(
+            path.is_file(),
+            "{} is missing: run `cargo build --workspace --bins` before this test",
+            path.display()
+        );
+    }
     let mut cmd = Command::new(devstack);
     cmd.arg("up")
         .arg("--state-dir")
@@ -289,7 +297,197 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
         poll.contains("/wordpress/api/whoami") && poll.contains("id=\"status\""),
         "{poll}"
     );
+
+    revocations(stack, info, &browser, &alice, port).await
+}
+
+/// The seed story's revocations, each with the command the demo prints, each enforced by both
+/// replicas: one session, every session of a user, every session of a policy (epoch raise).
+async fn revocations(
+    stack: &StackInfo,
+    info: &DemoInfo,
+    browser: &reqwest::Client,
+    alice: &dex::DexUser,
+    port: u16,
+) -> Result<()> {
+    let origin = |host: &str| format!("https://{host}:{port}");
+    let apps_api = format!("{}/wordpress/api/whoami", origin(APPS_HOST));
+    let express_api = format!("{}/api/whoami", origin(EXPRESS_HOST));
+
+    // One session: its name is what the session endpoint says.
+    let sid = session_id(browser, &origin(APPS_HOST)).await?;
+    kubectl_sh(info, &REVOKE_SESSION.replace("NAME", &sid))?;
+    refused(browser, &apps_api, "session_revoked").await?;
+    refused(browser, &express_api, "session_revoked").await?;
+    lands_on_dex(browser, &info.urls[0], stack).await?;
+
+    // Every session of a user: the subject the app was told.
+    let second = log_in(browser, info, alice).await?;
+    ensure!(second != sid, "no new session after logging in again");
+    let me = whoami(browser, &apps_api).await?;
+    let subject = me["user"]
+        .as_str()
+        .with_context(|| format!("no user in {me}"))?
+        .to_owned();
+    kubectl_sh(info, &REVOKE_USER.replace("SUBJECT", &subject))?;
+    refused(browser, &apps_api, "session_revoked").await?;
+    refused(browser, &express_api, "session_revoked").await?;
+
+    // Every session of the `apps` policy: its apps need a new login, the other host does not.
+    let third = log_in(browser, info, alice).await?;
+    ensure!(third != second, "no new session after logging in again");
+    // The other host's app token of the revoked session is gone: a navigation gets a new one
+    // from the single-sign-on session, without Dex.
+    let (page, seen) = visit(browser, Url::parse(&info.urls[2])?).await?;
+    let dex_origin = Url::parse(&stack.dex.issuer)?.origin();
+    ensure!(
+        seen.iter().all(|u| u.origin() != dex_origin),
+        "the other host went through Dex: {seen:?}"
+    );
+    shows_alice(&page, &info.urls[2])?;
+    whoami(browser, &express_api).await?;
+    kubectl_sh(info, &REVOKE_POLICY.replace("EPOCH", "1"))?;
+    refused(browser, &apps_api, "").await?;
+    refused(
+        browser,
+        &format!("{}/express/api/whoami", origin(APPS_HOST)),
+        "",
+    )
+    .await?;
+    lands_on_dex(browser, &info.urls[1], stack).await?;
+    for _ in 0..4 {
+        whoami(browser, &express_api)
+            .await
+            .context("the express policy's epoch was not raised, its sessions must go on")?;
+    }
     Ok(())
+}
+
+/// Runs a command line the demo prints with `sh`, kubectl on `PATH` and the demo's kubeconfig.
+fn kubectl_sh(info: &DemoInfo, line: &str) -> Result<()> {
+    let kubectl = Tool::Kubectl.path()?;
+    let dir = kubectl.parent().context("kubectl has no directory")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path)))?;
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .env("PATH", path)
+        .env("KUBECONFIG", &info.kubeconfig)
+        .output()
+        .with_context(|| format!("running {line}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success() && stdout.contains("patched"),
+        "{line}: {}\n{stdout}{stderr}",
+        output.status
+    );
+    Ok(())
+}
+
+/// The browser's session, as the gateway's session endpoint names it.
+async fn session_id(browser: &reqwest::Client, origin: &str) -> Result<String> {
+    let body: serde_json::Value = browser
+        .get(format!("{origin}/.portcullis/session?path=/wordpress"))
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    body["session"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no session in {body}"))
+}
+
+async fn whoami(browser: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
+    Ok(browser
+        .get(url)
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Waits (the operator's stream takes a moment) until `url` answers 401, then asks four more
+/// times, each on a new connection (so both replicas): every answer a 401 JSON with `error`
+/// (when given) and a login URL.
+async fn refused(browser: &reqwest::Client, url: &str, error: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut confirmed = 0;
+    while confirmed < 5 {
+        let response = browser
+            .get(url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            let problem: serde_json::Value = response.json().await?;
+            ensure!(
+                error.is_empty() || problem["error"] == error,
+                "{url}: {problem}, not {error}"
+            );
+            ensure!(problem["login_url"].is_string(), "{url}: {problem}");
+            confirmed += 1;
+            continue;
+        }
+        ensure!(
+            confirmed == 0,
+            "{url}: {status} after {confirmed} refusals (one replica does not enforce it)"
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "{url}: still {status} 15s after the kubectl command"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Navigating to `url` leads to Dex's login page (not to the app).
+async fn lands_on_dex(browser: &reqwest::Client, url: &str, stack: &StackInfo) -> Result<()> {
+    let dex = Url::parse(&stack.dex.issuer)?.origin();
+    let mut url = Url::parse(url)?;
+    for _ in 0..10 {
+        if url.origin() == dex {
+            return Ok(());
+        }
+        let response = browser
+            .get(url.clone())
+            .header(header::ACCEPT, "text/html")
+            .send()
+            .await?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        match location {
+            Some(location) if status.is_redirection() => url = url.join(&location)?,
+            _ => bail!("{url} answered {status} instead of leading to Dex"),
+        }
+    }
+    bail!("too many redirects before reaching Dex")
+}
+
+/// Logs in through Dex (the app sends the browser there); returns the new session.
+async fn log_in(browser: &reqwest::Client, info: &DemoInfo, user: &dex::DexUser) -> Result<String> {
+    let start = Url::parse(&info.urls[0])?;
+    let landed = dex::follow_login(browser, start.clone(), user, Connector::Password, |url| {
+        url.host_str() == Some(APPS_HOST) && !url.path().starts_with("/.portcullis/")
+    })
+    .await?;
+    ensure!(landed == start, "landed on {landed}, not {start}");
+    let (page, _) = visit(browser, landed).await?;
+    shows_alice(&page, "/wordpress/ after logging in again")?;
+    session_id(browser, &start.origin().ascii_serialization()).await
 }
 
 fn shows_alice(page: &str, url: &str) -> Result<()> {

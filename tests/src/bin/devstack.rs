@@ -3,8 +3,8 @@
 //!
 //! `devstack up` is what the README demo and the shared test cluster start; `devstack down`
 //! stops a running one; `devstack env` prints shell exports for it. `devstack up --demo` adds
-//! the demo on top (see [`portcullis_tests::demo`]): sample policies, sample apps, two gateway
-//! replicas and a load balancer on one public port.
+//! the demo on top (see [`portcullis_tests::demo`]): sample policies, sample apps, the operator,
+//! two gateway replicas in cluster mode and a load balancer on one public port.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,17 +90,26 @@ struct UpArgs {
 /// The demo (`hack/demo.sh`).
 #[derive(Args)]
 struct DemoArgs {
-    /// Also run the demo: the demo policies, two sample apps, two gateway replicas and a load
-    /// balancer in front of them, all on 127.0.0.1.
+    /// Also run the demo: the demo policies, two sample apps, the operator, two gateway
+    /// replicas following it and a load balancer in front of them, all on 127.0.0.1.
     #[arg(long)]
     demo: bool,
     /// Port of the demo's load balancer, which is the port in every demo URL.
     #[arg(long, env = "PORTCULLIS_DEMO_PORT", default_value_t = demo::DEFAULT_PORT)]
     demo_port: u16,
-    /// Directory holding `portcullis-gateway`, `demo-lb` and `sample-app`. Default: the
-    /// directory of this executable (cargo builds them all into `target/<profile>/`).
+    /// Directory holding `portcullis-gateway`, `portcullis-operator`, `demo-lb` and
+    /// `sample-app`. Default: the directory of this executable (cargo builds them all into
+    /// `target/<profile>/`).
     #[arg(long, env = "PORTCULLIS_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// App-token lifetime of the demo policies (`spec.session.tokenLifetime`, 10s to 24h),
+    /// instead of the manifest's 5m: short ones show background renewal within a minute.
+    #[arg(long, env = "PORTCULLIS_DEMO_TOKEN_LIFETIME")]
+    demo_token_lifetime: Option<String>,
+    /// Idle timeout of the demo policies (`spec.session.idleTimeout`, 1m to 90 days), instead
+    /// of the manifest's 1h.
+    #[arg(long, env = "PORTCULLIS_DEMO_IDLE_TIMEOUT")]
+    demo_idle_timeout: Option<String>,
 }
 
 impl DemoArgs {
@@ -116,7 +125,10 @@ impl DemoArgs {
                 .context("devstack has no directory")?
                 .to_owned(),
         };
-        Ok(Some(DemoConfig::new(self.demo_port, bin_dir)))
+        let mut config = DemoConfig::new(self.demo_port, bin_dir);
+        config.token_lifetime = self.demo_token_lifetime.clone();
+        config.idle_timeout = self.demo_idle_timeout.clone();
+        Ok(Some(config))
     }
 }
 
@@ -213,7 +225,7 @@ async fn up(args: UpArgs) -> Result<()> {
         let _ = std::fs::remove_file(ready);
     }
     eprintln!("devstack: stopping");
-    // The demo's gateways and apps first: they are clients of the stack.
+    // The demo's gateways, operator and apps first: they are clients of the stack.
     let demo_stopped = match demo {
         Some(demo) => demo.stop().await,
         None => Ok(()),
