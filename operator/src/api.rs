@@ -15,7 +15,10 @@ use axum::{
 };
 use portcullis_protocol::{
     Ack, ErrorBody, Frame,
-    frame::{ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, PEER_ACKS_PATH, STATE_PATH, render_line},
+    frame::{
+        ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, PEER_ACKS_PATH, STATE_PATH,
+        render_line,
+    },
 };
 use serde::Deserialize;
 use std::{collections::VecDeque, sync::Arc, time::Duration};

@@ -54,7 +54,11 @@ pub async fn run(
 }
 
 /// One pass: deletes up to [`BATCH`] sessions past expiry plus grace; how many it deleted.
-pub async fn pass(api: &Api<AccessSession>, grace: Duration, now: u64) -> Result<usize, kube::Error> {
+pub async fn pass(
+    api: &Api<AccessSession>,
+    grace: Duration,
+    now: u64,
+) -> Result<usize, kube::Error> {
     let cutoff = i64::try_from(now.saturating_sub(grace.as_secs())).unwrap_or(i64::MAX);
     let mut expired = Vec::new();
     let mut params = ListParams::default().limit(PAGE);

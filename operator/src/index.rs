@@ -413,7 +413,8 @@ impl Index {
         self.sessions
             .retain(|_, s| s.entry.expires_at + CLOCK_SKEW_SECS > now);
         let sessions = &self.sessions;
-        self.revoked_status.retain(|sid, _| sessions.contains_key(sid));
+        self.revoked_status
+            .retain(|sid, _| sessions.contains_key(sid));
     }
 }
 

@@ -113,24 +113,27 @@ async fn publish(leases: &Api<Lease>, config: &LeaseConfig) {
     }}});
     for attempt in 0..10u32 {
         match leases
-            .patch(
-                &config.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => return,
             Err(error) => {
                 warn!(%error, attempt, "cannot publish the leader URL on the Lease; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * (1 << attempt.min(4)))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    200 * (1 << attempt.min(4)),
+                ))
+                .await;
             }
         }
     }
 }
 
 /// The leader's URL if another replica holds the Lease and published it.
-pub async fn leader_url(leases: &Api<Lease>, name: &str, me: &str) -> Result<Option<String>, kube::Error> {
+pub async fn leader_url(
+    leases: &Api<Lease>,
+    name: &str,
+    me: &str,
+) -> Result<Option<String>, kube::Error> {
     let Some(lease) = leases.get_opt(name).await? else {
         return Ok(None);
     };

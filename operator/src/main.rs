@@ -166,7 +166,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             signal.clone(),
         ))),
         None => {
-            tracing::warn!("no --peer-ca-file: as a follower this replica cannot relay its gateways' acknowledgements to the leader");
+            tracing::warn!(
+                "no --peer-ca-file: as a follower this replica cannot relay its gateways' acknowledgements to the leader"
+            );
             None
         }
     };

@@ -149,7 +149,9 @@ impl Metrics {
         self.status_writes.get_or_create(&KindLabel { kind }).inc();
     }
     pub fn status_failed(&self, kind: &'static str) {
-        self.status_failures.get_or_create(&KindLabel { kind }).inc();
+        self.status_failures
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
     pub fn sessions_collected(&self, n: usize) {
         self.sessions_collected

@@ -88,7 +88,9 @@ pub async fn learn_peer_identity(shared: Arc<Shared>, token_file: PathBuf, mut s
                 }
                 Err(error) => warn!(%error, "cannot review this operator's own token; retrying"),
             },
-            Err(error) => warn!(file = %token_file.display(), %error, "cannot read the peer token; retrying"),
+            Err(error) => {
+                warn!(file = %token_file.display(), %error, "cannot read the peer token; retrying")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -191,7 +193,10 @@ pub async fn relay(
         if facts.is_empty() {
             continue;
         }
-        if leader.as_ref().is_none_or(|(_, _, _, at)| at.elapsed() > LEADER_TTL) {
+        if leader
+            .as_ref()
+            .is_none_or(|(_, _, _, at)| at.elapsed() > LEADER_TTL)
+        {
             leader = match find_leader(&leases, &config, &tls).await {
                 Ok(Some((url, client, target))) => Some((url, client, target, Instant::now())),
                 Ok(None) => {

@@ -92,7 +92,10 @@ fn count(n: usize) -> i32 {
 }
 
 fn time(seconds: u64) -> Time {
-    Time(Timestamp::from_second(i64::try_from(seconds).unwrap_or(0)).unwrap_or(Timestamp::UNIX_EPOCH))
+    Time(
+        Timestamp::from_second(i64::try_from(seconds).unwrap_or(0))
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// A condition, keeping the transition time of `previous` while the status holds.
@@ -162,9 +165,7 @@ pub fn policy_status(
     AccessPolicyStatus {
         observed_generation: generation,
         conditions: vec![ready],
-        enforced_epoch: fleet
-            .enforced_epoch(&entry.uid)
-            .or(observed.enforced_epoch),
+        enforced_epoch: fleet.enforced_epoch(&entry.uid).or(observed.enforced_epoch),
         raised_epoch,
         epoch_raised_at,
         gateways: Some(GatewayProgress {
@@ -213,7 +214,15 @@ pub fn session_status(
             format!("{enforced_by} of {connected} connected gateways refuse the session"),
         )
     };
-    let enforced = condition(&observed.conditions, "Enforced", all, reason, message, None, now);
+    let enforced = condition(
+        &observed.conditions,
+        "Enforced",
+        all,
+        reason,
+        message,
+        None,
+        now,
+    );
     AccessSessionStatus {
         conditions: vec![revoked, enforced],
         revoked_at: Some(revoked_at),
@@ -251,7 +260,10 @@ pub fn same_conditions(observed: &[Condition], desired: &[Condition]) -> bool {
 }
 
 /// Whether the operator's fields of a policy status already say what `desired` says.
-pub fn policy_unchanged(observed: Option<&AccessPolicyStatus>, desired: &AccessPolicyStatus) -> bool {
+pub fn policy_unchanged(
+    observed: Option<&AccessPolicyStatus>,
+    desired: &AccessPolicyStatus,
+) -> bool {
     observed.is_some_and(|o| {
         same_conditions(&o.conditions, &desired.conditions)
             && o.observed_generation == desired.observed_generation

@@ -31,7 +31,9 @@ pub enum Problem {
         token: String,
         key: &'static str,
     },
-    #[error("host {host} path {path} is also claimed by AccessPolicy {other}; gateways deny it until one yields")]
+    #[error(
+        "host {host} path {path} is also claimed by AccessPolicy {other}; gateways deny it until one yields"
+    )]
     HostPathConflict {
         host: String,
         path: String,
@@ -62,7 +64,10 @@ pub struct Refs<'a> {
 }
 
 /// The verdict on every policy, by (namespace, name).
-pub fn validate_all(policies: &[AccessPolicy], refs: &Refs<'_>) -> BTreeMap<Key, Result<(), Problem>> {
+pub fn validate_all(
+    policies: &[AccessPolicy],
+    refs: &Refs<'_>,
+) -> BTreeMap<Key, Result<(), Problem>> {
     let mut verdicts = BTreeMap::new();
     // (host, lower-case prefix) → policies claiming it, among those that compile.
     let mut claims: BTreeMap<(Host, String), Vec<Key>> = BTreeMap::new();
@@ -159,7 +164,11 @@ pub fn identity_provider_names(yaml: &str) -> Result<BTreeSet<String>, String> {
         name: String,
     }
     let file: File = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
-    Ok(file.identity_providers.into_iter().map(|p| p.name).collect())
+    Ok(file
+        .identity_providers
+        .into_iter()
+        .map(|p| p.name)
+        .collect())
 }
 
 #[cfg(test)]

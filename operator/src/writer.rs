@@ -211,7 +211,8 @@ impl Writer {
                         self.shared.metrics.status_written("AccessPolicy");
                         debug!(%namespace, %name, "policy status written");
                         if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready")
-                            && previous.as_ref() != Some(&(ready.status.clone(), ready.reason.clone()))
+                            && previous.as_ref()
+                                != Some(&(ready.status.clone(), ready.reason.clone()))
                         {
                             info!(%namespace, %name, reason = %ready.reason, "policy {}", if ready.status == "True" { "ready" } else { "not ready" });
                             let reference = reference("AccessPolicy", &namespace, &name, &uid);

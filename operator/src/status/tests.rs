@@ -25,7 +25,10 @@ fn facts(gateway: &str, policy: Option<(i64, i64)>, ended: &[&str]) -> GatewayFa
     GatewayFacts {
         gateway: gateway.into(),
         acked_at: 0,
-        policies: policy.map(|p| ("uid-1".to_owned(), p)).into_iter().collect(),
+        policies: policy
+            .map(|p| ("uid-1".to_owned(), p))
+            .into_iter()
+            .collect(),
         ended_sessions: ended.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
@@ -47,7 +50,12 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
     let session = session_status("s1", &AccessSessionStatus::default(), &fleet, 10);
     let enforcement = session.enforcement.expect("enforcement");
     assert_eq!(enforcement.summary, "1/2");
-    assert!(session.conditions.iter().any(|c| c.type_ == "Enforced" && c.status == "False"));
+    assert!(
+        session
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Enforced" && c.status == "False")
+    );
 }
 
 #[test]
@@ -58,14 +66,20 @@ fn first_seen_times_and_transition_times_are_kept() {
     assert_eq!(later.revoked_at, first.revoked_at);
     assert_eq!(later, first);
     assert!(session_unchanged(&first, &later));
-    assert_eq!(first.enforcement.as_ref().map(|e| e.summary.as_str()), Some("1/1"));
+    assert_eq!(
+        first.enforcement.as_ref().map(|e| e.summary.as_str()),
+        Some("1/1")
+    );
 
     let ok = policy_status(&entry(1, 0), None, &Ok(()), &fleet, 100);
     let problem = Err(Problem::InvalidSpec("bad".into()));
     let bad = policy_status(&entry(1, 0), Some(&ok), &problem, &fleet, 200);
     assert!(!policy_unchanged(Some(&ok), &bad));
     let ready = &bad.conditions[0];
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
     assert_eq!(ready.last_transition_time, time(200));
     let again = policy_status(&entry(1, 0), Some(&bad), &problem, &fleet, 300);
     assert!(policy_unchanged(Some(&bad), &again));
@@ -80,7 +94,10 @@ fn without_gateways_nothing_counts_as_enforced() {
         .iter()
         .find(|c| c.type_ == "Enforced")
         .expect("Enforced");
-    assert_eq!((enforced.status.as_str(), enforced.reason.as_str()), ("False", "NoGatewayConnected"));
+    assert_eq!(
+        (enforced.status.as_str(), enforced.reason.as_str()),
+        ("False", "NoGatewayConnected")
+    );
     let status = policy_status(&entry(1, 0), None, &Ok(()), &fleet, 1);
     assert_eq!(status.gateways.map(|g| g.summary), Some("0/0".into()));
     assert_eq!(status.enforced_epoch, None);

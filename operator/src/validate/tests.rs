@@ -62,7 +62,10 @@ fn the_same_host_and_prefix_in_two_policies_conflict_and_each_names_the_other() 
     let first = verdict(&policies, None, &secrets, "team-a", "wiki");
     let second = verdict(&policies, None, &secrets, "team-b", "wiki-copy");
     match (&first, &second) {
-        (Err(a @ Problem::HostPathConflict { other: oa, .. }), Err(Problem::HostPathConflict { other: ob, .. })) => {
+        (
+            Err(a @ Problem::HostPathConflict { other: oa, .. }),
+            Err(Problem::HostPathConflict { other: ob, .. }),
+        ) => {
             assert_eq!(a.reason(), "HostPathConflict");
             assert_eq!(oa, "team-b/wiki-copy");
             assert_eq!(ob, "team-a/wiki");
@@ -91,7 +94,13 @@ fn a_bad_cidr_is_an_invalid_spec() {
 fn an_unknown_identity_provider_is_named_and_skipped_without_the_file() {
     let idps = idps();
     let policies = [fixture(include_str!("fixtures/unknown-idp.yaml"))];
-    let got = verdict(&policies, Some(&idps), &BTreeMap::new(), "team-a", "grafana");
+    let got = verdict(
+        &policies,
+        Some(&idps),
+        &BTreeMap::new(),
+        "team-a",
+        "grafana",
+    );
     assert_eq!(got, Err(Problem::UnknownIdentityProvider("okta".into())));
     assert_eq!(
         verdict(&policies, None, &BTreeMap::new(), "team-a", "grafana"),
