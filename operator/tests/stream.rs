@@ -683,3 +683,124 @@ async fn a_gateway_that_never_got_state_is_not_ready_and_admits_nobody() -> Resu
         })
         .await
 }
+
+async fn lease_holder(client: &Client, ns: &str) -> Result<Option<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns);
+    Ok(leases
+        .get_opt("portcullis-operator")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
+/// Two replicas, each followed by one gateway: status counts both gateways only through the
+/// follower's relay to the leader. The leader is killed (SIGKILL, no release): the standby
+/// takes the Lease within seconds and keeps writing — a conflicting policy gets
+/// `HostPathConflict` naming the other, with an Event — and collects expired sessions.
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_status() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-ha", |client: Client, ns: String| async move {
+            let dir = scratch("ha")?;
+            let mut fleet = fleet_with(
+                &dir,
+                &client,
+                &kubeconfig,
+                &ns,
+                2,
+                &[("PORTCULLIS_SESSION_GC_GRACE", "0s")],
+            )
+            .await?;
+            wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(20)).await?;
+            let holder = wait_for(Duration::from_secs(10), "a lease holder", || async {
+                let h = lease_holder(&client, &ns).await?;
+                let seen = format!("{h:?}");
+                Ok((h, seen))
+            })
+            .await?;
+            let leader = fleet
+                .operators
+                .iter()
+                .position(|o| o.identity() == holder)
+                .with_context(|| format!("holder {holder} is none of the replicas"))?;
+            let standby = fleet.operators[1 - leader].identity();
+            fleet.operators[leader].kill().await?;
+            let killed = Instant::now();
+            wait_for(
+                Duration::from_secs(20),
+                "the standby holds the lease",
+                || async {
+                    let h = lease_holder(&client, &ns).await?;
+                    let seen = format!("{h:?}");
+                    Ok(((h.as_deref() == Some(standby.as_str())).then_some(()), seen))
+                },
+            )
+            .await?;
+            eprintln!("takeover after {:?}", killed.elapsed());
+
+            // The new leader writes: a policy claiming the same host and path conflicts.
+            let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            let mut copy: AccessPolicy = serde_json::from_str(&policy(&ns, &fleet.app, 0))?;
+            copy.metadata.name = Some("apps-copy".into());
+            policies
+                .create(&kube::api::PostParams::default(), &copy)
+                .await?;
+            let status = wait_for(
+                Duration::from_secs(15),
+                "HostPathConflict on apps-copy",
+                || async {
+                    let s = policy_status(&client, &ns, "apps-copy").await?;
+                    let seen = format!("{s:?}");
+                    let hit = ready(&s)
+                        .filter(|(st, reason, _)| st == "False" && reason == "HostPathConflict");
+                    Ok((hit, seen))
+                },
+            )
+            .await?;
+            ensure!(
+                status.2.contains(&format!("{ns}/apps")),
+                "the other policy is not named: {}",
+                status.2
+            );
+            let events: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(client.clone(), &ns);
+            wait_for(
+                Duration::from_secs(10),
+                "a HostPathConflict Event",
+                || async {
+                    let list = events.list(&Default::default()).await?;
+                    let hit = list.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("HostPathConflict")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some("apps-copy")
+                    });
+                    Ok((hit.then_some(()), format!("{} events", list.items.len())))
+                },
+            )
+            .await?;
+            // Expired sessions are collected by the new leader (grace 0s).
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let expired: AccessSession = serde_json::from_value(serde_json::json!({
+                "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
+                "metadata": {"name": "expired-session"},
+                "spec": {"subject": "someone", "identityProvider": "dex",
+                         "issuedAt": "2020-01-01T00:00:00Z", "expiresAt": "2020-01-01T01:00:00Z"}
+            }))?;
+            sessions
+                .create(&kube::api::PostParams::default(), &expired)
+                .await?;
+            wait_for(
+                Duration::from_secs(45),
+                "the expired session deleted",
+                || async {
+                    let gone = sessions.get_opt("expired-session").await?.is_none();
+                    Ok((gone.then_some(()), "still there".into()))
+                },
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
