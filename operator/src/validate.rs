@@ -118,15 +118,14 @@ pub fn validate_all(
 /// The checks that need no other policy.
 fn validate_one(policy: &AccessPolicy, refs: &Refs<'_>) -> Result<(), Problem> {
     Policy::try_from(policy).map_err(|e| Problem::InvalidSpec(e.to_string()))?;
-    if let Some(known) = refs.identity_providers {
-        if let Some(unknown) = policy
+    if let Some(known) = refs.identity_providers
+        && let Some(unknown) = policy
             .spec
             .identity_providers
             .iter()
             .find(|idp| !known.contains(*idp))
-        {
-            return Err(Problem::UnknownIdentityProvider(unknown.clone()));
-        }
+    {
+        return Err(Problem::UnknownIdentityProvider(unknown.clone()));
     }
     let ns = policy.metadata.namespace.clone().unwrap_or_default();
     for token in &policy.spec.service_tokens {
