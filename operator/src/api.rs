@@ -15,7 +15,10 @@ use axum::{
 };
 use portcullis_protocol::{
     Ack, ErrorBody, Frame,
-    frame::{ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, STATE_PATH, render_line},
+    frame::{
+        ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, PEER_ACKS_PATH, STATE_PATH,
+        render_line,
+    },
 };
 use serde::Deserialize;
 use std::{collections::VecDeque, sync::Arc, time::Duration};
@@ -27,6 +30,7 @@ pub fn router(shared: Arc<Shared>, shutdown: crate::shutdown::Signal) -> Router 
     Router::new()
         .route(STATE_PATH, get(state))
         .route(ACK_PATH, post(ack))
+        .route(PEER_ACKS_PATH, post(crate::peer::receive))
         .with_state((shared, shutdown))
 }
 

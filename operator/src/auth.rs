@@ -27,6 +27,15 @@ pub enum AuthError {
     Review(#[from] kube::Error),
 }
 
+/// The token of an `Authorization: Bearer` header value.
+pub fn bearer(authorization: Option<&str>) -> Result<&str, AuthError> {
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)
+}
+
 /// A review's outcome (the user, or why not) and when it was made, by token digest.
 type ReviewCache = HashMap<[u8; 32], (Result<String, String>, Instant)>;
 
@@ -50,11 +59,16 @@ impl Authenticator {
 
     /// The allowed ServiceAccount user the `Authorization` header value belongs to.
     pub async fn check(&self, authorization: Option<&str>) -> Result<String, AuthError> {
-        let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+        let user = self.user_of(bearer(authorization)?).await?;
+        if self.allowed.contains(&user) {
+            Ok(user)
+        } else {
+            Err(AuthError::Forbidden(user))
+        }
+    }
+
+    /// The user a token with our audience belongs to, whoever it is.
+    pub async fn user_of(&self, token: &str) -> Result<String, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self.cache.lock().ok().and_then(|cache| {
             cache
@@ -75,12 +89,7 @@ impl Authenticator {
                 result
             }
         };
-        let user = user.map_err(|_| AuthError::Unauthenticated)?;
-        if self.allowed.contains(&user) {
-            Ok(user)
-        } else {
-            Err(AuthError::Forbidden(user))
-        }
+        user.map_err(|_| AuthError::Unauthenticated)
     }
 
     /// Ok(user) for an authenticated token with our audience, Err(()) otherwise.

@@ -59,6 +59,23 @@ pub struct Args {
     /// How long after its absolute expiry an AccessSession is deleted.
     #[arg(long, env = "PORTCULLIS_SESSION_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub session_gc_grace: Duration,
+    /// This operator's own ServiceAccount token (audience `--token-audience`, projected and
+    /// rotated by the kubelet): followers present it when relaying to the leader, and the
+    /// leader accepts relays from the user it reviews as.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PEER_TOKEN_FILE",
+        default_value = "/var/run/secrets/portcullis/token"
+    )]
+    pub peer_token_file: PathBuf,
+    /// CA that signed the replicas' serving certificate, to verify the leader when relaying.
+    #[arg(long, env = "PORTCULLIS_PEER_CA_FILE")]
+    pub peer_ca_file: Option<PathBuf>,
+    /// Name verified in the leader's certificate (one the certificate has, such as the headless
+    /// Service's `<name>.<namespace>.svc`) while connecting to the address of its advertised
+    /// URL; default: the advertised URL's host.
+    #[arg(long, env = "PORTCULLIS_PEER_SERVER_NAME")]
+    pub peer_server_name: Option<String>,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

@@ -5,7 +5,7 @@
 //! Sessions are monotonic here too: a deleted (or vanished) session that has not expired stays
 //! in the index as ended until its expiry plus clock skew, so snapshots carry it.
 
-use portcullis_crds::{AccessPolicy, AccessSession};
+use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSessionStatus};
 use portcullis_protocol::{Frame, PolicyEntry, SecretEntry, SessionEntry};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -37,6 +37,13 @@ pub struct Index {
     /// Secrets currently streamed (referenced by a policy and present).
     streamed_secrets: BTreeSet<Key>,
     sessions: HashMap<String, Session>,
+    /// The status each policy carries now (by uid), as the watch last delivered it: the
+    /// status writer compares against it, so it writes only what changed, and keeps first-seen
+    /// times (`epochRaisedAt`) across leader changes.
+    policy_status: HashMap<String, AccessPolicyStatus>,
+    /// The status of every existing revoked session (without `refresh`, which the gateways
+    /// own); only revoked sessions get a status from the operator.
+    revoked_status: HashMap<String, AccessSessionStatus>,
 }
 
 impl Index {
@@ -51,7 +58,19 @@ impl Index {
             secrets: BTreeMap::new(),
             streamed_secrets: BTreeSet::new(),
             sessions: HashMap::new(),
+            policy_status: HashMap::new(),
+            revoked_status: HashMap::new(),
         }
+    }
+
+    /// The status a policy carries now.
+    pub fn policy_status(&self, uid: &str) -> Option<&AccessPolicyStatus> {
+        self.policy_status.get(uid)
+    }
+
+    /// Existing revoked sessions and the status they carry now (`refresh` left out).
+    pub fn revoked_sessions(&self) -> impl Iterator<Item = (&str, &AccessSessionStatus)> {
+        self.revoked_status.iter().map(|(sid, s)| (sid.as_str(), s))
     }
 
     pub fn instance(&self) -> &str {
@@ -139,6 +158,8 @@ impl Index {
         let Some(entry) = self.policy_entry(policy, now) else {
             return;
         };
+        self.policy_status
+            .insert(entry.uid.clone(), policy.status.clone().unwrap_or_default());
         let key = (entry.namespace.clone(), entry.name.clone());
         if self.policies.get(&key).is_some_and(|(p, _)| *p == entry) {
             return;
@@ -154,6 +175,7 @@ impl Index {
     pub fn delete_policy(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
         if let Some((entry, _)) = self.policies.remove(&key) {
+            self.policy_status.remove(&entry.uid);
             self.push(|version| Frame::PolicyRemoved {
                 version,
                 namespace: entry.namespace,
@@ -288,12 +310,27 @@ impl Index {
         self.secrets.get(&(namespace.to_owned(), name.to_owned()))
     }
 
+    /// Key names of every known Secret (only the service-token keys are kept), for validation.
+    pub fn secret_keys(&self) -> BTreeMap<Key, BTreeSet<String>> {
+        self.secrets
+            .iter()
+            .map(|(k, data)| (k.clone(), data.keys().cloned().collect()))
+            .collect()
+    }
+
     // ----- sessions -----
 
     pub fn apply_session(&mut self, session: &AccessSession, now: u64) {
         let Some(sid) = session.metadata.name.clone() else {
             return;
         };
+        if session.spec.revoked && session.metadata.deletion_timestamp.is_none() {
+            let mut status = session.status.clone().unwrap_or_default();
+            status.refresh = None;
+            self.revoked_status.insert(sid.clone(), status);
+        } else {
+            self.revoked_status.remove(&sid);
+        }
         let entry = SessionEntry {
             sid: sid.clone(),
             subject: session.spec.subject.clone(),
@@ -343,6 +380,7 @@ impl Index {
 
     /// A deleted session: ended until its expiry.
     pub fn delete_session(&mut self, sid: &str, now: u64) {
+        self.revoked_status.remove(sid);
         if let Some(known) = self.sessions.get(sid) {
             let mut entry = known.entry.clone();
             entry.ended = true;
@@ -374,6 +412,9 @@ impl Index {
     pub fn collect(&mut self, now: u64) {
         self.sessions
             .retain(|_, s| s.entry.expires_at + CLOCK_SKEW_SECS > now);
+        let sessions = &self.sessions;
+        self.revoked_status
+            .retain(|sid, _| sessions.contains_key(sid));
     }
 }
 

@@ -6,11 +6,14 @@ use portcullis_operator::{
     api,
     auth::Authenticator,
     config::Args,
+    gc,
     index::Index,
+    lease::{self, LeaseConfig},
     metrics::Metrics,
-    ops, server,
+    ops, peer, server,
     shared::{Shared, now},
-    shutdown, watch,
+    shutdown, validate, watch,
+    writer::Writer,
 };
 use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -37,6 +40,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let identity = args.identity();
+    let identity_providers = match &args.idp_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                validate::identity_provider_names(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     // The instance names this process's version sequence: a restarted replica starts a new one,
     // so nobody resumes from versions it never issued.
     let instance = format!("{identity}-{}", now());
@@ -74,6 +88,81 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| args.session_namespace.clone());
+    let (leading, mut election) = lease::start(
+        client.clone(),
+        LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: lease_namespace.clone(),
+            identity: identity.clone(),
+            advertise_url: args.advertise_url.clone(),
+        },
+        shared.metrics.clone(),
+    )
+    .await
+    .context("starting leader election")?;
+    {
+        let shared = shared.clone();
+        let mut leading = leading.clone();
+        tokio::spawn(async move {
+            loop {
+                shared.set_leading(*leading.borrow_and_update());
+                if leading.changed().await.is_err() {
+                    shared.set_leading(false);
+                    return;
+                }
+            }
+        });
+    }
+    let writer = tokio::spawn(
+        Writer::new(
+            client.clone(),
+            shared.clone(),
+            &identity,
+            identity_providers,
+            args.session_namespace.clone(),
+        )
+        .run(leading.clone(), signal.clone()),
+    );
+    let collector = tokio::spawn(gc::run(
+        client.clone(),
+        args.session_namespace.clone(),
+        args.session_gc_grace,
+        shared.clone(),
+        leading.clone(),
+        signal.clone(),
+    ));
+    tokio::spawn(peer::learn_peer_identity(
+        shared.clone(),
+        args.peer_token_file.clone(),
+        signal.clone(),
+    ));
+    let relay = match &args.peer_ca_file {
+        Some(ca_file) => Some(tokio::spawn(peer::relay(
+            client.clone(),
+            peer::PeerConfig {
+                identity: identity.clone(),
+                lease_name: args.lease_name.clone(),
+                lease_namespace,
+                token_file: args.peer_token_file.clone(),
+                ca_file: ca_file.clone(),
+                server_name: args.peer_server_name.clone(),
+            },
+            shared.clone(),
+            leading.clone(),
+            signal.clone(),
+        ))),
+        None => {
+            tracing::warn!(
+                "no --peer-ca-file: as a follower this replica cannot relay its gateways' acknowledgements to the leader"
+            );
+            None
+        }
+    };
+
     let tls = server::tls_config(&args.tls_cert_file, &args.tls_key_file)?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -99,9 +188,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     info!(%identity, %instance, "operator started");
 
-    portcullis_runtime::shutdown::os_signal().await;
+    // The lease task is this replica's right to write: if it dies, exit and let the
+    // Deployment restart it rather than run on as a writer nobody renews.
+    let lost = tokio::select! {
+        () = portcullis_runtime::shutdown::os_signal() => false,
+        _ = &mut election => true,
+    };
     info!("shutting down");
     trigger.fire();
-    let _ = tokio::join!(main, ops);
+    drop(leading);
+    let _ = tokio::join!(main, ops, writer, collector);
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    if lost {
+        anyhow::bail!("the leader-election task ended");
+    }
+    // Every follower of leadership is gone: the election task releases the Lease.
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     Ok(())
 }

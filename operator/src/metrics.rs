@@ -23,6 +23,10 @@ pub struct Metrics {
     refused: Family<KindLabel, Counter>,
     skipped: Family<KindLabel, Counter>,
     leader: Gauge,
+    status_writes: Family<KindLabel, Counter>,
+    status_failures: Family<KindLabel, Counter>,
+    sessions_collected: Counter,
+    relays: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,8 +80,36 @@ impl Metrics {
             "1 while this replica holds the Lease",
             leader.clone(),
         );
+        let status_writes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Status writes by the leader, by kind",
+            status_writes.clone(),
+        );
+        let status_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "status_write_failures",
+            "Status writes that failed, by kind",
+            status_failures.clone(),
+        );
+        let sessions_collected = Counter::default();
+        registry.register(
+            "sessions_collected",
+            "AccessSessions deleted after their expiry plus the grace",
+            sessions_collected.clone(),
+        );
+        let relays = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "peer_relays",
+            "Relays of gateway facts to the leader, by outcome",
+            relays.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            status_writes,
+            status_failures,
+            sessions_collected,
+            relays,
             version,
             streams,
             connected,
@@ -111,6 +143,23 @@ impl Metrics {
     }
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    pub fn status_written(&self, kind: &'static str) {
+        self.status_writes.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub fn status_failed(&self, kind: &'static str) {
+        self.status_failures
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+    pub fn sessions_collected(&self, n: usize) {
+        self.sessions_collected
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+    /// `kind` is the outcome: `sent`, `received`, `failed`, `no_leader`.
+    pub fn relay(&self, kind: &'static str) {
+        self.relays.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// The text exposition format.

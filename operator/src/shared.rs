@@ -1,9 +1,18 @@
 //! State shared by the watches, the stream API and the status writer.
 
-use crate::{auth::Authenticator, fleet::Fleet, index::Index, metrics::Metrics};
-use std::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicBool, Ordering},
+use crate::{
+    auth::{AuthError, Authenticator, bearer},
+    fleet::{CONNECTED_WINDOW_SECS, Fleet},
+    index::Index,
+    metrics::Metrics,
+};
+use portcullis_protocol::GatewayFacts;
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 use tokio::sync::watch;
 
@@ -13,7 +22,12 @@ pub struct Shared {
     /// The index version after every change: streams wake on it.
     changed: watch::Sender<u64>,
     pub fleet: Mutex<Fleet>,
+    /// Facts relayed by followers, by (replica, gateway), with the time they arrived.
+    peer_facts: Mutex<HashMap<(String, String), (GatewayFacts, u64)>>,
     pub auth: Authenticator,
+    /// The user this operator's own token reviews as: relays are accepted from it only.
+    peer_user: OnceLock<String>,
+    leading: AtomicBool,
     pub metrics: Metrics,
     policies_synced: AtomicBool,
     secrets_synced: AtomicBool,
@@ -35,7 +49,10 @@ impl Shared {
             index: Mutex::new(index),
             changed,
             fleet: Mutex::new(Fleet::default()),
+            peer_facts: Mutex::new(HashMap::new()),
             auth,
+            peer_user: OnceLock::new(),
+            leading: AtomicBool::new(false),
             metrics,
             policies_synced: AtomicBool::new(false),
             secrets_synced: AtomicBool::new(false),
@@ -68,6 +85,53 @@ impl Shared {
         self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn set_peer_user(&self, user: String) {
+        let _ = self.peer_user.set(user);
+    }
+
+    /// Accepts a relay from another replica of this operator only.
+    pub async fn check_peer(&self, authorization: Option<&str>) -> Result<(), AuthError> {
+        let user = self.auth.user_of(bearer(authorization)?).await?;
+        match self.peer_user.get() {
+            Some(own) if *own == user => Ok(()),
+            _ => Err(AuthError::Forbidden(user)),
+        }
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Records what a follower's gateways enforce.
+    pub fn relayed(&self, replica: &str, facts: Vec<GatewayFacts>, now: u64) {
+        let mut peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
+        for f in facts {
+            peers.insert((replica.to_owned(), f.gateway.clone()), (f, now));
+        }
+        peers.retain(|_, (f, at)| fresh(f, *at, now));
+    }
+
+    /// What every gateway of the fleet enforces: those connected here and those relayed by
+    /// followers (both only while they acked within the connected window).
+    pub fn fleet_facts(&self, now: u64) -> Vec<GatewayFacts> {
+        let mut all = {
+            let index = self.lock_index();
+            self.lock_fleet().facts(&index, now)
+        };
+        let peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(
+            peers
+                .values()
+                .filter(|(f, at)| fresh(f, *at, now))
+                .map(|(f, _)| f.clone()),
+        );
+        all
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -88,6 +152,11 @@ impl Shared {
             && self.secrets_synced.load(Ordering::SeqCst)
             && self.sessions_synced.load(Ordering::SeqCst)
     }
+}
+
+/// A relayed fact counts while both the gateway's ack and the relay are recent.
+fn fresh(facts: &GatewayFacts, received: u64, now: u64) -> bool {
+    received + CONNECTED_WINDOW_SECS > now && facts.acked_at + CONNECTED_WINDOW_SECS > now
 }
 
 /// Seconds since the Unix epoch.

@@ -3,8 +3,11 @@
 //! every gateway through the operator's stream.
 
 use anyhow::{Context as _, Result, ensure};
-use kube::{Api, Client};
-use portcullis_crds::AccessSession;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession};
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},
@@ -58,15 +61,31 @@ fn scratch(name: &str) -> Result<PathBuf> {
 
 struct Fleet {
     app: String,
-    operator: OperatorProcess,
+    operators: Vec<OperatorProcess>,
     gateways: Vec<GatewayProcess>,
     dex: DexServer,
+    config: GatewayConfig,
+    files: GatewayFiles,
 }
 
 /// An operator and two gateways following it, with a policy in `ns`.
+async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
+    fleet_with(dir, client, kubeconfig, ns, 1, &[]).await
+}
+
+/// `operators` replicas (relaying to their leader with the operator's own ServiceAccount token)
+/// and two gateways, with a policy in `ns`. With several replicas the first gateway follows the
+/// first replica and the second the second, so status counts both only if relaying works.
 /// Every test its own app host: policies of other tests' namespaces (being deleted) stay
 /// visible to an operator that watches all namespaces.
-async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
+async fn fleet_with(
+    dir: &Path,
+    client: &Client,
+    kubeconfig: &Path,
+    ns: &str,
+    operators: usize,
+    operator_env: &[(&str, &str)],
+) -> Result<Fleet> {
     let app = format!("{ns}.portcullis.test");
     let policies: Api<portcullis_crds::AccessPolicy> = Api::namespaced(client.clone(), ns);
     let manifest: portcullis_crds::AccessPolicy = serde_json::from_str(&policy(ns, &app, 0))?;
@@ -76,15 +95,38 @@ async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Resu
     let pki = Pki::generate(&dir.join("pki"))?;
     let token = dir.join("gateway-token");
     let account = gateway_token(client, ns, "gateway", &token).await?;
-    let operator = OperatorProcess::start(
-        &binary("portcullis-operator")?,
-        &dir.join("operator"),
-        &pki,
-        kubeconfig,
-        ns,
-        &[account],
-    )
-    .await?;
+    let peer_token = dir.join("operator-token");
+    gateway_token(client, ns, "operator", &peer_token).await?;
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PORTCULLIS_PEER_TOKEN_FILE".into(),
+            peer_token.display().to_string(),
+        ),
+        (
+            "PORTCULLIS_PEER_CA_FILE".into(),
+            pki.ca_cert_path().display().to_string(),
+        ),
+    ];
+    env.extend(
+        operator_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let mut replicas = Vec::new();
+    for i in 0..operators {
+        replicas.push(
+            OperatorProcess::start_with(
+                &binary("portcullis-operator")?,
+                &dir.join(format!("operator-{i}")),
+                &pki,
+                kubeconfig,
+                ns,
+                std::slice::from_ref(&account),
+                env.clone(),
+            )
+            .await?,
+        );
+    }
     let port = free_port()?;
     let dex = DexServer::start(
         &dir.join("dex"),
@@ -97,7 +139,7 @@ async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Resu
     config.env = vec![
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ("PORTCULLIS_SESSION_NAMESPACE".into(), ns.into()),
-        ("PORTCULLIS_OPERATOR_URL".into(), operator.url()),
+        ("PORTCULLIS_OPERATOR_URL".into(), replicas[0].url()),
         (
             "PORTCULLIS_OPERATOR_CA_FILE".into(),
             pki.ca_cert_path().display().to_string(),
@@ -110,18 +152,45 @@ async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Resu
     ];
     let files = GatewayFiles::write(&config, &pki, &dex.info)?;
     let gateway_bin = binary("portcullis-gateway")?;
-    let first = GatewayProcess::start(&gateway_bin, config, files).await?;
-    let second = first.start_replica(&gateway_bin).await?;
+    let first = GatewayProcess::start(&gateway_bin, config.clone(), files.clone()).await?;
+    let mut second_config = replica_config(&config);
+    if let Some(other) = replicas.get(1) {
+        for (k, v) in &mut second_config.env {
+            if k == "PORTCULLIS_OPERATOR_URL" {
+                *v = other.url();
+            }
+        }
+    }
+    let second = GatewayProcess::start(&gateway_bin, second_config, files.clone()).await?;
     Ok(Fleet {
         app,
-        operator,
+        operators: replicas,
         gateways: vec![first, second],
         dex,
+        config,
+        files,
     })
+}
+
+/// Settings of another gateway replica: the same public port, ports of its own.
+fn replica_config(config: &GatewayConfig) -> GatewayConfig {
+    let mut config = config.clone();
+    config.public_port = Some(config.public_port());
+    config.port = 0;
+    config.ops_port = 0;
+    config
 }
 
 /// A browser logged in as `user`, and one client per gateway sharing its cookies.
 async fn login(fleet: &Fleet, user: &str) -> Result<Vec<reqwest::Client>> {
+    Ok(login_jar(fleet, user).await?.0)
+}
+
+/// [`login`], and the browser's cookie jar.
+async fn login_jar(
+    fleet: &Fleet,
+    user: &str,
+) -> Result<(Vec<reqwest::Client>, Arc<reqwest::cookie::Jar>)> {
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let first = &fleet.gateways[0];
     let browser = first.browser_with_jar(jar.clone())?;
@@ -132,7 +201,7 @@ async fn login(fleet: &Fleet, user: &str) -> Result<Vec<reqwest::Client>> {
     })
     .await?;
     let _ = browser.get(app).send().await?.status();
-    fleet
+    let clients = fleet
         .gateways
         .iter()
         .map(|g| {
@@ -141,7 +210,8 @@ async fn login(fleet: &Fleet, user: &str) -> Result<Vec<reqwest::Client>> {
                 .resolve(&fleet.app, g.addr)
                 .build()?)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((clients, jar))
 }
 
 /// The session-status answer of one gateway for the app.
@@ -262,7 +332,7 @@ async fn gateways_keep_their_state_while_the_operator_is_down_and_catch_up_after
                 )
                 .await?;
             }
-            fleet.operator.stop().await?;
+            fleet.operators[0].stop().await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             for c in &alice {
                 ensure!(
@@ -293,7 +363,7 @@ async fn gateways_keep_their_state_while_the_operator_is_down_and_catch_up_after
                     &kube::api::Patch::Merge(&serde_json::json!({"spec": {"revoked": true}})),
                 )
                 .await?;
-            fleet.operator.restart().await?;
+            fleet.operators[0].restart().await?;
             for (i, c) in alice.iter().enumerate() {
                 until(
                     &fleet,
@@ -304,6 +374,432 @@ async fn gateways_keep_their_state_while_the_operator_is_down_and_catch_up_after
                 )
                 .await?;
             }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// Polls `check` until it yields `Some`, within `limit`; the last observation in the error.
+async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<T>, String)>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let (got, seen) = check().await?;
+        if let Some(got) = got {
+            return Ok(got);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn policy_status(client: &Client, ns: &str, name: &str) -> Result<AccessPolicyStatus> {
+    let api: Api<AccessPolicy> = Api::namespaced(client.clone(), ns);
+    Ok(api.get(name).await?.status.unwrap_or_default())
+}
+
+fn ready(status: &AccessPolicyStatus) -> Option<(String, String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the policy's status says `summary` gateways and Ready=`want_ready`.
+async fn wait_policy(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    summary: &str,
+    want_ready: &str,
+    limit: Duration,
+) -> Result<AccessPolicyStatus> {
+    wait_for(
+        limit,
+        &format!("{ns}/{name} at {summary}, Ready={want_ready}"),
+        || async {
+            let status = policy_status(client, ns, name).await?;
+            let ok = status
+                .gateways
+                .as_ref()
+                .is_some_and(|g| g.summary == summary)
+                && ready(&status).is_some_and(|(s, _, _)| s == want_ready);
+            let seen = format!("{status:?}");
+            Ok((ok.then_some(status), seen))
+        },
+    )
+    .await
+}
+
+async fn patch_merge<K>(api: &Api<K>, name: &str, body: serde_json::Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(())
+}
+
+/// Follows the redirects a browser would from the app, and fails if the chain lands back on
+/// the app (a token re-issued without the identity provider); true when it reaches Dex.
+async fn must_log_in_again(fleet: &Fleet, browser: &reqwest::Client) -> Result<()> {
+    let dex = Url::parse(&fleet.dex.info.issuer)?;
+    let mut url = Url::parse(&format!("{}/", fleet.gateways[0].origin(&fleet.app)))?;
+    for _ in 0..10 {
+        if url.host_str() == dex.host_str() && url.port() == dex.port() {
+            return Ok(());
+        }
+        let response = browser
+            .get(url.clone())
+            .header("accept", "text/html")
+            .send()
+            .await?;
+        let status = response.status();
+        ensure!(
+            !(status.is_success() && url.host_str() == Some(fleet.app.as_str())),
+            "the app answered {status} at {url} without a new login"
+        );
+        if !status.is_redirection() {
+            ensure!(
+                url.host_str() == Some(AUTH),
+                "unexpected {status} at {url} while following the login"
+            );
+            // The auth host's own page (a provider choice or an error), not a silent re-issue.
+            return Ok(());
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .context("redirect without location")?;
+        url = url.join(location)?;
+    }
+    anyhow::bail!("no end to the redirects from the app")
+}
+
+/// Seed 1.1 end to end: the fleet's progress is in `kubectl get accesspolicies` (GATEWAYS 2/2,
+/// Ready); revoking a session shows `enforcement 2/2` and `revokedAt`; raising the epoch ends
+/// every session of the policy at both gateways, the auth host sends the user back to the
+/// identity provider instead of silently re-issuing, and status records the raised epoch.
+#[tokio::test]
+async fn raising_the_epoch_ends_every_session_and_status_proves_the_fleet_enforces_it() -> Result<()>
+{
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-epoch", |client: Client, ns: String| async move {
+            let dir = scratch("epoch")?;
+            let fleet = fleet(&dir, &client, &kubeconfig, &ns).await?;
+            let (alice, alice_jar) = login_jar(&fleet, "alice").await?;
+            let bob = login(&fleet, "bob").await?;
+            for c in alice.iter().chain(&bob) {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::OK,
+                    Duration::from_secs(5),
+                    "logged in",
+                )
+                .await?;
+            }
+            let status =
+                wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(15)).await?;
+            ensure!(
+                ready(&status).is_some_and(|(_, reason, _)| reason == "Accepted"),
+                "{status:?}"
+            );
+            ensure!(status.observed_generation == Some(1), "{status:?}");
+
+            // One session revoked: enforcement proven on both gateways.
+            let sid = session_of(&client, &ns, "bob@example.com").await?;
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            patch_merge(
+                &sessions,
+                &sid,
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            let revoked = wait_for(
+                Duration::from_secs(15),
+                "bob's revocation enforced 2/2",
+                || async {
+                    let s = sessions.get(&sid).await?.status.unwrap_or_default();
+                    let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2")
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Enforced" && c.status == "True");
+                    let seen = format!("{s:?}");
+                    Ok((ok.then_some(s), seen))
+                },
+            )
+            .await?;
+            let revoked_at = revoked.revoked_at.clone().context("no revokedAt")?;
+            for c in &bob {
+                ensure!(
+                    ask(&fleet, c).await? == StatusCode::UNAUTHORIZED,
+                    "bob still admitted"
+                );
+            }
+
+            // Raise the epoch.
+            let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            patch_merge(
+                &policies,
+                "apps",
+                serde_json::json!({"spec": {"revocationEpoch": 1}}),
+            )
+            .await?;
+            for (i, c) in alice.iter().enumerate() {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::UNAUTHORIZED,
+                    Duration::from_secs(5),
+                    &format!("alice at gateway {i} after the epoch"),
+                )
+                .await?;
+            }
+            // Alice's browser, with every cookie of her login.
+            let browser = fleet.gateways[0].browser_with_jar(alice_jar.clone())?;
+            must_log_in_again(&fleet, &browser).await?;
+            let status = wait_for(
+                Duration::from_secs(15),
+                "generation 2 enforced 2/2 with epoch 1",
+                || async {
+                    let s = policy_status(&client, &ns, "apps").await?;
+                    let ok = s.observed_generation == Some(2)
+                        && s.enforced_epoch == Some(1)
+                        && s.gateways.as_ref().is_some_and(|g| g.summary == "2/2")
+                        && ready(&s).is_some_and(|(r, _, _)| r == "True");
+                    let seen = format!("{s:?}");
+                    Ok((ok.then_some(s), seen))
+                },
+            )
+            .await?;
+            ensure!(
+                status.raised_epoch == Some(1) && status.epoch_raised_at.is_some(),
+                "{status:?}"
+            );
+            // A logged-out user logs in again and is admitted under the new epoch.
+            let alice_again = login(&fleet, "alice").await?;
+            for c in &alice_again {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::OK,
+                    Duration::from_secs(5),
+                    "alice after a new login",
+                )
+                .await?;
+            }
+            // First-seen times are kept by later writes.
+            let later = sessions.get(&sid).await?.status.unwrap_or_default();
+            ensure!(
+                later.revoked_at == Some(revoked_at),
+                "revokedAt moved: {later:?}"
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// Fail closed: a gateway that never received state from an operator is not ready and admits
+/// nobody, not even to its own session endpoint.
+#[tokio::test]
+async fn a_gateway_that_never_got_state_is_not_ready_and_admits_nobody() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-nostate", |client: Client, ns: String| async move {
+            let dir = scratch("nostate")?;
+            let fleet = fleet(&dir, &client, &kubeconfig, &ns).await?;
+            let (alice, jar) = login_jar(&fleet, "alice").await?;
+            until(
+                &fleet,
+                &alice[0],
+                StatusCode::OK,
+                Duration::from_secs(5),
+                "alice at a gateway with state",
+            )
+            .await?;
+            // A new gateway whose operator is not running.
+            let mut config = replica_config(&fleet.config);
+            let nowhere = format!("https://localhost:{}", free_port()?);
+            for (k, v) in &mut config.env {
+                if k == "PORTCULLIS_OPERATOR_URL" {
+                    v.clone_from(&nowhere);
+                }
+            }
+            let mut lonely = GatewayProcess::spawn_unready(
+                &binary("portcullis-gateway")?,
+                config,
+                fleet.files.clone(),
+            )
+            .await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            lonely.ensure_running()?;
+            let readyz = reqwest::get(format!("http://{}/readyz", lonely.ops_addr))
+                .await?
+                .status();
+            ensure!(
+                readyz == StatusCode::SERVICE_UNAVAILABLE,
+                "/readyz answered {readyz}"
+            );
+            let anonymous = dex::http_client_builder(&fleet.gateways[0].files.ca_file)?
+                .resolve(&fleet.app, lonely.addr)
+                .build()?;
+            // The very cookies that pass at a gateway with state.
+            let with_alice = dex::http_client_builder(&fleet.gateways[0].files.ca_file)?
+                .cookie_provider(jar)
+                .resolve(&fleet.app, lonely.addr)
+                .build()?;
+            let origin = fleet.gateways[0].origin(&fleet.app);
+            for (who, c) in [("anonymous", &anonymous), ("alice", &with_alice)] {
+                for path in ["/", "/private/report"] {
+                    let got = c
+                        .get(format!("{origin}{path}"))
+                        .header("accept", "application/json")
+                        .send()
+                        .await?
+                        .status();
+                    ensure!(
+                        !got.is_success(),
+                        "{who} got {got} for {path} from a gateway without state"
+                    );
+                }
+            }
+            ensure!(
+                ask(&fleet, &alice[0]).await? == StatusCode::OK,
+                "alice refused where there is state"
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+async fn lease_holder(client: &Client, ns: &str) -> Result<Option<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns);
+    Ok(leases
+        .get_opt("portcullis-operator")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
+/// Two replicas, each followed by one gateway: status counts both gateways only through the
+/// follower's relay to the leader. The leader is killed (SIGKILL, no release): the standby
+/// takes the Lease within seconds and keeps writing — a conflicting policy gets
+/// `HostPathConflict` naming the other, with an Event — and collects expired sessions.
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_status() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-ha", |client: Client, ns: String| async move {
+            let dir = scratch("ha")?;
+            let mut fleet = fleet_with(
+                &dir,
+                &client,
+                &kubeconfig,
+                &ns,
+                2,
+                &[("PORTCULLIS_SESSION_GC_GRACE", "0s")],
+            )
+            .await?;
+            wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(20)).await?;
+            let holder = wait_for(Duration::from_secs(10), "a lease holder", || async {
+                let h = lease_holder(&client, &ns).await?;
+                let seen = format!("{h:?}");
+                Ok((h, seen))
+            })
+            .await?;
+            let leader = fleet
+                .operators
+                .iter()
+                .position(|o| o.identity() == holder)
+                .with_context(|| format!("holder {holder} is none of the replicas"))?;
+            let standby = fleet.operators[1 - leader].identity();
+            fleet.operators[leader].kill().await?;
+            let killed = Instant::now();
+            wait_for(
+                Duration::from_secs(20),
+                "the standby holds the lease",
+                || async {
+                    let h = lease_holder(&client, &ns).await?;
+                    let seen = format!("{h:?}");
+                    Ok(((h.as_deref() == Some(standby.as_str())).then_some(()), seen))
+                },
+            )
+            .await?;
+            eprintln!("takeover after {:?}", killed.elapsed());
+
+            // The new leader writes: a policy claiming the same host and path conflicts.
+            let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            let mut copy: AccessPolicy = serde_json::from_str(&policy(&ns, &fleet.app, 0))?;
+            copy.metadata.name = Some("apps-copy".into());
+            policies
+                .create(&kube::api::PostParams::default(), &copy)
+                .await?;
+            let status = wait_for(
+                Duration::from_secs(15),
+                "HostPathConflict on apps-copy",
+                || async {
+                    let s = policy_status(&client, &ns, "apps-copy").await?;
+                    let seen = format!("{s:?}");
+                    let hit = ready(&s)
+                        .filter(|(st, reason, _)| st == "False" && reason == "HostPathConflict");
+                    Ok((hit, seen))
+                },
+            )
+            .await?;
+            ensure!(
+                status.2.contains(&format!("{ns}/apps")),
+                "the other policy is not named: {}",
+                status.2
+            );
+            let events: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(client.clone(), &ns);
+            wait_for(
+                Duration::from_secs(10),
+                "a HostPathConflict Event",
+                || async {
+                    let list = events.list(&Default::default()).await?;
+                    let hit = list.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("HostPathConflict")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some("apps-copy")
+                    });
+                    Ok((hit.then_some(()), format!("{} events", list.items.len())))
+                },
+            )
+            .await?;
+            // Expired sessions are collected by the new leader (grace 0s).
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let expired: AccessSession = serde_json::from_value(serde_json::json!({
+                "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
+                "metadata": {"name": "expired-session"},
+                "spec": {"subject": "someone", "identityProvider": "dex",
+                         "issuedAt": "2020-01-01T00:00:00Z", "expiresAt": "2020-01-01T01:00:00Z"}
+            }))?;
+            sessions
+                .create(&kube::api::PostParams::default(), &expired)
+                .await?;
+            wait_for(
+                Duration::from_secs(45),
+                "the expired session deleted",
+                || async {
+                    let gone = sessions.get_opt("expired-session").await?.is_none();
+                    Ok((gone.then_some(()), "still there".into()))
+                },
+            )
+            .await?;
             Ok::<_, anyhow::Error>(())
         })
         .await

@@ -259,10 +259,25 @@ impl GatewayProcess {
 
     /// Starts `binary` (the `portcullis-gateway` executable) with `files`, and waits until it
     /// is ready.
-    pub async fn start(
+    pub async fn start(binary: &Path, config: GatewayConfig, files: GatewayFiles) -> Result<Self> {
+        Self::launch(binary, config, files, true).await
+    }
+
+    /// Starts `binary` like [`GatewayProcess::start`] without waiting for readiness (for tests
+    /// of a gateway that must stay not ready).
+    pub async fn spawn_unready(
+        binary: &Path,
+        config: GatewayConfig,
+        files: GatewayFiles,
+    ) -> Result<Self> {
+        Self::launch(binary, config, files, false).await
+    }
+
+    async fn launch(
         binary: &Path,
         mut config: GatewayConfig,
         files: GatewayFiles,
+        wait: bool,
     ) -> Result<Self> {
         if config.port == 0 {
             config.port = free_port()?;
@@ -304,7 +319,28 @@ impl GatewayProcess {
             cmd.env(k, v);
         }
         let log = config.dir.join(format!("gateway-{}.log", config.port));
-        let mut process = ManagedProcess::spawn("portcullis-gateway", cmd, &log)?;
+        let process = ManagedProcess::spawn("portcullis-gateway", cmd, &log)?;
+        let mut gateway = Self {
+            addr,
+            ops_addr,
+            files,
+            config,
+            process,
+        };
+        if wait {
+            gateway.wait_ready().await?;
+        }
+        Ok(gateway)
+    }
+
+    /// Waits until `/readyz` answers 200 (up to the configured timeout).
+    async fn wait_ready(&mut self) -> Result<()> {
+        let Self {
+            ops_addr,
+            config,
+            process,
+            ..
+        } = self;
         let ready = format!("http://{ops_addr}/readyz");
         let deadline = Instant::now() + config.ready_timeout;
         loop {
@@ -323,13 +359,7 @@ impl GatewayProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self {
-            addr,
-            ops_addr,
-            files,
-            config,
-            process,
-        })
+        Ok(())
     }
 
     /// Starts another replica of this gateway: the same files (signing keys, certificate,

@@ -91,6 +91,28 @@ impl OperatorProcess {
         session_namespace: &str,
         gateways: &[String],
     ) -> Result<Self> {
+        Self::start_with(
+            binary,
+            dir,
+            pki,
+            kubeconfig,
+            session_namespace,
+            gateways,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// [`OperatorProcess::start`] with extra environment (set after, so it overrides).
+    pub async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        pki: &Pki,
+        kubeconfig: &Path,
+        session_namespace: &str,
+        gateways: &[String],
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tls = pki.issue_serving("operator", &["localhost".to_owned()])?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
@@ -125,7 +147,10 @@ impl OperatorProcess {
             ),
             ("PORTCULLIS_LOG_FORMAT".to_owned(), "text".to_owned()),
             ("POD_NAME".to_owned(), format!("operator-{}", addr.port())),
-        ];
+        ]
+        .into_iter()
+        .chain(extra_env)
+        .collect::<Vec<_>>();
         let process = spawn(binary, dir, &env, addr.port())?;
         let mut operator = Self {
             addr,
@@ -162,6 +187,27 @@ impl OperatorProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The replica's identity (its `POD_NAME`), as it appears as the Lease holder.
+    pub fn identity(&self) -> String {
+        self.command
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "POD_NAME")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Kills the operator with SIGKILL: no graceful release of anything.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(pid) = self.process.pid().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.process.stop(Duration::from_secs(1)).await.map(|_| ())
     }
 
     /// Stops the operator (SIGTERM, then SIGKILL after the grace).

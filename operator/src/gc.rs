@@ -1,0 +1,98 @@
+//! Session garbage collection, on the leader: AccessSessions whose absolute expiry plus the
+//! grace (`--session-gc-grace`) has passed are deleted, a bounded batch per pass, so an outage's
+//! backlog drains without flooding the API server. Gateways forget such sessions on their own
+//! (expiry plus clock skew), so deleting them never revives anything.
+
+use crate::{shared::Shared, shutdown::Signal};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Preconditions},
+};
+use portcullis_crds::AccessSession;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Sessions deleted per pass at most.
+pub const BATCH: usize = 100;
+/// Time between passes.
+pub const INTERVAL: Duration = Duration::from_secs(30);
+const PAGE: u32 = 500;
+
+/// Collects while this replica leads, until shutdown.
+pub async fn run(
+    client: Client,
+    namespace: String,
+    grace: Duration,
+    shared: Arc<Shared>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: Signal,
+) {
+    let api: Api<AccessSession> = Api::namespaced(client, &namespace);
+    loop {
+        if !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return },
+                () = shutdown.wait() => return,
+            }
+            continue;
+        }
+        match pass(&api, grace, crate::shared::now()).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                shared.metrics.sessions_collected(deleted);
+                info!(deleted, %namespace, "expired sessions deleted");
+            }
+            Err(error) => warn!(%error, "session garbage collection failed; retrying next pass"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(INTERVAL) => {}
+            _ = leading.changed() => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
+/// One pass: deletes up to [`BATCH`] sessions past expiry plus grace; how many it deleted.
+pub async fn pass(
+    api: &Api<AccessSession>,
+    grace: Duration,
+    now: u64,
+) -> Result<usize, kube::Error> {
+    let cutoff = i64::try_from(now.saturating_sub(grace.as_secs())).unwrap_or(i64::MAX);
+    let mut expired = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        expired.extend(
+            page.items
+                .into_iter()
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
+                .filter(|s| s.spec.expires_at.0.as_second() < cutoff)
+                .filter_map(|s| Some((s.metadata.name?, s.metadata.uid))),
+        );
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() && expired.len() < BATCH => {
+                params = params.continue_token(&token);
+            }
+            _ => break,
+        }
+    }
+    let mut deleted = 0;
+    for (name, uid) in expired.into_iter().take(BATCH) {
+        let params = DeleteParams {
+            // The object we judged, not a namesake created since.
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,104 @@
+//! The pure status step: counts from merged facts, first-seen times kept.
+
+use super::*;
+use portcullis_crds::AccessPolicySpec;
+
+fn entry(generation: i64, epoch: i64) -> PolicyEntry {
+    let spec: AccessPolicySpec = serde_json::from_value(serde_json::json!({
+        "hosts": ["app.example.com"],
+        "identityProviders": ["dex"],
+        "revocationEpoch": epoch,
+        "rules": [{"action": "Allow", "include": [{"everyone": true}]}]
+    }))
+    .expect("spec");
+    PolicyEntry {
+        namespace: "ns".into(),
+        name: "app".into(),
+        uid: "uid-1".into(),
+        generation,
+        spec,
+        epoch_raised_at: 1_700_000_000,
+    }
+}
+
+fn facts(gateway: &str, policy: Option<(i64, i64)>, ended: &[&str]) -> GatewayFacts {
+    GatewayFacts {
+        gateway: gateway.into(),
+        acked_at: 0,
+        policies: policy
+            .map(|p| ("uid-1".to_owned(), p))
+            .into_iter()
+            .collect(),
+        ended_sessions: ended.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
+    let all = [
+        facts("g1", Some((2, 1)), &[]),
+        facts("g1", Some((3, 1)), &["s1"]),
+        facts("g2", Some((2, 1)), &[]),
+    ];
+    let fleet = FleetFacts::merge(&all);
+    let status = policy_status(&entry(3, 1), None, &Ok(()), &fleet, 10);
+    let gateways = status.gateways.expect("gateways");
+    assert_eq!((gateways.applied, gateways.connected), (1, 2));
+    assert_eq!(gateways.summary, "1/2");
+    assert_eq!(status.enforced_epoch, Some(1));
+    assert_eq!(status.raised_epoch, Some(1));
+    let session = session_status("s1", &AccessSessionStatus::default(), &fleet, 10);
+    let enforcement = session.enforcement.expect("enforcement");
+    assert_eq!(enforcement.summary, "1/2");
+    assert!(
+        session
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Enforced" && c.status == "False")
+    );
+}
+
+#[test]
+fn first_seen_times_and_transition_times_are_kept() {
+    let fleet = FleetFacts::merge(&[facts("g1", Some((1, 0)), &["s1"])]);
+    let first = session_status("s1", &AccessSessionStatus::default(), &fleet, 100);
+    let later = session_status("s1", &first, &fleet, 500);
+    assert_eq!(later.revoked_at, first.revoked_at);
+    assert_eq!(later, first);
+    assert!(session_unchanged(&first, &later));
+    assert_eq!(
+        first.enforcement.as_ref().map(|e| e.summary.as_str()),
+        Some("1/1")
+    );
+
+    let ok = policy_status(&entry(1, 0), None, &Ok(()), &fleet, 100);
+    let problem = Err(Problem::InvalidSpec("bad".into()));
+    let bad = policy_status(&entry(1, 0), Some(&ok), &problem, &fleet, 200);
+    assert!(!policy_unchanged(Some(&ok), &bad));
+    let ready = &bad.conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert_eq!(ready.last_transition_time, time(200));
+    let again = policy_status(&entry(1, 0), Some(&bad), &problem, &fleet, 300);
+    assert!(policy_unchanged(Some(&bad), &again));
+}
+
+#[test]
+fn without_gateways_nothing_counts_as_enforced() {
+    let fleet = FleetFacts::default();
+    let session = session_status("s1", &AccessSessionStatus::default(), &fleet, 1);
+    let enforced = session
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Enforced")
+        .expect("Enforced");
+    assert_eq!(
+        (enforced.status.as_str(), enforced.reason.as_str()),
+        ("False", "NoGatewayConnected")
+    );
+    let status = policy_status(&entry(1, 0), None, &Ok(()), &fleet, 1);
+    assert_eq!(status.gateways.map(|g| g.summary), Some("0/0".into()));
+    assert_eq!(status.enforced_epoch, None);
+}

@@ -1,0 +1,174 @@
+//! What the schema cannot check about a policy, as a pure step: the spec turns into the
+//! gateway's domain type (else `InvalidSpec`), its identity providers exist, the Secrets and
+//! keys its service tokens name exist, and no other policy claims the same host and path prefix.
+//!
+//! The gateway denies what this step rejects on its own (an invalid or conflicting claim routes
+//! to an explicit denial); the operator's verdict is what an administrator reads in
+//! `status.conditions` and in Events.
+
+use portcullis_core::{host::Host, policy::Policy};
+use portcullis_crds::AccessPolicy;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// (namespace, name).
+pub type Key = (String, String);
+
+/// The keys a service-token Secret must hold.
+pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["client-id", "client-secret"];
+
+/// Why a policy is not ready. `reason()` is the CamelCase condition and Event reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("identity provider {0:?} is not configured on the gateways")]
+    UnknownIdentityProvider(String),
+    #[error("Secret {0:?} of service token {1:?} does not exist")]
+    MissingSecret(String, String),
+    #[error("Secret {secret:?} of service token {token:?} lacks key {key:?}")]
+    MissingSecretKey {
+        secret: String,
+        token: String,
+        key: &'static str,
+    },
+    #[error(
+        "host {host} path {path} is also claimed by AccessPolicy {other}; gateways deny it until one yields"
+    )]
+    HostPathConflict {
+        host: String,
+        path: String,
+        other: String,
+    },
+}
+
+impl Problem {
+    /// The condition reason (a bounded set, also used as Event reason and metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidSpec(_) => "InvalidSpec",
+            Problem::UnknownIdentityProvider(_) => "UnknownIdentityProvider",
+            Problem::MissingSecret(..) => "MissingSecret",
+            Problem::MissingSecretKey { .. } => "MissingSecretKey",
+            Problem::HostPathConflict { .. } => "HostPathConflict",
+        }
+    }
+}
+
+/// What validation consults besides the policies.
+pub struct Refs<'a> {
+    /// Identity providers configured on the gateways; `None` when the operator was not given
+    /// the file (then the check is skipped, not failed).
+    pub identity_providers: Option<&'a BTreeSet<String>>,
+    /// Key names of every Secret that exists, by (namespace, name).
+    pub secret_keys: &'a BTreeMap<Key, BTreeSet<String>>,
+}
+
+/// The verdict on every policy, by (namespace, name).
+pub fn validate_all(
+    policies: &[AccessPolicy],
+    refs: &Refs<'_>,
+) -> BTreeMap<Key, Result<(), Problem>> {
+    let mut verdicts = BTreeMap::new();
+    // (host, lower-case prefix) → policies claiming it, among those that compile.
+    let mut claims: BTreeMap<(Host, String), Vec<Key>> = BTreeMap::new();
+    for policy in policies {
+        let (Some(ns), Some(name)) = (&policy.metadata.namespace, &policy.metadata.name) else {
+            continue;
+        };
+        let key = (ns.clone(), name.clone());
+        let verdict = validate_one(policy, refs);
+        if let Ok(compiled) = Policy::try_from(policy) {
+            for host in &compiled.hosts {
+                for prefix in &compiled.prefixes {
+                    claims
+                        .entry((host.clone(), prefix.to_ascii_lowercase()))
+                        .or_default()
+                        .push(key.clone());
+                }
+            }
+        }
+        verdicts.insert(key, verdict);
+    }
+    for ((host, path), owners) in &claims {
+        if owners.len() < 2 {
+            continue;
+        }
+        for key in owners {
+            let Some(verdict) = verdicts.get_mut(key) else {
+                continue;
+            };
+            if verdict.is_err() {
+                continue;
+            }
+            let other = owners
+                .iter()
+                .find(|k| *k != key)
+                .map(|(ns, n)| format!("{ns}/{n}"))
+                .unwrap_or_default();
+            *verdict = Err(Problem::HostPathConflict {
+                host: host.to_string(),
+                path: path.clone(),
+                other,
+            });
+        }
+    }
+    verdicts
+}
+
+/// The checks that need no other policy.
+fn validate_one(policy: &AccessPolicy, refs: &Refs<'_>) -> Result<(), Problem> {
+    Policy::try_from(policy).map_err(|e| Problem::InvalidSpec(e.to_string()))?;
+    if let Some(known) = refs.identity_providers
+        && let Some(unknown) = policy
+            .spec
+            .identity_providers
+            .iter()
+            .find(|idp| !known.contains(*idp))
+    {
+        return Err(Problem::UnknownIdentityProvider(unknown.clone()));
+    }
+    let ns = policy.metadata.namespace.clone().unwrap_or_default();
+    for token in &policy.spec.service_tokens {
+        let Some(keys) = refs
+            .secret_keys
+            .get(&(ns.clone(), token.secret_name.clone()))
+        else {
+            return Err(Problem::MissingSecret(
+                token.secret_name.clone(),
+                token.name.clone(),
+            ));
+        };
+        if let Some(key) = SERVICE_TOKEN_KEYS.iter().find(|k| !keys.contains(**k)) {
+            return Err(Problem::MissingSecretKey {
+                secret: token.secret_name.clone(),
+                token: token.name.clone(),
+                key,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The identity-provider names in the gateway's provider file (`identityProviders[].name`);
+/// everything else in the file is ignored.
+pub fn identity_provider_names(yaml: &str) -> Result<BTreeSet<String>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct File {
+        #[serde(default)]
+        identity_providers: Vec<Named>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let file: File = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+    Ok(file
+        .identity_providers
+        .into_iter()
+        .map(|p| p.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;
