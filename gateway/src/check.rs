@@ -50,6 +50,9 @@ pub enum Outcome {
     Deny { reason: &'static str },
     /// No policy claims this host and path.
     NoPolicy,
+    /// The gateway has not received its access state yet (or its session index is not
+    /// synced): nobody is admitted, whatever the path (503).
+    NotReady,
 }
 
 /// The verified app token behind an allowed request.
@@ -65,6 +68,15 @@ pub struct Session {
 
 /// Runs the check at `now` (unix seconds).
 pub fn check(gateway: &Gateway, subject: &Subject<'_>, now: u64) -> Outcome {
+    // Fail closed before the first state: an empty route table must not read as "no policy
+    // here", nor a session index that has not listed yet as "no such session".
+    if gateway
+        .session_index
+        .as_ref()
+        .is_some_and(|index| !index.borrow().synced)
+    {
+        return Outcome::NotReady;
+    }
     let snapshot = gateway.snapshot();
     let policy = match snapshot.routes.route(subject.host, subject.path) {
         None => return Outcome::NoPolicy,

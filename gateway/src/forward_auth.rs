@@ -146,6 +146,13 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
         },
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
         Outcome::NoPolicy => Problem::forbidden("no_policy").json(api).into_response(),
+        Outcome::NotReady => Problem::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The gateway is starting; try again in a moment.",
+        )
+        .json(api)
+        .into_response(),
     }
 }
 

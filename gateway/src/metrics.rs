@@ -129,6 +129,7 @@ impl Metrics {
             Outcome::Login { .. } => "login",
             Outcome::Deny { .. } => "deny",
             Outcome::NoPolicy => "no_policy",
+            Outcome::NotReady => "not_ready",
         };
         self.checks.get_or_create(&OutcomeLabel { outcome }).inc();
         self.check_seconds.observe(elapsed.as_secs_f64());

@@ -109,6 +109,15 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
             return problem.into_response();
         }
         Outcome::Deny { reason } => return Problem::forbidden(reason).json(true).into_response(),
+        Outcome::NotReady => {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "The gateway is starting; try again in a moment.",
+            )
+            .json(true)
+            .into_response();
+        }
         Outcome::NoPolicy => {
             return Problem::new(
                 StatusCode::NOT_FOUND,

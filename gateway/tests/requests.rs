@@ -1511,6 +1511,53 @@ async fn tokens_of_a_deleted_policy_do_not_open_its_successor() {
 }
 
 #[tokio::test]
+async fn a_gateway_without_its_state_admits_nobody_anywhere() {
+    use portcullis_gateway::{
+        gateway::SessionServices, local_sessions::LocalStore, session_index::SessionIndex,
+        sessions::SessionRecorder,
+    };
+    // Sessions recorded somewhere, but the index feeding the request path has not synced.
+    let (_never, unsynced) = watch::channel(Arc::new(SessionIndex::default()));
+    let h = harness_with(Some(SessionServices {
+        recorder: SessionRecorder::local(LocalStore::open(None).expect("store")),
+        index: unsynced,
+        refresher: None,
+    }))
+    .await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    for path in [
+        "/express/api",
+        "/.portcullis/session?path=/express",
+        "/nowhere",
+    ] {
+        let reply = h.get(APP, path, &[(&cookie.0, &cookie.1)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            reply.body
+        );
+    }
+    let traefik = [
+        ("host", "portcullis.svc"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "myserver.portcullis.test:8443"),
+        ("x-forwarded-uri", "/express/api"),
+        (&cookie.0, &cookie.1),
+    ];
+    let reply = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &traefik,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
 async fn review_findings_stay_fixed() {
     let h = harness().await;
     // X-Forwarded-For is walked from the right: junk a client writes cannot move its address.
