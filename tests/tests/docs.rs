@@ -442,6 +442,11 @@ impl Scratch {
     }
 
     fn sh_with(&self, script: &str, kubeconfig: Option<&Path>) -> Result<Output> {
+        self.sh_in(&self.root, script, kubeconfig)
+    }
+
+    /// Like [`Scratch::sh_with`], in `dir`.
+    fn sh_in(&self, dir: &Path, script: &str, kubeconfig: Option<&Path>) -> Result<Output> {
         let tools = Tool::Kubectl.path()?;
         let tools = tools.parent().context("kubectl has no directory")?;
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -451,7 +456,7 @@ impl Scratch {
         let mut cmd = Command::new("sh");
         cmd.arg("-ec")
             .arg(script)
-            .current_dir(&self.root)
+            .current_dir(dir)
             .env("PATH", path)
             .env("HOME", self.home())
             .env_remove("XDG_CACHE_HOME")
@@ -716,7 +721,14 @@ async fn walk(
 
     // Quickstart: the automated story against a demo of your own (the demo is the shared stack
     // here; the story itself needs Chromium and runs in browser.rs).
-    scratch.sh(&ledger.take("docs/quickstart.md", "npm ci --prefix e2e")?)?;
+    // In the repository itself: npm does not install into a symlinked prefix.
+    let npm = ledger.take("docs/quickstart.md", "npm ci --prefix e2e")?;
+    let out = scratch.sh_in(&repo(), &npm, None)?;
+    ensure!(
+        out.status.success(),
+        "{npm}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(
         repo().join("e2e/node_modules/playwright-core").is_dir(),
         "npm ci installed no playwright-core"
