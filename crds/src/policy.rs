@@ -402,9 +402,11 @@ pub struct AccessPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Accepted` (the spec is valid), `ResolvedRefs` (identity providers, Secrets and the
-    /// upstream Service exist), `Programmed` (every connected gateway enforces this generation)
-    /// and the summary `Ready`.
+    /// One condition, `Ready`, written by the operator's leader: `True` with reason `Accepted`
+    /// when the policy is valid and streamed to the gateways; `False` with the reason of what is
+    /// wrong: `InvalidSpec`, `UnknownIdentityProvider`, `MissingSecret`, `MissingSecretKey` (a
+    /// service token's Secret) or `HostPathConflict` (another policy claims the same host and
+    /// path). How many gateways enforce it is `gateways`, not a condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
