@@ -1,0 +1,195 @@
+//! No revocation is lost when a gateway is killed and restarted, or when the API server
+//! restarts while the operator streams: real API server, real `portcullis-operator`, two real
+//! `portcullis-gateway` processes in cluster mode. Sessions are made directly in the API server
+//! (the object a login writes) with app tokens minted by the gateways' own key
+//! ([`portcullis_tests::fleet`]), so the verdicts are the gateways' own.
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use portcullis_tests::{
+    StackConfig,
+    cluster::{TestCluster, install_crds},
+    fleet::{Fleet, FleetOptions, Verdict},
+    stack::Stack,
+};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+const POLL: Duration = Duration::from_millis(20);
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// `target/debug/<name>` (built by `cargo build -p portcullis-gateway -p portcullis-operator`).
+fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("no target directory")?;
+    let path = dir.join(name);
+    ensure!(
+        path.exists(),
+        "{} not found: run `cargo build -p portcullis-gateway -p portcullis-operator` first",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("portcullis-lost-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
+    Fleet::start(FleetOptions {
+        dir,
+        client,
+        kubeconfig,
+        namespace: ns,
+        gateway_bin: &binary("portcullis-gateway")?,
+        operator_bin: &binary("portcullis-operator")?,
+        gateways: 2,
+        gateway_env: Vec::new(),
+        operator_env: Vec::new(),
+    })
+    .await
+}
+
+/// Creates `sids` and waits until every gateway accepts each; returns their tokens.
+async fn live_sessions(fleet: &Fleet, sids: &[&str]) -> Result<Vec<String>> {
+    let mut tokens = Vec::new();
+    for sid in sids {
+        fleet.create_session(sid).await?;
+        let token = fleet.app_token(sid)?;
+        for i in 0..fleet.gateways.len() {
+            fleet
+                .probe(i)?
+                .until(&token, Verdict::Accepted, POLL, LIMIT)
+                .await
+                .with_context(|| format!("{sid} accepted at gateway {i}"))?;
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+/// Waits until every gateway refuses `token`.
+async fn refused_everywhere(fleet: &Fleet, token: &str, what: &str) -> Result<()> {
+    for i in 0..fleet.gateways.len() {
+        fleet
+            .probe(i)?
+            .until(token, Verdict::Refused, POLL, LIMIT)
+            .await
+            .with_context(|| format!("{what}: refused at gateway {i}"))?;
+    }
+    Ok(())
+}
+
+async fn accepted_everywhere(fleet: &Fleet, token: &str, what: &str) -> Result<()> {
+    for i in 0..fleet.gateways.len() {
+        ensure!(
+            fleet.probe(i)?.ask(token).await? == Verdict::Accepted,
+            "{what}: refused at gateway {i}"
+        );
+    }
+    Ok(())
+}
+
+/// A gateway killed (SIGKILL) while a session is revoked refuses that session on its very
+/// first answer after it is ready again: it never serves from a state older than the
+/// revocation, and its first state already holds it.
+#[tokio::test]
+async fn a_gateway_killed_while_a_session_is_revoked_refuses_it_as_soon_as_it_is_ready()
+-> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("lost-gw", |client: Client, ns: String| async move {
+            let dir = scratch("gateway")?;
+            let mut fleet = fleet(&dir, &client, &kubeconfig, &ns).await?;
+            let tokens = live_sessions(&fleet, &["kept", "revoked-while-down"]).await?;
+            fleet.kill_gateway(1).await?;
+            fleet.revoke("revoked-while-down").await?;
+            // The survivor enforces it (so the operator has streamed it) before the restart.
+            fleet
+                .probe(0)?
+                .until(&tokens[1], Verdict::Refused, POLL, LIMIT)
+                .await
+                .context("the running gateway refuses the revoked session")?;
+            fleet.restart_gateway(1).await?;
+            let first = fleet.probe(1)?.ask(&tokens[1]).await?;
+            ensure!(
+                first == Verdict::Refused,
+                "the restarted gateway accepted a session revoked while it was down"
+            );
+            accepted_everywhere(&fleet, &tokens[0], "the session that was not revoked").await?;
+            // And one revoked right after the restart reaches it too.
+            let later = live_sessions(&fleet, &["revoked-after-restart"]).await?;
+            fleet.revoke("revoked-after-restart").await?;
+            refused_everywhere(&fleet, &later[0], "revoked after the restart").await?;
+            fleet.stop().await
+        })
+        .await
+}
+
+/// The API server restarts while the operator streams: a revocation accepted just before the
+/// restart (possibly never delivered on the old watch) and one made right after it both reach
+/// every gateway; a session nobody revoked stays accepted. A private control plane, so the
+/// shared one other tests use is never restarted.
+#[tokio::test]
+async fn an_api_server_restart_mid_stream_loses_no_revocation() -> Result<()> {
+    let dir = scratch("apiserver")?;
+    let mut stack = Stack::start(StackConfig::new(dir.join("stack"))).await?;
+    let client = stack.client().await?;
+    install_crds(&client).await?;
+    let ns = "lost-apiserver";
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let fleet = fleet(&dir.join("fleet"), &client, &kubeconfig, ns).await?;
+    let tokens = live_sessions(
+        &fleet,
+        &[
+            "kept",
+            "before-restart",
+            "just-before-restart",
+            "after-restart",
+        ],
+    )
+    .await?;
+    fleet.revoke("before-restart").await?;
+    refused_everywhere(&fleet, &tokens[1], "revoked before the restart").await?;
+    // Accepted by the API server, then the API server goes away at once.
+    fleet.revoke("just-before-restart").await?;
+    stack.restart_apiserver().await?;
+    let client = stack.client().await?;
+    let sessions: Api<portcullis_crds::AccessSession> = Api::namespaced(client.clone(), ns);
+    ensure!(
+        sessions.get("just-before-restart").await?.spec.revoked,
+        "the revocation did not survive the API server restart"
+    );
+    refused_everywhere(&fleet, &tokens[2], "revoked just before the restart").await?;
+    fleet.revoke("after-restart").await?;
+    refused_everywhere(&fleet, &tokens[3], "revoked after the restart").await?;
+    refused_everywhere(&fleet, &tokens[1], "revoked before the restart").await?;
+    accepted_everywhere(&fleet, &tokens[0], "the session that was not revoked").await?;
+    fleet.stop().await?;
+    stack.stop().await
+}

@@ -1,0 +1,444 @@
+//! `bench-revocation`: how long a revocation takes to reach every gateway, and how much memory
+//! the operator and a gateway need for many sessions. Run by `hack/bench-revocation.sh`.
+//!
+//! Starts a private control plane (etcd, kube-apiserver, controller manager) in `--dir`, one
+//! real `portcullis-operator` and N real `portcullis-gateway` processes in cluster mode
+//! following it (see [`portcullis_tests::fleet`]). For each N in `--gateways`:
+//!
+//! 1. creates `--revocations` AccessSessions directly in the API server (the object a login
+//!    writes) and mints an app token for each with the gateways' own signing key;
+//! 2. waits until every gateway accepts every token;
+//! 3. for each session in turn: checks once more that every gateway accepts it, sends
+//!    `{"spec":{"revoked":true}}` as a merge patch, and from the moment the API server answers
+//!    the patch polls every gateway (one keep-alive connection each, `--poll-pause` between
+//!    requests) until each answers 401; the sample is the time until the *last* gateway
+//!    refused.
+//!
+//! Then, with `--memory-sessions M`, it stops all but two gateways, creates M more sessions,
+//! revokes `--memory-revoked` of them, waits until both gateways refuse the last one revoked,
+//! and reports the VmRSS of the gateways and the operator and how long a new gateway takes to
+//! become ready with that state.
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use portcullis_tests::{
+    StackConfig,
+    cluster::install_crds,
+    fleet::{Fleet, FleetOptions, Probe, Verdict, rss_bytes},
+    stack::Stack,
+};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+const NAMESPACE: &str = "bench";
+
+#[derive(Parser)]
+#[command(about = "Revocation propagation to N gateways, and memory with many sessions")]
+struct Cli {
+    /// The `portcullis-gateway` executable (a release build for meaningful numbers).
+    #[arg(long)]
+    gateway_bin: PathBuf,
+    /// The `portcullis-operator` executable.
+    #[arg(long)]
+    operator_bin: PathBuf,
+    /// Working directory: the private control plane, keys, logs.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Fleet sizes to measure, in increasing order (gateways are added, never restarted).
+    #[arg(long, value_delimiter = ',', default_value = "2,10,20")]
+    gateways: Vec<usize>,
+    /// Revocations measured per fleet size.
+    #[arg(long, default_value_t = 100)]
+    revocations: usize,
+    /// Pause between two requests of one gateway's poller (0: back to back).
+    #[arg(long, default_value = "1ms", value_parser = humantime_ms)]
+    poll_pause: Duration,
+    /// Pause after each revocation before the next one.
+    #[arg(long, default_value = "100ms", value_parser = humantime_ms)]
+    settle: Duration,
+    /// Sessions to create for the memory measurement (0: skip it).
+    #[arg(long, default_value_t = 0)]
+    memory_sessions: usize,
+    /// How many of those to revoke.
+    #[arg(long, default_value_t = 0)]
+    memory_revoked: usize,
+    /// Concurrent API requests while creating sessions in bulk.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// `RUST_LOG` of the gateways and the operator.
+    #[arg(long, default_value = "warn")]
+    log: String,
+}
+
+/// `250ms`, `2s` or a plain number of milliseconds.
+fn humantime_ms(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "ms"), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("bad duration unit in {text:?} (ms or s)")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-revocation: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    portcullis_tests::install_crypto_provider();
+    let cli = Cli::parse();
+    ensure!(
+        cli.gateways.windows(2).all(|w| w[0] < w[1]) && cli.gateways.first() > Some(&0),
+        "--gateways must be increasing and positive"
+    );
+    ensure!(
+        cli.memory_revoked <= cli.memory_sessions,
+        "--memory-revoked exceeds --memory-sessions"
+    );
+    std::fs::create_dir_all(&cli.dir).context("creating the working directory")?;
+    eprintln!("starting a private control plane in {}", cli.dir.display());
+    let stack = Stack::start(StackConfig::new(cli.dir.join("stack"))).await?;
+    let result = bench(&cli, &stack).await;
+    stack.stop().await?;
+    result
+}
+
+async fn bench(cli: &Cli, stack: &Stack) -> Result<()> {
+    let client = stack.client().await?;
+    install_crds(&client).await?;
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .context("creating the namespace")?;
+    let log = vec![("RUST_LOG".to_owned(), cli.log.clone())];
+    let mut fleet = Fleet::start(FleetOptions {
+        dir: &cli.dir.join("fleet"),
+        client: &client,
+        kubeconfig: &stack.info().kubeconfig,
+        namespace: NAMESPACE,
+        gateway_bin: &cli.gateway_bin,
+        operator_bin: &cli.operator_bin,
+        gateways: 0,
+        gateway_env: log.clone(),
+        operator_env: log,
+    })
+    .await?;
+    let result = measure(cli, &mut fleet).await;
+    fleet.stop().await?;
+    result
+}
+
+async fn measure(cli: &Cli, fleet: &mut Fleet) -> Result<()> {
+    println!(
+        "| gateways | revocations | p50 (ms) | p99 (ms) | max (ms) | min (ms) | from sending the patch: p50 (ms) | p99 (ms) | patch round trip p50 (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &cli.gateways {
+        while fleet.gateways.len() < n {
+            fleet.add_gateway().await?;
+        }
+        let run = propagation(cli, fleet, &format!("n{n}")).await?;
+        let mut samples = run.samples.clone();
+        samples.sort_by(f64::total_cmp);
+        let mut patches = run.patch_round_trips.clone();
+        patches.sort_by(f64::total_cmp);
+        let mut from_sent = run.from_sent.clone();
+        from_sent.sort_by(f64::total_cmp);
+        println!(
+            "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            samples.len(),
+            percentile(&samples, 50.0),
+            percentile(&samples, 99.0),
+            samples.last().copied().unwrap_or_default(),
+            samples.first().copied().unwrap_or_default(),
+            percentile(&from_sent, 50.0),
+            percentile(&from_sent, 99.0),
+            percentile(&patches, 50.0),
+        );
+        let rss: Vec<u64> = fleet
+            .gateways
+            .iter()
+            .filter_map(|g| g.pid())
+            .filter_map(|pid| rss_bytes(pid).ok())
+            .collect();
+        eprintln!(
+            "N={n}: gateway VmRSS max {:.1} MiB; operator {:.1} MiB; samples (ms): {:?}",
+            mib(rss.iter().copied().max().unwrap_or_default()),
+            mib(fleet.operator.pid().map_or(Ok(0), rss_bytes)?),
+            samples
+        );
+    }
+    if cli.memory_sessions > 0 {
+        memory(cli, fleet).await?;
+    }
+    Ok(())
+}
+
+struct Propagation {
+    /// Milliseconds from the API server's answer to the patch until the last gateway refused.
+    samples: Vec<f64>,
+    /// Milliseconds from sending the patch until the last gateway refused: the watch event
+    /// can reach the operator before the patch's answer reaches the client.
+    from_sent: Vec<f64>,
+    /// Milliseconds the patch request itself took.
+    patch_round_trips: Vec<f64>,
+}
+
+async fn propagation(cli: &Cli, fleet: &Fleet, tag: &str) -> Result<Propagation> {
+    let sids: Vec<String> = (0..cli.revocations).map(|i| format!("{tag}-{i}")).collect();
+    create_sessions(fleet, &sids, cli.concurrency).await?;
+    let tokens = sids
+        .iter()
+        .map(|sid| fleet.app_token(sid))
+        .collect::<Result<Vec<_>>>()?;
+    let probes = (0..fleet.gateways.len())
+        .map(|i| fleet.probe(i))
+        .collect::<Result<Vec<_>>>()?;
+    // Every gateway accepts every token before anything is revoked.
+    for token in &tokens {
+        every(&probes, |p| {
+            let token = token.clone();
+            async move {
+                p.until(
+                    &token,
+                    Verdict::Accepted,
+                    Duration::from_millis(20),
+                    Duration::from_secs(30),
+                )
+                .await
+            }
+        })
+        .await
+        .context("waiting until every gateway accepts the new sessions")?;
+    }
+    let mut samples = Vec::with_capacity(sids.len());
+    let mut patch_round_trips = Vec::with_capacity(sids.len());
+    let mut from_sent = Vec::with_capacity(sids.len());
+    for (sid, token) in sids.iter().zip(&tokens) {
+        every(&probes, |p| {
+            let token = token.clone();
+            async move {
+                ensure!(
+                    p.ask(&token).await? == Verdict::Accepted,
+                    "refused before its revocation"
+                );
+                Ok(())
+            }
+        })
+        .await?;
+        let sent = Instant::now();
+        fleet.revoke(sid).await?;
+        let accepted = Instant::now();
+        let pause = cli.poll_pause;
+        let refused_at = stream::iter(probes.iter().cloned())
+            .map(|p| {
+                let token = token.clone();
+                async move {
+                    p.until(&token, Verdict::Refused, pause, Duration::from_secs(30))
+                        .await?;
+                    Ok::<_, anyhow::Error>(Instant::now())
+                }
+            })
+            .buffer_unordered(probes.len())
+            .try_collect::<Vec<_>>()
+            .await
+            .with_context(|| format!("waiting until every gateway refuses {sid}"))?;
+        let last = refused_at.into_iter().max().context("no gateways")?;
+        samples.push(ms(last.saturating_duration_since(accepted)));
+        from_sent.push(ms(last - sent));
+        patch_round_trips.push(ms(accepted - sent));
+        tokio::time::sleep(cli.settle).await;
+    }
+    Ok(Propagation {
+        samples,
+        from_sent,
+        patch_round_trips,
+    })
+}
+
+/// Runs `f` against every probe at once; the first error wins.
+async fn every<F, Fut>(probes: &[Probe], f: F) -> Result<()>
+where
+    F: Fn(Probe) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    stream::iter(probes.iter().cloned().map(&f))
+        .buffer_unordered(probes.len().max(1))
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+}
+
+async fn create_sessions(fleet: &Fleet, sids: &[String], concurrency: usize) -> Result<()> {
+    stream::iter(sids)
+        .map(|sid| fleet.create_session(sid))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+}
+
+async fn memory(cli: &Cli, fleet: &mut Fleet) -> Result<()> {
+    while fleet.gateways.len() > 2 {
+        if let Some(mut g) = fleet.gateways.pop() {
+            g.stop().await?;
+        }
+    }
+    let before_gateway = gateway_rss(fleet)?;
+    let before_operator = fleet.operator.pid().map_or(Ok(0), rss_bytes)?;
+    let sids: Vec<String> = (0..cli.memory_sessions)
+        .map(|i| format!("mem-{i}"))
+        .collect();
+    let started = Instant::now();
+    for (i, chunk) in sids.chunks(5000).enumerate() {
+        create_sessions(fleet, chunk, cli.concurrency).await?;
+        eprintln!(
+            "created {} sessions in {:.0?}",
+            (i * 5000 + chunk.len()),
+            started.elapsed()
+        );
+    }
+    let created_in = started.elapsed();
+    let revoked = &sids[..cli.memory_revoked];
+    let started = Instant::now();
+    stream::iter(revoked)
+        .map(|sid| fleet.revoke(sid))
+        .buffer_unordered(cli.concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    let revoked_in = started.elapsed();
+    let probes = (0..fleet.gateways.len())
+        .map(|i| fleet.probe(i))
+        .collect::<Result<Vec<_>>>()?;
+    // Enforced everywhere: the last revoked and one live session, at both gateways.
+    if let Some(last) = revoked.last() {
+        let token = fleet.app_token(last)?;
+        every(&probes, |p| {
+            let token = token.clone();
+            async move {
+                p.until(
+                    &token,
+                    Verdict::Refused,
+                    Duration::from_millis(50),
+                    Duration::from_secs(120),
+                )
+                .await
+            }
+        })
+        .await?;
+    }
+    if let Some(live) = sids.last().filter(|_| cli.memory_revoked < sids.len()) {
+        let token = fleet.app_token(live)?;
+        every(&probes, |p| {
+            let token = token.clone();
+            async move {
+                p.until(
+                    &token,
+                    Verdict::Accepted,
+                    Duration::from_millis(50),
+                    Duration::from_secs(120),
+                )
+                .await
+            }
+        })
+        .await?;
+    }
+    // Let allocations settle after the bulk deltas.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_gateway = gateway_rss(fleet)?;
+    let after_operator = fleet.operator.pid().map_or(Ok(0), rss_bytes)?;
+    let started = Instant::now();
+    let mut fresh = fleet.start_extra_gateway().await?;
+    let ready_in = started.elapsed();
+    let fresh_rss = fresh.pid().map_or(Ok(0), rss_bytes)?;
+    fresh.stop().await?;
+    println!();
+    println!(
+        "memory: {} sessions created in {:.1} s, {} revoked in {:.1} s (plus the {} of the propagation runs)",
+        sids.len(),
+        created_in.as_secs_f64(),
+        revoked.len(),
+        revoked_in.as_secs_f64(),
+        cli.revocations * cli.gateways.len(),
+    );
+    println!();
+    println!("| process | VmRSS before (MiB) | VmRSS after (MiB) |");
+    println!("|---|---:|---:|");
+    println!(
+        "| gateway (max of {}) | {:.1} | {:.1} |",
+        fleet.gateways.len(),
+        mib(before_gateway),
+        mib(after_gateway)
+    );
+    println!(
+        "| operator | {:.1} | {:.1} |",
+        mib(before_operator),
+        mib(after_operator)
+    );
+    println!("| new gateway, just ready | – | {:.1} |", mib(fresh_rss));
+    println!();
+    println!(
+        "new gateway ready with that state in {:.0} ms (process start to /readyz 200, polled every 50 ms)",
+        ms(ready_in)
+    );
+    if ready_in > Duration::from_secs(60) {
+        bail!("the new gateway took {ready_in:?}");
+    }
+    Ok(())
+}
+
+fn gateway_rss(fleet: &Fleet) -> Result<u64> {
+    let mut max = 0;
+    for gateway in &fleet.gateways {
+        let pid = gateway.pid().context("a gateway is not running")?;
+        max = max.max(rss_bytes(pid)?);
+    }
+    Ok(max)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
