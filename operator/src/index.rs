@@ -108,13 +108,11 @@ impl Index {
         if first > version + 1 {
             return None;
         }
-        Some(
-            self.log
-                .iter()
-                .filter(|f| f.version() > version)
-                .cloned()
-                .collect(),
-        )
+        // The log is ordered by version: find the first newer delta by bisection rather than
+        // scanning every retained delta, once per change and per connected gateway, under the
+        // index lock (a burst of revocations with a long log made that quadratic).
+        let start = self.log.partition_point(|f| f.version() <= version);
+        Some(self.log.range(start..).cloned().collect())
     }
 
     /// Version at which policy `uid` last changed in a way gateways must apply.
@@ -423,4 +421,59 @@ fn key_of(policy: &AccessPolicy) -> Option<Key> {
         policy.metadata.namespace.clone()?,
         policy.metadata.name.clone()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::ObjectMeta;
+    use portcullis_crds::AccessSessionSpec;
+
+    fn session(name: &str, revoked: bool, now: u64) -> AccessSession {
+        let at = |s: u64| Time(k8s_openapi::jiff::Timestamp::from_second(s as i64).expect("time"));
+        AccessSession {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: AccessSessionSpec {
+                subject: "alice".into(),
+                email: None,
+                groups: vec![],
+                identity_provider: "dex".into(),
+                issued_at: at(now),
+                expires_at: at(now + 3600),
+                revoked,
+                revocation_reason: None,
+            },
+            status: None,
+        }
+    }
+
+    #[test]
+    fn deltas_since_returns_exactly_the_newer_deltas_and_gives_up_past_the_log() {
+        let now = 1_800_000_000;
+        let mut index = Index::new("i".into(), 50);
+        for n in 0..40 {
+            index.apply_session(&session(&format!("s{n}"), false, now), now);
+        }
+        for n in 0..40 {
+            index.apply_session(&session(&format!("s{n}"), true, now), now);
+        }
+        let top = index.version();
+        for from in [top - 30, top - 1] {
+            let deltas = index.deltas_since(from).expect("within the log");
+            let versions: Vec<u64> = deltas.iter().map(Frame::version).collect();
+            assert_eq!(
+                versions,
+                ((from + 1)..=top).collect::<Vec<_>>(),
+                "from {from}"
+            );
+        }
+        assert_eq!(index.deltas_since(top).map(|d| d.len()), Some(0));
+        // Older than what the log keeps: the caller must send a snapshot.
+        assert!(index.deltas_since(top - 60).is_none());
+        assert!(index.deltas_since(top + 1).is_none());
+    }
 }
