@@ -253,6 +253,26 @@ impl Harness {
         self.keys.sign(TokenKind::App, &claims).expect("sign")
     }
 
+    /// A `Cookie` header value carrying alice's SSO session `sid` through `idp`.
+    fn sso_cookie(&self, sid: &str, idp: &str) -> String {
+        let now = now();
+        let claims = SsoClaims {
+            iss: format!("https://{AUTH}:{PORT}"),
+            aud: format!("https://{AUTH}:{PORT}"),
+            sub: "alice".into(),
+            email: Some("alice@example.com".into()),
+            groups: vec![],
+            ext: Default::default(),
+            sid: sid.into(),
+            idp: idp.into(),
+            auth_time: now,
+            iat: now,
+            exp: now + 600,
+        };
+        let token = self.keys.sign(TokenKind::Sso, &claims).expect("sign");
+        format!("{}={token}", cookies::SSO)
+    }
+
     fn cookie_for(&self, policy: &str, token: &str) -> (String, String) {
         let (ns, name) = policy.split_once('/').expect("id");
         (
@@ -1322,25 +1342,8 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
 #[tokio::test]
 async fn logout_continues_at_the_providers_end_session_endpoint() {
     let h = harness().await;
-    let now = portcullis_gateway::gateway::now();
-    let sso = |idp: &str| {
-        let claims = SsoClaims {
-            iss: "https://auth.portcullis.test:8443".into(),
-            aud: "https://auth.portcullis.test:8443".into(),
-            sub: "alice".into(),
-            email: Some("alice@example.com".into()),
-            groups: vec![],
-            ext: Default::default(),
-            sid: "s1".into(),
-            idp: idp.into(),
-            auth_time: now,
-            iat: now,
-            exp: now + 600,
-        };
-        h.keys.sign(TokenKind::Sso, &claims).expect("sign")
-    };
     let back = "https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F";
-    let token = format!("{}={}", cookies::SSO, sso("corp"));
+    let token = h.sso_cookie("s1", "corp");
     let reply = h
         .get(
             AUTH,
@@ -1383,10 +1386,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             "/.portcullis/logout",
-            &[(
-                "cookie",
-                format!("{}={}", cookies::SSO, sso("dex")).as_str(),
-            )],
+            &[("cookie", h.sso_cookie("s1", "dex").as_str())],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1413,25 +1413,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
 #[tokio::test]
 async fn another_site_cannot_log_the_user_out() {
     let (h, store, _recorder) = harness_with_session("s1", "alice", &[], None).await;
-    let now = now();
-    let sso = SsoClaims {
-        iss: "https://auth.portcullis.test:8443".into(),
-        aud: "https://auth.portcullis.test:8443".into(),
-        sub: "alice".into(),
-        email: Some("alice@example.com".into()),
-        groups: vec![],
-        ext: Default::default(),
-        sid: "s1".into(),
-        idp: "dex".into(),
-        auth_time: now,
-        iat: now,
-        exp: now + 600,
-    };
-    let cookie = format!(
-        "{}={}",
-        cookies::SSO,
-        h.keys.sign(TokenKind::Sso, &sso).expect("sign")
-    );
+    let cookie = h.sso_cookie("s1", "dex");
     let revoked = || store.get("s1").expect("session").spec.revoked;
     // Started by another site, or prefetched: a confirmation button, nothing ended.
     for (method, extra) in [
@@ -1655,25 +1637,7 @@ async fn review_findings_stay_fixed() {
 #[tokio::test]
 async fn only_the_session_that_ended_is_kept_from_single_sign_on() {
     let h = harness().await;
-    let now = now();
-    let sso = SsoClaims {
-        iss: "https://auth.portcullis.test:8443".into(),
-        aud: "https://auth.portcullis.test:8443".into(),
-        sub: "alice".into(),
-        email: Some("alice@example.com".into()),
-        groups: vec![],
-        ext: Default::default(),
-        sid: "00ff00ff".into(),
-        idp: "dex".into(),
-        auth_time: now,
-        iat: now,
-        exp: now + 600,
-    };
-    let cookie = format!(
-        "{}={}",
-        cookies::SSO,
-        h.keys.sign(TokenKind::Sso, &sso).expect("sign")
-    );
+    let cookie = h.sso_cookie("00ff00ff", "dex");
     let start = |reauth: &str| {
         format!(
             "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2F&bind={}{reauth}",
