@@ -135,13 +135,7 @@ async fn protected(
     gateway.metrics.observe_check(&outcome, started.elapsed());
     let api = check::is_api_request(req.method(), req.headers());
     match outcome {
-        Outcome::NotReady => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "The gateway is starting; try again in a moment.",
-        )
-        .json(api)
-        .into_response(),
+        Outcome::NotReady => Problem::not_ready().json(api).into_response(),
         Outcome::NoPolicy => Problem::new(
             StatusCode::NOT_FOUND,
             "no_policy",

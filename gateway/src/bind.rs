@@ -34,7 +34,7 @@ pub fn digest(nonce: &str) -> String {
 
 /// True when `bind` is a well-formed digest.
 pub fn is_digest(bind: &str) -> bool {
-    bind.len() == 64 && bind.bytes().all(|b| b.is_ascii_hexdigit())
+    bind.len() == 64 && crate::hex::is_hex(bind, 64)
 }
 
 /// True when the browser holds the nonce behind `bind`.
@@ -92,5 +92,5 @@ pub fn push_reauth(url: &mut String, reauth: Option<&str>) {
 
 /// A session id as the gateway makes them (hex), so it can travel in a URL as it is.
 pub fn is_session_id(sid: &str) -> bool {
-    !sid.is_empty() && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_hexdigit())
+    crate::hex::is_hex(sid, 64)
 }

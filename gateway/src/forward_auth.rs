@@ -146,13 +146,7 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
         },
         Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
         Outcome::NoPolicy => Problem::forbidden("no_policy").json(api).into_response(),
-        Outcome::NotReady => Problem::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "The gateway is starting; try again in a moment.",
-        )
-        .json(api)
-        .into_response(),
+        Outcome::NotReady => Problem::not_ready().json(api).into_response(),
     }
 }
 

@@ -16,6 +16,12 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// True when `text` is nothing but hex digits (any case), between 1 and `max` of them: what an
+/// identifier of ours may be when it comes back from a client.
+pub fn is_hex(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// `N` random bytes from the thread's CSPRNG, as hex.
 pub fn random<const N: usize>() -> String {
     let mut bytes = [0u8; N];

@@ -37,6 +37,13 @@ type IdTokenFields = openidconnect::IdTokenFields<
     CoreJwsSigningAlgorithm,
 >;
 type TokenResponse = openidconnect::StandardTokenResponse<IdTokenFields, CoreTokenType>;
+type IdToken = openidconnect::IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type IdTokenClaims = openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim>;
 type Client = openidconnect::Client<
     ExtraClaims,
     CoreAuthDisplay,
@@ -293,43 +300,9 @@ impl Provider {
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
         let invalid = |m: String| OidcError::InvalidIdToken(m);
         let nonce = Nonce::new(nonce.to_owned());
-        let verifier = client
-            .id_token_verifier()
-            .set_allowed_algs(ALLOWED_ALGS)
-            .require_issuer_match(false);
-        // A key we do not know: the provider may have rotated; fetch its keys again (with a
-        // cooldown) and verify once more.
-        let fresh;
-        let claims = match id_token.claims(&verifier, &nonce) {
-            Err(openidconnect::ClaimsVerificationError::SignatureVerification(
-                openidconnect::SignatureVerificationError::NoMatchingKey,
-            )) => {
-                fresh = self.discover(Some(&client)).await?;
-                let verifier = fresh
-                    .id_token_verifier()
-                    .set_allowed_algs(ALLOWED_ALGS)
-                    .require_issuer_match(false);
-                id_token
-                    .claims(&verifier, &nonce)
-                    .map_err(|e| invalid(e.to_string()))?
-            }
-            other => other.map_err(|e| invalid(e.to_string()))?,
-        };
-        let iss = claims.issuer().as_str();
-        if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss) {
-            return Err(invalid(format!("unexpected issuer {iss}")));
-        }
-        if let Some(azp) = claims.authorized_party()
-            && azp.as_str() != self.config.client_id
-        {
-            return Err(invalid("azp is not this client".into()));
-        }
-        let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
-        if iat + MAX_ID_TOKEN_AGE.as_secs() < now
-            || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
-        {
-            return Err(invalid("iat is out of range".into()));
-        }
+        let (claims, iat) = self
+            .verified_claims(&client, id_token, Some(&nonce), now)
+            .await?;
         let stated_auth_time = claims
             .auth_time()
             .and_then(|t| u64::try_from(t.timestamp()).ok());
@@ -348,13 +321,7 @@ impl Provider {
                 "the provider did not re-authenticate the user".into(),
             ));
         }
-        let verified = claims
-            .email_verified()
-            .unwrap_or(self.config.trust_unverified_email);
-        let email = claims
-            .email()
-            .filter(|_| verified)
-            .map(|e| e.as_str().to_ascii_lowercase());
+        let email = self.verified_email(&claims);
         let extra = claims.additional_claims();
         let ext = self
             .config
@@ -420,74 +387,89 @@ impl Provider {
         subject: &str,
         now: u64,
     ) -> Result<Option<RefreshedIdentity>, RefreshError> {
-        let transient = |e: String| RefreshError::Transient(e);
-        let identity = match response.id_token() {
-            None => None,
-            Some(id_token) => {
-                let verify = |client: &Client| {
-                    let verifier = client
-                        .id_token_verifier()
-                        .set_allowed_algs(ALLOWED_ALGS)
-                        .require_issuer_match(false);
-                    id_token
-                        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                        .cloned()
-                };
-                let claims = match verify(client) {
-                    Err(openidconnect::ClaimsVerificationError::SignatureVerification(
-                        openidconnect::SignatureVerificationError::NoMatchingKey,
-                    )) => {
-                        let fresh = self
-                            .discover(Some(client))
-                            .await
-                            .map_err(|e| transient(e.to_string()))?;
-                        verify(&fresh)
-                    }
-                    other => other,
-                }
-                .map_err(|e| transient(format!("refreshed ID token: {e}")))?;
-                let iss = claims.issuer().as_str();
-                if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss)
-                {
-                    return Err(transient(format!("refreshed ID token: issuer {iss}")));
-                }
-                if claims
-                    .authorized_party()
-                    .is_some_and(|azp| azp.as_str() != self.config.client_id)
-                {
-                    return Err(transient(
-                        "refreshed ID token: azp is not this client".into(),
-                    ));
-                }
-                let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
-                if iat + MAX_ID_TOKEN_AGE.as_secs() < now
-                    || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
-                {
-                    return Err(transient("refreshed ID token: iat is out of range".into()));
-                }
-                // A different subject is not a transient glitch: the grant now speaks for
-                // someone else.
-                if claims.subject().as_str() != subject {
-                    return Err(RefreshError::Rejected("subject changed".into()));
-                }
-                let verified = claims
-                    .email_verified()
-                    .unwrap_or(self.config.trust_unverified_email);
-                Some(RefreshedIdentity {
-                    subject: subject.to_owned(),
-                    email: claims
-                        .email()
-                        .filter(|_| verified)
-                        .map(|e| e.as_str().to_ascii_lowercase()),
-                    groups: claims
-                        .additional_claims()
-                        .groups
-                        .clone()
-                        .unwrap_or_default(),
-                })
-            }
+        let Some(id_token) = response.id_token() else {
+            return Ok(None);
         };
-        Ok(identity)
+        let (claims, _) = self
+            .verified_claims(client, id_token, None, now)
+            .await
+            .map_err(|e| RefreshError::Transient(format!("refreshed ID token: {e}")))?;
+        // A different subject is not a transient glitch: the grant now speaks for someone else.
+        if claims.subject().as_str() != subject {
+            return Err(RefreshError::Rejected("subject changed".into()));
+        }
+        Ok(Some(RefreshedIdentity {
+            subject: subject.to_owned(),
+            email: self.verified_email(&claims),
+            groups: claims
+                .additional_claims()
+                .groups
+                .clone()
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Verifies an ID token, at login (`nonce` given) or from a refresh (refreshed ID tokens
+    /// carry none): signature with an allow-listed algorithm and the provider's keys (fetched
+    /// again, with the cooldown, for a key it does not know: the provider may have rotated),
+    /// `aud`, `exp`, then `iss` (or an alias), `azp` and `iat`. Returns the claims and `iat`.
+    async fn verified_claims(
+        &self,
+        client: &Arc<Client>,
+        id_token: &IdToken,
+        nonce: Option<&Nonce>,
+        now: u64,
+    ) -> Result<(IdTokenClaims, u64), OidcError> {
+        let invalid = |m: String| OidcError::InvalidIdToken(m);
+        let verify = |client: &Client| {
+            let verifier = client
+                .id_token_verifier()
+                .set_allowed_algs(ALLOWED_ALGS)
+                .require_issuer_match(false);
+            match nonce {
+                Some(nonce) => id_token.claims(&verifier, nonce),
+                None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+            }
+            .cloned()
+        };
+        let claims = match verify(client) {
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                openidconnect::SignatureVerificationError::NoMatchingKey,
+            )) => {
+                let fresh = self.discover(Some(client)).await?;
+                verify(&fresh)
+            }
+            other => other,
+        }
+        .map_err(|e| invalid(e.to_string()))?;
+        let iss = claims.issuer().as_str();
+        if iss != self.config.issuer && !self.config.issuer_aliases.iter().any(|a| a == iss) {
+            return Err(invalid(format!("unexpected issuer {iss}")));
+        }
+        if let Some(azp) = claims.authorized_party()
+            && azp.as_str() != self.config.client_id
+        {
+            return Err(invalid("azp is not this client".into()));
+        }
+        let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
+        if iat + MAX_ID_TOKEN_AGE.as_secs() < now
+            || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
+        {
+            return Err(invalid("iat is out of range".into()));
+        }
+        Ok((claims, iat))
+    }
+
+    /// The lower-cased email, only when the provider vouches for it (`email_verified`, or
+    /// `trustUnverifiedEmail` for providers that never send it).
+    fn verified_email(&self, claims: &IdTokenClaims) -> Option<String> {
+        let verified = claims
+            .email_verified()
+            .unwrap_or(self.config.trust_unverified_email);
+        claims
+            .email()
+            .filter(|_| verified)
+            .map(|e| e.as_str().to_ascii_lowercase())
     }
 }
 

@@ -42,6 +42,15 @@ impl Problem {
         )
     }
 
+    /// The gateway has not applied its access state yet: nobody is admitted (503).
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The gateway is starting; try again in a moment.",
+        )
+    }
+
     pub fn json(mut self, json: bool) -> Self {
         self.json = json;
         self

@@ -110,13 +110,7 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
         }
         Outcome::Deny { reason } => return Problem::forbidden(reason).json(true).into_response(),
         Outcome::NotReady => {
-            return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "The gateway is starting; try again in a moment.",
-            )
-            .json(true)
-            .into_response();
+            return Problem::not_ready().json(true).into_response();
         }
         Outcome::NoPolicy => {
             return Problem::new(

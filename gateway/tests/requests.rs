@@ -308,6 +308,24 @@ impl Harness {
         }
     }
 
+    /// A Traefik ForwardAuth sub-request from the trusted proxy for `uri` on the app host.
+    async fn traefik(&self, uri: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut headers = vec![
+            ("host", "portcullis.svc"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "myserver.portcullis.test:8443"),
+            ("x-forwarded-uri", uri),
+        ];
+        headers.extend_from_slice(extra);
+        self.send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &headers,
+            PROXY_PEER,
+        )
+        .await
+    }
+
     async fn get(&self, host: &str, path: &str, extra: &[(&str, &str)]) -> Reply {
         let mut headers = vec![("host", host), ("accept", "text/html")];
         headers.extend_from_slice(extra);
@@ -1521,21 +1539,7 @@ async fn a_gateway_without_its_state_admits_nobody_anywhere() {
             reply.body
         );
     }
-    let traefik = [
-        ("host", "portcullis.svc"),
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-host", "myserver.portcullis.test:8443"),
-        ("x-forwarded-uri", "/express/api"),
-        (&cookie.0, &cookie.1),
-    ];
-    let reply = h
-        .send(
-            Method::GET,
-            "/.portcullis/auth/traefik",
-            &traefik,
-            PROXY_PEER,
-        )
-        .await;
+    let reply = h.traefik("/express/api", &[(&cookie.0, &cookie.1)]).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -1601,20 +1605,8 @@ async fn review_findings_stay_fixed() {
             .await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url}");
     }
-    let traefik = [
-        ("host", "portcullis.svc"),
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-host", "myserver.portcullis.test:8443"),
-        ("x-forwarded-uri", "/express#/../admin"),
-        (&cookie.0, &cookie.1),
-    ];
     let reply = h
-        .send(
-            Method::GET,
-            "/.portcullis/auth/traefik",
-            &traefik,
-            PROXY_PEER,
-        )
+        .traefik("/express#/../admin", &[(&cookie.0, &cookie.1)])
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
