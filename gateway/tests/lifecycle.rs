@@ -82,13 +82,7 @@ struct Run {
 }
 
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-lifecycle-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    portcullis_tests::fsutil::scratch_dir("lifecycle", name)
 }
 
 async fn in_cluster<F, Fut>(name: &str, scenario: F) -> Result<()>

@@ -65,11 +65,7 @@ async fn gateway_with(
 }
 
 fn scratch(name: &str) -> Result<std::path::PathBuf> {
-    let dir =
-        std::env::temp_dir().join(format!("portcullis-sessions-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    portcullis_tests::fsutil::scratch_dir("sessions", name)
 }
 
 #[tokio::test]

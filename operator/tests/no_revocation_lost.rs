@@ -24,27 +24,8 @@ use std::{
 const POLL: Duration = Duration::from_millis(20);
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// `target/debug/<name>` (built by `cargo build -p portcullis-gateway -p portcullis-operator`).
-fn binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("no target directory")?;
-    let path = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} not found: run `cargo build -p portcullis-gateway -p portcullis-operator` first",
-        path.display()
-    );
-    Ok(path)
-}
-
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("portcullis-lost-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    portcullis_tests::fsutil::scratch_dir("lost", name)
 }
 
 async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
@@ -53,8 +34,8 @@ async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Resu
         client,
         kubeconfig,
         namespace: ns,
-        gateway_bin: &binary("portcullis-gateway")?,
-        operator_bin: &binary("portcullis-operator")?,
+        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
+        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
         gateways: 2,
         gateway_env: Vec::new(),
         operator_env: Vec::new(),

@@ -35,28 +35,8 @@ fn policy(namespace: &str, app: &str, epoch: i64) -> String {
     )
 }
 
-/// `target/debug`, where cargo put both binaries (the gateway's is built by `cargo build -p
-/// portcullis-gateway`, or by the workspace test run).
-fn binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("no target directory")?;
-    let path = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} not found: run `cargo build -p portcullis-gateway -p portcullis-operator` first",
-        path.display()
-    );
-    Ok(path)
-}
-
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("portcullis-stream-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    portcullis_tests::fsutil::scratch_dir("stream", name)
 }
 
 struct Fleet {
@@ -116,7 +96,7 @@ async fn fleet_with(
     for i in 0..operators {
         replicas.push(
             OperatorProcess::start_with(
-                &binary("portcullis-operator")?,
+                &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
                 &dir.join(format!("operator-{i}")),
                 &pki,
                 kubeconfig,
@@ -151,7 +131,7 @@ async fn fleet_with(
         ("PORTCULLIS_STATE_STALE_AFTER".into(), "30s".into()),
     ];
     let files = GatewayFiles::write(&config, &pki, &dex.info)?;
-    let gateway_bin = binary("portcullis-gateway")?;
+    let gateway_bin = portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?;
     let first = GatewayProcess::start(&gateway_bin, config.clone(), files.clone()).await?;
     let mut second_config = replica_config(&config);
     if let Some(other) = replicas.get(1) {
@@ -650,7 +630,7 @@ async fn a_gateway_that_never_got_state_is_not_ready_and_admits_nobody() -> Resu
                 }
             }
             let mut lonely = GatewayProcess::spawn_unready(
-                &binary("portcullis-gateway")?,
+                &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
                 config,
                 fleet.files.clone(),
             )

@@ -392,23 +392,9 @@ fn devstack_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(DEVSTACK_BIN_ENV).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(bin));
     }
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    let candidates: Vec<PathBuf> = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("devstack"))
-        .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow!(
-                "devstack binary not found (looked at {candidates:?}); run `cargo build -p \
-                 portcullis-tests --bin devstack` or set {DEVSTACK_BIN_ENV}"
-            )
-        })
+    crate::fsutil::sibling_binary("devstack").with_context(|| {
+        format!("run `cargo build -p portcullis-tests --bin devstack` or set {DEVSTACK_BIN_ENV}")
+    })
 }
 
 /// `<name>-<6 random chars>`, a valid namespace name (DNS label).

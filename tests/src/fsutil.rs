@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -31,6 +31,38 @@ fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// A fresh, empty scratch directory for one test: `<tmp>/portcullis-<suite>-<name>-<pid>`,
+/// emptied first if an earlier run of the same process id left it behind.
+pub fn scratch_dir(suite: &str, name: &str) -> Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("portcullis-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A binary of the workspace next to the running test binary (`target/<profile>/<name>`, or
+/// one level up from `deps/`), built by `cargo build` or the workspace test run.
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} not found (looked at {candidates:?}); build it first (`cargo build \
+                 --workspace --all-targets` builds every binary)"
+            )
+        })
 }
 
 /// The last `lines` lines of a log file, for error messages; never fails.
