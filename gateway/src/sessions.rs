@@ -155,30 +155,16 @@ impl SessionRecorder {
 
     async fn create(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
         let object = build(session)?;
-        let mut pause = BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.create_object(&object).await {
-                Ok(_) => return Ok(()),
-                // Our own earlier attempt got through and its answer was lost: the same login.
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    return match self.get_object(session.sid).await {
-                        Ok(Some(existing)) if existing.spec.subject == session.subject => Ok(()),
-                        Ok(_) => Err(RecordError::Collision(session.sid.to_owned())),
-                        Err(error) => Err(RecordError::Unavailable(error)),
-                    };
-                }
-                Err(kube::Error::Api(status)) if !is_transient(status.code) => {
-                    return Err(RecordError::Refused(kube::Error::Api(status)));
-                }
-                Err(error) if attempt >= ATTEMPTS => return Err(RecordError::Unavailable(error)),
-                Err(error) => {
-                    warn!(%error, attempt, "recording the session failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
+        match retry(|| async { self.create_object(&object).await }).await {
+            // Our own earlier attempt got through and its answer was lost: the same login.
+            Err(RecordError::Refused(kube::Error::Api(status))) if status.code == 409 => {
+                match self.get_object(session.sid).await {
+                    Ok(Some(existing)) if existing.spec.subject == session.subject => Ok(()),
+                    Ok(_) => Err(RecordError::Collision(session.sid.to_owned())),
+                    Err(error) => Err(RecordError::Unavailable(error)),
                 }
             }
+            other => other,
         }
     }
 }
