@@ -94,10 +94,21 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Some((recorder, index)) => {
             let refresher = match &args.auth.session_key_file {
                 Some(path) => {
-                    let key = portcullis_gateway::seal::SessionKey::from_file_content(&read(path)?)
-                        .with_context(|| format!("loading {}", path.display()))?;
+                    use portcullis_gateway::seal::{KeyRing, SessionKey};
+                    let load = |path: &std::path::PathBuf| {
+                        SessionKey::from_file_content(&read(path)?)
+                            .with_context(|| format!("loading {}", path.display()))
+                    };
+                    let previous = args
+                        .auth
+                        .previous_session_key_files
+                        .iter()
+                        .map(load)
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let key = KeyRing::new(load(path)?, previous);
                     info!(
-                        key = key.id(),
+                        key = key.current_id(),
+                        previous = ?key.previous_ids().collect::<Vec<_>>(),
                         "refresh tokens are sealed and sessions confirmed"
                     );
                     let refresher = portcullis_gateway::refresh::Refresher::new(

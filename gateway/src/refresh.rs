@@ -18,7 +18,7 @@
 
 use crate::{
     oidc::{Providers, RefreshError},
-    seal::SessionKey,
+    seal::KeyRing,
     sessions::{Lease, RefreshOutcome, SessionRecorder},
     shutdown::Signal,
 };
@@ -53,7 +53,7 @@ struct Active {
 /// The background refresher of one gateway.
 pub struct Refresher {
     recorder: SessionRecorder,
-    key: Arc<SessionKey>,
+    key: Arc<KeyRing>,
     providers: Providers,
     holder: String,
     active: Mutex<HashMap<String, Active>>,
@@ -62,7 +62,7 @@ pub struct Refresher {
 impl Refresher {
     pub fn new(
         recorder: SessionRecorder,
-        key: Arc<SessionKey>,
+        key: Arc<KeyRing>,
         providers: Providers,
         holder: String,
     ) -> Arc<Self> {
@@ -75,8 +75,8 @@ impl Refresher {
         })
     }
 
-    /// The key refresh tokens are sealed with.
-    pub fn key(&self) -> &SessionKey {
+    /// The keys refresh tokens are sealed with.
+    pub fn key(&self) -> &KeyRing {
         &self.key
     }
 
@@ -289,12 +289,17 @@ impl Refresher {
             }
             Err(error) => return Err((error, None)),
         };
-        let sealed_token = match &refreshed.refresh_token {
-            Some(new) if new != &token => match self.key.seal(sid, new) {
-                Ok(sealed) => Some(sealed),
-                Err(error) => return Err((RefreshError::Transient(error.to_string()), None)),
-            },
+        // A rotated token is sealed and stored; so is an unchanged one still sealed with a
+        // previous key, so that the previous key can be retired after one refresh interval.
+        let to_store = match &refreshed.refresh_token {
+            Some(new) if new != &token => Some(new.as_str()),
+            _ if self.key.is_stale(sealed) => Some(token.as_str()),
             _ => None,
+        };
+        let sealed_token = match to_store.map(|t| self.key.seal(sid, t)) {
+            Some(Ok(sealed)) => Some(sealed),
+            Some(Err(error)) => return Err((RefreshError::Transient(error.to_string()), None)),
+            None => None,
         };
         match refreshed.identity {
             Ok(identity) => Ok(RefreshOutcome::Confirmed {
