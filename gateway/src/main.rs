@@ -89,6 +89,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Some(dir) => standalone(&args, dir, known_idps, signal.clone()).await?,
         None => cluster(&args, known_idps, signal.clone()).await?,
     };
+    let metrics = Metrics::new();
     let mut refresh_task = None;
     let sessions = match records {
         Some((recorder, index)) => {
@@ -116,6 +117,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                         Arc::new(key),
                         providers.clone(),
                         holder_identity(),
+                        metrics.clone(),
                     );
                     refresh_task = Some(tokio::spawn(refresher.clone().run(signal.clone())));
                     Some(refresher)
@@ -136,15 +138,8 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let gateway = Gateway::with_sessions(
-        settings,
-        state,
-        keys,
-        providers,
-        proxy,
-        Metrics::new(),
-        sessions,
-    );
+    let gateway =
+        Gateway::with_sessions(settings, state, keys, providers, proxy, metrics, sessions);
 
     let tls = server::tls_config(&args.listen.tls_cert_file, &args.listen.tls_key_file)?;
     let main_listener = TcpListener::bind(args.listen.listen)

@@ -17,6 +17,7 @@
 //! back within it is confirmed again within a second of the first request.
 
 use crate::{
+    metrics::Metrics,
     oidc::{Providers, RefreshError},
     seal::KeyRing,
     sessions::{Lease, RefreshOutcome, SessionRecorder},
@@ -56,6 +57,7 @@ pub struct Refresher {
     key: Arc<KeyRing>,
     providers: Providers,
     holder: String,
+    metrics: Metrics,
     active: Mutex<HashMap<String, Active>>,
 }
 
@@ -65,12 +67,14 @@ impl Refresher {
         key: Arc<KeyRing>,
         providers: Providers,
         holder: String,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             recorder,
             key,
             providers,
             holder,
+            metrics,
             active: Mutex::new(HashMap::new()),
         })
     }
@@ -239,12 +243,22 @@ impl Refresher {
             .await
         {
             Ok(()) => match &outcome {
-                RefreshOutcome::Confirmed { .. } => Some(now + interval.as_secs()),
-                RefreshOutcome::Rejected { .. } => None,
-                RefreshOutcome::Failed { retry_at, .. } => Some(*retry_at),
+                RefreshOutcome::Confirmed { .. } => {
+                    self.metrics.session_confirmation(idp, "confirmed");
+                    Some(now + interval.as_secs())
+                }
+                RefreshOutcome::Rejected { .. } => {
+                    self.metrics.session_confirmation(idp, "rejected");
+                    None
+                }
+                RefreshOutcome::Failed { retry_at, .. } => {
+                    self.metrics.session_confirmation(idp, "failed");
+                    Some(*retry_at)
+                }
             },
             Err(error) => {
                 // Keep tracking it: a refusal not yet recorded is recorded at the next try.
+                self.metrics.session_confirmation(idp, "unrecorded");
                 warn!(%error, sid, "could not record the refresh outcome");
                 Some(now + 5)
             }

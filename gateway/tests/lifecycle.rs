@@ -284,6 +284,71 @@ async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Resu
     for app in APPS {
         ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
     }
+    let confirmed = metric(
+        &gateway,
+        r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="confirmed"}"#,
+    )
+    .await?;
+    ensure!(confirmed >= 2.0, "confirmations counted: {confirmed}");
+    Ok(())
+}
+
+/// The value of one sample on the gateway's `/metrics` (0 when absent).
+async fn metric(gateway: &GatewayProcess, sample: &str) -> Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", gateway.ops_addr))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+both_ways!(
+    a_provider_without_refresh_tokens_is_counted_not_silent,
+    "lc-no-refresh"
+);
+/// Without `offline_access` Dex issues no refresh token: the login works, the session is kept
+/// without a sealed token, and the metric says so (such sessions are never confirmed).
+async fn a_provider_without_refresh_tokens_is_counted_not_silent(run: Run) -> Result<()> {
+    let echo = upstream::echo().await?;
+    let (gateway, dex) = start_recording(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        &run.dir,
+        &run.config,
+        (AUTH, &[STRICT, LENIENT]),
+        &manifests(&echo.to_string()),
+        |config| {
+            config.idp_options.insert(
+                "scopes".into(),
+                serde_json::json!(["openid", "email", "profile", "groups"]),
+            );
+        },
+    )
+    .await?;
+    let sample = r#"portcullis_gateway_logins_without_refresh_token_total{idp="dex"}"#;
+    ensure!(metric(&gateway, sample).await? == 0.0);
+    let browser = login(&gateway, &dex).await?;
+    ensure!(status(&browser, &gateway, APPS[1]).await? == 200);
+    let session = run.records.only().await?;
+    ensure!(
+        refresh(&session).sealed_token.is_none(),
+        "a token was kept: {:?}",
+        session.status
+    );
+    ensure!(
+        metric(&gateway, sample).await? == 1.0,
+        "{}",
+        gateway.log_tail()
+    );
+    ensure!(
+        gateway
+            .log_tail()
+            .contains("the identity provider issued no refresh token"),
+        "not logged"
+    );
     Ok(())
 }
 
