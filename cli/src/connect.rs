@@ -61,10 +61,10 @@ pub async fn connect(args: &ConnectArgs) -> Result<Connection, Error> {
 /// Whether kubectl would read a kubeconfig: `KUBECONFIG` names a file, or the default one
 /// exists.
 fn kubeconfig_present() -> bool {
-    if let Some(value) = std::env::var_os("KUBECONFIG") {
-        if std::env::split_paths(&value).any(|p| !p.as_os_str().is_empty()) {
-            return true;
-        }
+    if let Some(value) = std::env::var_os("KUBECONFIG")
+        && std::env::split_paths(&value).any(|p| !p.as_os_str().is_empty())
+    {
+        return true;
     }
     std::env::var_os("HOME")
         .map(|home| std::path::Path::new(&home).join(".kube/config"))

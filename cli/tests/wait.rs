@@ -1,7 +1,8 @@
 //! `--wait` against the real operator and a real gateway in cluster mode: with the operator
 //! running but no gateway connected, nothing can prove enforcement and the wait times out with
 //! exit code 3 and the operator's reason; once a gateway follows the operator, each wait returns
-//! as soon as status shows the revocation enforced, and not before.
+//! as soon as status shows the revocation enforced, and not before. The `--wait` commands of
+//! docs/cli.md are run here in the same form (`tests/tests/docs.rs` checks it).
 
 mod common;
 
@@ -111,7 +112,11 @@ async fn wait_returns_once_every_gateway_enforces_and_times_out_without_one() ->
             // A user: s2 is revoked by the command, which returns only once the operator shows
             // the gateway refusing it. Read right after the exit: a wait that returned early
             // would leave the condition False here.
-            let run = plugin(&kubeconfig, &ns, &["revoke", "user", "ursula", "--wait=60s"])
+            let run = plugin(
+                &kubeconfig,
+                &ns,
+                &["revoke", "user", "--email", "ursula@example.com", "--wait=2m"],
+            )
                 .await?
                 .expect(0)
                 .with_context(|| format!("gateway:\n{}", gateway.log_tail()))?;
@@ -125,7 +130,7 @@ async fn wait_returns_once_every_gateway_enforces_and_times_out_without_one() ->
             ensure!(!revoked(&sessions, "s3").await?.0, "another user's session was revoked");
 
             // A policy: epoch 2 shown enforced by the one connected gateway.
-            let run = plugin(&kubeconfig, &ns, &["revoke", "policy", "apps", "-n", &ns, "--wait=60s"])
+            let run = plugin(&kubeconfig, &ns, &["revoke", "policy", "apps", "-n", &ns, "--wait"])
                 .await?
                 .expect(0)?;
             ensure!(run.stdout.contains("revocationEpoch 1 → 2"), "{}", run.stdout);
@@ -142,7 +147,7 @@ async fn wait_returns_once_every_gateway_enforces_and_times_out_without_one() ->
             );
 
             // An already revoked session: nothing written, and the wait still proves it.
-            let run = plugin(&kubeconfig, &ns, &["revoke", "session", "s1", "--wait=30s"])
+            let run = plugin(&kubeconfig, &ns, &["revoke", "session", "s1", "--wait"])
                 .await?
                 .expect(0)?;
             ensure!(
