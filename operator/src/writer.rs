@@ -101,22 +101,32 @@ impl Writer {
                 }
                 continue;
             }
-            self.pass(now()).await;
+            self.pass(now(), &leading).await;
             tokio::select! {
                 _ = changed.changed() => {}
                 _ = ticker.tick() => {}
                 _ = leading.changed() => {}
                 () = shutdown.wait() => return,
             }
-            tokio::time::sleep(DEBOUNCE).await;
+            tokio::select! {
+                () = tokio::time::sleep(DEBOUNCE) => {}
+                () = shutdown.wait() => return,
+            }
         }
     }
 
-    /// Computes and writes what changed.
-    async fn pass(&mut self, now: u64) {
+    /// Computes and writes what changed; stops as soon as this replica no longer leads (a
+    /// pass can hold thousands of writes after a burst of revocations). Shutdown lets the pass
+    /// finish, within the flush time `main` gives it.
+    async fn pass(&mut self, now: u64, leading: &watch::Receiver<bool>) {
         let fleet = FleetFacts::merge(&self.shared.fleet_facts(now));
         let writes = self.plan(&fleet, now);
+        drop(fleet);
         for write in writes {
+            if !*leading.borrow() {
+                debug!("no longer leading: the rest of the pass is left to the new leader");
+                return;
+            }
             self.write(write).await;
         }
     }
