@@ -37,6 +37,9 @@ pub struct Index {
     /// Secrets currently streamed (referenced by a policy and present).
     streamed_secrets: BTreeSet<Key>,
     sessions: HashMap<String, Session>,
+    /// Ended sessions by the version that ended them, so "what did a gateway that acknowledged
+    /// version b newly enforce since a" is a range, not a scan of every session.
+    ended_log: BTreeMap<u64, String>,
     /// The status each policy carries now (by uid), as the watch last delivered it: the
     /// status writer compares against it, so it writes only what changed, and keeps first-seen
     /// times (`epochRaisedAt`) across leader changes.
@@ -58,6 +61,7 @@ impl Index {
             secrets: BTreeMap::new(),
             streamed_secrets: BTreeSet::new(),
             sessions: HashMap::new(),
+            ended_log: BTreeMap::new(),
             policy_status: HashMap::new(),
             revoked_status: HashMap::new(),
         }
@@ -115,12 +119,29 @@ impl Index {
         Some(self.log.range(start..).cloned().collect())
     }
 
-    /// Version at which policy `uid` last changed in a way gateways must apply.
-    pub fn policy_changed_at(&self, uid: &str) -> Option<u64> {
+    /// Policy facts a gateway gained by acknowledging `upto` after `after` (everything up to
+    /// `upto` when `after` is `None`): uid → (generation, epoch) of each policy whose current
+    /// form is in that range.
+    pub fn policy_facts(&self, after: Option<u64>, upto: u64) -> BTreeMap<String, (i64, i64)> {
+        let newer = |v: u64| after.is_none_or(|a| v > a) && v <= upto;
         self.policies
             .values()
-            .find(|(p, _)| p.uid == uid)
-            .map(|(_, v)| *v)
+            .filter(|(_, v)| newer(*v))
+            .map(|(p, _)| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
+            .collect()
+    }
+
+    /// Sessions ended after version `after` (from the start when `None`) up to `upto`: what a
+    /// gateway that acknowledged `upto` newly enforces. Sessions already forgotten (expired) are
+    /// not listed.
+    pub fn ended_between(&self, after: Option<u64>, upto: u64) -> impl Iterator<Item = &str> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let range = if from <= upto {
+            Some(self.ended_log.range(from..=upto))
+        } else {
+            None
+        };
+        range.into_iter().flatten().map(|(_, sid)| sid.as_str())
     }
 
     /// Version at which session `sid` was ended.
@@ -130,13 +151,6 @@ impl Index {
 
     pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
         self.policies.values().map(|(p, _)| p)
-    }
-
-    /// Ended sessions and the version that ended them.
-    pub fn ended_sessions(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.sessions
-            .iter()
-            .filter_map(|(sid, s)| Some((sid.as_str(), s.ended_at?)))
     }
 
     fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {
@@ -348,7 +362,11 @@ impl Index {
 
     fn upsert_session(&mut self, mut entry: SessionEntry, now: u64) {
         if entry.expires_at + CLOCK_SKEW_SECS <= now {
-            self.sessions.remove(&entry.sid);
+            if let Some(gone) = self.sessions.remove(&entry.sid)
+                && let Some(v) = gone.ended_at
+            {
+                self.ended_log.remove(&v);
+            }
             return;
         }
         if let Some(known) = self.sessions.get(&entry.sid) {
@@ -367,6 +385,9 @@ impl Index {
             version,
             session: entry.clone(),
         });
+        if was_ended.is_none() && ended {
+            self.ended_log.insert(version, sid.clone());
+        }
         self.sessions.insert(
             sid,
             Session {
@@ -408,8 +429,14 @@ impl Index {
 
     /// Drops sessions past expiry plus skew (gateways forget them on their own).
     pub fn collect(&mut self, now: u64) {
-        self.sessions
-            .retain(|_, s| s.entry.expires_at + CLOCK_SKEW_SECS > now);
+        let ended_log = &mut self.ended_log;
+        self.sessions.retain(|_, s| {
+            let keep = s.entry.expires_at + CLOCK_SKEW_SECS > now;
+            if !keep && let Some(v) = s.ended_at {
+                ended_log.remove(&v);
+            }
+            keep
+        });
         let sessions = &self.sessions;
         self.revoked_status
             .retain(|sid, _| sessions.contains_key(sid));

@@ -6,13 +6,13 @@ use crate::{
     index::Index,
     metrics::Metrics,
 };
-use portcullis_protocol::GatewayFacts;
-use std::{
-    collections::HashMap,
-    sync::{
-        Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+use crate::{
+    relay::{RelayBody, Relayed, Resync},
+    status::FleetFacts,
+};
+use std::sync::{
+    Mutex, MutexGuard, OnceLock,
+    atomic::{AtomicBool, Ordering},
 };
 use tokio::sync::watch;
 
@@ -22,8 +22,8 @@ pub struct Shared {
     /// The index version after every change: streams wake on it.
     changed: watch::Sender<u64>,
     pub fleet: Mutex<Fleet>,
-    /// Facts relayed by followers, by (replica, gateway), with the time they arrived.
-    peer_facts: Mutex<HashMap<(String, String), (GatewayFacts, u64)>>,
+    /// Facts relayed by followers.
+    relayed: Mutex<Relayed>,
     pub auth: Authenticator,
     /// The user this operator's own token reviews as: relays are accepted from it only.
     peer_user: OnceLock<String>,
@@ -49,7 +49,7 @@ impl Shared {
             index: Mutex::new(index),
             changed,
             fleet: Mutex::new(Fleet::default()),
-            peer_facts: Mutex::new(HashMap::new()),
+            relayed: Mutex::new(Relayed::default()),
             auth,
             peer_user: OnceLock::new(),
             leading: AtomicBool::new(false),
@@ -106,30 +106,29 @@ impl Shared {
         self.leading.load(Ordering::SeqCst)
     }
 
-    /// Records what a follower's gateways enforce.
-    pub fn relayed(&self, replica: &str, facts: Vec<GatewayFacts>, now: u64) {
-        let mut peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
-        for f in facts {
-            peers.insert((replica.to_owned(), f.gateway.clone()), (f, now));
-        }
-        peers.retain(|_, (f, at)| fresh(f, *at, now));
+    /// Records what a follower's gateways enforce; the relay number to confirm.
+    pub fn relayed(&self, body: RelayBody, now: u64) -> Result<Option<u64>, Resync> {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        relayed.collect(now, CONNECTED_WINDOW_SECS);
+        relayed.apply(body, now)
     }
 
     /// What every gateway of the fleet enforces: those connected here and those relayed by
     /// followers (both only while they acked within the connected window).
-    pub fn fleet_facts(&self, now: u64) -> Vec<GatewayFacts> {
-        let mut all = {
+    pub fn fleet_facts(&self, now: u64) -> FleetFacts {
+        let mut fleet = FleetFacts::default();
+        {
             let index = self.lock_index();
-            self.lock_fleet().facts(&index, now)
-        };
-        let peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
-        all.extend(
-            peers
-                .values()
-                .filter(|(f, at)| fresh(f, *at, now))
-                .map(|(f, _)| f.clone()),
-        );
-        all
+            for (id, acked, _) in self.lock_fleet().connected(now) {
+                let acked = acked.unwrap_or(0);
+                fleet.add_local(id, acked, &index.policy_facts(None, acked));
+            }
+        }
+        let relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, gateway) in relayed.fresh(now, CONNECTED_WINDOW_SECS) {
+            fleet.add_relayed(id, &gateway.policies, &gateway.ended);
+        }
+        fleet
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -152,11 +151,6 @@ impl Shared {
             && self.secrets_synced.load(Ordering::SeqCst)
             && self.sessions_synced.load(Ordering::SeqCst)
     }
-}
-
-/// A relayed fact counts while both the gateway's ack and the relay are recent.
-fn fresh(facts: &GatewayFacts, received: u64, now: u64) -> bool {
-    received + CONNECTED_WINDOW_SECS > now && facts.acked_at + CONNECTED_WINDOW_SECS > now
 }
 
 /// Seconds since the Unix epoch.

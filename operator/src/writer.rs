@@ -119,7 +119,7 @@ impl Writer {
     /// pass can hold thousands of writes after a burst of revocations). Shutdown lets the pass
     /// finish, within the flush time `main` gives it.
     async fn pass(&mut self, now: u64, leading: &watch::Receiver<bool>) {
-        let fleet = FleetFacts::merge(&self.shared.fleet_facts(now));
+        let fleet = self.shared.fleet_facts(now);
         let writes = self.plan(&fleet, now);
         drop(fleet);
         for write in writes {
@@ -184,7 +184,8 @@ impl Writer {
                 Some(w) if observed.revoked_at.is_none() => w,
                 _ => observed,
             };
-            let desired = status::session_status(sid, base, fleet, now);
+            let desired =
+                status::session_status(sid, index.session_ended_at(sid), base, fleet, now);
             if status::session_unchanged(observed, &desired)
                 || written.is_some_and(|w| status::session_unchanged(w, &desired))
             {

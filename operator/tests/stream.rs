@@ -722,7 +722,7 @@ async fn lease_holder(client: &Client, ns: &str) -> Result<Option<String>> {
 }
 
 /// Two replicas, each followed by one gateway: status counts both gateways only through the
-/// follower's relay to the leader. The leader is killed (SIGKILL, no release): the standby
+/// follower's relay to the leader, including a revocation relayed as a delta. The leader is killed (SIGKILL, no release): the standby
 /// takes the Lease within seconds and keeps writing — a conflicting policy gets
 /// `HostPathConflict` naming the other, with an Event — and collects expired sessions.
 #[tokio::test]
@@ -755,6 +755,47 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
                 .position(|o| o.identity() == holder)
                 .with_context(|| format!("holder {holder} is none of the replicas"))?;
             let standby = fleet.operators[1 - leader].identity();
+
+            // A session revoked now is counted 2/2 only if the follower relays that its gateway
+            // enforces the end: by then its relays are deltas the leader confirmed.
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let live: AccessSession = serde_json::from_value(serde_json::json!({
+                "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
+                "metadata": {"name": "relayed-revocation"},
+                "spec": {"subject": "someone", "identityProvider": "dex",
+                         "issuedAt": "2020-01-01T00:00:00Z", "expiresAt": "2999-01-01T00:00:00Z"}
+            }))?;
+            sessions
+                .create(&kube::api::PostParams::default(), &live)
+                .await?;
+            patch_merge(
+                &sessions,
+                "relayed-revocation",
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            wait_for(
+                Duration::from_secs(15),
+                "the revocation enforced 2/2 through the relay",
+                || async {
+                    let s = sessions
+                        .get("relayed-revocation")
+                        .await?
+                        .status
+                        .unwrap_or_default();
+                    let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2");
+                    Ok((ok.then_some(()), format!("{s:?}")))
+                },
+            )
+            .await?;
+            let follower = &fleet.operators[1 - leader];
+            let deltas = relays(follower, "sent").await?;
+            let full = relays(follower, "sent_full").await?;
+            ensure!(
+                deltas >= 1.0 && full >= 1.0 && deltas > full,
+                "the follower sent {full} full relays and {deltas} deltas"
+            );
+
             fleet.operators[leader].kill().await?;
             let killed = Instant::now();
             wait_for(
@@ -810,7 +851,6 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
             )
             .await?;
             // Expired sessions are collected by the new leader (grace 0s).
-            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
             let expired: AccessSession = serde_json::from_value(serde_json::json!({
                 "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
                 "metadata": {"name": "expired-session"},
@@ -844,6 +884,20 @@ async fn operator_metric(operator: &OperatorProcess, name: &str) -> Result<f64> 
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("no {name} in the operator's metrics"))
+}
+
+/// Relays of the given kind a replica sent (`portcullis_operator_peer_relays`).
+async fn relays(operator: &OperatorProcess, kind: &str) -> Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", operator.ops_addr))
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("portcullis_operator_peer_relays_total{{kind=\"{kind}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
 }
 
 /// How long the operator may take to stop after SIGTERM: a few seconds, far inside Kubernetes'
