@@ -215,6 +215,9 @@ struct FromReplica {
 #[derive(Debug, Default)]
 pub struct Relayed {
     replicas: HashMap<String, FromReplica>,
+    /// Relays that changed a fact or the gateways listed (not those that only say "still
+    /// acking"): the status writer recomputes only when it moved.
+    changes: u64,
 }
 
 impl Relayed {
@@ -245,6 +248,16 @@ impl Relayed {
                 }
             },
         };
+        let changed = base.is_none()
+            || gateways.len() != previous.len()
+            || gateways.iter().any(|g| {
+                !previous.contains_key(&g.gateway)
+                    || !g.policies.is_empty()
+                    || !g.ended_sessions.is_empty()
+            });
+        if changed {
+            self.changes += 1;
+        }
         // Exactly the gateways listed: one no longer listed left the follower.
         let gateways = gateways
             .into_iter()
@@ -268,6 +281,11 @@ impl Relayed {
             },
         );
         Ok(relay)
+    }
+
+    /// How many relays changed something.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Gateways relayed recently whose last ack is recent too (`window` seconds).

@@ -5,14 +5,12 @@ use crate::{
     fleet::{CONNECTED_WINDOW_SECS, Fleet},
     index::Index,
     metrics::Metrics,
-};
-use crate::{
     relay::{RelayBody, Relayed, Resync},
     status::FleetFacts,
 };
 use std::sync::{
     Mutex, MutexGuard, OnceLock,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use tokio::sync::watch;
 
@@ -21,6 +19,9 @@ pub struct Shared {
     index: Mutex<Index>,
     /// The index version after every change: streams wake on it.
     changed: watch::Sender<u64>,
+    /// Calls of [`Shared::update`] (every watch event, whether or not it moved the version):
+    /// the status writer skips a pass when neither this nor the fleet's facts moved.
+    updates: AtomicU64,
     pub fleet: Mutex<Fleet>,
     /// Facts relayed by followers.
     relayed: Mutex<Relayed>,
@@ -48,6 +49,7 @@ impl Shared {
         Self {
             index: Mutex::new(index),
             changed,
+            updates: AtomicU64::new(0),
             fleet: Mutex::new(Fleet::default()),
             relayed: Mutex::new(Relayed::default()),
             auth,
@@ -65,6 +67,7 @@ impl Shared {
         let mut index = self.lock_index();
         let result = f(&mut index);
         let version = index.version();
+        self.updates.fetch_add(1, Ordering::SeqCst);
         drop(index);
         self.changed.send_if_modified(|v| {
             let moved = *v != version;
@@ -73,6 +76,11 @@ impl Shared {
         });
         self.metrics.index_version(version);
         result
+    }
+
+    /// How many updates the index has had.
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::SeqCst)
     }
 
     /// The index, read-only use (a poisoned lock still holds a consistent index: every
@@ -128,6 +136,7 @@ impl Shared {
         for (id, gateway) in relayed.fresh(now, CONNECTED_WINDOW_SECS) {
             fleet.add_relayed(id, &gateway.policies, &gateway.ended);
         }
+        fleet.relayed_changes = relayed.changes();
         fleet
     }
 

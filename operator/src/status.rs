@@ -37,6 +37,25 @@ pub fn recorded_epoch_raise(policy: &AccessPolicy) -> Option<u64> {
 #[derive(Clone, Debug, Default)]
 pub struct FleetFacts {
     gateways: BTreeMap<String, Merged>,
+    /// [`crate::relay::Relayed::changes`] when the relayed part was read.
+    pub relayed_changes: u64,
+}
+
+/// What [`FleetFacts`] says, cheap to keep and compare: relayed session sets are stood for by
+/// the relay store's change count, not copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    relayed_changes: u64,
+    gateways: Vec<GatewaySignature>,
+}
+
+/// One gateway of a [`Signature`]: id, version acknowledged here, policy facts, relayed sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GatewaySignature {
+    id: String,
+    acked_here: Option<u64>,
+    policies: BTreeMap<String, (i64, i64)>,
+    relayed: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -101,6 +120,22 @@ impl FleetFacts {
 
     pub fn connected(&self) -> usize {
         self.gateways.len()
+    }
+
+    pub fn signature(&self) -> Signature {
+        Signature {
+            relayed_changes: self.relayed_changes,
+            gateways: self
+                .gateways
+                .iter()
+                .map(|(id, g)| GatewaySignature {
+                    id: id.clone(),
+                    acked_here: g.acked_here,
+                    policies: g.policies.clone(),
+                    relayed: g.relayed_ended.len(),
+                })
+                .collect(),
+        }
     }
 
     /// Gateways enforcing at least `generation` and `epoch` of policy `uid`.

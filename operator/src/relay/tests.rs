@@ -374,3 +374,35 @@ fn the_wire_format_stays_readable_both_ways() {
         serde_json::from_value(serde_json::to_value(&full).expect("json")).expect("old reader");
     assert_eq!(read.gateways, full.gateways);
 }
+
+#[test]
+fn only_relays_that_change_facts_or_membership_count_as_changes() {
+    let mut index = index_with(10, 2);
+    let mut relayer = Relayer::new("follower".into(), "follower-1".into());
+    let mut leader = Relayed::default();
+    let v = index.version();
+    exchange(&mut relayer, &mut leader, &[gateway("g1", v)], &index, NOW);
+    let after_full = leader.changes();
+    assert!(after_full >= 1);
+    for t in 1..5 {
+        exchange(
+            &mut relayer,
+            &mut leader,
+            &[gateway("g1", v)],
+            &index,
+            NOW + t,
+        );
+    }
+    assert_eq!(leader.changes(), after_full, "still acking changes nothing");
+    revoke(&mut index, "s5");
+    exchange(
+        &mut relayer,
+        &mut leader,
+        &[gateway("g1", index.version())],
+        &index,
+        NOW + 6,
+    );
+    assert_eq!(leader.changes(), after_full + 1);
+    exchange(&mut relayer, &mut leader, &[], &index, NOW + 7);
+    assert_eq!(leader.changes(), after_full + 2, "the gateway left");
+}

@@ -133,3 +133,29 @@ fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
     let status = policy_status(&entry(3, 1), None, &Ok(()), &fleet, 1);
     assert_eq!(status.gateways.expect("gateways").summary, "1/2");
 }
+
+#[test]
+fn the_signature_moves_with_what_status_depends_on_and_only_with_it() {
+    let build = |acked: u64, changes: u64, gateways: &[&str]| {
+        let mut fleet = FleetFacts::default();
+        for g in gateways {
+            fleet.add_local(g, acked, &BTreeMap::from([("uid-1".to_owned(), (1, 0))]));
+        }
+        fleet.add_relayed("g9", &BTreeMap::new(), &Arc::new(HashSet::new()));
+        fleet.relayed_changes = changes;
+        fleet.signature()
+    };
+    let base = build(5, 1, &["g1", "g2"]);
+    assert_eq!(base, build(5, 1, &["g1", "g2"]));
+    assert_ne!(
+        base,
+        build(6, 1, &["g1", "g2"]),
+        "a new acknowledged version"
+    );
+    assert_ne!(
+        base,
+        build(5, 2, &["g1", "g2"]),
+        "a relay that changed facts"
+    );
+    assert_ne!(base, build(5, 1, &["g1"]), "a gateway left");
+}
