@@ -13,10 +13,13 @@ use portcullis_core::{
 use portcullis_gateway::{
     check::{self, Outcome, Subject},
     cookies,
-    gateway::{Gateway, Settings, now},
+    gateway::{Gateway, SessionServices, Settings, now},
+    local_sessions::LocalStore,
     metrics::Metrics,
     oidc::Providers,
     proxy::{Proxy, ProxyConfig},
+    session_index::{Entry, SessionIdentity, SessionIndex},
+    sessions::SessionRecorder,
     state,
 };
 use std::{collections::HashMap, hint::black_box, sync::Arc};
@@ -62,7 +65,36 @@ spec:
         .collect()
 }
 
-fn gateway() -> (Gateway, Arc<KeySet>) {
+const SUBJECT: &str = "CiQwOGE4Njg0Yi1kYjg4LTRiNzMtOTBhOS0zY2QxNjYxZjU0NjYSBWxvY2Fs";
+const EMAIL: &str = "alice@example.com";
+const GROUPS: [&str; 3] = ["engineering", "staff", "oncall"];
+
+/// A session index of `n` live sessions (ids as [`token`] makes them), one in ten revoked.
+fn sessions(n: usize) -> SessionIndex {
+    let identity = Arc::new(SessionIdentity {
+        email: Some(EMAIL.into()),
+        groups: GROUPS.iter().map(|g| (*g).to_owned()).collect(),
+    });
+    let mut index = SessionIndex {
+        synced: true,
+        ..SessionIndex::default()
+    };
+    for sid in 0..n {
+        index.entries.insert(
+            format!("{sid:032x}"),
+            Entry {
+                subject: SUBJECT.into(),
+                expires_at: now() + 86_400,
+                ended: sid % 10 == 9,
+                refresh_failing_since: None,
+                identity: identity.clone(),
+            },
+        );
+    }
+    index
+}
+
+fn build_gateway(sessions: Option<SessionIndex>) -> (Gateway, Arc<KeySet>) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let snapshot = state::build(1, &manifests(), &HashMap::new(), &|n| n == "dex");
     assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
@@ -79,14 +111,24 @@ fn gateway() -> (Gateway, Arc<KeySet>) {
         trusted_proxies: vec![],
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
+    let sessions = sessions.map(|index| {
+        let (tx, index) = tokio::sync::watch::channel(Arc::new(index));
+        std::mem::forget(tx);
+        SessionServices {
+            recorder: SessionRecorder::local(LocalStore::open(None).expect("in-memory store")),
+            index,
+            refresher: None,
+        }
+    });
     (
-        Gateway::new(
+        Gateway::with_sessions(
             settings,
             rx,
             keys.clone(),
             Providers::default(),
             proxy,
             Metrics::new(),
+            sessions,
         ),
         keys,
     )
@@ -97,9 +139,9 @@ fn token(keys: &KeySet, sid: usize) -> String {
     let claims = AppClaims {
         iss: "https://auth.example.test".into(),
         aud: "team/app-37".into(),
-        sub: "CiQwOGE4Njg0Yi1kYjg4LTRiNzMtOTBhOS0zY2QxNjYxZjU0NjYSBWxvY2Fs".into(),
-        email: Some("alice@example.com".into()),
-        groups: vec!["engineering".into(), "staff".into(), "oncall".into()],
+        sub: SUBJECT.into(),
+        email: Some(EMAIL.into()),
+        groups: GROUPS.iter().map(|g| (*g).to_owned()).collect(),
         ext: Default::default(),
         sid: format!("{sid:032x}"),
         idp: "dex".into(),
@@ -114,7 +156,7 @@ fn token(keys: &KeySet, sid: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let (gateway, keys) = gateway();
+    let (gateway, keys) = build_gateway(None);
     let host = Host::parse("app-18.example.test").expect("host");
     let path = CanonicalPath::parse("/p37/api/items/42").expect("path");
     let cookie_name = cookies::app_cookie(&PolicyId::new("team", "app-37"));
@@ -141,6 +183,45 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("check");
     group.bench_function("known_token_allowed", |b| {
         b.iter(|| black_box(check::check(&gateway, black_box(&subject), now())))
+    });
+
+    // The same, with the session judged against an index of 100k sessions (10k revoked), as in
+    // cluster mode: one lookup in the persistent map, the identity compared.
+    let (with_sessions, keys_100k) = build_gateway(Some(sessions(100_000)));
+    let cookie_with = |sid: usize| {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                "_ga=GA1.2.3; {cookie_name}={}; theme=dark",
+                token(&keys_100k, sid)
+            ))
+            .expect("cookie"),
+        );
+        headers
+    };
+    let (live, revoked) = (cookie_with(1), cookie_with(9));
+    let live = Subject {
+        headers: &live,
+        ..subject
+    };
+    let revoked = Subject {
+        headers: &revoked,
+        ..subject
+    };
+    assert!(matches!(
+        check::check(&with_sessions, &live, now()),
+        Outcome::Allow { .. }
+    ));
+    assert!(
+        !matches!(
+            check::check(&with_sessions, &revoked, now()),
+            Outcome::Allow { .. }
+        ),
+        "a revoked session must be refused"
+    );
+    group.bench_function("known_token_allowed_100k_sessions", |b| {
+        b.iter(|| black_box(check::check(&with_sessions, black_box(&live), now())))
     });
 
     let anonymous = HeaderMap::new();

@@ -414,7 +414,17 @@ async fn finish_login(
                     .into_response();
                 }
             },
-            _ => None,
+            (Some(_), None) => {
+                if gateway.metrics.login_without_refresh_token(&login.idp) {
+                    warn!(
+                        idp = %login.idp,
+                        "the identity provider issued no refresh token: its sessions cannot be \
+                         confirmed (counted in logins_without_refresh_token; ask for offline access)"
+                    );
+                }
+                None
+            }
+            (None, _) => None,
         };
         let record = crate::sessions::NewSession {
             sid: &session.sid,

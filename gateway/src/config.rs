@@ -136,6 +136,16 @@ pub struct AuthArgs {
     /// tokens are not kept and sessions are not confirmed with the identity provider.
     #[arg(long, env = "PORTCULLIS_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
+    /// Earlier session keys (comma-separated files): they still open the refresh tokens they
+    /// sealed, and each confirmation re-seals those with the current key, so the key can be
+    /// rotated without logging anyone out.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PREVIOUS_SESSION_KEY_FILES",
+        value_delimiter = ',',
+        requires = "session_key_file"
+    )]
+    pub previous_session_key_files: Vec<PathBuf>,
 }
 
 /// Signing keys.

@@ -89,15 +89,27 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         Some(dir) => standalone(&args, dir, known_idps, signal.clone()).await?,
         None => cluster(&args, known_idps, signal.clone()).await?,
     };
+    let metrics = Metrics::new();
     let mut refresh_task = None;
     let sessions = match records {
         Some((recorder, index)) => {
             let refresher = match &args.auth.session_key_file {
                 Some(path) => {
-                    let key = portcullis_gateway::seal::SessionKey::from_file_content(&read(path)?)
-                        .with_context(|| format!("loading {}", path.display()))?;
+                    use portcullis_gateway::seal::{KeyRing, SessionKey};
+                    let load = |path: &std::path::PathBuf| {
+                        SessionKey::from_file_content(&read(path)?)
+                            .with_context(|| format!("loading {}", path.display()))
+                    };
+                    let previous = args
+                        .auth
+                        .previous_session_key_files
+                        .iter()
+                        .map(load)
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let key = KeyRing::new(load(path)?, previous);
                     info!(
-                        key = key.id(),
+                        key = key.current_id(),
+                        previous = ?key.previous_ids().collect::<Vec<_>>(),
                         "refresh tokens are sealed and sessions confirmed"
                     );
                     let refresher = portcullis_gateway::refresh::Refresher::new(
@@ -105,6 +117,7 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
                         Arc::new(key),
                         providers.clone(),
                         holder_identity(),
+                        metrics.clone(),
                     );
                     refresh_task = Some(tokio::spawn(refresher.clone().run(signal.clone())));
                     Some(refresher)
@@ -125,15 +138,8 @@ async fn run(args: config::Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let gateway = Gateway::with_sessions(
-        settings,
-        state,
-        keys,
-        providers,
-        proxy,
-        Metrics::new(),
-        sessions,
-    );
+    let gateway =
+        Gateway::with_sessions(settings, state, keys, providers, proxy, metrics, sessions);
 
     let tls = server::tls_config(&args.listen.tls_cert_file, &args.listen.tls_key_file)?;
     let main_listener = TcpListener::bind(args.listen.listen)

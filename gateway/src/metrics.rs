@@ -27,6 +27,12 @@ struct IdpLabel {
     idp: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfirmationLabel {
+    idp: String,
+    outcome: &'static str,
+}
+
 /// The gateway's metrics and their registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -39,6 +45,8 @@ pub struct Metrics {
     upstream_errors: Family<ReasonLabel, Counter>,
     state_version: Gauge,
     renewals: Counter,
+    confirmations: Family<ConfirmationLabel, Counter>,
+    logins_without_refresh_token: Family<IdpLabel, Counter>,
     stream_version: Gauge,
     state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -90,6 +98,21 @@ impl Metrics {
             "App tokens re-minted in the background for active sessions",
             renewals.clone(),
         );
+        let confirmations = Family::<ConfirmationLabel, Counter>::default();
+        registry.register(
+            "session_confirmations",
+            "Refreshes at the identity provider by outcome: confirmed, rejected (the session was \
+             revoked), failed (transient; the policy's refreshFailure applies), unrecorded (the \
+             outcome could not be written; retried)",
+            confirmations.clone(),
+        );
+        let logins_without_refresh_token = Family::<IdpLabel, Counter>::default();
+        registry.register(
+            "logins_without_refresh_token",
+            "Logins for which the identity provider issued no refresh token: those sessions \
+             are never confirmed (ask for offline access, e.g. the offline_access scope)",
+            logins_without_refresh_token.clone(),
+        );
         let state_version = Gauge::default();
         registry.register(
             "state_version",
@@ -120,7 +143,30 @@ impl Metrics {
             upstream_errors,
             state_version,
             renewals,
+            confirmations,
+            logins_without_refresh_token,
         }
+    }
+
+    /// Counts one refresh at `idp` ending in `outcome`.
+    pub fn session_confirmation(&self, idp: &str, outcome: &'static str) {
+        self.confirmations
+            .get_or_create(&ConfirmationLabel {
+                idp: idp.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a login at `idp` that brought no refresh token; true for the first one (so the
+    /// caller can log it once rather than on every login).
+    pub fn login_without_refresh_token(&self, idp: &str) -> bool {
+        self.logins_without_refresh_token
+            .get_or_create(&IdpLabel {
+                idp: idp.to_owned(),
+            })
+            .inc()
+            == 0
     }
 
     pub fn observe_check(&self, outcome: &Outcome, elapsed: Duration) {

@@ -12,7 +12,7 @@
 //! still enforcing the last state it has.
 
 use crate::{
-    session_index::{Entry, SessionIndex},
+    session_index::SessionIndex,
     shutdown::Signal,
     state::{self, Metadata, SecretManifest, Snapshot},
 };
@@ -133,7 +133,7 @@ pub fn spawn(
     let (state_tx, state_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (index_tx, index_rx) = watch::channel(Arc::new(SessionIndex {
         synced: false,
-        entries: HashMap::new(),
+        entries: Default::default(),
         feed: Some(feed.clone()),
     }));
     let follower = Follower {
@@ -324,7 +324,7 @@ impl Follower {
                 return Err(ConnectionError::Ended);
             };
             buffer.extend_from_slice(&chunk);
-            let mut changed = false;
+            let mut changed = Applied::Unchanged;
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
                 let line = &line[..line.len() - 1];
@@ -340,12 +340,12 @@ impl Follower {
                         return Err(ConnectionError::Ended);
                     }
                 };
-                if self.fleet.apply(frame, crate::gateway::now())? == Applied::Changed {
-                    changed = true;
-                }
+                changed = changed.and(self.fleet.apply(frame, crate::gateway::now())?);
             }
-            if changed {
-                self.publish();
+            match changed {
+                Applied::Policies => self.publish_policies(),
+                Applied::Sessions => self.publish_sessions(),
+                Applied::Unchanged => {}
             }
             if let Some((instance, version)) = self.fleet.position() {
                 if self.fleet.has_snapshot() {
@@ -360,8 +360,19 @@ impl Follower {
         }
     }
 
-    /// Builds and publishes the snapshot and the session index from the merged state.
-    fn publish(&mut self) {
+    /// Publishes the session index: the merged map itself, cloned in O(1). A revocation costs
+    /// no more with 100k sessions than with ten.
+    fn publish_sessions(&self) {
+        self.index_tx.send_replace(Arc::new(SessionIndex {
+            synced: true,
+            entries: self.fleet.sessions().clone(),
+            feed: Some(self.feed.clone()),
+        }));
+    }
+
+    /// Builds and publishes the access snapshot (policies compiled into the route table) and
+    /// the session index from the merged state.
+    fn publish_policies(&mut self) {
         self.published += 1;
         let policies: Vec<AccessPolicy> = self
             .fleet
@@ -425,30 +436,9 @@ impl Follower {
                 warn!(problem = %problem, "policy not applied as written");
             }
         }
-        let index = SessionIndex {
-            synced: true,
-            entries: self
-                .fleet
-                .sessions()
-                .iter()
-                .map(|(sid, s)| {
-                    (
-                        sid.clone(),
-                        Entry {
-                            subject: s.subject.clone(),
-                            ended: s.ended,
-                            expires_at: s.expires_at,
-                            refresh_failing_since: s.refresh_failing_since,
-                            identity: s.identity.clone(),
-                        },
-                    )
-                })
-                .collect(),
-            feed: Some(self.feed.clone()),
-        };
         let snapshot = Arc::new(snapshot);
         // Sessions first: a request that sees the new policies also sees the new sessions.
-        self.index_tx.send_replace(Arc::new(index));
+        self.publish_sessions();
         self.state_tx.send_replace(snapshot.clone());
         self.previous = Some(snapshot);
     }

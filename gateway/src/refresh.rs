@@ -17,8 +17,9 @@
 //! back within it is confirmed again within a second of the first request.
 
 use crate::{
+    metrics::Metrics,
     oidc::{Providers, RefreshError},
-    seal::SessionKey,
+    seal::KeyRing,
     sessions::{Lease, RefreshOutcome, SessionRecorder},
     shutdown::Signal,
 };
@@ -53,30 +54,33 @@ struct Active {
 /// The background refresher of one gateway.
 pub struct Refresher {
     recorder: SessionRecorder,
-    key: Arc<SessionKey>,
+    key: Arc<KeyRing>,
     providers: Providers,
     holder: String,
+    metrics: Metrics,
     active: Mutex<HashMap<String, Active>>,
 }
 
 impl Refresher {
     pub fn new(
         recorder: SessionRecorder,
-        key: Arc<SessionKey>,
+        key: Arc<KeyRing>,
         providers: Providers,
         holder: String,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             recorder,
             key,
             providers,
             holder,
+            metrics,
             active: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The key refresh tokens are sealed with.
-    pub fn key(&self) -> &SessionKey {
+    /// The keys refresh tokens are sealed with.
+    pub fn key(&self) -> &KeyRing {
         &self.key
     }
 
@@ -239,12 +243,22 @@ impl Refresher {
             .await
         {
             Ok(()) => match &outcome {
-                RefreshOutcome::Confirmed { .. } => Some(now + interval.as_secs()),
-                RefreshOutcome::Rejected { .. } => None,
-                RefreshOutcome::Failed { retry_at, .. } => Some(*retry_at),
+                RefreshOutcome::Confirmed { .. } => {
+                    self.metrics.session_confirmation(idp, "confirmed");
+                    Some(now + interval.as_secs())
+                }
+                RefreshOutcome::Rejected { .. } => {
+                    self.metrics.session_confirmation(idp, "rejected");
+                    None
+                }
+                RefreshOutcome::Failed { retry_at, .. } => {
+                    self.metrics.session_confirmation(idp, "failed");
+                    Some(*retry_at)
+                }
             },
             Err(error) => {
                 // Keep tracking it: a refusal not yet recorded is recorded at the next try.
+                self.metrics.session_confirmation(idp, "unrecorded");
                 warn!(%error, sid, "could not record the refresh outcome");
                 Some(now + 5)
             }
@@ -289,12 +303,17 @@ impl Refresher {
             }
             Err(error) => return Err((error, None)),
         };
-        let sealed_token = match &refreshed.refresh_token {
-            Some(new) if new != &token => match self.key.seal(sid, new) {
-                Ok(sealed) => Some(sealed),
-                Err(error) => return Err((RefreshError::Transient(error.to_string()), None)),
-            },
+        // A rotated token is sealed and stored; so is an unchanged one still sealed with a
+        // previous key, so that the previous key can be retired after one refresh interval.
+        let to_store = match &refreshed.refresh_token {
+            Some(new) if new != &token => Some(new.as_str()),
+            _ if self.key.is_stale(sealed) => Some(token.as_str()),
             _ => None,
+        };
+        let sealed_token = match to_store.map(|t| self.key.seal(sid, t)) {
+            Some(Ok(sealed)) => Some(sealed),
+            Some(Err(error)) => return Err((RefreshError::Transient(error.to_string()), None)),
+            None => None,
         };
         match refreshed.identity {
             Ok(identity) => Ok(RefreshOutcome::Confirmed {

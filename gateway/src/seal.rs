@@ -7,7 +7,9 @@
 //! another session does not open there.
 //!
 //! Format: `v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`. The key id (a digest prefix of
-//! the key) lets a gateway say "sealed with a key I do not have" instead of "corrupt".
+//! the key) lets a gateway say "sealed with a key I do not have" instead of "corrupt", and lets a
+//! [`KeyRing`] open tokens sealed with a previous key while the key is being rotated: new tokens
+//! are sealed with the current key, and every confirmation re-seals an old one.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine as _;
@@ -129,6 +131,64 @@ impl SessionKey {
     }
 }
 
+/// The current session key, which seals, and the previous ones, which still open what they
+/// sealed: rotating the key then logs nobody out (see `docs/operations.md`).
+#[derive(Debug)]
+pub struct KeyRing {
+    current: SessionKey,
+    previous: Vec<SessionKey>,
+}
+
+impl KeyRing {
+    /// A ring of `current` and `previous`; a previous key equal to the current one is dropped.
+    pub fn new(current: SessionKey, previous: Vec<SessionKey>) -> Self {
+        let previous = previous
+            .into_iter()
+            .filter(|key| key.id != current.id)
+            .collect();
+        Self { current, previous }
+    }
+
+    /// The id of the key new tokens are sealed with.
+    pub fn current_id(&self) -> &str {
+        self.current.id()
+    }
+
+    /// The ids of the keys that only open.
+    pub fn previous_ids(&self) -> impl Iterator<Item = &str> {
+        self.previous.iter().map(SessionKey::id)
+    }
+
+    /// Seals with the current key.
+    pub fn seal(&self, sid: &str, secret: &str) -> Result<String, SealError> {
+        self.current.seal(sid, secret)
+    }
+
+    /// Opens with whichever key of the ring sealed it.
+    pub fn open(&self, sid: &str, sealed: &str) -> Result<String, SealError> {
+        let id = key_id(sealed).ok_or(SealError::Malformed)?;
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|key| key.id == id)
+            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?
+            .open(sid, sealed)
+    }
+
+    /// Whether `sealed` should be sealed again with the current key.
+    pub fn is_stale(&self, sealed: &str) -> bool {
+        key_id(sealed).is_some_and(|id| id != self.current.id)
+    }
+}
+
+/// The key id of a sealed token.
+fn key_id(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(PREFIX), Some(id), Some(_)) => Some(id),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +240,34 @@ mod tests {
         assert!(SessionKey::from_file_content(b"correct horse battery staple!!!!").is_err());
         // Debug never prints key material.
         assert!(!format!("{a:?}").contains(&b64));
+    }
+
+    #[test]
+    fn a_ring_seals_with_the_current_key_and_opens_with_any() {
+        let old = key(1).seal("sid", "old-secret").expect("seal");
+        let ring = KeyRing::new(key(2), vec![key(1), key(2)]);
+        assert_eq!(
+            ring.previous_ids().count(),
+            1,
+            "the current key is not also previous"
+        );
+        assert_eq!(ring.open("sid", &old).expect("open"), "old-secret");
+        assert!(ring.is_stale(&old));
+        let new = ring.seal("sid", "new-secret").expect("seal");
+        assert!(new.starts_with(&format!("v1.{}.", ring.current_id())));
+        assert!(!ring.is_stale(&new));
+        assert_eq!(key(2).open("sid", &new).expect("open"), "new-secret");
+        // Still bound to its session, whichever key opens it.
+        assert!(matches!(ring.open("other", &old), Err(SealError::Open)));
+        // A key outside the ring is named, not mistaken for tampering.
+        let foreign = key(3).seal("sid", "x").expect("seal");
+        assert!(matches!(
+            ring.open("sid", &foreign),
+            Err(SealError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            ring.open("sid", "garbage"),
+            Err(SealError::Malformed)
+        ));
     }
 }

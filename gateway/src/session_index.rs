@@ -18,27 +18,14 @@ use kube::{
 };
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessSession;
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// One session as the gateway needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub subject: String,
-    /// Revoked, deleted, or gone from a relist before its expiry.
-    pub ended: bool,
-    /// Absolute expiry (unix seconds).
-    pub expires_at: u64,
-    /// Since when (unix seconds) the identity provider has failed to confirm the session, if
-    /// it is failing now; each policy's `refreshFailure` decides what that means.
-    pub refresh_failing_since: Option<u64>,
-    /// Email and groups as last confirmed by the identity provider (security rule 15: they
-    /// are re-read at every refresh), shared with the request path.
-    pub identity: Arc<SessionIdentity>,
-}
-
-pub use portcullis_protocol::SessionIdentity;
+/// One session as the gateway needs it: the same record the operator stream merges into, so
+/// cluster mode publishes the merged map itself.
+pub use portcullis_protocol::MergedSession as Entry;
+pub use portcullis_protocol::{SessionIdentity, Sessions};
 
 /// What a session id amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +40,8 @@ pub enum Verdict {
 pub struct SessionIndex {
     /// False until the first complete list: until then the gateway is not ready.
     pub synced: bool,
-    pub entries: HashMap<String, Entry>,
+    /// A persistent map: publishing a copy after every change is O(1), not O(sessions).
+    pub entries: Sessions,
     /// Freshness of the operator stream feeding the index (cluster mode).
     pub feed: Option<Arc<crate::operator_stream::Feed>>,
 }
@@ -83,8 +71,9 @@ impl SessionIndex {
     ) -> Self {
         let mut index = Self::default();
         for object in objects {
-            index.apply(object, now);
+            index.apply(object);
         }
+        index.collect(now);
         index
     }
 
@@ -98,7 +87,7 @@ impl SessionIndex {
         self.entries.get(sid)?.refresh_failing_since
     }
 
-    fn apply(&mut self, session: &AccessSession, now: u64) {
+    fn apply(&mut self, session: &AccessSession) {
         let Some(sid) = session.metadata.name.clone() else {
             return;
         };
@@ -128,7 +117,6 @@ impl SessionIndex {
         // Monotonic: once ended, always ended; expiry only moves earlier.
         entry.ended |= ended || entry.subject != session.spec.subject;
         entry.expires_at = entry.expires_at.min(expires_at);
-        self.collect(now);
     }
 
     fn end(&mut self, sid: &str) {
@@ -157,6 +145,8 @@ pub fn watch_sessions(
         let mut index = SessionIndex::default();
         // Objects seen during a relist; whatever the index holds that a relist does not is gone.
         let mut relist: Option<Vec<String>> = None;
+        // Sweeping expired entries is O(sessions): at most once a second, not per event.
+        let mut collected_at = 0;
         let mut stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -179,7 +169,7 @@ pub fn watch_sessions(
                     {
                         seen.push(name);
                     }
-                    index.apply(&session, now);
+                    index.apply(&session);
                     continue;
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
@@ -202,12 +192,16 @@ pub fn watch_sessions(
                     }
                     index.synced = true;
                 }
-                Some(Ok(watcher::Event::Apply(session))) => index.apply(&session, now),
+                Some(Ok(watcher::Event::Apply(session))) => index.apply(&session),
                 Some(Ok(watcher::Event::Delete(session))) => {
                     if let Some(name) = &session.metadata.name {
                         index.end(name);
                     }
                 }
+            }
+            if now > collected_at {
+                index.collect(now);
+                collected_at = now;
             }
             if index.synced {
                 tx.send_replace(Arc::new(index.clone()));

@@ -284,6 +284,71 @@ async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Resu
     for app in APPS {
         ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
     }
+    let confirmed = metric(
+        &gateway,
+        r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="confirmed"}"#,
+    )
+    .await?;
+    ensure!(confirmed >= 2.0, "confirmations counted: {confirmed}");
+    Ok(())
+}
+
+/// The value of one sample on the gateway's `/metrics` (0 when absent).
+async fn metric(gateway: &GatewayProcess, sample: &str) -> Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", gateway.ops_addr))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+both_ways!(
+    a_provider_without_refresh_tokens_is_counted_not_silent,
+    "lc-no-refresh"
+);
+/// Without `offline_access` Dex issues no refresh token: the login works, the session is kept
+/// without a sealed token, and the metric says so (such sessions are never confirmed).
+async fn a_provider_without_refresh_tokens_is_counted_not_silent(run: Run) -> Result<()> {
+    let echo = upstream::echo().await?;
+    let (gateway, dex) = start_recording(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        &run.dir,
+        &run.config,
+        (AUTH, &[STRICT, LENIENT]),
+        &manifests(&echo.to_string()),
+        |config| {
+            config.idp_options.insert(
+                "scopes".into(),
+                serde_json::json!(["openid", "email", "profile", "groups"]),
+            );
+        },
+    )
+    .await?;
+    let sample = r#"portcullis_gateway_logins_without_refresh_token_total{idp="dex"}"#;
+    ensure!(metric(&gateway, sample).await? == 0.0);
+    let browser = login(&gateway, &dex).await?;
+    ensure!(status(&browser, &gateway, APPS[1]).await? == 200);
+    let session = run.records.only().await?;
+    ensure!(
+        refresh(&session).sealed_token.is_none(),
+        "a token was kept: {:?}",
+        session.status
+    );
+    ensure!(
+        metric(&gateway, sample).await? == 1.0,
+        "{}",
+        gateway.log_tail()
+    );
+    ensure!(
+        gateway
+            .log_tail()
+            .contains("the identity provider issued no refresh token"),
+        "not logged"
+    );
     Ok(())
 }
 
@@ -468,4 +533,90 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
         Ok(())
     })
     .await
+}
+
+#[tokio::test]
+async fn the_session_key_is_rotated_without_logging_anyone_out() -> Result<()> {
+    in_cluster("lc-key-rotation", key_rotation).await
+}
+
+/// A session confirmed under key A goes on being confirmed after the gateway restarts with key
+/// B current and A only as a previous key, and its refresh token ends up sealed with B: after
+/// one refresh interval A can be retired.
+async fn key_rotation(run: Run) -> Result<()> {
+    let (mut gateway, dex) = start(&run, "2s").await?;
+    let old_key = SessionKey::from_file_content(&std::fs::read(&gateway.files.session_key)?)?;
+    let browser = login(&gateway, &dex).await?;
+    let sealed_with = |session: &AccessSession| {
+        refresh(session)
+            .sealed_token
+            .and_then(|t| t.split('.').nth(1).map(str::to_owned))
+    };
+    let first = active_until(&browser, &gateway, &run.records, "a sealed token", |s| {
+        sealed_with(s).is_some()
+    })
+    .await?;
+    ensure!(sealed_with(&first).as_deref() == Some(old_key.id()));
+
+    let new_file = run.dir.join("session-key-new");
+    let raw: [u8; 32] = rand::random();
+    std::fs::write(
+        &new_file,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw),
+    )?;
+    let new_key = SessionKey::from_file_content(&std::fs::read(&new_file)?)?;
+    ensure!(new_key.id() != old_key.id());
+    let mut config = gateway.config.clone();
+    config.env.extend([
+        (
+            "PORTCULLIS_SESSION_KEY_FILE".to_owned(),
+            new_file.display().to_string(),
+        ),
+        (
+            "PORTCULLIS_PREVIOUS_SESSION_KEY_FILES".to_owned(),
+            gateway.files.session_key.display().to_string(),
+        ),
+    ]);
+    let files = gateway.files.clone();
+    gateway.stop().await?;
+    let gateway = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        config,
+        files,
+    )
+    .await?;
+
+    let confirmed_at = refresh(&first)
+        .last_refreshed_at
+        .context("no lastRefreshedAt")?;
+    let rotated = active_until(
+        &browser,
+        &gateway,
+        &run.records,
+        "a confirmation under the new key",
+        |s| {
+            refresh(s)
+                .last_refreshed_at
+                .is_some_and(|t| t.0 > confirmed_at.0)
+                && sealed_with(s).as_deref() == Some(new_key.id())
+        },
+    )
+    .await?;
+    let now = refresh(&rotated);
+    ensure!(!rotated.spec.revoked, "revoked: {:?}", rotated.spec);
+    ensure!(
+        now.failing_since.is_none() && now.last_error.is_none(),
+        "{now:?}"
+    );
+    let sid = rotated.metadata.name.clone().context("name")?;
+    let token = now.sealed_token.context("token")?;
+    ensure!(new_key.open(&sid, &token).is_ok());
+    ensure!(
+        old_key.open(&sid, &token).is_err(),
+        "still sealed with the old key"
+    );
+    for app in APPS {
+        ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
+    }
+    Ok(())
 }

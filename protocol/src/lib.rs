@@ -12,7 +12,7 @@ pub use frame::{
     Ack, ErrorBody, Frame, GatewayFacts, PeerAcks, PolicyEntry, ProtocolError, SecretEntry,
     SessionEntry,
 };
-pub use merge::{Applied, FleetState, MergeError, MergedSession};
+pub use merge::{Applied, FleetState, MergeError, MergedSession, Sessions};
 
 #[cfg(test)]
 mod tests;

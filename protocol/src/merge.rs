@@ -9,6 +9,10 @@
 //!
 //! Policies and Secrets themselves are not monotonic (a policy may be edited or deleted): the
 //! latest frame wins, within the rules above.
+//!
+//! Sessions are kept in a persistent map ([`Sessions`]): the gateway publishes a new index to
+//! its request path after every change, and with 100k sessions a copy per revocation would cost
+//! milliseconds each. Cloning the persistent map is O(1) and a change copies only its path.
 
 use crate::frame::{Frame, PolicyEntry, SecretEntry, SessionEntry};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,16 +20,26 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// (namespace, name).
 pub type ObjectKey = (String, String);
 
-/// One session as merged.
+/// One session as merged: what a gateway needs to judge a request that carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MergedSession {
+    /// The identity provider's subject; a token naming another subject is not this session's.
     pub subject: String,
+    /// Absolute expiry (unix seconds); it only moves earlier.
     pub expires_at: u64,
+    /// Revoked, deleted, or gone from a snapshot before its expiry. Never goes back.
     pub ended: bool,
+    /// Since when (unix seconds) the identity provider has failed to confirm the session, if it
+    /// is failing now; each policy's `refreshFailure` decides what that means.
     pub refresh_failing_since: Option<u64>,
-    /// Latest wins (not a revocation: nothing to keep monotonic).
+    /// Email and groups as last confirmed by the identity provider. Latest wins (not a
+    /// revocation: nothing to keep monotonic); shared with the request path.
     pub identity: std::sync::Arc<crate::frame::SessionIdentity>,
 }
+
+/// Sessions by id, in a persistent map: cloning is O(1), so publishing the index after each
+/// change does not copy 100k entries.
+pub type Sessions = imbl::HashMap<String, MergedSession>;
 
 /// A policy's highest epoch seen, and when it was raised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +48,28 @@ struct Epoch {
     raised_at: u64,
 }
 
-/// What applying a frame did.
+/// What applying a frame did, so the gateway rebuilds only what changed: compiling the route
+/// table for every revocation would make a burst of them cost O(policies) each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// The access state changed: publish it.
-    Changed,
+    /// Policies or Secrets changed (sessions may have too): rebuild the access snapshot.
+    Policies,
+    /// Only sessions changed: publish the session index.
+    Sessions,
     /// Nothing to publish (heartbeat, replay, or a frame that lost to newer state).
     Unchanged,
+}
+
+impl Applied {
+    /// The combined effect of two applied frames.
+    #[must_use]
+    pub fn and(self, other: Applied) -> Applied {
+        match (self, other) {
+            (Applied::Policies, _) | (_, Applied::Policies) => Applied::Policies,
+            (Applied::Sessions, _) | (_, Applied::Sessions) => Applied::Sessions,
+            (Applied::Unchanged, Applied::Unchanged) => Applied::Unchanged,
+        }
+    }
 }
 
 /// Why a frame was refused.
@@ -71,7 +100,10 @@ pub struct FleetState {
     /// uids of deleted policies.
     removed_uids: HashSet<String>,
     secrets: BTreeMap<ObjectKey, SecretEntry>,
-    sessions: HashMap<String, MergedSession>,
+    sessions: Sessions,
+    /// The earliest time (unix seconds) at which some session may be forgotten: sweeping the
+    /// sessions is O(n), so it runs only when something is due, at most once a second.
+    next_collect: u64,
 }
 
 impl FleetState {
@@ -85,7 +117,8 @@ impl FleetState {
             epochs: HashMap::new(),
             removed_uids: HashSet::new(),
             secrets: BTreeMap::new(),
-            sessions: HashMap::new(),
+            sessions: Sessions::new(),
+            next_collect: 0,
         }
     }
 
@@ -121,7 +154,7 @@ impl FleetState {
         self.secrets.values()
     }
 
-    pub fn sessions(&self) -> &HashMap<String, MergedSession> {
+    pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
 
@@ -139,7 +172,7 @@ impl FleetState {
             self.instance = Some(instance);
             self.version = version;
             self.has_snapshot = true;
-            return Ok(Applied::Changed);
+            return Ok(Applied::Policies);
         }
         if self.instance.is_none() {
             return Err(MergeError::NoSnapshot);
@@ -153,8 +186,9 @@ impl FleetState {
                     got: version,
                 });
             }
-            self.collect(now);
-            return Ok(Applied::Unchanged);
+            // Forgetting expired sessions changes the index, but no verdict: publish it anyway
+            // so the request path does not keep them.
+            return Ok(self.collect(now));
         }
         if version <= self.version {
             // A replay of a frame already applied.
@@ -167,30 +201,39 @@ impl FleetState {
             });
         }
         self.version = version;
-        let changed = match frame {
-            Frame::Policy { policy, .. } => self.upsert_policy(*policy),
+        let changed = |changed: bool, what: Applied| {
+            if changed { what } else { Applied::Unchanged }
+        };
+        let applied = match frame {
+            Frame::Policy { policy, .. } => changed(self.upsert_policy(*policy), Applied::Policies),
             Frame::PolicyRemoved {
                 namespace,
                 name,
                 uid,
                 ..
-            } => self.remove_policy(namespace, name, uid, true),
+            } => changed(
+                self.remove_policy(namespace, name, uid, true),
+                Applied::Policies,
+            ),
             Frame::Secret { secret, .. } => {
                 let key = (secret.namespace.clone(), secret.name.clone());
-                self.secrets.insert(key, secret.clone()) != Some(secret)
+                changed(
+                    self.secrets.insert(key, secret.clone()) != Some(secret),
+                    Applied::Policies,
+                )
             }
             Frame::SecretRemoved {
                 namespace, name, ..
-            } => self.secrets.remove(&(namespace, name)).is_some(),
-            Frame::Session { session, .. } => self.upsert_session(session, now),
-            Frame::Snapshot { .. } | Frame::Heartbeat { .. } => false,
+            } => changed(
+                self.secrets.remove(&(namespace, name)).is_some(),
+                Applied::Policies,
+            ),
+            Frame::Session { session, .. } => {
+                changed(self.upsert_session(session, now), Applied::Sessions)
+            }
+            Frame::Snapshot { .. } | Frame::Heartbeat { .. } => Applied::Unchanged,
         };
-        self.collect(now);
-        Ok(if changed {
-            Applied::Changed
-        } else {
-            Applied::Unchanged
-        })
+        Ok(applied.and(self.collect(now)))
     }
 
     fn apply_snapshot(
@@ -222,7 +265,7 @@ impl FleetState {
             .collect();
         // Sessions: a known one the snapshot lacks was deleted while we were away.
         let listed: HashSet<String> = sessions.iter().map(|s| s.sid.clone()).collect();
-        for (sid, session) in &mut self.sessions {
+        for (sid, session) in self.sessions.iter_mut() {
             if !listed.contains(sid) {
                 session.ended = true;
             }
@@ -230,6 +273,7 @@ impl FleetState {
         for session in sessions {
             self.upsert_session(session, now);
         }
+        self.next_collect = 0;
         self.collect(now);
     }
 
@@ -304,6 +348,9 @@ impl FleetState {
             // Expired: nobody can use it anyway, and it would only be forgotten again.
             return false;
         }
+        self.next_collect = self
+            .next_collect
+            .min(session.expires_at.saturating_add(self.skew_secs));
         match self.sessions.get_mut(&session.sid) {
             None => {
                 self.sessions.insert(
@@ -347,10 +394,27 @@ impl FleetState {
         }
     }
 
-    /// Drops sessions past expiry plus skew.
-    fn collect(&mut self, now: u64) {
+    /// Drops sessions past expiry plus skew, when one is due (at most once per second of
+    /// `now`). Keeping an entry a little longer is harmless: its expiry still ends it.
+    fn collect(&mut self, now: u64) -> Applied {
+        if now < self.next_collect {
+            return Applied::Unchanged;
+        }
         let skew = self.skew_secs;
+        let before = self.sessions.len();
         self.sessions.retain(|_, s| s.expires_at + skew > now);
+        let earliest = self
+            .sessions
+            .values()
+            .map(|s| s.expires_at.saturating_add(skew))
+            .min()
+            .unwrap_or(u64::MAX);
+        self.next_collect = earliest.max(now + 1);
+        if self.sessions.len() == before {
+            Applied::Unchanged
+        } else {
+            Applied::Sessions
+        }
     }
 }
 

@@ -126,7 +126,7 @@ fn nothing_before_the_first_snapshot() {
     assert!(state.sessions().is_empty());
     assert_eq!(
         state.apply(snapshot("a", 0, vec![], vec![]), NOW),
-        Ok(Applied::Changed)
+        Ok(Applied::Policies)
     );
     assert!(state.has_snapshot());
 }
@@ -149,7 +149,7 @@ fn deltas_must_follow_in_order() {
         version: 11,
         session: session("s", "alice", NOW + 100, false),
     };
-    assert_eq!(state.apply(next.clone(), NOW), Ok(Applied::Changed));
+    assert_eq!(state.apply(next.clone(), NOW), Ok(Applied::Sessions));
     // A replay of an applied frame changes nothing.
     assert_eq!(state.apply(next, NOW), Ok(Applied::Unchanged));
     assert_eq!(state.position(), Some(("a", 11)));
@@ -187,7 +187,7 @@ fn an_ended_session_stays_ended_whatever_comes_later() {
         version: 2,
         session: session("s", "alice", NOW + 100, true),
     };
-    assert_eq!(state.apply(revoke, NOW), Ok(Applied::Changed));
+    assert_eq!(state.apply(revoke, NOW), Ok(Applied::Sessions));
     assert_eq!(ended(&state, "s"), Some(true));
     // The same stream replaying the live object, a newer delta carrying it live, an old snapshot
     // from another replica: none of them un-revokes.
@@ -343,8 +343,13 @@ fn sessions_are_forgotten_only_after_expiry_plus_skew() {
     state.apply(at(NOW + 10), NOW + 10).expect("heartbeat");
     state.apply(at(NOW + 39), NOW + 39).expect("heartbeat");
     assert_eq!(ended(&state, "s"), Some(true), "kept through the skew");
-    state.apply(at(NOW + 40), NOW + 40).expect("heartbeat");
+    assert_eq!(
+        state.apply(at(NOW + 40), NOW + 40),
+        Ok(Applied::Sessions),
+        "forgetting changes the index the gateway publishes"
+    );
     assert_eq!(ended(&state, "s"), None);
+    assert_eq!(state.apply(at(NOW + 41), NOW + 41), Ok(Applied::Unchanged));
     // An expired session arriving late is not resurrected as live.
     state
         .apply(
@@ -591,4 +596,76 @@ fn identity_and_refresh_failure_follow_the_latest_frame_but_never_revive() {
     let merged = &state.sessions()["s"];
     assert!(merged.identity.groups.is_empty() && merged.refresh_failing_since.is_none());
     assert!(merged.ended);
+}
+
+#[test]
+fn applied_says_what_to_rebuild() {
+    let mut state = FleetState::new(SKEW);
+    assert_eq!(
+        state.apply(
+            snapshot("a", 1, vec![policy("p", "u1", 1, 0, 0)], vec![]),
+            NOW
+        ),
+        Ok(Applied::Policies)
+    );
+    let mut next = 1;
+    let mut delta = |state: &mut FleetState, frame: fn(u64) -> Frame| {
+        next += 1;
+        state.apply(frame(next), NOW)
+    };
+    assert_eq!(
+        delta(&mut state, |version| Frame::Session {
+            version,
+            session: session("s", "alice", NOW + 100, false),
+        }),
+        Ok(Applied::Sessions)
+    );
+    assert_eq!(
+        delta(&mut state, |version| Frame::Policy {
+            version,
+            policy: Box::new(policy("p", "u1", 2, 1, NOW)),
+        }),
+        Ok(Applied::Policies)
+    );
+    assert_eq!(
+        delta(&mut state, |version| Frame::Session {
+            version,
+            session: session("s", "alice", NOW + 100, false),
+        }),
+        Ok(Applied::Unchanged),
+        "the same session again changes nothing"
+    );
+    assert_eq!(Applied::Sessions.and(Applied::Policies), Applied::Policies);
+    assert_eq!(Applied::Unchanged.and(Applied::Sessions), Applied::Sessions);
+    assert_eq!(
+        Applied::Unchanged.and(Applied::Unchanged),
+        Applied::Unchanged
+    );
+}
+
+#[test]
+fn a_published_copy_of_the_sessions_does_not_see_later_changes() {
+    let mut state = FleetState::new(SKEW);
+    let sessions: Vec<_> = (0..1000)
+        .map(|i| session(&format!("s{i}"), "alice", NOW + 100, false))
+        .collect();
+    state
+        .apply(snapshot("a", 1, vec![], sessions), NOW)
+        .expect("snapshot");
+    let published = state.sessions().clone();
+    state
+        .apply(
+            Frame::Session {
+                version: 2,
+                session: session("s7", "alice", NOW + 100, true),
+            },
+            NOW,
+        )
+        .expect("delta");
+    assert_eq!(ended(&state, "s7"), Some(true));
+    assert!(
+        !published["s7"].ended,
+        "the request path's copy is a snapshot"
+    );
+    assert_eq!(published.len(), 1000);
 }

@@ -485,7 +485,7 @@ fn validate_everything(
     let chart = chart().display().to_string();
     let everything_on = "crds.enabled=true,serviceMonitor.enabled=true,gateway.autoscaling.enabled=true,\
         gateway.signingKey.nextKey=next.pem,gateway.signingKey.previousKeys[0]=old.pem,\
-        gateway.upstreamCA.existingConfigMap=corp-ca";
+        gateway.sessionKey.previousKeys[0]=old-session,gateway.upstreamCA.existingConfigMap=corp-ca";
     let mut variants: Vec<(String, Vec<String>)> = EXAMPLES
         .iter()
         .map(|e| {
@@ -1055,14 +1055,14 @@ async fn existing_secrets_are_used_and_nothing_is_generated_for_them() {
     let (cluster, kubeconfig) = cluster().await;
     cluster
         .with_temp_ns("chart-existing", |client, ns| async move {
-            let own = "apiVersion: v1\nkind: Secret\nmetadata: {name: own-keys}\nstringData: {current.pem: \"x\", next.pem: \"y\", session: \"z\"}\n";
+            let own = "apiVersion: v1\nkind: Secret\nmetadata: {name: own-keys}\nstringData: {current.pem: \"x\", next.pem: \"y\", session: \"z\", session-old: \"w\"}\n";
             run_ok(Tool::Kubectl, &["apply", "-n", &ns, "-f", "-"], own, Some(&kubeconfig))?;
             let release = Release::new(&ns, &kubeconfig, INSTALL_VALUES)?;
             release.install(&[
                 "--set",
                 "gateway.signingKey.existingSecret=own-keys,gateway.signingKey.key=current.pem,\
                  gateway.signingKey.nextKey=next.pem,gateway.sessionKey.existingSecret=own-keys,\
-                 gateway.sessionKey.key=session",
+                 gateway.sessionKey.key=session,gateway.sessionKey.previousKeys[0]=session-old",
             ])?;
             let result = async {
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -1078,6 +1078,10 @@ async fn existing_secrets_are_used_and_nothing_is_generated_for_them() {
                 let args = args_of(&gateway)?;
                 ensure!(args.contains(&"--signing-key-file=/etc/portcullis/signing-key/current.pem".to_owned()));
                 ensure!(args.contains(&"--next-signing-key-file=/etc/portcullis/signing-key/next.pem".to_owned()));
+                ensure!(args.contains(&"--session-key-file=/etc/portcullis/session-key/key".to_owned()));
+                ensure!(args.contains(
+                    &"--previous-session-key-files=/etc/portcullis/session-key/previous/session-old".to_owned()
+                ));
                 let volumes = gateway
                     .spec
                     .and_then(|s| s.template.spec)

@@ -121,14 +121,53 @@ const ELSEWHERE: &[Elsewhere] = &[
               (with the demo's URLs set explicitly rather than from `devstack env`, which this \
               test runs)",
     },
+    Elsewhere {
+        file: "docs/cli.md",
+        command: "kubectl portcullis revoke session NAME --wait",
+        test: "cli/tests/wait.rs",
+        evidence: &[(
+            "cli/tests/wait.rs",
+            r#"&["revoke", "session", "s1", "--wait"]"#,
+        )],
+        why: "--wait needs the operator and a gateway in cluster mode, which wait.rs runs; it \
+              runs the command in this form against them",
+    },
+    Elsewhere {
+        file: "docs/cli.md",
+        command: "kubectl portcullis revoke user --email alice@example.com --wait=2m",
+        test: "cli/tests/wait.rs",
+        evidence: &[(
+            "cli/tests/wait.rs",
+            r#"&["revoke", "user", "--email", "ursula@example.com", "--wait=2m"]"#,
+        )],
+        why: "as above",
+    },
+    Elsewhere {
+        file: "docs/cli.md",
+        command: "kubectl portcullis revoke policy NAME -n NAMESPACE --wait",
+        test: "cli/tests/wait.rs",
+        evidence: &[(
+            "cli/tests/wait.rs",
+            r#"&["revoke", "policy", "apps", "-n", &ns, "--wait"]"#,
+        )],
+        why: "as above",
+    },
 ];
 
 /// Commands not runnable by any test: (docs file, start of the command, reason).
-const NOT_HERE: &[(&str, &str, &str)] = &[(
-    "README.md",
-    "hack/test.sh ",
-    "it runs every test, this one included (.ci/run runs it)",
-)];
+const NOT_HERE: &[(&str, &str, &str)] = &[
+    (
+        "README.md",
+        "hack/test.sh ",
+        "it runs every test, this one included (.ci/run runs it)",
+    ),
+    (
+        "docs/cli.md",
+        "cargo install --path cli --locked",
+        "it compiles the workspace's kubectl-portcullis again and writes into ~/.cargo/bin; the \
+         tests run the same binary as built by cargo (on PATH here, for kubectl to discover)",
+    ),
+];
 
 /// The Portcullis CRDs, as the install page names them.
 const CRDS: [&str; 2] = [
@@ -367,7 +406,8 @@ impl Drop for Scratch {
 impl Scratch {
     /// Symlinks to every top-level entry of the repository except `target`; `target/demo` laid
     /// out like a devstack state directory (the shared stack's files, and a kubeconfig whose
-    /// namespace is `namespace`); `target/debug/devstack`; a private `HOME`.
+    /// namespace is `namespace`); `target/debug/devstack`; a private `HOME`; `bin/` on `PATH`
+    /// with `kubectl-portcullis`, as an installed kubectl plugin.
     fn new(cluster: &TestCluster, namespace: &str) -> Result<Self> {
         let root = std::env::temp_dir().join(format!("portcullis-docs-{namespace}"));
         let _ = std::fs::remove_dir_all(&root);
@@ -415,6 +455,12 @@ impl Scratch {
         let debug = scratch.root.join("target/debug");
         std::fs::create_dir_all(&debug)?;
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_devstack"), debug.join("devstack"))?;
+        let bin = scratch.root.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        std::os::unix::fs::symlink(
+            portcullis_tests::fsutil::sibling_binary("kubectl-portcullis")?,
+            bin.join("kubectl-portcullis"),
+        )?;
         std::fs::create_dir_all(scratch.home())?;
         Ok(scratch)
     }
@@ -451,7 +497,9 @@ impl Scratch {
         let tools = tools.parent().context("kubectl has no directory")?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let path = std::env::join_paths(
-            std::iter::once(tools.to_owned()).chain(std::env::split_paths(&path)),
+            [self.root.join("bin"), tools.to_owned()]
+                .into_iter()
+                .chain(std::env::split_paths(&path)),
         )?;
         let mut cmd = Command::new("sh");
         cmd.arg("-ec")
@@ -759,7 +807,167 @@ async fn walk(
         "{eval} exported {printed:?}, not {expected:?}"
     );
 
+    plugin(ledger, &scratch, &sessions, &policies, ns).await?;
+
     install(ledger, &scratch, &client, install_ns).await
+}
+
+/// The first words of each table row after the header.
+fn first_column(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// The README's `kubectl portcullis` lines, then docs/cli.md from top to bottom, with the
+/// plugin on `PATH` (kubectl discovers it there) and the session namespace exported as the page
+/// says, pointing at this test's namespace.
+async fn plugin(
+    ledger: &mut Ledger,
+    scratch: &Scratch,
+    sessions: &Api<AccessSession>,
+    policies: &Api<AccessPolicy>,
+    ns: &str,
+) -> Result<()> {
+    const PAGE: &str = "docs/cli.md";
+    scratch.sh(&format!(
+        "kubectl apply -f - <<'EOF'\n{}\nEOF",
+        [
+            ("p-alice-1", "alice"),
+            ("p-alice-2", "alice"),
+            ("p-bob", "bob"),
+            ("p-carol", "carol"),
+            ("p-dan-1", "dan"),
+            ("p-dan-2", "dan"),
+        ]
+        .map(|(name, subject)| session_yaml(name, subject))
+        .join("\n---\n")
+    ))?;
+
+    let listed = scratch.sh(&ledger.take(PAGE, "kubectl plugin list")?)?;
+    ensure!(listed.contains("/kubectl-portcullis"), "{listed}");
+    let help = scratch.sh(&ledger.take(PAGE, "kubectl portcullis --help")?)?;
+    ensure!(help.contains("Exit codes:"), "{help}");
+    let export = ledger.take(PAGE, "export PORTCULLIS_SESSION_NAMESPACE=portcullis")?;
+    ensure!(
+        export.trim() == "export PORTCULLIS_SESSION_NAMESPACE=portcullis",
+        "{export}"
+    );
+    let export = export.replace("=portcullis", &format!("={ns}"));
+    let run = |command: &str| scratch.sh(&format!("{export}\n{command}"));
+
+    // README, "Revoking".
+    let command = ledger.take(
+        "README.md",
+        "kubectl portcullis sessions --email alice@example.com",
+    )?;
+    let out = run(&command)?;
+    ensure!(
+        first_column(&out) == ["p-alice-1", "p-alice-2"],
+        "{command}:\n{out}"
+    );
+    let command = ledger.take("README.md", "kubectl portcullis revoke session NAME")?;
+    run(&command.replace("NAME", "p-alice-1"))?;
+    ensure!(revoked(sessions, "p-alice-1").await?, "{command}");
+    ensure!(
+        !revoked(sessions, "p-alice-2").await?,
+        "{command} revoked too much"
+    );
+    let command = ledger.take("README.md", "kubectl portcullis revoke user SUBJECT")?;
+    run(&command.replace("SUBJECT", "bob"))?;
+    ensure!(revoked(sessions, "p-bob").await?, "{command}");
+    ensure!(
+        !revoked(sessions, "p-carol").await?,
+        "{command} revoked too much"
+    );
+    let before = epoch(policies, "apps").await?;
+    let command = ledger.take("README.md", "kubectl portcullis revoke policy NAME")?;
+    let out = run(&command.replace("NAME", "apps"))?;
+    ensure!(
+        out.contains(&format!("revocationEpoch {before} → {}", before + 1))
+            && epoch(policies, "apps").await? == before + 1,
+        "{command}:\n{out}"
+    );
+
+    // docs/cli.md, in page order.
+    let command = ledger.take(PAGE, "kubectl portcullis sessions")?;
+    ensure!(command == "kubectl portcullis sessions", "{command}");
+    let out = run(&command)?;
+    for name in ["p-alice-1", "p-bob", "p-dan-2"] {
+        ensure!(
+            first_column(&out).contains(&name),
+            "{command}: no {name}:\n{out}"
+        );
+    }
+    let command = ledger.take(
+        PAGE,
+        "kubectl portcullis sessions --email alice@example.com --active",
+    )?;
+    let out = run(&command)?;
+    ensure!(first_column(&out) == ["p-alice-2"], "{command}:\n{out}");
+    let command = ledger.take(PAGE, "kubectl portcullis sessions --user SUBJECT -o wide")?;
+    let out = run(&command.replace("SUBJECT", "dan"))?;
+    ensure!(
+        first_column(&out) == ["p-dan-1", "p-dan-2"]
+            && out.lines().next().is_some_and(|h| h.contains("SUBJECT")),
+        "{command}:\n{out}"
+    );
+    let command = ledger.take(PAGE, "kubectl portcullis revoke session NAME --reason")?;
+    run(&command.replace("NAME", "p-carol"))?;
+    let carol = sessions.get("p-carol").await?.spec;
+    ensure!(
+        carol.revoked && carol.revocation_reason.as_deref() == Some("laptop stolen"),
+        "{command}: {carol:?}"
+    );
+    let command = ledger.take(PAGE, "kubectl portcullis revoke user SUBJECT --reason")?;
+    let out = run(&command.replace("SUBJECT", "dan"))?;
+    for name in ["p-dan-1", "p-dan-2"] {
+        let dan = sessions.get(name).await?.spec;
+        ensure!(
+            dan.revoked && dan.revocation_reason.as_deref() == Some("left the company"),
+            "{command}: {name}: {dan:?}\n{out}"
+        );
+    }
+    // The first of the two on the page: the other waits (see ELSEWHERE).
+    let command = ledger.take(
+        PAGE,
+        "kubectl portcullis revoke user --email alice@example.com",
+    )?;
+    ensure!(
+        !command.contains("--wait"),
+        "took the --wait command: {command}"
+    );
+    run(&command)?;
+    ensure!(revoked(sessions, "p-alice-2").await?, "{command}");
+    let before = epoch(policies, "apps").await?;
+    let command = ledger.take(
+        PAGE,
+        "kubectl portcullis revoke policy NAME -n NAMESPACE --reason",
+    )?;
+    run(&command.replace("NAMESPACE", ns).replace("NAME", "apps"))?;
+    let policy = policies.get("apps").await?;
+    let reason = policy
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .remove("access.portcullis.dev/revocation-reason");
+    ensure!(
+        policy.spec.revocation_epoch == before + 1
+            && reason == Some(format!("epoch {}: suspected token leak", before + 1)),
+        "{command}: epoch {}, reason {reason:?}",
+        policy.spec.revocation_epoch
+    );
+    let command = ledger.take(PAGE, "kubectl portcullis status")?;
+    let out = run(&command)?;
+    ensure!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq([ns, "apps"]))
+            && out.contains(&format!("Sessions in namespace {ns}: ")),
+        "{command}:\n{out}"
+    );
+    Ok(())
 }
 
 /// The install page from top to bottom (and the README's `helm install`), in a namespace and

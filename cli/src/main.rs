@@ -1,0 +1,123 @@
+//! `kubectl-portcullis`: the kubectl plugin for Portcullis. kubectl runs any `kubectl-<name>`
+//! on `PATH` as `kubectl <name>`, so this is `kubectl portcullis`.
+//!
+//! It does nothing the plain kubectl one-liners cannot, but does it safely: subjects that need
+//! escaping in field selectors, logins in flight while a user is revoked, two admins raising a
+//! policy's epoch at once, and `--wait` until status proves every gateway enforces the
+//! revocation. Reference: docs/cli.md.
+
+mod cli;
+mod connect;
+mod epoch;
+mod error;
+mod output;
+mod revoke;
+mod sessions;
+mod status;
+mod wait;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::cli::{Cli, Command, Output, Revoke, SessionsArgs};
+use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use crate::sessions::Sessions;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2, --help and --version with 0 (clap).
+    let cli = Cli::parse();
+    // The one crypto provider of the workspace; kube's TLS uses it.
+    let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            warn(&format!("error: starting the async runtime: {e}"));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(run(cli, &mut stdout)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        // `kubectl portcullis sessions | head`: the reader has gone, which is not a failure.
+        Err(Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            let _ = stdout.flush();
+            warn(&format!("error: {e}"));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Writes a line to stderr; a closed stderr is ignored rather than a panic (as `eprintln!`
+/// would).
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
+    match &cli.command {
+        Command::Sessions(args) => args.no_namespace.check()?,
+        Command::Revoke(Revoke::Session(args)) => args.no_namespace.check()?,
+        Command::Revoke(Revoke::User(args)) => args.no_namespace.check()?,
+        Command::Revoke(Revoke::Policy(_)) | Command::Status(_) => {}
+    }
+    let connection = connect::connect(&cli.connect).await?;
+    let sessions = Sessions::new(connection.client.clone(), &cli.connect.session_namespace);
+    match cli.command {
+        Command::Sessions(args) => list_sessions(out, &sessions, &args).await,
+        Command::Revoke(Revoke::Session(args)) => revoke::sessions(out, &sessions, &args).await,
+        Command::Revoke(Revoke::User(args)) => revoke::user(out, &sessions, &args).await,
+        Command::Revoke(Revoke::Policy(args)) => {
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or(connection.context_namespace);
+            epoch::revoke_policy(out, connection.client, &namespace, &args).await
+        }
+        Command::Status(args) => {
+            status::status(out, connection.client, args.namespace.as_deref(), &sessions).await
+        }
+    }
+}
+
+async fn list_sessions(
+    out: &mut impl std::io::Write,
+    sessions: &Sessions,
+    args: &SessionsArgs,
+) -> Result<(), Error> {
+    let now = Timestamp::now();
+    let mut listed = sessions.list(&args.filter).await?;
+    if args.active {
+        listed.retain(|s| sessions::active(s, now));
+    }
+    listed.sort_by(|a, b| {
+        (a.spec.issued_at.0, &a.metadata.name).cmp(&(b.spec.issued_at.0, &b.metadata.name))
+    });
+    if listed.is_empty() && matches!(args.output, Output::Table | Output::Wide) {
+        let filtered = args.active
+            || args.filter.user.is_some()
+            || args.filter.email.is_some()
+            || args.filter.idp.is_some();
+        warn(&format!(
+            "No {}AccessSessions in namespace {}.{}",
+            if filtered { "matching " } else { "" },
+            sessions.namespace,
+            if filtered {
+                ""
+            } else {
+                " (Sessions live in the namespace Portcullis is installed in: \
+                 --session-namespace or PORTCULLIS_SESSION_NAMESPACE.)"
+            }
+        ));
+        return Ok(());
+    }
+    output::print_sessions(out, &listed, args.output, now)
+}

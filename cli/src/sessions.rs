@@ -1,0 +1,282 @@
+//! Finding sessions: the API server filters by subject and identity provider (the CRD's
+//! selectable fields), the plugin by email and validity.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::ListParams;
+use portcullis_crds::AccessSession;
+
+use crate::cli::SessionFilter;
+use crate::error::{Error, Target};
+
+/// Page size of list requests: a namespace with 100k sessions is listed in pages, not in one
+/// response the API server has to build in memory.
+const PAGE: u32 = 500;
+
+/// The sessions API in one namespace, with the request descriptions errors need.
+pub struct Sessions {
+    pub api: Api<AccessSession>,
+    pub namespace: String,
+}
+
+impl Sessions {
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// What a request on `name` (or on the collection) is, for error messages.
+    pub fn target<'a>(&'a self, verb: &'static str, name: Option<&'a str>) -> Target<'a> {
+        Target {
+            verb,
+            resource: "accesssessions",
+            kind: "AccessSession",
+            namespace: Some(&self.namespace),
+            name,
+        }
+    }
+
+    /// Every session matching `filter`'s subject, identity provider and email, in pages.
+    pub async fn list(&self, filter: &SessionFilter) -> Result<Vec<AccessSession>, Error> {
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(selector) = field_selector(filter) {
+            params = params.fields(&selector);
+        }
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .api
+                .list(&params)
+                .await
+                .map_err(|e| self.target("list", None).error(e))?;
+            out.extend(page.items.into_iter().filter(|s| matches_email(s, filter)));
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One session, `None` if it does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<AccessSession>, Error> {
+        self.api
+            .get_opt(name)
+            .await
+            .map_err(|e| self.target("get", Some(name)).error(e))
+    }
+}
+
+/// `spec.subject=…,spec.identityProvider=…` for the filter's server-side parts.
+pub fn field_selector(filter: &SessionFilter) -> Option<String> {
+    let terms: Vec<String> = [
+        ("spec.subject", filter.user.as_deref()),
+        ("spec.identityProvider", filter.idp.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| value.map(|v| format!("{field}={}", escape_field_value(v))))
+    .collect();
+    (!terms.is_empty()).then(|| terms.join(","))
+}
+
+/// Escapes a field-selector value as the API server's parser expects (`\`, `,` and `=` are
+/// special): identity providers' subjects can be base64 with `=` padding, which the plain
+/// `kubectl --field-selector spec.subject=…` one-liner cannot select.
+pub fn escape_field_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn matches_email(session: &AccessSession, filter: &SessionFilter) -> bool {
+    filter.email.as_deref().is_none_or(|wanted| {
+        session
+            .spec
+            .email
+            .as_deref()
+            .is_some_and(|email| email.eq_ignore_ascii_case(wanted))
+    })
+}
+
+/// Whether the session has passed its absolute expiry: no gateway accepts it any more.
+pub fn expired(session: &AccessSession, now: Timestamp) -> bool {
+    session.spec.expires_at.0 <= now
+}
+
+/// Not revoked and not expired.
+pub fn active(session: &AccessSession, now: Timestamp) -> bool {
+    !session.spec.revoked && !expired(session, now)
+}
+
+/// A user as the identity provider names them: (identity provider, subject).
+pub type Identity = (String, String);
+
+/// The one identity the sessions carrying `email` belong to. Email is not an identity: a
+/// provider may reassign an address, and two providers may both vouch for it. So only when every
+/// session with that email (preferring still-valid ones) has the same subject and provider;
+/// otherwise the error lists the candidates and the commands that name each exactly.
+pub fn resolve_email(
+    email: &str,
+    sessions: &[AccessSession],
+    now: Timestamp,
+) -> Result<Option<Identity>, Error> {
+    let count = |only_active: bool| {
+        let mut identities: BTreeMap<Identity, usize> = BTreeMap::new();
+        for s in sessions.iter().filter(|s| !only_active || active(s, now)) {
+            *identities
+                .entry((s.spec.identity_provider.clone(), s.spec.subject.clone()))
+                .or_default() += 1;
+        }
+        identities
+    };
+    let mut identities = count(true);
+    if identities.is_empty() {
+        identities = count(false);
+    }
+    if identities.len() <= 1 {
+        return Ok(identities.into_keys().next());
+    }
+    let mut message = format!(
+        "the email {email} does not name one user: sessions with it belong to {} identities.\n\
+         An email is not a stable identity (identity providers can reassign it, and two \
+         providers can both vouch for it), so revoke by subject instead:\n",
+        identities.len()
+    );
+    for ((idp, subject), n) in &identities {
+        message += &format!(
+            "  kubectl portcullis revoke user {} --idp {}    # {n} session{}\n",
+            shell_quote(subject),
+            shell_quote(idp),
+            if *n == 1 { "" } else { "s" }
+        );
+    }
+    Err(Error::AmbiguousEmail(message.trim_end().to_owned()))
+}
+
+/// Quotes a word for a shell command line when it needs it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@:/+=".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use portcullis_crds::AccessSessionSpec;
+
+    pub(crate) fn session(name: &str, idp: &str, subject: &str, email: &str) -> AccessSession {
+        let at = |s: i64| Time(Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH));
+        AccessSession::new(
+            name,
+            AccessSessionSpec {
+                subject: subject.to_owned(),
+                email: Some(email.to_owned()),
+                groups: Vec::new(),
+                identity_provider: idp.to_owned(),
+                issued_at: at(1_000),
+                expires_at: at(2_000),
+                revoked: false,
+                revocation_reason: None,
+            },
+        )
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_500).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn field_selector_values_are_escaped() {
+        assert_eq!(escape_field_value("a=b,c\\d"), r"a\=b\,c\\d");
+        let filter = SessionFilter {
+            user: Some("CiQw=".into()),
+            idp: Some("dex".into()),
+            email: Some("ignored@server.side".into()),
+        };
+        assert_eq!(
+            field_selector(&filter).as_deref(),
+            Some(r"spec.subject=CiQw\=,spec.identityProvider=dex")
+        );
+        assert_eq!(field_selector(&SessionFilter::default()), None);
+    }
+
+    #[test]
+    fn email_matches_case_insensitively() {
+        let s = session("a", "dex", "sub", "Alice@Example.com");
+        let filter = SessionFilter {
+            email: Some("alice@example.COM".into()),
+            ..SessionFilter::default()
+        };
+        assert!(matches_email(&s, &filter));
+        let other = SessionFilter {
+            email: Some("bob@example.com".into()),
+            ..SessionFilter::default()
+        };
+        assert!(!matches_email(&s, &other));
+    }
+
+    #[test]
+    fn an_email_resolves_only_to_one_identity() {
+        let one = [
+            session("a", "dex", "sub-1", "alice@example.com"),
+            session("b", "dex", "sub-1", "alice@example.com"),
+        ];
+        assert_eq!(
+            resolve_email("alice@example.com", &one, now())
+                .ok()
+                .flatten(),
+            Some(("dex".to_owned(), "sub-1".to_owned()))
+        );
+        assert!(matches!(resolve_email("x@y.z", &[], now()), Ok(None)));
+
+        let two = [
+            session("a", "dex", "sub-1", "alice@example.com"),
+            session("b", "google", "1077", "alice@example.com"),
+        ];
+        let Err(Error::AmbiguousEmail(message)) = resolve_email("alice@example.com", &two, now())
+        else {
+            panic!("two identities must be ambiguous");
+        };
+        assert!(message.contains("revoke user sub-1 --idp dex"), "{message}");
+        assert!(
+            message.contains("revoke user 1077 --idp google"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn revoked_sessions_of_another_identity_do_not_make_an_email_ambiguous() {
+        let mut old = session("a", "old-idp", "sub-0", "alice@example.com");
+        old.spec.revoked = true;
+        let sessions = [old, session("b", "dex", "sub-1", "alice@example.com")];
+        assert_eq!(
+            resolve_email("alice@example.com", &sessions, now())
+                .ok()
+                .flatten(),
+            Some(("dex".to_owned(), "sub-1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("CiQw="), "CiQw=");
+        assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

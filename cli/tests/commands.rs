@@ -1,0 +1,857 @@
+//! `kubectl-portcullis` against the real API server of the shared test cluster, run as the
+//! built binary (and once through kubectl's own plugin discovery): listing and filtering,
+//! revoking sessions, users and policies, the errors a platform engineer meets (not found,
+//! ambiguous email, RBAC), and kubeconfig handling. No operator runs here, so `--wait` can only
+//! time out: `wait.rs` runs the operator and a gateway for the other half.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, ensure};
+use common::{
+    Run, admin_user, create, plugin, policy, revoked, session, session_issued, write_kubeconfig,
+};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::jiff::SignedDuration;
+use kube::Api;
+use kube::api::PostParams;
+use portcullis_crds::{AccessPolicy, AccessSession};
+use portcullis_tests::TestCluster;
+use portcullis_tests::tools::Tool;
+
+fn kubeconfig(cluster: &TestCluster) -> PathBuf {
+    cluster.info().kubeconfig.clone()
+}
+
+fn rows(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn sessions_lists_and_filters_server_and_client_side() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-list", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            // A subject with the characters a field selector must escape.
+            let alice = "alice=,x";
+            let mut bob = session_issued(
+                "s-bob",
+                "bob",
+                Some("bob@example.com"),
+                "dex",
+                SignedDuration::from_mins(-3),
+            );
+            bob.spec.revoked = true;
+            create(
+                &api,
+                vec![
+                    session("s-alice-1", alice, Some("Alice@Example.com"), "dex"),
+                    session_issued(
+                        "s-alice-2",
+                        alice,
+                        Some("alice@example.com"),
+                        "google",
+                        SignedDuration::from_mins(-1),
+                    ),
+                    bob,
+                    session_issued("s-old", "bob", None, "dex", SignedDuration::from_hours(-2)),
+                ],
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+            let list = |args: &'static [&'static str]| {
+                let kc = kc.clone();
+                let ns = ns.clone();
+                async move { plugin(&kc, &ns, args).await?.expect(0) }
+            };
+
+            let all = list(&["sessions"]).await?;
+            let header: Vec<&str> = all
+                .stdout
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            ensure!(
+                header
+                    == [
+                        "NAME", "USER", "IDP", "ISSUED", "EXPIRES", "REVOKED", "ENFORCED"
+                    ],
+                "{}",
+                all.stdout
+            );
+            // Oldest login first.
+            ensure!(
+                rows(&all.stdout) == ["s-old", "s-alice-1", "s-bob", "s-alice-2"],
+                "{}",
+                all.stdout
+            );
+            ensure!(all.stdout.contains("expired"), "{}", all.stdout);
+
+            let by_subject = list(&["sessions", "--user", "alice=,x"]).await?;
+            ensure!(
+                rows(&by_subject.stdout) == ["s-alice-1", "s-alice-2"],
+                "{}",
+                by_subject.stdout
+            );
+            let by_idp = list(&["sessions", "--user", "alice=,x", "--idp", "dex"]).await?;
+            ensure!(rows(&by_idp.stdout) == ["s-alice-1"], "{}", by_idp.stdout);
+            let by_email = list(&["sessions", "--email", "ALICE@example.COM"]).await?;
+            ensure!(
+                rows(&by_email.stdout) == ["s-alice-1", "s-alice-2"],
+                "{}",
+                by_email.stdout
+            );
+            let active = list(&["sessions", "--active"]).await?;
+            ensure!(
+                rows(&active.stdout) == ["s-alice-1", "s-alice-2"],
+                "{}",
+                active.stdout
+            );
+            let wide = list(&["sessions", "-o", "wide", "--subject", "alice=,x"]).await?;
+            ensure!(
+                wide.stdout
+                    .lines()
+                    .next()
+                    .is_some_and(|h| h.contains("SUBJECT"))
+                    && wide.stdout.contains("alice=,x"),
+                "{}",
+                wide.stdout
+            );
+
+            let json = list(&["sessions", "-o", "json"]).await?;
+            let value: serde_json::Value = serde_json::from_str(&json.stdout)
+                .with_context(|| format!("-o json is not JSON:\n{}", json.stdout))?;
+            ensure!(value["kind"] == "List", "{value}");
+            let items = value["items"].as_array().context("no items")?;
+            let names: BTreeSet<&str> = items
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str())
+                .collect();
+            ensure!(
+                names == BTreeSet::from(["s-alice-1", "s-alice-2", "s-bob", "s-old"]),
+                "{names:?}"
+            );
+            // The objects themselves, typed: what kubectl -o json would give.
+            for item in items {
+                let parsed: AccessSession = serde_json::from_value(item.clone())?;
+                ensure!(parsed.metadata.namespace.as_deref() == Some(ns.as_str()));
+            }
+            let yaml = list(&["sessions", "-o", "yaml", "--active"]).await?;
+            let value: serde_json::Value = serde_saphyr::from_str(&yaml.stdout)
+                .with_context(|| format!("-o yaml is not YAML:\n{}", yaml.stdout))?;
+            ensure!(
+                value["items"].as_array().map(Vec::len) == Some(2),
+                "{value}"
+            );
+            let names = list(&["sessions", "-o", "name", "--idp", "google"]).await?;
+            ensure!(
+                names.stdout == "accesssession.access.portcullis.dev/s-alice-2\n",
+                "{}",
+                names.stdout
+            );
+
+            // An empty namespace: nothing on stdout, a hint on stderr, success.
+            let empty = plugin(&kc, &format!("{ns}-none"), &["sessions"])
+                .await?
+                .expect(0)?;
+            ensure!(empty.stdout.is_empty(), "{}", empty.stdout);
+            ensure!(
+                empty.stderr.contains("No AccessSessions in namespace")
+                    && empty.stderr.contains("--session-namespace"),
+                "{}",
+                empty.stderr
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("sessions");
+}
+
+#[tokio::test]
+async fn revoke_session_is_idempotent_and_names_what_is_missing() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-revoke-session", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(
+                &api,
+                vec![
+                    session("a", "ann", Some("ann@example.com"), "dex"),
+                    session("b", "ben", Some("ben@example.com"), "dex"),
+                ],
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+
+            let first = plugin(
+                &kc,
+                &ns,
+                &["revoke", "session", "a", "--reason", "laptop stolen"],
+            )
+            .await?
+            .expect(0)?;
+            ensure!(
+                first.stdout == "accesssession/a revoked\n",
+                "{}",
+                first.stdout
+            );
+            ensure!(
+                revoked(&api, "a").await? == (true, Some("laptop stolen".into())),
+                "a not revoked with its reason"
+            );
+            ensure!(!revoked(&api, "b").await?.0, "b was revoked too");
+
+            // Again: nothing written, the first reason kept.
+            let again = plugin(&kc, &ns, &["revoke", "session", "a", "--reason", "other"])
+                .await?
+                .expect(0)?;
+            ensure!(
+                again.stdout == "accesssession/a already revoked (unchanged)\n",
+                "{}",
+                again.stdout
+            );
+            ensure!(revoked(&api, "a").await?.1.as_deref() == Some("laptop stolen"));
+
+            let missing = plugin(&kc, &ns, &["revoke", "session", "nope"])
+                .await?
+                .expect(1)?;
+            ensure!(
+                missing.stderr.trim()
+                    == format!("error: AccessSession \"nope\" not found in namespace {ns}"),
+                "{}",
+                missing.stderr
+            );
+
+            // One missing among several: the others are still revoked, the exit code says it.
+            let mixed = plugin(&kc, &ns, &["revoke", "session", "nope", "b"])
+                .await?
+                .expect(1)?;
+            ensure!(
+                mixed.stdout == "accesssession/b revoked\n",
+                "{}",
+                mixed.stdout
+            );
+            ensure!(
+                mixed.stderr.contains("\"nope\" not found")
+                    && mixed.stderr.contains("1 of 2 could not be revoked"),
+                "{}",
+                mixed.stderr
+            );
+            ensure!(revoked(&api, "b").await?.0, "b not revoked");
+
+            // -n is for policies: a session command explains where sessions live.
+            let wrong = plugin(&kc, &ns, &["revoke", "session", "b", "-n", &ns])
+                .await?
+                .expect(2)?;
+            ensure!(
+                wrong.stderr.contains("--session-namespace"),
+                "{}",
+                wrong.stderr
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("revoke session");
+}
+
+#[tokio::test]
+async fn revoke_user_ends_only_that_subjects_sessions() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-revoke-user", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let mut earlier = session("dave-2", "dave", Some("dave@example.com"), "dex");
+            earlier.spec.revoked = true;
+            earlier.spec.revocation_reason = Some("logged out".into());
+            create(
+                &api,
+                vec![
+                    session("dave-1", "dave", Some("dave@example.com"), "dex"),
+                    earlier,
+                    session("dave-3", "dave", Some("dave@corp.example"), "google"),
+                    session_issued(
+                        "dave-old",
+                        "dave",
+                        None,
+                        "dex",
+                        SignedDuration::from_hours(-3),
+                    ),
+                    session("erin-1", "erin", Some("erin@example.com"), "dex"),
+                    // Another user whose subject merely starts the same.
+                    session("dave2-1", "dave2", Some("dave2@example.com"), "dex"),
+                ],
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+
+            let dex_only = plugin(
+                &kc,
+                &ns,
+                &[
+                    "revoke",
+                    "user",
+                    "dave",
+                    "--idp",
+                    "dex",
+                    "--reason",
+                    "offboarded",
+                ],
+            )
+            .await?
+            .expect(0)?;
+            ensure!(
+                dex_only.stdout.ends_with(
+                    "subject dave (dex): 1 revoked, 1 already revoked, 1 expired (left alone)\n"
+                ),
+                "{}",
+                dex_only.stdout
+            );
+            let state = |name: &'static str| {
+                let api = api.clone();
+                async move { revoked(&api, name).await }
+            };
+            ensure!(state("dave-1").await? == (true, Some("offboarded".into())));
+            ensure!(
+                state("dave-2").await? == (true, Some("logged out".into())),
+                "reason overwritten"
+            );
+            ensure!(
+                !state("dave-3").await?.0,
+                "--idp dex revoked a google session"
+            );
+            ensure!(
+                !state("dave-old").await?.0,
+                "an expired session was written to"
+            );
+            ensure!(!state("erin-1").await?.0, "another user was revoked");
+            ensure!(
+                !state("dave2-1").await?.0,
+                "a subject with the same prefix was revoked"
+            );
+
+            let all_idps = plugin(&kc, &ns, &["revoke", "user", "dave"])
+                .await?
+                .expect(0)?;
+            ensure!(
+                all_idps.stdout.contains("accesssession/dave-3 revoked"),
+                "{}",
+                all_idps.stdout
+            );
+            ensure!(state("dave-3").await?.0);
+            ensure!(!state("erin-1").await?.0 && !state("dave2-1").await?.0);
+
+            let nobody = plugin(&kc, &ns, &["revoke", "user", "nobody"])
+                .await?
+                .expect(0)?;
+            ensure!(
+                nobody.stdout.trim()
+                    == format!("subject nobody: no sessions in namespace {ns}: nothing to revoke"),
+                "{}",
+                nobody.stdout
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("revoke user");
+}
+
+#[tokio::test]
+async fn revoke_user_by_email_only_when_it_names_one_user() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-revoke-email", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(
+                &api,
+                vec![
+                    session("f1", "frank-dex", Some("frank@example.com"), "dex"),
+                    session("f2", "frank-google", Some("Frank@example.com"), "google"),
+                    session("g1", "gina", Some("gina@example.com"), "dex"),
+                    session("g2", "gina", Some("gina@example.com"), "dex"),
+                ],
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+
+            let ambiguous = plugin(
+                &kc,
+                &ns,
+                &["revoke", "user", "--email", "frank@example.com"],
+            )
+            .await?
+            .expect(1)?;
+            for needle in [
+                "does not name one user",
+                "revoke user frank-dex --idp dex",
+                "revoke user frank-google --idp google",
+            ] {
+                ensure!(
+                    ambiguous.stderr.contains(needle),
+                    "{needle}:\n{}",
+                    ambiguous.stderr
+                );
+            }
+            for name in ["f1", "f2"] {
+                ensure!(
+                    !revoked(&api, name).await?.0,
+                    "{name} revoked although ambiguous"
+                );
+            }
+
+            let narrowed = plugin(
+                &kc,
+                &ns,
+                &[
+                    "revoke",
+                    "user",
+                    "--email",
+                    "frank@example.com",
+                    "--idp",
+                    "google",
+                ],
+            )
+            .await?
+            .expect(0)?;
+            ensure!(
+                narrowed.stdout.starts_with(
+                    "frank@example.com is subject frank-google of identity provider google\n"
+                ),
+                "{}",
+                narrowed.stdout
+            );
+            ensure!(revoked(&api, "f2").await?.0 && !revoked(&api, "f1").await?.0);
+
+            plugin(&kc, &ns, &["revoke", "user", "--email", "GINA@example.com"])
+                .await?
+                .expect(0)?;
+            ensure!(revoked(&api, "g1").await?.0 && revoked(&api, "g2").await?.0);
+            Ok(())
+        })
+        .await;
+    result.expect("revoke user --email");
+}
+
+/// A login in flight: its session is created after the first pass, with an `issuedAt` before
+/// the command started. `--wait` keeps sweeping while it waits, so the session is revoked while
+/// the command runs; a login after the command started is left alone. No operator runs, so the
+/// wait itself times out with exit code 3 and says why.
+#[tokio::test]
+async fn revoke_user_catches_a_login_in_flight() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-in-flight", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(&api, vec![session("h-1", "hank", Some("hank@example.com"), "dex")]).await?;
+            let kc = kubeconfig(cluster);
+            let command = plugin(&kc, &ns, &["revoke", "user", "hank", "--wait=8s"]);
+            let late = async {
+                // Once the first pass has revoked h-1, the in-flight login lands.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+                while !revoked(&api, "h-1").await?.0 {
+                    ensure!(tokio::time::Instant::now() < deadline, "h-1 never revoked");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                create(
+                    &api,
+                    vec![
+                        session_issued("h-late", "hank", None, "dex", SignedDuration::from_mins(-1)),
+                        session_issued("h-new", "hank", None, "dex", SignedDuration::from_mins(2)),
+                    ],
+                )
+                .await
+            };
+            let (run, late) = tokio::join!(command, late);
+            late?;
+            let run = run?.expect(3)?;
+            ensure!(
+                run.stdout.contains(
+                    "accesssession/h-late revoked (a login that was in flight when the command started)"
+                ),
+                "{}",
+                run.stdout
+            );
+            ensure!(revoked(&api, "h-late").await?.0, "the in-flight login was not revoked");
+            ensure!(!revoked(&api, "h-new").await?.0, "a later login was revoked");
+            ensure!(
+                run.stderr.contains("not shown as enforced by every connected gateway after 8s")
+                    && run.stderr.contains("no Enforced condition"),
+                "{}",
+                run.stderr
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("revoke user, login in flight");
+}
+
+/// Four people press "revoke existing tokens" at the same moment: the epoch goes up by four,
+/// each run reports a different step.
+#[tokio::test]
+async fn concurrent_policy_revocations_each_raise_the_epoch() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-revoke-policy", |client, ns| async move {
+            let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            policies
+                .create(
+                    &PostParams::default(),
+                    &policy(&ns, "apps", &format!("{ns}.example"))?,
+                )
+                .await?;
+            let kc = kubeconfig(cluster);
+            let args = [
+                "revoke",
+                "policy",
+                "apps",
+                "-n",
+                ns.as_str(),
+                "--reason",
+                "drill",
+            ];
+            let runs = futures::future::join_all((0..4).map(|_| plugin(&kc, &ns, &args))).await;
+            let mut steps = BTreeSet::new();
+            for run in runs {
+                let run = run?.expect(0)?;
+                let step = run
+                    .stdout
+                    .split_once("revocationEpoch ")
+                    .and_then(|(_, rest)| rest.split_once(" (namespace"))
+                    .map(|(step, _)| step.to_owned())
+                    .with_context(|| format!("no epoch step in {}", run.stdout))?;
+                steps.insert(step);
+            }
+            ensure!(
+                steps == BTreeSet::from(["0 → 1", "1 → 2", "2 → 3", "3 → 4"].map(String::from)),
+                "{steps:?}"
+            );
+            let policy = policies.get("apps").await?;
+            ensure!(
+                policy.spec.revocation_epoch == 4,
+                "epoch {}",
+                policy.spec.revocation_epoch
+            );
+            let annotation = policy
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .remove("access.portcullis.dev/revocation-reason");
+            ensure!(
+                annotation.as_deref() == Some("epoch 4: drill"),
+                "{annotation:?}"
+            );
+
+            let missing = plugin(&kc, &ns, &["revoke", "policy", "nope", "-n", &ns])
+                .await?
+                .expect(1)?;
+            ensure!(
+                missing.stderr.trim()
+                    == format!("error: AccessPolicy \"nope\" not found in namespace {ns}"),
+                "{}",
+                missing.stderr
+            );
+
+            // Without -n: the kubeconfig context's namespace, as kubectl does.
+            let with_ns = std::env::temp_dir().join(format!("portcullis-cli-{ns}.kubeconfig"));
+            write_kubeconfig(
+                &with_ns,
+                &cluster.info().ca_file,
+                &[(
+                    "ctx",
+                    cluster.info().apiserver_url(),
+                    admin_user(cluster.info()),
+                    Some(&ns),
+                )],
+            )?;
+            let run = plugin(&with_ns, &ns, &["revoke", "policy", "apps"])
+                .await?
+                .expect(0)?;
+            let _ = std::fs::remove_file(&with_ns);
+            ensure!(run.stdout.contains("4 → 5"), "{}", run.stdout);
+            ensure!(policies.get("apps").await?.spec.revocation_epoch == 5);
+            Ok(())
+        })
+        .await;
+    result.expect("revoke policy");
+}
+
+/// kubectl finds the plugin on PATH: `kubectl portcullis ...` runs it, with kubectl's
+/// `KUBECONFIG` in the environment.
+#[tokio::test]
+async fn kubectl_runs_it_as_a_plugin() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-kubectl", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(
+                &api,
+                vec![session("k1", "kim", Some("kim@example.com"), "dex")],
+            )
+            .await?;
+            let bin = std::env::temp_dir().join(format!("portcullis-cli-{ns}-bin"));
+            std::fs::create_dir_all(&bin)?;
+            let _ = std::fs::remove_file(bin.join("kubectl-portcullis"));
+            std::os::unix::fs::symlink(common::PLUGIN, bin.join("kubectl-portcullis"))?;
+            let kubectl = Tool::Kubectl.path()?;
+            let path = std::env::join_paths(
+                [
+                    bin.clone(),
+                    kubectl.parent().map(Path::to_owned).unwrap_or_default(),
+                ]
+                .into_iter()
+                .chain(std::env::split_paths(
+                    &std::env::var_os("PATH").unwrap_or_default(),
+                )),
+            )?;
+            let mut command = tokio::process::Command::new(&kubectl);
+            command
+                .env("PATH", &path)
+                .env("KUBECONFIG", kubeconfig(cluster))
+                .env("PORTCULLIS_SESSION_NAMESPACE", &ns)
+                .args(["portcullis"]);
+            let run = common::run(command, &["sessions", "-o", "name"]).await;
+            let _ = std::fs::remove_dir_all(&bin);
+            let run = run?.expect(0)?;
+            ensure!(
+                run.stdout == "accesssession.access.portcullis.dev/k1\n",
+                "{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("kubectl portcullis");
+}
+
+/// `--context` picks the context; the current one is used otherwise, and an unreachable API
+/// server is an error that says what it was doing.
+#[tokio::test]
+async fn context_is_chosen_like_kubectl() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-context", |_client, ns| async move {
+            let info = cluster.info();
+            let path = std::env::temp_dir().join(format!("portcullis-cli-{ns}.kubeconfig"));
+            write_kubeconfig(
+                &path,
+                &info.ca_file,
+                &[
+                    ("unreachable", "https://127.0.0.1:1", admin_user(info), None),
+                    ("stack", info.apiserver_url(), admin_user(info), None),
+                ],
+            )?;
+            let current = plugin(&path, &ns, &["sessions"]).await;
+            let chosen = plugin(&path, &ns, &["sessions", "--context", "stack"]).await;
+            let unknown = plugin(&path, &ns, &["sessions", "--context", "nope"]).await;
+            let _ = std::fs::remove_file(&path);
+            let current = current?.expect(1)?;
+            ensure!(
+                current.stderr.starts_with(&format!(
+                    "error: could not list accesssessions in namespace {ns}: "
+                )),
+                "{}",
+                current.stderr
+            );
+            chosen?.expect(0)?;
+            let unknown = unknown?.expect(1)?;
+            ensure!(
+                unknown.stderr.contains("loading the kubeconfig"),
+                "{}",
+                unknown.stderr
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("--context");
+}
+
+/// A token for ServiceAccount `name` (created here) that the API server accepts.
+async fn service_account_token(client: &kube::Client, ns: &str, name: &str) -> Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some(name.to_owned());
+    accounts.create(&PostParams::default(), &account).await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let issued = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await?;
+    Ok(issued.status.context("token request without status")?.token)
+}
+
+fn kubectl_apply(kubeconfig: &Path, manifest: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(Tool::Kubectl.path()?)
+        .env("KUBECONFIG", kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(manifest.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The RBAC block of docs/cli.md, renamed for this namespace.
+fn documented_rbac(ns: &str) -> Result<String> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cli.md"))?;
+    let start = doc
+        .find("```yaml\n# RBAC for kubectl-portcullis")
+        .context("docs/cli.md has no RBAC block")?;
+    let block = &doc[start + "```yaml\n".len()..];
+    let block = &block[..block.find("```").context("unterminated RBAC block")?];
+    Ok(block
+        .replace("namespace: portcullis", &format!("namespace: {ns}"))
+        .replace("name: portcullis-revoker", &format!("name: {ns}-revoker"))
+        .replace("name: platform-team", &format!("name: {ns}-revoker")))
+}
+
+/// A ServiceAccount without rights is told which verb on which resource it lacks; bound to the
+/// RBAC docs/cli.md documents, it can do everything the plugin does.
+#[tokio::test]
+async fn rbac_refusals_are_explained_and_the_documented_rbac_suffices() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-rbac", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(
+                &api,
+                vec![
+                    session("r1", "rita", Some("rita@example.com"), "dex"),
+                    session("r2", "rita", Some("rita@example.com"), "dex"),
+                ],
+            )
+            .await?;
+            Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &policy(&ns, "apps", &format!("{ns}.example"))?)
+                .await?;
+            let info = cluster.info();
+            let token = service_account_token(&client, &ns, "revoker").await?;
+            let path = std::env::temp_dir().join(format!("portcullis-cli-{ns}.kubeconfig"));
+            write_kubeconfig(
+                &path,
+                &info.ca_file,
+                &[("sa", info.apiserver_url(), serde_json::json!({"token": token}), Some(&ns))],
+            )?;
+            let outcome = async {
+                let denied = plugin(&path, &ns, &["sessions"]).await?.expect(1)?;
+                ensure!(
+                    denied.stderr.starts_with(&format!(
+                        "error: forbidden: you may not list accesssessions in namespace {ns}"
+                    )) && denied.stderr.contains("docs/cli.md"),
+                    "{}",
+                    denied.stderr
+                );
+                let denied = plugin(&path, &ns, &["revoke", "policy", "apps"]).await?.expect(1)?;
+                ensure!(
+                    denied.stderr.starts_with(&format!(
+                        "error: forbidden: you may not get accesspolicies in namespace {ns}"
+                    )),
+                    "{}",
+                    denied.stderr
+                );
+
+                // The documented Role and ClusterRole, bound to the ServiceAccount.
+                let rbac = documented_rbac(&ns)?;
+                ensure!(rbac.contains(&format!("{ns}-revoker")), "{rbac}");
+                let bindings = format!(
+                    "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: sessions\n  namespace: {ns}\n\
+                     roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {ns}-revoker}}\n\
+                     subjects: [{{kind: ServiceAccount, name: revoker, namespace: {ns}}}]\n---\n\
+                     apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: policies\n  namespace: {ns}\n\
+                     roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-revoker}}\n\
+                     subjects: [{{kind: ServiceAccount, name: revoker, namespace: {ns}}}]\n"
+                );
+                kubectl_apply(&info.kubeconfig, &format!("{rbac}\n---\n{bindings}"))?;
+                // RBAC changes reach the authorizer through its informers: allow a moment.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    let run = plugin(&path, &ns, &["sessions", "-o", "name"]).await?;
+                    if run.code == Some(0) {
+                        break;
+                    }
+                    ensure!(tokio::time::Instant::now() < deadline, "still refused: {}", run.stderr);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                plugin(&path, &ns, &["revoke", "session", "r1"]).await?.expect(0)?;
+                plugin(&path, &ns, &["revoke", "user", "rita"]).await?.expect(0)?;
+                ensure!(revoked(&api, "r2").await?.0, "revoke user did nothing");
+                plugin(&path, &ns, &["revoke", "policy", "apps"]).await?.expect(0)?;
+                plugin(&path, &ns, &["status", "-n", &ns]).await?.expect(0)?;
+                Ok::<(), anyhow::Error>(())
+            }
+            .await;
+            let _ = std::fs::remove_file(&path);
+            let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+                .delete(&format!("{ns}-revoker"), &Default::default())
+                .await;
+            outcome
+        })
+        .await;
+    result.expect("RBAC");
+}
+
+/// `status` summarizes policies and sessions.
+#[tokio::test]
+async fn status_summarizes_policies_and_sessions() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-status", |client, ns| async move {
+            Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &policy(&ns, "apps", &format!("{ns}.example"))?)
+                .await?;
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let mut gone = session("t2", "tom", None, "dex");
+            gone.spec.revoked = true;
+            create(&api, vec![session("t1", "tom", None, "dex"), gone]).await?;
+            let run: Run = plugin(&kubeconfig(cluster), &ns, &["status", "-n", &ns]).await?.expect(0)?;
+            let mut lines = run.stdout.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+            ensure!(
+                header == ["NAMESPACE", "NAME", "READY", "REASON", "GATEWAYS", "EPOCH", "ENFORCED-EPOCH"],
+                "{}",
+                run.stdout
+            );
+            let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+            ensure!(row == [ns.as_str(), "apps", "?", "-", "-", "0", "-"], "{}", run.stdout);
+            ensure!(
+                run.stdout.contains(&format!("1 policy in namespace {ns}: 0 ready, 1 not ready."))
+                    && run.stdout.contains("no policy has status yet: is the operator running?")
+                    && run.stdout.contains(&format!(
+                        "Sessions in namespace {ns}: 1 active, 1 revoked (0 enforced by every gateway, 1 not yet)."
+                    )),
+                "{}",
+                run.stdout
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("status");
+}

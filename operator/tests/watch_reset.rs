@@ -1,0 +1,177 @@
+//! A watch that can no longer resume (410 Gone: the events it missed were compacted away) loses
+//! no revocation: the operator relists, and the relist ends every session it revoked. Real
+//! etcd, real API server, real `portcullis-operator` and two real gateways in cluster mode.
+//!
+//! To make sure the operator can learn of the revocation only through a relist, it is made
+//! while the API server is down, in etcd itself (the stored object, revoked, as the API server
+//! would have written it); etcd is then compacted to that revision and the API server started
+//! again, so the operator's resumed watch can only be answered with 410 Gone.
+
+use anyhow::{Context as _, Result, ensure};
+use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api,
+    api::{ObjectMeta, PostParams},
+};
+use portcullis_tests::{
+    StackConfig,
+    cluster::install_crds,
+    fleet::{Fleet, FleetOptions, Verdict},
+    stack::Stack,
+};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(20);
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The current revision of etcd at `etcd` (any range answer carries it in its header).
+async fn etcd_revision(http: &reqwest::Client, etcd: &str) -> Result<i64> {
+    let range: serde_json::Value = http
+        .post(format!("{etcd}/v3/kv/range"))
+        .json(&serde_json::json!({"key": B64.encode("/"), "limit": 1}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    range
+        .pointer("/header/revision")
+        .and_then(|r| r.as_str())
+        .context("no revision in etcd's answer")?
+        .parse()
+        .context("revision")
+}
+
+/// Sets `spec.revoked` on the stored AccessSession `ns/name` directly in etcd, through its
+/// JSON gateway: a change no watch of the API server can have delivered.
+async fn revoke_in_etcd(http: &reqwest::Client, etcd: &str, ns: &str, name: &str) -> Result<()> {
+    let key = format!("/registry/access.portcullis.dev/accesssessions/{ns}/{name}");
+    let range: serde_json::Value = http
+        .post(format!("{etcd}/v3/kv/range"))
+        .json(&serde_json::json!({"key": B64.encode(&key)}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let stored = range
+        .pointer("/kvs/0/value")
+        .and_then(|v| v.as_str())
+        .with_context(|| format!("{key} not in etcd: {range}"))?;
+    let mut object: serde_json::Value = serde_json::from_slice(&B64.decode(stored)?)?;
+    object["spec"]["revoked"] = serde_json::Value::Bool(true);
+    http.post(format!("{etcd}/v3/kv/put"))
+        .json(&serde_json::json!({
+            "key": B64.encode(&key),
+            "value": B64.encode(serde_json::to_vec(&object)?),
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// Compacts etcd's history up to its current revision: no watch can resume from before now.
+async fn compact_etcd(http: &reqwest::Client, etcd: &str) -> Result<()> {
+    let revision = etcd_revision(http, etcd).await?;
+    http.post(format!("{etcd}/v3/kv/compaction"))
+        .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+fn relists(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("listed") && l.contains("AccessSession"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_watch_that_expires_relists_and_loses_no_revocation() -> Result<()> {
+    let dir = portcullis_tests::fsutil::scratch_dir("watch-reset", "gone")?;
+    let mut stack = Stack::start(StackConfig::new(dir.join("stack"))).await?;
+    let client = stack.client().await?;
+    install_crds(&client).await?;
+    let ns = "watch-reset";
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let fleet = Fleet::start(FleetOptions {
+        dir: &dir.join("fleet"),
+        client: &client,
+        kubeconfig: &kubeconfig,
+        namespace: ns,
+        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
+        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
+        gateways: 2,
+        gateway_env: Vec::new(),
+        operator_env: Vec::new(),
+    })
+    .await?;
+    let result = async {
+        let mut tokens = Vec::new();
+        for sid in ["kept", "revoked-while-away"] {
+            fleet.create_session(sid).await?;
+            let token = fleet.app_token(sid)?;
+            for i in 0..fleet.gateways.len() {
+                fleet
+                    .probe(i)?
+                    .until(&token, Verdict::Accepted, POLL, LIMIT)
+                    .await
+                    .with_context(|| format!("{sid} accepted at gateway {i}"))?;
+            }
+            tokens.push(token);
+        }
+        let listed_before = relists(&std::fs::read_to_string(fleet.operator.log_path())?);
+        ensure!(listed_before >= 1, "{}", fleet.operator.log_tail());
+
+        let etcd = stack.info().etcd.url.clone().context("etcd url")?;
+        let http = reqwest::Client::new();
+        stack.stop_apiserver().await?;
+        revoke_in_etcd(&http, &etcd, ns, "revoked-while-away").await?;
+        compact_etcd(&http, &etcd).await?;
+        stack.start_apiserver().await?;
+
+        for i in 0..fleet.gateways.len() {
+            fleet
+                .probe(i)?
+                .until(&tokens[1], Verdict::Refused, POLL, LIMIT)
+                .await
+                .with_context(|| {
+                    format!(
+                        "revoked while the operator's watch was away: refused at gateway {i}\n{}",
+                        fleet.operator.log_tail()
+                    )
+                })?;
+            ensure!(
+                fleet.probe(i)?.ask(&tokens[0]).await? == Verdict::Accepted,
+                "the session nobody revoked is refused at gateway {i}"
+            );
+        }
+        let log = std::fs::read_to_string(fleet.operator.log_path())?;
+        ensure!(
+            relists(&log) > listed_before,
+            "the operator did not relist its sessions, so this test did not exercise a \
+             410 Gone:\n{}",
+            fleet.operator.log_tail()
+        );
+        Ok(())
+    }
+    .await;
+    fleet.stop().await?;
+    stack.stop().await?;
+    result
+}
