@@ -206,9 +206,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(leading);
     // A status pass under way finishes its writes, within FLUSH; nothing writes after that, so
     // the Lease can go.
-    for (name, task) in [("status writer", writer), ("session collector", collector)] {
-        finish(name, task, FLUSH).await;
-    }
+    tokio::join!(
+        finish("status writer", writer, FLUSH),
+        finish("session collector", collector, FLUSH),
+    );
     if let Some(relay) = relay {
         // Relaying is pointless now; a request under way is cut.
         relay.abort();
@@ -218,9 +219,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Released, a standby takes the Lease within a second instead of after the lease duration.
     election.release(RELEASE).await;
-    for (name, task) in [("stream API", main), ("ops endpoint", ops)] {
-        finish(name, task, DRAIN).await;
-    }
+    tokio::join!(
+        finish("stream API", main, DRAIN),
+        finish("ops endpoint", ops, DRAIN),
+    );
     info!(took = ?stopping.elapsed(), "stopped");
     Ok(())
 }
