@@ -1,7 +1,5 @@
 //! The gateways connected to this replica and the versions they acknowledged.
 
-use crate::index::Index;
-use portcullis_protocol::GatewayFacts;
 use std::collections::HashMap;
 
 /// A gateway that has not acked or held a stream for this long no longer counts as connected.
@@ -52,29 +50,6 @@ impl Fleet {
 
     pub fn connected_count(&self, now: u64) -> usize {
         self.connected(now).count()
-    }
-
-    /// What each connected gateway enforces, as facts about objects.
-    pub fn facts(&self, index: &Index, now: u64) -> Vec<GatewayFacts> {
-        self.connected(now)
-            .map(|(id, acked, last_seen)| {
-                let acked = acked.unwrap_or(0);
-                GatewayFacts {
-                    gateway: id.to_owned(),
-                    acked_at: last_seen,
-                    policies: index
-                        .policies()
-                        .filter(|p| index.policy_changed_at(&p.uid).is_some_and(|v| v <= acked))
-                        .map(|p| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
-                        .collect(),
-                    ended_sessions: index
-                        .ended_sessions()
-                        .filter(|(_, v)| *v <= acked)
-                        .map(|(sid, _)| sid.to_owned())
-                        .collect(),
-                }
-            })
-            .collect()
     }
 
     /// Drops gateways gone for long.

@@ -1,12 +1,13 @@
 //! Session garbage collection, on the leader: AccessSessions whose absolute expiry plus the
 //! grace (`--session-gc-grace`) has passed are deleted, a bounded batch per pass, so an outage's
-//! backlog drains without flooding the API server. Gateways forget such sessions on their own
+//! backlog drains without flooding the API server. The candidates come from the watched index,
+//! so a pass costs a read and a delete per expired session, not a list of every session. Gateways forget such sessions on their own
 //! (expiry plus clock skew), so deleting them never revives anything.
 
 use crate::{shared::Shared, shutdown::Signal};
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Preconditions},
+    api::{DeleteParams, Preconditions},
 };
 use portcullis_crds::AccessSession;
 use std::{sync::Arc, time::Duration};
@@ -17,7 +18,6 @@ use tracing::{info, warn};
 pub const BATCH: usize = 100;
 /// Time between passes.
 pub const INTERVAL: Duration = Duration::from_secs(30);
-const PAGE: u32 = 500;
 
 /// Collects while this replica leads, until shutdown.
 pub async fn run(
@@ -37,7 +37,7 @@ pub async fn run(
             }
             continue;
         }
-        match pass(&api, grace, crate::shared::now()).await {
+        match pass(&api, &shared, grace, crate::shared::now()).await {
             Ok(0) => {}
             Ok(deleted) => {
                 shared.metrics.sessions_collected(deleted);
@@ -54,36 +54,33 @@ pub async fn run(
 }
 
 /// One pass: deletes up to [`BATCH`] sessions past expiry plus grace; how many it deleted.
+///
+/// The candidates come from the index the watch keeps (no list of every session); each is read
+/// again and judged on what the API server holds now, and deleted with its uid as precondition.
 pub async fn pass(
     api: &Api<AccessSession>,
+    shared: &Shared,
     grace: Duration,
     now: u64,
 ) -> Result<usize, kube::Error> {
-    let cutoff = i64::try_from(now.saturating_sub(grace.as_secs())).unwrap_or(i64::MAX);
-    let mut expired = Vec::new();
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = api.list(&params).await?;
-        expired.extend(
-            page.items
-                .into_iter()
-                .filter(|s| s.metadata.deletion_timestamp.is_none())
-                .filter(|s| s.spec.expires_at.0.as_second() < cutoff)
-                .filter_map(|s| Some((s.metadata.name?, s.metadata.uid))),
-        );
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() && expired.len() < BATCH => {
-                params = params.continue_token(&token);
-            }
-            _ => break,
-        }
-    }
+    let cutoff = now.saturating_sub(grace.as_secs());
+    let candidates = shared.lock_index().expired_before(cutoff, BATCH);
+    let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
     let mut deleted = 0;
-    for (name, uid) in expired.into_iter().take(BATCH) {
+    for name in candidates {
+        let Some(session) = api.get_opt(&name).await? else {
+            shared.update(|index| index.forget_lingering(&name));
+            continue;
+        };
+        if session.metadata.deletion_timestamp.is_some()
+            || session.spec.expires_at.0.as_second() >= cutoff
+        {
+            continue;
+        }
         let params = DeleteParams {
             // The object we judged, not a namesake created since.
             preconditions: Some(Preconditions {
-                uid,
+                uid: session.metadata.uid,
                 resource_version: None,
             }),
             ..DeleteParams::default()

@@ -20,6 +20,8 @@ pub type Key = (String, String);
 struct Session {
     entry: SessionEntry,
     ended_at: Option<u64>,
+    /// The AccessSession object still exists (not deleted, not being deleted).
+    exists: bool,
 }
 
 /// The index. Not thread-safe by itself: the operator holds it in a mutex.
@@ -37,6 +39,13 @@ pub struct Index {
     /// Secrets currently streamed (referenced by a policy and present).
     streamed_secrets: BTreeSet<Key>,
     sessions: HashMap<String, Session>,
+    /// Ended sessions by the version that ended them, so "what did a gateway that acknowledged
+    /// version b newly enforce since a" is a range, not a scan of every session.
+    ended_log: BTreeMap<u64, String>,
+    /// AccessSessions that still exist although the index forgot them (past expiry plus skew),
+    /// with their expiry: what session garbage collection deletes, found without listing every
+    /// session.
+    lingering: HashMap<String, u64>,
     /// The status each policy carries now (by uid), as the watch last delivered it: the
     /// status writer compares against it, so it writes only what changed, and keeps first-seen
     /// times (`epochRaisedAt`) across leader changes.
@@ -58,6 +67,8 @@ impl Index {
             secrets: BTreeMap::new(),
             streamed_secrets: BTreeSet::new(),
             sessions: HashMap::new(),
+            ended_log: BTreeMap::new(),
+            lingering: HashMap::new(),
             policy_status: HashMap::new(),
             revoked_status: HashMap::new(),
         }
@@ -115,12 +126,29 @@ impl Index {
         Some(self.log.range(start..).cloned().collect())
     }
 
-    /// Version at which policy `uid` last changed in a way gateways must apply.
-    pub fn policy_changed_at(&self, uid: &str) -> Option<u64> {
+    /// Policy facts a gateway gained by acknowledging `upto` after `after` (everything up to
+    /// `upto` when `after` is `None`): uid → (generation, epoch) of each policy whose current
+    /// form is in that range.
+    pub fn policy_facts(&self, after: Option<u64>, upto: u64) -> BTreeMap<String, (i64, i64)> {
+        let newer = |v: u64| after.is_none_or(|a| v > a) && v <= upto;
         self.policies
             .values()
-            .find(|(p, _)| p.uid == uid)
-            .map(|(_, v)| *v)
+            .filter(|(_, v)| newer(*v))
+            .map(|(p, _)| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
+            .collect()
+    }
+
+    /// Sessions ended after version `after` (from the start when `None`) up to `upto`: what a
+    /// gateway that acknowledged `upto` newly enforces. Sessions already forgotten (expired) are
+    /// not listed.
+    pub fn ended_between(&self, after: Option<u64>, upto: u64) -> impl Iterator<Item = &str> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let range = if from <= upto {
+            Some(self.ended_log.range(from..=upto))
+        } else {
+            None
+        };
+        range.into_iter().flatten().map(|(_, sid)| sid.as_str())
     }
 
     /// Version at which session `sid` was ended.
@@ -130,13 +158,6 @@ impl Index {
 
     pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
         self.policies.values().map(|(p, _)| p)
-    }
-
-    /// Ended sessions and the version that ended them.
-    pub fn ended_sessions(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.sessions
-            .iter()
-            .filter_map(|(sid, s)| Some((sid.as_str(), s.ended_at?)))
     }
 
     fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {
@@ -343,12 +364,22 @@ impl Index {
             email: session.spec.email.clone(),
             groups: session.spec.groups.clone(),
         };
-        self.upsert_session(entry, now);
+        let exists = session.metadata.deletion_timestamp.is_none();
+        if exists && entry.expires_at + CLOCK_SKEW_SECS <= now {
+            self.lingering.insert(sid, entry.expires_at);
+        } else {
+            self.lingering.remove(&sid);
+        }
+        self.upsert_session(entry, exists, now);
     }
 
-    fn upsert_session(&mut self, mut entry: SessionEntry, now: u64) {
+    fn upsert_session(&mut self, mut entry: SessionEntry, exists: bool, now: u64) {
         if entry.expires_at + CLOCK_SKEW_SECS <= now {
-            self.sessions.remove(&entry.sid);
+            if let Some(gone) = self.sessions.remove(&entry.sid)
+                && let Some(v) = gone.ended_at
+            {
+                self.ended_log.remove(&v);
+            }
             return;
         }
         if let Some(known) = self.sessions.get(&entry.sid) {
@@ -357,6 +388,9 @@ impl Index {
             entry.subject = known.entry.subject.clone();
             entry.expires_at = entry.expires_at.min(known.entry.expires_at);
             if known.entry == entry {
+                if let Some(known) = self.sessions.get_mut(&entry.sid) {
+                    known.exists = exists;
+                }
                 return;
             }
         }
@@ -367,11 +401,15 @@ impl Index {
             version,
             session: entry.clone(),
         });
+        if was_ended.is_none() && ended {
+            self.ended_log.insert(version, sid.clone());
+        }
         self.sessions.insert(
             sid,
             Session {
                 entry,
                 ended_at: was_ended.or(ended.then_some(version)),
+                exists,
             },
         );
     }
@@ -379,11 +417,32 @@ impl Index {
     /// A deleted session: ended until its expiry.
     pub fn delete_session(&mut self, sid: &str, now: u64) {
         self.revoked_status.remove(sid);
+        self.lingering.remove(sid);
         if let Some(known) = self.sessions.get(sid) {
             let mut entry = known.entry.clone();
             entry.ended = true;
-            self.upsert_session(entry, now);
+            self.upsert_session(entry, false, now);
         }
+    }
+
+    /// Up to `limit` existing AccessSessions that expired before `cutoff` (unix seconds).
+    pub fn expired_before(&self, cutoff: u64, limit: usize) -> Vec<String> {
+        let lingering = self
+            .lingering
+            .iter()
+            .filter(|(_, expires_at)| **expires_at < cutoff)
+            .map(|(sid, _)| sid.clone());
+        let known = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.exists && s.entry.expires_at < cutoff)
+            .map(|(sid, _)| sid.clone());
+        lingering.chain(known).take(limit).collect()
+    }
+
+    /// Session garbage collection found `sid` gone.
+    pub fn forget_lingering(&mut self, sid: &str) {
+        self.lingering.remove(sid);
     }
 
     /// After a relist: sessions that vanished are ended.
@@ -401,6 +460,8 @@ impl Index {
         for sid in vanished {
             self.delete_session(&sid, now);
         }
+        self.lingering
+            .retain(|sid, _| listed.contains(sid.as_str()));
         for session in sessions {
             self.apply_session(session, now);
         }
@@ -408,8 +469,20 @@ impl Index {
 
     /// Drops sessions past expiry plus skew (gateways forget them on their own).
     pub fn collect(&mut self, now: u64) {
-        self.sessions
-            .retain(|_, s| s.entry.expires_at + CLOCK_SKEW_SECS > now);
+        let ended_log = &mut self.ended_log;
+        let lingering = &mut self.lingering;
+        self.sessions.retain(|sid, s| {
+            let keep = s.entry.expires_at + CLOCK_SKEW_SECS > now;
+            if !keep {
+                if let Some(v) = s.ended_at {
+                    ended_log.remove(&v);
+                }
+                if s.exists {
+                    lingering.insert(sid.clone(), s.entry.expires_at);
+                }
+            }
+            keep
+        });
         let sessions = &self.sessions;
         self.revoked_status
             .retain(|sid, _| sessions.contains_key(sid));
@@ -449,6 +522,92 @@ mod tests {
             },
             status: None,
         }
+    }
+
+    fn expiring(name: &str, expires_at: u64) -> AccessSession {
+        let mut s = session(name, false, expires_at - 3600);
+        s.metadata.uid = Some(format!("uid-{name}"));
+        s
+    }
+
+    #[test]
+    fn garbage_collection_candidates_are_the_existing_sessions_expired_before_the_cutoff() {
+        let now = 1_800_000_000;
+        let mut index = Index::new("i".into(), 1000);
+        // Listed long expired, expired a while ago, live; one deleted.
+        index.reset_sessions(
+            &[
+                expiring("old", now - 7200),
+                expiring("old-deleted", now - 7200),
+                expiring("recent", now - 60),
+                expiring("live", now + 600),
+            ],
+            now,
+        );
+        index.delete_session("old-deleted", now);
+        let mut got = index.expired_before(now - 3600, 100);
+        got.sort();
+        assert_eq!(got, ["old"]);
+        let mut got = index.expired_before(now, 100);
+        got.sort();
+        assert_eq!(got, ["old", "recent"]);
+        assert_eq!(index.expired_before(now, 1).len(), 1, "bounded");
+
+        // A live session the index forgets at expiry stays a candidate while it exists; a
+        // deleted one does not.
+        index.apply_session(&expiring("soon", now + 10), now);
+        index.apply_session(&expiring("soon-deleted", now + 10), now);
+        index.delete_session("soon-deleted", now);
+        index.collect(now + 100);
+        let mut got = index.expired_before(now + 100, 100);
+        got.sort();
+        assert_eq!(got, ["old", "recent", "soon"]);
+        // Deleted by the collector (the watch says so), or vanished in a relist.
+        index.delete_session("recent", now + 100);
+        index.reset_sessions(
+            &[expiring("soon", now + 10), expiring("live", now + 600)],
+            now + 100,
+        );
+        assert_eq!(index.expired_before(now + 100, 100), ["soon"]);
+        index.forget_lingering("soon");
+        assert!(index.expired_before(now + 100, 100).is_empty());
+    }
+
+    #[test]
+    fn ended_sessions_are_found_by_version_range_and_forgotten_with_their_session() {
+        let now = 1_800_000_000;
+        let mut index = Index::new("i".into(), 1000);
+        index.apply_session(&session("a", false, now), now);
+        let before = index.version();
+        index.apply_session(&session("a", true, now), now);
+        let ended_a = index.version();
+        index.apply_session(&session("b", true, now), now);
+        let all: Vec<&str> = index.ended_between(None, index.version()).collect();
+        assert_eq!(all, ["a", "b"]);
+        assert_eq!(
+            index
+                .ended_between(Some(before), ended_a)
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(
+            index
+                .ended_between(Some(ended_a), index.version())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(
+            index
+                .ended_between(Some(index.version()), index.version())
+                .count(),
+            0
+        );
+        assert_eq!(index.ended_between(Some(10), 3).count(), 0);
+        // Ending again changes nothing; expiry forgets it.
+        index.delete_session("a", now);
+        assert_eq!(index.session_ended_at("a"), Some(ended_a));
+        index.collect(now + 3600 + CLOCK_SKEW_SECS);
+        assert_eq!(index.ended_between(None, index.version()).count(), 0);
     }
 
     #[test]

@@ -1,19 +1,35 @@
 //! Leader election with a `coordination.k8s.io` Lease: every replica serves the stream, only the
 //! holder writes (status, Events, session garbage collection). The holder publishes where peers
-//! reach it (`--advertise-url`) in annotations on the Lease, next to its identity, so a follower
-//! trusts the URL only while that identity still holds the Lease.
+//! reach it (`--advertise-url`) in annotations on the Lease, in the same update that takes the
+//! Lease, so a follower trusts the URL only while that identity still holds it.
 //!
-//! The lease task is the replica's right to write: if it ends, the process exits (the caller
-//! selects on the returned handle) rather than carry on as a leader nobody renews.
+//! The election follows client-go's: every update is a `replace` with the `resourceVersion` that
+//! was read (optimistic concurrency, so two replicas never both win); the holder renews every
+//! [`RENEW_EVERY`] and stops writing if it could not renew for [`RENEW_DEADLINE`], well before
+//! another replica may take over; a follower reads the Lease every [`RETRY_EVERY`] and takes it
+//! when it is free, or when its record has not changed for its duration *as measured on the
+//! follower's own clock* (clock skew between nodes cannot make it take a live lease). On shutdown
+//! the holder releases the Lease (clears the holder), so a standby takes over within
+//! [`RETRY_EVERY`] instead of after the lease duration.
+//!
+//! The election task is the replica's right to write: if it ends on its own, the process exits
+//! (the caller selects on [`Election::ended`]) rather than carry on as a leader nobody renews.
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams},
+    api::{ObjectMeta, PostParams},
 };
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-use tokio::{sync::watch, task::JoinHandle};
-use tracing::{info, warn};
+use std::time::{Duration, Instant};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
 
 /// Annotation naming the holder that published [`LEADER_URL_ANNOTATION`].
 pub const LEADER_IDENTITY_ANNOTATION: &str = "access.portcullis.dev/leader-identity";
@@ -21,17 +37,18 @@ pub const LEADER_IDENTITY_ANNOTATION: &str = "access.portcullis.dev/leader-ident
 pub const LEADER_URL_ANNOTATION: &str = "access.portcullis.dev/leader-url";
 /// Field manager of the operator's own writes.
 pub const FIELD_MANAGER: &str = "portcullis-operator";
-/// How long a lease is valid without renewal: a killed leader is replaced within about this.
-pub const LEASE_DURATION_SECS: u64 = 10;
-/// The holder renews this long before expiry (also the tolerated clock skew).
-pub const LEASE_GRACE_SECS: u64 = 3;
-
-/// Why leader election could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error("cannot set up the Lease: {0}")]
-    Manager(#[from] LeaseManagerError),
-}
+/// How long a lease is valid without renewal: a killed leader is replaced within about this
+/// (plus [`RETRY_EVERY`]).
+pub const LEASE_DURATION: Duration = Duration::from_secs(10);
+/// The holder renews this often.
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// A holder that has not renewed for this long stops writing: before any follower can have seen
+/// the record unchanged for [`LEASE_DURATION`].
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(7);
+/// A follower reads the Lease this often: how soon a released lease is taken.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// A single API request of the election gives up after this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where to hold the Lease and what to publish.
 #[derive(Clone, Debug)]
@@ -42,87 +59,365 @@ pub struct LeaseConfig {
     pub advertise_url: Option<String>,
 }
 
-/// Starts electing. The receiver says whether this replica leads now; the handle ends only if
-/// the election itself ended (the process must exit then).
-pub async fn start(
+/// The running election.
+pub struct Election {
+    task: JoinHandle<()>,
+    release: Option<oneshot::Sender<()>>,
+}
+
+impl Election {
+    /// Resolves only if the election task ended on its own (the process must exit then).
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+
+    /// Stops electing and, if this replica holds the Lease, releases it, within `limit`.
+    /// Call it after everything that writes has stopped: a standby may write at once after.
+    pub async fn release(mut self, limit: Duration) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        if tokio::time::timeout(limit, &mut self.task).await.is_err() {
+            warn!("the Lease was not released in time; a standby takes over when it expires");
+            self.task.abort();
+        }
+    }
+}
+
+/// Starts electing. The receiver says whether this replica may write now.
+pub fn start(
     client: Client,
     config: LeaseConfig,
     metrics: crate::metrics::Metrics,
-) -> Result<(watch::Receiver<bool>, JoinHandle<()>), LeaseError> {
-    let manager = LeaseManagerBuilder::new(client.clone(), &config.name)
-        .with_namespace(&config.namespace)
-        .with_identity(&config.identity)
-        .with_duration(LEASE_DURATION_SECS)
-        .with_grace(LEASE_GRACE_SECS)
-        .build()
-        .await?;
-    let (mut elected, election) = manager.watch().await;
+) -> (watch::Receiver<bool>, Election) {
     let (leading_tx, leading) = watch::channel(false);
-    let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let task = tokio::spawn(async move {
-        let mut election = election;
+    let (release_tx, release_rx) = oneshot::channel();
+    let elector = Elector {
+        leases: Api::namespaced(client, &config.namespace),
+        config,
+        metrics,
+        leading: leading_tx,
+        held: None,
+        renewed: None,
+        observed: None,
+    };
+    let task = tokio::spawn(elector.run(release_rx));
+    (
+        leading,
+        Election {
+            task,
+            release: Some(release_tx),
+        },
+    )
+}
+
+/// What to do with the Lease as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// We hold it: renew.
+    Renew,
+    /// Nobody holds it, or the holder let it lapse: take it.
+    Acquire,
+    /// Someone else holds it.
+    Follow,
+}
+
+/// The part of a Lease record that changes when its holder renews or changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    holder: Option<String>,
+    renew_time: Option<String>,
+    transitions: Option<i32>,
+}
+
+impl Record {
+    pub fn of(spec: Option<&LeaseSpec>) -> Self {
+        Self {
+            holder: spec
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty()),
+            renew_time: spec.and_then(|s| s.renew_time.as_ref().map(|t| t.0.to_string())),
+            transitions: spec.and_then(|s| s.lease_transitions),
+        }
+    }
+}
+
+/// Decides from the record read, when this replica first saw that same record, and the lease
+/// duration the record announces. Pure, so the rules are unit-tested.
+pub fn decide(
+    record: &Record,
+    me: &str,
+    unchanged_since: Instant,
+    duration: Duration,
+    now: Instant,
+) -> Step {
+    match &record.holder {
+        None => Step::Acquire,
+        Some(holder) if holder == me => Step::Renew,
+        Some(_) if now.saturating_duration_since(unchanged_since) >= duration => Step::Acquire,
+        Some(_) => Step::Follow,
+    }
+}
+
+struct Elector {
+    leases: Api<Lease>,
+    config: LeaseConfig,
+    metrics: crate::metrics::Metrics,
+    leading: watch::Sender<bool>,
+    /// The Lease as this replica last wrote it while holding it (renewals start from it).
+    held: Option<Lease>,
+    /// When the last renewal that succeeded was sent.
+    renewed: Option<Instant>,
+    /// The record last read and when it was first seen.
+    observed: Option<(Record, Instant)>,
+}
+
+impl Elector {
+    async fn run(mut self, mut release: oneshot::Receiver<()>) {
         loop {
-            let is_leader = *elected.borrow_and_update();
-            metrics.leader(is_leader);
-            let was_leader = leading_tx.send_replace(is_leader);
-            if is_leader && !was_leader {
-                info!(identity = %config.identity, "leading: this replica writes status");
-                publish(&leases, &config).await;
-            } else if was_leader && !is_leader {
-                warn!(identity = %config.identity, "lost the lease: no longer writing");
-            }
+            // A release request cuts a step short: an update it had sent is found by the
+            // release, which reads the Lease again.
             tokio::select! {
-                changed = elected.changed() => {
-                    if changed.is_err() {
-                        break;
+                () = self.step() => {}
+                _ = &mut release => break,
+            }
+            let pause = if *self.leading.borrow() {
+                RENEW_EVERY
+            } else {
+                RETRY_EVERY
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = &mut release => break,
+            }
+        }
+        self.set_leading(false);
+        self.release().await;
+    }
+
+    async fn step(&mut self) {
+        let started = Instant::now();
+        // The holder renews from what it wrote last; anyone else reads first.
+        let current = match self.held.clone() {
+            Some(lease) => Some(lease),
+            None => {
+                match tokio::time::timeout(REQUEST_TIMEOUT, self.leases.get_opt(&self.config.name))
+                    .await
+                {
+                    Ok(Ok(Some(lease))) => Some(lease),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(error)) => {
+                        warn!(%error, "cannot read the Lease");
+                        return self.check_deadline(started);
+                    }
+                    Err(_) => {
+                        warn!("reading the Lease timed out");
+                        return self.check_deadline(started);
                     }
                 }
-                ended = &mut election => {
-                    match ended {
-                        Ok(Ok(_)) => warn!("lease election ended"),
-                        Ok(Err(error)) => warn!(%error, "lease election failed"),
-                        Err(error) => warn!(%error, "lease election task died"),
-                    }
-                    break;
+            }
+        };
+        let Some(lease) = current else {
+            return self.create().await;
+        };
+        let record = Record::of(lease.spec.as_ref());
+        let unchanged_since = match &self.observed {
+            Some((seen, at)) if *seen == record => *at,
+            _ => started,
+        };
+        self.observed = Some((record.clone(), unchanged_since));
+        let duration = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(LEASE_DURATION, Duration::from_secs);
+        match decide(
+            &record,
+            &self.config.identity,
+            unchanged_since,
+            duration,
+            started,
+        ) {
+            Step::Follow => {
+                if *self.leading.borrow() {
+                    warn!(holder = ?record.holder, "another replica holds the Lease: no longer writing");
                 }
-                // Nobody follows leadership any more: shutting down.
-                () = leading_tx.closed() => {
-                    drop(elected);
-                    // Dropping the receiver makes the manager release the Lease.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), election).await;
-                    return;
+                self.held = None;
+                self.set_leading(false);
+            }
+            step @ (Step::Renew | Step::Acquire) => {
+                let acquiring = step == Step::Acquire || !*self.leading.borrow();
+                let wanted = self.claim(lease, acquiring);
+                match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    self.leases
+                        .replace(&self.config.name, &PostParams::default(), &wanted),
+                )
+                .await
+                {
+                    Ok(Ok(written)) => self.hold(written, started),
+                    Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
+                        // Someone wrote in between (maybe another replica took it): read again.
+                        debug!("the Lease changed while updating it");
+                        self.held = None;
+                        self.check_deadline(started);
+                    }
+                    Ok(Err(error)) => {
+                        warn!(%error, "cannot update the Lease");
+                        self.held = None;
+                        self.check_deadline(started);
+                    }
+                    Err(_) => {
+                        warn!("updating the Lease timed out");
+                        self.held = None;
+                        self.check_deadline(started);
+                    }
                 }
             }
         }
-        metrics.leader(false);
-        leading_tx.send_replace(false);
-    });
-    Ok((leading, task))
-}
+    }
 
-/// Writes this replica's identity and URL onto the Lease, retrying until it lands or the
-/// replica stops leading (the URL is what followers relay to).
-async fn publish(leases: &Api<Lease>, config: &LeaseConfig) {
-    let Some(url) = &config.advertise_url else {
-        warn!("no --advertise-url: followers cannot relay their gateways' acknowledgements");
-        return;
-    };
-    let patch = serde_json::json!({"metadata": {"annotations": {
-        LEADER_IDENTITY_ANNOTATION: config.identity,
-        LEADER_URL_ANNOTATION: url,
-    }}});
-    for attempt in 0..10u32 {
-        match leases
-            .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
+    /// The Lease with this replica as holder, renewed now; `acquiring` also sets the acquire
+    /// time, counts a transition and publishes the advertise URL.
+    fn claim(&self, mut lease: Lease, acquiring: bool) -> Lease {
+        let now = MicroTime(Timestamp::now());
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let holder_changed = spec.holder_identity.as_deref() != Some(self.config.identity.as_str());
+        spec.holder_identity = Some(self.config.identity.clone());
+        spec.lease_duration_seconds = i32::try_from(LEASE_DURATION.as_secs()).ok();
+        spec.renew_time = Some(now.clone());
+        if acquiring {
+            spec.acquire_time = Some(now);
+            if holder_changed {
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+            let annotations = lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            annotations.insert(
+                LEADER_IDENTITY_ANNOTATION.to_owned(),
+                self.config.identity.clone(),
+            );
+            match &self.config.advertise_url {
+                Some(url) => {
+                    annotations.insert(LEADER_URL_ANNOTATION.to_owned(), url.clone());
+                }
+                None => {
+                    warn!(
+                        "no --advertise-url: followers cannot relay their gateways' acknowledgements"
+                    );
+                    annotations.remove(LEADER_URL_ANNOTATION);
+                }
+            }
+        }
+        lease
+    }
+
+    /// The Lease does not exist yet: create it held by this replica.
+    async fn create(&mut self) {
+        let started = Instant::now();
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.config.name.clone()),
+                namespace: Some(self.config.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        let wanted = self.claim(lease, true);
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.leases.create(&PostParams::default(), &wanted),
+        )
+        .await
         {
-            Ok(_) => return,
-            Err(error) => {
-                warn!(%error, attempt, "cannot publish the leader URL on the Lease; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(
-                    200 * (1 << attempt.min(4)),
-                ))
-                .await;
+            Ok(Ok(written)) => self.hold(written, started),
+            Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
+                debug!("another replica created the Lease first");
+            }
+            Ok(Err(error)) => warn!(%error, "cannot create the Lease"),
+            Err(_) => warn!("creating the Lease timed out"),
+        }
+    }
+
+    fn hold(&mut self, written: Lease, sent: Instant) {
+        if !*self.leading.borrow() {
+            info!(identity = %self.config.identity, "leading: this replica writes status");
+        }
+        self.observed = Some((Record::of(written.spec.as_ref()), sent));
+        self.held = Some(written);
+        self.renewed = Some(sent);
+        self.set_leading(true);
+    }
+
+    /// A holder that could not renew for [`RENEW_DEADLINE`] stops writing.
+    fn check_deadline(&mut self, now: Instant) {
+        if *self.leading.borrow()
+            && self
+                .renewed
+                .is_none_or(|at| now.saturating_duration_since(at) >= RENEW_DEADLINE)
+        {
+            warn!(identity = %self.config.identity, "could not renew the Lease in time: no longer writing");
+            self.set_leading(false);
+        }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.metrics.leader(leading);
+        self.leading.send_if_modified(|was| {
+            let moved = *was != leading;
+            *was = leading;
+            moved
+        });
+    }
+
+    /// Clears the holder if it is this replica, so a standby takes the Lease at once. Retries
+    /// a conflicting update (a concurrent read-modify-write) until the caller's limit.
+    async fn release(&mut self) {
+        loop {
+            let lease = match self.held.take() {
+                Some(lease) => lease,
+                None => match self.leases.get_opt(&self.config.name).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => return,
+                    Err(error) => {
+                        warn!(%error, "cannot read the Lease to release it");
+                        return;
+                    }
+                },
+            };
+            if Record::of(lease.spec.as_ref()).holder.as_deref()
+                != Some(self.config.identity.as_str())
+            {
+                return;
+            }
+            let mut released = lease;
+            released.spec = Some(LeaseSpec {
+                lease_transitions: released.spec.as_ref().and_then(|s| s.lease_transitions),
+                ..LeaseSpec::default()
+            });
+            if let Some(annotations) = released.metadata.annotations.as_mut() {
+                annotations.remove(LEADER_IDENTITY_ANNOTATION);
+                annotations.remove(LEADER_URL_ANNOTATION);
+            }
+            match self
+                .leases
+                .replace(&self.config.name, &PostParams::default(), &released)
+                .await
+            {
+                Ok(_) => {
+                    info!(identity = %self.config.identity, "released the Lease");
+                    return;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    debug!("the Lease changed while releasing it; reading it again");
+                }
+                Err(error) => {
+                    warn!(%error, "cannot release the Lease; a standby takes over when it expires");
+                    return;
+                }
             }
         }
     }
@@ -137,7 +432,7 @@ pub async fn leader_url(
     let Some(lease) = leases.get_opt(name).await? else {
         return Ok(None);
     };
-    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let holder = Record::of(lease.spec.as_ref()).holder;
     let annotations = lease.metadata.annotations.unwrap_or_default();
     let published = annotations.get(LEADER_IDENTITY_ANNOTATION);
     Ok(match (holder, published) {
@@ -146,4 +441,64 @@ pub async fn leader_url(
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: Option<&str>, renew: &str) -> Record {
+        Record {
+            holder: holder.map(str::to_owned),
+            renew_time: Some(renew.to_owned()),
+            transitions: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_free_lease_is_taken_at_once_and_our_own_is_renewed() {
+        let now = Instant::now();
+        let d = LEASE_DURATION;
+        assert_eq!(decide(&record(None, "t"), "me", now, d, now), Step::Acquire);
+        assert_eq!(decide(&Record::of(None), "me", now, d, now), Step::Acquire);
+        let empty = Record::of(Some(&LeaseSpec {
+            holder_identity: Some(String::new()),
+            ..LeaseSpec::default()
+        }));
+        assert_eq!(decide(&empty, "me", now, d, now), Step::Acquire);
+        // A replica restarted under the same identity continues its own lease.
+        assert_eq!(
+            decide(&record(Some("me"), "t"), "me", now, d, now),
+            Step::Renew
+        );
+    }
+
+    #[test]
+    fn another_holder_is_followed_until_its_record_stood_still_for_the_duration() {
+        let seen = Instant::now();
+        let d = LEASE_DURATION;
+        let other = record(Some("other"), "t");
+        assert_eq!(decide(&other, "me", seen, d, seen), Step::Follow);
+        assert_eq!(
+            decide(&other, "me", seen, d, seen + d - Duration::from_millis(1)),
+            Step::Follow
+        );
+        assert_eq!(decide(&other, "me", seen, d, seen + d), Step::Acquire);
+        // The duration the record announces counts, not ours.
+        let long = Duration::from_secs(60);
+        assert_eq!(decide(&other, "me", seen, long, seen + d), Step::Follow);
+    }
+
+    #[test]
+    fn records_differ_when_the_holder_renews_or_changes() {
+        assert_ne!(record(Some("a"), "t1"), record(Some("a"), "t2"));
+        assert_ne!(record(Some("a"), "t1"), record(Some("b"), "t1"));
+        assert_eq!(record(Some("a"), "t1"), record(Some("a"), "t1"));
+    }
+
+    #[test]
+    fn renewing_stops_well_before_a_follower_may_take_over() {
+        const { assert!(RENEW_EVERY.as_secs() * 3 <= RENEW_DEADLINE.as_secs()) };
+        const { assert!(RENEW_DEADLINE.as_secs() + 3 <= LEASE_DURATION.as_secs()) };
+    }
 }

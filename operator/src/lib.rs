@@ -12,6 +12,7 @@ pub mod lease;
 pub mod metrics;
 pub mod ops;
 pub mod peer;
+pub mod relay;
 pub mod shared;
 pub use portcullis_runtime::{server, shutdown};
 pub mod status;

@@ -19,8 +19,13 @@ use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tracing::info;
 
-/// How long open connections may finish after shutdown starts (streams end at once).
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long open connections may finish after shutdown starts (streams end at once, so only
+/// requests under way, such as acks, are waited for).
+const DRAIN: Duration = Duration::from_secs(3);
+/// How long a status pass under way may go on writing after shutdown starts.
+const FLUSH: Duration = Duration::from_secs(2);
+/// How long releasing the Lease may take.
+const RELEASE: Duration = Duration::from_secs(2);
 
 /// Deltas kept for gateways that reconnect.
 const DELTA_LOG: usize = 100_000;
@@ -101,10 +106,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             advertise_url: args.advertise_url.clone(),
         },
         shared.metrics.clone(),
-    )
-    .await
-    .context("starting leader election")?;
+    );
     {
+        // Ends when the election does (its sender drops).
         let shared = shared.clone();
         let mut leading = leading.clone();
         tokio::spawn(async move {
@@ -188,23 +192,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     info!(%identity, %instance, "operator started");
 
-    // The lease task is this replica's right to write: if it dies, exit and let the
-    // Deployment restart it rather than run on as a writer nobody renews.
+    // The election is this replica's right to write: if it ends, exit and let the Deployment
+    // restart it rather than run on as a writer nobody renews.
     let lost = tokio::select! {
         () = portcullis_runtime::shutdown::os_signal() => false,
-        _ = &mut election => true,
+        () = election.ended() => true,
     };
+    let stopping = std::time::Instant::now();
     info!("shutting down");
+    // Stop accepting, end every gateway stream (the gateways move to another replica), stop the
+    // watches, the relay and the writers.
     trigger.fire();
     drop(leading);
-    let _ = tokio::join!(main, ops, writer, collector);
+    // A status pass under way finishes its writes, within FLUSH; nothing writes after that, so
+    // the Lease can go.
+    tokio::join!(
+        finish("status writer", writer, FLUSH),
+        finish("session collector", collector, FLUSH),
+    );
     if let Some(relay) = relay {
-        let _ = relay.await;
+        // Relaying is pointless now; a request under way is cut.
+        relay.abort();
     }
     if lost {
         anyhow::bail!("the leader-election task ended");
     }
-    // Every follower of leadership is gone: the election task releases the Lease.
-    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    // Released, a standby takes the Lease within a second instead of after the lease duration.
+    election.release(RELEASE).await;
+    tokio::join!(
+        finish("stream API", main, DRAIN),
+        finish("ops endpoint", ops, DRAIN),
+    );
+    info!(took = ?stopping.elapsed(), "stopped");
     Ok(())
+}
+
+/// Waits for `task` within `limit`, then cuts it off.
+async fn finish(name: &str, mut task: tokio::task::JoinHandle<()>, limit: Duration) {
+    if tokio::time::timeout(limit, &mut task).await.is_err() {
+        tracing::warn!(task = name, ?limit, "did not stop in time; cut off");
+        task.abort();
+    }
 }

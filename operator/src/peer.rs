@@ -2,13 +2,15 @@
 //! gateway whichever replica it streams from.
 //!
 //! Versions mean nothing across replicas, so a follower sends facts about objects
-//! ([`GatewayFacts`]: policy uid → generation and epoch, ended session ids) every second to
-//! `POST /v1/peer/acks` at the URL the leader published on the Lease. The request carries the
+//! ([`portcullis_protocol::GatewayFacts`]: policy uid → generation and epoch, ended session
+//! ids) every second to `POST /v1/peer/acks` at the URL the leader published on the Lease: in
+//! full at first and then only what changed ([`crate::relay`]). The request carries the
 //! follower's own ServiceAccount token (audience `--token-audience`); the leader accepts it
 //! when a TokenReview names the same user as its own token, i.e. another replica of this
 //! operator. TLS is verified against `--peer-ca-file` for `--peer-server-name` (a name the
 //! serving certificate has) while connecting to the address in the advertised URL.
 
+use crate::relay::{Accepted, Connected, RelayBody, Relayer};
 use crate::{
     auth::AuthError,
     lease,
@@ -23,7 +25,7 @@ use axum::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use portcullis_protocol::{ErrorBody, PeerAcks, frame::PEER_ACKS_PATH};
+use portcullis_protocol::{ErrorBody, frame::PEER_ACKS_PATH};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use std::{
     net::SocketAddr,
@@ -37,6 +39,8 @@ use url::Url;
 
 /// How often a follower relays.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
+/// The error code of a `409` asking the follower for a full relay.
+const RESYNC: &str = "resync";
 /// How long a leader URL read from the Lease is used before it is read again.
 const LEADER_TTL: Duration = Duration::from_secs(5);
 
@@ -60,6 +64,8 @@ pub enum PeerError {
     Http(#[from] reqwest::Error),
     #[error("the leader answered {0}")]
     Status(StatusCode),
+    #[error("the leader asked for a full relay")]
+    Resync,
     #[error("reading the Lease: {0}")]
     Lease(#[from] kube::Error),
 }
@@ -147,16 +153,28 @@ pub async fn receive(
             "this replica does not hold the Lease; read the Lease again".into(),
         );
     }
-    let Ok(acks) = serde_json::from_slice::<PeerAcks>(&body) else {
+    let Ok(relay) = serde_json::from_slice::<RelayBody>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "malformed",
             "expected {\"replica\":..,\"gateways\":[..]}".into(),
         );
     };
-    shared.metrics.relay("received");
-    shared.relayed(&acks.replica, acks.gateways, now());
-    StatusCode::NO_CONTENT.into_response()
+    match shared.relayed(relay, now()) {
+        Ok(Some(accepted)) => {
+            shared.metrics.relay("received");
+            (StatusCode::OK, Json(Accepted { accepted })).into_response()
+        }
+        Ok(None) => {
+            shared.metrics.relay("received");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(resync) => {
+            shared.metrics.relay("resync");
+            debug!(%resync, "asked a follower for a full relay");
+            error(StatusCode::CONFLICT, RESYNC, resync.to_string())
+        }
+    }
 }
 
 /// The follower's relay loop, until shutdown.
@@ -176,6 +194,8 @@ pub async fn relay(
     };
     let leases: Api<Lease> = Api::namespaced(client, &config.lease_namespace);
     let mut leader: Option<(String, reqwest::Client, Url, Instant)> = None;
+    let instance = shared.lock_index().instance().to_owned();
+    let mut relayer = Relayer::new(config.identity.clone(), instance);
     let mut ticker = tokio::time::interval(RELAY_EVERY);
     loop {
         tokio::select! {
@@ -184,13 +204,22 @@ pub async fn relay(
         }
         if *leading.borrow() {
             leader = None;
+            relayer.failed();
             continue;
         }
-        let facts = {
-            let index = shared.lock_index();
-            shared.lock_fleet().facts(&index, now())
-        };
-        if facts.is_empty() {
+        let now = now();
+        let gateways: Vec<Connected> = shared
+            .lock_fleet()
+            .connected(now)
+            .map(|(id, acked, last_seen)| Connected {
+                id: id.to_owned(),
+                acked: acked.unwrap_or(0),
+                last_seen,
+            })
+            .collect();
+        if gateways.is_empty() && !relayer.leader_has_gateways() {
+            // Nothing to say (the leader forgets a silent replica; start over in full later).
+            relayer.failed();
             continue;
         }
         if leader
@@ -214,27 +243,42 @@ pub async fn relay(
         let Some((url, client, target, _)) = &leader else {
             continue;
         };
-        let body = PeerAcks {
-            replica: config.identity.clone(),
-            gateways: facts,
+        let (body, pending) = {
+            let index = shared.lock_index();
+            relayer.next(url, &gateways, &index, now)
         };
         match send(client, target, &config.token_file, &body).await {
-            Ok(()) => shared.metrics.relay("sent"),
+            Ok(confirmed) => {
+                shared.metrics.relay(if pending.is_full() {
+                    "sent_full"
+                } else {
+                    "sent"
+                });
+                relayer.accepted(pending, confirmed);
+            }
+            Err(PeerError::Resync) => {
+                // The leader lacks what the delta builds on (it restarted): full next time.
+                shared.metrics.relay("resync");
+                debug!(leader = %url, "the leader asked for a full relay");
+                relayer.failed();
+            }
             Err(error) => {
                 shared.metrics.relay("failed");
                 warn!(leader = %url, %error, "relaying to the leader failed; reading the Lease again");
+                relayer.failed();
                 leader = None;
             }
         }
     }
 }
 
+/// Posts one relay; the relay number the leader confirmed, if it did.
 async fn send(
     client: &reqwest::Client,
     target: &Url,
     token_file: &PathBuf,
-    body: &PeerAcks,
-) -> Result<(), PeerError> {
+    body: &RelayBody,
+) -> Result<Option<u64>, PeerError> {
     // Re-read every time: the kubelet rotates the projected token.
     let token = std::fs::read_to_string(token_file).map_err(|source| PeerError::Read {
         path: token_file.display().to_string(),
@@ -247,11 +291,21 @@ async fn send(
         .timeout(Duration::from_secs(5))
         .send()
         .await?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(PeerError::Status(response.status()))
+    let status = response.status();
+    if status == StatusCode::OK {
+        // A leader that predates deltas answers without a body: no confirmation.
+        return Ok(response.json::<Accepted>().await.ok().map(|a| a.accepted));
     }
+    if status.is_success() {
+        return Ok(None);
+    }
+    if status == StatusCode::CONFLICT
+        && let Ok(body) = response.json::<ErrorBody>().await
+        && body.error == RESYNC
+    {
+        return Err(PeerError::Resync);
+    }
+    Err(PeerError::Status(status))
 }
 
 /// The leader's URL, a client that connects to its address while verifying the peer server

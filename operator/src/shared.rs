@@ -5,14 +5,12 @@ use crate::{
     fleet::{CONNECTED_WINDOW_SECS, Fleet},
     index::Index,
     metrics::Metrics,
+    relay::{RelayBody, Relayed, Resync},
+    status::FleetFacts,
 };
-use portcullis_protocol::GatewayFacts;
-use std::{
-    collections::HashMap,
-    sync::{
-        Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Mutex, MutexGuard, OnceLock,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use tokio::sync::watch;
 
@@ -21,9 +19,12 @@ pub struct Shared {
     index: Mutex<Index>,
     /// The index version after every change: streams wake on it.
     changed: watch::Sender<u64>,
+    /// Calls of [`Shared::update`] (every watch event, whether or not it moved the version):
+    /// the status writer skips a pass when neither this nor the fleet's facts moved.
+    updates: AtomicU64,
     pub fleet: Mutex<Fleet>,
-    /// Facts relayed by followers, by (replica, gateway), with the time they arrived.
-    peer_facts: Mutex<HashMap<(String, String), (GatewayFacts, u64)>>,
+    /// Facts relayed by followers.
+    relayed: Mutex<Relayed>,
     pub auth: Authenticator,
     /// The user this operator's own token reviews as: relays are accepted from it only.
     peer_user: OnceLock<String>,
@@ -48,8 +49,9 @@ impl Shared {
         Self {
             index: Mutex::new(index),
             changed,
+            updates: AtomicU64::new(0),
             fleet: Mutex::new(Fleet::default()),
-            peer_facts: Mutex::new(HashMap::new()),
+            relayed: Mutex::new(Relayed::default()),
             auth,
             peer_user: OnceLock::new(),
             leading: AtomicBool::new(false),
@@ -65,6 +67,7 @@ impl Shared {
         let mut index = self.lock_index();
         let result = f(&mut index);
         let version = index.version();
+        self.updates.fetch_add(1, Ordering::SeqCst);
         drop(index);
         self.changed.send_if_modified(|v| {
             let moved = *v != version;
@@ -73,6 +76,11 @@ impl Shared {
         });
         self.metrics.index_version(version);
         result
+    }
+
+    /// How many updates the index has had.
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::SeqCst)
     }
 
     /// The index, read-only use (a poisoned lock still holds a consistent index: every
@@ -106,30 +114,30 @@ impl Shared {
         self.leading.load(Ordering::SeqCst)
     }
 
-    /// Records what a follower's gateways enforce.
-    pub fn relayed(&self, replica: &str, facts: Vec<GatewayFacts>, now: u64) {
-        let mut peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
-        for f in facts {
-            peers.insert((replica.to_owned(), f.gateway.clone()), (f, now));
-        }
-        peers.retain(|_, (f, at)| fresh(f, *at, now));
+    /// Records what a follower's gateways enforce; the relay number to confirm.
+    pub fn relayed(&self, body: RelayBody, now: u64) -> Result<Option<u64>, Resync> {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        relayed.collect(now, CONNECTED_WINDOW_SECS);
+        relayed.apply(body, now)
     }
 
     /// What every gateway of the fleet enforces: those connected here and those relayed by
     /// followers (both only while they acked within the connected window).
-    pub fn fleet_facts(&self, now: u64) -> Vec<GatewayFacts> {
-        let mut all = {
+    pub fn fleet_facts(&self, now: u64) -> FleetFacts {
+        let mut fleet = FleetFacts::default();
+        {
             let index = self.lock_index();
-            self.lock_fleet().facts(&index, now)
-        };
-        let peers = self.peer_facts.lock().unwrap_or_else(|e| e.into_inner());
-        all.extend(
-            peers
-                .values()
-                .filter(|(f, at)| fresh(f, *at, now))
-                .map(|(f, _)| f.clone()),
-        );
-        all
+            for (id, acked, _) in self.lock_fleet().connected(now) {
+                let acked = acked.unwrap_or(0);
+                fleet.add_local(id, acked, &index.policy_facts(None, acked));
+            }
+        }
+        let relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, gateway) in relayed.fresh(now, CONNECTED_WINDOW_SECS) {
+            fleet.add_relayed(id, &gateway.policies, &gateway.ended);
+        }
+        fleet.relayed_changes = relayed.changes();
+        fleet
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -152,11 +160,6 @@ impl Shared {
             && self.secrets_synced.load(Ordering::SeqCst)
             && self.sessions_synced.load(Ordering::SeqCst)
     }
-}
-
-/// A relayed fact counts while both the gateway's ack and the relay are recent.
-fn fresh(facts: &GatewayFacts, received: u64, now: u64) -> bool {
-    received + CONNECTED_WINDOW_SECS > now && facts.acked_at + CONNECTED_WINDOW_SECS > now
 }
 
 /// Seconds since the Unix epoch.

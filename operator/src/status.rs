@@ -13,8 +13,11 @@ use portcullis_crds::{
     AccessPolicy, AccessPolicyStatus, AccessSessionStatus, policy::GatewayProgress,
     session::Enforcement,
 };
-use portcullis_protocol::{GatewayFacts, PolicyEntry};
-use std::collections::{BTreeMap, HashSet};
+use portcullis_protocol::PolicyEntry;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 /// The raise time (unix seconds) recorded in `status` for the policy's current epoch.
 pub fn recorded_epoch_raise(policy: &AccessPolicy) -> Option<u64> {
@@ -27,33 +30,112 @@ pub fn recorded_epoch_raise(policy: &AccessPolicy) -> Option<u64> {
 
 /// What every gateway connected to any replica enforces, merged per gateway (a gateway that
 /// streams from two replicas enforces the union of what it acknowledged to each).
+///
+/// Built every status pass, so it copies no session ids: a gateway connected here is known by
+/// the version it acknowledged (it enforces every session ended at or before it), one relayed
+/// by a follower by the relayed set, shared with the relay store.
 #[derive(Clone, Debug, Default)]
 pub struct FleetFacts {
     gateways: BTreeMap<String, Merged>,
+    /// [`crate::relay::Relayed::changes`] when the relayed part was read.
+    pub relayed_changes: u64,
+}
+
+/// What [`FleetFacts`] says, cheap to keep and compare: relayed session sets are stood for by
+/// the relay store's change count, not copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    relayed_changes: u64,
+    gateways: Vec<GatewaySignature>,
+}
+
+/// One gateway of a [`Signature`]: id, version acknowledged here, policy facts, relayed sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GatewaySignature {
+    id: String,
+    acked_here: Option<u64>,
+    policies: BTreeMap<String, (i64, i64)>,
+    relayed: usize,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Merged {
     policies: BTreeMap<String, (i64, i64)>,
-    ended: HashSet<String>,
+    /// The version of this replica's state the gateway acknowledged here.
+    acked_here: Option<u64>,
+    /// Sessions whose end it enforces, as relayed by other replicas.
+    relayed_ended: Vec<Arc<HashSet<String>>>,
 }
 
 impl FleetFacts {
-    pub fn merge<'a>(facts: impl IntoIterator<Item = &'a GatewayFacts>) -> Self {
-        let mut gateways: BTreeMap<String, Merged> = BTreeMap::new();
-        for f in facts {
-            let merged = gateways.entry(f.gateway.clone()).or_default();
-            for (uid, enforced) in &f.policies {
-                let slot = merged.policies.entry(uid.clone()).or_insert(*enforced);
-                *slot = (*slot).max(*enforced);
-            }
-            merged.ended.extend(f.ended_sessions.iter().cloned());
+    /// A gateway connected to this replica that acknowledged version `acked`, with the policy
+    /// facts that version holds.
+    pub fn add_local(
+        &mut self,
+        gateway: &str,
+        acked: u64,
+        policies: &BTreeMap<String, (i64, i64)>,
+    ) {
+        let merged = self.merge_policies(gateway, policies);
+        merged.acked_here = Some(merged.acked_here.map_or(acked, |a| a.max(acked)));
+    }
+
+    /// A gateway as a follower relayed it.
+    pub fn add_relayed(
+        &mut self,
+        gateway: &str,
+        policies: &BTreeMap<String, (i64, i64)>,
+        ended: &Arc<HashSet<String>>,
+    ) {
+        self.merge_policies(gateway, policies)
+            .relayed_ended
+            .push(ended.clone());
+    }
+
+    fn merge_policies(
+        &mut self,
+        gateway: &str,
+        policies: &BTreeMap<String, (i64, i64)>,
+    ) -> &mut Merged {
+        let merged = self.gateways.entry(gateway.to_owned()).or_default();
+        for (uid, enforced) in policies {
+            let slot = merged.policies.entry(uid.clone()).or_insert(*enforced);
+            *slot = (*slot).max(*enforced);
         }
-        Self { gateways }
+        merged
+    }
+
+    /// Relayed facts only (tests).
+    #[cfg(test)]
+    pub fn merge<'a>(
+        facts: impl IntoIterator<Item = &'a portcullis_protocol::GatewayFacts>,
+    ) -> Self {
+        let mut fleet = Self::default();
+        for f in facts {
+            let ended = Arc::new(f.ended_sessions.iter().cloned().collect());
+            fleet.add_relayed(&f.gateway, &f.policies, &ended);
+        }
+        fleet
     }
 
     pub fn connected(&self) -> usize {
         self.gateways.len()
+    }
+
+    pub fn signature(&self) -> Signature {
+        Signature {
+            relayed_changes: self.relayed_changes,
+            gateways: self
+                .gateways
+                .iter()
+                .map(|(id, g)| GatewaySignature {
+                    id: id.clone(),
+                    acked_here: g.acked_here,
+                    policies: g.policies.clone(),
+                    relayed: g.relayed_ended.len(),
+                })
+                .collect(),
+        }
     }
 
     /// Gateways enforcing at least `generation` and `epoch` of policy `uid`.
@@ -78,11 +160,17 @@ impl FleetFacts {
         epochs.try_fold(first, |min, e| Some(min.min(e?)))
     }
 
-    /// Gateways enforcing the end of session `sid`.
-    fn ended(&self, sid: &str) -> usize {
+    /// Gateways enforcing the end of session `sid`, which this replica's state ended at version
+    /// `ended_at`.
+    fn ended(&self, sid: &str, ended_at: Option<u64>) -> usize {
         self.gateways
             .values()
-            .filter(|g| g.ended.contains(sid))
+            .filter(|g| {
+                g.acked_here
+                    .zip(ended_at)
+                    .is_some_and(|(acked, ended)| ended <= acked)
+                    || g.relayed_ended.iter().any(|set| set.contains(sid))
+            })
             .count()
     }
 }
@@ -176,15 +264,17 @@ pub fn policy_status(
     }
 }
 
-/// The status of a revoked session (`refresh` is the gateways' and never set here).
+/// The status of a revoked session (`refresh` is the gateways' and never set here), which this
+/// replica's state ended at version `ended_at`.
 pub fn session_status(
     sid: &str,
+    ended_at: Option<u64>,
     observed: &AccessSessionStatus,
     fleet: &FleetFacts,
     now: u64,
 ) -> AccessSessionStatus {
     let connected = fleet.connected();
-    let enforced_by = fleet.ended(sid);
+    let enforced_by = fleet.ended(sid, ended_at);
     let revoked_at = observed.revoked_at.clone().unwrap_or_else(|| time(now));
     let revoked = condition(
         &observed.conditions,

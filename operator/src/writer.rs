@@ -10,7 +10,7 @@ use crate::{
     lease::FIELD_MANAGER,
     shared::{Shared, now},
     shutdown::Signal,
-    status::{self, FleetFacts},
+    status::{self, FleetFacts, Signature},
     validate::{self, Refs},
 };
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -23,15 +23,17 @@ use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSes
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 /// Changes arriving within this window are written together.
 const DEBOUNCE: Duration = Duration::from_millis(150);
-/// Acks change counts without changing the index: recompute this often.
+/// Acks change counts without changing the index: look this often.
 const TICK: Duration = Duration::from_secs(1);
+/// A pass on unchanged inputs is skipped, but not for longer than this.
+const RECOMPUTE: Duration = Duration::from_secs(30);
 const API_VERSION: &str = "access.portcullis.dev/v1alpha1";
 
 /// What the writer needs besides the shared state.
@@ -44,6 +46,10 @@ pub struct Writer {
     /// What this leader last applied, by object (cleared when it stops leading).
     written_policies: HashMap<(String, String), AccessPolicyStatus>,
     written_sessions: HashMap<String, AccessSessionStatus>,
+    /// What the last pass that wrote everything it planned was computed from, and when: a pass
+    /// on the same inputs would plan nothing, so it is skipped (a pass walks every revoked
+    /// session), except every [`RECOMPUTE`].
+    settled: Option<(u64, Signature, Instant)>,
 }
 
 enum Write {
@@ -84,6 +90,7 @@ impl Writer {
             session_namespace,
             written_policies: HashMap::new(),
             written_sessions: HashMap::new(),
+            settled: None,
         }
     }
 
@@ -95,30 +102,53 @@ impl Writer {
             if !*leading.borrow_and_update() {
                 self.written_policies.clear();
                 self.written_sessions.clear();
+                self.settled = None;
                 tokio::select! {
                     changed = leading.changed() => if changed.is_err() { return },
                     () = shutdown.wait() => return,
                 }
                 continue;
             }
-            self.pass(now()).await;
+            self.pass(now(), &leading).await;
             tokio::select! {
                 _ = changed.changed() => {}
                 _ = ticker.tick() => {}
                 _ = leading.changed() => {}
                 () = shutdown.wait() => return,
             }
-            tokio::time::sleep(DEBOUNCE).await;
+            tokio::select! {
+                () = tokio::time::sleep(DEBOUNCE) => {}
+                () = shutdown.wait() => return,
+            }
         }
     }
 
-    /// Computes and writes what changed.
-    async fn pass(&mut self, now: u64) {
-        let fleet = FleetFacts::merge(&self.shared.fleet_facts(now));
-        let writes = self.plan(&fleet, now);
-        for write in writes {
-            self.write(write).await;
+    /// Computes and writes what changed; stops as soon as this replica no longer leads (a
+    /// pass can hold thousands of writes after a burst of revocations). Shutdown lets the pass
+    /// finish, within the flush time `main` gives it.
+    async fn pass(&mut self, now: u64, leading: &watch::Receiver<bool>) {
+        // Read before the index: an update from here on makes the next pass differ.
+        let updates = self.shared.updates();
+        let fleet = self.shared.fleet_facts(now);
+        let inputs = (updates, fleet.signature());
+        if let Some((u, s, at)) = &self.settled
+            && (*u, s) == (inputs.0, &inputs.1)
+            && at.elapsed() < RECOMPUTE
+        {
+            return;
         }
+        let writes = self.plan(&fleet, now);
+        drop(fleet);
+        let mut all_written = true;
+        for write in writes {
+            if !*leading.borrow() {
+                debug!("no longer leading: the rest of the pass is left to the new leader");
+                self.settled = None;
+                return;
+            }
+            all_written &= self.write(write).await;
+        }
+        self.settled = all_written.then(|| (inputs.0, inputs.1, Instant::now()));
     }
 
     fn plan(&self, fleet: &FleetFacts, now: u64) -> Vec<Write> {
@@ -174,7 +204,8 @@ impl Writer {
                 Some(w) if observed.revoked_at.is_none() => w,
                 _ => observed,
             };
-            let desired = status::session_status(sid, base, fleet, now);
+            let desired =
+                status::session_status(sid, index.session_ended_at(sid), base, fleet, now);
             if status::session_unchanged(observed, &desired)
                 || written.is_some_and(|w| status::session_unchanged(w, &desired))
             {
@@ -189,7 +220,8 @@ impl Writer {
         writes
     }
 
-    async fn write(&mut self, write: Write) {
+    /// Applies one status; false if it failed (it is planned again next pass).
+    async fn write(&mut self, write: Write) -> bool {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match write {
             Write::Policy {
@@ -226,11 +258,13 @@ impl Writer {
                             .await;
                         }
                         self.written_policies.insert((namespace, name), status);
+                        true
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => true,
                     Err(error) => {
                         self.shared.metrics.status_failed("AccessPolicy");
                         warn!(%namespace, %name, %error, "cannot write the policy status");
+                        false
                     }
                 }
             }
@@ -261,11 +295,13 @@ impl Writer {
                             .await;
                         }
                         self.written_sessions.insert(sid, status);
+                        true
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => true,
                     Err(error) => {
                         self.shared.metrics.status_failed("AccessSession");
                         warn!(session = %sid, %error, "cannot write the session status");
+                        false
                     }
                 }
             }

@@ -50,11 +50,21 @@ struct Fleet {
 
 /// An operator and two gateways following it, with a policy in `ns`.
 async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
-    fleet_with(dir, client, kubeconfig, ns, 1, &[]).await
+    fleet_with(dir, client, kubeconfig, ns, 1, &[], Follow::OnePerReplica).await
+}
+
+/// Which replicas each gateway streams from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Follow {
+    /// The first gateway the first replica, the second the second (or the first if alone).
+    OnePerReplica,
+    /// Both gateways list every replica, the first replica first.
+    AllReplicas,
 }
 
 /// `operators` replicas (relaying to their leader with the operator's own ServiceAccount token)
-/// and two gateways, with a policy in `ns`. With several replicas the first gateway follows the
+/// and two gateways, with a policy in `ns`. The first replica holds the Lease before the others
+/// start. With [`Follow::OnePerReplica`] and several replicas the first gateway follows the
 /// first replica and the second the second, so status counts both only if relaying works.
 /// Every test its own app host: policies of other tests' namespaces (being deleted) stay
 /// visible to an operator that watches all namespaces.
@@ -65,6 +75,7 @@ async fn fleet_with(
     ns: &str,
     operators: usize,
     operator_env: &[(&str, &str)],
+    follow: Follow,
 ) -> Result<Fleet> {
     let app = format!("{ns}.portcullis.test");
     let policies: Api<portcullis_crds::AccessPolicy> = Api::namespaced(client.clone(), ns);
@@ -106,7 +117,25 @@ async fn fleet_with(
             )
             .await?,
         );
+        if i == 0 && operators > 1 {
+            let first = replicas[0].identity();
+            wait_for(
+                Duration::from_secs(15),
+                "the first replica leads",
+                || async {
+                    let h = lease_holder(client, ns).await?;
+                    let seen = format!("{h:?}");
+                    Ok(((h.as_deref() == Some(first.as_str())).then_some(()), seen))
+                },
+            )
+            .await?;
+        }
     }
+    let every_replica = replicas
+        .iter()
+        .map(OperatorProcess::url)
+        .collect::<Vec<_>>()
+        .join(",");
     let port = free_port()?;
     let dex = DexServer::start(
         &dir.join("dex"),
@@ -119,7 +148,13 @@ async fn fleet_with(
     config.env = vec![
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ("PORTCULLIS_SESSION_NAMESPACE".into(), ns.into()),
-        ("PORTCULLIS_OPERATOR_URL".into(), replicas[0].url()),
+        (
+            "PORTCULLIS_OPERATOR_URL".into(),
+            match follow {
+                Follow::OnePerReplica => replicas[0].url(),
+                Follow::AllReplicas => every_replica,
+            },
+        ),
         (
             "PORTCULLIS_OPERATOR_CA_FILE".into(),
             pki.ca_cert_path().display().to_string(),
@@ -134,7 +169,7 @@ async fn fleet_with(
     let gateway_bin = portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?;
     let first = GatewayProcess::start(&gateway_bin, config.clone(), files.clone()).await?;
     let mut second_config = replica_config(&config);
-    if let Some(other) = replicas.get(1) {
+    if let (Follow::OnePerReplica, Some(other)) = (follow, replicas.get(1)) {
         for (k, v) in &mut second_config.env {
             if k == "PORTCULLIS_OPERATOR_URL" {
                 *v = other.url();
@@ -687,7 +722,7 @@ async fn lease_holder(client: &Client, ns: &str) -> Result<Option<String>> {
 }
 
 /// Two replicas, each followed by one gateway: status counts both gateways only through the
-/// follower's relay to the leader. The leader is killed (SIGKILL, no release): the standby
+/// follower's relay to the leader, including a revocation relayed as a delta. The leader is killed (SIGKILL, no release): the standby
 /// takes the Lease within seconds and keeps writing — a conflicting policy gets
 /// `HostPathConflict` naming the other, with an Event — and collects expired sessions.
 #[tokio::test]
@@ -704,6 +739,7 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
                 &ns,
                 2,
                 &[("PORTCULLIS_SESSION_GC_GRACE", "0s")],
+                Follow::OnePerReplica,
             )
             .await?;
             wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(20)).await?;
@@ -719,6 +755,52 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
                 .position(|o| o.identity() == holder)
                 .with_context(|| format!("holder {holder} is none of the replicas"))?;
             let standby = fleet.operators[1 - leader].identity();
+
+            // A session revoked now is counted 2/2 only if the follower relays that its gateway
+            // enforces the end: by then its relays are deltas the leader confirmed.
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let live: AccessSession = serde_json::from_value(serde_json::json!({
+                "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
+                "metadata": {"name": "relayed-revocation"},
+                "spec": {"subject": "someone", "identityProvider": "dex",
+                         "issuedAt": "2020-01-01T00:00:00Z", "expiresAt": "2999-01-01T00:00:00Z"}
+            }))?;
+            sessions
+                .create(&kube::api::PostParams::default(), &live)
+                .await?;
+            patch_merge(
+                &sessions,
+                "relayed-revocation",
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            wait_for(
+                Duration::from_secs(15),
+                "the revocation enforced 2/2 through the relay",
+                || async {
+                    let s = sessions
+                        .get("relayed-revocation")
+                        .await?
+                        .status
+                        .unwrap_or_default();
+                    let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2");
+                    Ok((ok.then_some(()), format!("{s:?}")))
+                },
+            )
+            .await?;
+            let follower = &fleet.operators[1 - leader];
+            wait_for(
+                Duration::from_secs(10),
+                "the follower relays deltas after its first full relay",
+                || async {
+                    let deltas = relays(follower, "sent").await?;
+                    let full = relays(follower, "sent_full").await?;
+                    let ok = full >= 1.0 && deltas >= 3.0 && deltas > full;
+                    Ok((ok.then_some(()), format!("{full} full, {deltas} deltas")))
+                },
+            )
+            .await?;
+
             fleet.operators[leader].kill().await?;
             let killed = Instant::now();
             wait_for(
@@ -774,7 +856,6 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
             )
             .await?;
             // Expired sessions are collected by the new leader (grace 0s).
-            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
             let expired: AccessSession = serde_json::from_value(serde_json::json!({
                 "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",
                 "metadata": {"name": "expired-session"},
@@ -790,6 +871,185 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_keeps_writing_stat
                 || async {
                     let gone = sessions.get_opt("expired-session").await?.is_none();
                     Ok((gone.then_some(()), "still there".into()))
+                },
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// A gauge or counter of the operator's `/metrics` (without labels).
+async fn operator_metric(operator: &OperatorProcess, name: &str) -> Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", operator.ops_addr))
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {name} in the operator's metrics"))
+}
+
+/// Relays of the given kind a replica sent (`portcullis_operator_peer_relays`).
+async fn relays(operator: &OperatorProcess, kind: &str) -> Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", operator.ops_addr))
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("portcullis_operator_peer_relays_total{{kind=\"{kind}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// How long the operator may take to stop after SIGTERM: a few seconds, far inside Kubernetes'
+/// default 30 s grace and the harness's own SIGKILL grace.
+const STOP_LIMIT: Duration = Duration::from_secs(4);
+/// How soon after the leader exits the standby must hold the Lease: far less than the lease
+/// duration (10 s), which is what a leader that does not release it costs.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(3);
+
+/// SIGTERM to the leader while both gateways stream from it: it ends the streams, releases the
+/// Lease and exits 0 within seconds; the standby holds the Lease at once; the gateways keep
+/// serving with their state throughout, move to the standby and enforce a revocation made after
+/// the leader left, which the new leader proves in status.
+#[tokio::test]
+async fn on_sigterm_the_leader_releases_the_lease_and_exits_promptly_while_gateways_keep_serving()
+-> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-sigterm", |client: Client, ns: String| async move {
+            let dir = scratch("sigterm")?;
+            let mut fleet =
+                fleet_with(&dir, &client, &kubeconfig, &ns, 2, &[], Follow::AllReplicas).await?;
+            let leader = fleet.operators[0].identity();
+            let standby = fleet.operators[1].identity();
+            let alice = login(&fleet, "alice").await?;
+            let bob = login(&fleet, "bob").await?;
+            for c in alice.iter().chain(&bob) {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::OK,
+                    Duration::from_secs(5),
+                    "logged in",
+                )
+                .await?;
+            }
+            let bob_sid = session_of(&client, &ns, "bob@example.com").await?;
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            patch_merge(
+                &sessions,
+                &bob_sid,
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            for c in &bob {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::UNAUTHORIZED,
+                    Duration::from_secs(5),
+                    "bob revoked",
+                )
+                .await?;
+            }
+            wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(15)).await?;
+            let streams =
+                operator_metric(&fleet.operators[0], "portcullis_operator_streams").await?;
+            ensure!(
+                streams >= 2.0,
+                "{streams} gateway streams on the leader, expected 2"
+            );
+            ensure!(
+                lease_holder(&client, &ns).await?.as_deref() == Some(leader.as_str()),
+                "the first replica does not lead"
+            );
+
+            let (exit, took) = fleet.operators[0]
+                .terminate(Duration::from_secs(30))
+                .await?;
+            let exited = Instant::now();
+            eprintln!("the leader exited with {exit} {took:?} after SIGTERM");
+            let log = fleet.operators[0].log_tail();
+            ensure!(exit.success(), "the leader exited with {exit}:\n{log}");
+            ensure!(
+                took < STOP_LIMIT,
+                "the leader took {took:?} to stop after SIGTERM (limit {STOP_LIMIT:?}):\n{log}"
+            );
+            let holder = lease_holder(&client, &ns).await?;
+            ensure!(
+                holder.as_deref() != Some(leader.as_str()),
+                "the Lease still names the stopped leader"
+            );
+            wait_for(TAKEOVER_LIMIT, "the standby holds the lease", || async {
+                let h = lease_holder(&client, &ns).await?;
+                let seen = format!("{h:?}");
+                Ok(((h.as_deref() == Some(standby.as_str())).then_some(()), seen))
+            })
+            .await?;
+            eprintln!(
+                "the standby leads {:?} after the leader exited",
+                exited.elapsed()
+            );
+
+            // The gateways kept their state: alice still admitted, bob still refused.
+            for c in &alice {
+                ensure!(
+                    ask(&fleet, c).await? == StatusCode::OK,
+                    "alice refused after the leader left"
+                );
+            }
+            for c in &bob {
+                ensure!(
+                    ask(&fleet, c).await? == StatusCode::UNAUTHORIZED,
+                    "bob admitted after the leader left"
+                );
+            }
+            // They stream from the standby now: a revocation made after reaches both, and the
+            // new leader writes that both enforce it.
+            wait_for(
+                Duration::from_secs(10),
+                "both gateways on the standby",
+                || async {
+                    let n =
+                        operator_metric(&fleet.operators[1], "portcullis_operator_streams").await?;
+                    Ok(((n >= 2.0).then_some(()), format!("{n} streams")))
+                },
+            )
+            .await?;
+            eprintln!(
+                "both gateways stream from the standby {:?} after the leader exited",
+                exited.elapsed()
+            );
+            let alice_sid = session_of(&client, &ns, "alice@example.com").await?;
+            patch_merge(
+                &sessions,
+                &alice_sid,
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            for (i, c) in alice.iter().enumerate() {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::UNAUTHORIZED,
+                    Duration::from_secs(5),
+                    &format!("alice at gateway {i} through the standby"),
+                )
+                .await?;
+            }
+            wait_for(
+                Duration::from_secs(15),
+                "alice's revocation enforced 2/2 by the new leader",
+                || async {
+                    let s = sessions.get(&alice_sid).await?.status.unwrap_or_default();
+                    let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2");
+                    Ok((ok.then_some(()), format!("{s:?}")))
                 },
             )
             .await?;

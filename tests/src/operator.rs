@@ -16,7 +16,7 @@ use kube::{Api, Client, api::PostParams};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -213,6 +213,18 @@ impl OperatorProcess {
     /// Stops the operator (SIGTERM, then SIGKILL after the grace).
     pub async fn stop(&mut self) -> Result<()> {
         self.process.stop(Duration::from_secs(5)).await.map(|_| ())
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit (SIGKILL after it, which the returned
+    /// status shows): how it exited and how long that took.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<(ExitStatus, Duration)> {
+        let started = Instant::now();
+        let status = self
+            .process
+            .stop(grace)
+            .await?
+            .context("the operator was not running")?;
+        Ok((status, started.elapsed()))
     }
 
     /// Starts it again on the same ports, and waits until it is ready.

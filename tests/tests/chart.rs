@@ -924,7 +924,7 @@ fn check_rbac(release: &Release<'_>) -> Result<()> {
         (&operator, "create", "leases.coordination.k8s.io", ns, true),
         (&operator, "update", "leases.coordination.k8s.io", ns, true),
         (&operator, "get", "leases.coordination.k8s.io", ns, true),
-        (&operator, "patch", "leases.coordination.k8s.io", ns, true),
+        (&operator, "patch", "leases.coordination.k8s.io", ns, false),
         (&operator, "delete", "leases.coordination.k8s.io", ns, false),
         (
             &operator,

@@ -167,4 +167,8 @@ podAntiAffinity:
 {{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
 {{- fail "tls.certManager.issuerRef.name is required when tls.certManager.enabled" }}
 {{- end }}
+{{- /* After SIGTERM the operator needs up to 7 s (status flush 2 s, Lease release 2 s, drain 3 s). */}}
+{{- if lt (int .Values.operator.terminationGracePeriodSeconds) (add (int .Values.operator.preStopSleepSeconds) 10 | int) }}
+{{- fail "operator.terminationGracePeriodSeconds must be at least operator.preStopSleepSeconds + 10: the operator needs a few seconds after SIGTERM to flush status and release its Lease" }}
+{{- end }}
 {{- end }}

@@ -21,8 +21,12 @@ fn entry(generation: i64, epoch: i64) -> PolicyEntry {
     }
 }
 
-fn facts(gateway: &str, policy: Option<(i64, i64)>, ended: &[&str]) -> GatewayFacts {
-    GatewayFacts {
+fn facts(
+    gateway: &str,
+    policy: Option<(i64, i64)>,
+    ended: &[&str],
+) -> portcullis_protocol::GatewayFacts {
+    portcullis_protocol::GatewayFacts {
         gateway: gateway.into(),
         acked_at: 0,
         policies: policy
@@ -47,7 +51,7 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
     assert_eq!(gateways.summary, "1/2");
     assert_eq!(status.enforced_epoch, Some(1));
     assert_eq!(status.raised_epoch, Some(1));
-    let session = session_status("s1", &AccessSessionStatus::default(), &fleet, 10);
+    let session = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 10);
     let enforcement = session.enforcement.expect("enforcement");
     assert_eq!(enforcement.summary, "1/2");
     assert!(
@@ -61,8 +65,8 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
 #[test]
 fn first_seen_times_and_transition_times_are_kept() {
     let fleet = FleetFacts::merge(&[facts("g1", Some((1, 0)), &["s1"])]);
-    let first = session_status("s1", &AccessSessionStatus::default(), &fleet, 100);
-    let later = session_status("s1", &first, &fleet, 500);
+    let first = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 100);
+    let later = session_status("s1", None, &first, &fleet, 500);
     assert_eq!(later.revoked_at, first.revoked_at);
     assert_eq!(later, first);
     assert!(session_unchanged(&first, &later));
@@ -88,7 +92,7 @@ fn first_seen_times_and_transition_times_are_kept() {
 #[test]
 fn without_gateways_nothing_counts_as_enforced() {
     let fleet = FleetFacts::default();
-    let session = session_status("s1", &AccessSessionStatus::default(), &fleet, 1);
+    let session = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 1);
     let enforced = session
         .conditions
         .iter()
@@ -101,4 +105,57 @@ fn without_gateways_nothing_counts_as_enforced() {
     let status = policy_status(&entry(1, 0), None, &Ok(()), &fleet, 1);
     assert_eq!(status.gateways.map(|g| g.summary), Some("0/0".into()));
     assert_eq!(status.enforced_epoch, None);
+}
+
+#[test]
+fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
+    let mut fleet = FleetFacts::default();
+    fleet.add_local("g1", 10, &BTreeMap::from([("uid-1".to_owned(), (3, 1))]));
+    // The same gateway also relayed by a follower, with a session this replica ended later.
+    let relayed: Arc<HashSet<String>> = Arc::new(HashSet::from(["s-late".to_owned()]));
+    fleet.add_relayed("g1", &BTreeMap::new(), &relayed);
+    fleet.add_local("g2", 8, &BTreeMap::new());
+    assert_eq!(fleet.connected(), 2);
+    let summary = |sid: &str, ended_at: Option<u64>| {
+        session_status(sid, ended_at, &AccessSessionStatus::default(), &fleet, 1)
+            .enforcement
+            .expect("enforcement")
+            .summary
+    };
+    assert_eq!(summary("s-early", Some(8)), "2/2");
+    assert_eq!(summary("s-mid", Some(10)), "1/2");
+    assert_eq!(
+        summary("s-late", Some(11)),
+        "1/2",
+        "known to g1 through the relay"
+    );
+    assert_eq!(summary("s-unknown", None), "0/2");
+    let status = policy_status(&entry(3, 1), None, &Ok(()), &fleet, 1);
+    assert_eq!(status.gateways.expect("gateways").summary, "1/2");
+}
+
+#[test]
+fn the_signature_moves_with_what_status_depends_on_and_only_with_it() {
+    let build = |acked: u64, changes: u64, gateways: &[&str]| {
+        let mut fleet = FleetFacts::default();
+        for g in gateways {
+            fleet.add_local(g, acked, &BTreeMap::from([("uid-1".to_owned(), (1, 0))]));
+        }
+        fleet.add_relayed("g9", &BTreeMap::new(), &Arc::new(HashSet::new()));
+        fleet.relayed_changes = changes;
+        fleet.signature()
+    };
+    let base = build(5, 1, &["g1", "g2"]);
+    assert_eq!(base, build(5, 1, &["g1", "g2"]));
+    assert_ne!(
+        base,
+        build(6, 1, &["g1", "g2"]),
+        "a new acknowledged version"
+    );
+    assert_ne!(
+        base,
+        build(5, 2, &["g1", "g2"]),
+        "a relay that changed facts"
+    );
+    assert_ne!(base, build(5, 1, &["g1"]), "a gateway left");
 }
