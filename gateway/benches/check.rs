@@ -85,6 +85,7 @@ fn sessions(n: usize) -> SessionIndex {
             Entry {
                 subject: SUBJECT.into(),
                 expires_at: now() + 86_400,
+                retain_until: now() + 86_400,
                 ended: sid % 10 == 9,
                 refresh_failing_since: None,
                 identity: identity.clone(),

@@ -223,7 +223,7 @@ fn authenticate(
     // Cluster mode: the session must be known and live, on every request.
     if let Some(index) = &gateway.session_index {
         let index = index.borrow();
-        match index.verdict(&claims.sid, &claims.sub) {
+        match index.verdict(&claims.sid, &claims.sub, now) {
             Verdict::Live => {}
             Verdict::Ended => return Err(Unauthenticated::SessionEnded),
             Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),

@@ -103,7 +103,7 @@ impl Metrics {
             "session_confirmations",
             "Refreshes at the identity provider by outcome: confirmed, rejected (the session was \
              revoked), failed (transient; the policy's refreshFailure applies), unrecorded (the \
-             outcome could not be written; retried)",
+             outcome could not be written; retried), deferred (sealed with a session key this replica lacks)",
             confirmations.clone(),
         );
         let logins_without_refresh_token = Family::<IdpLabel, Counter>::default();

@@ -337,16 +337,21 @@ impl Follower {
                         // An unreadable frame may be a revocation: never skip it, start over.
                         warn!(%error, "unreadable frame; reconnecting for a snapshot");
                         self.fleet.forget_position();
+                        self.publish(changed);
                         return Err(ConnectionError::Ended);
                     }
                 };
-                changed = changed.and(self.fleet.apply(frame, crate::gateway::now())?);
+                match self.fleet.apply(frame, crate::gateway::now()) {
+                    Ok(applied) => changed = changed.and(applied),
+                    Err(error) => {
+                        // What the earlier frames of this read merged (a revocation, perhaps)
+                        // is enforced now, not after the reconnect.
+                        self.publish(changed);
+                        return Err(error.into());
+                    }
+                }
             }
-            match changed {
-                Applied::Policies => self.publish_policies(),
-                Applied::Sessions => self.publish_sessions(),
-                Applied::Unchanged => {}
-            }
+            self.publish(changed);
             if let Some((instance, version)) = self.fleet.position() {
                 if self.fleet.has_snapshot() {
                     self.feed.touch(version);
@@ -357,6 +362,15 @@ impl Follower {
             if buffer.len() > 64 * 1024 * 1024 {
                 return Err(ConnectionError::Ended);
             }
+        }
+    }
+
+    /// Publishes what `changed` says changed.
+    fn publish(&mut self, changed: Applied) {
+        match changed {
+            Applied::Policies => self.publish_policies(),
+            Applied::Sessions => self.publish_sessions(),
+            Applied::Unchanged => {}
         }
     }
 

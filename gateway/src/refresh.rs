@@ -255,6 +255,14 @@ impl Refresher {
                     self.metrics.session_confirmation(idp, "failed");
                     Some(*retry_at)
                 }
+                RefreshOutcome::Deferred { reason } => {
+                    self.metrics.session_confirmation(idp, "deferred");
+                    warn!(
+                        sid,
+                        idp, reason, "left to a replica that has the session key"
+                    );
+                    Some(now + RETRY.min(interval).as_secs())
+                }
             },
             Err(error) => {
                 // Keep tracking it: a refusal not yet recorded is recorded at the next try.
@@ -283,9 +291,12 @@ impl Refresher {
         // never be confirmed again.
         let token = match self.key.open(sid, sealed) {
             Ok(token) => token,
-            // Sealed by a replica with another key (mid-rotation): not this gateway's to judge.
+            // Sealed by a replica with another key (mid-rotation): not this gateway's to judge,
+            // and no failure either (a FailClosed policy would refuse the session everywhere).
             Err(error @ crate::seal::SealError::UnknownKey(_)) => {
-                return Err((RefreshError::Transient(error.to_string()), None));
+                return Ok(RefreshOutcome::Deferred {
+                    reason: error.to_string(),
+                });
             }
             Err(error) => {
                 return Ok(RefreshOutcome::Rejected {

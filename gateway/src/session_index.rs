@@ -55,10 +55,14 @@ impl SessionIndex {
         self.feed.as_ref().and_then(|feed| feed.not_ready())
     }
 
-    /// Whether session `sid` of `subject` may be used.
-    pub fn verdict(&self, sid: &str, subject: &str) -> Verdict {
+    /// Whether session `sid` of `subject` may be used at `now` (unix seconds). A session past
+    /// its expiry is over even if its tokens say otherwise: an administrator may move
+    /// `expiresAt` earlier to end it.
+    pub fn verdict(&self, sid: &str, subject: &str, now: u64) -> Verdict {
         match self.entries.get(sid) {
-            Some(entry) if entry.ended || entry.subject != subject => Verdict::Ended,
+            Some(entry) if entry.ended || entry.subject != subject || now >= entry.expires_at => {
+                Verdict::Ended
+            }
             Some(_) => Verdict::Live,
             None => Verdict::Unknown,
         }
@@ -107,6 +111,7 @@ impl SessionIndex {
             subject: session.spec.subject.clone(),
             ended,
             expires_at,
+            retain_until: expires_at,
             refresh_failing_since: failing_since,
             identity: Arc::new(identity.clone()),
         });
@@ -117,6 +122,7 @@ impl SessionIndex {
         // Monotonic: once ended, always ended; expiry only moves earlier.
         entry.ended |= ended || entry.subject != session.spec.subject;
         entry.expires_at = entry.expires_at.min(expires_at);
+        entry.retain_until = entry.retain_until.max(expires_at);
     }
 
     fn end(&mut self, sid: &str) {
@@ -125,10 +131,10 @@ impl SessionIndex {
         }
     }
 
-    /// Drops what can no longer matter: sessions past their expiry plus clock skew.
+    /// Drops what can no longer matter: sessions past their latest expiry plus clock skew.
     fn collect(&mut self, now: u64) {
         self.entries
-            .retain(|_, e| e.expires_at + CLOCK_SKEW_SECS > now);
+            .retain(|_, e| e.retain_until + CLOCK_SKEW_SECS > now);
     }
 }
 

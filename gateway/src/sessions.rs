@@ -183,8 +183,14 @@ impl SessionRecorder {
     /// Whether the session `sid` may still be handed to an app. One read of the API server per
     /// single-sign-on bounce (never per request).
     pub async fn liveness(&self, sid: &str, subject: &str) -> Liveness {
+        let now = i64::try_from(crate::gateway::now()).unwrap_or(i64::MAX);
         match self.get_object(sid).await {
-            Ok(Some(session)) if !session.spec.revoked && session.spec.subject == subject => {
+            // Past its expiry it is over, also when an administrator moved `expiresAt` earlier.
+            Ok(Some(session))
+                if !session.spec.revoked
+                    && session.spec.subject == subject
+                    && session.spec.expires_at.0.as_second() > now =>
+            {
                 Liveness::Live
             }
             Ok(_) => Liveness::Ended,
@@ -330,6 +336,12 @@ pub enum RefreshOutcome {
         /// stored all the same, or the session could never be confirmed again.
         sealed_token: Option<String>,
     },
+    /// Not this gateway's to judge (the token is sealed with a session key it does not have,
+    /// mid-rotation): the lease is given back and nothing else is written, so the session is
+    /// neither marked failing nor refused while a replica with the key confirms it.
+    Deferred {
+        reason: String,
+    },
 }
 
 /// Why the outcome of a refresh was not written.
@@ -467,6 +479,10 @@ impl SessionRecorder {
                 }
                 r
             }
+            RefreshOutcome::Deferred { .. } => serde_json::json!({
+                "holder": null,
+                "leaseUntil": null,
+            }),
         };
         if let RefreshOutcome::Rejected { reason } = outcome {
             self.revoke(

@@ -186,6 +186,21 @@ async fn login_with(
     Ok(())
 }
 
+/// The status an API request of `browser` (made with
+/// [`GatewayProcess::direct_browser_with_jar`]) gets from an app at that very replica.
+async fn status_at(
+    browser: &reqwest::Client,
+    gateway: &GatewayProcess,
+    (host, path): (&str, &str),
+) -> Result<u16> {
+    let response = browser
+        .get(format!("{}{path}", gateway.direct_origin(host)))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
 /// The status an API request (`fetch`) of `browser` gets from an app.
 async fn status(
     browser: &reqwest::Client,
@@ -499,9 +514,10 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
             .start_replica(env!("CARGO_BIN_EXE_portcullis-gateway").as_ref())
             .await?;
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-        let one = first.browser_with_jar(jar.clone())?;
-        let two = second.browser_with_jar(jar)?;
-        login_with(&one, &first, &dex).await?;
+        login_with(&first.browser_with_jar(jar.clone())?, &first, &dex).await?;
+        // Each replica reached directly: through the public port both would be the first.
+        let one = first.direct_browser_with_jar(jar.clone())?;
+        let two = second.direct_browser_with_jar(jar)?;
         let start_at = refresh(&run.records.only().await?)
             .last_refreshed_at
             .context("no lastRefreshedAt")?;
@@ -510,7 +526,7 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
         let deadline = Instant::now() + Duration::from_secs(14);
         while Instant::now() < deadline {
             for (browser, gateway) in [(&one, &first), (&two, &second)] {
-                let code = status(browser, gateway, APPS[1]).await?;
+                let code = status_at(browser, gateway, APPS[1]).await?;
                 ensure!(
                     code == 200,
                     "refused ({code}) while both gateways refresh:\n{}\n{}",
@@ -529,6 +545,20 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
         ensure!(
             later >= 3,
             "expected several confirmations over 14 s at a 2 s interval, saw {later}"
+        );
+        // Every confirmation was counted by one replica or the other, never by both for the
+        // same interval (which one wins the lease depends on their tick phases).
+        let mut counted = 0.0;
+        for gateway in [&first, &second] {
+            counted += metric(
+                gateway,
+                r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="confirmed"}"#,
+            )
+            .await?;
+        }
+        ensure!(
+            counted >= later as f64 && counted <= later as f64 + 1.0,
+            "{counted} confirmations counted by the replicas for {later} seen (+1 at login)"
         );
         Ok(())
     })
@@ -617,6 +647,57 @@ async fn key_rotation(run: Run) -> Result<()> {
     );
     for app in APPS {
         ensure!(status(&browser, &gateway, app).await? == 200, "{app:?}");
+    }
+
+    // Mid-rollout, a replica that has only the old key meets the token sealed with the new one:
+    // it leaves the session to a replica with the key, and marks nothing failing, so even the
+    // FailClosed app keeps admitting the user there.
+    let mut config = gateway.config.clone();
+    config.env.retain(|(k, _)| {
+        k != "PORTCULLIS_SESSION_KEY_FILE" && k != "PORTCULLIS_PREVIOUS_SESSION_KEY_FILES"
+    });
+    config.public_port = Some(config.public_port());
+    config.port = 0;
+    config.ops_port = 0;
+    let old_replica = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        config,
+        gateway.files.clone(),
+    )
+    .await?;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    login_with(&gateway.browser_with_jar(jar.clone())?, &gateway, &dex).await?;
+    let direct = old_replica.direct_browser_with_jar(jar)?;
+    let deferred =
+        r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="deferred"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&old_replica, deferred).await? < 1.0 {
+        for app in APPS {
+            ensure!(
+                status_at(&direct, &old_replica, app).await? == 200,
+                "{app:?} refused at the replica without the new key:\n{}",
+                old_replica.log_tail()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the replica without the new key never deferred:\n{}",
+            old_replica.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for session in run.records.all().await? {
+        let now = refresh(&session);
+        ensure!(
+            now.failing_since.is_none() && now.holder.is_none(),
+            "a deferred refresh left a mark: {now:?}"
+        );
+    }
+    for app in APPS {
+        ensure!(
+            status_at(&direct, &old_replica, app).await? == 200,
+            "{app:?}"
+        );
     }
     Ok(())
 }

@@ -375,10 +375,22 @@ impl Index {
 
     fn upsert_session(&mut self, mut entry: SessionEntry, exists: bool, now: u64) {
         if entry.expires_at + CLOCK_SKEW_SECS <= now {
-            if let Some(gone) = self.sessions.remove(&entry.sid)
-                && let Some(v) = gone.ended_at
-            {
+            let Some(gone) = self.sessions.remove(&entry.sid) else {
+                return;
+            };
+            if let Some(v) = gone.ended_at {
                 self.ended_log.remove(&v);
+            }
+            // Its expiry was moved into the past while gateways still hold it as live (an
+            // administrator ending it that way): tell them, or they would accept it until its
+            // original expiry.
+            if entry.expires_at < gone.entry.expires_at && !gone.entry.ended {
+                entry.ended = true;
+                entry.subject = gone.entry.subject;
+                self.push(|version| Frame::Session {
+                    version,
+                    session: entry,
+                });
             }
             return;
         }
@@ -571,6 +583,32 @@ mod tests {
         assert_eq!(index.expired_before(now + 100, 100), ["soon"]);
         index.forget_lingering("soon");
         assert!(index.expired_before(now + 100, 100).is_empty());
+    }
+
+    #[test]
+    fn an_expiry_moved_into_the_past_is_streamed_as_an_end() {
+        let now = 1_800_000_000;
+        let mut index = Index::new("i".into(), 1000);
+        index.apply_session(&session("a", false, now - 600), now);
+        let before = index.version();
+        // An administrator moved expiresAt a minute into the past (after issuedAt).
+        let mut shortened = session("a", false, now - 600);
+        shortened.spec.expires_at = Time(
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now - 60).expect("fits"))
+                .expect("time"),
+        );
+        index.apply_session(&shortened, now);
+        let deltas = index.deltas_since(before).expect("in the log");
+        match deltas.as_slice() {
+            [Frame::Session { session, .. }] => {
+                assert!(session.ended, "streamed as ended: {session:?}");
+                assert_eq!(session.expires_at, now - 60);
+            }
+            other => panic!("expected one session frame, got {other:?}"),
+        }
+        // Applying the same object again streams nothing more.
+        index.apply_session(&shortened, now);
+        assert_eq!(index.deltas_since(before).expect("in the log").len(), 1);
     }
 
     #[test]

@@ -120,6 +120,64 @@ async fn a_gateway_killed_while_a_session_is_revoked_refuses_it_as_soon_as_it_is
         .await
 }
 
+/// Moving a session's `expiresAt` into the past (the CRD allows it to move earlier) ends it at
+/// every gateway at once, although its app tokens still carry the original expiry; a session
+/// shortened to a time still ahead ends when that time comes.
+#[tokio::test]
+async fn a_session_whose_expiry_is_moved_earlier_ends_everywhere() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("lost-expiry", |client: Client, ns: String| async move {
+            let dir = scratch("expiry")?;
+            let fleet = fleet(&dir, &client, &kubeconfig, &ns).await?;
+            // A login of two minutes ago, so its expiry can be moved well into the past (it
+            // must stay after `issuedAt`), beyond the clock-skew allowance.
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            fleet
+                .create_session_issued("ended-now", u64::try_from(now - 120)?)
+                .await?;
+            let mut tokens = live_sessions(&fleet, &["kept", "ends-soon"]).await?;
+            let old = fleet.app_token("ended-now")?;
+            for i in 0..fleet.gateways.len() {
+                fleet
+                    .probe(i)?
+                    .until(&old, Verdict::Accepted, POLL, LIMIT)
+                    .await
+                    .with_context(|| format!("ended-now accepted at gateway {i}"))?;
+            }
+            tokens.insert(1, old);
+            let sessions: Api<portcullis_crds::AccessSession> = Api::namespaced(client, &ns);
+            let at = |offset: i64| -> Result<String> {
+                Ok(k8s_openapi::jiff::Timestamp::from_second(now + offset)?.to_string())
+            };
+            let shorten = |name: &'static str, to: String| {
+                let sessions = sessions.clone();
+                async move {
+                    sessions
+                        .patch(
+                            name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(
+                                serde_json::json!({"spec": {"expiresAt": to}}),
+                            ),
+                        )
+                        .await
+                }
+            };
+            shorten("ended-now", at(-60)?).await?;
+            refused_everywhere(&fleet, &tokens[1], "expiry moved into the past").await?;
+            shorten("ends-soon", at(4)?).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            accepted_everywhere(&fleet, &tokens[2], "expiry moved earlier, not yet reached")
+                .await?;
+            refused_everywhere(&fleet, &tokens[2], "the earlier expiry reached").await?;
+            accepted_everywhere(&fleet, &tokens[0], "the session left alone").await?;
+            fleet.stop().await
+        })
+        .await
+}
+
 /// The API server restarts while the operator streams: a revocation accepted just before the
 /// restart (possibly never delivered on the old watch) and one made right after it both reach
 /// every gateway; a session nobody revoked stays accepted. A private control plane, so the

@@ -25,8 +25,13 @@ pub type ObjectKey = (String, String);
 pub struct MergedSession {
     /// The identity provider's subject; a token naming another subject is not this session's.
     pub subject: String,
-    /// Absolute expiry (unix seconds); it only moves earlier.
+    /// Absolute expiry (unix seconds): the session is over from then on, however its tokens
+    /// read. It only moves earlier (an administrator may shorten a session).
     pub expires_at: u64,
+    /// The latest expiry ever seen for the session: the entry is kept until then plus clock
+    /// skew, so a lagging replica's frame still carrying the original expiry cannot bring a
+    /// shortened session back as an unknown-then-new live one.
+    pub retain_until: u64,
     /// Revoked, deleted, or gone from a snapshot before its expiry. Never goes back.
     pub ended: bool,
     /// Since when (unix seconds) the identity provider has failed to confirm the session, if it
@@ -345,8 +350,16 @@ impl FleetState {
 
     fn upsert_session(&mut self, session: SessionEntry, now: u64) -> bool {
         if session.expires_at + self.skew_secs <= now {
-            // Expired: nobody can use it anyway, and it would only be forgotten again.
-            return false;
+            // Expired. Unknown: nobody can use it anyway. Known: its expiry was moved into the
+            // past (an administrator ended it that way), so it ends here too.
+            return match self.sessions.get_mut(&session.sid) {
+                Some(known) if !known.ended || known.expires_at > session.expires_at => {
+                    known.ended = true;
+                    known.expires_at = known.expires_at.min(session.expires_at);
+                    true
+                }
+                _ => false,
+            };
         }
         self.next_collect = self
             .next_collect
@@ -358,6 +371,7 @@ impl FleetState {
                     MergedSession {
                         subject: session.subject,
                         expires_at: session.expires_at,
+                        retain_until: session.expires_at,
                         ended: session.ended,
                         refresh_failing_since: session.refresh_failing_since,
                         identity: std::sync::Arc::new(crate::frame::SessionIdentity {
@@ -374,6 +388,7 @@ impl FleetState {
                 // session under a reused name, and ends both; expiry only moves earlier.
                 known.ended |= session.ended || known.subject != session.subject;
                 known.expires_at = known.expires_at.min(session.expires_at);
+                known.retain_until = known.retain_until.max(session.expires_at);
                 // Failing since the earliest report; a success clears it only on a live
                 // session.
                 known.refresh_failing_since = match session.refresh_failing_since {
@@ -394,19 +409,20 @@ impl FleetState {
         }
     }
 
-    /// Drops sessions past expiry plus skew, when one is due (at most once per second of
-    /// `now`). Keeping an entry a little longer is harmless: its expiry still ends it.
+    /// Drops sessions past their latest expiry plus skew, when one is due (at most once per
+    /// second of `now`). Keeping an entry a little longer is harmless: the gateway's verdict
+    /// ends it at its expiry.
     fn collect(&mut self, now: u64) -> Applied {
         if now < self.next_collect {
             return Applied::Unchanged;
         }
         let skew = self.skew_secs;
         let before = self.sessions.len();
-        self.sessions.retain(|_, s| s.expires_at + skew > now);
+        self.sessions.retain(|_, s| s.retain_until + skew > now);
         let earliest = self
             .sessions
             .values()
-            .map(|s| s.expires_at.saturating_add(skew))
+            .map(|s| s.retain_until.saturating_add(skew))
             .min()
             .unwrap_or(u64::MAX);
         self.next_collect = earliest.max(now + 1);

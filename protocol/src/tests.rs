@@ -669,3 +669,71 @@ fn a_published_copy_of_the_sessions_does_not_see_later_changes() {
     );
     assert_eq!(published.len(), 1000);
 }
+
+#[test]
+fn an_expiry_moved_into_the_past_ends_the_session_and_a_lagging_frame_does_not_revive_it() {
+    let mut state = FleetState::new(SKEW);
+    state
+        .apply(
+            snapshot(
+                "a",
+                1,
+                vec![],
+                vec![session("s", "alice", NOW + 3600, false)],
+            ),
+            NOW,
+        )
+        .expect("snapshot");
+    // An administrator moved expiresAt an hour into the past.
+    let shortened = Frame::Session {
+        version: 2,
+        session: session("s", "alice", NOW - 3600, true),
+    };
+    assert_eq!(state.apply(shortened, NOW), Ok(Applied::Sessions));
+    assert_eq!(ended(&state, "s"), Some(true));
+    assert_eq!(state.sessions()["s"].expires_at, NOW - 3600);
+    // A lagging replica's snapshot still carries the original, live object: kept ended, and
+    // the entry is retained until the original expiry, so it cannot come back as new.
+    state
+        .apply(
+            snapshot(
+                "b",
+                7,
+                vec![],
+                vec![session("s", "alice", NOW + 3600, false)],
+            ),
+            NOW + 100,
+        )
+        .expect("old snapshot");
+    assert_eq!(ended(&state, "s"), Some(true));
+    let beat = |t: u64| Frame::Heartbeat {
+        version: 7,
+        sent_at: t,
+    };
+    state
+        .apply(beat(NOW + 3600), NOW + 3600)
+        .expect("heartbeat");
+    assert_eq!(
+        ended(&state, "s"),
+        Some(true),
+        "retained until the latest expiry"
+    );
+    state
+        .apply(beat(NOW + 3600 + SKEW), NOW + 3600 + SKEW)
+        .expect("heartbeat");
+    assert_eq!(ended(&state, "s"), None);
+}
+
+#[test]
+fn an_expired_frame_for_an_unknown_session_is_ignored() {
+    let mut state = FleetState::new(SKEW);
+    state
+        .apply(snapshot("a", 1, vec![], vec![]), NOW)
+        .expect("snapshot");
+    let expired = Frame::Session {
+        version: 2,
+        session: session("s", "alice", NOW - 3600, false),
+    };
+    assert_eq!(state.apply(expired, NOW), Ok(Applied::Unchanged));
+    assert!(state.sessions().is_empty());
+}

@@ -238,7 +238,11 @@ impl Fleet {
     /// Creates the `AccessSession` named `sid` exactly as the gateway's `SessionRecorder`
     /// does at a login (labels, times, `revoked: false`).
     pub async fn create_session(&self, sid: &str) -> Result<()> {
-        let now = now();
+        self.create_session_issued(sid, now()).await
+    }
+
+    /// [`Fleet::create_session`] for a login at `now` (unix seconds), which may be in the past.
+    pub async fn create_session_issued(&self, sid: &str, now: u64) -> Result<()> {
         let subject = subject_of(sid);
         let object: AccessSession = serde_json::from_value(serde_json::json!({
             "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessSession",

@@ -404,6 +404,26 @@ impl GatewayProcess {
         builder.build().context("building the browser client")
     }
 
+    /// `https://host:port` with this process's own port: with several replicas behind one
+    /// public port, the URL that reaches this one (reqwest connects to the URL's port whatever
+    /// `resolve` says).
+    pub fn direct_origin(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.addr.port())
+    }
+
+    /// [`GatewayProcess::browser_with_jar`] connected to this process itself rather than to
+    /// the public port; use it with URLs from [`GatewayProcess::direct_origin`].
+    pub fn direct_browser_with_jar(
+        &self,
+        jar: std::sync::Arc<reqwest::cookie::Jar>,
+    ) -> Result<reqwest::Client> {
+        let mut builder = dex::http_client_builder(&self.files.ca_file)?.cookie_provider(jar);
+        for host in std::iter::once(&self.config.auth_host).chain(&self.config.app_hosts) {
+            builder = builder.resolve(host, self.addr);
+        }
+        builder.build().context("building the browser client")
+    }
+
     /// The state version the gateway reports on `/readyz`.
     pub async fn state_version(&self) -> Result<u64> {
         let text = reqwest::get(format!("http://{}/readyz", self.ops_addr))

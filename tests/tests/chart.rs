@@ -1033,6 +1033,45 @@ async fn check_upgrade_keeps_keys(client: &kube::Client, release: &Release<'_>) 
         let now = secret_data(client, ns, name).await?;
         ensure!(&now == old, "helm upgrade replaced Secret {name}");
     }
+    // Rotating the generated session key: a new key under a new name, the old one kept as a
+    // previous key (read back, not generated again), and the gateways given both.
+    let session_secret = release.object("gateway-session-key");
+    release.upgrade(&[
+        "--set",
+        "gateway.replicaCount=4,gateway.tls.extraDnsNames[0]=gw.example.test,\
+         gateway.sessionKey.key=key-2,gateway.sessionKey.previousKeys[0]=key",
+    ])?;
+    let rotated = secret_data(client, ns, &session_secret).await?;
+    ensure!(
+        rotated.get("key") == before[1].get("key"),
+        "the old session key was not kept"
+    );
+    ensure!(
+        rotated.get("key-2").is_some_and(|k| k.len() == 32)
+            && rotated.get("key-2") != rotated.get("key"),
+        "no new 32-byte session key"
+    );
+    let gateway = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(&release.object("gateway"))
+        .await?;
+    let args = args_of(&gateway)?;
+    ensure!(
+        args.contains(
+            &"--previous-session-key-files=/etc/portcullis/session-key/previous/key".to_owned()
+        ),
+        "{args:?}"
+    );
+    // A previous key the Secret does not hold is refused with a message, not rendered empty.
+    let refused = release.upgrade(&[
+        "--set",
+        "gateway.sessionKey.key=key-2,gateway.sessionKey.previousKeys[0]=no-such-key",
+    ]);
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("does not hold")),
+        "{refused:?}"
+    );
     // A Secret deleted on purpose (to renew a certificate) is made again, signed by the kept CA.
     Api::<Secret>::namespaced(client.clone(), ns)
         .delete(&release.object("gateway-tls"), &Default::default())
