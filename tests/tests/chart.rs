@@ -485,7 +485,8 @@ fn validate_everything(
     let chart = chart().display().to_string();
     let everything_on = "crds.enabled=true,serviceMonitor.enabled=true,gateway.autoscaling.enabled=true,\
         gateway.signingKey.nextKey=next.pem,gateway.signingKey.previousKeys[0]=old.pem,\
-        gateway.sessionKey.previousKeys[0]=old-session,gateway.upstreamCA.existingConfigMap=corp-ca";
+        gateway.sessionKey.existingSecret=own-keys,gateway.sessionKey.previousKeys[0]=old-session,\
+        gateway.upstreamCA.existingConfigMap=corp-ca";
     let mut variants: Vec<(String, Vec<String>)> = EXAMPLES
         .iter()
         .map(|e| {
