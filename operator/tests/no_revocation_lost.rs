@@ -5,16 +5,10 @@
 //! ([`portcullis_tests::fleet`]), so the verdicts are the gateways' own.
 
 use anyhow::{Context as _, Result, ensure};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Api, Client};
 use portcullis_tests::{
-    StackConfig,
-    cluster::{TestCluster, install_crds},
+    cluster::{TestCluster, private_stack},
     fleet::{Fleet, FleetOptions, Verdict},
-    stack::Stack,
 };
 use std::{
     path::{Path, PathBuf},
@@ -185,22 +179,8 @@ async fn a_session_whose_expiry_is_moved_earlier_ends_everywhere() -> Result<()>
 #[tokio::test]
 async fn an_api_server_restart_mid_stream_loses_no_revocation() -> Result<()> {
     let dir = scratch("apiserver")?;
-    let mut stack = Stack::start(StackConfig::new(dir.join("stack"))).await?;
-    let client = stack.client().await?;
-    install_crds(&client).await?;
     let ns = "lost-apiserver";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await?;
+    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
     let kubeconfig = stack.info().kubeconfig.clone();
     let fleet = fleet(&dir.join("fleet"), &client, &kubeconfig, ns).await?;
     let tokens = live_sessions(

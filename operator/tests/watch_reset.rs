@@ -9,16 +9,9 @@
 
 use anyhow::{Context as _, Result, ensure};
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api,
-    api::{ObjectMeta, PostParams},
-};
 use portcullis_tests::{
-    StackConfig,
-    cluster::install_crds,
+    cluster::private_stack,
     fleet::{Fleet, FleetOptions, Verdict},
-    stack::Stack,
 };
 use std::time::Duration;
 
@@ -92,22 +85,8 @@ fn relists(log: &str) -> usize {
 #[tokio::test]
 async fn a_watch_that_expires_relists_and_loses_no_revocation() -> Result<()> {
     let dir = portcullis_tests::fsutil::scratch_dir("watch-reset", "gone")?;
-    let mut stack = Stack::start(StackConfig::new(dir.join("stack"))).await?;
-    let client = stack.client().await?;
-    install_crds(&client).await?;
     let ns = "watch-reset";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await?;
+    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
     let kubeconfig = stack.info().kubeconfig.clone();
     let fleet = Fleet::start(FleetOptions {
         dir: &dir.join("fleet"),

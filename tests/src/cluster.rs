@@ -257,6 +257,30 @@ impl TestNamespace {
 
 /// Installs the Portcullis CRDs by server-side apply and waits until they are `Established`.
 /// Idempotent: the same objects are applied by `devstack up` and by every test process.
+/// A control plane of a test's own (for tests that restart or tamper with it, which the shared
+/// one must never see), with the CRDs installed and `namespace` created.
+pub async fn private_stack(
+    dir: &std::path::Path,
+    namespace: &str,
+) -> Result<(crate::stack::Stack, Client)> {
+    let stack = crate::stack::Stack::start(crate::StackConfig::new(dir.to_path_buf())).await?;
+    let client = stack.client().await?;
+    install_crds(&client).await?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &k8s_openapi::api::core::v1::Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(namespace.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok((stack, client))
+}
+
 pub async fn install_crds(client: &Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
