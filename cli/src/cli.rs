@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done, or nothing to do (an already revoked session, a user without sessions)
-  1  failed: object not found, forbidden by RBAC, CRDs missing, API server unreachable,
-     --email matching several users (each failure is explained on stderr)
-  2  usage error
+  1  failed: object not found, forbidden by RBAC, CRDs missing, API server unreachable; some
+     sessions not revoked (the others are, and each one that is not is named); or a revoke
+     command could not write its report to stdout (each failure is explained on stderr)
+  2  usage error, or a user not named unambiguously (--email of several users, a subject with
+     sessions under several identity providers and no --idp): nothing was revoked
   3  --wait timed out: the revocation is written, but status does not yet show every
      connected gateway enforcing it
 
@@ -153,10 +155,16 @@ pub enum Revoke {
     Session(RevokeSessionArgs),
     /// Revoke every session of one user, including logins in flight while the command runs
     #[command(after_help = "\
-Sessions that have expired already are left alone: no gateway accepts them. After the first pass
-the sessions are listed again, and any that appeared meanwhile with an issuedAt before the
-command started (a login that was in flight) is revoked too; with --wait this repeats until the
-wait ends.")]
+Every session of the user that is not revoked is revoked, expired ones included (revoking is
+one-way and harmless, and an admin may have moved expiresAt earlier to end a session). Without
+--idp, the subject's sessions must all come from one identity provider (a subject names a user
+only within its provider); otherwise nothing is revoked and the exact --idp commands are printed.
+
+Logins in flight: the user's sessions are listed again every 0.5 s until 5 s after the command
+started (with --wait, until the wait ends), and every session found with an issuedAt no later
+than 5 s after the command started is revoked too. issuedAt is when the user authenticated at the
+identity provider, so this includes a single-sign-on login made while the command runs that
+reuses an earlier authentication. Sessions with a later issuedAt are left alone.")]
     User(RevokeUserArgs),
     /// Revoke every session and token issued under a policy so far: raise its revocationEpoch by
     /// one ("revoke existing tokens")
@@ -207,7 +215,8 @@ pub struct RevokeUserArgs {
     /// of more than one subject or identity provider
     #[arg(long, value_name = "EMAIL")]
     pub email: Option<String>,
-    /// Only sessions of this identity provider
+    /// The user's identity provider: only its sessions (needed when the subject has sessions
+    /// under more than one provider)
     #[arg(long, value_name = "NAME")]
     pub idp: Option<String>,
     #[command(flatten)]

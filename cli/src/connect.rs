@@ -50,6 +50,10 @@ pub async fn connect(args: &ConnectArgs) -> Result<Connection, Error> {
     };
     // Nothing here watches: an answer that takes longer than this is a stalled connection.
     config.read_timeout = Some(READ_TIMEOUT);
+    // The client's own retry of 429/503/504 backs off up to minutes per request; the plugin
+    // retries every transient failure (those, other 5xx, timeouts, refused connections) itself,
+    // a few seconds at most, and carries on with the other sessions (`retry.rs`).
+    config.default_retry = false;
     let context_namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(Error::Client)?;
     Ok(Connection {

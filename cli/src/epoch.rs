@@ -12,7 +12,9 @@ use serde_json::json;
 
 use crate::cli::RevokePolicyArgs;
 use crate::error::{Error, Target, is_conflict};
-use crate::revoke::{FIELD_MANAGER, MAX_ATTEMPTS, backoff};
+use crate::printer::Printer;
+use crate::retry::{self, MAX_CONFLICTS};
+use crate::revoke::FIELD_MANAGER;
 use crate::wait;
 
 /// Annotation recording why the epoch was last raised with the plugin (`epoch N: reason`); the
@@ -30,7 +32,7 @@ pub fn raise_patch(resource_version: &str, next: i64, reason: Option<&str>) -> s
 
 /// `revoke policy NAME`.
 pub async fn revoke_policy(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     client: kube::Client,
     namespace: &str,
     args: &RevokePolicyArgs,
@@ -48,8 +50,10 @@ pub async fn revoke_policy(
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    for attempt in 0..MAX_ATTEMPTS {
-        let policy = api.get(name).await.map_err(|e| target("get").error(e))?;
+    for attempt in 0..MAX_CONFLICTS {
+        let policy =
+            retry::transient(|| async { api.get(name).await.map_err(|e| target("get").error(e)) })
+                .await?;
         let old = policy.spec.revocation_epoch;
         let next = old.checked_add(1).ok_or_else(|| Error::Refused {
             verb: "patch",
@@ -73,11 +77,10 @@ pub async fn revoke_policy(
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(written) => {
                 let written_epoch = written.spec.revocation_epoch;
-                writeln!(
-                    out,
+                out.line(format_args!(
                     "accesspolicy/{name} revocationEpoch {old} → {written_epoch} (namespace \
                      {namespace}): every session and token issued under it before now is revoked"
-                )?;
+                ));
                 return match args.options.wait {
                     Some(timeout) => {
                         wait::policy(
@@ -93,14 +96,14 @@ pub async fn revoke_policy(
                     None => Ok(()),
                 };
             }
-            Err(e) if is_conflict(&e) => backoff(attempt).await,
+            Err(e) if is_conflict(&e) => retry::after_conflict(attempt).await,
             Err(e) => return Err(target("patch").error(e)),
         }
     }
     Err(Error::TooManyConflicts {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        attempts: MAX_ATTEMPTS,
+        attempts: MAX_CONFLICTS,
     })
 }
 

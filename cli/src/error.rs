@@ -8,7 +8,8 @@ use kube::config::KubeconfigError;
 pub const EXIT_OK: u8 = 0;
 /// Exit code of a failure: an object not found, RBAC, missing CRDs, the API server unreachable…
 pub const EXIT_FAILED: u8 = 1;
-/// Exit code of a usage error (clap uses it for bad flags, and so do we).
+/// Exit code of a usage error (clap uses it for bad flags, and so do we), and of a user that the
+/// arguments do not name unambiguously: nothing was written, the command needs more arguments.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code of `--wait` running out of time: the revocation is written, but status does not
 /// show every connected gateway enforcing it yet.
@@ -83,9 +84,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// `--email` matches sessions of more than one user.
+    /// `--email`, or a subject without `--idp`, matches sessions of more than one user.
     #[error("{0}")]
-    AmbiguousEmail(String),
+    Ambiguous(String),
     /// Concurrent writers kept changing the policy between our read and our write.
     #[error(
         "gave up raising the revocation epoch of accesspolicy {namespace}/{name}: {attempts} \
@@ -96,15 +97,24 @@ pub enum Error {
         name: String,
         attempts: u32,
     },
-    /// Some of several objects failed; each failure was reported as it happened.
-    #[error("{failed} of {total} could not be revoked (see above)")]
-    Partial { failed: usize, total: usize },
+    /// Some sessions could not be revoked; the others were, and each failure is on stderr.
+    #[error(
+        "not revoked: {} (the errors are above); the other {others} session{} {} revoked",
+        names.iter().map(|n| format!("accesssession/{n}")).collect::<Vec<_>>().join(", "),
+        if *others == 1 { "" } else { "s" },
+        if *others == 1 { "is" } else { "are" }
+    )]
+    NotRevoked { names: Vec<String>, others: usize },
+    /// A later listing of `revoke user` failed for good: a login in flight may be missed.
+    #[error(
+        "could not list the user's sessions again to catch logins in flight: {0}\n(every \
+         session listed before is handled as reported; run the command again to catch a login \
+         that landed meanwhile)"
+    )]
+    InFlightUnchecked(Box<Error>),
     /// `--wait` ran out of time.
     #[error("{0}")]
     NotEnforced(String),
-    /// Writing to stdout failed.
-    #[error("writing output: {0}")]
-    Output(#[from] std::io::Error),
     /// JSON output could not be produced.
     #[error("formatting JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -117,7 +127,7 @@ impl Error {
     /// The process exit code for this error (documented in `--help` and docs/cli.md).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Ambiguous(_) => EXIT_USAGE,
             Self::NotEnforced(_) => EXIT_NOT_ENFORCED,
             _ => EXIT_FAILED,
         }
@@ -312,13 +322,16 @@ mod tests {
             EXIT_NOT_ENFORCED
         );
         assert_eq!(Error::Usage(String::new()).exit_code(), EXIT_USAGE);
+        assert_eq!(Error::Ambiguous(String::new()).exit_code(), EXIT_USAGE);
+        let partial = Error::NotRevoked {
+            names: vec!["a".into(), "b".into()],
+            others: 1,
+        };
+        assert_eq!(partial.exit_code(), EXIT_FAILED);
         assert_eq!(
-            Error::Partial {
-                failed: 1,
-                total: 2
-            }
-            .exit_code(),
-            EXIT_FAILED
+            partial.to_string(),
+            "not revoked: accesssession/a, accesssession/b (the errors are above); the other 1 \
+             session is revoked"
         );
     }
 }

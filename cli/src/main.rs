@@ -11,12 +11,15 @@ mod connect;
 mod epoch;
 mod error;
 mod output;
+mod printer;
+mod retry;
 mod revoke;
+mod sanitize;
 mod sessions;
 mod status;
 mod wait;
 
-use std::io::Write as _;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -24,6 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::cli::{Cli, Command, Output, Revoke, SessionsArgs};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use crate::printer::Printer;
 use crate::sessions::Sessions;
 
 fn main() -> ExitCode {
@@ -41,28 +45,51 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(run(cli, &mut stdout)) {
-        Ok(()) => ExitCode::from(EXIT_OK),
-        // `kubectl portcullis sessions | head`: the reader has gone, which is not a failure.
-        Err(Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::from(EXIT_OK)
-        }
+    // Only `sessions` and `status` succeed when the reader has gone: they only read.
+    let read_only = matches!(cli.command, Command::Sessions(_) | Command::Status(_));
+    let mut out = Printer::new(std::io::stdout());
+    let result = runtime.block_on(run(cli, &mut out));
+    let lost = out.finish();
+    let mut code = match result {
+        Ok(()) => EXIT_OK,
         Err(e) => {
-            let _ = stdout.flush();
             warn(&format!("error: {e}"));
-            ExitCode::from(e.exit_code())
+            e.exit_code()
+        }
+    };
+    match lost {
+        None => {}
+        // `kubectl portcullis sessions | head`: the reader has gone, which is not a failure.
+        Some(e) if read_only && e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Some(e) if read_only => {
+            warn(&format!("error: writing the output: {e}"));
+            if code == EXIT_OK {
+                code = EXIT_FAILED;
+            }
+        }
+        // A revocation did all its writes regardless; but a script reading its report got only
+        // part of it, and must not take that for the whole.
+        Some(e) => {
+            warn(&format!(
+                "error: writing the report to stdout failed ({e}), so it is incomplete; every \
+                 revocation was still attempted (`kubectl portcullis sessions` shows the result)"
+            ));
+            if code == EXIT_OK {
+                code = EXIT_FAILED;
+            }
         }
     }
+    ExitCode::from(code)
 }
 
-/// Writes a line to stderr; a closed stderr is ignored rather than a panic (as `eprintln!`
+/// Writes a line to stderr, terminal controls replaced (messages quote what the API server and
+/// identity providers said); a closed stderr is ignored rather than a panic (as `eprintln!`
 /// would).
 pub fn warn(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
+    let _ = writeln!(std::io::stderr(), "{}", sanitize::message(message));
 }
 
-async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
+async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
     match &cli.command {
         Command::Sessions(args) => args.no_namespace.check()?,
         Command::Revoke(Revoke::Session(args)) => args.no_namespace.check()?,
@@ -89,7 +116,7 @@ async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
 }
 
 async fn list_sessions(
-    out: &mut impl std::io::Write,
+    out: &mut Printer<impl Write>,
     sessions: &Sessions,
     args: &SessionsArgs,
 ) -> Result<(), Error> {

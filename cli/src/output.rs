@@ -10,13 +10,26 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::error::Error;
+use crate::printer::Printer;
+use crate::sanitize;
 use crate::sessions::expired;
 
 /// `kubectl get -o name` prefix of a session.
 pub const SESSION_RESOURCE: &str = "accesssession.access.portcullis.dev";
 
-/// Columns separated by three spaces, each as wide as its widest cell (as kubectl prints).
+/// Columns separated by three spaces, each as wide as its widest cell (as kubectl prints). Cells
+/// are [`sanitize::value`]d: emails, subjects and reasons come from identity providers and other
+/// admins, and must not reach the terminal as control sequences or extra lines.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| sanitize::value(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -154,9 +167,10 @@ struct List<'a, T> {
     items: &'a [T],
 }
 
-/// Prints sessions in the chosen format.
+/// Prints sessions in the chosen format. Tables and names are sanitized; JSON and YAML are
+/// exact, their serializers escape control characters.
 pub fn print_sessions(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     sessions: &[AccessSession],
     format: Output,
     now: Timestamp,
@@ -169,24 +183,21 @@ pub fn print_sessions(
     match format {
         Output::Table | Output::Wide => {
             let wide = format == Output::Wide;
-            out.write_all(
-                table(&session_headers(wide), &session_rows(sessions, now, wide)).as_bytes(),
-            )?;
+            out.put(table(&session_headers(wide), &session_rows(sessions, now, wide)).as_bytes());
         }
         Output::Name => {
             for s in sessions {
-                writeln!(
-                    out,
+                out.line(format_args!(
                     "{SESSION_RESOURCE}/{}",
-                    s.metadata.name.as_deref().unwrap_or_default()
-                )?;
+                    sanitize::value(s.metadata.name.as_deref().unwrap_or_default())
+                ));
             }
         }
         Output::Json => {
             serde_json::to_writer_pretty(&mut *out, &list)?;
-            writeln!(out)?;
+            out.put(b"\n");
         }
-        Output::Yaml => out.write_all(serde_saphyr::to_string(&list)?.as_bytes())?,
+        Output::Yaml => out.put(serde_saphyr::to_string(&list)?.as_bytes()),
     }
     Ok(())
 }
@@ -271,22 +282,71 @@ mod tests {
         assert_eq!(expired[0].len(), session_headers(false).len());
     }
 
+    /// Runs [`print_sessions`] into a buffer.
+    fn printed(sessions: &[AccessSession], format: Output) -> Result<Vec<u8>, Error> {
+        let mut buffer = Vec::new();
+        let mut printer = Printer::new(&mut buffer);
+        print_sessions(&mut printer, sessions, format, at(0))?;
+        assert!(printer.finish().is_none());
+        Ok(buffer)
+    }
+
     #[test]
     fn json_and_yaml_are_v1_lists_of_the_objects() -> Result<(), Error> {
         let sessions = [session("s1", "dex", "sub", "alice@example.com")];
-        let mut json = Vec::new();
-        print_sessions(&mut json, &sessions, Output::Json, at(0))?;
-        let value: serde_json::Value = serde_json::from_slice(&json)?;
+        let value: serde_json::Value = serde_json::from_slice(&printed(&sessions, Output::Json)?)?;
         assert_eq!(value["kind"], "List");
         assert_eq!(value["items"][0]["kind"], "AccessSession");
         assert_eq!(value["items"][0]["metadata"]["name"], "s1");
-        let mut yaml = Vec::new();
-        print_sessions(&mut yaml, &sessions, Output::Yaml, at(0))?;
+        let yaml = printed(&sessions, Output::Yaml)?;
         let text = String::from_utf8_lossy(&yaml);
         assert!(text.starts_with("apiVersion: v1\nkind: List\n"), "{text}");
-        let mut names = Vec::new();
-        print_sessions(&mut names, &sessions, Output::Name, at(0))?;
-        assert_eq!(names, b"accesssession.access.portcullis.dev/s1\n");
+        assert_eq!(
+            printed(&sessions, Output::Name)?,
+            b"accesssession.access.portcullis.dev/s1\n"
+        );
+        Ok(())
+    }
+
+    /// What an identity provider or another admin puts in a session cannot drive the terminal
+    /// or add a line to the table; JSON and YAML keep it exactly, escaped.
+    #[test]
+    fn provider_text_is_sanitized_in_tables_and_escaped_in_json_and_yaml() -> Result<(), Error> {
+        let evil_email = "eve\u{1b}]0;owned\u{7}@example.com";
+        let mut s = session("s1", "dex", "sub\u{1b}[2J\nroot", evil_email);
+        s.spec.revoked = true;
+        s.spec.revocation_reason = Some("ok\u{202e}\u{9b}31mred".into());
+        let sessions = [s];
+        for format in [Output::Table, Output::Wide] {
+            let text = String::from_utf8(printed(&sessions, format)?).unwrap_or_default();
+            assert!(
+                !text.chars().any(|c| c != '\n' && sanitize::is_unsafe(c)),
+                "{text:?}"
+            );
+            assert_eq!(text.lines().count(), 2, "a header and one row: {text:?}");
+            assert!(
+                text.contains("eve\u{FFFD}]0;owned\u{FFFD}@example.com"),
+                "{text:?}"
+            );
+        }
+        let wide = String::from_utf8(printed(&sessions, Output::Wide)?).unwrap_or_default();
+        assert!(wide.contains("sub\u{FFFD}[2J\u{FFFD}root"), "{wide:?}");
+        assert!(wide.contains("ok\u{FFFD}\u{FFFD}31mred"), "{wide:?}");
+
+        for format in [Output::Json, Output::Yaml] {
+            let bytes = printed(&sessions, format)?;
+            assert!(
+                !bytes.iter().any(|b| *b == 0x1b || *b == 0x07),
+                "{format:?} printed a raw control character: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let value: serde_json::Value = if format == Output::Json {
+                serde_json::from_slice(&bytes)?
+            } else {
+                serde_saphyr::from_slice(&bytes).map_err(|e| Error::Usage(e.to_string()))?
+            };
+            assert_eq!(value["items"][0]["spec"]["email"], evil_email, "{format:?}");
+        }
         Ok(())
     }
 }

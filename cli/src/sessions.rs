@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::ListParams;
 use portcullis_crds::AccessSession;
 
 use crate::cli::SessionFilter;
 use crate::error::{Error, Target};
+use crate::retry;
+use crate::sanitize;
 
 /// Page size of list requests: a namespace with 100k sessions is listed in pages, not in one
 /// response the API server has to build in memory.
@@ -40,7 +42,8 @@ impl Sessions {
         }
     }
 
-    /// Every session matching `filter`'s subject, identity provider and email, in pages.
+    /// Every session matching `filter`'s subject, identity provider and email, in pages (each
+    /// page asked for again after a transient failure).
     pub async fn list(&self, filter: &SessionFilter) -> Result<Vec<AccessSession>, Error> {
         let mut params = ListParams::default().limit(PAGE);
         if let Some(selector) = field_selector(filter) {
@@ -48,11 +51,13 @@ impl Sessions {
         }
         let mut out = Vec::new();
         loop {
-            let page = self
-                .api
-                .list(&params)
-                .await
-                .map_err(|e| self.target("list", None).error(e))?;
+            let page = retry::transient(|| async {
+                self.api
+                    .list(&params)
+                    .await
+                    .map_err(|e| self.target("list", None).error(e))
+            })
+            .await?;
             out.extend(page.items.into_iter().filter(|s| matches_email(s, filter)));
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -61,12 +66,15 @@ impl Sessions {
         }
     }
 
-    /// One session, `None` if it does not exist.
+    /// One session, `None` if it does not exist (asked for again after a transient failure).
     pub async fn get(&self, name: &str) -> Result<Option<AccessSession>, Error> {
-        self.api
-            .get_opt(name)
-            .await
-            .map_err(|e| self.target("get", Some(name)).error(e))
+        retry::transient(|| async {
+            self.api
+                .get_opt(name)
+                .await
+                .map_err(|e| self.target("get", Some(name)).error(e))
+        })
+        .await
     }
 }
 
@@ -106,9 +114,27 @@ fn matches_email(session: &AccessSession, filter: &SessionFilter) -> bool {
     })
 }
 
-/// Whether the session has passed its absolute expiry: no gateway accepts it any more.
+/// Whether the session has passed its absolute expiry on this machine's clock. A gateway whose
+/// clock is behind may still accept it for a while: see [`expired_everywhere`].
 pub fn expired(session: &AccessSession, now: Timestamp) -> bool {
     session.spec.expires_at.0 <= now
+}
+
+/// How far the gateways' clocks may be behind this one: the clock-skew allowance they apply to
+/// `exp` (and keep ended sessions for past their expiry).
+pub const GATEWAY_CLOCK_SKEW: SignedDuration =
+    SignedDuration::from_secs(portcullis_core::token::CLOCK_SKEW_SECS as i64);
+
+/// Whether no gateway accepts the session any more because it expired: `expiresAt` plus the
+/// gateways' clock-skew allowance has passed on this machine's clock. (An admin may move
+/// `expiresAt` earlier to end a session; a gateway whose clock is behind accepts it until then.)
+pub fn expired_everywhere(session: &AccessSession, now: Timestamp) -> bool {
+    session
+        .spec
+        .expires_at
+        .0
+        .saturating_add(GATEWAY_CLOCK_SKEW)
+        .is_ok_and(|end| end <= now)
 }
 
 /// Not revoked and not expired.
@@ -122,56 +148,120 @@ pub type Identity = (String, String);
 /// The one identity the sessions carrying `email` belong to. Email is not an identity: a
 /// provider may reassign an address, and two providers may both vouch for it. So only when every
 /// session with that email (preferring still-valid ones) has the same subject and provider;
-/// otherwise the error lists the candidates and the commands that name each exactly.
+/// otherwise the error lists the candidates and the commands that name each exactly (`options`
+/// is appended to each, e.g. ` --reason 'left'`).
 pub fn resolve_email(
     email: &str,
     sessions: &[AccessSession],
     now: Timestamp,
+    options: &str,
 ) -> Result<Option<Identity>, Error> {
-    let count = |only_active: bool| {
+    let identities = prefer(sessions, |s| active(s, now));
+    if identities.len() <= 1 {
+        return Ok(identities.into_keys().next());
+    }
+    Err(ambiguous(
+        format!(
+            "the email {} does not name one user: sessions with it belong to {} identities.\n\
+             An email is not a stable identity (identity providers can reassign it, and two \
+             providers can both vouch for it), so revoke by subject instead; nothing was revoked:",
+            sanitize::value(email),
+            identities.len()
+        ),
+        &identities,
+        options,
+    ))
+}
+
+/// The one identity provider under which `subject` has sessions (`sessions` are the subject's).
+/// A subject names a user only within its identity provider: two providers can both have a
+/// user `1077`. So without `--idp` only when the sessions still to be revoked (else all of them)
+/// come from one provider; otherwise the error prints the `--idp` command for each.
+pub fn resolve_subject(
+    subject: &str,
+    sessions: &[AccessSession],
+    options: &str,
+) -> Result<Option<String>, Error> {
+    let identities = prefer(sessions, |s| !s.spec.revoked);
+    if identities.len() <= 1 {
+        return Ok(identities.into_keys().next().map(|(idp, _)| idp));
+    }
+    Err(ambiguous(
+        format!(
+            "the subject {} has sessions under {} identity providers, and a subject names one \
+             user only within its identity provider; nothing was revoked. Name the provider:",
+            shell_quote(subject),
+            identities.len()
+        ),
+        &identities,
+        options,
+    ))
+}
+
+/// How many sessions each identity has, counting only those `preferred` when there are any.
+fn prefer(
+    sessions: &[AccessSession],
+    preferred: impl Fn(&AccessSession) -> bool,
+) -> BTreeMap<Identity, usize> {
+    let count = |only_preferred: bool| {
         let mut identities: BTreeMap<Identity, usize> = BTreeMap::new();
-        for s in sessions.iter().filter(|s| !only_active || active(s, now)) {
+        for s in sessions.iter().filter(|s| !only_preferred || preferred(s)) {
             *identities
                 .entry((s.spec.identity_provider.clone(), s.spec.subject.clone()))
                 .or_default() += 1;
         }
         identities
     };
-    let mut identities = count(true);
+    let identities = count(true);
     if identities.is_empty() {
-        identities = count(false);
+        count(false)
+    } else {
+        identities
     }
-    if identities.len() <= 1 {
-        return Ok(identities.into_keys().next());
-    }
-    let mut message = format!(
-        "the email {email} does not name one user: sessions with it belong to {} identities.\n\
-         An email is not a stable identity (identity providers can reassign it, and two \
-         providers can both vouch for it), so revoke by subject instead:\n",
-        identities.len()
-    );
-    for ((idp, subject), n) in &identities {
+}
+
+/// The refusal: `intro`, then one exact command per identity.
+fn ambiguous(intro: String, identities: &BTreeMap<Identity, usize>, options: &str) -> Error {
+    let mut message = intro + "\n";
+    for ((idp, subject), n) in identities {
         message += &format!(
-            "  kubectl portcullis revoke user {} --idp {}    # {n} session{}\n",
+            "  kubectl portcullis revoke user {} --idp {}{options}    # {n} session{}\n",
             shell_quote(subject),
             shell_quote(idp),
             if *n == 1 { "" } else { "s" }
         );
     }
-    Err(Error::AmbiguousEmail(message.trim_end().to_owned()))
+    Error::Ambiguous(message.trim_end().to_owned())
 }
 
-/// Quotes a word for a shell command line when it needs it.
+/// Quotes a word for a shell command line when it needs it: `'…'`, or `$'…'` with escapes when
+/// it holds characters a terminal would act on (so the printed command is exact and harmless).
 pub fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.@:/+=".contains(c));
     if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+        return word.to_owned();
     }
+    if !word.chars().any(sanitize::is_unsafe) {
+        return format!("'{}'", word.replace('\'', r"'\''"));
+    }
+    let mut quoted = String::from("$'");
+    for c in word.chars() {
+        match c {
+            '\\' => quoted += r"\\",
+            '\'' => quoted += r"\'",
+            '\n' => quoted += r"\n",
+            '\t' => quoted += r"\t",
+            '\r' => quoted += r"\r",
+            c if c.is_ascii_control() => quoted += &format!("\\x{:02x}", u32::from(c)),
+            c if sanitize::is_unsafe(c) => quoted += &format!("\\u{:04x}", u32::from(c)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('\'');
+    quoted
 }
 
 #[cfg(test)]
@@ -238,25 +328,64 @@ pub(crate) mod tests {
             session("b", "dex", "sub-1", "alice@example.com"),
         ];
         assert_eq!(
-            resolve_email("alice@example.com", &one, now())
+            resolve_email("alice@example.com", &one, now(), "")
                 .ok()
                 .flatten(),
             Some(("dex".to_owned(), "sub-1".to_owned()))
         );
-        assert!(matches!(resolve_email("x@y.z", &[], now()), Ok(None)));
+        assert!(matches!(resolve_email("x@y.z", &[], now(), ""), Ok(None)));
 
         let two = [
             session("a", "dex", "sub-1", "alice@example.com"),
             session("b", "google", "1077", "alice@example.com"),
         ];
-        let Err(Error::AmbiguousEmail(message)) = resolve_email("alice@example.com", &two, now())
+        let Err(Error::Ambiguous(message)) =
+            resolve_email("alice@example.com", &two, now(), " --reason 'left'")
         else {
             panic!("two identities must be ambiguous");
         };
-        assert!(message.contains("revoke user sub-1 --idp dex"), "{message}");
         assert!(
-            message.contains("revoke user 1077 --idp google"),
+            message.contains("revoke user sub-1 --idp dex --reason 'left'    # 1 session"),
             "{message}"
+        );
+        assert!(
+            message.contains("revoke user 1077 --idp google --reason 'left'"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_subject_without_idp_resolves_only_to_one_provider() {
+        let one = [
+            session("a", "dex", "1077", "a@example.com"),
+            session("b", "dex", "1077", "a@example.com"),
+        ];
+        assert_eq!(
+            resolve_subject("1077", &one, "").ok().flatten().as_deref(),
+            Some("dex")
+        );
+        assert!(matches!(resolve_subject("1077", &[], ""), Ok(None)));
+
+        let mut two = vec![
+            session("a", "dex", "1077", "a@example.com"),
+            session("b", "google", "1077", "b@example.com"),
+            session("c", "google", "1077", "b@example.com"),
+        ];
+        let Err(Error::Ambiguous(message)) = resolve_subject("1077", &two, " --wait=60s") else {
+            panic!("one subject under two providers must be ambiguous");
+        };
+        assert_eq!(
+            message,
+            "the subject 1077 has sessions under 2 identity providers, and a subject names one \
+             user only within its identity provider; nothing was revoked. Name the provider:\n  \
+             kubectl portcullis revoke user 1077 --idp dex --wait=60s    # 1 session\n  \
+             kubectl portcullis revoke user 1077 --idp google --wait=60s    # 2 sessions"
+        );
+        // Sessions already revoked under one provider leave nothing to decide there.
+        two[0].spec.revoked = true;
+        assert_eq!(
+            resolve_subject("1077", &two, "").ok().flatten().as_deref(),
+            Some("google")
         );
     }
 
@@ -266,7 +395,7 @@ pub(crate) mod tests {
         old.spec.revoked = true;
         let sessions = [old, session("b", "dex", "sub-1", "alice@example.com")];
         assert_eq!(
-            resolve_email("alice@example.com", &sessions, now())
+            resolve_email("alice@example.com", &sessions, now(), "")
                 .ok()
                 .flatten(),
             Some(("dex".to_owned(), "sub-1".to_owned()))
@@ -278,5 +407,11 @@ pub(crate) mod tests {
         assert_eq!(shell_quote("CiQw="), "CiQw=");
         assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
         assert_eq!(shell_quote(""), "''");
+        // Terminal controls are written as escapes: the command stays exact, the terminal safe.
+        assert_eq!(
+            shell_quote("a\u{1b}[2J'\n\u{202e}"),
+            r"$'a\x1b[2J\'\n\u202e'"
+        );
+        assert!(!shell_quote("x\u{9b}y").chars().any(sanitize::is_unsafe));
     }
 }

@@ -11,6 +11,8 @@ use portcullis_crds::AccessPolicy;
 use crate::cli::SessionFilter;
 use crate::error::{Error, Target};
 use crate::output::table;
+use crate::printer::Printer;
+use crate::retry;
 use crate::sessions::{Sessions, expired};
 use crate::wait::{SessionState, session_state};
 
@@ -134,7 +136,7 @@ pub fn sessions_line(
 
 /// `status`.
 pub async fn status(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     client: kube::Client,
     namespace: Option<&str>,
     sessions: &Sessions,
@@ -153,7 +155,9 @@ pub async fn status(
     let mut params = ListParams::default().limit(500);
     let mut policies = Vec::new();
     loop {
-        let page = api.list(&params).await.map_err(|e| target.error(e))?;
+        let page =
+            retry::transient(|| async { api.list(&params).await.map_err(|e| target.error(e)) })
+                .await?;
         policies.extend(page.items);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -163,9 +167,9 @@ pub async fn status(
     policies.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
-    out.write_all(render(&policies, namespace).as_bytes())?;
+    out.put(render(&policies, namespace).as_bytes());
     let listed = sessions.list(&SessionFilter::default()).await?;
-    out.write_all(sessions_line(&listed, &sessions.namespace, Timestamp::now()).as_bytes())?;
+    out.put(sessions_line(&listed, &sessions.namespace, Timestamp::now()).as_bytes());
     Ok(())
 }
 

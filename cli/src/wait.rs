@@ -5,6 +5,14 @@
 //! with no gateway connected, reason `NoGatewayConnected`); a policy's `status.enforcedEpoch`
 //! is the epoch every connected gateway enforces. Neither can be true before the revocation was
 //! written, since a revocation is one-way and an epoch only goes up.
+//!
+//! Two more facts settle a session without that condition: its deletion (the operator streams a
+//! deleted session as ended, to every gateway) and its expiry plus the gateways' clock-skew
+//! allowance (no gateway accepts it after that, revoked or not).
+//!
+//! Only gateways connected to the operator are counted. One that lost its stream keeps enforcing
+//! the last state it received and reports NotReady after its `--state-stale-after` (5 minutes by
+//! default); docs/cli.md states this bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -17,11 +25,13 @@ use portcullis_crds::{AccessPolicy, AccessSession};
 use tokio::time::Instant;
 
 use crate::error::{Error, Target};
+use crate::printer::Printer;
 use crate::revoke::UserRevocation;
-use crate::sessions::{Sessions, expired};
+use crate::sanitize;
+use crate::sessions::{GATEWAY_CLOCK_SKEW, Sessions, expired_everywhere};
 
 /// How often status is read.
-const POLL: Duration = Duration::from_millis(500);
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// Every request gets at least this long, even when the deadline is closer: the last look at
 /// status must be able to complete.
@@ -32,7 +42,7 @@ const MIN_REQUEST_TIME: Duration = Duration::from_secs(2);
 pub enum SessionState {
     /// Every connected gateway refuses it (`enforcedBy/connected`).
     Enforced(String),
-    /// Past its expiry: every gateway refuses it anyway.
+    /// Past its expiry plus the gateways' clock-skew allowance: every gateway refuses it anyway.
     Expired,
     /// Not shown yet, and why.
     Pending(String),
@@ -48,10 +58,12 @@ pub fn session_state(session: &AccessSession, now: Timestamp) -> SessionState {
                 .and_then(|s| s.enforcement.as_ref())
                 .map_or_else(String::new, |e| e.summary.clone()),
         ),
-        _ if expired(session, now) => SessionState::Expired,
+        _ if expired_everywhere(session, now) => SessionState::Expired,
         Some(c) => SessionState::Pending(format!(
             "Enforced={}, {}: {}",
-            c.status, c.reason, c.message
+            sanitize::value(&c.status),
+            sanitize::value(&c.reason),
+            sanitize::value(&c.message)
         )),
         None => SessionState::Pending(
             "no Enforced condition in status: the operator has not written it (is it running, \
@@ -82,7 +94,14 @@ pub fn policy_state(
         .conditions
         .iter()
         .find(|c| c.type_ == "Ready" && c.status != "True")
-        .map(|c| format!("; Ready={}, {}: {}", c.status, c.reason, c.message))
+        .map(|c| {
+            format!(
+                "; Ready={}, {}: {}",
+                sanitize::value(&c.status),
+                sanitize::value(&c.reason),
+                sanitize::value(&c.message)
+            )
+        })
         .unwrap_or_default();
     match status.enforced_epoch {
         _ if connected == 0 => Err(format!(
@@ -130,35 +149,44 @@ fn timed_out(what: &str, timeout: Duration, pending: &BTreeMap<String, String>) 
 
 /// Reports one session's state; returns whether it is settled.
 fn settle(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     name: &str,
     state: SessionState,
     pending: &mut BTreeMap<String, String>,
-) -> Result<bool, Error> {
+) -> bool {
     match state {
         SessionState::Enforced(summary) => {
-            writeln!(
-                out,
-                "accesssession/{name} enforced by every connected gateway ({summary})"
-            )?;
-            Ok(true)
+            out.line(format_args!(
+                "accesssession/{name} enforced by every connected gateway ({})",
+                sanitize::value(&summary)
+            ));
+            true
         }
         SessionState::Expired => {
-            writeln!(out, "accesssession/{name} expired (refused everywhere)")?;
-            Ok(true)
+            out.line(format_args!(
+                "accesssession/{name} expired more than {}s ago (refused everywhere)",
+                GATEWAY_CLOCK_SKEW.as_secs()
+            ));
+            true
         }
         SessionState::Pending(why) => {
             pending.insert(name.to_owned(), why);
-            Ok(false)
+            false
         }
     }
 }
 
-const DELETED: &str = "deleted: its enforcement can no longer be read from status";
+/// Reports a deleted session, which is settled: the operator streams a deletion to every
+/// gateway as ended.
+fn report_deleted(out: &mut Printer<impl Write>, name: &str) {
+    out.line(format_args!(
+        "accesssession/{name} deleted (ended everywhere)"
+    ));
+}
 
 /// Waits for revoked sessions by name.
 pub async fn sessions(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     sessions: &Sessions,
     names: &[String],
     timeout: Duration,
@@ -173,12 +201,13 @@ pub async fn sessions(
         for name in &waiting {
             match bounded(deadline, sessions.get(name)).await {
                 Some(Ok(Some(session))) => {
-                    if settle(out, name, session_state(&session, now), &mut pending)? {
+                    if settle(out, name, session_state(&session, now), &mut pending) {
                         settled.push(name.clone());
                     }
                 }
                 Some(Ok(None)) => {
-                    pending.insert(name.clone(), DELETED.to_owned());
+                    report_deleted(out, name);
+                    settled.push(name.clone());
                 }
                 Some(Err(e)) if e.is_transient() => {
                     pending.insert(name.clone(), format!("could not read status: {e}"));
@@ -204,20 +233,24 @@ pub async fn sessions(
     }
 }
 
-/// Waits for every session `run` revoked, listing the user's sessions on each poll and revoking
-/// any login that was in flight when the command started.
+/// Waits for every session `run` revoked or found revoked, listing the user's sessions on each
+/// poll and revoking any login that was in flight when the command started. Returns once all are
+/// settled and a listing begun after `sweep_end` has been swept (so logins in flight are caught
+/// as without `--wait`), or times out.
 pub async fn user(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     run: &mut UserRevocation<'_>,
     timeout: Duration,
+    sweep_end: Instant,
 ) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut pending = BTreeMap::new();
     loop {
+        let listed_at = Instant::now();
         let now = Timestamp::now();
         match bounded(deadline, run.sweep(out, now)).await {
-            Some(Ok((listed, _))) => {
+            Some(Ok(listed)) => {
                 pending.clear();
                 let by_name: BTreeMap<&str, &AccessSession> = listed
                     .iter()
@@ -230,13 +263,14 @@ pub async fn user(
                     .cloned()
                     .collect::<Vec<_>>()
                 {
+                    // Not listed: deleted (the subject and provider of a session never change).
                     let settled = match by_name.get(name.as_str()) {
                         Some(session) => {
-                            settle(out, &name, session_state(session, now), &mut pending)?
+                            settle(out, &name, session_state(session, now), &mut pending)
                         }
                         None => {
-                            pending.insert(name.clone(), DELETED.to_owned());
-                            false
+                            report_deleted(out, &name);
+                            true
                         }
                     };
                     if settled {
@@ -244,7 +278,13 @@ pub async fn user(
                     }
                 }
                 if pending.is_empty() {
-                    return Ok(());
+                    if listed_at >= sweep_end {
+                        return Ok(());
+                    }
+                    // Everything so far is settled; keep sweeping (deadline or not) until a
+                    // listing starts after `sweep_end`, a few seconds at most.
+                    tokio::time::sleep_until((listed_at + POLL).min(sweep_end)).await;
+                    continue;
                 }
             }
             Some(Err(e)) if e.is_transient() => {
@@ -266,7 +306,7 @@ pub async fn user(
 
 /// Waits until the policy's status shows `epoch` enforced.
 pub async fn policy(
-    out: &mut impl Write,
+    out: &mut Printer<impl Write>,
     api: &Api<AccessPolicy>,
     target: Target<'_>,
     uid: Option<&str>,
@@ -284,7 +324,7 @@ pub async fn policy(
         match bounded(deadline, api.get_opt(name)).await {
             Some(Ok(Some(policy))) => match policy_state(&policy, uid, epoch) {
                 Ok(summary) => {
-                    writeln!(out, "accesspolicy/{name} epoch {epoch} {summary}")?;
+                    out.line(format_args!("accesspolicy/{name} epoch {epoch} {summary}"));
                     return Ok(());
                 }
                 Err(why) => {
@@ -361,7 +401,17 @@ mod tests {
             session_state(&s, at(1_500)),
             SessionState::Pending("Enforced=False, NoGatewayConnected: m".into())
         );
-        assert_eq!(session_state(&s, at(2_000)), SessionState::Expired);
+        // Expired on this clock, but a gateway whose clock is behind may accept it for the
+        // clock-skew allowance (30 s) longer: not settled until then.
+        assert!(matches!(
+            session_state(&s, at(2_000)),
+            SessionState::Pending(_)
+        ));
+        assert!(matches!(
+            session_state(&s, at(2_029)),
+            SessionState::Pending(_)
+        ));
+        assert_eq!(session_state(&s, at(2_030)), SessionState::Expired);
         if let Some(status) = s.status.as_mut() {
             status.conditions[1] = condition("Enforced", "True", "EnforcedByAllGateways");
             status.enforcement = Some(Enforcement {

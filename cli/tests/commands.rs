@@ -8,8 +8,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use common::admission::Webhook;
 use common::{
     Run, admin_user, create, plugin, policy, revoked, session, session_issued, write_kubeconfig,
 };
@@ -17,9 +19,10 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::SignedDuration;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use portcullis_crds::{AccessPolicy, AccessSession};
 use portcullis_tests::TestCluster;
+use portcullis_tests::fsutil::scratch_dir;
 use portcullis_tests::tools::Tool;
 
 fn kubeconfig(cluster: &TestCluster) -> PathBuf {
@@ -243,7 +246,10 @@ async fn revoke_session_is_idempotent_and_names_what_is_missing() {
             );
             ensure!(
                 mixed.stderr.contains("\"nope\" not found")
-                    && mixed.stderr.contains("1 of 2 could not be revoked"),
+                    && mixed.stderr.contains(
+                        "error: not revoked: accesssession/nope (the errors are above); the \
+                         other 1 session is revoked"
+                    ),
                 "{}",
                 mixed.stderr
             );
@@ -293,6 +299,29 @@ async fn revoke_user_ends_only_that_subjects_sessions() {
             )
             .await?;
             let kc = kubeconfig(cluster);
+            let state = |name: &'static str| {
+                let api = api.clone();
+                async move { revoked(&api, name).await }
+            };
+
+            // A subject names a user only within its identity provider: dave has sessions to
+            // revoke under dex and google, so without --idp nothing is revoked and the exact
+            // commands are printed.
+            let ambiguous = plugin(&kc, &ns, &["revoke", "user", "dave", "--reason", "offboarded"])
+                .await?
+                .expect(2)?;
+            for needle in [
+                "the subject dave has sessions under 2 identity providers",
+                "nothing was revoked",
+                "  kubectl portcullis revoke user dave --idp dex --reason offboarded    # 2 sessions\n",
+                "  kubectl portcullis revoke user dave --idp google --reason offboarded    # 1 session",
+            ] {
+                ensure!(ambiguous.stderr.contains(needle), "{needle}:\n{}", ambiguous.stderr);
+            }
+            ensure!(ambiguous.stdout.is_empty(), "{}", ambiguous.stdout);
+            for name in ["dave-1", "dave-3", "dave-old"] {
+                ensure!(!state(name).await?.0, "{name} revoked although the subject is ambiguous");
+            }
 
             let dex_only = plugin(
                 &kc,
@@ -311,15 +340,19 @@ async fn revoke_user_ends_only_that_subjects_sessions() {
             .expect(0)?;
             ensure!(
                 dex_only.stdout.ends_with(
-                    "subject dave (dex): 1 revoked, 1 already revoked, 1 expired (left alone)\n"
+                    "subject dave (dex): 2 revoked, 1 of them past their expiresAt, 1 already \
+                     revoked\n"
                 ),
                 "{}",
                 dex_only.stdout
             );
-            let state = |name: &'static str| {
-                let api = api.clone();
-                async move { revoked(&api, name).await }
-            };
+            ensure!(
+                dex_only
+                    .stdout
+                    .contains("accesssession/dave-old revoked (it was past its expiresAt)"),
+                "{}",
+                dex_only.stdout
+            );
             ensure!(state("dave-1").await? == (true, Some("offboarded".into())));
             ensure!(
                 state("dave-2").await? == (true, Some("logged out".into())),
@@ -329,9 +362,10 @@ async fn revoke_user_ends_only_that_subjects_sessions() {
                 !state("dave-3").await?.0,
                 "--idp dex revoked a google session"
             );
+            // Expired, but an admin may have moved expiresAt earlier to end it: revoked too.
             ensure!(
-                !state("dave-old").await?.0,
-                "an expired session was written to"
+                state("dave-old").await? == (true, Some("offboarded".into())),
+                "an expired session was left unrevoked"
             );
             ensure!(!state("erin-1").await?.0, "another user was revoked");
             ensure!(
@@ -339,13 +373,15 @@ async fn revoke_user_ends_only_that_subjects_sessions() {
                 "a subject with the same prefix was revoked"
             );
 
-            let all_idps = plugin(&kc, &ns, &["revoke", "user", "dave"])
+            // Now only google has sessions of dave left to revoke: no ambiguity.
+            let rest = plugin(&kc, &ns, &["revoke", "user", "dave"])
                 .await?
                 .expect(0)?;
             ensure!(
-                all_idps.stdout.contains("accesssession/dave-3 revoked"),
+                rest.stdout.contains("accesssession/dave-3 revoked")
+                    && rest.stdout.ends_with("subject dave (google): 1 revoked\n"),
                 "{}",
-                all_idps.stdout
+                rest.stdout
             );
             ensure!(state("dave-3").await?.0);
             ensure!(!state("erin-1").await?.0 && !state("dave2-1").await?.0);
@@ -389,7 +425,7 @@ async fn revoke_user_by_email_only_when_it_names_one_user() {
                 &["revoke", "user", "--email", "frank@example.com"],
             )
             .await?
-            .expect(1)?;
+            .expect(2)?;
             for needle in [
                 "does not name one user",
                 "revoke user frank-dex --idp dex",
@@ -441,10 +477,23 @@ async fn revoke_user_by_email_only_when_it_names_one_user() {
     result.expect("revoke user --email");
 }
 
-/// A login in flight: its session is created after the first pass, with an `issuedAt` before
-/// the command started. `--wait` keeps sweeping while it waits, so the session is revoked while
-/// the command runs; a login after the command started is left alone. No operator runs, so the
-/// wait itself times out with exit code 3 and says why.
+/// Waits until the session `name` is revoked (the command's first pass has run).
+async fn until_revoked(api: &Api<AccessSession>, name: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !revoked(api, name).await?.0 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// A login in flight without `--wait`: the user authenticated at the identity provider before
+/// the command started (its `issuedAt`, the provider's `auth_time`), and the gateway's record of
+/// it lands two seconds after the command's first pass. The command keeps listing until 5 s
+/// after it started, so it is revoked all the same.
 #[tokio::test]
 async fn revoke_user_catches_a_login_in_flight() {
     let cluster = TestCluster::shared().await;
@@ -453,37 +502,96 @@ async fn revoke_user_catches_a_login_in_flight() {
             let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
             create(&api, vec![session("h-1", "hank", Some("hank@example.com"), "dex")]).await?;
             let kc = kubeconfig(cluster);
-            let command = plugin(&kc, &ns, &["revoke", "user", "hank", "--wait=8s"]);
+            let authenticated = SignedDuration::from_secs(-1);
+            let spawned = tokio::time::Instant::now();
+            let command = plugin(&kc, &ns, &["revoke", "user", "hank", "--idp", "dex"]);
             let late = async {
-                // Once the first pass has revoked h-1, the in-flight login lands.
-                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
-                while !revoked(&api, "h-1").await?.0 {
-                    ensure!(tokio::time::Instant::now() < deadline, "h-1 never revoked");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                until_revoked(&api, "h-1").await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let issued = authenticated - SignedDuration::try_from(spawned.elapsed())?;
                 create(
                     &api,
-                    vec![
-                        session_issued("h-late", "hank", None, "dex", SignedDuration::from_mins(-1)),
-                        session_issued("h-new", "hank", None, "dex", SignedDuration::from_mins(2)),
-                    ],
+                    vec![session_issued("h-late", "hank", None, "dex", issued)],
                 )
                 .await
             };
             let (run, late) = tokio::join!(command, late);
             late?;
-            let run = run?.expect(3)?;
+            let run = run?.expect(0)?;
             ensure!(
                 run.stdout.contains(
                     "accesssession/h-late revoked (a login that was in flight when the command started)"
+                ) && run.stdout.ends_with(
+                    "subject hank (dex): 2 revoked, 1 of them logins in flight, caught after the \
+                     first pass\n"
                 ),
                 "{}",
                 run.stdout
             );
             ensure!(revoked(&api, "h-late").await?.0, "the in-flight login was not revoked");
-            ensure!(!revoked(&api, "h-new").await?.0, "a later login was revoked");
+            Ok(())
+        })
+        .await;
+    result.expect("revoke user, login in flight");
+}
+
+/// With `--wait` the user's sessions are listed again on every poll while the command waits:
+/// a single-sign-on login made meanwhile keeps the `auth_time` of the user's earlier
+/// authentication at the identity provider, so its `issuedAt` is before the command started and
+/// it is revoked; a login that authenticated afresh more than 5 s after the command started is
+/// left alone. No operator runs, so the wait itself times out with exit code 3 and says why.
+#[tokio::test]
+async fn revoke_user_wait_keeps_catching_logins_with_an_earlier_authentication() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-in-flight-wait", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            // Authenticated at the identity provider ten minutes ago; logged in to one app then.
+            let authenticated = SignedDuration::from_mins(-10);
+            create(
+                &api,
+                vec![session_issued("i-1", "ines", Some("ines@example.com"), "dex", authenticated)],
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+            let spawned = tokio::time::Instant::now();
+            let command = plugin(&kc, &ns, &["revoke", "user", "ines", "--wait=15s"]);
+            let logins = async {
+                until_revoked(&api, "i-1").await?;
+                // At least 7 s after the command started: past its 5 s allowance.
+                tokio::time::sleep(Duration::from_secs(7)).await;
+                let sso = authenticated - SignedDuration::try_from(spawned.elapsed())?;
+                create(
+                    &api,
+                    vec![
+                        session_issued("i-sso", "ines", None, "dex", sso),
+                        session_issued("i-fresh", "ines", None, "dex", SignedDuration::ZERO),
+                    ],
+                )
+                .await
+            };
+            let (run, logins) = tokio::join!(command, logins);
+            logins?;
+            let run = run?.expect(3)?;
             ensure!(
-                run.stderr.contains("not shown as enforced by every connected gateway after 8s")
+                run.stdout.contains(
+                    "accesssession/i-sso revoked (a login that was in flight when the command started)"
+                ),
+                "{}",
+                run.stdout
+            );
+            ensure!(revoked(&api, "i-sso").await?.0, "the single-sign-on login was not revoked");
+            ensure!(!revoked(&api, "i-fresh").await?.0, "a later authentication was revoked");
+            ensure!(
+                run.stdout.ends_with(
+                    "subject ines (dex): 2 revoked, 1 of them logins in flight, caught after the \
+                     first pass, 1 issued after the command started (left alone)\n"
+                ),
+                "{}",
+                run.stdout
+            );
+            ensure!(
+                run.stderr.contains("not shown as enforced by every connected gateway after 15s")
                     && run.stderr.contains("no Enforced condition"),
                 "{}",
                 run.stderr
@@ -491,7 +599,238 @@ async fn revoke_user_catches_a_login_in_flight() {
             Ok(())
         })
         .await;
-    result.expect("revoke user, login in flight");
+    result.expect("revoke user --wait, single-sign-on login");
+}
+
+/// `kubectl portcullis revoke user pat | head -1`: the reader goes away before the first line.
+/// Every session is revoked all the same, and the exit code says the report is incomplete; a
+/// read-only command whose reader went away simply succeeds.
+#[tokio::test]
+async fn a_closed_stdout_never_stops_a_revocation() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-closed-stdout", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let names: Vec<String> = (1..=6).map(|i| format!("p-{i}")).collect();
+            create(
+                &api,
+                names
+                    .iter()
+                    .map(|n| session(n, "pat", Some("pat@example.com"), "dex"))
+                    .collect(),
+            )
+            .await?;
+            let kc = kubeconfig(cluster);
+            let closed = |args: &[&str]| {
+                let mut command = tokio::process::Command::new(common::PLUGIN);
+                command
+                    .arg("--kubeconfig")
+                    .arg(&kc)
+                    .arg("--session-namespace")
+                    .arg(&ns)
+                    .args(args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true);
+                async move {
+                    let mut child = command.spawn()?;
+                    // The reader is gone before the plugin has printed anything.
+                    drop(child.stdout.take());
+                    let out = child.wait_with_output().await?;
+                    Ok::<_, anyhow::Error>(Run {
+                        code: out.status.code(),
+                        stdout: String::new(),
+                        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    })
+                }
+            };
+
+            let run = closed(&["revoke", "user", "pat"]).await?.expect(1)?;
+            ensure!(
+                run.stderr.contains("writing the report to stdout failed")
+                    && run.stderr.contains("every revocation was still attempted"),
+                "{}",
+                run.stderr
+            );
+            for name in &names {
+                ensure!(
+                    revoked(&api, name).await?.0,
+                    "{name} left unrevoked by a closed stdout"
+                );
+            }
+            let run = closed(&["sessions"]).await?.expect(0)?;
+            ensure!(run.stderr.is_empty(), "{}", run.stderr);
+            Ok(())
+        })
+        .await;
+    result.expect("closed stdout");
+}
+
+/// One session the API server refuses to change (an admission webhook denies it) does not stop
+/// the others, and one that fails a few times with 500, 503 and 429 is retried until it is
+/// revoked; what was not revoked is named, with exit code 1.
+#[tokio::test]
+async fn one_failing_session_does_not_stop_the_others() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-partial", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            create(
+                &api,
+                ["x-1", "x-2-blocked", "x-3-flaky", "x-4"]
+                    .into_iter()
+                    .map(|n| session(n, "xavier", Some("xavier@example.com"), "dex"))
+                    .chain([session("y-flaky", "yara", None, "dex")])
+                    .collect(),
+            )
+            .await?;
+            let dir = scratch_dir("cli", &ns)?;
+            let webhook = Webhook::start(
+                &client,
+                &ns,
+                &dir,
+                Box::new(|name: &str, nth: u32| {
+                    if name.contains("blocked") {
+                        return Some((422, "changes to this session are frozen".to_owned()));
+                    }
+                    let transient = [(500, "etcd leader changed"), (503, "overloaded"), (429, "slow down")];
+                    match (name.contains("flaky"), nth) {
+                        (true, 1..=3) => transient
+                            .get(usize::try_from(nth - 1).unwrap_or(0))
+                            .map(|(code, why)| (*code, (*why).to_owned())),
+                        _ => None,
+                    }
+                }),
+            )
+            .await?;
+            let outcome = async {
+                // The API server picks the webhook up from its informer: wait until a dry run
+                // on the blocked session is refused.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                let probe = PatchParams {
+                    dry_run: true,
+                    ..PatchParams::default()
+                };
+                let touch = Patch::Merge(serde_json::json!({"metadata": {"labels": {"probe": "1"}}}));
+                while api.patch("x-2-blocked", &probe, &touch).await.is_ok() {
+                    ensure!(tokio::time::Instant::now() < deadline, "the webhook never took effect");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let kc = kubeconfig(cluster);
+
+                let run = plugin(&kc, &ns, &["revoke", "user", "xavier", "--idp", "dex"])
+                    .await?
+                    .expect(1)?;
+                for name in ["x-1", "x-3-flaky", "x-4"] {
+                    ensure!(revoked(&api, name).await?.0, "{name} not revoked:\n{}", run.stderr);
+                }
+                ensure!(!revoked(&api, "x-2-blocked").await?.0);
+                ensure!(
+                    run.stdout.ends_with(
+                        "subject xavier (dex): 3 revoked, 1 NOT revoked (see the errors)\n"
+                    ),
+                    "{}",
+                    run.stdout
+                );
+                ensure!(
+                    run.stderr.contains("error: accesssession/x-2-blocked not revoked: the API server refused to patch")
+                        && run.stderr.contains("changes to this session are frozen")
+                        && run.stderr.ends_with(
+                            "error: not revoked: accesssession/x-2-blocked (the errors are above); the \
+                             other 3 sessions are revoked\n"
+                        ),
+                    "{}",
+                    run.stderr
+                );
+                ensure!(webhook.calls("x-3-flaky") == 4, "{} calls", webhook.calls("x-3-flaky"));
+
+                // One session by name, failing three times before it is let through.
+                let run = plugin(&kc, &ns, &["revoke", "session", "y-flaky"]).await?.expect(0)?;
+                ensure!(run.stdout == "accesssession/y-flaky revoked\n", "{}\n{}", run.stdout, run.stderr);
+                ensure!(webhook.calls("y-flaky") == 4, "{} calls", webhook.calls("y-flaky"));
+                Ok::<(), anyhow::Error>(())
+            }
+            .await;
+            webhook.remove().await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            outcome
+        })
+        .await;
+    result.expect("partial failure");
+}
+
+/// `--wait` settles a session without the operator's proof only by facts that end it at every
+/// gateway: its deletion (streamed as ended), or its expiry plus the gateways' 30 s clock-skew
+/// allowance, on this machine's clock. A session that expired 27 s ago is waited for until then.
+#[tokio::test]
+async fn wait_settles_deleted_sessions_and_expired_ones_only_past_the_skew() {
+    let cluster = TestCluster::shared().await;
+    let result: Result<()> = cluster
+        .with_temp_ns("cli-wait-settle", |client, ns| async move {
+            let api: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            let lifetime = SignedDuration::from_hours(1);
+            create(
+                &api,
+                vec![
+                    session_issued(
+                        "e-recent",
+                        "eve",
+                        None,
+                        "dex",
+                        -lifetime - SignedDuration::from_secs(27),
+                    ),
+                    session_issued("e-old", "eve", None, "dex", SignedDuration::from_hours(-3)),
+                    session("d-1", "dan", None, "dex"),
+                ],
+            )
+            .await?;
+            let expires = api.get("e-recent").await?.spec.expires_at.0;
+            let kc = kubeconfig(cluster);
+
+            let run = plugin(
+                &kc,
+                &ns,
+                &["revoke", "session", "e-recent", "e-old", "--wait=40s"],
+            )
+            .await?
+            .expect(0)?;
+            let ended = k8s_openapi::jiff::Timestamp::now();
+            ensure!(
+                ended >= expires.saturating_add(SignedDuration::from_secs(30))?,
+                "returned at {ended}, before expiresAt {expires} + 30 s:\n{}",
+                run.stdout
+            );
+            for name in ["e-recent", "e-old"] {
+                ensure!(
+                    run.stdout
+                        .contains(&format!("accesssession/{name} revoked\n"))
+                        && run.stdout.contains(&format!(
+                            "accesssession/{name} expired more than 30s ago (refused everywhere)\n"
+                        )),
+                    "{}",
+                    run.stdout
+                );
+            }
+
+            let command = plugin(&kc, &ns, &["revoke", "session", "d-1", "--wait=30s"]);
+            let delete = async {
+                until_revoked(&api, "d-1").await?;
+                api.delete("d-1", &Default::default()).await?;
+                Ok::<(), anyhow::Error>(())
+            };
+            let (run, deleted) = tokio::join!(command, delete);
+            deleted?;
+            let run = run?.expect(0)?;
+            ensure!(
+                run.stdout
+                    == "accesssession/d-1 revoked\naccesssession/d-1 deleted (ended everywhere)\n",
+                "{}",
+                run.stdout
+            );
+            Ok(())
+        })
+        .await;
+    result.expect("--wait settles deleted and expired sessions");
 }
 
 /// Four people press "revoke existing tokens" at the same moment: the epoch goes up by four,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod admission;
+
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
