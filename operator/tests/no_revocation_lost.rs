@@ -37,34 +37,16 @@ async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Resu
     .await
 }
 
-/// Creates `sids` and waits until every gateway accepts each; returns their tokens.
 async fn live_sessions(fleet: &Fleet, sids: &[&str]) -> Result<Vec<String>> {
-    let mut tokens = Vec::new();
-    for sid in sids {
-        fleet.create_session(sid).await?;
-        let token = fleet.app_token(sid)?;
-        for i in 0..fleet.gateways.len() {
-            fleet
-                .probe(i)?
-                .until(&token, Verdict::Accepted, POLL, LIMIT)
-                .await
-                .with_context(|| format!("{sid} accepted at gateway {i}"))?;
-        }
-        tokens.push(token);
-    }
-    Ok(tokens)
+    fleet.live_sessions(sids, POLL, LIMIT).await
 }
 
 /// Waits until every gateway refuses `token`.
 async fn refused_everywhere(fleet: &Fleet, token: &str, what: &str) -> Result<()> {
-    for i in 0..fleet.gateways.len() {
-        fleet
-            .probe(i)?
-            .until(token, Verdict::Refused, POLL, LIMIT)
-            .await
-            .with_context(|| format!("{what}: refused at gateway {i}"))?;
-    }
-    Ok(())
+    fleet
+        .until_everywhere(token, Verdict::Refused, POLL, LIMIT)
+        .await
+        .with_context(|| what.to_owned())
 }
 
 async fn accepted_everywhere(fleet: &Fleet, token: &str, what: &str) -> Result<()> {
@@ -133,13 +115,9 @@ async fn a_session_whose_expiry_is_moved_earlier_ends_everywhere() -> Result<()>
                 .await?;
             let mut tokens = live_sessions(&fleet, &["kept", "ends-soon"]).await?;
             let old = fleet.app_token("ended-now")?;
-            for i in 0..fleet.gateways.len() {
-                fleet
-                    .probe(i)?
-                    .until(&old, Verdict::Accepted, POLL, LIMIT)
-                    .await
-                    .with_context(|| format!("ended-now accepted at gateway {i}"))?;
-            }
+            fleet
+                .until_everywhere(&old, Verdict::Accepted, POLL, LIMIT)
+                .await?;
             tokens.insert(1, old);
             let sessions: Api<portcullis_crds::AccessSession> = Api::namespaced(client, &ns);
             let at = |offset: i64| -> Result<String> {

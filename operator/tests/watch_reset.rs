@@ -101,19 +101,9 @@ async fn a_watch_that_expires_relists_and_loses_no_revocation() -> Result<()> {
     })
     .await?;
     let result = async {
-        let mut tokens = Vec::new();
-        for sid in ["kept", "revoked-while-away"] {
-            fleet.create_session(sid).await?;
-            let token = fleet.app_token(sid)?;
-            for i in 0..fleet.gateways.len() {
-                fleet
-                    .probe(i)?
-                    .until(&token, Verdict::Accepted, POLL, LIMIT)
-                    .await
-                    .with_context(|| format!("{sid} accepted at gateway {i}"))?;
-            }
-            tokens.push(token);
-        }
+        let tokens = fleet
+            .live_sessions(&["kept", "revoked-while-away"], POLL, LIMIT)
+            .await?;
         let listed_before = relists(&std::fs::read_to_string(fleet.operator.log_path())?);
         ensure!(listed_before >= 1, "{}", fleet.operator.log_tail());
 
@@ -124,17 +114,16 @@ async fn a_watch_that_expires_relists_and_loses_no_revocation() -> Result<()> {
         compact_etcd(&http, &etcd).await?;
         stack.start_apiserver().await?;
 
+        fleet
+            .until_everywhere(&tokens[1], Verdict::Refused, POLL, LIMIT)
+            .await
+            .with_context(|| {
+                format!(
+                    "revoked while the operator's watch was away\n{}",
+                    fleet.operator.log_tail()
+                )
+            })?;
         for i in 0..fleet.gateways.len() {
-            fleet
-                .probe(i)?
-                .until(&tokens[1], Verdict::Refused, POLL, LIMIT)
-                .await
-                .with_context(|| {
-                    format!(
-                        "revoked while the operator's watch was away: refused at gateway {i}\n{}",
-                        fleet.operator.log_tail()
-                    )
-                })?;
             ensure!(
                 fleet.probe(i)?.ask(&tokens[0]).await? == Verdict::Accepted,
                 "the session nobody revoked is refused at gateway {i}"

@@ -303,6 +303,43 @@ impl Fleet {
             .context("signing an app token")
     }
 
+    /// Waits until every gateway gives `want` for `token` (polling each every `pause`, for at
+    /// most `limit`).
+    pub async fn until_everywhere(
+        &self,
+        token: &str,
+        want: Verdict,
+        pause: Duration,
+        limit: Duration,
+    ) -> Result<()> {
+        for i in 0..self.gateways.len() {
+            self.probe(i)?
+                .until(token, want, pause, limit)
+                .await
+                .with_context(|| format!("{want:?} at gateway {i}"))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `sids` and waits until every gateway accepts each; returns their app tokens.
+    pub async fn live_sessions(
+        &self,
+        sids: &[&str],
+        pause: Duration,
+        limit: Duration,
+    ) -> Result<Vec<String>> {
+        let mut tokens = Vec::new();
+        for sid in sids {
+            self.create_session(sid).await?;
+            let token = self.app_token(sid)?;
+            self.until_everywhere(&token, Verdict::Accepted, pause, limit)
+                .await
+                .with_context(|| format!("session {sid}"))?;
+            tokens.push(token);
+        }
+        Ok(tokens)
+    }
+
     /// A keep-alive client asking gateway `index` (on its own port) about the app session.
     pub fn probe(&self, index: usize) -> Result<Probe> {
         let gateway = self
