@@ -318,12 +318,7 @@ fn idp_http_client(extra_ca: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
                 .context("adding the extra CA")?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = portcullis_runtime::client_tls::config(roots)?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())

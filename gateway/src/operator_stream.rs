@@ -152,23 +152,11 @@ pub fn spawn(
 }
 
 fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, StreamError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| StreamError::Ca(e.to_string()))?;
-        roots
-            .add(cert)
-            .map_err(|e| StreamError::Ca(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(StreamError::Ca("no certificate".into()));
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    use portcullis_runtime::client_tls::{ClientTlsError, trusting};
+    trusting(ca_pem).map_err(|e| match e {
+        ClientTlsError::Ca(reason) => StreamError::Ca(reason),
+        ClientTlsError::Tls(e) => StreamError::Tls(e),
+    })
 }
 
 /// How a connection ended.

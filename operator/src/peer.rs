@@ -26,7 +26,6 @@ use axum::{
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use portcullis_protocol::{ErrorBody, frame::PEER_ACKS_PATH};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -353,18 +352,9 @@ fn tls_config(config: &PeerConfig) -> Result<rustls::ClientConfig, PeerError> {
         path: config.ca_file.display().to_string(),
         source,
     })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| PeerError::Ca(e.to_string()))?;
-        roots.add(cert).map_err(|e| PeerError::Ca(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(PeerError::Ca("no certificate".into()));
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    use portcullis_runtime::client_tls::{ClientTlsError, trusting};
+    trusting(&pem).map_err(|e| match e {
+        ClientTlsError::Ca(reason) => PeerError::Ca(reason),
+        ClientTlsError::Tls(e) => PeerError::Tls(e),
+    })
 }

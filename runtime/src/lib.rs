@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client_tls;
 pub mod server;
 pub mod shutdown;
 

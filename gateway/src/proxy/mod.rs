@@ -345,12 +345,8 @@ fn tls_config(config: &ProxyConfig) -> Result<ClientConfig, ProxyError> {
     if roots.is_empty() {
         warn!("no root certificates for https upstreams: every https upstream will fail");
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProxyError::Setup(format!("TLS versions: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    portcullis_runtime::client_tls::config(roots)
+        .map_err(|e| ProxyError::Setup(format!("TLS versions: {e}")))
 }
 
 #[cfg(test)]
