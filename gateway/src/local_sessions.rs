@@ -310,30 +310,9 @@ fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::api::ObjectMeta;
-    use portcullis_crds::AccessSessionSpec;
 
     fn session(sid: &str) -> AccessSession {
-        let now = crate::gateway::now() as i64;
-        let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("time"));
-        AccessSession {
-            metadata: ObjectMeta {
-                name: Some(sid.into()),
-                ..ObjectMeta::default()
-            },
-            spec: AccessSessionSpec {
-                subject: "alice".into(),
-                email: None,
-                groups: vec![],
-                identity_provider: "dex".into(),
-                issued_at: at(now),
-                expires_at: at(now + 3600),
-                revoked: false,
-                revocation_reason: None,
-            },
-            status: None,
-        }
+        portcullis_tests::fixtures::session(sid, false, crate::gateway::now())
     }
 
     fn code(result: Result<AccessSession, kube::Error>) -> u16 {

@@ -512,29 +512,7 @@ fn key_of(policy: &AccessPolicy) -> Option<Key> {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::api::ObjectMeta;
-    use portcullis_crds::AccessSessionSpec;
-
-    fn session(name: &str, revoked: bool, now: u64) -> AccessSession {
-        let at = |s: u64| Time(k8s_openapi::jiff::Timestamp::from_second(s as i64).expect("time"));
-        AccessSession {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec: AccessSessionSpec {
-                subject: "alice".into(),
-                email: None,
-                groups: vec![],
-                identity_provider: "dex".into(),
-                issued_at: at(now),
-                expires_at: at(now + 3600),
-                revoked,
-                revocation_reason: None,
-            },
-            status: None,
-        }
-    }
+    use portcullis_tests::fixtures::session;
 
     fn expiring(name: &str, expires_at: u64) -> AccessSession {
         let mut s = session(name, false, expires_at - 3600);

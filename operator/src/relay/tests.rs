@@ -2,33 +2,14 @@
 //! built from a full relay and deltas is what a full relay would say.
 
 use super::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ObjectMeta;
-use portcullis_crds::{AccessPolicy, AccessSession, AccessSessionSpec};
+use portcullis_crds::{AccessPolicy, AccessSession};
 use portcullis_protocol::PeerAcks;
 use std::collections::BTreeSet;
 
 const NOW: u64 = 1_800_000_000;
 
 fn session(name: &str, revoked: bool) -> AccessSession {
-    let at = |s: u64| Time(k8s_openapi::jiff::Timestamp::from_second(s as i64).expect("time"));
-    AccessSession {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        spec: AccessSessionSpec {
-            subject: "alice".into(),
-            email: None,
-            groups: vec![],
-            identity_provider: "dex".into(),
-            issued_at: at(NOW),
-            expires_at: at(NOW + 3600),
-            revoked,
-            revocation_reason: None,
-        },
-        status: None,
-    }
+    portcullis_tests::fixtures::session(name, revoked, NOW)
 }
 
 fn policy(name: &str, epoch: i64) -> AccessPolicy {
