@@ -481,39 +481,23 @@ pub fn summary(subject: &str, idp: Option<&str>, namespace: &str, tally: &Tally)
         None => format!("subject {}", shell_quote(subject)),
     };
     let mut parts = vec![format!("{} revoked", tally.revoked + tally.in_flight)];
-    if tally.in_flight > 0 {
-        parts.push(format!(
-            "{} of them logins in flight, caught after the first pass",
-            tally.in_flight
-        ));
-    }
-    if tally.past_expiry > 0 {
-        parts.push(format!(
-            "{} of them past their expiresAt",
-            tally.past_expiry
-        ));
-    }
-    if tally.already > 0 {
-        parts.push(format!("{} already revoked", tally.already));
-    }
-    if tally.gone > 0 {
-        parts.push(format!("{} deleted meanwhile", tally.gone));
-    }
-    if tally.newer > 0 {
-        parts.push(format!(
-            "{} issued after the command started (left alone)",
-            tally.newer
-        ));
-    }
-    if tally.other_idp > 0 {
-        parts.push(format!(
-            "{} of another identity provider (left alone)",
-            tally.other_idp
-        ));
-    }
-    if tally.failed > 0 {
-        parts.push(format!("{} NOT revoked (see the errors)", tally.failed));
-    }
+    parts.extend(
+        [
+            (
+                tally.in_flight,
+                "of them logins in flight, caught after the first pass",
+            ),
+            (tally.past_expiry, "of them past their expiresAt"),
+            (tally.already, "already revoked"),
+            (tally.gone, "deleted meanwhile"),
+            (tally.newer, "issued after the command started (left alone)"),
+            (tally.other_idp, "of another identity provider (left alone)"),
+            (tally.failed, "NOT revoked (see the errors)"),
+        ]
+        .into_iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}")),
+    );
     let total = tally.revoked + tally.in_flight + tally.already + tally.gone + tally.failed;
     if total == 0 && tally.newer == 0 && tally.other_idp == 0 {
         return format!("{who}: no sessions in namespace {namespace}: nothing to revoke");
