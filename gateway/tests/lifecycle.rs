@@ -11,7 +11,7 @@ use portcullis_gateway::seal::SessionKey;
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},
-    gateway::{DexServer, GatewayProcess, SessionRecords, start_recording},
+    gateway::{DexServer, GatewayConfig, GatewayProcess, SessionRecords, start_recording},
     upstream,
 };
 use reqwest::{StatusCode, Url};
@@ -139,6 +139,20 @@ macro_rules! both_ways {
 }
 
 async fn start(run: &Run, interval: &str) -> Result<(GatewayProcess, DexServer)> {
+    start_with(run, |config| {
+        config
+            .idp_options
+            .insert("refreshInterval".into(), interval.into());
+    })
+    .await
+}
+
+/// The scenario's gateway (with its own Dex) in front of an echo upstream, configured by
+/// `tweak`.
+async fn start_with(
+    run: &Run,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Result<(GatewayProcess, DexServer)> {
     let echo = upstream::echo().await?;
     start_recording(
         env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
@@ -146,11 +160,7 @@ async fn start(run: &Run, interval: &str) -> Result<(GatewayProcess, DexServer)>
         &run.config,
         (AUTH, &[STRICT, LENIENT]),
         &manifests(&echo.to_string()),
-        |config| {
-            config
-                .idp_options
-                .insert("refreshInterval".into(), interval.into());
-        },
+        tweak,
     )
     .await
 }
@@ -328,20 +338,12 @@ both_ways!(
 /// Without `offline_access` Dex issues no refresh token: the login works, the session is kept
 /// without a sealed token, and the metric says so (such sessions are never confirmed).
 async fn a_provider_without_refresh_tokens_is_counted_not_silent(run: Run) -> Result<()> {
-    let echo = upstream::echo().await?;
-    let (gateway, dex) = start_recording(
-        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
-        &run.dir,
-        &run.config,
-        (AUTH, &[STRICT, LENIENT]),
-        &manifests(&echo.to_string()),
-        |config| {
-            config.idp_options.insert(
-                "scopes".into(),
-                serde_json::json!(["openid", "email", "profile", "groups"]),
-            );
-        },
-    )
+    let (gateway, dex) = start_with(&run, |config| {
+        config.idp_options.insert(
+            "scopes".into(),
+            serde_json::json!(["openid", "email", "profile", "groups"]),
+        );
+    })
     .await?;
     let sample = r#"portcullis_gateway_logins_without_refresh_token_total{idp="dex"}"#;
     ensure!(metric(&gateway, sample).await? == 0.0);
