@@ -303,8 +303,8 @@ impl Fleet {
             .context("signing an app token")
     }
 
-    /// Waits until every gateway gives `want` for `token` (polling each every `pause`, for at
-    /// most `limit`).
+    /// Waits until every gateway gives `want` for `token`, polling all of them at once (each
+    /// every `pause`, for at most `limit`).
     pub async fn until_everywhere(
         &self,
         token: &str,
@@ -312,13 +312,17 @@ impl Fleet {
         pause: Duration,
         limit: Duration,
     ) -> Result<()> {
-        for i in 0..self.gateways.len() {
-            self.probe(i)?
+        let probes = (0..self.gateways.len())
+            .map(|i| self.probe(i))
+            .collect::<Result<Vec<_>>>()?;
+        futures::future::try_join_all(probes.iter().enumerate().map(|(i, probe)| async move {
+            probe
                 .until(token, want, pause, limit)
                 .await
-                .with_context(|| format!("{want:?} at gateway {i}"))?;
-        }
-        Ok(())
+                .with_context(|| format!("{want:?} at gateway {i}"))
+        }))
+        .await
+        .map(|_| ())
     }
 
     /// Creates `sids` and waits until every gateway accepts each; returns their app tokens.

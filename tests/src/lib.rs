@@ -56,3 +56,28 @@ pub use stack::{Stack, StackConfig, StackInfo};
 pub fn install_crypto_provider() {
     let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// The start and end of the harness's command-line programs: logs on stderr at
+/// `default_level` (`RUST_LOG` overrides it), the crypto provider, then `run`; an error is
+/// printed as one line with its whole cause chain (callers show the end of this output, where
+/// a backtrace would push the cause out).
+pub async fn tool_main<F>(name: &str, default_level: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let level = default_level.to_owned();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    install_crypto_provider();
+    match run.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

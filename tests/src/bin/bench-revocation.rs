@@ -92,23 +92,10 @@ fn humantime_ms(text: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-revocation: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    portcullis_tests::tool_main("bench-revocation", "warn", run()).await
 }
 
 async fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    portcullis_tests::install_crypto_provider();
     let cli = Cli::parse();
     ensure!(
         cli.gateways.windows(2).all(|w| w[0] < w[1]) && cli.gateways.first() > Some(&0),
@@ -226,20 +213,15 @@ async fn propagation(cli: &Cli, fleet: &Fleet, tag: &str) -> Result<Propagation>
         .collect::<Result<Vec<_>>>()?;
     // Every gateway accepts every token before anything is revoked.
     for token in &tokens {
-        every(&probes, |p| {
-            let token = token.clone();
-            async move {
-                p.until(
-                    &token,
-                    Verdict::Accepted,
-                    Duration::from_millis(20),
-                    Duration::from_secs(30),
-                )
-                .await
-            }
-        })
-        .await
-        .context("waiting until every gateway accepts the new sessions")?;
+        fleet
+            .until_everywhere(
+                token,
+                Verdict::Accepted,
+                Duration::from_millis(20),
+                Duration::from_secs(30),
+            )
+            .await
+            .context("waiting until every gateway accepts the new sessions")?;
     }
     let mut samples = Vec::with_capacity(sids.len());
     let mut patch_round_trips = Vec::with_capacity(sids.len());
@@ -337,41 +319,28 @@ async fn memory(cli: &Cli, fleet: &mut Fleet) -> Result<()> {
         .try_collect::<Vec<_>>()
         .await?;
     let revoked_in = started.elapsed();
-    let probes = (0..fleet.gateways.len())
-        .map(|i| fleet.probe(i))
-        .collect::<Result<Vec<_>>>()?;
     // Enforced everywhere: the last revoked and one live session, at both gateways.
     if let Some(last) = revoked.last() {
         let token = fleet.app_token(last)?;
-        every(&probes, |p| {
-            let token = token.clone();
-            async move {
-                p.until(
-                    &token,
-                    Verdict::Refused,
-                    Duration::from_millis(50),
-                    Duration::from_secs(120),
-                )
-                .await
-            }
-        })
-        .await?;
+        fleet
+            .until_everywhere(
+                &token,
+                Verdict::Refused,
+                Duration::from_millis(50),
+                Duration::from_secs(120),
+            )
+            .await?;
     }
     if let Some(live) = sids.last().filter(|_| cli.memory_revoked < sids.len()) {
         let token = fleet.app_token(live)?;
-        every(&probes, |p| {
-            let token = token.clone();
-            async move {
-                p.until(
-                    &token,
-                    Verdict::Accepted,
-                    Duration::from_millis(50),
-                    Duration::from_secs(120),
-                )
-                .await
-            }
-        })
-        .await?;
+        fleet
+            .until_everywhere(
+                &token,
+                Verdict::Accepted,
+                Duration::from_millis(50),
+                Duration::from_secs(120),
+            )
+            .await?;
     }
     // Let allocations settle after the bulk deltas.
     tokio::time::sleep(Duration::from_secs(5)).await;

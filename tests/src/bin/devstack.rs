@@ -134,25 +134,10 @@ impl DemoArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line with the whole cause chain: the shared test cluster shows the end of
-            // this log when devstack fails, and a backtrace would push the cause out of it.
-            eprintln!("devstack: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    portcullis_tests::tool_main("devstack", "info", run()).await
 }
 
 async fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    portcullis_tests::install_crypto_provider();
     match Cli::parse().command {
         Cmd::Up(args) => up(args).await,
         Cmd::Down(dir) => down(&dir.resolve()).await,
