@@ -11,16 +11,17 @@ use portcullis_core::{
     token::{AppClaims, KeySet, TokenKind},
 };
 use portcullis_gateway::{
-    check::{self, Outcome, Subject},
+    access::{self, Outcome, Subject},
+    clock::now,
     cookies,
-    gateway::{Gateway, SessionServices, Settings, now},
-    local_sessions::LocalStore,
+    gateway::{Gateway, SessionServices, Settings},
+    idp::Providers,
     metrics::Metrics,
-    oidc::Providers,
     proxy::{Proxy, ProxyConfig},
-    session_index::{Entry, SessionIdentity, SessionIndex},
     sessions::SessionRecorder,
+    sessions::file_store::LocalStore,
     state,
+    state::session_index::{Entry, SessionIdentity, SessionIndex},
 };
 use std::{collections::HashMap, hint::black_box, sync::Arc};
 
@@ -177,13 +178,13 @@ fn bench(c: &mut Criterion) {
         client_ip: "10.1.2.3".parse().expect("ip"),
     };
     assert!(matches!(
-        check::check(&gateway, &subject, now()),
+        access::check(&gateway, &subject, now()),
         Outcome::Allow { .. }
     ));
 
     let mut group = c.benchmark_group("check");
     group.bench_function("known_token_allowed", |b| {
-        b.iter(|| black_box(check::check(&gateway, black_box(&subject), now())))
+        b.iter(|| black_box(access::check(&gateway, black_box(&subject), now())))
     });
 
     // The same, with the session judged against an index of 100k sessions (10k revoked), as in
@@ -211,18 +212,18 @@ fn bench(c: &mut Criterion) {
         ..subject
     };
     assert!(matches!(
-        check::check(&with_sessions, &live, now()),
+        access::check(&with_sessions, &live, now()),
         Outcome::Allow { .. }
     ));
     assert!(
         !matches!(
-            check::check(&with_sessions, &revoked, now()),
+            access::check(&with_sessions, &revoked, now()),
             Outcome::Allow { .. }
         ),
         "a revoked session must be refused"
     );
     group.bench_function("known_token_allowed_100k_sessions", |b| {
-        b.iter(|| black_box(check::check(&with_sessions, black_box(&live), now())))
+        b.iter(|| black_box(access::check(&with_sessions, black_box(&live), now())))
     });
 
     let anonymous = HeaderMap::new();
@@ -231,7 +232,7 @@ fn bench(c: &mut Criterion) {
         ..subject
     };
     group.bench_function("no_session_login_required", |b| {
-        b.iter(|| black_box(check::check(&gateway, black_box(&anonymous), now())))
+        b.iter(|| black_box(access::check(&gateway, black_box(&anonymous), now())))
     });
 
     // A token the gateway has not seen: one signature verification (paid once per token).

@@ -2,8 +2,8 @@
 //! providers and the proxy. Cheap to clone; one per process.
 
 use crate::{
+    idp::Providers,
     metrics::Metrics,
-    oidc::Providers,
     proxy::Proxy,
     state::Snapshot,
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
@@ -17,7 +17,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 use tokio::sync::watch;
 
@@ -77,9 +77,9 @@ pub struct SessionServices {
     /// Records logins as AccessSessions.
     pub recorder: crate::sessions::SessionRecorder,
     /// The sessions accepted on every request.
-    pub index: watch::Receiver<Arc<crate::session_index::SessionIndex>>,
+    pub index: watch::Receiver<Arc<crate::state::session_index::SessionIndex>>,
     /// Background refresh, when a session key is configured.
-    pub refresher: Option<Arc<crate::refresh::Refresher>>,
+    pub refresher: Option<Arc<crate::sessions::refresh::Refresher>>,
 }
 
 /// Shared gateway state.
@@ -101,9 +101,9 @@ pub struct Inner {
     /// Where logins are recorded as AccessSessions (cluster mode).
     pub sessions: Option<crate::sessions::SessionRecorder>,
     /// The sessions accepted on every request (cluster mode).
-    pub session_index: Option<watch::Receiver<Arc<crate::session_index::SessionIndex>>>,
+    pub session_index: Option<watch::Receiver<Arc<crate::state::session_index::SessionIndex>>>,
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
-    pub refresher: Option<Arc<crate::refresh::Refresher>>,
+    pub refresher: Option<Arc<crate::sessions::refresh::Refresher>>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -239,12 +239,4 @@ impl Gateway {
         }
         Some(assertion)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

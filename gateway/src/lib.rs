@@ -1,33 +1,37 @@
 //! The Portcullis gateway: the central auth host (OIDC login, single sign-on, JWKS) and the
 //! protected apps (reverse proxy and forward-auth), enforcing the access state in memory.
 //!
-//! Request path, in named phases (see `docs/architecture.md`): [`app`] dispatches by host and
-//! path → [`check`] canonicalizes, authenticates and authorizes (the one place every decision
-//! is made) → [`proxy`] rewrites and forwards, or [`forward_auth`] answers the ingress.
+//! Modules are layered; none imports a layer above it (`tests/tests/structure.rs` checks):
+//!
+//! - [`startup`]: all the wiring, from configuration to running servers;
+//! - [`router`] and [`ops`]: the HTTP surface, dispatching by host and path;
+//! - [`serve`] (proxy mode, forward-auth, the session endpoint) and [`login`] (auth host,
+//!   hand-off, logout);
+//! - [`access`]: the one per-request check every protected request goes through;
+//! - [`gateway`]: the shared handle the handlers work with;
+//! - [`sessions`] (session records, their stores, background refresh) and [`state`] (the access
+//!   snapshot and session index, and the sources that feed them);
+//! - [`idp`], [`http`], [`tokens`], [`cookies`], [`metrics`], [`proxy`], [`clock`],
+//!   [`config`]: building blocks that know nothing of the layers above.
+//!
+//! A request's path through them is tabled in `docs/architecture.md`.
 
-pub mod app;
-pub mod auth_host;
-pub mod bind;
-pub mod check;
+pub mod access;
+pub mod clock;
 pub mod config;
 pub mod cookies;
-pub mod forward_auth;
 pub mod gateway;
 pub mod hex;
-pub mod local_sessions;
-pub mod logout;
+pub mod http;
+pub mod idp;
+pub mod login;
 pub mod metrics;
-pub mod oidc;
-pub mod operator_stream;
 pub mod ops;
 pub mod proxy;
-pub mod refresh;
-pub mod respond;
-pub mod seal;
-pub mod session_api;
-pub mod session_index;
+pub mod router;
+pub mod serve;
 pub mod sessions;
-pub use portcullis_runtime::{server, shutdown};
-pub mod source;
+pub mod startup;
 pub mod state;
 pub mod tokens;
+pub use portcullis_runtime::{server, shutdown};

@@ -1,7 +1,7 @@
 //! Prometheus metrics. Every label has a bounded set of values (outcomes, error categories,
 //! configured provider names); nothing user-controlled ever becomes a label.
 
-use crate::check::Outcome;
+use crate::access::Outcome;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},

@@ -7,7 +7,7 @@
 use anyhow::{Context as _, Result, ensure};
 use kube::{Api, Client};
 use portcullis_crds::{AccessSession, RefreshStatus};
-use portcullis_gateway::seal::SessionKey;
+use portcullis_gateway::sessions::seal::SessionKey;
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},

@@ -11,13 +11,15 @@ use http_body_util::BodyExt as _;
 use portcullis_core::token::{AppClaims, KeySet, TokenKind};
 use portcullis_core::{Host, PolicyId};
 use portcullis_gateway::{
-    app::{self, ClientAddr},
+    clock::now,
     config::IdpConfig,
     cookies,
-    gateway::{Gateway, Settings, now},
+    gateway::{Gateway, Settings},
+    http::ClientAddr,
+    idp::Providers,
     metrics::Metrics,
-    oidc::Providers,
     proxy::{Proxy, ProxyConfig},
+    router,
     state::{self, Snapshot},
     tokens::{AssertionClaims, HandoffClaims, SsoClaims},
 };
@@ -135,12 +137,12 @@ async fn harness_with_session(
     sealed_refresh_token: Option<String>,
 ) -> (
     Harness,
-    Arc<portcullis_gateway::local_sessions::LocalStore>,
+    Arc<portcullis_gateway::sessions::file_store::LocalStore>,
     portcullis_gateway::sessions::SessionRecorder,
 ) {
     use portcullis_gateway::{
-        gateway::SessionServices, local_sessions::LocalStore, sessions::NewSession,
-        sessions::SessionRecorder,
+        gateway::SessionServices, sessions::NewSession, sessions::SessionRecorder,
+        sessions::file_store::LocalStore,
     };
     let store = LocalStore::open(None).expect("store");
     let recorder = SessionRecorder::local(store.clone());
@@ -289,7 +291,7 @@ impl Harness {
         let mut req = builder.body(Body::empty()).expect("request");
         req.extensions_mut()
             .insert(ClientAddr(peer.parse().expect("peer")));
-        let response = app::app(self.gateway.clone())
+        let response = router::app(self.gateway.clone())
             .oneshot(req)
             .await
             .expect("infallible");
@@ -374,7 +376,7 @@ async fn a_navigation_without_a_session_is_sent_to_log_in() {
     assert!(
         reply
             .location()
-            .ends_with(&portcullis_gateway::bind::digest(nonce))
+            .ends_with(&portcullis_gateway::login::bind::digest(nonce))
     );
 }
 
@@ -689,7 +691,7 @@ async fn login_only_returns_to_configured_apps() {
     // Control: a configured app passes validation and the gateway goes on to the identity
     // provider, which is unreachable in this test.
     let start = "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2Fx%3Fa%3D1";
-    let bind = portcullis_gateway::bind::digest(BIND_NONCE);
+    let bind = portcullis_gateway::login::bind::digest(BIND_NONCE);
     let reply = h.get(AUTH, &format!("{start}&bind={bind}"), &[]).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
     // Without a binding (a direct link), the login starts over on the app host.
@@ -764,7 +766,7 @@ fn handoff(h: &Harness, host: &str, rd: &str, jti: &str) -> String {
         auth_time: now,
         sexp: now + 3600,
         jti: jti.into(),
-        bind: portcullis_gateway::bind::digest(BIND_NONCE),
+        bind: portcullis_gateway::login::bind::digest(BIND_NONCE),
         iat: now,
         exp: now + 60,
     };
@@ -1015,7 +1017,7 @@ async fn a_policy_with_several_identity_providers_offers_a_choice() {
     let h = harness().await;
     let rd = format!(
         "https%3A%2F%2Fmulti.portcullis.test%3A8443%2F&bind={}",
-        portcullis_gateway::bind::digest(BIND_NONCE)
+        portcullis_gateway::login::bind::digest(BIND_NONCE)
     );
     let reply = h
         .get(AUTH, &format!("/.portcullis/start?rd={rd}"), &[])
@@ -1513,8 +1515,8 @@ async fn tokens_of_a_deleted_policy_do_not_open_its_successor() {
 #[tokio::test]
 async fn a_gateway_without_its_state_admits_nobody_anywhere() {
     use portcullis_gateway::{
-        gateway::SessionServices, local_sessions::LocalStore, session_index::SessionIndex,
-        sessions::SessionRecorder,
+        gateway::SessionServices, sessions::SessionRecorder, sessions::file_store::LocalStore,
+        state::session_index::SessionIndex,
     };
     // Sessions recorded somewhere, but the index feeding the request path has not synced.
     let (_never, unsynced) = watch::channel(Arc::new(SessionIndex::default()));
@@ -1633,7 +1635,7 @@ async fn only_the_session_that_ended_is_kept_from_single_sign_on() {
     let start = |reauth: &str| {
         format!(
             "/.portcullis/start?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2Fwordpress%2F&bind={}{reauth}",
-            portcullis_gateway::bind::digest(BIND_NONCE)
+            portcullis_gateway::login::bind::digest(BIND_NONCE)
         )
     };
     // The app's session ended idle, but the user has logged in again since (a newer SSO
@@ -1668,7 +1670,7 @@ async fn a_spent_login_state_is_cleared_on_errors_too() {
         pkce: "p".into(),
         idp: "dex".into(),
         rd: "https://myserver.portcullis.test:8443/wordpress".into(),
-        bind: portcullis_gateway::bind::digest(BIND_NONCE),
+        bind: portcullis_gateway::login::bind::digest(BIND_NONCE),
         not_before: None,
         iat: now,
         exp: now + 600,

@@ -2,7 +2,10 @@
 //! bad manifests.
 
 use portcullis_core::{CanonicalPath, Host, Route};
-use portcullis_gateway::{shutdown, source, state::Snapshot};
+use portcullis_gateway::{
+    shutdown,
+    state::{Snapshot, directory},
+};
 use std::{path::Path, sync::Arc, time::Duration};
 use tokio::sync::watch;
 
@@ -57,7 +60,7 @@ async fn policies_reload_on_change_and_bad_manifests_fail_closed() {
     write(&dir, "a.yaml", &policy("a", "a.example.test", 0, "dex"));
     write(&dir, "notes.txt", "not a manifest, not read");
     let (_trigger, signal) = shutdown::channel();
-    let mut rx = source::watch_directory(
+    let mut rx = directory::watch_directory(
         dir.clone(),
         Arc::new(|n: &str| n == "dex"),
         Duration::from_millis(50),
@@ -131,7 +134,7 @@ async fn a_broken_manifest_at_start_is_an_error() {
     std::fs::create_dir_all(&dir).expect("dir");
     write(&dir, "a.yaml", "kind: AccessPolicy\nspec: [not, a, spec]\n");
     let (_trigger, signal) = shutdown::channel();
-    let started = source::watch_directory(
+    let started = directory::watch_directory(
         dir.clone(),
         Arc::new(|_: &str| true),
         Duration::from_secs(1),
@@ -149,7 +152,7 @@ async fn a_missing_directory_is_an_error_not_an_empty_policy_set() {
     let (_trigger, signal) = shutdown::channel();
     let missing = std::env::temp_dir().join("portcullis-no-such-dir-for-sure");
     assert!(
-        source::watch_directory(
+        directory::watch_directory(
             missing,
             Arc::new(|_: &str| true),
             Duration::from_secs(1),

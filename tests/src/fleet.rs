@@ -456,7 +456,7 @@ fn subject_of(sid: &str) -> String {
     format!("sub-{sid}")
 }
 
-/// The value of the user label the gateway writes (`gateway/src/sessions.rs`).
+/// The value of the user label the gateway writes (`gateway/src/sessions/mod.rs`).
 fn user_label(subject: &str) -> String {
     hex(&sha256(subject.as_bytes())[..20])
 }

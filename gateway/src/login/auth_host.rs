@@ -7,11 +7,12 @@
 //! the identity provider: `/.portcullis/start` finds a valid SSO cookie and hands off at once.
 
 use crate::{
-    app::{login_url, query_param},
+    clock::now,
     cookies,
-    gateway::{Gateway, now},
-    oidc::OidcError,
-    respond::{Problem, html_escape, no_store, page, redirect},
+    gateway::Gateway,
+    http::{Problem, html_escape, no_store, page, query_param, redirect},
+    idp::OidcError,
+    login::handoff::login_url,
     tokens::{HandoffClaims, LoginClaims, SsoClaims},
 };
 use axum::{
@@ -53,7 +54,7 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
         }
         "/.portcullis/start" => start(gateway, &req).await,
         "/.portcullis/logout" => {
-            crate::logout::auth_host(
+            crate::login::logout::auth_host(
                 gateway,
                 &req.method,
                 &req.headers,
@@ -62,7 +63,7 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
             .await
         }
         "/.portcullis/logged-out" => {
-            crate::logout::logged_out(gateway, query_param(&req.uri, "state"))
+            crate::login::logout::logged_out(gateway, query_param(&req.uri, "state"))
         }
         "/.portcullis/callback" => callback(gateway, &req).await,
         "/" => Html(page(
@@ -137,11 +138,16 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
     // Every login is bound to the browser that started it on the app host; one that did not
     // (a direct link) starts again there first.
     let bind = match query_param(&req.uri, "bind") {
-        Some(bind) if crate::bind::is_digest(&bind) => bind,
+        Some(bind) if crate::login::bind::is_digest(&bind) => bind,
         _ => {
             let reauth = query_param(&req.uri, "reauth");
             return redirect(
-                &crate::bind::begin_url(gateway, target.host.as_str(), &rd, reauth.as_deref()),
+                &crate::login::bind::begin_url(
+                    gateway,
+                    target.host.as_str(),
+                    &rd,
+                    reauth.as_deref(),
+                ),
                 vec![],
             );
         }
@@ -292,7 +298,7 @@ fn chooser(
         let mut href = login_url(gateway, rd);
         href.push_str("&bind=");
         href.push_str(bind);
-        crate::bind::push_reauth(&mut href, reauth);
+        crate::login::bind::push_reauth(&mut href, reauth);
         href.push_str("&idp=");
         href.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
         links.push_str(&format!(

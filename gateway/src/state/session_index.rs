@@ -43,7 +43,7 @@ pub struct SessionIndex {
     /// A persistent map: publishing a copy after every change is O(1), not O(sessions).
     pub entries: Sessions,
     /// Freshness of the operator stream feeding the index (cluster mode).
-    pub feed: Option<Arc<crate::operator_stream::Feed>>,
+    pub feed: Option<Arc<crate::state::operator_stream::Feed>>,
 }
 
 impl SessionIndex {
@@ -161,7 +161,7 @@ pub fn watch_sessions(
                 event = stream.next() => event,
                 () = shutdown.wait() => return,
             };
-            let now = crate::gateway::now();
+            let now = crate::clock::now();
             match event {
                 None => return,
                 Some(Err(error)) => {

@@ -8,7 +8,7 @@
 //! behave exactly as in a cluster. One replica only: two gateways would each hold their own
 //! records (use cluster mode for a fleet).
 
-use crate::session_index::SessionIndex;
+use crate::state::session_index::SessionIndex;
 use portcullis_crds::AccessSession;
 use std::{
     collections::BTreeMap,
@@ -183,7 +183,7 @@ impl LocalStore {
         name: String,
         mut object: AccessSession,
     ) -> Result<AccessSession, kube::Error> {
-        let now = crate::gateway::now();
+        let now = crate::clock::now();
         let skew = portcullis_core::token::CLOCK_SKEW_SECS;
         records.objects.retain(|_, s| expiry(s) + skew > now);
         records.version += 1;
@@ -208,7 +208,7 @@ impl LocalStore {
     }
 
     fn publish(&self, records: &Records) {
-        let now = crate::gateway::now();
+        let now = crate::clock::now();
         let mut index = SessionIndex::from_objects(records.objects.values(), now);
         index.synced = true;
         self.index.send_replace(Arc::new(index));
@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn session(sid: &str) -> AccessSession {
-        portcullis_tests::fixtures::session(sid, false, crate::gateway::now())
+        portcullis_tests::fixtures::session(sid, false, crate::clock::now())
     }
 
     fn code(result: Result<AccessSession, kube::Error>) -> u16 {

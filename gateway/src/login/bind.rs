@@ -7,7 +7,7 @@
 //! in a host-only cookie and passes only its digest along; the ticket carries the digest, and the
 //! app host redeems it only for the browser holding the nonce.
 
-use crate::{cookies, gateway::Gateway, respond::redirect};
+use crate::{cookies, gateway::Gateway, http::redirect};
 use axum::response::Response;
 use http::HeaderMap;
 use sha2::{Digest as _, Sha256};
@@ -75,7 +75,7 @@ pub fn start(
             (nonce, cookie)
         }
     };
-    let mut location = crate::app::login_url(gateway, target);
+    let mut location = crate::login::handoff::login_url(gateway, target);
     location.push_str("&bind=");
     location.push_str(&digest(&nonce));
     push_reauth(&mut location, reauth);

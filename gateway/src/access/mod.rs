@@ -6,7 +6,7 @@
 //! outcome. Every error on the way is a denial or a login; only an explicit positive decision
 //! lets a request through.
 
-use crate::{cookies, gateway::Gateway, session_index::Verdict};
+use crate::{cookies, gateway::Gateway, state::session_index::Verdict};
 use http::{HeaderMap, HeaderValue};
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route,
@@ -287,56 +287,4 @@ pub fn renew(
         &token,
         std::time::Duration::from_secs(remaining),
     )
-}
-
-/// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
-/// address in `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(gateway: &Gateway, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !gateway.settings.is_trusted_proxy(peer) {
-        return peer;
-    }
-    let mut hops: Vec<&str> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(value) = value.to_str() else {
-            return peer;
-        };
-        hops.extend(value.split(','));
-    }
-    // From the right: each trusted proxy appended the address it saw. The first hop that is
-    // not a trusted proxy is the client; anything left of it was written by the client. A hop
-    // that does not parse ends the walk at the peer: nothing beyond it can be believed.
-    for hop in hops.into_iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if gateway.settings.is_trusted_proxy(ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => return peer,
-        }
-    }
-    peer
-}
-
-/// True when the request is an API call (fetch/XHR/non-GET) that must get a 401 rather than a
-/// redirect to an HTML login page.
-pub fn is_api_request(method: &http::Method, headers: &HeaderMap) -> bool {
-    if method != http::Method::GET && method != http::Method::HEAD {
-        return true;
-    }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
-    if header("x-requested-with").eq_ignore_ascii_case("xmlhttprequest") {
-        return true;
-    }
-    match header("sec-fetch-mode") {
-        "" => {}
-        "navigate" => return false,
-        _ => return true,
-    }
-    let accept = header("accept");
-    !(accept.is_empty()
-        || accept.contains("text/html")
-        || accept.contains("*/*") && !accept.contains("application/json"))
 }

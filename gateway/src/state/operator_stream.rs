@@ -12,9 +12,8 @@
 //! still enforcing the last state it has.
 
 use crate::{
-    session_index::SessionIndex,
     shutdown::Signal,
-    state::{self, Metadata, SecretManifest, Snapshot},
+    state::{self, Metadata, SecretManifest, Snapshot, session_index::SessionIndex},
 };
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessPolicy;
@@ -329,7 +328,7 @@ impl Follower {
                         return Err(ConnectionError::Ended);
                     }
                 };
-                match self.fleet.apply(frame, crate::gateway::now()) {
+                match self.fleet.apply(frame, crate::clock::now()) {
                     Ok(applied) => changed = changed.and(applied),
                     Err(error) => {
                         // What the earlier frames of this read merged (a revocation, perhaps)

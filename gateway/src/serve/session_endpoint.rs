@@ -7,9 +7,10 @@
 //! already keep same-site.
 
 use crate::{
-    check::{self, Outcome, Subject},
-    gateway::{Gateway, now},
-    respond::{Problem, no_store},
+    access::{self, Outcome, Subject},
+    clock::now,
+    gateway::Gateway,
+    http::{Problem, client_ip, no_store},
 };
 use axum::{
     Json,
@@ -63,7 +64,7 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
     };
     // The app path whose policy (and cookie) to report on; an app under /express asks with
     // `?path=/express`.
-    let raw = crate::app::query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
+    let raw = crate::http::query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
     let path = match CanonicalPath::parse(&raw) {
         Ok(path) => path,
         Err(error) => {
@@ -73,8 +74,8 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
         }
     };
     let now = now();
-    let client_ip = check::client_ip(gateway, peer.ip(), req.headers());
-    let outcome = check::check(
+    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
+    let outcome = access::check(
         gateway,
         &Subject {
             host,
@@ -100,7 +101,7 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
             let target = format!("{}{}", gateway.settings.origin(host.as_str()), path);
             let mut problem =
                 Problem::new(StatusCode::UNAUTHORIZED, reason, "No session.").json(true);
-            problem.login_url = Some(crate::bind::begin_url(
+            problem.login_url = Some(crate::login::bind::begin_url(
                 gateway,
                 host.as_str(),
                 &target,
@@ -126,7 +127,7 @@ pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -
         let renewed = session::renewed(&session.claims, &policy.session, policy.epoch, now);
         (
             renewed,
-            check::renew(gateway, &policy, &session.claims, now),
+            access::renew(gateway, &policy, &session.claims, now),
         )
     } else {
         (session.claims.as_ref().clone(), None)

@@ -11,10 +11,12 @@
 //! `--trusted-proxies`; anyone else gets 403 without a decision.
 
 use crate::{
-    app::{identity_headers, login_needed},
-    check::{self, Outcome, Subject, is_api_request},
-    gateway::{Gateway, now},
-    respond::{Problem, no_store},
+    access::{self, Outcome, Subject},
+    clock::now,
+    gateway::Gateway,
+    http::{Problem, client_ip, is_api_request, no_store},
+    login::handoff::login_needed,
+    serve::proxy_mode::identity_headers,
 };
 use axum::{
     body::Body,
@@ -64,10 +66,10 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
         Ok(original) => original,
         Err(problem) => return problem.into_response(),
     };
-    let client_ip = check::client_ip(gateway, peer.ip(), req.headers());
+    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
     let now = now();
     let started = std::time::Instant::now();
-    let outcome = check::check(
+    let outcome = access::check(
         gateway,
         &Subject {
             host: &original.host,
@@ -119,7 +121,7 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
                 let mut problem =
                     Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.")
                         .json(true);
-                let url = crate::bind::begin_url(
+                let url = crate::login::bind::begin_url(
                     gateway,
                     original.host.as_str(),
                     &target,
@@ -210,7 +212,7 @@ fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
             (method.to_owned(), host.to_owned(), uri.to_owned())
         }
         Contract::Envoy => {
-            let host = crate::app::request_host(req)?;
+            let host = crate::http::request_host(req)?;
             let rest = req
                 .uri()
                 .path()

@@ -156,7 +156,7 @@ pub fn watch_directory(
     let mut seen = fingerprint(&dir);
     let mut highest_epochs = HashMap::new();
     let mut first = load(&dir, 1, known_idps.as_ref(), &mut highest_epochs)?;
-    first.track_epochs(None, crate::gateway::now());
+    first.track_epochs(None, crate::clock::now());
     log_problems(&first);
     info!(policies = first.policies.len(), dir = %dir.display(), "loaded policies");
     let (tx, rx) = watch::channel(Arc::new(first));
@@ -177,7 +177,7 @@ pub fn watch_directory(
             version += 1;
             match load(&dir, version, known_idps.as_ref(), &mut highest_epochs) {
                 Ok(mut snapshot) => {
-                    snapshot.track_epochs(Some(&tx.borrow()), crate::gateway::now());
+                    snapshot.track_epochs(Some(&tx.borrow()), crate::clock::now());
                     log_problems(&snapshot);
                     info!(
                         policies = snapshot.policies.len(),

@@ -10,9 +10,10 @@
 //! Cookies are cleared on the response itself, before anything else can happen.
 
 use crate::{
+    clock::now,
     cookies,
-    gateway::{Gateway, now},
-    respond::{html_escape, no_store, page, redirect},
+    gateway::Gateway,
+    http::{html_escape, no_store, page, redirect},
 };
 use axum::{
     extract::Request,
@@ -39,7 +40,7 @@ fn app_cookies(gateway: &Gateway, host: &Host) -> Vec<HeaderValue> {
 /// `/.portcullis/logout` on an app host.
 pub fn app_host(gateway: &Gateway, host: &Host, req: &Request) -> Response {
     let cleared = app_cookies(gateway, host);
-    let app_only = crate::app::query_param(req.uri(), "scope").as_deref() == Some("app");
+    let app_only = crate::http::query_param(req.uri(), "scope").as_deref() == Some("app");
     if app_only {
         let mut response = Html(page(
             "Signed out of this application",
@@ -95,7 +96,7 @@ pub async fn auth_host(
             // (the SSO cookie is kept for that).
             warn!(%error, sid = %session.sid, "could not revoke the session at logout");
             gateway.metrics.idp_error("logout_revoke");
-            return crate::respond::Problem::new(
+            return crate::http::Problem::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "logout_failed",
                 "You could not be signed out everywhere right now. Please try again.",

@@ -17,10 +17,9 @@
 //! back within it is confirmed again within a second of the first request.
 
 use crate::{
+    idp::{Providers, RefreshError},
     metrics::Metrics,
-    oidc::{Providers, RefreshError},
-    seal::KeyRing,
-    sessions::{Lease, RefreshOutcome, SessionRecorder},
+    sessions::{Lease, RefreshOutcome, SessionRecorder, seal::KeyRing},
     shutdown::Signal,
 };
 use futures::StreamExt as _;
@@ -120,7 +119,7 @@ impl Refresher {
                 _ = ticker.tick() => {}
                 () = shutdown.wait() => return,
             }
-            let due = self.due(crate::gateway::now());
+            let due = self.due(crate::clock::now());
             futures::stream::iter(due)
                 .for_each_concurrent(CONCURRENCY, |(sid, idp)| {
                     let this = self.clone();
@@ -131,7 +130,7 @@ impl Refresher {
                             .await
                             .unwrap_or_else(|_| {
                                 warn!(sid, idp, "refresh timed out");
-                                Some(crate::gateway::now() + 5)
+                                Some(crate::clock::now() + 5)
                             });
                         this.schedule(&sid, next);
                     }
@@ -190,7 +189,7 @@ impl Refresher {
             Ok(lease) => lease,
             Err(error) => {
                 warn!(%error, sid, "cannot read the session for its refresh; retrying");
-                return Some(crate::gateway::now() + 5);
+                return Some(crate::clock::now() + 5);
             }
         };
         let (held, sealed, subject, email, groups, failing_since) = match lease {
@@ -203,11 +202,11 @@ impl Refresher {
                 failing_since,
                 ..
             } => (held, sealed_token, subject, email, groups, failing_since),
-            Lease::NotDue { at } => return Some(at.max(crate::gateway::now() + 1)),
+            Lease::NotDue { at } => return Some(at.max(crate::clock::now() + 1)),
             Lease::Ended | Lease::NoToken => return None,
         };
         // The provider gets what is left of the lease after the write-back's share.
-        let budget = Duration::from_secs(held.until.saturating_sub(crate::gateway::now()))
+        let budget = Duration::from_secs(held.until.saturating_sub(crate::clock::now()))
             .saturating_sub(WRITE_BACK);
         let redeemed = tokio::time::timeout(
             budget,
@@ -220,7 +219,7 @@ impl Refresher {
                 None,
             ))
         });
-        let now = crate::gateway::now();
+        let now = crate::clock::now();
         let outcome = match redeemed {
             Ok(outcome) => outcome,
             Err((error, rotated)) => {
@@ -293,7 +292,7 @@ impl Refresher {
             Ok(token) => token,
             // Sealed by a replica with another key (mid-rotation): not this gateway's to judge,
             // and no failure either (a FailClosed policy would refuse the session everywhere).
-            Err(error @ crate::seal::SealError::UnknownKey(_)) => {
+            Err(error @ crate::sessions::seal::SealError::UnknownKey(_)) => {
                 return Ok(RefreshOutcome::Deferred {
                     reason: error.to_string(),
                 });
@@ -304,10 +303,7 @@ impl Refresher {
                 });
             }
         };
-        let refreshed = match provider
-            .refresh(&token, subject, crate::gateway::now())
-            .await
-        {
+        let refreshed = match provider.refresh(&token, subject, crate::clock::now()).await {
             Ok(refreshed) => refreshed,
             Err(RefreshError::Rejected(code)) => {
                 return Ok(RefreshOutcome::Rejected { reason: code });

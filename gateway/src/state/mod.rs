@@ -5,6 +5,10 @@
 //! operator's stream). Until the first snapshot arrives the gateway is not ready and admits
 //! nobody.
 
+pub mod directory;
+pub mod operator_stream;
+pub mod session_index;
+
 use base64::Engine as _;
 use portcullis_core::{Host, InvalidPolicy, Policy, PolicyId, RouteTable};
 use portcullis_crds::AccessPolicy;

@@ -10,6 +10,10 @@
 //! a whole spec again, so it cannot write `revoked: false` over a revocation. The API server's
 //! CEL rules refuse that anyway.
 
+pub mod file_store;
+pub mod refresh;
+pub mod seal;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client,
@@ -38,7 +42,7 @@ pub struct SessionRecorder {
 #[derive(Clone)]
 enum Store {
     Cluster(Box<Api<AccessSession>>),
-    Local(std::sync::Arc<crate::local_sessions::LocalStore>),
+    Local(std::sync::Arc<crate::sessions::file_store::LocalStore>),
 }
 
 /// A login to record.
@@ -81,7 +85,7 @@ impl SessionRecorder {
     }
 
     /// Records sessions in the gateway's own store (standalone mode).
-    pub fn local(store: std::sync::Arc<crate::local_sessions::LocalStore>) -> Self {
+    pub fn local(store: std::sync::Arc<crate::sessions::file_store::LocalStore>) -> Self {
         Self {
             store: Store::Local(store),
         }
@@ -183,7 +187,7 @@ impl SessionRecorder {
     /// Whether the session `sid` may still be handed to an app. One read of the API server per
     /// single-sign-on bounce (never per request).
     pub async fn liveness(&self, sid: &str, subject: &str) -> Liveness {
-        let now = i64::try_from(crate::gateway::now()).unwrap_or(i64::MAX);
+        let now = i64::try_from(crate::clock::now()).unwrap_or(i64::MAX);
         match self.get_object(sid).await {
             // Past its expiry it is over, also when an administrator moved `expiresAt` earlier.
             Ok(Some(session))
@@ -267,7 +271,7 @@ where
 }
 
 fn now_secs() -> u64 {
-    crate::gateway::now()
+    crate::clock::now()
 }
 
 /// RFC 3339 text of a unix time, as `metav1.Time` serializes.

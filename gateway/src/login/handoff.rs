@@ -1,0 +1,161 @@
+//! The app host's side of a login: where a browser without a valid app token is sent, the
+//! hand-off ticket from the auth host redeemed into this app's token cookie, and `begin` for
+//! logins that did not start from a redirect of ours.
+
+use crate::{
+    clock::now,
+    cookies,
+    gateway::Gateway,
+    http::{Problem, query_param, redirect},
+    tokens::HandoffClaims,
+};
+use axum::{
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::{StatusCode, Uri};
+use portcullis_core::{
+    CanonicalPath, Host, Route,
+    token::{AppClaims, TokenKind},
+};
+use std::sync::Arc;
+
+/// Redirects a browser to log in, or tells an API client with 401 where to.
+pub fn login_needed(
+    gateway: &Gateway,
+    host: &Host,
+    uri: &Uri,
+    headers: &http::HeaderMap,
+    api: bool,
+    reason: &'static str,
+    reauth: Option<&str>,
+) -> Response {
+    let target = format!(
+        "{}{}",
+        gateway.settings.origin(host.as_str()),
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    if api {
+        let mut problem =
+            Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.").json(true);
+        problem.login_url = Some(crate::login::bind::begin_url(
+            gateway,
+            host.as_str(),
+            &target,
+            reauth,
+        ));
+        return problem.into_response();
+    }
+    crate::login::bind::start(gateway, headers, &target, reauth)
+}
+
+/// The auth host's login URL that returns to `target`.
+pub fn login_url(gateway: &Gateway, target: &str) -> String {
+    let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer);
+    url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
+    url
+}
+
+/// Redeems a hand-off ticket from the auth host: sets this app's token cookie and sends the
+/// browser on to where it was going.
+pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
+    let now = now();
+    let Some(ticket) = query_param(req.uri(), "ticket") else {
+        return Problem::bad_request("missing_ticket", "Missing ticket.").into_response();
+    };
+    let claims: Arc<HandoffClaims> = match gateway.handoffs.verify(&ticket, None, now) {
+        Ok(claims) => claims,
+        Err(error) => {
+            gateway.metrics.token_rejected(error.category());
+            return Problem::bad_request(
+                "invalid_ticket",
+                "This sign-in link is invalid or has expired.",
+            )
+            .into_response();
+        }
+    };
+    if !crate::login::bind::holds(req.headers(), &claims.bind) {
+        return Problem::bad_request(
+            "wrong_browser",
+            "This sign-in link was started in another browser. Please open the application again.",
+        )
+        .into_response();
+    }
+    if claims.host != host.as_str() {
+        return Problem::bad_request("wrong_host", "This sign-in link is for another site.")
+            .into_response();
+    }
+    let snapshot = gateway.snapshot();
+    let rd_path = claims.rd.split('?').next().unwrap_or("/");
+    let policy = match CanonicalPath::parse(rd_path)
+        .ok()
+        .and_then(|p| snapshot.routes.route(host, &p).cloned())
+    {
+        Some(Route::Policy(policy)) if policy.id.to_string() == claims.aud => policy,
+        _ => return Problem::forbidden("policy_changed").into_response(),
+    };
+    if !gateway.redeem(&claims.jti, claims.exp, now) {
+        return Problem::bad_request("ticket_used", "This sign-in link was already used.")
+            .into_response();
+    }
+    let lifetime = policy.session.token_lifetime.as_secs();
+    let app = AppClaims {
+        iss: gateway.issuer.clone(),
+        aud: policy.id.to_string(),
+        sub: claims.sub.clone(),
+        email: claims.email.clone(),
+        groups: claims.groups.clone(),
+        ext: claims.ext.clone(),
+        sid: claims.sid.clone(),
+        idp: claims.idp.clone(),
+        epoch: policy.epoch,
+        iat: now,
+        exp: now + lifetime,
+        auth_time: claims.auth_time,
+        sexp: Some(claims.sexp),
+        puid: policy.uid.clone(),
+    };
+    let Ok(token) = gateway.keys.sign(TokenKind::App, &app) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "signing_failed",
+            "Internal error.",
+        )
+        .into_response();
+    };
+    let Some(cookie) = cookies::set(
+        &cookies::app_cookie(&policy.id),
+        &token,
+        policy.session.absolute_lifetime,
+    ) else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cookie_too_large",
+            "Your identity does not fit in a cookie.",
+        )
+        .into_response();
+    };
+    redirect(&claims.rd, vec![cookie])
+}
+
+/// `/.portcullis/begin?rd=…`: a login that did not start from a redirect of ours (an API
+/// client's `login_url`, an ingress sign-in hint, a direct link) starts here, on the app host,
+/// so the browser gets its binding nonce. `rd` must be on this very host.
+pub fn begin(gateway: &Gateway, host: &Host, req: &Request) -> Response {
+    let Some(rd) = query_param(req.uri(), "rd") else {
+        return Problem::bad_request("missing_redirect", "Missing return address.").into_response();
+    };
+    let origin = format!("{}/", gateway.settings.origin(host.as_str()));
+    let same_host = rd.starts_with(&origin)
+        && CanonicalPath::parse(rd[origin.len() - 1..].split('?').next().unwrap_or("/")).is_ok()
+        && !rd.contains('#');
+    if !same_host {
+        return Problem::bad_request(
+            "invalid_redirect",
+            "The return address is not on this site.",
+        )
+        .into_response();
+    }
+    let reauth = query_param(req.uri(), "reauth");
+    crate::login::bind::start(gateway, req.headers(), &rd, reauth.as_deref())
+}

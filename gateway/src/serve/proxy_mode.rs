@@ -1,0 +1,210 @@
+//! Proxy mode: a protected request is checked, then forwarded to the policy's upstream with
+//! the identity headers, exactly as judged.
+
+use crate::{
+    access::{self, Outcome, Subject},
+    clock::now,
+    gateway::Gateway,
+    http::{Problem, client_ip, is_api_request},
+    login::handoff::login_needed,
+    proxy::{ForwardContext, GatewayCookies, Upstream, UpstreamScheme},
+};
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
+use portcullis_core::{CanonicalPath, Host, token::AppClaims};
+use std::{net::SocketAddr, sync::Arc};
+
+pub async fn protected(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    host: Host,
+    path: CanonicalPath,
+    req: Request,
+) -> Response {
+    let started = std::time::Instant::now();
+    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
+    let now = now();
+    let outcome = access::check(
+        gateway,
+        &Subject {
+            host: &host,
+            path: &path,
+            headers: req.headers(),
+            client_ip,
+        },
+        now,
+    );
+    gateway.metrics.observe_check(&outcome, started.elapsed());
+    let api = is_api_request(req.method(), req.headers());
+    match outcome {
+        Outcome::NotReady => Problem::not_ready().json(api).into_response(),
+        Outcome::NoPolicy => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no_policy",
+            "No application is configured here.",
+        )
+        .json(api)
+        .into_response(),
+        Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
+        Outcome::Login {
+            reason, ended_sid, ..
+        } => login_needed(
+            gateway,
+            &host,
+            req.uri(),
+            req.headers(),
+            api,
+            reason,
+            ended_sid.as_deref(),
+        ),
+        Outcome::Allow {
+            policy, session, ..
+        } => {
+            let snapshot = gateway.snapshot();
+            let Some(upstream) = snapshot.upstream(&policy.id) else {
+                return Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "no_upstream",
+                    "This application is served by the ingress, not the gateway.",
+                )
+                .json(api)
+                .into_response();
+            };
+            let identity = session
+                .as_ref()
+                .map(|s| identity_headers(gateway, &s.token, &s.claims, host.as_str(), now))
+                .unwrap_or_default();
+            let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
+            // Background refresh: the renewed token rides on whatever the upstream answered,
+            // navigation or API call alike.
+            if let Some(cookie) = session.and_then(|s| s.renewal) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+    }
+}
+
+/// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names and
+/// a signed assertion the upstream can verify with the JWKS.
+pub fn identity_headers(
+    gateway: &Gateway,
+    token: &Arc<str>,
+    claims: &AppClaims,
+    host: &str,
+    now: u64,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    let mut add = |name: &'static str, value: &str| {
+        // Values from the IdP may hold characters a header cannot: leave such a header out
+        // rather than send something else.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.push((HeaderName::from_static(name), value));
+        }
+    };
+    add("x-auth-request-user", &claims.sub);
+    if let Some(email) = &claims.email {
+        add("x-auth-request-email", email);
+    }
+    if !claims.groups.is_empty() {
+        add("x-auth-request-groups", &claims.groups.join(","));
+    }
+    if let Some(assertion) = gateway.assertion(token, claims, host, now) {
+        add("portcullis-jwt-assertion", &assertion);
+    }
+    headers
+}
+
+async fn forward(
+    gateway: &Gateway,
+    req: Request,
+    upstream: &Upstream,
+    peer: SocketAddr,
+    host: &Host,
+    path: &CanonicalPath,
+    identity: Vec<(HeaderName, HeaderValue)>,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    // Forward exactly the path that was judged.
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    parts.uri = match Uri::builder().path_and_query(path_and_query).build() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return Problem::bad_request("bad_target", "Invalid request target.").into_response();
+        }
+    };
+    let authority = match gateway.settings.public_port {
+        443 => Authority::try_from(host.as_str()),
+        port => Authority::try_from(format!("{host}:{port}").as_str()),
+    };
+    let Ok(authority) = authority else {
+        return Problem::bad_request("bad_host", "Invalid host.").into_response();
+    };
+    let ctx = ForwardContext {
+        client_addr: peer,
+        trusted_forwarded_for: gateway.settings.is_trusted_proxy(peer.ip()),
+        scheme: http::uri::Scheme::HTTPS,
+        host: authority,
+        identity_headers: identity,
+        gateway_cookies: GatewayCookies::new(
+            std::iter::empty::<&str>(),
+            // Every cookie of ours shares this prefix: SSO, app tokens, logins, binding nonces.
+            ["__Host-portcullis-"],
+        ),
+    };
+    match gateway
+        .proxy
+        .forward(http::Request::from_parts(parts, body), upstream, &ctx)
+        .await
+    {
+        Ok(response) => response.map(Body::new),
+        Err(error) => {
+            gateway.metrics.upstream_error(error.category());
+            Problem::new(error.status(), error.category(), error.public_message()).into_response()
+        }
+    }
+}
+
+impl crate::state::Snapshot {
+    /// The upstream of a policy in proxy mode.
+    pub fn upstream(&self, id: &portcullis_core::PolicyId) -> Option<Upstream> {
+        let policy = self.policies.get(id)?;
+        let upstream = policy.upstream.as_ref()?;
+        match &upstream.target {
+            portcullis_core::policy::UpstreamTarget::Url { https, authority } => Upstream::new(
+                if *https {
+                    UpstreamScheme::Https
+                } else {
+                    UpstreamScheme::Http
+                },
+                authority,
+                upstream.timeout,
+            )
+            .ok(),
+            portcullis_core::policy::UpstreamTarget::Service {
+                namespace,
+                name,
+                port,
+                https,
+            } => Upstream::service(
+                if *https {
+                    UpstreamScheme::Https
+                } else {
+                    UpstreamScheme::Http
+                },
+                name,
+                namespace,
+                *port,
+                upstream.timeout,
+            )
+            .ok(),
+        }
+    }
+}
