@@ -178,13 +178,20 @@ fn bench(c: &mut Criterion) {
         client_ip: "10.1.2.3".parse().expect("ip"),
     };
     assert!(matches!(
-        access::check(&gateway, &subject, now()),
+        access::check(&gateway, &gateway.snapshot(), &subject, now()),
         Outcome::Allow { .. }
     ));
 
     let mut group = c.benchmark_group("check");
     group.bench_function("known_token_allowed", |b| {
-        b.iter(|| black_box(access::check(&gateway, black_box(&subject), now())))
+        b.iter(|| {
+            black_box(access::check(
+                &gateway,
+                &gateway.snapshot(),
+                black_box(&subject),
+                now(),
+            ))
+        })
     });
 
     // The same, with the session judged against an index of 100k sessions (10k revoked), as in
@@ -212,18 +219,25 @@ fn bench(c: &mut Criterion) {
         ..subject
     };
     assert!(matches!(
-        access::check(&with_sessions, &live, now()),
+        access::check(&with_sessions, &with_sessions.snapshot(), &live, now()),
         Outcome::Allow { .. }
     ));
     assert!(
         !matches!(
-            access::check(&with_sessions, &revoked, now()),
+            access::check(&with_sessions, &with_sessions.snapshot(), &revoked, now()),
             Outcome::Allow { .. }
         ),
         "a revoked session must be refused"
     );
     group.bench_function("known_token_allowed_100k_sessions", |b| {
-        b.iter(|| black_box(access::check(&with_sessions, black_box(&live), now())))
+        b.iter(|| {
+            black_box(access::check(
+                &with_sessions,
+                &with_sessions.snapshot(),
+                black_box(&live),
+                now(),
+            ))
+        })
     });
 
     let anonymous = HeaderMap::new();
@@ -232,7 +246,14 @@ fn bench(c: &mut Criterion) {
         ..subject
     };
     group.bench_function("no_session_login_required", |b| {
-        b.iter(|| black_box(access::check(&gateway, black_box(&anonymous), now())))
+        b.iter(|| {
+            black_box(access::check(
+                &gateway,
+                &gateway.snapshot(),
+                black_box(&anonymous),
+                now(),
+            ))
+        })
     });
 
     // A token the gateway has not seen: one signature verification (paid once per token).

@@ -1,7 +1,7 @@
 //! Prometheus metrics. Every label has a bounded set of values (outcomes, error categories,
 //! configured provider names); nothing user-controlled ever becomes a label.
 
-use crate::access::Outcome;
+use portcullis_core::token::TokenError;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -33,6 +33,90 @@ struct ConfirmationLabel {
     outcome: &'static str,
 }
 
+/// What the access check decided: the `outcome` label of `checks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    Allow,
+    Login,
+    Deny,
+    NoPolicy,
+    NotReady,
+}
+
+impl CheckResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Login => "login",
+            Self::Deny => "deny",
+            Self::NoPolicy => "no_policy",
+            Self::NotReady => "not_ready",
+        }
+    }
+}
+
+/// Why a token (app token, SSO cookie) was not accepted: the `reason` label of
+/// `token_rejections_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum Rejection<'a> {
+    /// The token itself failed verification.
+    Token(&'a TokenError),
+    /// Minted before the policy's revocation epoch, or for an earlier object of its name.
+    StaleEpoch,
+    /// The session was revoked, logged out or deleted.
+    SessionRevoked,
+    /// The session is not in the index: absence is not validity.
+    SessionUnknown,
+    /// The identity provider has not confirmed the session for longer than the policy allows.
+    RefreshFailing,
+    /// An SSO cookie whose session is revoked or unknown.
+    SsoSessionEnded,
+    /// An SSO cookie whose app session ended idle or at its absolute lifetime.
+    SsoAppSessionEnded,
+    /// An SSO cookie from before the policy's revocation epoch.
+    SsoBeforeEpoch,
+}
+
+impl Rejection<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Token(error) => error.category(),
+            Self::StaleEpoch => "stale_epoch",
+            Self::SessionRevoked => "session_revoked",
+            Self::SessionUnknown => "session_unknown",
+            Self::RefreshFailing => "refresh_failing",
+            Self::SsoSessionEnded => "sso_session_ended",
+            Self::SsoAppSessionEnded => "sso_app_session_ended",
+            Self::SsoBeforeEpoch => "sso_before_epoch",
+        }
+    }
+}
+
+/// A write of a session record that failed: the `operation` label of
+/// `session_write_errors_total`. These are API-server (or session-file) failures, not
+/// identity-provider ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionWrite {
+    /// Recording a new login.
+    Record,
+    /// Revoking a session at logout.
+    Revoke,
+}
+
+impl SessionWrite {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
 /// The gateway's metrics and their registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -43,6 +127,7 @@ pub struct Metrics {
     logins: Family<IdpLabel, Counter>,
     idp_errors: Family<ReasonLabel, Counter>,
     upstream_errors: Family<ReasonLabel, Counter>,
+    session_write_errors: Family<OperationLabel, Counter>,
     state_version: Gauge,
     renewals: Counter,
     confirmations: Family<ConfirmationLabel, Counter>,
@@ -91,6 +176,12 @@ impl Metrics {
             "upstream_errors",
             "Requests the upstream could not answer",
             upstream_errors.clone(),
+        );
+        let session_write_errors = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "session_write_errors",
+            "Session records that could not be written (record at login, revoke at logout)",
+            session_write_errors.clone(),
         );
         let renewals = Counter::default();
         registry.register(
@@ -141,6 +232,7 @@ impl Metrics {
             logins,
             idp_errors,
             upstream_errors,
+            session_write_errors,
             state_version,
             renewals,
             confirmations,
@@ -169,15 +261,12 @@ impl Metrics {
             == 0
     }
 
-    pub fn observe_check(&self, outcome: &Outcome, elapsed: Duration) {
-        let outcome = match outcome {
-            Outcome::Allow { .. } => "allow",
-            Outcome::Login { .. } => "login",
-            Outcome::Deny { .. } => "deny",
-            Outcome::NoPolicy => "no_policy",
-            Outcome::NotReady => "not_ready",
-        };
-        self.checks.get_or_create(&OutcomeLabel { outcome }).inc();
+    pub fn observe_check(&self, result: CheckResult, elapsed: Duration) {
+        self.checks
+            .get_or_create(&OutcomeLabel {
+                outcome: result.label(),
+            })
+            .inc();
         self.check_seconds.observe(elapsed.as_secs_f64());
     }
 
@@ -185,9 +274,19 @@ impl Metrics {
         self.renewals.inc();
     }
 
-    pub fn token_rejected(&self, reason: &'static str) {
+    pub fn token_rejected(&self, rejection: Rejection<'_>) {
         self.token_rejections
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&ReasonLabel {
+                reason: rejection.label(),
+            })
+            .inc();
+    }
+
+    pub fn session_write_failed(&self, write: SessionWrite) {
+        self.session_write_errors
+            .get_or_create(&OperationLabel {
+                operation: write.label(),
+            })
             .inc();
     }
 

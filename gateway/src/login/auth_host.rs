@@ -13,6 +13,7 @@ use crate::{
     http::{Problem, html_escape, no_store, page, query_param, redirect},
     idp::OidcError,
     login::handoff::login_url,
+    metrics::{Rejection, SessionWrite},
     tokens::{HandoffClaims, LoginClaims, SsoClaims},
 };
 use axum::{
@@ -181,7 +182,7 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
         };
         if live != crate::sessions::Liveness::Live {
             info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
-            gateway.metrics.token_rejected("sso_session_ended");
+            gateway.metrics.token_rejected(Rejection::SsoSessionEnded);
             not_before = Some(now);
         } else if reauth.as_deref() == Some(session.sid.as_str())
             || session.auth_time + target.policy.session.absolute_lifetime.as_secs() <= now
@@ -189,13 +190,15 @@ async fn start(gateway: &Gateway, req: &Parts) -> Response {
             // The app's own session ended idle or at its absolute lifetime: handing the SSO
             // session over again would undo that (or loop), so the user authenticates again.
             info!(sid = %session.sid, policy = %target.policy.id, "the app session ended: forcing a new login");
-            gateway.metrics.token_rejected("sso_app_session_ended");
+            gateway
+                .metrics
+                .token_rejected(Rejection::SsoAppSessionEnded);
             not_before = Some(now);
         } else if session.iat >= revoked_since {
             return handoff(gateway, &target, &session, &bind, now);
         } else {
             info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
-            gateway.metrics.token_rejected("sso_before_epoch");
+            gateway.metrics.token_rejected(Rejection::SsoBeforeEpoch);
             not_before = Some(revoked_since);
         }
     }
@@ -444,7 +447,7 @@ async fn finish_login(
         };
         if let Err(error) = recorder.record(&record).await {
             warn!(%error, "could not record the session");
-            gateway.metrics.idp_error("session_record");
+            gateway.metrics.session_write_failed(SessionWrite::Record);
             return Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "session_not_recorded",

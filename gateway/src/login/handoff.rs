@@ -13,41 +13,12 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use portcullis_core::{
     CanonicalPath, Host, Route,
     token::{AppClaims, TokenKind},
 };
 use std::sync::Arc;
-
-/// Redirects a browser to log in, or tells an API client with 401 where to.
-pub fn login_needed(
-    gateway: &Gateway,
-    host: &Host,
-    uri: &Uri,
-    headers: &http::HeaderMap,
-    api: bool,
-    reason: &'static str,
-    reauth: Option<&str>,
-) -> Response {
-    let target = format!(
-        "{}{}",
-        gateway.settings.origin(host.as_str()),
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
-    if api {
-        let mut problem =
-            Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.").json(true);
-        problem.login_url = Some(crate::login::bind::begin_url(
-            gateway,
-            host.as_str(),
-            &target,
-            reauth,
-        ));
-        return problem.into_response();
-    }
-    crate::login::bind::start(gateway, headers, &target, reauth)
-}
 
 /// The auth host's login URL that returns to `target`.
 pub fn login_url(gateway: &Gateway, target: &str) -> String {
@@ -66,7 +37,9 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
     let claims: Arc<HandoffClaims> = match gateway.handoffs.verify(&ticket, None, now) {
         Ok(claims) => claims,
         Err(error) => {
-            gateway.metrics.token_rejected(error.category());
+            gateway
+                .metrics
+                .token_rejected(crate::metrics::Rejection::Token(&error));
             return Problem::bad_request(
                 "invalid_ticket",
                 "This sign-in link is invalid or has expired.",

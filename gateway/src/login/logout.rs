@@ -95,7 +95,9 @@ pub async fn auth_host(
             // Not "signed out" while the session still works elsewhere: the user tries again
             // (the SSO cookie is kept for that).
             warn!(%error, sid = %session.sid, "could not revoke the session at logout");
-            gateway.metrics.idp_error("logout_revoke");
+            gateway
+                .metrics
+                .session_write_failed(crate::metrics::SessionWrite::Revoke);
             return crate::http::Problem::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "logout_failed",

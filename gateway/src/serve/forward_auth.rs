@@ -15,15 +15,15 @@ use crate::{
     clock::now,
     gateway::Gateway,
     http::{Problem, client_ip, is_api_request, no_store},
-    login::handoff::login_needed,
     serve::proxy_mode::identity_headers,
+    serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
     body::Body,
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri};
 use portcullis_core::{CanonicalPath, Host};
 use std::net::SocketAddr;
 
@@ -43,112 +43,80 @@ struct Original {
     path: CanonicalPath,
 }
 
+/// Answers a forward-auth sub-request: 200 with the identity headers, or the contract's
+/// refusal.
 pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response {
-    let path = req.uri().path();
-    let contract = if path == "/.portcullis/auth/nginx" {
-        Contract::Nginx
-    } else if path == "/.portcullis/auth/traefik" {
-        Contract::Traefik
-    } else if path.starts_with("/.portcullis/auth/envoy/") || path == "/.portcullis/auth/envoy" {
-        Contract::Envoy
-    } else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No such forward-auth endpoint.",
-        )
-        .into_response();
-    };
+    answer(gateway, peer, &req).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response, Problem> {
+    let contract = Contract::of(req.uri().path())?;
     if !gateway.settings.is_trusted_proxy(peer.ip()) {
-        return Problem::forbidden("untrusted_proxy").into_response();
+        return Err(Problem::forbidden("untrusted_proxy"));
     }
-    let original = match original(contract, &req) {
-        Ok(original) => original,
-        Err(problem) => return problem.into_response(),
-    };
-    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
+    let original = original(contract, req)?;
     let now = now();
-    let started = std::time::Instant::now();
-    let outcome = access::check(
-        gateway,
-        &Subject {
-            host: &original.host,
-            path: &original.path,
-            headers: req.headers(),
-            client_ip,
-        },
-        now,
-    );
-    gateway.metrics.observe_check(&outcome, started.elapsed());
-    let api = is_api_request(&original.method, req.headers());
-    match outcome {
-        Outcome::Allow { session, .. } => {
-            let mut response = Response::new(Body::empty());
-            no_store(response.headers_mut());
-            if let Some(session) = session {
-                for (name, value) in identity_headers(
-                    gateway,
-                    &session.token,
-                    &session.claims,
-                    original.host.as_str(),
-                    now,
-                ) {
-                    response.headers_mut().insert(name, value);
-                }
-                // The ingress copies it to the client's response (nginx: `auth_request_set`,
-                // Traefik: `addAuthCookiesToResponse`, Envoy: `allowed_client_headers_on_success`).
-                if let Some(cookie) = session.renewal {
-                    response
-                        .headers_mut()
-                        .append(http::header::SET_COOKIE, cookie);
-                }
-            }
-            response
+    let snapshot = gateway.snapshot();
+    let subject = Subject {
+        host: &original.host,
+        path: &original.path,
+        headers: req.headers(),
+        client_ip: client_ip(&gateway.settings, peer.ip(), req.headers()),
+    };
+    let user = match access::check(gateway, &snapshot, &subject, now) {
+        Outcome::Allow { user, .. } => user,
+        refused => {
+            let api = is_api_request(&original.method, req.headers());
+            let asked = Asked::new(gateway, &original.host, &original.uri, req.headers(), api);
+            return Ok(refuse(gateway, refused, &asked, contract.surface()));
         }
-        Outcome::Login {
-            reason, ended_sid, ..
-        } => match contract {
-            Contract::Nginx => {
-                let target = format!(
-                    "{}{}",
-                    gateway.settings.origin(original.host.as_str()),
-                    original
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.as_str())
-                        .unwrap_or("/")
-                );
-                let mut problem =
-                    Problem::new(StatusCode::UNAUTHORIZED, reason, "Log in to continue.")
-                        .json(true);
-                let url = crate::login::bind::begin_url(
-                    gateway,
-                    original.host.as_str(),
-                    &target,
-                    ended_sid.as_deref(),
-                );
-                problem.login_url = Some(url.clone());
-                let mut response = problem.into_response();
-                if let Ok(value) = HeaderValue::from_str(&url) {
-                    response
-                        .headers_mut()
-                        .insert("portcullis-signin-url", value);
-                }
-                response
-            }
-            Contract::Traefik | Contract::Envoy => login_needed(
-                gateway,
-                &original.host,
-                &original.uri,
-                req.headers(),
-                api,
-                reason,
-                ended_sid.as_deref(),
-            ),
-        },
-        Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
-        Outcome::NoPolicy => Problem::forbidden("no_policy").json(api).into_response(),
-        Outcome::NotReady => Problem::not_ready().json(api).into_response(),
+    };
+    let mut response = Response::new(Body::empty());
+    no_store(response.headers_mut());
+    if let Some(user) = user {
+        let identity = identity_headers(
+            gateway,
+            &user.token,
+            &user.claims,
+            original.host.as_str(),
+            now,
+        );
+        for (name, value) in identity {
+            response.headers_mut().insert(name, value);
+        }
+        // The ingress copies it to the client's response (nginx: `auth_request_set`,
+        // Traefik: `addAuthCookiesToResponse`, Envoy: `allowed_client_headers_on_success`).
+        if let Some(cookie) = user.renewal {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, cookie);
+        }
+    }
+    Ok(response)
+}
+
+impl Contract {
+    /// The contract served at `path`.
+    fn of(path: &str) -> Result<Self, Problem> {
+        match path {
+            "/.portcullis/auth/nginx" => Ok(Self::Nginx),
+            "/.portcullis/auth/traefik" => Ok(Self::Traefik),
+            "/.portcullis/auth/envoy" => Ok(Self::Envoy),
+            _ if path.starts_with("/.portcullis/auth/envoy/") => Ok(Self::Envoy),
+            _ => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such forward-auth endpoint.",
+            )),
+        }
+    }
+
+    /// How the contract's ingress wants refusals.
+    fn surface(self) -> &'static Surface {
+        match self {
+            Self::Nginx => &Surface::FORWARD_AUTH_NGINX,
+            Self::Traefik | Self::Envoy => &Surface::FORWARD_AUTH,
+        }
     }
 }
 

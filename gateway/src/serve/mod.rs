@@ -4,4 +4,5 @@
 
 pub mod forward_auth;
 pub mod proxy_mode;
+pub mod refusal;
 pub mod session_endpoint;

@@ -6,8 +6,8 @@ use crate::{
     clock::now,
     gateway::Gateway,
     http::{Problem, client_ip, is_api_request},
-    login::handoff::login_needed,
     proxy::{ForwardContext, GatewayCookies, Upstream, UpstreamScheme},
+    serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
     body::Body,
@@ -18,6 +18,8 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
 use portcullis_core::{CanonicalPath, Host, token::AppClaims};
 use std::{net::SocketAddr, sync::Arc};
 
+/// A protected request: checked, then forwarded to its policy's upstream with the identity
+/// headers, or refused.
 pub async fn protected(
     gateway: &Gateway,
     peer: SocketAddr,
@@ -25,68 +27,43 @@ pub async fn protected(
     path: CanonicalPath,
     req: Request,
 ) -> Response {
-    let started = std::time::Instant::now();
     let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
     let now = now();
-    let outcome = access::check(
-        gateway,
-        &Subject {
-            host: &host,
-            path: &path,
-            headers: req.headers(),
-            client_ip,
-        },
-        now,
-    );
-    gateway.metrics.observe_check(&outcome, started.elapsed());
+    let snapshot = gateway.snapshot();
+    let subject = Subject {
+        host: &host,
+        path: &path,
+        headers: req.headers(),
+        client_ip,
+    };
     let api = is_api_request(req.method(), req.headers());
-    match outcome {
-        Outcome::NotReady => Problem::not_ready().json(api).into_response(),
-        Outcome::NoPolicy => Problem::new(
+    let (policy, user) = match access::check(gateway, &snapshot, &subject, now) {
+        Outcome::Allow { policy, user, .. } => (policy, user),
+        refused => {
+            let asked = Asked::new(gateway, &host, req.uri(), req.headers(), api);
+            return refuse(gateway, refused, &asked, &Surface::PROXY);
+        }
+    };
+    let Some(upstream) = snapshot.upstream(&policy.id) else {
+        return Problem::new(
             StatusCode::NOT_FOUND,
-            "no_policy",
-            "No application is configured here.",
+            "no_upstream",
+            "This application is served by the ingress, not the gateway.",
         )
         .json(api)
-        .into_response(),
-        Outcome::Deny { reason } => Problem::forbidden(reason).json(api).into_response(),
-        Outcome::Login {
-            reason, ended_sid, ..
-        } => login_needed(
-            gateway,
-            &host,
-            req.uri(),
-            req.headers(),
-            api,
-            reason,
-            ended_sid.as_deref(),
-        ),
-        Outcome::Allow {
-            policy, session, ..
-        } => {
-            let snapshot = gateway.snapshot();
-            let Some(upstream) = snapshot.upstream(&policy.id) else {
-                return Problem::new(
-                    StatusCode::NOT_FOUND,
-                    "no_upstream",
-                    "This application is served by the ingress, not the gateway.",
-                )
-                .json(api)
-                .into_response();
-            };
-            let identity = session
-                .as_ref()
-                .map(|s| identity_headers(gateway, &s.token, &s.claims, host.as_str(), now))
-                .unwrap_or_default();
-            let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
-            // Background refresh: the renewed token rides on whatever the upstream answered,
-            // navigation or API call alike.
-            if let Some(cookie) = session.and_then(|s| s.renewal) {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            response
-        }
+        .into_response();
+    };
+    let identity = user
+        .as_ref()
+        .map(|u| identity_headers(gateway, &u.token, &u.claims, host.as_str(), now))
+        .unwrap_or_default();
+    let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
+    // Background refresh: the renewed token rides on whatever the upstream answered,
+    // navigation or API call alike.
+    if let Some(cookie) = user.and_then(|u| u.renewal) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    response
 }
 
 /// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names and

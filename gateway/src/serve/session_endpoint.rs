@@ -10,7 +10,8 @@ use crate::{
     access::{self, Outcome, Subject},
     clock::now,
     gateway::Gateway,
-    http::{Problem, client_ip, no_store},
+    http::{Problem, client_ip, no_store, query_param},
+    serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
     Json,
@@ -18,7 +19,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{Method, StatusCode, header};
-use portcullis_core::{CanonicalPath, Host, session};
+use portcullis_core::{CanonicalPath, Host, Policy, session, token::AppClaims};
 use serde::Serialize;
 use std::net::SocketAddr;
 
@@ -39,117 +40,93 @@ pub struct SessionStatus {
     pub now: u64,
 }
 
+/// `GET /.portcullis/session` reports; `POST /.portcullis/session/extend` also extends.
 pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -> Response {
+    answer(gateway, peer, host, req).unwrap_or_else(|problem| problem.json(true).into_response())
+}
+
+fn answer(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    host: &Host,
+    req: &Request,
+) -> Result<Response, Problem> {
     let extend = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/.portcullis/session") => false,
         (&Method::POST, "/.portcullis/session/extend") => true,
         (_, "/.portcullis/session" | "/.portcullis/session/extend") => {
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Wrong method.",
-            )
-            .json(true)
-            .into_response();
+            ));
         }
         _ => {
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "No such gateway endpoint.",
-            )
-            .json(true)
-            .into_response();
+            ));
         }
     };
     // The app path whose policy (and cookie) to report on; an app under /express asks with
     // `?path=/express`.
-    let raw = crate::http::query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
-    let path = match CanonicalPath::parse(&raw) {
-        Ok(path) => path,
-        Err(error) => {
-            return Problem::bad_request("bad_path", error.to_string())
-                .json(true)
-                .into_response();
-        }
-    };
+    let raw = query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
+    let path = CanonicalPath::parse(&raw)
+        .map_err(|error| Problem::bad_request("bad_path", error.to_string()))?;
     let now = now();
-    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
-    let outcome = access::check(
-        gateway,
-        &Subject {
-            host,
-            path: &path,
-            headers: req.headers(),
-            client_ip,
-        },
-        now,
-    );
-    let (policy, session) = match outcome {
+    let snapshot = gateway.snapshot();
+    let subject = Subject {
+        host,
+        path: &path,
+        headers: req.headers(),
+        client_ip: client_ip(&gateway.settings, peer.ip(), req.headers()),
+    };
+    let (policy, user) = match access::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow {
             policy,
-            session: Some(session),
+            user: Some(user),
             ..
-        } => (policy, session),
-        Outcome::Allow { .. } | Outcome::Login { .. } => {
-            let (reason, ended_sid) = match &outcome {
-                Outcome::Login {
-                    reason, ended_sid, ..
-                } => (*reason, ended_sid.clone()),
-                _ => ("login_required", None),
+        } => (policy, user),
+        refused => {
+            let asked = Asked {
+                host,
+                target: format!("{}{}", gateway.settings.origin(host.as_str()), path),
+                headers: req.headers(),
+                api: true,
             };
-            let target = format!("{}{}", gateway.settings.origin(host.as_str()), path);
-            let mut problem =
-                Problem::new(StatusCode::UNAUTHORIZED, reason, "No session.").json(true);
-            problem.login_url = Some(crate::login::bind::begin_url(
-                gateway,
-                host.as_str(),
-                &target,
-                ended_sid.as_deref(),
-            ));
-            return problem.into_response();
-        }
-        Outcome::Deny { reason } => return Problem::forbidden(reason).json(true).into_response(),
-        Outcome::NotReady => {
-            return Problem::not_ready().json(true).into_response();
-        }
-        Outcome::NoPolicy => {
-            return Problem::new(
-                StatusCode::NOT_FOUND,
-                "no_policy",
-                "No application is configured here.",
-            )
-            .json(true)
-            .into_response();
+            return Ok(refuse(gateway, refused, &asked, &Surface::SESSION_ENDPOINT));
         }
     };
     let (claims, cookie) = if extend {
-        let renewed = session::renewed(&session.claims, &policy.session, policy.epoch, now);
-        (
-            renewed,
-            access::renew(gateway, &policy, &session.claims, now),
-        )
+        let renewed = session::renewed(&user.claims, &policy.session, policy.epoch, now);
+        (renewed, access::renew(gateway, &policy, &user.claims, now))
     } else {
-        (session.claims.as_ref().clone(), None)
+        (user.claims.as_ref().clone(), None)
     };
-    let deadlines = session::deadlines(&claims, &policy.session);
-    let status = SessionStatus {
-        user: claims.sub.clone(),
-        email: claims.email.clone(),
-        groups: claims.groups.clone(),
-        identity_provider: claims.idp.clone(),
-        policy: policy.id.to_string(),
-        session: claims.sid.clone(),
-        authenticated_at: claims.auth_time,
-        token_expires_at: deadlines.token,
-        idle_deadline: deadlines.idle,
-        absolute_deadline: deadlines.absolute,
-        now,
-    };
-    let mut response = Json(status).into_response();
+    let mut response = Json(SessionStatus::of(&claims, &policy, now)).into_response();
     no_store(response.headers_mut());
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    response
+    Ok(response)
+}
+
+impl SessionStatus {
+    fn of(claims: &AppClaims, policy: &Policy, now: u64) -> Self {
+        let deadlines = session::deadlines(claims, &policy.session);
+        Self {
+            user: claims.sub.clone(),
+            email: claims.email.clone(),
+            groups: claims.groups.clone(),
+            identity_provider: claims.idp.clone(),
+            policy: policy.id.to_string(),
+            session: claims.sid.clone(),
+            authenticated_at: claims.auth_time,
+            token_expires_at: deadlines.token,
+            idle_deadline: deadlines.idle,
+            absolute_deadline: deadlines.absolute,
+            now,
+        }
+    }
 }

@@ -1,0 +1,166 @@
+//! Authentication: who is behind a request, from the policy's app-token cookie. A signature is
+//! verified once per token (the verifier caches it); everything that can end a session is
+//! checked on every request: the policy's epoch and object, the session index, the identity
+//! provider's confirmation, idle and absolute lifetimes.
+
+use super::{LoginReason, SignedIn};
+use crate::{cookies, gateway::Gateway, metrics::Rejection, state::session_index::Verdict};
+use http::{HeaderMap, HeaderValue};
+use portcullis_core::{
+    Policy,
+    session::{self, Standing},
+    token::{AppClaims, TokenError, TokenKind},
+};
+use std::sync::Arc;
+
+/// Why no signed-in user stands behind a request.
+pub(super) enum Unauthenticated {
+    NoCookie,
+    Token(TokenError),
+    /// Minted before the policy's revocation epoch was raised, or for an earlier object of
+    /// the policy's name.
+    StaleEpoch,
+    /// Idle or past its absolute lifetime.
+    Ended(Standing, String),
+    /// Revoked (or logged out, or deleted).
+    SessionEnded,
+    /// Not (yet) in the session index: absence is not validity.
+    SessionUnknown,
+    /// The identity provider has not confirmed the session for longer than the policy allows.
+    RefreshFailing(String),
+}
+
+impl Unauthenticated {
+    /// Why the user must log in, and the session the auth host must not hand back.
+    pub(super) fn login_reason(self) -> (LoginReason, Option<String>) {
+        match self {
+            Self::NoCookie | Self::Token(_) | Self::SessionUnknown => {
+                (LoginReason::LoginRequired, None)
+            }
+            Self::StaleEpoch | Self::SessionEnded => (LoginReason::SessionRevoked, None),
+            Self::RefreshFailing(sid) => (LoginReason::SessionUnconfirmed, Some(sid)),
+            Self::Ended(Standing::Idle, sid) => (LoginReason::SessionIdle, Some(sid)),
+            Self::Ended(_, sid) => (LoginReason::SessionExpired, Some(sid)),
+        }
+    }
+
+    /// How the token rejection metric counts it; `None` when there was no token at all or it
+    /// simply timed out.
+    pub(super) fn rejection(&self) -> Option<Rejection<'_>> {
+        match self {
+            Self::NoCookie | Self::Ended(..) => None,
+            Self::Token(error) => Some(Rejection::Token(error)),
+            Self::StaleEpoch => Some(Rejection::StaleEpoch),
+            Self::SessionEnded => Some(Rejection::SessionRevoked),
+            Self::SessionUnknown => Some(Rejection::SessionUnknown),
+            Self::RefreshFailing(_) => Some(Rejection::RefreshFailing),
+        }
+    }
+}
+
+/// The signed-in user behind a request to `policy`, from its app-token cookie.
+pub(super) fn authenticate(
+    gateway: &Gateway,
+    policy: &Policy,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<SignedIn, Unauthenticated> {
+    let cookies = cookies::parse(headers);
+    let name = cookies::app_cookie(&policy.id);
+    let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
+    let audience = policy.id.to_string();
+    let claims = gateway
+        .app_tokens
+        .verify_allowing_expiry(token, Some(&audience), now)
+        .map_err(Unauthenticated::Token)?;
+    if claims.epoch < policy.epoch {
+        return Err(Unauthenticated::StaleEpoch);
+    }
+    // Minted for another object of the same name (deleted and created again, its epoch back
+    // at 0): whatever was revoked on the old one stays revoked.
+    if policy.uid.is_some() && claims.puid != policy.uid {
+        return Err(Unauthenticated::StaleEpoch);
+    }
+    let (claims, identity_changed) = match &gateway.session_index {
+        Some(_) => confirm_session(gateway, policy, claims, now)?,
+        None => (claims, false),
+    };
+    match session::standing(&claims, &policy.session, now) {
+        Standing::Fresh if identity_changed => Ok(SignedIn {
+            token: Arc::from(token),
+            claims,
+            standing: Standing::Renew,
+            renewal: None,
+        }),
+        standing @ (Standing::Fresh | Standing::Renew) => Ok(SignedIn {
+            token: Arc::from(token),
+            claims,
+            standing,
+            renewal: None,
+        }),
+        ended => Err(Unauthenticated::Ended(ended, claims.sid.clone())),
+    }
+}
+
+/// Cluster mode: the session must be known and live, on every request. Returns the claims to
+/// judge the request by (with the identity the provider states now) and whether they differ
+/// from the token's.
+fn confirm_session(
+    gateway: &Gateway,
+    policy: &Policy,
+    claims: Arc<AppClaims>,
+    now: u64,
+) -> Result<(Arc<AppClaims>, bool), Unauthenticated> {
+    let Some(index) = &gateway.session_index else {
+        return Ok((claims, false));
+    };
+    let index = index.borrow();
+    match index.verdict(&claims.sid, &claims.sub, now) {
+        Verdict::Live => {}
+        Verdict::Ended => return Err(Unauthenticated::SessionEnded),
+        Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),
+    }
+    // Noted before the refresh-failure check: a session refused while its provider is
+    // down must still be retried, or it could never be confirmed again.
+    if let Some(refresher) = &gateway.refresher {
+        refresher.touch(&claims.sid, &claims.idp, now);
+    }
+    // The identity provider cannot confirm the session right now: the policy decides.
+    if let Some(since) = index.refresh_failing_since(&claims.sid)
+        && !policy.session.refresh_failure.admits(since, now)
+    {
+        return Err(Unauthenticated::RefreshFailing(claims.sid.clone()));
+    }
+    // The provider now states another email or other groups than the token carries (a
+    // refresh re-read them): judge this request by the current ones, and renew the token
+    // with them on this response.
+    match index.identity(&claims.sid) {
+        Some(current) if current.email != claims.email || current.groups != claims.groups => {
+            let mut updated = (*claims).clone();
+            updated.email = current.email.clone();
+            updated.groups = current.groups.clone();
+            Ok((Arc::new(updated), true))
+        }
+        _ => Ok((claims, false)),
+    }
+}
+
+/// Mints the renewed app token of a live session, as a `Set-Cookie` value.
+pub fn renew(
+    gateway: &Gateway,
+    policy: &Policy,
+    claims: &AppClaims,
+    now: u64,
+) -> Option<HeaderValue> {
+    let renewed = session::renewed(claims, &policy.session, policy.epoch, now);
+    let token = gateway.keys.sign(TokenKind::App, &renewed).ok()?;
+    let remaining = session::deadlines(&renewed, &policy.session)
+        .absolute
+        .saturating_sub(now);
+    gateway.metrics.token_renewed();
+    cookies::set(
+        &cookies::app_cookie(&policy.id),
+        &token,
+        std::time::Duration::from_secs(remaining),
+    )
+}

@@ -1,0 +1,111 @@
+//! What the access check decides, with typed reasons: each reason is the stable `code` of the
+//! refusal a client sees and, through [`Outcome::result`], the label of the check metric.
+
+use crate::metrics::CheckResult;
+use http::HeaderValue;
+use portcullis_core::{Decision, Policy, session::Standing, token::AppClaims};
+use std::sync::Arc;
+
+/// What the check decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Let it through. `user` is set when a signed-in user is behind it.
+    Allow {
+        policy: Arc<Policy>,
+        user: Option<SignedIn>,
+        decision: Decision,
+    },
+    /// The user must log in (again) first.
+    Login {
+        policy: Arc<Policy>,
+        reason: LoginReason,
+        /// The session that ended idle, at its absolute limit or unconfirmed: the auth host
+        /// must not hand that same session back (it asks the identity provider instead), but
+        /// may hand over a newer one.
+        ended_sid: Option<String>,
+    },
+    /// Refuse with 403.
+    Deny { reason: DenyReason },
+    /// No policy claims this host and path.
+    NoPolicy,
+    /// The gateway has not received its access state yet (or its session index is not
+    /// synced): nobody is admitted, whatever the path (503).
+    NotReady,
+}
+
+impl Outcome {
+    /// The outcome as the check metric counts it.
+    pub fn result(&self) -> CheckResult {
+        match self {
+            Self::Allow { .. } => CheckResult::Allow,
+            Self::Login { .. } => CheckResult::Login,
+            Self::Deny { .. } => CheckResult::Deny,
+            Self::NoPolicy => CheckResult::NoPolicy,
+            Self::NotReady => CheckResult::NotReady,
+        }
+    }
+}
+
+/// The signed-in user behind an allowed request: their verified app token.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub token: Arc<str>,
+    pub claims: Arc<AppClaims>,
+    /// Where the app token stands (fresh, or to be renewed on this response).
+    pub standing: Standing,
+    /// A `Set-Cookie` with a renewed app token, to add to the response.
+    pub renewal: Option<HeaderValue>,
+}
+
+/// Why a request must log in (again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginReason {
+    /// No usable app token (none, or one that failed verification or is unknown here).
+    LoginRequired,
+    /// The session was revoked, or the policy's revocation epoch was raised after its login.
+    SessionRevoked,
+    /// The identity provider has not confirmed the session for longer than the policy allows.
+    SessionUnconfirmed,
+    /// The session was idle for longer than the policy's idle timeout.
+    SessionIdle,
+    /// The session reached the policy's absolute lifetime.
+    SessionExpired,
+}
+
+impl LoginReason {
+    /// The stable machine-readable code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::LoginRequired => "login_required",
+            Self::SessionRevoked => "session_revoked",
+            Self::SessionUnconfirmed => "session_unconfirmed",
+            Self::SessionIdle => "session_idle",
+            Self::SessionExpired => "session_expired",
+        }
+    }
+}
+
+/// Why a request is refused outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The policy claiming this host and path is invalid: it denies rather than allow-all.
+    InvalidPolicy,
+    /// Two policies claim this host and path: both deny until one yields.
+    ConflictingPolicies,
+    /// A `Deny` rule matched.
+    DeniedByRule,
+    /// No rule allows the request.
+    NoRuleAllows,
+}
+
+impl DenyReason {
+    /// The stable machine-readable code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidPolicy => "invalid_policy",
+            Self::ConflictingPolicies => "conflicting_policies",
+            Self::DeniedByRule => "denied_by_rule",
+            Self::NoRuleAllows => "no_rule_allows",
+        }
+    }
+}
