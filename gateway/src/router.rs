@@ -51,7 +51,7 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
     };
     if path.as_str() == "/.portcullis" || path.as_str().starts_with("/.portcullis/") {
         return match path.as_str() {
-            "/.portcullis/handoff" => handoff::handoff(&gateway, &host, &req),
+            "/.portcullis/handoff" => handoff::handoff(&gateway, &host, &req).into_response(),
             "/.portcullis/begin" => handoff::begin(&gateway, &host, &req),
             "/.portcullis/logout" => logout::app_host(&gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {

@@ -42,6 +42,12 @@ impl Problem {
         )
     }
 
+    /// A failure of the gateway's own (signing, sealing) that the client can do nothing about:
+    /// 500 with a stable `code` and no details.
+    pub fn internal(code: &'static str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, "Internal error.")
+    }
+
     /// The gateway has not applied its access state yet: nobody is admitted (503).
     pub fn not_ready() -> Self {
         Self::new(

@@ -13,9 +13,9 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use portcullis_core::{
-    CanonicalPath, Host, Route,
+    CanonicalPath, Host, Policy, Route,
     token::{AppClaims, TokenKind},
 };
 use std::sync::Arc;
@@ -29,34 +29,34 @@ pub fn login_url(gateway: &Gateway, target: &str) -> String {
 
 /// Redeems a hand-off ticket from the auth host: sets this app's token cookie and sends the
 /// browser on to where it was going.
-pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
+pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response, Problem> {
     let now = now();
-    let Some(ticket) = query_param(req.uri(), "ticket") else {
-        return Problem::bad_request("missing_ticket", "Missing ticket.").into_response();
-    };
-    let claims: Arc<HandoffClaims> = match gateway.handoffs.verify(&ticket, None, now) {
-        Ok(claims) => claims,
-        Err(error) => {
-            gateway
-                .metrics
-                .token_rejected(crate::metrics::Rejection::Token(&error));
-            return Problem::bad_request(
-                "invalid_ticket",
-                "This sign-in link is invalid or has expired.",
-            )
-            .into_response();
-        }
-    };
+    let ticket = query_param(req.uri(), "ticket")
+        .ok_or_else(|| Problem::bad_request("missing_ticket", "Missing ticket."))?;
+    let claims: Arc<HandoffClaims> =
+        gateway
+            .handoffs
+            .verify(&ticket, None, now)
+            .map_err(|error| {
+                gateway
+                    .metrics
+                    .token_rejected(crate::metrics::Rejection::Token(&error));
+                Problem::bad_request(
+                    "invalid_ticket",
+                    "This sign-in link is invalid or has expired.",
+                )
+            })?;
     if !crate::login::bind::holds(req.headers(), &claims.bind) {
-        return Problem::bad_request(
+        return Err(Problem::bad_request(
             "wrong_browser",
             "This sign-in link was started in another browser. Please open the application again.",
-        )
-        .into_response();
+        ));
     }
     if claims.host != host.as_str() {
-        return Problem::bad_request("wrong_host", "This sign-in link is for another site.")
-            .into_response();
+        return Err(Problem::bad_request(
+            "wrong_host",
+            "This sign-in link is for another site.",
+        ));
     }
     let snapshot = gateway.snapshot();
     let rd_path = claims.rd.split('?').next().unwrap_or("/");
@@ -65,50 +65,58 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         .and_then(|p| snapshot.routes.route(host, &p).cloned())
     {
         Some(Route::Policy(policy)) if policy.id.to_string() == claims.aud => policy,
-        _ => return Problem::forbidden("policy_changed").into_response(),
+        _ => return Err(Problem::forbidden("policy_changed")),
     };
     if !gateway.redeem(&claims.jti, claims.exp, now) {
-        return Problem::bad_request("ticket_used", "This sign-in link was already used.")
-            .into_response();
+        return Err(Problem::bad_request(
+            "ticket_used",
+            "This sign-in link was already used.",
+        ));
     }
+    let cookie = app_token_cookie(gateway, &policy, &claims, now)?;
+    Ok(redirect(&claims.rd, vec![cookie]))
+}
+
+/// The app token cookie for `policy` minted from a redeemed hand-off ticket.
+fn app_token_cookie(
+    gateway: &Gateway,
+    policy: &Policy,
+    ticket: &HandoffClaims,
+    now: u64,
+) -> Result<HeaderValue, Problem> {
     let lifetime = policy.session.token_lifetime.as_secs();
     let app = AppClaims {
         iss: gateway.issuer.clone(),
         aud: policy.id.to_string(),
-        sub: claims.sub.clone(),
-        email: claims.email.clone(),
-        groups: claims.groups.clone(),
-        ext: claims.ext.clone(),
-        sid: claims.sid.clone(),
-        idp: claims.idp.clone(),
+        sub: ticket.sub.clone(),
+        email: ticket.email.clone(),
+        groups: ticket.groups.clone(),
+        ext: ticket.ext.clone(),
+        sid: ticket.sid.clone(),
+        idp: ticket.idp.clone(),
         epoch: policy.epoch,
         iat: now,
         exp: now + lifetime,
-        auth_time: claims.auth_time,
-        sexp: Some(claims.sexp),
+        auth_time: ticket.auth_time,
+        sexp: Some(ticket.sexp),
         puid: policy.uid.clone(),
     };
-    let Ok(token) = gateway.keys.sign(TokenKind::App, &app) else {
-        return Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "signing_failed",
-            "Internal error.",
-        )
-        .into_response();
-    };
-    let Some(cookie) = cookies::set(
+    let token = gateway
+        .keys
+        .sign(TokenKind::App, &app)
+        .map_err(|_| Problem::internal("signing_failed"))?;
+    cookies::set(
         &cookies::app_cookie(&policy.id),
         &token,
         policy.session.absolute_lifetime,
-    ) else {
-        return Problem::new(
+    )
+    .ok_or_else(|| {
+        Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cookie_too_large",
             "Your identity does not fit in a cookie.",
         )
-        .into_response();
-    };
-    redirect(&claims.rd, vec![cookie])
+    })
 }
 
 /// `/.portcullis/begin?rd=…`: a login that did not start from a redirect of ours (an API

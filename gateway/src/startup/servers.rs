@@ -1,0 +1,47 @@
+//! The gateway's two listeners — the public one (TLS: the auth host and every app host) and the
+//! ops one (health, readiness, metrics) — served until shutdown.
+
+use crate::{config, gateway::Gateway, http, ops, router, server, shutdown};
+use anyhow::Context as _;
+use std::time::Duration;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// How long open connections may finish their requests after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// Binds both listeners and serves `gateway` on them until `signal` fires.
+pub(super) async fn spawn(
+    listen: &config::ListenArgs,
+    gateway: Gateway,
+    signal: shutdown::Signal,
+) -> anyhow::Result<[JoinHandle<()>; 2]> {
+    let tls = server::tls_config(&listen.tls_cert_file, &listen.tls_key_file)?;
+    let main_listener = TcpListener::bind(listen.listen)
+        .await
+        .with_context(|| format!("binding {}", listen.listen))?;
+    let ops_listener = TcpListener::bind(listen.ops_listen)
+        .await
+        .with_context(|| format!("binding {}", listen.ops_listen))?;
+    let router =
+        router::app(gateway.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            ::http::StatusCode::GATEWAY_TIMEOUT,
+            listen.request_timeout,
+        ));
+    let main = tokio::spawn(server::serve(
+        main_listener,
+        Some(tls),
+        router,
+        signal.clone(),
+        DRAIN,
+        http::ClientAddr,
+    ));
+    let ops = tokio::spawn(server::serve(
+        ops_listener,
+        None,
+        ops::router(gateway),
+        signal,
+        DRAIN,
+        http::ClientAddr,
+    ));
+    Ok([main, ops])
+}
