@@ -5,7 +5,8 @@ use crate::{
     idp::Providers,
     metrics::Metrics,
     proxy::Proxy,
-    state::Snapshot,
+    sessions::{SessionRecorder, refresh::Refresher},
+    state::{Snapshot, session_index::SessionIndex},
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
 };
 use ipnet::IpNet;
@@ -75,35 +76,35 @@ impl Settings {
 /// Cluster mode's session services.
 pub struct SessionServices {
     /// Records logins as AccessSessions.
-    pub recorder: crate::sessions::SessionRecorder,
+    pub recorder: SessionRecorder,
     /// The sessions accepted on every request.
-    pub index: watch::Receiver<Arc<crate::state::session_index::SessionIndex>>,
+    pub index: watch::Receiver<Arc<SessionIndex>>,
     /// Background refresh, when a session key is configured.
-    pub refresher: Option<Arc<crate::sessions::refresh::Refresher>>,
+    pub refresher: Option<Arc<Refresher>>,
 }
 
 /// Shared gateway state.
 #[derive(Clone)]
 pub struct Gateway(Arc<Inner>);
 
-pub struct Inner {
-    pub settings: Settings,
-    pub issuer: String,
-    pub state: watch::Receiver<Arc<Snapshot>>,
-    pub keys: Arc<KeySet>,
-    pub app_tokens: Verifier<AppClaims>,
-    pub sso_tokens: Verifier<SsoClaims>,
-    pub handoffs: Verifier<HandoffClaims>,
-    pub logins: Verifier<LoginClaims>,
-    pub providers: Providers,
-    pub proxy: Proxy,
-    pub metrics: Metrics,
+struct Inner {
+    settings: Settings,
+    issuer: String,
+    state: watch::Receiver<Arc<Snapshot>>,
+    keys: Arc<KeySet>,
+    app_tokens: Verifier<AppClaims>,
+    sso_tokens: Verifier<SsoClaims>,
+    handoffs: Verifier<HandoffClaims>,
+    logins: Verifier<LoginClaims>,
+    providers: Providers,
+    proxy: Proxy,
+    metrics: Metrics,
     /// Where logins are recorded as AccessSessions (cluster mode).
-    pub sessions: Option<crate::sessions::SessionRecorder>,
+    sessions: Option<SessionRecorder>,
     /// The sessions accepted on every request (cluster mode).
-    pub session_index: Option<watch::Receiver<Arc<crate::state::session_index::SessionIndex>>>,
+    session_index: Option<watch::Receiver<Arc<SessionIndex>>>,
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
-    pub refresher: Option<Arc<crate::sessions::refresh::Refresher>>,
+    refresher: Option<Arc<Refresher>>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -111,11 +112,38 @@ pub struct Inner {
     assertions: Mutex<AssertionCache>,
 }
 
-impl std::ops::Deref for Gateway {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
+/// Read access to the parts, for the layers above; nothing outside the crate reaches in.
+macro_rules! parts {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Gateway {
+            $(
+                $(#[$doc])*
+                pub(crate) fn $name(&self) -> &$ty {
+                    &self.0.$name
+                }
+            )*
+        }
+    };
+}
+
+parts! {
+    settings: Settings;
+    /// The issuer of every token: the auth host's origin.
+    issuer: String;
+    keys: Arc<KeySet>;
+    app_tokens: Verifier<AppClaims>;
+    sso_tokens: Verifier<SsoClaims>;
+    handoffs: Verifier<HandoffClaims>;
+    logins: Verifier<LoginClaims>;
+    providers: Providers;
+    proxy: Proxy;
+    metrics: Metrics;
+    /// Where logins are recorded as AccessSessions (cluster mode).
+    sessions: Option<SessionRecorder>;
+    /// The sessions accepted on every request (cluster mode).
+    session_index: Option<watch::Receiver<Arc<SessionIndex>>>;
+    /// Confirms active sessions with their identity provider (cluster mode with a session key).
+    refresher: Option<Arc<Refresher>>;
 }
 
 impl Gateway {
@@ -177,12 +205,12 @@ impl Gateway {
 
     /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.state.borrow().clone()
+        self.0.state.borrow().clone()
     }
 
     /// Marks a hand-off ticket redeemed; false if it already was (replay).
     pub fn redeem(&self, jti: &str, exp: u64, now: u64) -> bool {
-        let Ok(mut redeemed) = self.redeemed.lock() else {
+        let Ok(mut redeemed) = self.0.redeemed.lock() else {
             return false;
         };
         if redeemed.len() > 10_000 {
@@ -200,7 +228,7 @@ impl Gateway {
         now: u64,
     ) -> Option<Arc<str>> {
         let key = (token.clone(), host.to_owned());
-        if let Ok(cache) = self.assertions.lock()
+        if let Ok(cache) = self.0.assertions.lock()
             && let Some(cached) = cache.get(&key)
             && cached.exp > now + 10
             && cached.email == app.email
@@ -212,8 +240,8 @@ impl Gateway {
         // renewed on this very response.
         let exp = now + 60;
         let claims = AssertionClaims {
-            iss: self.issuer.clone(),
-            aud: self.settings.origin(host),
+            iss: self.0.issuer.clone(),
+            aud: self.0.settings.origin(host),
             sub: app.sub.clone(),
             email: app.email.clone(),
             groups: app.groups.clone(),
@@ -222,8 +250,8 @@ impl Gateway {
             iat: now,
             exp,
         };
-        let assertion: Arc<str> = self.keys.sign(TokenKind::Assertion, &claims).ok()?.into();
-        if let Ok(mut cache) = self.assertions.lock() {
+        let assertion: Arc<str> = self.0.keys.sign(TokenKind::Assertion, &claims).ok()?.into();
+        if let Ok(mut cache) = self.0.assertions.lock() {
             if cache.len() > 50_000 {
                 cache.retain(|_, cached| cached.exp > now);
             }

@@ -18,7 +18,7 @@ pub fn router(gateway: Gateway) -> Router {
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
     // Not synced yet, or (cluster mode) the operator stream's last frame is too old.
-    if let Some(index) = &gateway.session_index
+    if let Some(index) = gateway.session_index()
         && let Some(reason) = index.borrow().not_ready()
     {
         return (StatusCode::SERVICE_UNAVAILABLE, reason);
@@ -38,12 +38,12 @@ async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
-    gateway.metrics.state_applied(snapshot.version);
-    if let Some(index) = &gateway.session_index
+    gateway.metrics().state_applied(snapshot.version);
+    if let Some(index) = gateway.session_index()
         && let Some(feed) = index.borrow().feed.clone()
     {
         gateway
-            .metrics
+            .metrics()
             .operator_stream(feed.stream_version(), feed.age());
     }
     (
@@ -51,6 +51,6 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        gateway.metrics.encode(),
+        gateway.metrics().encode(),
     )
 }

@@ -42,7 +42,7 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
         Ok(host) => host,
         Err(problem) => return problem.into_response(),
     };
-    if host == gateway.settings.auth_host {
+    if host == gateway.settings().auth_host {
         return auth_host::handle(&gateway, req).await;
     }
     let path = match CanonicalPath::parse(req.uri().path()) {

@@ -70,7 +70,7 @@ pub(super) fn authenticate(
     let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
     let audience = policy.id.to_string();
     let claims = gateway
-        .app_tokens
+        .app_tokens()
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
     if claims.epoch < policy.epoch {
@@ -81,7 +81,7 @@ pub(super) fn authenticate(
     if policy.uid.is_some() && claims.puid != policy.uid {
         return Err(Unauthenticated::StaleEpoch);
     }
-    let (claims, identity_changed) = match &gateway.session_index {
+    let (claims, identity_changed) = match gateway.session_index() {
         Some(_) => confirm_session(gateway, policy, claims, now)?,
         None => (claims, false),
     };
@@ -111,7 +111,7 @@ fn confirm_session(
     claims: Arc<AppClaims>,
     now: u64,
 ) -> Result<(Arc<AppClaims>, bool), Unauthenticated> {
-    let Some(index) = &gateway.session_index else {
+    let Some(index) = gateway.session_index() else {
         return Ok((claims, false));
     };
     let index = index.borrow();
@@ -122,7 +122,7 @@ fn confirm_session(
     }
     // Noted before the refresh-failure check: a session refused while its provider is
     // down must still be retried, or it could never be confirmed again.
-    if let Some(refresher) = &gateway.refresher {
+    if let Some(refresher) = gateway.refresher() {
         refresher.touch(&claims.sid, &claims.idp, now);
     }
     // The identity provider cannot confirm the session right now: the policy decides.
@@ -153,11 +153,11 @@ pub fn renew(
     now: u64,
 ) -> Option<HeaderValue> {
     let renewed = session::renewed(claims, &policy.session, policy.epoch, now);
-    let token = gateway.keys.sign(TokenKind::App, &renewed).ok()?;
+    let token = gateway.keys().sign(TokenKind::App, &renewed).ok()?;
     let remaining = session::deadlines(&renewed, &policy.session)
         .absolute
         .saturating_sub(now);
-    gateway.metrics.token_renewed();
+    gateway.metrics().token_renewed();
     cookies::set(
         &cookies::app_cookie(&policy.id),
         &token,

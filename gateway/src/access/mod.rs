@@ -40,7 +40,7 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
     let started = Instant::now();
     let outcome = decide(gateway, snapshot, subject, now);
     gateway
-        .metrics
+        .metrics()
         .observe_check(outcome.result(), started.elapsed());
     outcome
 }
@@ -49,7 +49,7 @@ fn decide(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now: u6
     // Fail closed before the first state: an empty route table must not read as "no policy
     // here", nor a session index that has not listed yet as "no such session".
     if gateway
-        .session_index
+        .session_index()
         .as_ref()
         .is_some_and(|index| !index.borrow().synced)
     {
@@ -77,7 +77,7 @@ fn decide(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now: u6
         Ok(user) => (Some(user), LoginReason::LoginRequired, None),
         Err(unauthenticated) => {
             if let Some(rejection) = unauthenticated.rejection() {
-                gateway.metrics.token_rejected(rejection);
+                gateway.metrics().token_rejected(rejection);
             }
             let (reason, ended_sid) = unauthenticated.login_reason();
             (None, reason, ended_sid)

@@ -52,7 +52,7 @@ pub fn begin_url(
 ) -> String {
     let mut url = format!(
         "{}/.portcullis/begin?rd=",
-        gateway.settings.origin(target_host)
+        gateway.settings().origin(target_host)
     );
     url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
     push_reauth(&mut url, reauth);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// The auth host's login URL that returns to `target`.
 pub fn login_url(gateway: &Gateway, target: &str) -> String {
-    let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer);
+    let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer());
     url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
     url
 }
@@ -35,11 +35,11 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response
         .ok_or_else(|| Problem::bad_request("missing_ticket", "Missing ticket."))?;
     let claims: Arc<HandoffClaims> =
         gateway
-            .handoffs
+            .handoffs()
             .verify(&ticket, None, now)
             .map_err(|error| {
                 gateway
-                    .metrics
+                    .metrics()
                     .token_rejected(crate::metrics::Rejection::Token(&error));
                 Problem::bad_request(
                     "invalid_ticket",
@@ -86,7 +86,7 @@ fn app_token_cookie(
 ) -> Result<HeaderValue, Problem> {
     let lifetime = policy.session.token_lifetime.as_secs();
     let app = AppClaims {
-        iss: gateway.issuer.clone(),
+        iss: gateway.issuer().clone(),
         aud: policy.id.to_string(),
         sub: ticket.sub.clone(),
         email: ticket.email.clone(),
@@ -102,7 +102,7 @@ fn app_token_cookie(
         puid: policy.uid.clone(),
     };
     let token = gateway
-        .keys
+        .keys()
         .sign(TokenKind::App, &app)
         .map_err(|_| Problem::internal("signing_failed"))?;
     cookies::set(
@@ -126,7 +126,7 @@ pub fn begin(gateway: &Gateway, host: &Host, req: &Request) -> Response {
     let Some(rd) = query_param(req.uri(), "rd") else {
         return Problem::bad_request("missing_redirect", "Missing return address.").into_response();
     };
-    let origin = format!("{}/", gateway.settings.origin(host.as_str()));
+    let origin = format!("{}/", gateway.settings().origin(host.as_str()));
     let same_host = rd.starts_with(&origin)
         && CanonicalPath::parse(rd[origin.len() - 1..].split('?').next().unwrap_or("/")).is_ok()
         && !rd.contains('#');

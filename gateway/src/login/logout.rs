@@ -56,8 +56,8 @@ pub fn app_host(gateway: &Gateway, host: &Host, req: &Request) -> Response {
         no_store(response.headers_mut());
         return response;
     }
-    let back = format!("{}/", gateway.settings.origin(host.as_str()));
-    let mut location = format!("{}/.portcullis/logout?rd=", gateway.issuer);
+    let back = format!("{}/", gateway.settings().origin(host.as_str()));
+    let mut location = format!("{}/.portcullis/logout?rd=", gateway.issuer());
     location.extend(url::form_urlencoded::byte_serialize(back.as_bytes()));
     redirect(&location, cleared)
 }
@@ -86,17 +86,19 @@ pub async fn auth_host(
     }
     let mut at_provider = None;
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
-        && let Ok(session) = gateway.sso_tokens.verify(sso, Some(&gateway.issuer), now)
+        && let Ok(session) = gateway
+            .sso_tokens()
+            .verify(sso, Some(gateway.issuer()), now)
     {
         info!(sid = %session.sid, "logout");
-        if let Some(recorder) = &gateway.sessions
+        if let Some(recorder) = gateway.sessions()
             && let Err(error) = recorder.revoke(&session.sid, "logout").await
         {
             // Not "signed out" while the session still works elsewhere: the user tries again
             // (the SSO cookie is kept for that).
             warn!(%error, sid = %session.sid, "could not revoke the session at logout");
             gateway
-                .metrics
+                .metrics()
                 .session_write_failed(crate::metrics::SessionWrite::Revoke);
             return crate::http::Problem::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
@@ -106,7 +108,7 @@ pub async fn auth_host(
             .into_response();
         }
         at_provider = gateway
-            .providers
+            .providers()
             .get(&session.idp)
             .ok()
             .and_then(|p| end_session_url(gateway, p.config(), back.as_deref()));
@@ -145,7 +147,7 @@ fn end_session_url(
         let mut query = url.query_pairs_mut();
         query.append_pair("client_id", &idp.client_id).append_pair(
             "post_logout_redirect_uri",
-            &format!("{}/.portcullis/logged-out", gateway.issuer),
+            &format!("{}/.portcullis/logged-out", gateway.issuer()),
         );
         if let Some(back) = back {
             query.append_pair("state", back);
@@ -160,7 +162,7 @@ fn logout_confirmed(gateway: &Gateway, method: &http::Method, headers: &http::He
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match *method {
         http::Method::POST => {
-            header("origin") == Some(gateway.issuer.as_str())
+            header("origin") == Some(gateway.issuer().as_str())
                 || header("sec-fetch-site") == Some("same-origin")
         }
         http::Method::GET => !matches!(header("sec-fetch-site"), Some("cross-site")),
@@ -213,9 +215,9 @@ fn back_link_allowed(gateway: &Gateway, rd: &str) -> bool {
     url.scheme() == "https"
         && url.username().is_empty()
         && url.password().is_none()
-        && url.port().unwrap_or(443) == gateway.settings.public_port
+        && url.port().unwrap_or(443) == gateway.settings().public_port
         && url.path() == "/"
         && url.query().is_none()
-        && host != gateway.settings.auth_host
+        && host != gateway.settings().auth_host
         && gateway.snapshot().routes.knows_host(&host)
 }

@@ -51,7 +51,7 @@ pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Respon
 
 fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response, Problem> {
     let contract = Contract::of(req.uri().path())?;
-    if !gateway.settings.is_trusted_proxy(peer.ip()) {
+    if !gateway.settings().is_trusted_proxy(peer.ip()) {
         return Err(Problem::forbidden("untrusted_proxy"));
     }
     let original = original(contract, req)?;
@@ -61,7 +61,7 @@ fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response
         host: &original.host,
         path: &original.path,
         headers: req.headers(),
-        client_ip: client_ip(&gateway.settings, peer.ip(), req.headers()),
+        client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
     let user = match access::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow { user, .. } => user,

@@ -27,7 +27,7 @@ pub async fn protected(
     path: CanonicalPath,
     req: Request,
 ) -> Response {
-    let client_ip = client_ip(&gateway.settings, peer.ip(), req.headers());
+    let client_ip = client_ip(gateway.settings(), peer.ip(), req.headers());
     let now = now();
     let snapshot = gateway.snapshot();
     let subject = Subject {
@@ -117,7 +117,7 @@ async fn forward(
             return Problem::bad_request("bad_target", "Invalid request target.").into_response();
         }
     };
-    let authority = match gateway.settings.public_port {
+    let authority = match gateway.settings().public_port {
         443 => Authority::try_from(host.as_str()),
         port => Authority::try_from(format!("{host}:{port}").as_str()),
     };
@@ -126,7 +126,7 @@ async fn forward(
     };
     let ctx = ForwardContext {
         client_addr: peer,
-        trusted_forwarded_for: gateway.settings.is_trusted_proxy(peer.ip()),
+        trusted_forwarded_for: gateway.settings().is_trusted_proxy(peer.ip()),
         scheme: http::uri::Scheme::HTTPS,
         host: authority,
         identity_headers: identity,
@@ -137,13 +137,13 @@ async fn forward(
         ),
     };
     match gateway
-        .proxy
+        .proxy()
         .forward(http::Request::from_parts(parts, body), upstream, &ctx)
         .await
     {
         Ok(response) => response.map(Body::new),
         Err(error) => {
-            gateway.metrics.upstream_error(error.category());
+            gateway.metrics().upstream_error(error.category());
             Problem::new(error.status(), error.category(), error.public_message()).into_response()
         }
     }

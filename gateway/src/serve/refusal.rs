@@ -34,7 +34,7 @@ impl<'a> Asked<'a> {
     ) -> Self {
         let target = format!(
             "{}{}",
-            gateway.settings.origin(host.as_str()),
+            gateway.settings().origin(host.as_str()),
             uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
         );
         Self {

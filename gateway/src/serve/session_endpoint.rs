@@ -80,7 +80,7 @@ fn answer(
         host,
         path: &path,
         headers: req.headers(),
-        client_ip: client_ip(&gateway.settings, peer.ip(), req.headers()),
+        client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
     let (policy, user) = match access::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow {
@@ -91,7 +91,7 @@ fn answer(
         refused => {
             let asked = Asked {
                 host,
-                target: format!("{}{}", gateway.settings.origin(host.as_str()), path),
+                target: format!("{}{}", gateway.settings().origin(host.as_str()), path),
                 headers: req.headers(),
                 api: true,
             };

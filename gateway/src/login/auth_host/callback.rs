@@ -33,8 +33,8 @@ pub(super) async fn callback(gateway: &Gateway, req: &Parts) -> Response {
     let login = cookies::get(&jar, &name)
         .and_then(|token| {
             gateway
-                .logins
-                .verify(token, Some(&gateway.issuer), now)
+                .logins()
+                .verify(token, Some(gateway.issuer()), now)
                 .ok()
         })
         .filter(|login| bool::from(login.state.as_bytes().ct_eq(state.as_bytes())));
@@ -83,18 +83,18 @@ async fn finish_login(
     })?;
     let target = target(gateway, &login.rd)?;
     let provider = gateway
-        .providers
+        .providers()
         .get(&login.idp)
         .map_err(|error| idp_failure(gateway, &error))?;
     let verified = provider
         .complete(&code, &login.pkce, &login.nonce, login.not_before, now)
         .await
         .map_err(|error| idp_failure(gateway, &error))?;
-    gateway.metrics.login(&login.idp);
+    gateway.metrics().login(&login.idp);
     // A new session id at every login: a session fixed before login is never promoted.
     let session = SsoClaims {
-        iss: gateway.issuer.clone(),
-        aud: gateway.issuer.clone(),
+        iss: gateway.issuer().clone(),
+        aud: gateway.issuer().clone(),
         sub: verified.subject.clone(),
         email: verified.email.clone(),
         groups: verified.groups.clone(),
@@ -103,7 +103,7 @@ async fn finish_login(
         idp: login.idp.clone(),
         auth_time: verified.auth_time,
         iat: now,
-        exp: now + gateway.settings.sso_lifetime.as_secs(),
+        exp: now + gateway.settings().sso_lifetime.as_secs(),
     };
     // The login exists once it is recorded; until then the browser gets no session at all.
     record(gateway, &session, &verified).await?;
@@ -121,7 +121,7 @@ async fn record(
     session: &SsoClaims,
     verified: &VerifiedLogin,
 ) -> Result<(), Problem> {
-    let Some(recorder) = &gateway.sessions else {
+    let Some(recorder) = gateway.sessions() else {
         return Ok(());
     };
     let record = NewSession {
@@ -136,7 +136,7 @@ async fn record(
     };
     if let Err(error) = recorder.record(&record).await {
         warn!(%error, "could not record the session");
-        gateway.metrics.session_write_failed(SessionWrite::Record);
+        gateway.metrics().session_write_failed(SessionWrite::Record);
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "session_not_recorded",
@@ -144,7 +144,7 @@ async fn record(
         ));
     }
     // Another replica may take a moment longer: its first request then bounces once.
-    if let Some(index) = &gateway.session_index {
+    if let Some(index) = gateway.session_index() {
         let mut index = index.clone();
         let sid = session.sid.clone();
         let caught_up = index.wait_for(|i| i.entries.contains_key(&sid));
@@ -160,7 +160,7 @@ fn sealed_refresh_token(
     session: &SsoClaims,
     verified: &VerifiedLogin,
 ) -> Result<Option<String>, Problem> {
-    match (&gateway.refresher, &verified.refresh_token) {
+    match (gateway.refresher(), &verified.refresh_token) {
         (Some(refresher), Some(token)) => match refresher.key().seal(&session.sid, token) {
             Ok(sealed) => Ok(Some(sealed)),
             Err(error) => {
@@ -169,7 +169,7 @@ fn sealed_refresh_token(
             }
         },
         (Some(_), None) => {
-            if gateway.metrics.login_without_refresh_token(&session.idp) {
+            if gateway.metrics().login_without_refresh_token(&session.idp) {
                 warn!(
                     idp = %session.idp,
                     "the identity provider issued no refresh token: its sessions cannot be \
@@ -185,10 +185,10 @@ fn sealed_refresh_token(
 /// The SSO cookie of `session`.
 fn sso_cookie(gateway: &Gateway, session: &SsoClaims) -> Result<HeaderValue, Problem> {
     let token = gateway
-        .keys
+        .keys()
         .sign(TokenKind::Sso, session)
         .map_err(|_| Problem::internal("signing_failed"))?;
-    cookies::set(cookies::SSO, &token, gateway.settings.sso_lifetime).ok_or_else(|| {
+    cookies::set(cookies::SSO, &token, gateway.settings().sso_lifetime).ok_or_else(|| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cookie_too_large",

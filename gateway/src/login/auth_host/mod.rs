@@ -44,7 +44,7 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
     }
     match req.uri.path() {
         "/.well-known/jwks.json" => {
-            let mut response = Json(gateway.keys.jwks()).into_response();
+            let mut response = Json(gateway.keys().jwks()).into_response();
             response.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=300"),
@@ -103,11 +103,11 @@ fn target(gateway: &Gateway, rd: &str) -> Result<Target, Problem> {
         return Err(refuse());
     }
     let port = url.port().unwrap_or(443);
-    if port != gateway.settings.public_port {
+    if port != gateway.settings().public_port {
         return Err(refuse());
     }
     let host = Host::parse(url.host_str().ok_or_else(refuse)?).map_err(|_| refuse())?;
-    if host == gateway.settings.auth_host {
+    if host == gateway.settings().auth_host {
         return Err(refuse());
     }
     let path = CanonicalPath::parse(url.path()).map_err(|_| refuse())?;
@@ -136,7 +136,7 @@ fn handoff(
     now: u64,
 ) -> Result<Response, Problem> {
     let ticket = HandoffClaims {
-        iss: gateway.issuer.clone(),
+        iss: gateway.issuer().clone(),
         aud: target.policy.id.to_string(),
         host: target.host.to_string(),
         rd: target.path_and_query.clone(),
@@ -154,12 +154,12 @@ fn handoff(
         exp: now + HANDOFF_TIMEOUT_SECS,
     };
     let token = gateway
-        .keys
+        .keys()
         .sign(TokenKind::Handoff, &ticket)
         .map_err(|_| Problem::internal("signing_failed"))?;
     let mut location = format!(
         "{}/.portcullis/handoff?ticket=",
-        gateway.settings.origin(target.host.as_str())
+        gateway.settings().origin(target.host.as_str())
     );
     location.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
     Ok(redirect(&location, vec![]))
@@ -167,7 +167,7 @@ fn handoff(
 
 /// The answer to a failed interaction with the identity provider, counted and logged.
 fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
-    gateway.metrics.idp_error(error.category());
+    gateway.metrics().idp_error(error.category());
     warn!(error = %error, "login failed");
     let (status, message) = match error {
         OidcError::Discovery { .. } | OidcError::Exchange(_) => (

@@ -86,8 +86,8 @@ async fn single_sign_on(
     let Some(session) = cookies::get(jar, cookies::SSO)
         .and_then(|sso| {
             gateway
-                .sso_tokens
-                .verify(sso, Some(&gateway.issuer), now)
+                .sso_tokens()
+                .verify(sso, Some(gateway.issuer()), now)
                 .ok()
         })
         .filter(|session| target.policy.identity_providers.contains(&session.idp))
@@ -100,13 +100,13 @@ async fn single_sign_on(
         .get(&target.policy.id)
         .copied()
         .unwrap_or(0);
-    let live = match &gateway.sessions {
+    let live = match gateway.sessions() {
         Some(recorder) => recorder.liveness(&session.sid, &session.sub).await,
         None => Liveness::Live,
     };
     let not_before = if live != Liveness::Live {
         info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
-        gateway.metrics.token_rejected(Rejection::SsoSessionEnded);
+        gateway.metrics().token_rejected(Rejection::SsoSessionEnded);
         now
     } else if reauth == Some(session.sid.as_str())
         || session.auth_time + target.policy.session.absolute_lifetime.as_secs() <= now
@@ -115,7 +115,7 @@ async fn single_sign_on(
         // session over again would undo that (or loop), so the user authenticates again.
         info!(sid = %session.sid, policy = %target.policy.id, "the app session ended: forcing a new login");
         gateway
-            .metrics
+            .metrics()
             .token_rejected(Rejection::SsoAppSessionEnded);
         now
     } else if session.iat >= revoked_since {
@@ -123,7 +123,7 @@ async fn single_sign_on(
         return SingleSignOn::HandOver((*session).clone());
     } else {
         info!(sid = %session.sid, policy = %target.policy.id, "session predates the policy's revocation epoch: forcing a new login");
-        gateway.metrics.token_rejected(Rejection::SsoBeforeEpoch);
+        gateway.metrics().token_rejected(Rejection::SsoBeforeEpoch);
         revoked_since
     };
     SingleSignOn::Authenticate {
@@ -147,7 +147,7 @@ async fn to_provider(
     now: u64,
 ) -> Result<Response, Problem> {
     let provider = gateway
-        .providers
+        .providers()
         .get(&login.idp)
         .map_err(|error| idp_failure(gateway, &error))?;
     let request = provider
@@ -155,8 +155,8 @@ async fn to_provider(
         .await
         .map_err(|error| idp_failure(gateway, &error))?;
     let claims = LoginClaims {
-        iss: gateway.issuer.clone(),
-        aud: gateway.issuer.clone(),
+        iss: gateway.issuer().clone(),
+        aud: gateway.issuer().clone(),
         state: request.state.clone(),
         nonce: request.nonce,
         pkce: request.pkce_verifier,
@@ -168,7 +168,7 @@ async fn to_provider(
         exp: now + LOGIN_TIMEOUT_SECS,
     };
     let token = gateway
-        .keys
+        .keys()
         .sign(TokenKind::Login, &claims)
         .map_err(|_| Problem::internal("signing_failed"))?;
     let mut set_cookies = Vec::new();
@@ -212,7 +212,7 @@ fn chooser(
     let mut links = String::new();
     for name in providers {
         let label = gateway
-            .providers
+            .providers()
             .get(name)
             .ok()
             .and_then(|p| p.config().display_name.clone())
