@@ -117,6 +117,45 @@ struct OperationLabel {
     operation: &'static str,
 }
 
+// Each metric's help text, as Prometheus shows it.
+const CHECKS: &str = "Access checks by outcome";
+const CHECK_DURATION_SECONDS: &str = "Time to decide one request";
+const TOKEN_REJECTIONS: &str = "Tokens refused, by reason";
+const LOGINS: &str = "Completed logins by identity provider";
+const IDP_ERRORS: &str = "Failed interactions with identity providers";
+const UPSTREAM_ERRORS: &str = "Requests the upstream could not answer";
+const SESSION_WRITE_ERRORS: &str =
+    "Session records that could not be written (record at login, revoke at logout)";
+const TOKEN_RENEWALS: &str = "App tokens re-minted in the background for active sessions";
+const SESSION_CONFIRMATIONS: &str = "\
+    Refreshes at the identity provider by outcome: confirmed, rejected (the session was \
+    revoked), failed (transient; the policy's refreshFailure applies), unrecorded (the outcome \
+    could not be written; retried), deferred (sealed with a session key this replica lacks)";
+const LOGINS_WITHOUT_REFRESH_TOKEN: &str = "\
+    Logins for which the identity provider issued no refresh token: those sessions are never \
+    confirmed (ask for offline access, e.g. the offline_access scope)";
+const STATE_VERSION: &str = "Version of the access state being enforced";
+const OPERATOR_STREAM_VERSION: &str =
+    "Version of the operator's state stream last applied (cluster mode)";
+const STATE_AGE_SECONDS: &str = "\
+    Time since the last frame from the operator, heartbeats included (cluster mode; -1 before \
+    the first)";
+
+/// Registers each metric as it is built, so a field and its registration cannot drift apart.
+struct Registrar<'a>(&'a mut Registry);
+
+impl Registrar<'_> {
+    fn metric<M: prometheus_client::registry::Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 /// The gateway's metrics and their registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -145,98 +184,42 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis_gateway");
-        let checks = Family::<OutcomeLabel, Counter>::default();
-        registry.register("checks", "Access checks by outcome", checks.clone());
-        let check_seconds = Histogram::new([1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2]);
-        registry.register(
-            "check_duration_seconds",
-            "Time to decide one request",
-            check_seconds.clone(),
-        );
-        let token_rejections = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "token_rejections",
-            "Tokens refused, by reason",
-            token_rejections.clone(),
-        );
-        let logins = Family::<IdpLabel, Counter>::default();
-        registry.register(
-            "logins",
-            "Completed logins by identity provider",
-            logins.clone(),
-        );
-        let idp_errors = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "idp_errors",
-            "Failed interactions with identity providers",
-            idp_errors.clone(),
-        );
-        let upstream_errors = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "upstream_errors",
-            "Requests the upstream could not answer",
-            upstream_errors.clone(),
-        );
-        let session_write_errors = Family::<OperationLabel, Counter>::default();
-        registry.register(
-            "session_write_errors",
-            "Session records that could not be written (record at login, revoke at logout)",
-            session_write_errors.clone(),
-        );
-        let renewals = Counter::default();
-        registry.register(
-            "token_renewals",
-            "App tokens re-minted in the background for active sessions",
-            renewals.clone(),
-        );
-        let confirmations = Family::<ConfirmationLabel, Counter>::default();
-        registry.register(
-            "session_confirmations",
-            "Refreshes at the identity provider by outcome: confirmed, rejected (the session was \
-             revoked), failed (transient; the policy's refreshFailure applies), unrecorded (the \
-             outcome could not be written; retried), deferred (sealed with a session key this replica lacks)",
-            confirmations.clone(),
-        );
-        let logins_without_refresh_token = Family::<IdpLabel, Counter>::default();
-        registry.register(
-            "logins_without_refresh_token",
-            "Logins for which the identity provider issued no refresh token: those sessions \
-             are never confirmed (ask for offline access, e.g. the offline_access scope)",
-            logins_without_refresh_token.clone(),
-        );
-        let state_version = Gauge::default();
-        registry.register(
-            "state_version",
-            "Version of the access state being enforced",
-            state_version.clone(),
-        );
-        let stream_version = Gauge::default();
-        registry.register(
-            "operator_stream_version",
-            "Version of the operator's state stream last applied (cluster mode)",
-            stream_version.clone(),
-        );
-        let state_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "state_age_seconds",
-            "Time since the last frame from the operator, heartbeats included (cluster mode; -1 before the first)",
-            state_age.clone(),
-        );
+        let mut add = Registrar(&mut registry);
         Self {
-            stream_version,
-            state_age,
+            checks: add.metric("checks", CHECKS, Family::default()),
+            check_seconds: add.metric(
+                "check_duration_seconds",
+                CHECK_DURATION_SECONDS,
+                Histogram::new([1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2]),
+            ),
+            token_rejections: add.metric("token_rejections", TOKEN_REJECTIONS, Family::default()),
+            logins: add.metric("logins", LOGINS, Family::default()),
+            idp_errors: add.metric("idp_errors", IDP_ERRORS, Family::default()),
+            upstream_errors: add.metric("upstream_errors", UPSTREAM_ERRORS, Family::default()),
+            session_write_errors: add.metric(
+                "session_write_errors",
+                SESSION_WRITE_ERRORS,
+                Family::default(),
+            ),
+            renewals: add.metric("token_renewals", TOKEN_RENEWALS, Counter::default()),
+            confirmations: add.metric(
+                "session_confirmations",
+                SESSION_CONFIRMATIONS,
+                Family::default(),
+            ),
+            logins_without_refresh_token: add.metric(
+                "logins_without_refresh_token",
+                LOGINS_WITHOUT_REFRESH_TOKEN,
+                Family::default(),
+            ),
+            state_version: add.metric("state_version", STATE_VERSION, Gauge::default()),
+            stream_version: add.metric(
+                "operator_stream_version",
+                OPERATOR_STREAM_VERSION,
+                Gauge::default(),
+            ),
+            state_age: add.metric("state_age_seconds", STATE_AGE_SECONDS, Gauge::default()),
             registry: Arc::new(Mutex::new(registry)),
-            checks,
-            check_seconds,
-            token_rejections,
-            logins,
-            idp_errors,
-            upstream_errors,
-            session_write_errors,
-            state_version,
-            renewals,
-            confirmations,
-            logins_without_refresh_token,
         }
     }
 
