@@ -1,7 +1,7 @@
 //! Logging in and out: the central auth host (OIDC with PKCE, state and nonce; single sign-on;
 //! JWKS), the app host's hand-off, the browser binding that stops login CSRF, and logout.
 
-pub mod auth_host;
+pub(crate) mod auth_host;
 pub mod bind;
-pub mod handoff;
-pub mod logout;
+pub(crate) mod handoff;
+pub(crate) mod logout;

@@ -2,7 +2,7 @@
 //! ([`proxy_mode`]), as a forward-auth endpoint for ingress controllers ([`forward_auth`]), and
 //! the session endpoint apps call ([`session_endpoint`]).
 
-pub mod forward_auth;
-pub mod proxy_mode;
-pub mod refusal;
-pub mod session_endpoint;
+pub(crate) mod forward_auth;
+pub(crate) mod proxy_mode;
+pub(crate) mod refusal;
+pub(crate) mod session_endpoint;
