@@ -136,66 +136,31 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Pro
     })
 }
 
+/// The original request as a contract describes it, before any of it is believed.
+struct Described {
+    method: String,
+    host: String,
+    uri: String,
+}
+
+fn missing(what: &str) -> Problem {
+    Problem::bad_request("missing_forwarded_headers", format!("Missing {what}."))
+}
+
+fn bad(what: &str) -> Problem {
+    Problem::bad_request("bad_forwarded_headers", format!("Invalid {what}."))
+}
+
 fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
-    let headers = req.headers();
-    let missing =
-        |what: &str| Problem::bad_request("missing_forwarded_headers", format!("Missing {what}."));
-    let bad =
-        |what: &str| Problem::bad_request("bad_forwarded_headers", format!("Invalid {what}."));
-    let (method, host, uri) = match contract {
-        Contract::Nginx => {
-            // Split by hand: a URL parser would resolve `..` and judge another path than the
-            // one nginx forwards.
-            let url =
-                header(headers, "x-original-url")?.ok_or_else(|| missing("X-Original-URL"))?;
-            let rest = url
-                .strip_prefix("https://")
-                .ok_or_else(|| bad("X-Original-URL"))?;
-            let (authority, path_and_query) = match rest.find(['/', '?']) {
-                Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
-                Some(_) => return Err(bad("X-Original-URL")),
-                None => (rest, "/"),
-            };
-            if authority.contains('@') {
-                return Err(bad("X-Original-URL"));
-            }
-            let method = header(headers, "x-original-method")?.unwrap_or("GET");
-            (
-                method.to_owned(),
-                authority.to_owned(),
-                path_and_query.to_owned(),
-            )
-        }
-        Contract::Traefik => {
-            let proto = header(headers, "x-forwarded-proto")?
-                .ok_or_else(|| missing("X-Forwarded-Proto"))?;
-            if proto != "https" {
-                return Err(bad("X-Forwarded-Proto"));
-            }
-            let host =
-                header(headers, "x-forwarded-host")?.ok_or_else(|| missing("X-Forwarded-Host"))?;
-            let uri =
-                header(headers, "x-forwarded-uri")?.ok_or_else(|| missing("X-Forwarded-Uri"))?;
-            let method = header(headers, "x-forwarded-method")?.unwrap_or("GET");
-            (method.to_owned(), host.to_owned(), uri.to_owned())
-        }
-        Contract::Envoy => {
-            let host = crate::http::request_host(req)?;
-            let rest = req
-                .uri()
-                .path()
-                .strip_prefix("/.portcullis/auth/envoy")
-                .unwrap_or("/");
-            let rest = if rest.is_empty() { "/" } else { rest };
-            let uri = match req.uri().query() {
-                Some(q) => format!("{rest}?{q}"),
-                None => rest.to_owned(),
-            };
-            (req.method().as_str().to_owned(), host.to_string(), uri)
-        }
+    let described = match contract {
+        Contract::Nginx => nginx(req.headers())?,
+        Contract::Traefik => traefik(req.headers())?,
+        Contract::Envoy => envoy(req)?,
     };
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("method"))?;
-    let host = Host::parse(&host).map_err(|e| Problem::bad_request("bad_host", e.to_string()))?;
+    let method = Method::from_bytes(described.method.as_bytes()).map_err(|_| bad("method"))?;
+    let host = Host::parse(&described.host)
+        .map_err(|e| Problem::bad_request("bad_host", e.to_string()))?;
+    let uri = described.uri;
     // Judge exactly what the ingress will forward: split path and query by hand on the raw
     // string, and refuse what a URI parser would silently drop or reinterpret (a `#` and all
     // after it, spaces, non-ASCII) instead of judging a shorter path.
@@ -214,5 +179,66 @@ fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
         host,
         uri,
         path,
+    })
+}
+
+/// nginx `auth_request`: `X-Original-URL` (and `X-Original-Method`).
+fn nginx(headers: &HeaderMap) -> Result<Described, Problem> {
+    // Split by hand: a URL parser would resolve `..` and judge another path than the one nginx
+    // forwards.
+    let url = header(headers, "x-original-url")?.ok_or_else(|| missing("X-Original-URL"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("X-Original-URL"))?;
+    let (authority, path_and_query) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+        Some(_) => return Err(bad("X-Original-URL")),
+        None => (rest, "/"),
+    };
+    if authority.contains('@') {
+        return Err(bad("X-Original-URL"));
+    }
+    let method = header(headers, "x-original-method")?.unwrap_or("GET");
+    Ok(Described {
+        method: method.to_owned(),
+        host: authority.to_owned(),
+        uri: path_and_query.to_owned(),
+    })
+}
+
+/// Traefik / Caddy ForwardAuth: `X-Forwarded-Proto/-Host/-Uri/-Method`.
+fn traefik(headers: &HeaderMap) -> Result<Described, Problem> {
+    let proto =
+        header(headers, "x-forwarded-proto")?.ok_or_else(|| missing("X-Forwarded-Proto"))?;
+    if proto != "https" {
+        return Err(bad("X-Forwarded-Proto"));
+    }
+    let host = header(headers, "x-forwarded-host")?.ok_or_else(|| missing("X-Forwarded-Host"))?;
+    let uri = header(headers, "x-forwarded-uri")?.ok_or_else(|| missing("X-Forwarded-Uri"))?;
+    let method = header(headers, "x-forwarded-method")?.unwrap_or("GET");
+    Ok(Described {
+        method: method.to_owned(),
+        host: host.to_owned(),
+        uri: uri.to_owned(),
+    })
+}
+
+/// Envoy `ext_authz` (HTTP): the original path after the prefix, its `Host` and method.
+fn envoy(req: &Request) -> Result<Described, Problem> {
+    let host = crate::http::request_host(req)?;
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix("/.portcullis/auth/envoy")
+        .unwrap_or("/");
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let uri = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    Ok(Described {
+        method: req.method().as_str().to_owned(),
+        host: host.to_string(),
+        uri,
     })
 }

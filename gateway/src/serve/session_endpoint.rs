@@ -51,24 +51,7 @@ fn answer(
     host: &Host,
     req: &Request,
 ) -> Result<Response, Problem> {
-    let extend = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/.portcullis/session") => false,
-        (&Method::POST, "/.portcullis/session/extend") => true,
-        (_, "/.portcullis/session" | "/.portcullis/session/extend") => {
-            return Err(Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Wrong method.",
-            ));
-        }
-        _ => {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such gateway endpoint.",
-            ));
-        }
-    };
+    let extend = extends(req)?;
     // The app path whose policy (and cookie) to report on; an app under /express asks with
     // `?path=/express`.
     let raw = query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
@@ -110,6 +93,24 @@ fn answer(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// Whether the request extends the session (a POST to `extend`) or only reads it.
+fn extends(req: &Request) -> Result<bool, Problem> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/.portcullis/session") => Ok(false),
+        (&Method::POST, "/.portcullis/session/extend") => Ok(true),
+        (_, "/.portcullis/session" | "/.portcullis/session/extend") => Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Wrong method.",
+        )),
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such gateway endpoint.",
+        )),
+    }
 }
 
 impl SessionStatus {

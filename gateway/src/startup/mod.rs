@@ -53,39 +53,8 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     )
     .await?;
     let metrics = Metrics::new();
-    let (sessions, refresh_task) = match records {
-        Some((recorder, index)) => {
-            let refresher = match &args.auth.session_key_file {
-                Some(path) => Some(Refresher::new(
-                    recorder.clone(),
-                    Arc::new(keys::session_keys(
-                        path,
-                        &args.auth.previous_session_key_files,
-                    )?),
-                    providers.clone(),
-                    holder_identity(),
-                    metrics.clone(),
-                )),
-                None => {
-                    tracing::warn!(
-                        "no --session-key-file: refresh tokens are not kept and sessions are \
-                         not confirmed with the identity provider"
-                    );
-                    None
-                }
-            };
-            let task = refresher
-                .clone()
-                .map(|refresher| tokio::spawn(refresher.run(signal.clone())));
-            let services = SessionServices {
-                recorder,
-                index,
-                refresher,
-            };
-            (Some(services), task)
-        }
-        None => (None, None),
-    };
+    let (sessions, refresh_task) =
+        session_services(&args.auth, records, &providers, &metrics, &signal)?;
     let gateway =
         Gateway::with_sessions(settings, state, keys, providers, proxy, metrics, sessions);
     let servers = servers::spawn(&args.listen, gateway, signal).await?;
@@ -94,6 +63,45 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     trigger.fire();
     drain(servers, refresh_task).await;
     Ok(())
+}
+
+/// Session services when logins are recorded: the recorder, the index, and background refresh
+/// (spawned here) when a session key is configured.
+fn session_services(
+    auth: &config::AuthArgs,
+    records: source::Sessions,
+    providers: &Providers,
+    metrics: &Metrics,
+    signal: &shutdown::Signal,
+) -> anyhow::Result<(Option<SessionServices>, Option<JoinHandle<()>>)> {
+    let Some((recorder, index)) = records else {
+        return Ok((None, None));
+    };
+    let refresher = match &auth.session_key_file {
+        Some(path) => Some(Refresher::new(
+            recorder.clone(),
+            Arc::new(keys::session_keys(path, &auth.previous_session_key_files)?),
+            providers.clone(),
+            holder_identity(),
+            metrics.clone(),
+        )),
+        None => {
+            tracing::warn!(
+                "no --session-key-file: refresh tokens are not kept and sessions are \
+                 not confirmed with the identity provider"
+            );
+            None
+        }
+    };
+    let task = refresher
+        .clone()
+        .map(|refresher| tokio::spawn(refresher.run(signal.clone())));
+    let services = SessionServices {
+        recorder,
+        index,
+        refresher,
+    };
+    Ok((Some(services), task))
 }
 
 /// Waits for the servers to drain and for a refresh under way to write its outcome (perhaps a
