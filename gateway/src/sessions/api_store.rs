@@ -71,3 +71,32 @@ fn store_error(error: kube::Error) -> StoreError {
         other => StoreError::Unavailable(Box::new(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16) -> StoreError {
+        store_error(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: format!("status {code}"),
+            ..kube::core::Status::default()
+        })))
+    }
+
+    #[test]
+    fn the_api_servers_answers_map_to_store_errors() {
+        assert!(matches!(answer(409), StoreError::Conflict));
+        assert!(matches!(answer(404), StoreError::NotFound));
+        for code in [429, 500, 502, 503, 504] {
+            assert!(answer(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 422, 501] {
+            let error = answer(code);
+            assert!(
+                matches!(&error, StoreError::Refused(m) if m.contains(&format!("status {code}"))),
+                "{code}: {error:?}"
+            );
+        }
+    }
+}

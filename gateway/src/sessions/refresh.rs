@@ -309,3 +309,6 @@ fn written(
 fn retry_delay(interval: Duration) -> u64 {
     RETRY.min(interval).as_secs()
 }
+
+#[cfg(test)]
+mod tests;
