@@ -170,9 +170,7 @@ impl SessionRecorder {
 
     /// Writes a changed email and group list to the session's spec.
     async fn write_identity(&self, sid: &str, email: &Option<String>, groups: &[String]) {
-        // The spec has no partial type to serialize (its required fields would be sent too):
-        // the two fields the provider restates, by name.
-        let patch = SessionPatch::spec(serde_json::json!({ "email": email, "groups": groups }));
+        let patch = identity_patch(email, groups);
         if let Err(error) =
             retry(|| async { self.store.patch(sid, &patch).await.map(|_| ()) }).await
         {
@@ -258,6 +256,15 @@ fn claimable(
         });
     }
     ControlFlow::Continue((refresh, sealed_token))
+}
+
+/// The write of the identity the provider states now.
+fn identity_patch(email: &Option<String>, groups: &[String]) -> SessionPatch {
+    // The spec has no partial type to serialize (its required fields would be sent too), and
+    // it leaves out an absent email and an empty group list, which this write must state:
+    // `"email": null` removes an email the provider no longer gives (a merge patch removes a
+    // field with `null`), `"groups": []` empties the list.
+    SessionPatch::spec(serde_json::json!({ "email": email, "groups": groups }))
 }
 
 /// Whether `holder` still holds the claim `held` of `session`.

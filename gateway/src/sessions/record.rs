@@ -166,13 +166,7 @@ impl SessionRecorder {
             if current.spec.revoked {
                 return Ok(());
             }
-            // The spec has no partial type to serialize (its required fields would be sent
-            // too): the two fields a revocation sets, by name.
-            let patch = SessionPatch::spec(serde_json::json!({
-                "revoked": true,
-                "revocationReason": truncate(reason, 250),
-            }))
-            .if_version(current.metadata.resource_version);
+            let patch = revocation(reason).if_version(current.metadata.resource_version);
             let written = retry(|| async {
                 match self.store.patch(sid, &patch).await {
                     Ok(_) | Err(StoreError::NotFound) => Ok(()),
@@ -188,6 +182,16 @@ impl SessionRecorder {
         }
         Err(RecordError::Contended(sid.to_owned()))
     }
+}
+
+/// The write that revokes a session with `reason`.
+fn revocation(reason: &str) -> SessionPatch {
+    // The spec has no partial type to serialize (its required fields would be sent too): the
+    // two fields a revocation sets, by name.
+    SessionPatch::spec(serde_json::json!({
+        "revoked": true,
+        "revocationReason": truncate(reason, 250),
+    }))
 }
 
 /// Runs `call` until it succeeds, fails for good, or [`ATTEMPTS`] transient failures.
@@ -261,3 +265,6 @@ fn is_label_value(value: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
+
+#[cfg(test)]
+mod tests;

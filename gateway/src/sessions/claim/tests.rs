@@ -147,3 +147,17 @@ fn a_claim_is_held_by_its_holder_until_its_end() {
     assert!(holds(&session, "g1", &held));
     assert!(!holds(&session, "g2", &held));
 }
+
+#[test]
+fn a_new_identity_is_the_same_merge_patch() {
+    let groups = ["staff".to_owned(), "ops".to_owned()];
+    assert_eq!(
+        identity_patch(&Some("a@example.com".to_owned()), &groups).body(),
+        json!({ "spec": { "email": "a@example.com", "groups": ["staff", "ops"] } })
+    );
+    // No email and no groups any more: both are stated, the email removed.
+    assert_eq!(
+        identity_patch(&None, &[]).body(),
+        json!({ "spec": { "email": null, "groups": [] } })
+    );
+}
