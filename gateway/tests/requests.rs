@@ -1111,7 +1111,7 @@ async fn an_active_session_is_renewed_in_the_background_without_a_redirect() {
 
 #[tokio::test]
 async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
-    use portcullis_gateway::sessions::{Lease, RefreshOutcome};
+    use portcullis_gateway::sessions::{RefreshClaim, RefreshOutcome};
     // The sealed token is never opened here: the test plays the refresher's part.
     let (h, _store, recorder) = harness_with_session(
         "s-1",
@@ -1144,7 +1144,7 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
     let refreshed = |outcome: RefreshOutcome| {
         let recorder = recorder.clone();
         async move {
-            let lease = recorder
+            let claim = recorder
                 .acquire_refresh(
                     "s-1",
                     "test",
@@ -1152,9 +1152,9 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
                     std::time::Duration::from_secs(60),
                 )
                 .await
-                .expect("lease");
-            let Lease::Acquired { held, .. } = lease else {
-                panic!("no lease: {lease:?}");
+                .expect("claim");
+            let RefreshClaim::Acquired { held, .. } = claim else {
+                panic!("no claim: {claim:?}");
             };
             recorder
                 .finish_refresh("s-1", "test", &held, &outcome)

@@ -4,11 +4,13 @@
 //!
 //! Every write goes through the same JSON merge patches the gateway sends the API server
 //! (with the same resourceVersion precondition and the same one-way rules), and the session
-//! index is fed from the same objects, so a login, a logout, a refresh lease and a refusal
+//! index is fed from the same objects, so a login, a logout, a refresh claim and a refusal
 //! behave exactly as in a cluster. One replica only: two gateways would each hold their own
 //! records (use cluster mode for a fleet).
 
+use super::store::{Part, SessionPatch, SessionStore, StoreError, unix};
 use crate::state::session_index::SessionIndex;
+use futures::future::BoxFuture;
 use portcullis_crds::AccessSession;
 use std::{
     collections::BTreeMap,
@@ -30,6 +32,11 @@ pub enum LocalStoreError {
     Parse {
         path: PathBuf,
         source: serde_json::Error,
+    },
+    #[error("the session store {path} could not be saved: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -97,16 +104,12 @@ impl LocalStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Creates a session; 409 if the name is taken, as at the API server.
-    pub fn create(&self, object: &AccessSession) -> Result<AccessSession, kube::Error> {
+    /// Creates a session; a conflict if the name is taken, as at the API server.
+    pub fn create(&self, object: &AccessSession) -> Result<AccessSession, StoreError> {
         let mut records = self.lock();
         let name = object.metadata.name.clone().unwrap_or_default();
         if records.objects.contains_key(&name) {
-            return Err(api_error(
-                409,
-                "AlreadyExists",
-                "the session already exists",
-            ));
+            return Err(StoreError::Conflict);
         }
         let mut object = object.clone();
         object.status = None;
@@ -118,31 +121,32 @@ impl LocalStore {
         self.lock().objects.get(sid).cloned()
     }
 
-    /// Applies a JSON merge patch to the spec (`status: false`) or the status subresource,
-    /// honouring a `metadata.resourceVersion` precondition and the CRD's one-way rules.
+    /// Applies a JSON merge patch, as sent to the API server ([`SessionPatch::body`]), to the
+    /// spec or the status subresource, honouring a `metadata.resourceVersion` precondition and
+    /// the CRD's one-way rules.
     pub fn patch(
         &self,
         sid: &str,
         patch: &serde_json::Value,
-        status: bool,
-    ) -> Result<AccessSession, kube::Error> {
+        part: Part,
+    ) -> Result<AccessSession, StoreError> {
         let mut records = self.lock();
         let current = records
             .objects
             .get(sid)
             .cloned()
-            .ok_or_else(|| api_error(404, "NotFound", "no such session"))?;
+            .ok_or(StoreError::NotFound)?;
         if let Some(expected) = patch
             .pointer("/metadata/resourceVersion")
             .and_then(|v| v.as_str())
             && Some(expected) != current.metadata.resource_version.as_deref()
         {
-            return Err(api_error(409, "Conflict", "the object has been modified"));
+            return Err(StoreError::Conflict);
         }
-        let mut value = serde_json::to_value(&current).map_err(kube::Error::SerdeError)?;
+        let mut value = serde_json::to_value(&current).map_err(invalid)?;
         // Like the API server: the main resource ignores status, the subresource everything
         // but status.
-        let part = if status { "status" } else { "spec" };
+        let part = part.field();
         if let Some(change) = patch.get(part) {
             let target = value
                 .as_object_mut()
@@ -151,13 +155,10 @@ impl LocalStore {
                 merge(target, change);
             }
         }
-        let updated: AccessSession =
-            serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
+        let updated: AccessSession = serde_json::from_value(value).map_err(invalid)?;
         if current.spec.revoked && !updated.spec.revoked {
-            return Err(api_error(
-                422,
-                "Invalid",
-                "a revoked session cannot be un-revoked",
+            return Err(StoreError::Refused(
+                "a revoked session cannot be un-revoked".to_owned(),
             ));
         }
         if updated.spec.expires_at.0 > current.spec.expires_at.0
@@ -165,7 +166,7 @@ impl LocalStore {
             || updated.spec.identity_provider != current.spec.identity_provider
             || updated.spec.issued_at != current.spec.issued_at
         {
-            return Err(api_error(422, "Invalid", "immutable session fields"));
+            return Err(StoreError::Refused("immutable session fields".to_owned()));
         }
         if updated == current {
             return Ok(current);
@@ -182,10 +183,12 @@ impl LocalStore {
         records: &mut Records,
         name: String,
         mut object: AccessSession,
-    ) -> Result<AccessSession, kube::Error> {
+    ) -> Result<AccessSession, StoreError> {
         let now = crate::clock::now();
         let skew = portcullis_core::token::CLOCK_SKEW_SECS;
-        records.objects.retain(|_, s| expiry(s) + skew > now);
+        records
+            .objects
+            .retain(|_, s| unix(&s.spec.expires_at) + skew > now);
         records.version += 1;
         object.metadata.resource_version = Some(records.version.to_string());
         let previous = records.objects.insert(name.clone(), object.clone());
@@ -197,11 +200,10 @@ impl LocalStore {
                 None => records.objects.remove(&name),
             };
             warn!(%error, path = %path.display(), "could not save the session store");
-            return Err(api_error(
-                500,
-                "InternalError",
-                "the session store could not be saved",
-            ));
+            return Err(StoreError::Unavailable(Box::new(LocalStoreError::Write {
+                path: path.clone(),
+                source: error,
+            })));
         }
         self.publish(records);
         Ok(object)
@@ -215,13 +217,9 @@ impl LocalStore {
     }
 }
 
-fn expiry(session: &AccessSession) -> u64 {
-    u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0)
-}
-
 /// The limits the CRD's schema puts on what the gateway writes, checked here as the API server
 /// would: a write the cluster refuses is refused in standalone mode too.
-fn validate(session: &AccessSession) -> Result<(), kube::Error> {
+fn validate(session: &AccessSession) -> Result<(), StoreError> {
     let chars = |s: &str| s.chars().count();
     let spec = &session.spec;
     let refresh = session.status.as_ref().and_then(|s| s.refresh.as_ref());
@@ -247,7 +245,7 @@ fn validate(session: &AccessSession) -> Result<(), kube::Error> {
         None
     };
     match problem {
-        Some(message) => Err(api_error(422, "Invalid", message)),
+        Some(message) => Err(StoreError::Refused(message.to_owned())),
         None => Ok(()),
     }
 }
@@ -298,77 +296,36 @@ fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
-    kube::Error::Api(Box::new(kube::core::Status {
-        code,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        ..kube::core::Status::default()
-    }))
+/// An object the patch made unreadable, refused as the API server refuses what its schema does
+/// not allow.
+fn invalid(error: serde_json::Error) -> StoreError {
+    StoreError::Refused(error.to_string())
+}
+
+/// The same writes, answered at once: the records are in memory (and the file is written before
+/// a write returns).
+impl SessionStore for LocalStore {
+    fn create<'a>(&'a self, session: &'a AccessSession) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(
+            LocalStore::create(self, session).map(|_| ()),
+        ))
+    }
+
+    fn get<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<Option<AccessSession>, StoreError>> {
+        Box::pin(std::future::ready(Ok(LocalStore::get(self, sid))))
+    }
+
+    fn patch<'a>(
+        &'a self,
+        sid: &'a str,
+        patch: &'a SessionPatch,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let written = LocalStore::patch(self, sid, &patch.body(), patch.part);
+        Box::pin(std::future::ready(
+            written.map(|object| object.metadata.resource_version),
+        ))
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(sid: &str) -> AccessSession {
-        portcullis_tests::fixtures::session(sid, false, crate::clock::now())
-    }
-
-    fn code(result: Result<AccessSession, kube::Error>) -> u16 {
-        match result {
-            Err(kube::Error::Api(status)) => status.code,
-            other => panic!("expected an API error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn writes_follow_the_api_servers_rules() {
-        let store = LocalStore::open(None).expect("store");
-        let created = store.create(&session("s1")).expect("created");
-        assert_eq!(code(store.create(&session("s1"))), 409);
-        // A stale precondition conflicts; the current one applies.
-        let stale = serde_json::json!({ "metadata": { "resourceVersion": "0" },
-            "status": { "refresh": { "holder": "g1" } } });
-        assert_eq!(code(store.patch("s1", &stale, true)), 409);
-        let fresh = serde_json::json!({ "metadata": { "resourceVersion": created.metadata.resource_version },
-            "status": { "refresh": { "holder": "g1" } } });
-        let leased = store.patch("s1", &fresh, true).expect("leased");
-        // Status writes leave the spec alone, and the other way round.
-        let sneaky = serde_json::json!({ "spec": { "revoked": true } });
-        let same = store.patch("s1", &sneaky, true).expect("ignored");
-        assert!(!same.spec.revoked);
-        assert_eq!(
-            same.metadata.resource_version,
-            leased.metadata.resource_version
-        );
-        store.patch("s1", &sneaky, false).expect("revoked");
-        let undo = serde_json::json!({ "spec": { "revoked": false } });
-        assert_eq!(code(store.patch("s1", &undo, false)), 422);
-        let later = serde_json::json!({ "spec": { "expiresAt": "2999-01-01T00:00:00Z" } });
-        assert_eq!(code(store.patch("s1", &later, false)), 422);
-        let long = serde_json::json!({ "spec": { "groups": ["x".repeat(257)] } });
-        assert_eq!(code(store.patch("s1", &long, false)), 422);
-        assert!(store.index().borrow().entries["s1"].ended);
-        assert_eq!(code(store.patch("nope", &sneaky, false)), 404);
-    }
-
-    #[test]
-    fn a_write_that_cannot_be_saved_is_refused_and_undone() {
-        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let file = dir.join("sessions.json");
-        let store = LocalStore::open(Some(file.clone())).expect("store");
-        store.create(&session("s1")).expect("created");
-        // The store survives a restart.
-        let reopened = LocalStore::open(Some(file.clone())).expect("reopened");
-        assert!(reopened.get("s1").is_some());
-        // The directory goes away: the revocation is refused, not pretended.
-        std::fs::remove_dir_all(&dir).expect("remove");
-        let revoke = serde_json::json!({ "spec": { "revoked": true } });
-        assert_eq!(code(reopened.patch("s1", &revoke, false)), 500);
-        assert!(!reopened.get("s1").expect("kept").spec.revoked);
-        assert!(!reopened.index().borrow().entries["s1"].ended);
-    }
-}
+mod tests;

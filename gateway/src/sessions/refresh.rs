@@ -2,7 +2,7 @@
 //!
 //! Every gateway notes which sessions it serves (cheaply: a `try_lock`, never waiting on the
 //! request path). A task wakes each second and, for each noted session whose provider's
-//! `refreshInterval` has passed, asks for the session's refresh lease
+//! `refreshInterval` has passed, asks for the session's refresh claim
 //! ([`SessionRecorder::acquire_refresh`]). Exactly one gateway of the fleet gets it; that one
 //! redeems the sealed refresh token at the provider and writes the outcome back:
 //!
@@ -16,13 +16,16 @@
 //! Sessions nobody uses are not refreshed: they end by their idle timeout, and a user coming
 //! back within it is confirmed again within a second of the first request.
 
-use crate::{
-    idp::{Providers, RefreshError},
-    metrics::Metrics,
-    sessions::{Lease, RefreshOutcome, SessionRecorder, seal::KeyRing},
-    shutdown::Signal,
+mod redeem;
+
+use super::{
+    claim::{RefreshClaim, RefreshOutcome},
+    record::SessionRecorder,
+    seal::KeyRing,
 };
+use crate::{idp::Providers, metrics::Metrics, shutdown::Signal};
 use futures::StreamExt as _;
+use redeem::Claimed;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -30,16 +33,45 @@ use std::{
 };
 use tracing::{info, warn};
 
-/// How long a refresh lease is held. The provider call gets the lease minus [`WRITE_BACK`]
+/// How long a refresh claim is held. The provider call gets the claim minus [`WRITE_BACK`]
 /// (its HTTP client gives up after 10 s per call anyway), and the whole attempt is cut off at
-/// the lease's end, so no gateway acts on a lease that may have passed to another.
-const LEASE: Duration = Duration::from_secs(90);
-/// The share of a lease kept for writing the outcome back.
+/// the claim's end, so no gateway acts on a claim that may have passed to another.
+const CLAIM: Duration = Duration::from_secs(90);
+/// The share of a claim kept for writing the outcome back.
 const WRITE_BACK: Duration = Duration::from_secs(30);
-/// Pause after a transient failure before the next attempt (capped by the provider's interval).
+/// Pause after a transient failure or a deferral before the next attempt (capped by the
+/// provider's interval, see [`retry_delay`]).
 const RETRY: Duration = Duration::from_secs(15);
 /// Refreshes run concurrently per tick.
 const CONCURRENCY: usize = 8;
+
+/// How one confirmation attempt ended, as counted in the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The provider confirmed the session.
+    Confirmed,
+    /// The provider refused it (or its token does not open): the session is revoked.
+    Rejected,
+    /// The provider could not be asked; retried after a pause.
+    Failed,
+    /// Left to a replica that has the session key the token is sealed with.
+    Deferred,
+    /// The outcome could not be written back.
+    Unrecorded,
+}
+
+impl Confirmation {
+    /// The metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Deferred => "deferred",
+            Self::Unrecorded => "unrecorded",
+        }
+    }
+}
 
 /// A session this gateway has served.
 #[derive(Clone, Debug)]
@@ -125,8 +157,8 @@ impl Refresher {
                     let this = self.clone();
                     async move {
                         // Bounded: a hung API server or provider never stalls the others for
-                        // longer than a lease.
-                        let next = tokio::time::timeout(LEASE, this.refresh_one(&sid, &idp))
+                        // longer than a claim.
+                        let next = tokio::time::timeout(CLAIM, this.refresh_one(&sid, &idp))
                             .await
                             .unwrap_or_else(|_| {
                                 warn!(sid, idp, "refresh timed out");
@@ -181,19 +213,48 @@ impl Refresher {
     /// One attempt; returns when to look at the session again, `None` to stop tracking it.
     async fn refresh_one(&self, sid: &str, idp: &str) -> Option<u64> {
         let interval = self.interval(idp).filter(|i| !i.is_zero())?;
-        let lease = match self
+        let claimed = match self.claim(sid, interval).await {
+            Ok(claimed) => claimed,
+            Err(next) => return next,
+        };
+        let redeemed = self.redeem_in_time(sid, idp, &claimed).await;
+        let now = crate::clock::now();
+        let outcome = redeemed.unwrap_or_else(|(error, rotated)| {
+            warn!(%error, sid, idp, "refresh failed; the policy's refreshFailure applies");
+            RefreshOutcome::Failed {
+                error: error.to_string(),
+                since: claimed.failing_since.unwrap_or(now),
+                retry_at: now + retry_delay(interval),
+                sealed_token: rotated,
+            }
+        });
+        if let RefreshOutcome::Rejected { reason } = &outcome {
+            info!(sid, idp, reason, "the identity provider ended the session");
+        }
+        let (confirmation, next) = match self
             .recorder
-            .acquire_refresh(sid, &self.holder, interval, LEASE)
+            .finish_refresh(sid, &self.holder, &claimed.held, &outcome)
             .await
         {
-            Ok(lease) => lease,
+            Ok(()) => written(sid, idp, &outcome, now, interval),
             Err(error) => {
-                warn!(%error, sid, "cannot read the session for its refresh; retrying");
-                return Some(crate::clock::now() + 5);
+                // Keep tracking it: a refusal not yet recorded is recorded at the next try.
+                warn!(%error, sid, "could not record the refresh outcome");
+                (Confirmation::Unrecorded, Some(now + 5))
             }
         };
-        let (held, sealed, subject, email, groups, failing_since) = match lease {
-            Lease::Acquired {
+        self.metrics.session_confirmation(idp, confirmation.label());
+        next
+    }
+
+    /// Takes the session's refresh claim, or says when to look at it again (`None`: never).
+    async fn claim(&self, sid: &str, interval: Duration) -> Result<Claimed, Option<u64>> {
+        let claim = self
+            .recorder
+            .acquire_refresh(sid, &self.holder, interval, CLAIM)
+            .await;
+        match claim {
+            Ok(RefreshClaim::Acquired {
                 held,
                 sealed_token,
                 subject,
@@ -201,136 +262,53 @@ impl Refresher {
                 groups,
                 failing_since,
                 ..
-            } => (held, sealed_token, subject, email, groups, failing_since),
-            Lease::NotDue { at } => return Some(at.max(crate::clock::now() + 1)),
-            Lease::Ended | Lease::NoToken => return None,
-        };
-        // The provider gets what is left of the lease after the write-back's share.
-        let budget = Duration::from_secs(held.until.saturating_sub(crate::clock::now()))
-            .saturating_sub(WRITE_BACK);
-        let redeemed = tokio::time::timeout(
-            budget,
-            self.redeem(sid, idp, &sealed, &subject, (&email, &groups)),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err((
-                RefreshError::Transient("the provider took too long".into()),
-                None,
-            ))
-        });
-        let now = crate::clock::now();
-        let outcome = match redeemed {
-            Ok(outcome) => outcome,
-            Err((error, rotated)) => {
-                let retry = RETRY.min(interval).as_secs();
-                warn!(%error, sid, idp, "refresh failed; the policy's refreshFailure applies");
-                RefreshOutcome::Failed {
-                    error: error.to_string(),
-                    since: failing_since.unwrap_or(now),
-                    retry_at: now + retry,
-                    sealed_token: rotated,
-                }
-            }
-        };
-        if let RefreshOutcome::Rejected { reason } = &outcome {
-            info!(sid, idp, reason, "the identity provider ended the session");
-        }
-        match self
-            .recorder
-            .finish_refresh(sid, &self.holder, &held, &outcome)
-            .await
-        {
-            Ok(()) => match &outcome {
-                RefreshOutcome::Confirmed { .. } => {
-                    self.metrics.session_confirmation(idp, "confirmed");
-                    Some(now + interval.as_secs())
-                }
-                RefreshOutcome::Rejected { .. } => {
-                    self.metrics.session_confirmation(idp, "rejected");
-                    None
-                }
-                RefreshOutcome::Failed { retry_at, .. } => {
-                    self.metrics.session_confirmation(idp, "failed");
-                    Some(*retry_at)
-                }
-                RefreshOutcome::Deferred { reason } => {
-                    self.metrics.session_confirmation(idp, "deferred");
-                    warn!(
-                        sid,
-                        idp, reason, "left to a replica that has the session key"
-                    );
-                    Some(now + RETRY.min(interval).as_secs())
-                }
-            },
-            Err(error) => {
-                // Keep tracking it: a refusal not yet recorded is recorded at the next try.
-                self.metrics.session_confirmation(idp, "unrecorded");
-                warn!(%error, sid, "could not record the refresh outcome");
-                Some(now + 5)
-            }
-        }
-    }
-
-    /// Redeems the session's refresh token. An error carries the rotated token, sealed, when
-    /// the provider issued one before the failure.
-    async fn redeem(
-        &self,
-        sid: &str,
-        idp: &str,
-        sealed: &str,
-        subject: &str,
-        (email, groups): (&Option<String>, &Vec<String>),
-    ) -> Result<RefreshOutcome, (RefreshError, Option<String>)> {
-        let provider = self
-            .providers
-            .get(idp)
-            .map_err(|e| (RefreshError::Transient(e.to_string()), None))?;
-        // A token that does not open (tampering) cannot be redeemed by anyone: the session can
-        // never be confirmed again.
-        let token = match self.key.open(sid, sealed) {
-            Ok(token) => token,
-            // Sealed by a replica with another key (mid-rotation): not this gateway's to judge,
-            // and no failure either (a FailClosed policy would refuse the session everywhere).
-            Err(error @ crate::sessions::seal::SealError::UnknownKey(_)) => {
-                return Ok(RefreshOutcome::Deferred {
-                    reason: error.to_string(),
-                });
-            }
-            Err(error) => {
-                return Ok(RefreshOutcome::Rejected {
-                    reason: error.to_string(),
-                });
-            }
-        };
-        let refreshed = match provider.refresh(&token, subject, crate::clock::now()).await {
-            Ok(refreshed) => refreshed,
-            Err(RefreshError::Rejected(code)) => {
-                return Ok(RefreshOutcome::Rejected { reason: code });
-            }
-            Err(error) => return Err((error, None)),
-        };
-        // A rotated token is sealed and stored; so is an unchanged one still sealed with a
-        // previous key, so that the previous key can be retired after one refresh interval.
-        let to_store = match &refreshed.refresh_token {
-            Some(new) if new != &token => Some(new.as_str()),
-            _ if self.key.is_stale(sealed) => Some(token.as_str()),
-            _ => None,
-        };
-        let sealed_token = match to_store.map(|t| self.key.seal(sid, t)) {
-            Some(Ok(sealed)) => Some(sealed),
-            Some(Err(error)) => return Err((RefreshError::Transient(error.to_string()), None)),
-            None => None,
-        };
-        match refreshed.identity {
-            Ok(identity) => Ok(RefreshOutcome::Confirmed {
+            }) => Ok(Claimed {
+                held,
                 sealed_token,
-                identity: identity
-                    .filter(|i| (&i.email, &i.groups) != (email, groups))
-                    .map(|i| (i.email, i.groups)),
+                subject,
+                email,
+                groups,
+                failing_since,
             }),
-            Err(RefreshError::Rejected(reason)) => Ok(RefreshOutcome::Rejected { reason }),
-            Err(error) => Err((error, sealed_token)),
+            Ok(RefreshClaim::NotDue { at }) => Err(Some(at.max(crate::clock::now() + 1))),
+            Ok(RefreshClaim::Ended | RefreshClaim::NoToken) => Err(None),
+            Err(error) => {
+                warn!(%error, sid, "cannot read the session for its refresh; retrying");
+                Err(Some(crate::clock::now() + 5))
+            }
         }
     }
 }
+
+/// How a written outcome is counted, and when to look at the session again (`None`: never).
+fn written(
+    sid: &str,
+    idp: &str,
+    outcome: &RefreshOutcome,
+    now: u64,
+    interval: Duration,
+) -> (Confirmation, Option<u64>) {
+    match outcome {
+        RefreshOutcome::Confirmed { .. } => {
+            (Confirmation::Confirmed, Some(now + interval.as_secs()))
+        }
+        RefreshOutcome::Rejected { .. } => (Confirmation::Rejected, None),
+        RefreshOutcome::Failed { retry_at, .. } => (Confirmation::Failed, Some(*retry_at)),
+        RefreshOutcome::Deferred { reason } => {
+            warn!(
+                sid,
+                idp, reason, "left to a replica that has the session key"
+            );
+            (Confirmation::Deferred, Some(now + retry_delay(interval)))
+        }
+    }
+}
+
+/// The pause before the next attempt after a failure or a deferral: [`RETRY`], or the
+/// provider's interval when that is shorter.
+fn retry_delay(interval: Duration) -> u64 {
+    RETRY.min(interval).as_secs()
+}
+
+#[cfg(test)]
+mod tests;

@@ -134,7 +134,7 @@ fn providers(
     )?)
 }
 
-/// This replica's name as a refresh-lease holder: the pod name in a cluster.
+/// This replica's name as a refresh-claim holder: the pod name in a cluster.
 fn holder_identity() -> String {
     std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))

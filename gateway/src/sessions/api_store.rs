@@ -1,0 +1,102 @@
+//! Session records at the Kubernetes API server (cluster mode).
+
+use super::store::{Part, SessionPatch, SessionStore, StoreError};
+use futures::future::BoxFuture;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use portcullis_crds::AccessSession;
+
+/// The `AccessSession`s of one namespace.
+pub struct ApiStore {
+    api: Api<AccessSession>,
+}
+
+impl ApiStore {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+        }
+    }
+}
+
+impl SessionStore for ApiStore {
+    fn create<'a>(&'a self, session: &'a AccessSession) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.api
+                .create(&PostParams::default(), session)
+                .await
+                .map(|_| ())
+                .map_err(store_error)
+        })
+    }
+
+    fn get<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<Option<AccessSession>, StoreError>> {
+        Box::pin(async move { self.api.get_opt(sid).await.map_err(store_error) })
+    }
+
+    fn patch<'a>(
+        &'a self,
+        sid: &'a str,
+        patch: &'a SessionPatch,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let params = PatchParams::default();
+            let body = patch.body();
+            let merge = Patch::Merge(&body);
+            let written = match patch.part {
+                Part::Status => self.api.patch_status(sid, &params, &merge).await,
+                Part::Spec => self.api.patch(sid, &params, &merge).await,
+            };
+            written
+                .map(|object| object.metadata.resource_version)
+                .map_err(store_error)
+        })
+    }
+}
+
+/// The API server's answer as a [`StoreError`]: 409 and 404 by name, 429 and 5xx (and no
+/// answer at all) transient, any other status a refusal.
+fn store_error(error: kube::Error) -> StoreError {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            409 => StoreError::Conflict,
+            404 => StoreError::NotFound,
+            429 | 500 | 502 | 503 | 504 => {
+                StoreError::Unavailable(Box::new(kube::Error::Api(status)))
+            }
+            _ => StoreError::Refused(kube::Error::Api(status).to_string()),
+        },
+        other => StoreError::Unavailable(Box::new(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16) -> StoreError {
+        store_error(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: format!("status {code}"),
+            ..kube::core::Status::default()
+        })))
+    }
+
+    #[test]
+    fn the_api_servers_answers_map_to_store_errors() {
+        assert!(matches!(answer(409), StoreError::Conflict));
+        assert!(matches!(answer(404), StoreError::NotFound));
+        for code in [429, 500, 502, 503, 504] {
+            assert!(answer(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 422, 501] {
+            let error = answer(code);
+            assert!(
+                matches!(&error, StoreError::Refused(m) if m.contains(&format!("status {code}"))),
+                "{code}: {error:?}"
+            );
+        }
+    }
+}

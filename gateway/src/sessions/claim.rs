@@ -1,0 +1,331 @@
+//! The refresh claim: the single-flight right of one gateway to redeem a session's refresh
+//! token. Identity providers rotate refresh tokens, so two gateways redeeming the same one
+//! would get the session revoked.
+//!
+//! A claim is a write of `status.refresh.holder` and `status.refresh.leaseUntil` (the CRD's
+//! names: the claim runs until `leaseUntil`) conditioned on the resourceVersion just read: of two
+//! gateways racing, exactly one write succeeds. It is not the operator's leader-election `Lease`
+//! object, which has nothing to do with sessions.
+
+use super::{
+    record::{BACKOFF, RecordError, SessionRecorder, retry, truncate},
+    store::{Clear, SessionPatch, StoreError, time, unix},
+};
+use portcullis_crds::{AccessSession, session::RefreshStatus};
+use std::{ops::ControlFlow, time::Duration};
+use tracing::warn;
+
+/// A refresh claim this gateway holds: until when, and the object's resourceVersion after the
+/// claim was written (the outcome is written conditioned on it).
+#[derive(Clone, Debug)]
+pub struct HeldClaim {
+    pub until: u64,
+    resource_version: Option<String>,
+}
+
+/// The answer to asking for the refresh claim of a session.
+#[derive(Debug)]
+pub enum RefreshClaim {
+    /// This gateway holds the claim: redeem the token and report with
+    /// [`SessionRecorder::finish_refresh`] before `held.until`.
+    Acquired {
+        held: HeldClaim,
+        sealed_token: String,
+        subject: String,
+        identity_provider: String,
+        email: Option<String>,
+        groups: Vec<String>,
+        /// Set while the provider was failing, kept until a success.
+        failing_since: Option<u64>,
+    },
+    /// Confirmed recently, or another gateway holds the claim, or a failed attempt waits for
+    /// its retry: look again at `at` (unix seconds).
+    NotDue { at: u64 },
+    /// Revoked, expired or gone: stop tracking it.
+    Ended,
+    /// The session has no refresh token (the provider issued none, or no session key is
+    /// configured): nothing to confirm.
+    NoToken,
+}
+
+/// How a refresh went, to be written back.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    Confirmed {
+        /// A rotated refresh token, sealed.
+        sealed_token: Option<String>,
+        /// The identity as the provider states it now, when it changed.
+        identity: Option<(Option<String>, Vec<String>)>,
+    },
+    Rejected {
+        reason: String,
+    },
+    Failed {
+        error: String,
+        since: u64,
+        retry_at: u64,
+        /// A token the provider rotated before the failure (its ID token did not verify):
+        /// stored all the same, or the session could never be confirmed again.
+        sealed_token: Option<String>,
+    },
+    /// Not this gateway's to judge (the token is sealed with a session key it does not have,
+    /// mid-rotation): the claim is given back and nothing else is written, so the session is
+    /// neither marked failing nor refused while a replica with the key confirms it.
+    Deferred {
+        reason: String,
+    },
+}
+
+/// Why the outcome of a refresh was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Another gateway holds the claim now (this one took too long); its outcome wins.
+    #[error("the refresh claim was lost before the outcome was written")]
+    LostClaim,
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+impl SessionRecorder {
+    /// Takes the refresh claim of `sid` for `holder` when the session is due (`interval` after
+    /// its last confirmation). Of two gateways racing, the one whose write fails sees `NotDue`.
+    /// The claim lasts `claim_for` from the moment it is written — longer than the caller lets
+    /// the provider call and the write-back take — so a holder that dies frees it.
+    pub async fn acquire_refresh(
+        &self,
+        sid: &str,
+        holder: &str,
+        interval: Duration,
+        claim_for: Duration,
+    ) -> Result<RefreshClaim, StoreError> {
+        let Some(session) = self.store.get(sid).await? else {
+            return Ok(RefreshClaim::Ended);
+        };
+        let now = crate::clock::now();
+        let (refresh, sealed_token) = match claimable(&session, interval, now) {
+            ControlFlow::Continue(claimable) => claimable,
+            ControlFlow::Break(answer) => return Ok(answer),
+        };
+        let until = crate::clock::now() + claim_for.as_secs();
+        let claim = RefreshStatus {
+            holder: Some(holder.to_owned()),
+            lease_until: Some(time(until)),
+            ..RefreshStatus::default()
+        };
+        let patch = SessionPatch::refresh(claim, Clear::default())
+            .if_version(session.metadata.resource_version.clone());
+        match self.store.patch(sid, &patch).await {
+            Ok(resource_version) => Ok(RefreshClaim::Acquired {
+                held: HeldClaim {
+                    until,
+                    resource_version,
+                },
+                sealed_token,
+                subject: session.spec.subject,
+                identity_provider: session.spec.identity_provider,
+                email: session.spec.email,
+                groups: session.spec.groups,
+                failing_since: refresh.failing_since.as_ref().map(unix),
+            }),
+            // Someone else wrote first (another gateway's claim, a revocation): look again soon.
+            Err(StoreError::Conflict) => Ok(RefreshClaim::NotDue { at: now + 1 }),
+            Err(StoreError::NotFound) => Ok(RefreshClaim::Ended),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes the outcome of a refresh this gateway holds the claim `held` for.
+    ///
+    /// The refresh status — above all a rotated refresh token, which is the only one the
+    /// provider still accepts — is written first, conditioned on the claim still being ours:
+    /// after a conflict (the operator wrote its status, say) the object is read again and the
+    /// write repeated as long as `holder` still holds this very claim; transient failures are
+    /// retried until the claim runs out. A refusal revokes the session before anything else; a
+    /// changed identity is written last.
+    pub async fn finish_refresh(
+        &self,
+        sid: &str,
+        holder: &str,
+        held: &HeldClaim,
+        outcome: &RefreshOutcome,
+    ) -> Result<(), FinishError> {
+        let refresh = outcome_patch(outcome, crate::clock::now());
+        if let RefreshOutcome::Rejected { reason } = outcome {
+            self.revoke(
+                sid,
+                &format!("the identity provider refused to refresh the session ({reason})"),
+            )
+            .await?;
+        }
+        self.write_under_claim(sid, holder, held, refresh).await?;
+        if let RefreshOutcome::Confirmed {
+            identity: Some((email, groups)),
+            ..
+        } = outcome
+        {
+            self.write_identity(sid, email, groups).await;
+        }
+        Ok(())
+    }
+
+    /// Writes a changed email and group list to the session's spec.
+    async fn write_identity(&self, sid: &str, email: &Option<String>, groups: &[String]) {
+        let patch = identity_patch(email, groups);
+        if let Err(error) =
+            retry(|| async { self.store.patch(sid, &patch).await.map(|_| ()) }).await
+        {
+            // The token is safe; the identity is re-read at the next refresh.
+            warn!(%error, sid, "could not record the session's new identity");
+        }
+    }
+
+    async fn write_under_claim(
+        &self,
+        sid: &str,
+        holder: &str,
+        held: &HeldClaim,
+        mut patch: SessionPatch,
+    ) -> Result<(), FinishError> {
+        patch.resource_version = held.resource_version.clone();
+        let mut pause = BACKOFF;
+        loop {
+            let error = match self.store.patch(sid, &patch).await {
+                Ok(_) | Err(StoreError::NotFound) => return Ok(()),
+                Err(error) => error,
+            };
+            match error {
+                StoreError::Conflict => {
+                    let current = self
+                        .store
+                        .get(sid)
+                        .await
+                        .map_err(|e| FinishError::Record(RecordError::Unavailable(e)))?;
+                    let Some(current) = current else {
+                        return Ok(());
+                    };
+                    if !holds(&current, holder, held) {
+                        return Err(FinishError::LostClaim);
+                    }
+                    patch.resource_version = current.metadata.resource_version;
+                }
+                error if !error.is_transient() => {
+                    return Err(RecordError::Refused(error).into());
+                }
+                error => {
+                    if crate::clock::now() + pause.as_secs() + 1 >= held.until {
+                        return Err(RecordError::Unavailable(error).into());
+                    }
+                    warn!(%error, sid, "writing the refresh outcome failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `session` may be claimed at `now`: its refresh status and sealed token, or the
+/// answer to give instead.
+fn claimable(
+    session: &AccessSession,
+    interval: Duration,
+    now: u64,
+) -> ControlFlow<RefreshClaim, (RefreshStatus, String)> {
+    if session.spec.revoked
+        || session.metadata.deletion_timestamp.is_some()
+        || unix(&session.spec.expires_at) <= now
+    {
+        return ControlFlow::Break(RefreshClaim::Ended);
+    }
+    let refresh = session
+        .status
+        .as_ref()
+        .and_then(|s| s.refresh.clone())
+        .unwrap_or_default();
+    let Some(sealed_token) = refresh.sealed_token.clone() else {
+        return ControlFlow::Break(RefreshClaim::NoToken);
+    };
+    let due = refresh
+        .last_refreshed_at
+        .as_ref()
+        .map_or(0, |t| unix(t) + interval.as_secs());
+    let claimed = refresh.lease_until.as_ref().map_or(0, unix);
+    if due > now || claimed > now {
+        return ControlFlow::Break(RefreshClaim::NotDue {
+            at: due.max(claimed),
+        });
+    }
+    ControlFlow::Continue((refresh, sealed_token))
+}
+
+/// The write of the identity the provider states now.
+fn identity_patch(email: &Option<String>, groups: &[String]) -> SessionPatch {
+    // The spec has no partial type to serialize (its required fields would be sent too), and
+    // it leaves out an absent email and an empty group list, which this write must state:
+    // `"email": null` removes an email the provider no longer gives (a merge patch removes a
+    // field with `null`), `"groups": []` empties the list.
+    SessionPatch::spec(serde_json::json!({ "email": email, "groups": groups }))
+}
+
+/// Whether `holder` still holds the claim `held` of `session`.
+fn holds(session: &AccessSession, holder: &str, held: &HeldClaim) -> bool {
+    let claim = session
+        .status
+        .as_ref()
+        .and_then(|s| s.refresh.as_ref())
+        .map(|r| (r.holder.clone(), r.lease_until.as_ref().map(unix)));
+    claim == Some((Some(holder.to_owned()), Some(held.until)))
+}
+
+/// The write of `status.refresh` that records `outcome` at `now`. Every outcome gives the claim
+/// back (`holder` removed), and all but a failure, which keeps `leaseUntil` as the time of its
+/// retry, remove its end too.
+fn outcome_patch(outcome: &RefreshOutcome, now: u64) -> SessionPatch {
+    let (set, clear) = match outcome {
+        RefreshOutcome::Confirmed { sealed_token, .. } => (
+            RefreshStatus {
+                last_refreshed_at: Some(time(now)),
+                sealed_token: sealed_token.clone(),
+                ..RefreshStatus::default()
+            },
+            Clear {
+                failing_since: true,
+                last_error: true,
+                ..Clear::CLAIM
+            },
+        ),
+        RefreshOutcome::Rejected { reason } => (
+            RefreshStatus {
+                last_error: Some(truncate(reason, 500)),
+                ..RefreshStatus::default()
+            },
+            Clear {
+                sealed_token: true,
+                ..Clear::CLAIM
+            },
+        ),
+        RefreshOutcome::Failed {
+            error,
+            since,
+            retry_at,
+            sealed_token,
+        } => (
+            RefreshStatus {
+                failing_since: Some(time(*since)),
+                last_error: Some(truncate(error, 500)),
+                lease_until: Some(time(*retry_at)),
+                sealed_token: sealed_token.clone(),
+                ..RefreshStatus::default()
+            },
+            Clear {
+                lease_until: false,
+                ..Clear::CLAIM
+            },
+        ),
+        RefreshOutcome::Deferred { .. } => (RefreshStatus::default(), Clear::CLAIM),
+    };
+    SessionPatch::refresh(set, clear)
+}
+
+#[cfg(test)]
+mod tests;

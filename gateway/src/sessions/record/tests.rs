@@ -1,0 +1,41 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn a_revocation_is_the_same_merge_patch() {
+    assert_eq!(
+        revocation(&"r".repeat(300))
+            .if_version(Some("7".to_owned()))
+            .body(),
+        json!({
+            "metadata": { "resourceVersion": "7" },
+            "spec": { "revoked": true, "revocationReason": "r".repeat(250) },
+        })
+    );
+}
+
+#[test]
+fn a_login_is_an_access_session_with_its_labels() {
+    let groups = ["staff".to_owned()];
+    let login = NewSession {
+        sid: "s1",
+        subject: "alice",
+        email: Some("alice@example.com"),
+        groups: &groups,
+        identity_provider: "dex",
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_003_600,
+        sealed_refresh_token: None,
+    };
+    let session = build(&login).expect("valid times");
+    let labels = session.metadata.labels.expect("labels");
+    assert_eq!(labels[USER_LABEL], user_label("alice"));
+    assert_eq!(labels[IDENTITY_PROVIDER_LABEL], "dex");
+    assert!(!session.spec.revoked);
+    assert!(session.status.is_none());
+    let far = NewSession {
+        expires_at: u64::MAX,
+        ..login
+    };
+    assert!(matches!(build(&far), Err(RecordError::Time)));
+}

@@ -1,0 +1,40 @@
+use super::*;
+
+#[test]
+fn confirmations_keep_their_metric_labels() {
+    let labels = [
+        Confirmation::Confirmed,
+        Confirmation::Rejected,
+        Confirmation::Failed,
+        Confirmation::Deferred,
+        Confirmation::Unrecorded,
+    ]
+    .map(Confirmation::label);
+    assert_eq!(
+        labels,
+        ["confirmed", "rejected", "failed", "deferred", "unrecorded"]
+    );
+}
+
+#[test]
+fn failures_and_deferrals_wait_the_same_capped_delay() {
+    let hour = Duration::from_secs(3600);
+    let second = Duration::from_secs(1);
+    assert_eq!(retry_delay(hour), 15);
+    assert_eq!(retry_delay(second), 1);
+    let deferred = RefreshOutcome::Deferred {
+        reason: "unknown key".to_owned(),
+    };
+    assert_eq!(
+        written("s1", "dex", &deferred, 100, hour),
+        (Confirmation::Deferred, Some(115))
+    );
+    let confirmed = RefreshOutcome::Confirmed {
+        sealed_token: None,
+        identity: None,
+    };
+    assert_eq!(
+        written("s1", "dex", &confirmed, 100, hour),
+        (Confirmation::Confirmed, Some(3700))
+    );
+}
