@@ -92,6 +92,35 @@ impl Rejection<'_> {
     }
 }
 
+/// How one confirmation of a session with its identity provider ended: the `outcome` label
+/// of `session_confirmations_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The provider confirmed the session.
+    Confirmed,
+    /// The provider refused it (or its token does not open): the session is revoked.
+    Rejected,
+    /// The provider could not be asked; retried after a pause.
+    Failed,
+    /// Left to a replica that has the session key the token is sealed with.
+    Deferred,
+    /// The outcome could not be written back.
+    Unrecorded,
+}
+
+impl Confirmation {
+    /// The metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Deferred => "deferred",
+            Self::Unrecorded => "unrecorded",
+        }
+    }
+}
+
 /// A write of a session record that failed: the `operation` label of
 /// `session_write_errors_total`. These are API-server (or session-file) failures, not
 /// identity-provider ones.
@@ -224,11 +253,11 @@ impl Metrics {
     }
 
     /// Counts one refresh at `idp` ending in `outcome`.
-    pub fn session_confirmation(&self, idp: &str, outcome: &'static str) {
+    pub fn session_confirmation(&self, idp: &str, outcome: Confirmation) {
         self.confirmations
             .get_or_create(&ConfirmationLabel {
                 idp: idp.to_owned(),
-                outcome,
+                outcome: outcome.label(),
             })
             .inc();
     }

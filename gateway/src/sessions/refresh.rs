@@ -23,7 +23,11 @@ use super::{
     record::SessionRecorder,
     seal::KeyRing,
 };
-use crate::{idp::Providers, metrics::Metrics, shutdown::Signal};
+use crate::{
+    idp::Providers,
+    metrics::{Confirmation, Metrics},
+    shutdown::Signal,
+};
 use futures::StreamExt as _;
 use redeem::Claimed;
 use std::{
@@ -44,34 +48,6 @@ const WRITE_BACK: Duration = Duration::from_secs(30);
 const RETRY: Duration = Duration::from_secs(15);
 /// Refreshes run concurrently per tick.
 const CONCURRENCY: usize = 8;
-
-/// How one confirmation attempt ended, as counted in the metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Confirmation {
-    /// The provider confirmed the session.
-    Confirmed,
-    /// The provider refused it (or its token does not open): the session is revoked.
-    Rejected,
-    /// The provider could not be asked; retried after a pause.
-    Failed,
-    /// Left to a replica that has the session key the token is sealed with.
-    Deferred,
-    /// The outcome could not be written back.
-    Unrecorded,
-}
-
-impl Confirmation {
-    /// The metric's label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Confirmed => "confirmed",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-            Self::Deferred => "deferred",
-            Self::Unrecorded => "unrecorded",
-        }
-    }
-}
 
 /// A session this gateway has served.
 #[derive(Clone, Debug)]
@@ -243,7 +219,7 @@ impl Refresher {
                 (Confirmation::Unrecorded, Some(now + 5))
             }
         };
-        self.metrics.session_confirmation(idp, confirmation.label());
+        self.metrics.session_confirmation(idp, confirmation);
         next
     }
 
