@@ -1,4 +1,4 @@
-//! The code structure stays honest (issue 12): no import cycle between the modules of any crate,
+//! The code structure stays honest: no import cycle between the modules of any crate,
 //! at any folder level; no production source file over 400 lines; no production function over 60
 //! lines. No cluster needed: every crate's sources are parsed with `syn`.
 //!
@@ -18,7 +18,9 @@
 //! and `examples/`. Doc comments (intra-doc links) are not references.
 //!
 //! Sizes. A production file's lines minus its inline `#[cfg(test)] mod` blocks; a function's
-//! lines from its `fn` line to its closing brace.
+//! lines from its `fn` line to its closing brace. The `tests` member is the integration tests'
+//! harness (control plane, Dex, processes, fixtures): test code, so it is held to the cycle rule
+//! only.
 
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +29,13 @@ use syn::visit::{self, Visit};
 
 const MAX_FILE_LINES: usize = 400;
 const MAX_FN_LINES: usize = 60;
+/// The workspace member that holds the test harness, not production code.
+const TEST_HARNESS: &str = "tests/";
+
+/// True for a file of production code (not the test harness).
+fn is_production(file: &Path) -> bool {
+    !file.starts_with(TEST_HARNESS)
+}
 
 // ---------------------------------------------------------------------------------------------
 // The module tree of one crate.
@@ -1095,7 +1104,7 @@ fn no_module_import_cycles_in_any_crate() {
         .collect();
     assert!(
         cycles.is_empty(),
-        "{} import cycle(s) between sibling modules (issue 12); each edge names one place that causes it:\n{report}",
+        "{} import cycle(s) between sibling modules; each edge names one place that causes it:\n{report}",
         cycles.len()
     );
 }
@@ -1103,7 +1112,11 @@ fn no_module_import_cycles_in_any_crate() {
 #[test]
 fn no_production_file_over_400_lines() {
     let crates = workspace();
-    let mut files: Vec<&FileSize> = crates.iter().flat_map(|c| &c.files).collect();
+    let mut files: Vec<&FileSize> = crates
+        .iter()
+        .flat_map(|c| &c.files)
+        .filter(|f| is_production(&f.file))
+        .collect();
     files.sort_by(|a, b| a.file.cmp(&b.file));
     files.dedup_by(|a, b| a.file == b.file);
     assert!(
@@ -1125,7 +1138,7 @@ fn no_production_file_over_400_lines() {
         .collect();
     assert!(
         over.is_empty(),
-        "{} production file(s) over {MAX_FILE_LINES} lines, not counting inline #[cfg(test)] modules (issue 12):\n{}",
+        "{} production file(s) over {MAX_FILE_LINES} lines, not counting inline #[cfg(test)] modules:\n{}",
         over.len(),
         over.join("\n")
     );
@@ -1134,7 +1147,11 @@ fn no_production_file_over_400_lines() {
 #[test]
 fn no_production_function_over_60_lines() {
     let crates = workspace();
-    let mut fns: Vec<&FnSize> = crates.iter().flat_map(|c| &c.fns).collect();
+    let mut fns: Vec<&FnSize> = crates
+        .iter()
+        .flat_map(|c| &c.fns)
+        .filter(|f| is_production(&f.file))
+        .collect();
     fns.sort();
     fns.dedup();
     assert!(
@@ -1157,7 +1174,7 @@ fn no_production_function_over_60_lines() {
         .collect();
     assert!(
         over.is_empty(),
-        "{} production function(s) over {MAX_FN_LINES} lines, from the fn line to the closing brace (issue 12):\n{}",
+        "{} production function(s) over {MAX_FN_LINES} lines, from the fn line to the closing brace:\n{}",
         over.len(),
         over.join("\n")
     );

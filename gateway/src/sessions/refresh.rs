@@ -7,7 +7,8 @@
 //! redeems the sealed refresh token at the provider and writes the outcome back:
 //!
 //! - confirmed: the rotated token is stored, `lastRefreshedAt` moves, and a changed email or
-//!   group list is written to the session (security rule 15: identity is re-read on refresh);
+//!   group list is written to the session (identity is re-read at every refresh, not only at
+//!   login, so a removed group or a changed email reaches the request path);
 //! - refused (`invalid_grant`, or a code listed in `refreshRejectionErrors`): the session is
 //!   revoked, which every gateway enforces at once;
 //! - transient (unreachable, 5xx): `failingSince` is set, the attempt retried after a pause, and
