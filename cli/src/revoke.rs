@@ -9,6 +9,9 @@
 //! One session failing never stops the others: a conflict is decided again from a fresh read, a
 //! transient failure (timeout, 5xx, 429) is retried with backoff, and whatever still failed is
 //! named at the end with exit code 1.
+//!
+//! The commands are here; [`session`] writes one session's revocation, [`user`] is a `revoke
+//! user` run (its sweeps and tally) and [`user_wait`] its `--wait`.
 
 mod session;
 mod user;
