@@ -55,24 +55,7 @@ pub async fn revoke_policy(
             retry::transient(|| async { api.get(name).await.map_err(|e| target("get").error(e)) })
                 .await?;
         let old = policy.spec.revocation_epoch;
-        let next = old.checked_add(1).ok_or_else(|| Error::Refused {
-            verb: "patch",
-            target: format!("accesspolicy/{name} in namespace {namespace}"),
-            code: 422,
-            reason: "Invalid".to_owned(),
-            message: "the revocation epoch is at its maximum".to_owned(),
-        })?;
-        // Without a resourceVersion the write would not be conditional: refuse rather than
-        // risk losing a concurrent raise (the API server always sets one).
-        let Some(version) = policy.metadata.resource_version.as_deref() else {
-            return Err(Error::Refused {
-                verb: "get",
-                target: format!("accesspolicy/{name} in namespace {namespace}"),
-                code: 500,
-                reason: "NoResourceVersion".to_owned(),
-                message: "the API server returned the policy without a resourceVersion".to_owned(),
-            });
-        };
+        let (version, next) = raise_from(&policy, name, namespace)?;
         let patch = raise_patch(version, next, args.options.reason.as_deref());
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(written) => {
@@ -105,6 +88,38 @@ pub async fn revoke_policy(
         name: name.to_owned(),
         attempts: MAX_CONFLICTS,
     })
+}
+
+/// The `resourceVersion` a raise of `policy` as read is conditional on, and the epoch it raises
+/// to: refused at the maximum epoch, and without a resourceVersion.
+fn raise_from<'p>(
+    policy: &'p AccessPolicy,
+    name: &str,
+    namespace: &str,
+) -> Result<(&'p str, i64), Error> {
+    let next = policy
+        .spec
+        .revocation_epoch
+        .checked_add(1)
+        .ok_or_else(|| Error::Refused {
+            verb: "patch",
+            target: format!("accesspolicy/{name} in namespace {namespace}"),
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "the revocation epoch is at its maximum".to_owned(),
+        })?;
+    // Without a resourceVersion the write would not be conditional: refuse rather than
+    // risk losing a concurrent raise (the API server always sets one).
+    let Some(version) = policy.metadata.resource_version.as_deref() else {
+        return Err(Error::Refused {
+            verb: "get",
+            target: format!("accesspolicy/{name} in namespace {namespace}"),
+            code: 500,
+            reason: "NoResourceVersion".to_owned(),
+            message: "the API server returned the policy without a resourceVersion".to_owned(),
+        });
+    };
+    Ok((version, next))
 }
 
 #[cfg(test)]

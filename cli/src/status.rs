@@ -18,26 +18,7 @@ use crate::wait::{SessionState, session_state};
 
 /// The policies table and the summary lines.
 pub fn render(policies: &[AccessPolicy], namespace: Option<&str>) -> String {
-    let rows: Vec<Vec<String>> = policies
-        .iter()
-        .map(|p| {
-            let status = p.status.as_ref();
-            let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-            vec![
-                p.metadata.namespace.clone().unwrap_or_default(),
-                p.metadata.name.clone().unwrap_or_default(),
-                ready.map_or_else(|| "?".to_owned(), |c| c.status.clone()),
-                ready.map_or_else(|| "-".to_owned(), |c| c.reason.clone()),
-                status
-                    .and_then(|s| s.gateways.as_ref())
-                    .map_or_else(|| "-".to_owned(), |g| g.summary.clone()),
-                p.spec.revocation_epoch.to_string(),
-                status
-                    .and_then(|s| s.enforced_epoch)
-                    .map_or_else(|| "-".to_owned(), |e| e.to_string()),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = policies.iter().map(policy_row).collect();
     let scope = namespace.map_or_else(|| "all namespaces".to_owned(), |n| format!("namespace {n}"));
     if policies.is_empty() {
         return format!("No AccessPolicies in {scope}.\n");
@@ -54,6 +35,32 @@ pub fn render(policies: &[AccessPolicy], namespace: Option<&str>) -> String {
         ],
         &rows,
     );
+    out += &policies_summary(policies, &scope);
+    out
+}
+
+/// One policy's row of the table.
+fn policy_row(p: &AccessPolicy) -> Vec<String> {
+    let status = p.status.as_ref();
+    let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    vec![
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default(),
+        ready.map_or_else(|| "?".to_owned(), |c| c.status.clone()),
+        ready.map_or_else(|| "-".to_owned(), |c| c.reason.clone()),
+        status
+            .and_then(|s| s.gateways.as_ref())
+            .map_or_else(|| "-".to_owned(), |g| g.summary.clone()),
+        p.spec.revocation_epoch.to_string(),
+        status
+            .and_then(|s| s.enforced_epoch)
+            .map_or_else(|| "-".to_owned(), |e| e.to_string()),
+    ]
+}
+
+/// The lines under the table: how many policies are ready, how many have a raised epoch not
+/// enforced yet, and how many gateways are connected.
+fn policies_summary(policies: &[AccessPolicy], scope: &str) -> String {
     let ready = policies
         .iter()
         .filter(|p| {
@@ -79,7 +86,7 @@ pub fn render(policies: &[AccessPolicy], namespace: Option<&str>) -> String {
         .iter()
         .filter_map(|p| p.status.as_ref()?.gateways.as_ref().map(|g| g.connected))
         .max();
-    out += &format!(
+    let mut out = format!(
         "\n{} {} in {scope}: {ready} ready, {} not ready",
         policies.len(),
         if policies.len() == 1 {

@@ -26,7 +26,6 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Target};
 use crate::printer::Printer;
-use crate::revoke::UserRevocation;
 use crate::sanitize;
 use crate::sessions::{GATEWAY_CLOCK_SKEW, Sessions, expired_everywhere};
 
@@ -119,13 +118,13 @@ pub fn policy_state(
 }
 
 /// Runs `request` until the deadline, but for at least [`MIN_REQUEST_TIME`].
-async fn bounded<T>(deadline: Instant, request: impl Future<Output = T>) -> Option<T> {
+pub async fn bounded<T>(deadline: Instant, request: impl Future<Output = T>) -> Option<T> {
     let until = deadline.max(Instant::now() + MIN_REQUEST_TIME);
     tokio::time::timeout_at(until, request).await.ok()
 }
 
 /// Sleeps until the next poll, or returns `false` when the deadline has passed.
-async fn next_poll(deadline: Instant) -> bool {
+pub async fn next_poll(deadline: Instant) -> bool {
     let now = Instant::now();
     if now >= deadline {
         return false;
@@ -134,7 +133,7 @@ async fn next_poll(deadline: Instant) -> bool {
     true
 }
 
-fn timed_out(what: &str, timeout: Duration, pending: &BTreeMap<String, String>) -> Error {
+pub fn timed_out(what: &str, timeout: Duration, pending: &BTreeMap<String, String>) -> Error {
     let mut message = format!(
         "{what} not shown as enforced by every connected gateway after {}s:",
         timeout.as_secs_f64()
@@ -148,7 +147,7 @@ fn timed_out(what: &str, timeout: Duration, pending: &BTreeMap<String, String>) 
 }
 
 /// Reports one session's state; returns whether it is settled.
-fn settle(
+pub fn settle(
     out: &mut Printer<impl Write>,
     name: &str,
     state: SessionState,
@@ -178,7 +177,7 @@ fn settle(
 
 /// Reports a deleted session, which is settled: the operator streams a deletion to every
 /// gateway as ended.
-fn report_deleted(out: &mut Printer<impl Write>, name: &str) {
+pub fn report_deleted(out: &mut Printer<impl Write>, name: &str) {
     out.line(format_args!(
         "accesssession/{name} deleted (ended everywhere)"
     ));
@@ -229,77 +228,6 @@ pub async fn sessions(
         }
         if !next_poll(deadline).await {
             return Err(timed_out("the revocation is", timeout, &pending));
-        }
-    }
-}
-
-/// Waits for every session `run` revoked or found revoked, listing the user's sessions on each
-/// poll and revoking any login that was in flight when the command started. Returns once all are
-/// settled and a listing begun after `sweep_end` has been swept (so logins in flight are caught
-/// as without `--wait`), or times out.
-pub async fn user(
-    out: &mut Printer<impl Write>,
-    run: &mut UserRevocation<'_>,
-    timeout: Duration,
-    sweep_end: Instant,
-) -> Result<(), Error> {
-    let deadline = Instant::now() + timeout;
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut pending = BTreeMap::new();
-    loop {
-        let listed_at = Instant::now();
-        let now = Timestamp::now();
-        match bounded(deadline, run.sweep(out, now)).await {
-            Some(Ok(listed)) => {
-                pending.clear();
-                let by_name: BTreeMap<&str, &AccessSession> = listed
-                    .iter()
-                    .filter_map(|s| Some((s.metadata.name.as_deref()?, s)))
-                    .collect();
-                for name in run
-                    .handled
-                    .iter()
-                    .filter(|n| !done.contains(*n))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                {
-                    // Not listed: deleted (the subject and provider of a session never change).
-                    let settled = match by_name.get(name.as_str()) {
-                        Some(session) => {
-                            settle(out, &name, session_state(session, now), &mut pending)
-                        }
-                        None => {
-                            report_deleted(out, &name);
-                            true
-                        }
-                    };
-                    if settled {
-                        done.insert(name);
-                    }
-                }
-                if pending.is_empty() {
-                    if listed_at >= sweep_end {
-                        return Ok(());
-                    }
-                    // Everything so far is settled; keep sweeping (deadline or not) until a
-                    // listing starts after `sweep_end`, a few seconds at most.
-                    tokio::time::sleep_until((listed_at + POLL).min(sweep_end)).await;
-                    continue;
-                }
-            }
-            Some(Err(e)) if e.is_transient() => {
-                pending.insert("(list)".to_owned(), format!("could not read status: {e}"));
-            }
-            Some(Err(e)) => return Err(e),
-            None => {
-                pending.insert(
-                    "(list)".to_owned(),
-                    "the API server did not answer in time".to_owned(),
-                );
-            }
-        }
-        if !next_poll(deadline).await {
-            return Err(timed_out("the user's revocation is", timeout, &pending));
         }
     }
 }

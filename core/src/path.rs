@@ -70,23 +70,8 @@ impl CanonicalPath {
             let b = bytes[i];
             match b {
                 b'%' => {
-                    let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
-                        return Err(PathError::BadEscape);
-                    };
-                    let (Some(h), Some(l)) = (hex(h), hex(l)) else {
-                        return Err(PathError::BadEscape);
-                    };
-                    let v = h << 4 | l;
-                    match v {
-                        b'/' | b'\\' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
-                        0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-                        _ if is_unreserved(v) => out.push(char::from(v)),
-                        _ => {
-                            out.push('%');
-                            out.push(char::from(HEX[usize::from(v >> 4)]));
-                            out.push(char::from(HEX[usize::from(v & 0xf)]));
-                        }
-                    }
+                    let v = escaped_byte(bytes.get(i + 1..i + 3))?;
+                    push_escaped(&mut out, v)?;
                     decoded.push(v);
                     i += 3;
                 }
@@ -104,16 +89,7 @@ impl CanonicalPath {
         if std::str::from_utf8(&decoded).is_err() {
             return Err(PathError::NotUtf8);
         }
-        let segments: Vec<&str> = out[1..].split('/').collect();
-        let last = segments.len() - 1;
-        for (index, segment) in segments.iter().enumerate() {
-            if segment.is_empty() && index != last {
-                return Err(PathError::EmptySegment);
-            }
-            if *segment == "." || *segment == ".." {
-                return Err(PathError::DotSegment);
-            }
-        }
+        check_segments(&out)?;
         Ok(Self(out))
     }
 
@@ -145,6 +121,48 @@ impl fmt::Display for CanonicalPath {
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The byte a `%XX` escape stands for, from the two characters after the `%`.
+fn escaped_byte(digits: Option<&[u8]>) -> Result<u8, PathError> {
+    let Some(&[h, l]) = digits else {
+        return Err(PathError::BadEscape);
+    };
+    let (Some(h), Some(l)) = (hex(h), hex(l)) else {
+        return Err(PathError::BadEscape);
+    };
+    Ok(h << 4 | l)
+}
+
+/// Writes an escaped byte in canonical form: decoded when unreserved, else escaped again in
+/// upper case. An escaped delimiter or control character is refused.
+fn push_escaped(out: &mut String, v: u8) -> Result<(), PathError> {
+    match v {
+        b'/' | b'\\' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
+        0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+        _ if is_unreserved(v) => out.push(char::from(v)),
+        _ => {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(v >> 4)]));
+            out.push(char::from(HEX[usize::from(v & 0xf)]));
+        }
+    }
+    Ok(())
+}
+
+/// No empty segment (but the last: a trailing `/`), and no `.` or `..` segment.
+fn check_segments(path: &str) -> Result<(), PathError> {
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.is_empty() && index != last {
+            return Err(PathError::EmptySegment);
+        }
+        if *segment == "." || *segment == ".." {
+            return Err(PathError::DotSegment);
+        }
+    }
+    Ok(())
+}
 
 fn hex(b: u8) -> Option<u8> {
     match b {

@@ -2,7 +2,7 @@
 
 use portcullis_core::{
     CanonicalPath, Decision, Host, Identity, InvalidPolicy, Policy, PolicyError, PolicyId,
-    RequestFacts, Route, RouteTable,
+    PolicyMeta, RequestFacts, Route, RouteTable, policy::ServiceTokenRef,
 };
 use portcullis_crds::AccessPolicy;
 use std::{net::IpAddr, sync::Arc};
@@ -242,6 +242,37 @@ fn invalid_manifests_are_refused_with_the_reason() {
     let mut unnamed = manifest(APPS);
     unnamed.metadata.namespace = None;
     assert_eq!(Policy::try_from(&unnamed), Err(PolicyError::MissingName));
+}
+
+#[test]
+fn a_policy_compiles_from_its_parts_as_from_the_object() {
+    let mut object = manifest(APPS);
+    object.metadata.uid = Some("u-1".into());
+    let meta = PolicyMeta {
+        namespace: "team".into(),
+        name: "apps".into(),
+        uid: Some("u-1".into()),
+        generation: Some(4),
+    };
+    let from_parts = Policy::compile(meta.clone(), &object.spec).expect("policy compiles");
+    assert_eq!(Policy::try_from(&object), Ok(from_parts.clone()));
+    assert_eq!(from_parts.id, PolicyId::new("team", "apps"));
+    assert_eq!(from_parts.uid.as_deref(), Some("u-1"));
+    assert_eq!(from_parts.generation, Some(4));
+    // The same errors too.
+    object.spec.revocation_epoch = -1;
+    assert_eq!(
+        Policy::compile(meta, &object.spec),
+        Err(PolicyError::NegativeEpoch)
+    );
+    assert_eq!(Policy::try_from(&object), Err(PolicyError::NegativeEpoch));
+}
+
+#[test]
+fn service_token_secrets_hold_a_client_id_and_a_client_secret() {
+    assert_eq!(ServiceTokenRef::CLIENT_ID_KEY, "client-id");
+    assert_eq!(ServiceTokenRef::CLIENT_SECRET_KEY, "client-secret");
+    assert_eq!(ServiceTokenRef::SECRET_KEYS, ["client-id", "client-secret"]);
 }
 
 fn route<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a Route> {

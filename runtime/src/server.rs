@@ -5,14 +5,17 @@ use crate::shutdown::Signal;
 use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
     service::TowerToHyperService,
 };
 use rustls::{
     ServerConfig, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
 };
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
@@ -90,7 +93,46 @@ pub async fn serve<E>(
             },
             () = shutdown.wait() => break,
         };
+        let connection = Connection {
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
+        connection.spawn(stream, acceptor.clone(), &router, peer_extension);
+    }
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// One accepted connection, served on a task of its own and watched for graceful shutdown.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves `router` on `stream` (after a TLS handshake when `acceptor` is given), every
+    /// request carrying `peer_extension(peer)`.
+    fn spawn<E>(
+        self,
+        stream: TcpStream,
+        acceptor: Option<TlsAcceptor>,
+        router: &Router,
+        peer_extension: fn(SocketAddr) -> E,
+    ) where
+        E: Clone + Send + Sync + 'static,
+    {
         let _ = stream.set_nodelay(true);
+        let Self {
+            builder,
+            watcher,
+            peer,
+        } = self;
         let service =
             router
                 .clone()
@@ -99,11 +141,8 @@ pub async fn serve<E>(
                     req
                 });
         let service = TowerToHyperService::new(service);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match &acceptor {
+        match acceptor {
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                         .await
@@ -113,26 +152,26 @@ pub async fn serve<E>(
                         Err(_) => return debug!(%peer, "TLS handshake timed out"),
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(error) = watcher.watch(conn.into_owned()).await {
-                        debug!(%peer, %error, "connection ended with an error");
-                    }
+                    log_end(peer, watcher.watch(conn.into_owned())).await;
                 });
             }
             None => {
                 tokio::spawn(async move {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(conn.into_owned()).await {
-                        debug!(%peer, %error, "connection ended with an error");
-                    }
+                    log_end(peer, watcher.watch(conn.into_owned())).await;
                 });
             }
         }
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after the drain period; closing them");
+}
+
+/// Awaits a served connection and logs it when it ended with an error.
+async fn log_end<Error: std::fmt::Display>(
+    peer: SocketAddr,
+    connection: impl Future<Output = Result<(), Error>>,
+) {
+    if let Err(error) = connection.await {
+        debug!(%peer, %error, "connection ended with an error");
     }
 }
