@@ -1,5 +1,5 @@
 //! What can go wrong at login: the errors of discovery, the code exchange and ID-token
-//! validation, with a bounded label for metrics. Refresh failures are [`super::RefreshError`]:
+//! validation, with a bounded label for metrics. Refresh failures are `RefreshError`:
 //! they are judged differently (a rejection ends a session, anything else is retried).
 
 /// Failures talking to, or believing, an identity provider.

@@ -2,8 +2,8 @@
 //! `nonce`), the code exchange and full ID-token validation, per identity provider.
 //!
 //! This file holds the providers and their discovered clients; the flows live beside it:
-//! [`login`] (authorization request and code exchange), [`refresh`] (redeeming a refresh
-//! token), both checking ID tokens through [`id_token`].
+//! `login` (authorization request and code exchange) and `refresh` (redeeming a refresh
+//! token), both checking ID tokens through `id_token`.
 
 mod error;
 mod error_chain;

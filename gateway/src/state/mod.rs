@@ -5,7 +5,7 @@
 //! operator's stream). Until the first snapshot arrives the gateway is not ready and admits
 //! nobody.
 //!
-//! [`build`] compiles manifests into a snapshot, [`service_tokens`] reads and checks machine
+//! [`build()`] compiles manifests into a snapshot, [`service_tokens`] reads and checks machine
 //! credentials, [`epoch`] dates revocation epochs; [`directory`] and [`operator_stream`] are
 //! the two sources, [`session_index`] the sessions the request path checks.
 

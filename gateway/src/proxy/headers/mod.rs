@@ -97,12 +97,8 @@ pub(crate) fn rewrite_request(
 /// matched, `X-Forwarded-Port` its port (or the scheme's default), `X-Forwarded-Proto` the
 /// scheme, `X-Forwarded-For` the client as far as the gateway can vouch for it.
 fn add_forwarding(headers: &mut HeaderMap, ctx: &ForwardContext) -> Result<(), ProxyError> {
-    let host =
-        HeaderValue::from_str(ctx.host.as_str()).map_err(|_| ProxyError::InvalidAddedHeader {
-            name: "host".into(),
-            reason: "not a header value",
-        })?;
-    headers.insert(header::HOST, checked(&header::HOST, host.clone())?);
+    let host = header_value(&header::HOST, ctx.host.as_str())?;
+    headers.insert(header::HOST, host.clone());
     let forwarded_for = forwarded_for(headers, ctx);
     insert_str(headers, X_FORWARDED_FOR, &forwarded_for)?;
     insert_str(headers, X_FORWARDED_PROTO, ctx.scheme.as_str())?;
@@ -209,13 +205,18 @@ fn checked(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, ProxyEr
 }
 
 fn insert_str(headers: &mut HeaderMap, name: HeaderName, value: &str) -> Result<(), ProxyError> {
-    let v = HeaderValue::from_str(value).map_err(|_| ProxyError::InvalidAddedHeader {
+    let value = header_value(&name, value)?;
+    headers.insert(name, value);
+    Ok(())
+}
+
+/// `value` as the value of header `name`, refused like any added value that is not one.
+fn header_value(name: &HeaderName, value: &str) -> Result<HeaderValue, ProxyError> {
+    let value = HeaderValue::from_str(value).map_err(|_| ProxyError::InvalidAddedHeader {
         name: name.to_string(),
         reason: "not a header value",
     })?;
-    let v = checked(&name, v)?;
-    headers.insert(name, v);
-    Ok(())
+    checked(name, value)
 }
 
 /// Rewrites response headers for the client: hop-by-hop removal (keeping `Connection: upgrade`

@@ -64,7 +64,7 @@ pub fn normalize_name(name: &str) -> String {
 
 /// Whether an inbound header with this name must never reach an upstream as sent by the client.
 /// `X-Forwarded-For` in its canonical spelling is *not* reserved here: it is rewritten according
-/// to trust (see [`ForwardContext::trusted_forwarded_for`]); every other spelling of it is.
+/// to trust (see [`super::ForwardContext::trusted_forwarded_for`]); every other spelling of it is.
 pub fn is_reserved_inbound(name: &HeaderName) -> bool {
     if *name == X_FORWARDED_FOR {
         return false;

@@ -31,6 +31,8 @@ pub(super) struct Follower {
 }
 
 impl Follower {
+    /// Follows the operator until shutdown: each resolved endpoint in turn, with a jittered,
+    /// doubling backoff between connections (reset by one that lasted).
     pub(super) async fn run(mut self, mut shutdown: Signal) {
         let mut backoff = BACKOFF_MIN;
         let mut next = 0usize;
@@ -58,18 +60,13 @@ impl Follower {
                     backoff = BACKOFF_MIN;
                 }
                 let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
-                tokio::select! {
-                    () = tokio::time::sleep(backoff + jitter) => {}
-                    () = shutdown.wait() => return,
+                if !back_off(&mut backoff, jitter, &mut shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            if endpoints.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.wait() => return,
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            if endpoints.is_empty() && !back_off(&mut backoff, Duration::ZERO, &mut shutdown).await
+            {
+                return;
             }
         }
     }
@@ -89,4 +86,15 @@ impl Follower {
         }
         endpoints
     }
+}
+
+/// Sleeps `backoff` plus `jitter`, then doubles `backoff` up to [`BACKOFF_MAX`]. False when
+/// shutdown came first.
+async fn back_off(backoff: &mut Duration, jitter: Duration, shutdown: &mut Signal) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(*backoff + jitter) => {}
+        () = shutdown.wait() => return false,
+    }
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    true
 }

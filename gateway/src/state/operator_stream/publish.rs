@@ -62,7 +62,7 @@ impl Follower {
         self.previous = Some(snapshot);
     }
 
-    /// The stream's Secrets as the manifests [`state::build`] reads.
+    /// The stream's Secrets as the manifests [`state::build()`] reads.
     fn secret_manifests(&self) -> HashMap<(String, String), SecretManifest> {
         self.fleet
             .secrets()

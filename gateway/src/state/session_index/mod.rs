@@ -8,8 +8,8 @@
 //! absolute expiry plus clock skew has passed.
 //!
 //! The gateway's own watch of the API server (`--policy-dir` with `--session-namespace`) is in
-//! [`api_server`]; in cluster mode the operator's push stream
-//! ([`super::operator_stream`]) feeds the same index.
+//! `api_server`; in cluster mode the operator's push stream (`operator_stream`) feeds the same
+//! index.
 
 mod api_server;
 
