@@ -22,6 +22,8 @@
 mod body;
 mod error;
 pub mod headers;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -379,38 +381,4 @@ fn tls_config(config: &ProxyConfig) -> Result<ClientConfig, ProxyError> {
     }
     portcullis_runtime::client_tls::config(roots)
         .map_err(|e| ProxyError::Setup(format!("TLS versions: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_translation() {
-        let up =
-            Upstream::from_url("https://backend:8443", Duration::from_secs(1)).expect("upstream");
-        let uri: Uri = "https://app.example/a/b?c=d".parse().expect("uri");
-        assert_eq!(
-            upstream_uri(&uri, &up).expect("ok").to_string(),
-            "https://backend:8443/a/b?c=d"
-        );
-        let uri: Uri = "/x".parse().expect("uri");
-        assert_eq!(
-            upstream_uri(&uri, &up).expect("ok").to_string(),
-            "https://backend:8443/x"
-        );
-        let uri: Uri = "*".parse().expect("uri");
-        assert!(upstream_uri(&uri, &up).is_err());
-    }
-
-    #[test]
-    fn h2c_never_allowed() {
-        let p = Proxy::new(ProxyConfig {
-            native_roots: false,
-            upgrade_protocols: vec!["websocket".into(), "H2C".into()],
-            ..ProxyConfig::default()
-        })
-        .expect("proxy");
-        assert_eq!(p.inner.upgrade_protocols, vec!["websocket".to_owned()]);
-    }
 }

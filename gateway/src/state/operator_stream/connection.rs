@@ -57,7 +57,7 @@ impl Follower {
         info!(operator = %url, %addr, "following the operator");
         let acker = Acker::spawn(
             client,
-            url.join(ACK_PATH).unwrap_or_else(|_| url.clone()),
+            at_path(url, ACK_PATH),
             token,
             self.config.gateway_id.clone(),
         );
@@ -94,7 +94,7 @@ impl Follower {
             .to_owned();
         let client = self.client(url, addr)?;
         let mut request = client
-            .get(url.join(STATE_PATH).unwrap_or_else(|_| url.clone()))
+            .get(at_path(url, STATE_PATH))
             .bearer_auth(&token)
             .header(GATEWAY_ID_HEADER, &self.config.gateway_id);
         if let Some((instance, version)) = self.fleet.position() {
@@ -174,4 +174,9 @@ async fn unless_silent<T>(
         },
         () = shutdown.wait() => Err(ConnectionError::Shutdown),
     }
+}
+
+/// `path` on the operator at `url` (`url` itself if that does not make a URL).
+fn at_path(url: &Url, path: &str) -> Url {
+    url.join(path).unwrap_or_else(|_| url.clone())
 }
