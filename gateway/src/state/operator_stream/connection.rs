@@ -2,7 +2,7 @@
 //! by line, merge them, publish what changed and acknowledge, until it fails, falls silent or
 //! the gateway shuts down.
 
-use super::{SILENCE, ack::Acker, follower::Follower};
+use super::{Follower, SILENCE, ack::Acker};
 use crate::shutdown::Signal;
 use portcullis_protocol::{
     Applied, MergeError,

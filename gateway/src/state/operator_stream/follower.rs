@@ -1,34 +1,14 @@
 //! The follower's outer loop: one operator endpoint at a time, the next one with backoff after
 //! any failure, resuming from the position the merged state remembers.
 
-use super::{BACKOFF_MAX, BACKOFF_MIN, StreamConfig, connection::ConnectionError};
-use crate::{
-    shutdown::Signal,
-    state::{Snapshot, feed::Feed, session_index::SessionIndex},
-};
-use portcullis_protocol::FleetState;
+use super::{BACKOFF_MAX, BACKOFF_MIN, Follower, connection::ConnectionError};
+use crate::shutdown::Signal;
 use std::{
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::watch;
 use tracing::warn;
 use url::Url;
-
-/// The state of following the operator, across connections.
-pub(super) struct Follower {
-    pub(super) config: StreamConfig,
-    pub(super) tls: rustls::ClientConfig,
-    pub(super) known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
-    pub(super) feed: Arc<Feed>,
-    pub(super) state_tx: watch::Sender<Arc<Snapshot>>,
-    pub(super) index_tx: watch::Sender<Arc<SessionIndex>>,
-    pub(super) fleet: FleetState,
-    /// Snapshots published so far: the gateway's own state version.
-    pub(super) published: u64,
-    pub(super) previous: Option<Arc<Snapshot>>,
-}
 
 impl Follower {
     /// Follows the operator until shutdown: each resolved endpoint in turn, with a jittered,

@@ -22,7 +22,6 @@ use crate::{
     shutdown::Signal,
     state::{Snapshot, session_index::SessionIndex},
 };
-use follower::Follower;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_protocol::FleetState;
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -89,6 +88,22 @@ pub fn spawn(
     };
     tokio::spawn(follower.run(shutdown));
     Ok((state_rx, index_rx))
+}
+
+/// The state of following the operator, across connections. Defined here because `follower`
+/// (the reconnect loop), `connection` (one stream) and `publish` each add its methods, and
+/// none of them should import another for it.
+struct Follower {
+    config: StreamConfig,
+    tls: rustls::ClientConfig,
+    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    feed: Arc<Feed>,
+    state_tx: watch::Sender<Arc<Snapshot>>,
+    index_tx: watch::Sender<Arc<SessionIndex>>,
+    fleet: FleetState,
+    /// Snapshots published so far: the gateway's own state version.
+    published: u64,
+    previous: Option<Arc<Snapshot>>,
 }
 
 fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, StreamError> {

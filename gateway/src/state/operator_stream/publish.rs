@@ -1,7 +1,7 @@
 //! Turning the merged fleet state into what the request path reads: the session index after a
 //! session change, the access snapshot (and the index with it) after a policy change.
 
-use super::follower::Follower;
+use super::Follower;
 use crate::state::{self, Metadata, SecretManifest, Snapshot, session_index::SessionIndex};
 use portcullis_crds::AccessPolicy;
 use portcullis_protocol::{Applied, frame::PolicyEntry};
