@@ -6,9 +6,7 @@
 //!
 //! - the path and query are forwarded byte for byte as given in the request URI (the caller puts
 //!   the canonical form there); the authority the client used is replaced by the upstream's;
-//! - headers are rewritten by [`headers`] in a fixed order: hop-by-hop (incl. `Connection`
-//!   nominations) → inbound identity and forwarding metadata in every spelling → gateway cookies →
-//!   then the headers the gateway vouches for;
+//! - headers are rewritten by [`headers`], in the fixed order its documentation gives;
 //! - bodies stream in both directions, never buffered: backpressure flows from the slower side;
 //! - `Upgrade` (WebSocket) is carried through when allowed and the upstream answers `101`, then
 //!   both upgraded connections are joined byte for byte.
@@ -24,6 +22,8 @@
 mod body;
 mod error;
 pub mod headers;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -178,6 +178,8 @@ impl Proxy {
         result
     }
 
+    /// The request path in order: refuse `CONNECT`, decide on an upgrade, rewrite the request,
+    /// send it, accept a `101` only for what was asked, rewrite the response.
     async fn forward_inner<B>(
         &self,
         req: Request<B>,
@@ -202,50 +204,13 @@ impl Proxy {
 
         let uri = upstream_uri(&parts.uri, upstream)?;
         headers::rewrite_request(&mut parts.headers, ctx, upgrade.as_ref())?;
-
-        let (body, phase) = RequestBody::new(body);
-        let mut out = Request::new(body);
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = parts.headers;
-
-        let client = if upgrade.is_some() {
-            &self.inner.h1_client
-        } else {
-            &self.inner.client
-        };
-        let timeout = upstream.response_head_timeout();
-        let mut response = tokio::select! {
-            res = client.request(out) => res.map_err(ProxyError::from_client)?,
-            () = body::head_deadline(phase, timeout) => return Err(ProxyError::Timeout(timeout)),
-        };
+        let mut response = self
+            .send(parts, uri, body, upstream, upgrade.is_some())
+            .await?;
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            let (Some(requested), Some(client_upgrade)) = (&upgrade, client_upgrade) else {
-                return Err(ProxyError::UpstreamMisbehaved(
-                    "101 without an upgrade request",
-                ));
-            };
-            let accepted = response
-                .headers()
-                .get(header::UPGRADE)
-                .map(headers::upgrade_protocols)
-                .unwrap_or_default();
-            let offered = headers::upgrade_protocols(&requested.protocols);
-            if accepted.len() != 1 || !offered.contains(&accepted[0]) {
-                return Err(ProxyError::UpstreamMisbehaved(
-                    "101 to a protocol not requested",
-                ));
-            }
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let target = upstream.to_string();
-            tokio::spawn(async move {
-                if let Err(e) = join_upgraded(client_upgrade, upstream_upgrade).await {
-                    debug!(upstream = %target, error = %e, "upgraded connection ended with an error");
-                }
-            });
+            accept_switch(&mut response, upgrade.as_ref(), client_upgrade, upstream)?;
         }
 
         let (mut parts, body) = response.into_parts();
@@ -256,6 +221,40 @@ impl Proxy {
             body.boxed()
         };
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Sends the rewritten request as HTTP/1.1 semantics to `uri` and waits for the response
+    /// head, within the upstream's timeout as [`body::head_deadline`] counts it. An upgrade
+    /// goes over the HTTP/1.1-only pool.
+    async fn send<B>(
+        &self,
+        parts: http::request::Parts,
+        uri: Uri,
+        body: B,
+        upstream: &Upstream,
+        upgrade: bool,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (body, phase) = RequestBody::new(body);
+        let mut out = Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+
+        let client = if upgrade {
+            &self.inner.h1_client
+        } else {
+            &self.inner.client
+        };
+        let timeout = upstream.response_head_timeout();
+        tokio::select! {
+            res = client.request(out) => res.map_err(ProxyError::from_client),
+            () = body::head_deadline(phase, timeout) => Err(ProxyError::Timeout(timeout)),
+        }
     }
 
     /// The upgrade to carry through, if the client asked for one this proxy allows and the
@@ -284,6 +283,41 @@ impl Proxy {
             protocols: value.clone(),
         })
     }
+}
+
+/// Accepts the upstream's `101` only as the answer to an upgrade this proxy carried through,
+/// to exactly one of the protocols the client offered; then joins the two upgraded connections
+/// in the background.
+fn accept_switch(
+    response: &mut Response<hyper::body::Incoming>,
+    requested: Option<&UpgradeRequest>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstream: &Upstream,
+) -> Result<(), ProxyError> {
+    let (Some(requested), Some(client_upgrade)) = (requested, client_upgrade) else {
+        return Err(ProxyError::UpstreamMisbehaved(
+            "101 without an upgrade request",
+        ));
+    };
+    let accepted = response
+        .headers()
+        .get(header::UPGRADE)
+        .map(headers::upgrade_protocols)
+        .unwrap_or_default();
+    let offered = headers::upgrade_protocols(&requested.protocols);
+    if accepted.len() != 1 || !offered.contains(&accepted[0]) {
+        return Err(ProxyError::UpstreamMisbehaved(
+            "101 to a protocol not requested",
+        ));
+    }
+    let upstream_upgrade = hyper::upgrade::on(response);
+    let target = upstream.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = join_upgraded(client_upgrade, upstream_upgrade).await {
+            debug!(upstream = %target, error = %e, "upgraded connection ended with an error");
+        }
+    });
+    Ok(())
 }
 
 /// Joins the client's and the upstream's upgraded connections until either side closes.
@@ -347,38 +381,4 @@ fn tls_config(config: &ProxyConfig) -> Result<ClientConfig, ProxyError> {
     }
     portcullis_runtime::client_tls::config(roots)
         .map_err(|e| ProxyError::Setup(format!("TLS versions: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_translation() {
-        let up =
-            Upstream::from_url("https://backend:8443", Duration::from_secs(1)).expect("upstream");
-        let uri: Uri = "https://app.example/a/b?c=d".parse().expect("uri");
-        assert_eq!(
-            upstream_uri(&uri, &up).expect("ok").to_string(),
-            "https://backend:8443/a/b?c=d"
-        );
-        let uri: Uri = "/x".parse().expect("uri");
-        assert_eq!(
-            upstream_uri(&uri, &up).expect("ok").to_string(),
-            "https://backend:8443/x"
-        );
-        let uri: Uri = "*".parse().expect("uri");
-        assert!(upstream_uri(&uri, &up).is_err());
-    }
-
-    #[test]
-    fn h2c_never_allowed() {
-        let p = Proxy::new(ProxyConfig {
-            native_roots: false,
-            upgrade_protocols: vec!["websocket".into(), "H2C".into()],
-            ..ProxyConfig::default()
-        })
-        .expect("proxy");
-        assert_eq!(p.inner.upgrade_protocols, vec!["websocket".to_owned()]);
-    }
 }

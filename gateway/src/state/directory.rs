@@ -5,7 +5,7 @@
 //! rather than watched with inotify: polling works the same on every filesystem, including the
 //! symlink swaps of mounted ConfigMaps.
 
-use crate::state::{self, SecretManifest, Snapshot};
+use crate::state::{self, SecretManifest, Snapshot, manifest::DEFAULT_NAMESPACE};
 use portcullis_crds::AccessPolicy;
 use std::{
     collections::HashMap,
@@ -37,25 +37,53 @@ pub fn load(
     known_idps: &dyn Fn(&str) -> bool,
     highest_epochs: &mut HashMap<(String, String), i64>,
 ) -> Result<Snapshot, SourceError> {
-    let read = |source| SourceError::Read {
-        path: dir.to_owned(),
-        source,
-    };
+    let mut manifests = Manifests::default();
+    for file in manifest_files(dir)? {
+        manifests.read(&file)?;
+    }
+    let Manifests {
+        mut policies,
+        secrets,
+        mut problems,
+    } = manifests;
+    keep_highest_epochs(&mut policies, highest_epochs, &mut problems);
+    let mut snapshot = state::build(version, &policies, &secrets, known_idps);
+    problems.append(&mut snapshot.problems);
+    snapshot.problems = problems;
+    Ok(snapshot)
+}
+
+/// The `.yaml` and `.yml` files of `dir`, sorted: the same files always load the same way.
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(read)?
+        .map_err(|source| SourceError::Read {
+            path: dir.to_owned(),
+            source,
+        })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
-    let mut policies = Vec::new();
-    let mut secrets = HashMap::new();
-    let mut problems = Vec::new();
-    for file in files {
+    Ok(files)
+}
+
+/// The manifests read so far, and what was skipped.
+#[derive(Default)]
+struct Manifests {
+    policies: Vec<AccessPolicy>,
+    secrets: HashMap<(String, String), SecretManifest>,
+    problems: Vec<String>,
+}
+
+impl Manifests {
+    /// Adds every document of `file`. A document that cannot be read fails the whole load (see
+    /// [`SourceError::Manifest`]); one of another kind is skipped, and said so.
+    fn read(&mut self, file: &Path) -> Result<(), SourceError> {
         let broken = |detail: String| SourceError::Manifest {
             file: file.display().to_string(),
             detail,
         };
-        let text = std::fs::read_to_string(&file).map_err(|e| broken(e.to_string()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| broken(e.to_string()))?;
         let documents: Vec<serde_json::Value> =
             serde_saphyr::from_multiple(&text).map_err(|e| broken(format!("not YAML: {e}")))?;
         for document in documents.into_iter().filter(|d| !d.is_null()) {
@@ -65,35 +93,49 @@ pub fn load(
                 .unwrap_or_default()
                 .to_owned();
             match kind.as_str() {
-                "AccessPolicy" => match serde_json::from_value::<AccessPolicy>(document) {
-                    Ok(mut policy) => {
-                        policy
-                            .metadata
-                            .namespace
-                            .get_or_insert_with(|| "default".into());
-                        policies.push(policy);
-                    }
-                    Err(error) => return Err(broken(format!("invalid AccessPolicy: {error}"))),
-                },
-                "Secret" => match serde_json::from_value::<SecretManifest>(document) {
-                    Ok(secret) => {
-                        let namespace = secret
-                            .metadata
-                            .namespace
-                            .clone()
-                            .unwrap_or_else(|| "default".into());
-                        let name = secret.metadata.name.clone().unwrap_or_default();
-                        secrets.insert((namespace, name), secret);
-                    }
-                    Err(error) => return Err(broken(format!("invalid Secret: {error}"))),
-                },
-                other => problems.push(format!("{}: ignoring kind {other:?}", file.display())),
+                "AccessPolicy" => self.add_policy(document).map_err(&broken)?,
+                "Secret" => self.add_secret(document).map_err(&broken)?,
+                other => self
+                    .problems
+                    .push(format!("{}: ignoring kind {other:?}", file.display())),
             }
         }
+        Ok(())
     }
-    // Epochs only go up, as at the API server: a file rolled back to a lower epoch, or a policy
-    // removed and added again with epoch 0, keeps the highest epoch this gateway has seen.
-    for policy in &mut policies {
+
+    fn add_policy(&mut self, document: serde_json::Value) -> Result<(), String> {
+        let mut policy = serde_json::from_value::<AccessPolicy>(document)
+            .map_err(|error| format!("invalid AccessPolicy: {error}"))?;
+        policy
+            .metadata
+            .namespace
+            .get_or_insert_with(|| DEFAULT_NAMESPACE.into());
+        self.policies.push(policy);
+        Ok(())
+    }
+
+    fn add_secret(&mut self, document: serde_json::Value) -> Result<(), String> {
+        let secret = serde_json::from_value::<SecretManifest>(document)
+            .map_err(|error| format!("invalid Secret: {error}"))?;
+        let namespace = secret
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.secrets.insert((namespace, name), secret);
+        Ok(())
+    }
+}
+
+/// Epochs only go up, as at the API server: a file rolled back to a lower epoch, or a policy
+/// removed and added again with epoch 0, keeps the highest epoch this gateway has seen.
+fn keep_highest_epochs(
+    policies: &mut [AccessPolicy],
+    highest_epochs: &mut HashMap<(String, String), i64>,
+    problems: &mut Vec<String>,
+) {
+    for policy in policies {
         let key = (
             policy.metadata.namespace.clone().unwrap_or_default(),
             policy.metadata.name.clone().unwrap_or_default(),
@@ -114,10 +156,6 @@ pub fn load(
         }
         *highest = (*highest).max(policy.spec.revocation_epoch);
     }
-    let mut snapshot = state::build(version, &policies, &secrets, known_idps);
-    problems.append(&mut snapshot.problems);
-    snapshot.problems = problems;
-    Ok(snapshot)
 }
 
 /// Names, sizes, modification times and a content hash of every file: an edit that keeps the

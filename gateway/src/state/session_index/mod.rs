@@ -7,20 +7,18 @@
 //! (deleted, or missing from a relist) counts as ended. Entries are dropped only once their
 //! absolute expiry plus clock skew has passed.
 //!
-//! This module holds the gateway's own watch (`--policy-dir` with `--session-namespace`); in
-//! cluster mode the operator's push stream ([`crate::operator_stream`]) feeds the same index.
+//! The gateway's own watch of the API server (`--policy-dir` with `--session-namespace`) is in
+//! `api_server`; in cluster mode the operator's push stream (`operator_stream`) feeds the same
+//! index.
 
-use crate::shutdown::Signal;
-use futures::StreamExt as _;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+mod api_server;
+
+pub use api_server::watch_sessions;
+
+use crate::state::feed::Feed;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessSession;
 use std::sync::Arc;
-use tokio::sync::watch;
-use tracing::{info, warn};
 
 /// One session as the gateway needs it: the same record the operator stream merges into, so
 /// cluster mode publishes the merged map itself.
@@ -43,7 +41,7 @@ pub struct SessionIndex {
     /// A persistent map: publishing a copy after every change is O(1), not O(sessions).
     pub entries: Sessions,
     /// Freshness of the operator stream feeding the index (cluster mode).
-    pub feed: Option<Arc<crate::state::operator_stream::Feed>>,
+    pub feed: Option<Arc<Feed>>,
 }
 
 impl SessionIndex {
@@ -136,83 +134,4 @@ impl SessionIndex {
         self.entries
             .retain(|_, e| e.retain_until + CLOCK_SKEW_SECS > now);
     }
-}
-
-/// Watches the `AccessSession`s of `namespace` and publishes the index after every change.
-pub fn watch_sessions(
-    client: Client,
-    namespace: &str,
-    mut shutdown: Signal,
-) -> watch::Receiver<Arc<SessionIndex>> {
-    let api: Api<AccessSession> = Api::namespaced(client, namespace);
-    let (tx, rx) = watch::channel(Arc::new(SessionIndex::default()));
-    let namespace = namespace.to_owned();
-    tokio::spawn(async move {
-        let mut index = SessionIndex::default();
-        // Objects seen during a relist; whatever the index holds that a relist does not is gone.
-        let mut relist: Option<Vec<String>> = None;
-        // Sweeping expired entries is O(sessions): at most once a second, not per event.
-        let mut collected_at = 0;
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                () = shutdown.wait() => return,
-            };
-            let now = crate::clock::now();
-            match event {
-                None => return,
-                Some(Err(error)) => {
-                    warn!(%error, namespace, "session watch failed; retrying");
-                    continue;
-                }
-                Some(Ok(watcher::Event::Init)) => relist = Some(Vec::new()),
-                Some(Ok(watcher::Event::InitApply(session))) => {
-                    if let (Some(seen), Some(name)) =
-                        (relist.as_mut(), session.metadata.name.clone())
-                    {
-                        seen.push(name);
-                    }
-                    index.apply(&session);
-                    continue;
-                }
-                Some(Ok(watcher::Event::InitDone)) => {
-                    let seen: std::collections::HashSet<String> =
-                        relist.take().unwrap_or_default().into_iter().collect();
-                    let vanished: Vec<String> = index
-                        .entries
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect();
-                    for sid in vanished {
-                        index.end(&sid);
-                    }
-                    if !index.synced {
-                        info!(
-                            sessions = index.entries.len(),
-                            namespace, "session index synced"
-                        );
-                    }
-                    index.synced = true;
-                }
-                Some(Ok(watcher::Event::Apply(session))) => index.apply(&session),
-                Some(Ok(watcher::Event::Delete(session))) => {
-                    if let Some(name) = &session.metadata.name {
-                        index.end(name);
-                    }
-                }
-            }
-            if now > collected_at {
-                index.collect(now);
-                collected_at = now;
-            }
-            if index.synced {
-                tx.send_replace(Arc::new(index.clone()));
-            }
-        }
-    });
-    rx
 }

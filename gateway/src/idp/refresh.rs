@@ -1,0 +1,115 @@
+//! Redeeming a refresh token: asks the provider whether the session still stands, and reads
+//! the identity it states now from the new ID token, if it sends one.
+
+use super::{Client, Provider, TokenResponse, error_chain::error_chain};
+use openidconnect::{OAuth2TokenResponse as _, RefreshToken, TokenResponse as _};
+use std::sync::Arc;
+
+/// What redeeming a refresh token produced.
+pub struct Refreshed {
+    /// The provider's new refresh token, when it rotates them (Dex does): the old one is dead.
+    pub refresh_token: Option<String>,
+    /// The identity in the new ID token, when the provider sent one; an error when that ID
+    /// token does not verify (the rotated refresh token must be kept all the same).
+    pub identity: Result<Option<RefreshedIdentity>, RefreshError>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed")
+            .field("rotated", &self.refresh_token.is_some())
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// Email and groups as the provider states them now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshedIdentity {
+    pub subject: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Why a refresh did not confirm the session.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider answered that the refresh token is dead (`invalid_grant`, or another code
+    /// listed in `refreshRejectionErrors`): the session is over.
+    #[error("the identity provider refused the refresh token: {0}")]
+    Rejected(String),
+    /// Anything else: unreachable, 5xx, an unexpected answer. Retried; meanwhile the policy's
+    /// `refreshFailure` applies.
+    #[error("the identity provider could not confirm the session: {0}")]
+    Transient(String),
+}
+
+impl Provider {
+    /// Redeems `refresh_token`. A new ID token in the answer is verified like a login's
+    /// (signature, issuer, audience, `azp`, `iat`) except for the nonce, which refreshed ID
+    /// tokens do not carry; its subject must be `subject`.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        subject: &str,
+        now: u64,
+    ) -> Result<Refreshed, RefreshError> {
+        let transient = |e: String| RefreshError::Transient(e);
+        let client = self.client().await.map_err(|e| transient(e.to_string()))?;
+        let token = RefreshToken::new(refresh_token.to_owned());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| transient(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(response) => {
+                    let code = response.error().to_string();
+                    if self.config.refresh_rejection_errors.contains(&code) {
+                        RefreshError::Rejected(code)
+                    } else {
+                        transient(format!("the provider answered {code}"))
+                    }
+                }
+                other => transient(error_chain(&other)),
+            })?;
+        let refresh_token = response.refresh_token().map(|t| t.secret().clone());
+        let identity = self
+            .refreshed_identity(&client, &response, subject, now)
+            .await;
+        Ok(Refreshed {
+            refresh_token,
+            identity,
+        })
+    }
+
+    /// Verifies the ID token of a refresh answer, if there is one.
+    async fn refreshed_identity(
+        &self,
+        client: &Arc<Client>,
+        response: &TokenResponse,
+        subject: &str,
+        now: u64,
+    ) -> Result<Option<RefreshedIdentity>, RefreshError> {
+        let Some(id_token) = response.id_token() else {
+            return Ok(None);
+        };
+        let (claims, _) = self
+            .verified_claims(client, id_token, None, now)
+            .await
+            .map_err(|e| RefreshError::Transient(format!("refreshed ID token: {e}")))?;
+        // A different subject is not a transient glitch: the grant now speaks for someone else.
+        if claims.subject().as_str() != subject {
+            return Err(RefreshError::Rejected("subject changed".into()));
+        }
+        Ok(Some(RefreshedIdentity {
+            subject: subject.to_owned(),
+            email: self.verified_email(&claims),
+            groups: claims
+                .additional_claims()
+                .groups
+                .clone()
+                .unwrap_or_default(),
+        }))
+    }
+}

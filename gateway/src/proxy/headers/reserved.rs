@@ -1,0 +1,99 @@
+//! Step 2 of the rewrite: which inbound header names carry identity or forwarding metadata
+//! that upstreams trust, in every spelling an upstream may fold together.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::X_FORWARDED_FOR;
+
+/// Name prefixes (after [`normalize_name`]) that carry identity or forwarding metadata which
+/// upstreams commonly trust. No client may set them; the gateway adds its own after stripping.
+const RESERVED_PREFIXES: &[&str] = &[
+    "x-auth-request-",            // oauth2-proxy, ingress-nginx auth-request
+    "portcullis-",                // ours (Portcullis-Jwt-Assertion, ...)
+    "x-forwarded-", // -User/-Email/-Groups/-Preferred-Username/-Access-Token, -Proto/-Host/-Port/-Prefix/-Uri ...
+    "x-remote-",    // X-Remote-User/-Group (Kubernetes auth proxy, Apache)
+    "remote-",      // Authelia: Remote-User/-Groups/-Email/-Name
+    "x-webauth-",   // Grafana auth proxy default
+    "x-pomerium-",  // Pomerium
+    "x-authenticated-", // X-Authenticated-User/-Groups
+    "x-goog-authenticated-user-", // Google IAP
+    "x-amzn-oidc-", // AWS ALB
+    "x-ms-client-principal", // Azure App Service
+    "x-vouch-",     // vouch-proxy
+    "x-ssl-client-", // mTLS identity as passed by nginx
+    "ssl-client-",  //   ... and its variants
+];
+
+/// Exact names (after [`normalize_name`]) with the same role as [`RESERVED_PREFIXES`]:
+/// identities, client addresses and "original URL" headers that apps honour for routing (the
+/// latter would let a client reach a path other than the one the gateway authorized).
+const RESERVED_NAMES: &[&str] = &[
+    "x-user",
+    "x-email",
+    "x-auth-user",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
+    "x-jwt-assertion",
+    "x-goog-iap-jwt-assertion",
+    "x-client-cert",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "forwarded",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Lower-cases and folds `_` and `.` into `-`: the spellings some upstreams (CGI, PHP, WSGI,
+/// several Go and Java frameworks) treat as the same header.
+pub fn normalize_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' | '.' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Whether an inbound header with this name must never reach an upstream as sent by the client.
+/// `X-Forwarded-For` in its canonical spelling is *not* reserved here: it is rewritten according
+/// to trust (see [`super::ForwardContext::trusted_forwarded_for`]); every other spelling of it is.
+pub fn is_reserved_inbound(name: &HeaderName) -> bool {
+    if *name == X_FORWARDED_FOR {
+        return false;
+    }
+    let n = normalize_name(name.as_str());
+    RESERVED_NAMES.contains(&n.as_str()) || RESERVED_PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// Step 2: removes every reserved inbound header, every spelling of the names the gateway is
+/// about to add (`added`), and every other spelling of `X-Forwarded-For`.
+pub(super) fn strip_inbound_identity(headers: &mut HeaderMap, added: &[(HeaderName, HeaderValue)]) {
+    let added: Vec<String> = added
+        .iter()
+        .map(|(n, _)| normalize_name(n.as_str()))
+        .collect();
+    remove_where(headers, |name| {
+        if is_reserved_inbound(name) {
+            return true;
+        }
+        let n = normalize_name(name.as_str());
+        // `x_forwarded_for` & co. would be a second XFF for an upstream that folds `_`.
+        (n == X_FORWARDED_FOR.as_str() && *name != X_FORWARDED_FOR) || added.contains(&n)
+    });
+}
+
+/// Removes every header for which `doomed` holds.
+fn remove_where(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
