@@ -101,7 +101,7 @@ stringData: {{ client-id: ci-robot, client-secret: s3cret-value }}
 
 fn snapshot(version: u64, yaml: &str) -> Snapshot {
     let manifests: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("yaml");
-    let mut policy_list = Vec::new();
+    let mut policy_list: Vec<portcullis_crds::AccessPolicy> = Vec::new();
     let mut secrets = HashMap::new();
     for doc in manifests {
         if doc["kind"] == "Secret" {

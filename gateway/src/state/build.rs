@@ -1,4 +1,4 @@
-//! Compiling manifests into a [`Snapshot`]: each `AccessPolicy` becomes a [`Policy`] with its
+//! Compiling policies into a [`Snapshot`]: each policy (a manifest or a stream entry) becomes a [`Policy`] with its
 //! service-token credentials, or, when it cannot be used, an [`InvalidPolicy`] that still claims
 //! its hosts and paths so that they are denied rather than falling to another policy.
 
@@ -7,15 +7,69 @@ use super::{
     manifest::{DEFAULT_NAMESPACE, SecretManifest},
     service_tokens,
 };
-use portcullis_core::{CanonicalPath, Host, InvalidPolicy, Policy, PolicyId, RouteTable};
-use portcullis_crds::AccessPolicy;
+use portcullis_core::{
+    CanonicalPath, Host, InvalidPolicy, Policy, PolicyError, PolicyId, PolicyMeta, RouteTable,
+};
+use portcullis_crds::{AccessPolicy, AccessPolicySpec};
+use portcullis_protocol::frame::PolicyEntry;
 use std::{collections::HashMap, sync::Arc};
+
+/// A policy as one of the state's sources states it: a manifest read from the policy
+/// directory, or an entry of the operator's stream. Both compile through `portcullis-core`;
+/// neither is turned into the other.
+pub trait PolicySource {
+    /// The policy's id, also when the policy cannot be compiled.
+    fn id(&self) -> PolicyId;
+    fn spec(&self) -> &AccessPolicySpec;
+    fn compile(&self) -> Result<Policy, PolicyError>;
+}
+
+impl PolicySource for AccessPolicy {
+    /// A manifest may lack a namespace (the default one) or a name (then it does not compile).
+    fn id(&self) -> PolicyId {
+        PolicyId::new(
+            self.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+            self.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn spec(&self) -> &AccessPolicySpec {
+        &self.spec
+    }
+
+    fn compile(&self) -> Result<Policy, PolicyError> {
+        Policy::try_from(self)
+    }
+}
+
+impl PolicySource for PolicyEntry {
+    fn id(&self) -> PolicyId {
+        PolicyId::new(self.namespace.clone(), self.name.clone())
+    }
+
+    fn spec(&self) -> &AccessPolicySpec {
+        &self.spec
+    }
+
+    fn compile(&self) -> Result<Policy, PolicyError> {
+        let meta = PolicyMeta {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: Some(self.uid.clone()),
+            generation: Some(self.generation),
+        };
+        Policy::compile(meta, &self.spec)
+    }
+}
 
 /// Builds a snapshot from every known manifest. Invalid policies still claim their hosts, as
 /// denials.
-pub fn build(
+pub fn build<P: PolicySource>(
     version: u64,
-    policies: &[AccessPolicy],
+    policies: &[P],
     secrets: &HashMap<(String, String), SecretManifest>,
     known_idps: &dyn Fn(&str) -> bool,
 ) -> Snapshot {
@@ -31,7 +85,7 @@ pub fn build(
                 valid.push(Arc::new(policy));
             }
             Err(reason) => {
-                let id = policy_id(manifest);
+                let id = manifest.id();
                 problems.push(format!("{id}: {reason}"));
                 invalid.push(claimed_as_denied(id, manifest, reason));
             }
@@ -49,8 +103,11 @@ pub fn build(
 
 /// The policy, or why it cannot be enforced as written (an invalid spec, or an identity
 /// provider this gateway does not have).
-fn compile(manifest: &AccessPolicy, known_idps: &dyn Fn(&str) -> bool) -> Result<Policy, String> {
-    let policy = Policy::try_from(manifest).map_err(|e| e.to_string())?;
+fn compile(
+    manifest: &impl PolicySource,
+    known_idps: &dyn Fn(&str) -> bool,
+) -> Result<Policy, String> {
+    let policy = manifest.compile().map_err(|e| e.to_string())?;
     match policy
         .identity_providers
         .iter()
@@ -61,31 +118,18 @@ fn compile(manifest: &AccessPolicy, known_idps: &dyn Fn(&str) -> bool) -> Result
     }
 }
 
-/// The id of a manifest, which may lack a namespace.
-fn policy_id(manifest: &AccessPolicy) -> PolicyId {
-    PolicyId::new(
-        manifest
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
-        manifest.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
 /// The hosts and path prefixes of an unusable policy that still parse: they are denied, not
 /// left to a shorter (perhaps public) prefix.
-fn claimed_as_denied(id: PolicyId, manifest: &AccessPolicy, reason: String) -> InvalidPolicy {
+fn claimed_as_denied(id: PolicyId, manifest: &impl PolicySource, reason: String) -> InvalidPolicy {
+    let spec = manifest.spec();
     InvalidPolicy {
         id,
-        hosts: manifest
-            .spec
+        hosts: spec
             .hosts
             .iter()
             .filter_map(|h| Host::parse(h).ok())
             .collect(),
-        prefixes: manifest
-            .spec
+        prefixes: spec
             .paths
             .iter()
             .filter(|p| CanonicalPath::parse(p).is_ok())

@@ -7,10 +7,12 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
+use portcullis_core::policy::ServiceTokenRef;
+
 /// The key of a service token's Secret that holds the client id.
-pub const CLIENT_ID_KEY: &str = "client-id";
+pub const CLIENT_ID_KEY: &str = ServiceTokenRef::CLIENT_ID_KEY;
 /// The key of a service token's Secret that holds the client secret.
-pub const CLIENT_SECRET_KEY: &str = "client-secret";
+pub const CLIENT_SECRET_KEY: &str = ServiceTokenRef::CLIENT_SECRET_KEY;
 
 /// A service token's id and secret.
 #[derive(Clone)]

@@ -3,8 +3,7 @@
 
 use super::Follower;
 use crate::state::{self, Metadata, SecretManifest, Snapshot, session_index::SessionIndex};
-use portcullis_crds::AccessPolicy;
-use portcullis_protocol::{Applied, frame::PolicyEntry};
+use portcullis_protocol::Applied;
 use std::{collections::HashMap, sync::Arc};
 use tracing::warn;
 
@@ -39,7 +38,7 @@ impl Follower {
                 (entry.namespace.clone(), entry.name.clone()),
                 entry.epoch_raised_at,
             );
-            policies.push(as_access_policy(entry));
+            policies.push(entry);
         }
         let mut snapshot = state::build(
             self.published,
@@ -94,15 +93,4 @@ impl Follower {
             }
         }
     }
-}
-
-/// The `AccessPolicy` object a stream entry stands for, rebuilt only because compiling a
-/// policy takes one. To go once `portcullis-core` compiles from (namespace, name, uid,
-/// generation, spec) directly.
-fn as_access_policy(entry: PolicyEntry) -> AccessPolicy {
-    let mut policy = AccessPolicy::new(&entry.name, entry.spec);
-    policy.metadata.namespace = Some(entry.namespace);
-    policy.metadata.uid = Some(entry.uid);
-    policy.metadata.generation = Some(entry.generation);
-    policy
 }
