@@ -12,6 +12,51 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// What a status write was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusObject {
+    Policy,
+    Session,
+}
+
+impl StatusObject {
+    fn label(self) -> &'static str {
+        match self {
+            StatusObject::Policy => "AccessPolicy",
+            StatusObject::Session => "AccessSession",
+        }
+    }
+}
+
+/// How a relay of gateway facts went, on either side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// A follower's delta relay was accepted.
+    Sent,
+    /// A follower's full relay was accepted.
+    SentFull,
+    /// The leader took a relay in.
+    Received,
+    /// The leader asked for (or a follower was asked for) a full relay.
+    Resync,
+    /// The Lease names no leader URL yet.
+    NoLeader,
+    Failed,
+}
+
+impl RelayOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RelayOutcome::Sent => "sent",
+            RelayOutcome::SentFull => "sent_full",
+            RelayOutcome::Received => "received",
+            RelayOutcome::Resync => "resync",
+            RelayOutcome::NoLeader => "no_leader",
+            RelayOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -145,10 +190,12 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    pub fn status_written(&self, kind: &'static str) {
+    pub fn status_written(&self, object: StatusObject) {
+        let kind = object.label();
         self.status_writes.get_or_create(&KindLabel { kind }).inc();
     }
-    pub fn status_failed(&self, kind: &'static str) {
+    pub fn status_failed(&self, object: StatusObject) {
+        let kind = object.label();
         self.status_failures
             .get_or_create(&KindLabel { kind })
             .inc();
@@ -157,8 +204,8 @@ impl Metrics {
         self.sessions_collected
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
-    /// `kind` is the outcome: `sent`, `received`, `failed`, `no_leader`.
-    pub fn relay(&self, kind: &'static str) {
+    pub fn relay(&self, outcome: RelayOutcome) {
+        let kind = outcome.label();
         self.relays.get_or_create(&KindLabel { kind }).inc();
     }
 

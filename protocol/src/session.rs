@@ -202,7 +202,9 @@ impl TryFrom<&AccessSession> for SessionEntry {
             subject: object.spec.subject.clone(),
             expires_at: u64::try_from(object.spec.expires_at.0.as_second()).unwrap_or(0),
             ended: object.spec.revoked || object.metadata.deletion_timestamp.is_some(),
-            refresh_failing_since: refresh.and_then(|r| r.failing_since.as_ref()).and_then(unix),
+            refresh_failing_since: refresh
+                .and_then(|r| r.failing_since.as_ref())
+                .and_then(unix),
             refreshed_at: refresh
                 .and_then(|r| r.last_refreshed_at.as_ref())
                 .and_then(unix),

@@ -759,9 +759,7 @@ fn a_lagging_snapshot_does_not_clear_a_refresh_failure_and_a_recovery_does() {
     assert_eq!(state.sessions()["s"].refresh_failing_since, Some(NOW - 5));
     // The replayed confirmation from before the failure, then the recovery.
     let mut recovered = before;
-    for (version, refreshed_at, failing_since) in
-        [(8, NOW - 600, Some(NOW - 5)), (9, NOW, None)]
-    {
+    for (version, refreshed_at, failing_since) in [(8, NOW - 600, Some(NOW - 5)), (9, NOW, None)] {
         recovered.refreshed_at = Some(refreshed_at);
         state
             .apply(

@@ -23,7 +23,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let number: f64 = number
             .parse()
             .map_err(|e| invalid(format!("invalid floating-point number: {e}")))?;
-        let unit_end = tail.find(|c: char| !c.is_alphabetic()).unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| !c.is_alphabetic())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         rest = tail;
         let unit = match unit {
@@ -72,7 +74,16 @@ mod tests {
 
     #[test]
     fn bad_or_negative_durations_are_refused_not_panics() {
-        for text in ["-5s", "-0s", "5", "5d", "abc", "1e3s", "5s-3s", "99999999999999999999h"] {
+        for text in [
+            "-5s",
+            "-0s",
+            "5",
+            "5d",
+            "abc",
+            "1e3s",
+            "5s-3s",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(text).is_err(), "{text}");
         }
         assert_eq!(
@@ -86,9 +97,31 @@ mod tests {
     #[test]
     fn agrees_with_the_kubernetes_reading() {
         for text in [
-            "90s", "1h", "1h30m", "1.5h", "500ms", "0", "", "+5m", "2us", "3\u{00b5}s",
-            "4\u{03bc}s", "7ns", "1h1m1s1ms", "0.25s", "-5s", "5", "5d", "abc", "1e3s", "s",
-            ".5s", "5.s", "1h-", "++5s", "+-5s",
+            "90s",
+            "1h",
+            "1h30m",
+            "1.5h",
+            "500ms",
+            "0",
+            "",
+            "+5m",
+            "2us",
+            "3\u{00b5}s",
+            "4\u{03bc}s",
+            "7ns",
+            "1h1m1s1ms",
+            "0.25s",
+            "-5s",
+            "5",
+            "5d",
+            "abc",
+            "1e3s",
+            "s",
+            ".5s",
+            "5.s",
+            "1h-",
+            "++5s",
+            "+-5s",
         ] {
             let kube: Result<portcullis_crds::Duration, _> = text.parse();
             let ours = parse_duration(text);

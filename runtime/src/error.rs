@@ -26,9 +26,6 @@ mod tests {
     fn every_source_joins_the_line() {
         let error = Outer(Middle(std::io::Error::other("inner")));
         assert_eq!(super::error_chain(&error), "outer: middle: inner");
-        assert_eq!(
-            super::error_chain(&std::io::Error::other("alone")),
-            "alone"
-        );
+        assert_eq!(super::error_chain(&std::io::Error::other("alone")), "alone");
     }
 }

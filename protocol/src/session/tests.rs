@@ -34,7 +34,10 @@ fn ended_stays_ended_and_a_changed_subject_ends_it() {
     let mut revoked = seen(NOW + 100);
     revoked.ended = true;
     assert!(s.observe(&revoked));
-    assert!(!s.observe(&seen(NOW + 100)), "a live observation changes nothing");
+    assert!(
+        !s.observe(&seen(NOW + 100)),
+        "a live observation changes nothing"
+    );
     assert!(s.ended);
 
     let mut s = MergedSession::new(&seen(NOW + 100));
@@ -65,7 +68,10 @@ fn an_expired_observation_ends_a_known_session_and_is_ignored_otherwise() {
     assert!(observe(&mut map, &seen(NOW - 60), NOW, SKEW));
     assert!(map["s"].ended);
     assert_eq!(map["s"].expires_at, NOW - 60);
-    assert!(!observe(&mut map, &seen(NOW - 60), NOW, SKEW), "nothing more");
+    assert!(
+        !observe(&mut map, &seen(NOW - 60), NOW, SKEW),
+        "nothing more"
+    );
     assert!(!observe(&mut map, &seen(NOW + 100), NOW, SKEW));
     assert!(map["s"].ended && map["s"].expires_at == NOW - 60);
 }
@@ -220,7 +226,10 @@ fn an_object_is_observed_by_its_name_times_and_deletion() {
     assert!(!entry.ended);
     assert_eq!(entry.email.as_deref(), Some("a@example.com"));
     assert_eq!(entry.groups, ["ops"]);
-    assert_eq!((entry.refresh_failing_since, entry.refreshed_at), (None, None));
+    assert_eq!(
+        (entry.refresh_failing_since, entry.refreshed_at),
+        (None, None)
+    );
 
     let status = object.status.get_or_insert_with(Default::default);
     let refresh = status.refresh.get_or_insert_with(Default::default);

@@ -4,174 +4,57 @@
 //! Times that mean "first seen" (`revokedAt`, `epochRaisedAt`) are kept once recorded; a
 //! condition keeps its `lastTransitionTime` while its status stays the same.
 
-use crate::validate::Problem;
+use super::{enforced::Enforced, validate::Problem};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use portcullis_crds::{
-    AccessPolicy, AccessPolicyStatus, AccessSessionStatus, policy::GatewayProgress,
-    session::Enforcement,
+    AccessPolicyStatus, AccessSessionStatus, policy::GatewayProgress, session::Enforcement,
 };
 use portcullis_protocol::PolicyEntry;
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-};
+use std::collections::HashSet;
 
-/// The raise time (unix seconds) recorded in `status` for the policy's current epoch.
-pub fn recorded_epoch_raise(policy: &AccessPolicy) -> Option<u64> {
-    let status = policy.status.as_ref()?;
-    if status.raised_epoch? != policy.spec.revocation_epoch {
-        return None;
-    }
-    u64::try_from(status.epoch_raised_at.as_ref()?.0.as_second()).ok()
+/// The condition types the operator sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// On a policy: valid and streamed.
+    Ready,
+    /// On a session: `spec.revoked` is set.
+    Revoked,
+    /// On a revoked session: every connected gateway refuses it.
+    Enforced,
 }
 
-/// What every gateway connected to any replica enforces, merged per gateway (a gateway that
-/// streams from two replicas enforces the union of what it acknowledged to each).
-///
-/// Built every status pass, so it copies no session ids: a gateway connected here is known by
-/// the version it acknowledged (it enforces every session ended at or before it), one relayed
-/// by a follower by the relayed set, shared with the relay store.
-#[derive(Clone, Debug, Default)]
-pub struct FleetFacts {
-    gateways: BTreeMap<String, Merged>,
-    /// [`crate::relay::Relayed::changes`] when the relayed part was read.
-    pub relayed_changes: u64,
-}
-
-/// What [`FleetFacts`] says, cheap to keep and compare: relayed session sets are stood for by
-/// the relay store's change count, not copied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signature {
-    relayed_changes: u64,
-    gateways: Vec<GatewaySignature>,
-}
-
-/// One gateway of a [`Signature`]: id, version acknowledged here, policy facts, relayed sets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct GatewaySignature {
-    id: String,
-    acked_here: Option<u64>,
-    policies: BTreeMap<String, (i64, i64)>,
-    relayed: usize,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Merged {
-    policies: BTreeMap<String, (i64, i64)>,
-    /// The version of this replica's state the gateway acknowledged here.
-    acked_here: Option<u64>,
-    /// Sessions whose end it enforces, as relayed by other replicas.
-    relayed_ended: Vec<Arc<HashSet<String>>>,
-}
-
-impl FleetFacts {
-    /// A gateway connected to this replica that acknowledged version `acked`, with the policy
-    /// facts that version holds.
-    pub fn add_local(
-        &mut self,
-        gateway: &str,
-        acked: u64,
-        policies: &BTreeMap<String, (i64, i64)>,
-    ) {
-        let merged = self.merge_policies(gateway, policies);
-        merged.acked_here = Some(merged.acked_here.map_or(acked, |a| a.max(acked)));
-    }
-
-    /// A gateway as a follower relayed it.
-    pub fn add_relayed(
-        &mut self,
-        gateway: &str,
-        policies: &BTreeMap<String, (i64, i64)>,
-        ended: &Arc<HashSet<String>>,
-    ) {
-        self.merge_policies(gateway, policies)
-            .relayed_ended
-            .push(ended.clone());
-    }
-
-    fn merge_policies(
-        &mut self,
-        gateway: &str,
-        policies: &BTreeMap<String, (i64, i64)>,
-    ) -> &mut Merged {
-        let merged = self.gateways.entry(gateway.to_owned()).or_default();
-        for (uid, enforced) in policies {
-            let slot = merged.policies.entry(uid.clone()).or_insert(*enforced);
-            *slot = (*slot).max(*enforced);
-        }
-        merged
-    }
-
-    /// Relayed facts only (tests).
-    #[cfg(test)]
-    pub fn merge<'a>(
-        facts: impl IntoIterator<Item = &'a portcullis_protocol::GatewayFacts>,
-    ) -> Self {
-        let mut fleet = Self::default();
-        for f in facts {
-            let ended = Arc::new(f.ended_sessions.iter().cloned().collect());
-            fleet.add_relayed(&f.gateway, &f.policies, &ended);
-        }
-        fleet
-    }
-
-    pub fn connected(&self) -> usize {
-        self.gateways.len()
-    }
-
-    pub fn signature(&self) -> Signature {
-        Signature {
-            relayed_changes: self.relayed_changes,
-            gateways: self
-                .gateways
-                .iter()
-                .map(|(id, g)| GatewaySignature {
-                    id: id.clone(),
-                    acked_here: g.acked_here,
-                    policies: g.policies.clone(),
-                    relayed: g.relayed_ended.len(),
-                })
-                .collect(),
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Revoked => "Revoked",
+            ConditionType::Enforced => "Enforced",
         }
     }
+}
 
-    /// Gateways enforcing at least `generation` and `epoch` of policy `uid`.
-    fn applied(&self, uid: &str, generation: i64, epoch: i64) -> usize {
-        self.gateways
-            .values()
-            .filter(|g| {
-                g.policies
-                    .get(uid)
-                    .is_some_and(|(gen_, ep)| *gen_ >= generation && *ep >= epoch)
-            })
-            .count()
-    }
+/// Condition (and Event) reasons besides a policy's validation [`Problem`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Accepted,
+    Revoked,
+    NoGatewayConnected,
+    EnforcedByAllGateways,
+    Propagating,
+}
 
-    /// The epoch every connected gateway enforces, if there is one and each knows the policy.
-    fn enforced_epoch(&self, uid: &str) -> Option<i64> {
-        let mut epochs = self
-            .gateways
-            .values()
-            .map(|g| g.policies.get(uid).map(|(_, e)| *e));
-        let first = epochs.next()??;
-        epochs.try_fold(first, |min, e| Some(min.min(e?)))
-    }
-
-    /// Gateways enforcing the end of session `sid`, which this replica's state ended at version
-    /// `ended_at`.
-    fn ended(&self, sid: &str, ended_at: Option<u64>) -> usize {
-        self.gateways
-            .values()
-            .filter(|g| {
-                g.acked_here
-                    .zip(ended_at)
-                    .is_some_and(|(acked, ended)| ended <= acked)
-                    || g.relayed_ended.iter().any(|set| set.contains(sid))
-            })
-            .count()
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Accepted => "Accepted",
+            Reason::Revoked => "Revoked",
+            Reason::NoGatewayConnected => "NoGatewayConnected",
+            Reason::EnforcedByAllGateways => "EnforcedByAllGateways",
+            Reason::Propagating => "Propagating",
+        }
     }
 }
 
@@ -189,13 +72,14 @@ fn time(seconds: u64) -> Time {
 /// A condition, keeping the transition time of `previous` while the status holds.
 fn condition(
     previous: &[Condition],
-    type_: &str,
+    type_: ConditionType,
     status: bool,
     reason: &str,
     message: String,
     generation: Option<i64>,
     now: u64,
 ) -> Condition {
+    let type_ = type_.as_str();
     let status = if status { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
@@ -216,7 +100,7 @@ pub fn policy_status(
     entry: &PolicyEntry,
     observed: Option<&AccessPolicyStatus>,
     verdict: &Result<(), Problem>,
-    fleet: &FleetFacts,
+    fleet: &Enforced,
     now: u64,
 ) -> AccessPolicyStatus {
     let empty = AccessPolicyStatus::default();
@@ -225,16 +109,16 @@ pub fn policy_status(
     let ready = match verdict {
         Ok(()) => condition(
             &observed.conditions,
-            "Ready",
+            ConditionType::Ready,
             true,
-            "Accepted",
+            Reason::Accepted.as_str(),
             "the policy is valid and streamed to the gateways".into(),
             generation,
             now,
         ),
         Err(problem) => condition(
             &observed.conditions,
-            "Ready",
+            ConditionType::Ready,
             false,
             problem.reason(),
             problem.to_string(),
@@ -270,7 +154,7 @@ pub fn session_status(
     sid: &str,
     ended_at: Option<u64>,
     observed: &AccessSessionStatus,
-    fleet: &FleetFacts,
+    fleet: &Enforced,
     now: u64,
 ) -> AccessSessionStatus {
     let connected = fleet.connected();
@@ -278,9 +162,9 @@ pub fn session_status(
     let revoked_at = observed.revoked_at.clone().unwrap_or_else(|| time(now));
     let revoked = condition(
         &observed.conditions,
-        "Revoked",
+        ConditionType::Revoked,
         true,
-        "Revoked",
+        Reason::Revoked.as_str(),
         "spec.revoked is set; the session ends on every gateway".into(),
         None,
         now,
@@ -288,27 +172,27 @@ pub fn session_status(
     let (all, reason, message) = if connected == 0 {
         (
             false,
-            "NoGatewayConnected",
+            Reason::NoGatewayConnected,
             "no gateway is connected to the operator".to_owned(),
         )
     } else if enforced_by == connected {
         (
             true,
-            "EnforcedByAllGateways",
+            Reason::EnforcedByAllGateways,
             format!("all {connected} connected gateways refuse the session"),
         )
     } else {
         (
             false,
-            "Propagating",
+            Reason::Propagating,
             format!("{enforced_by} of {connected} connected gateways refuse the session"),
         )
     };
     let enforced = condition(
         &observed.conditions,
-        "Enforced",
+        ConditionType::Enforced,
         all,
-        reason,
+        reason.as_str(),
         message,
         None,
         now,
