@@ -57,6 +57,16 @@ impl RelayOutcome {
     }
 }
 
+/// A new metric, registered under `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -83,85 +93,49 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis_operator");
-        let version = Gauge::default();
-        registry.register(
-            "state_version",
-            "Version of the streamed access state",
-            version.clone(),
-        );
-        let streams = Gauge::default();
-        registry.register(
-            "streams",
-            "Open gateway streams on this replica",
-            streams.clone(),
-        );
-        let connected = Gauge::default();
-        registry.register(
-            "gateways_connected",
-            "Gateways connected to this replica",
-            connected.clone(),
-        );
-        let frames = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "frames_sent",
-            "Frames sent to gateways, by kind",
-            frames.clone(),
-        );
-        let refused = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "requests_refused",
-            "Stream API requests refused, by reason",
-            refused.clone(),
-        );
-        let skipped = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "objects_skipped",
-            "Malformed objects skipped by the watches, by kind",
-            skipped.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the Lease",
-            leader.clone(),
-        );
-        let status_writes = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "status_writes",
-            "Status writes by the leader, by kind",
-            status_writes.clone(),
-        );
-        let status_failures = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "status_write_failures",
-            "Status writes that failed, by kind",
-            status_failures.clone(),
-        );
-        let sessions_collected = Counter::default();
-        registry.register(
-            "sessions_collected",
-            "AccessSessions deleted after their expiry plus the grace",
-            sessions_collected.clone(),
-        );
-        let relays = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "peer_relays",
-            "Relays of gateway facts to the leader, by outcome",
-            relays.clone(),
-        );
+        let r = &mut registry;
+        let metrics = Self {
+            version: registered(r, "state_version", "Version of the streamed access state"),
+            streams: registered(r, "streams", "Open gateway streams on this replica"),
+            connected: registered(
+                r,
+                "gateways_connected",
+                "Gateways connected to this replica",
+            ),
+            frames: registered(r, "frames_sent", "Frames sent to gateways, by kind"),
+            refused: registered(
+                r,
+                "requests_refused",
+                "Stream API requests refused, by reason",
+            ),
+            skipped: registered(
+                r,
+                "objects_skipped",
+                "Malformed objects skipped by the watches, by kind",
+            ),
+            leader: registered(r, "leader", "1 while this replica holds the Lease"),
+            status_writes: registered(r, "status_writes", "Status writes by the leader, by kind"),
+            status_failures: registered(
+                r,
+                "status_write_failures",
+                "Status writes that failed, by kind",
+            ),
+            sessions_collected: registered(
+                r,
+                "sessions_collected",
+                "AccessSessions deleted after their expiry plus the grace",
+            ),
+            relays: registered(
+                r,
+                "peer_relays",
+                "Relays of gateway facts to the leader, by outcome",
+            ),
+            // Replaced below, once the metrics no longer borrow the registry.
+            registry: Arc::new(Mutex::new(Registry::default())),
+        };
         Self {
             registry: Arc::new(Mutex::new(registry)),
-            status_writes,
-            status_failures,
-            sessions_collected,
-            relays,
-            version,
-            streams,
-            connected,
-            frames,
-            refused,
-            skipped,
-            leader,
+            ..metrics
         }
     }
 

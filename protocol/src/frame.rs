@@ -127,7 +127,7 @@ pub struct SessionEntry {
     pub refresh_failing_since: Option<u64>,
     /// When (unix seconds) the identity provider last confirmed the session
     /// (`status.refresh.lastRefreshedAt`): what tells a recovery from an observation older than
-    /// the failure (see [`crate::session`]).
+    /// the failure (the session merge rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<u64>,
     /// Email as last confirmed by the identity provider.

@@ -184,10 +184,16 @@ impl FleetState {
             });
         }
         self.version = version;
+        let applied = self.apply_delta(frame, now);
+        Ok(applied.and(self.collect(now)))
+    }
+
+    /// Applies the next delta of the stream.
+    fn apply_delta(&mut self, frame: Frame, now: u64) -> Applied {
         let changed = |changed: bool, what: Applied| {
             if changed { what } else { Applied::Unchanged }
         };
-        let applied = match frame {
+        match frame {
             Frame::Policy { policy, .. } => changed(self.upsert_policy(*policy), Applied::Policies),
             Frame::PolicyRemoved {
                 namespace,
@@ -215,8 +221,7 @@ impl FleetState {
                 changed(self.upsert_session(&session, now), Applied::Sessions)
             }
             Frame::Snapshot { .. } | Frame::Heartbeat { .. } => Applied::Unchanged,
-        };
-        Ok(applied.and(self.collect(now)))
+        }
     }
 
     fn apply_snapshot(

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     clock::now,
-    index::SharedIndex,
+    index::{Index, SharedIndex},
     leader::Peers,
     metrics::{Metrics, StatusObject},
     stream::Gateways,
@@ -176,6 +176,13 @@ impl Writer {
 
     fn plan(&self, fleet: &Enforced, now: u64) -> Vec<Write> {
         let index = self.sources.index.lock();
+        let mut writes = self.plan_policies(&index, fleet, now);
+        writes.extend(self.plan_sessions(&index, fleet, now));
+        writes
+    }
+
+    /// The policies whose status differs from what they carry (or what this leader wrote).
+    fn plan_policies(&self, index: &Index, fleet: &Enforced, now: u64) -> Vec<Write> {
         let objects: Vec<AccessPolicy> = index
             .policies()
             .map(|p| {
@@ -224,6 +231,13 @@ impl Writer {
                 status: desired,
             });
         }
+        writes
+    }
+
+    /// The revoked sessions whose status differs from what they carry (or what this leader
+    /// wrote).
+    fn plan_sessions(&self, index: &Index, fleet: &Enforced, now: u64) -> Vec<Write> {
+        let mut writes = Vec::new();
         for (sid, observed) in index.revoked_sessions() {
             let written = self.written_sessions.get(sid);
             // Until the watch shows our write, what we wrote holds the first-seen time.
