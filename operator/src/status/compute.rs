@@ -1,5 +1,5 @@
 //! The status the leader wants on each object, computed purely from the index entry, the status
-//! the object carries now, the validation verdict and what the gateway fleet acknowledged.
+//! the object carries now, the validation verdict and what the gateway facts acknowledged.
 //!
 //! Times that mean "first seen" (`revokedAt`, `epochRaisedAt`) are kept once recorded; a
 //! condition keeps its `lastTransitionTime` while its status stays the same.
@@ -100,7 +100,7 @@ pub fn policy_status(
     entry: &PolicyEntry,
     observed: Option<&AccessPolicyStatus>,
     verdict: &Result<(), Problem>,
-    fleet: &Enforced,
+    facts: &Enforced,
     now: u64,
 ) -> AccessPolicyStatus {
     let empty = AccessPolicyStatus::default();
@@ -127,8 +127,8 @@ pub fn policy_status(
         ),
     };
     let epoch = entry.spec.revocation_epoch;
-    let connected = fleet.connected();
-    let applied = fleet.applied(&entry.uid, entry.generation, epoch);
+    let connected = facts.connected();
+    let applied = facts.applied(&entry.uid, entry.generation, epoch);
     let (raised_epoch, epoch_raised_at) = if epoch > 0 {
         (Some(epoch), Some(time(entry.epoch_raised_at)))
     } else {
@@ -137,7 +137,7 @@ pub fn policy_status(
     AccessPolicyStatus {
         observed_generation: generation,
         conditions: vec![ready],
-        enforced_epoch: fleet.enforced_epoch(&entry.uid).or(observed.enforced_epoch),
+        enforced_epoch: facts.enforced_epoch(&entry.uid).or(observed.enforced_epoch),
         raised_epoch,
         epoch_raised_at,
         gateways: Some(GatewayProgress {
@@ -154,11 +154,11 @@ pub fn session_status(
     sid: &str,
     ended_at: Option<u64>,
     observed: &AccessSessionStatus,
-    fleet: &Enforced,
+    facts: &Enforced,
     now: u64,
 ) -> AccessSessionStatus {
-    let connected = fleet.connected();
-    let enforced_by = fleet.ended(sid, ended_at);
+    let connected = facts.connected();
+    let enforced_by = facts.ended(sid, ended_at);
     let revoked_at = observed.revoked_at.clone().unwrap_or_else(|| time(now));
     let revoked = condition(
         &observed.conditions,

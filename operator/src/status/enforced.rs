@@ -94,12 +94,12 @@ impl Enforced {
     pub fn merge<'a>(
         facts: impl IntoIterator<Item = &'a portcullis_protocol::GatewayFacts>,
     ) -> Self {
-        let mut fleet = Self::default();
+        let mut enforced = Self::default();
         for f in facts {
             let ended = Arc::new(f.ended_sessions.iter().cloned().collect());
-            fleet.add_relayed(&f.gateway, &f.policies, &ended);
+            enforced.add_relayed(&f.gateway, &f.policies, &ended);
         }
-        fleet
+        enforced
     }
 
     pub fn connected(&self) -> usize {

@@ -152,16 +152,16 @@ impl Writer {
             peers,
             ..
         } = &self.sources;
-        let fleet = enforced::gather(index, gateways, peers, now);
-        let inputs = (updates, fleet.signature());
+        let facts = enforced::gather(index, gateways, peers, now);
+        let inputs = (updates, facts.signature());
         if let Some((u, s, at)) = &self.settled
             && (*u, s) == (inputs.0, &inputs.1)
             && at.elapsed() < RECOMPUTE
         {
             return;
         }
-        let writes = self.plan(&fleet, now);
-        drop(fleet);
+        let writes = self.plan(&facts, now);
+        drop(facts);
         let mut all_written = true;
         for write in writes {
             if !*leading.borrow() {
@@ -174,15 +174,15 @@ impl Writer {
         self.settled = all_written.then(|| (inputs.0, inputs.1, Instant::now()));
     }
 
-    fn plan(&self, fleet: &Enforced, now: u64) -> Vec<Write> {
+    fn plan(&self, facts: &Enforced, now: u64) -> Vec<Write> {
         let index = self.sources.index.lock();
-        let mut writes = self.plan_policies(&index, fleet, now);
-        writes.extend(self.plan_sessions(&index, fleet, now));
+        let mut writes = self.plan_policies(&index, facts, now);
+        writes.extend(self.plan_sessions(&index, facts, now));
         writes
     }
 
     /// The policies whose status differs from what they carry (or what this leader wrote).
-    fn plan_policies(&self, index: &Index, fleet: &Enforced, now: u64) -> Vec<Write> {
+    fn plan_policies(&self, index: &Index, facts: &Enforced, now: u64) -> Vec<Write> {
         let objects: Vec<AccessPolicy> = index
             .policies()
             .map(|p| {
@@ -209,7 +209,7 @@ impl Writer {
             };
             let observed = index.policy_status(&entry.uid);
             let written = self.written_policies.get(&key);
-            let desired = compute::policy_status(entry, written.or(observed), verdict, fleet, now);
+            let desired = compute::policy_status(entry, written.or(observed), verdict, facts, now);
             if compute::policy_unchanged(observed, &desired)
                 || compute::policy_unchanged(written, &desired)
             {
@@ -236,7 +236,7 @@ impl Writer {
 
     /// The revoked sessions whose status differs from what they carry (or what this leader
     /// wrote).
-    fn plan_sessions(&self, index: &Index, fleet: &Enforced, now: u64) -> Vec<Write> {
+    fn plan_sessions(&self, index: &Index, facts: &Enforced, now: u64) -> Vec<Write> {
         let mut writes = Vec::new();
         for (sid, observed) in index.revoked_sessions() {
             let written = self.written_sessions.get(sid);
@@ -246,7 +246,7 @@ impl Writer {
                 _ => observed,
             };
             let desired =
-                compute::session_status(sid, index.session_ended_at(sid), base, fleet, now);
+                compute::session_status(sid, index.session_ended_at(sid), base, facts, now);
             if compute::session_unchanged(observed, &desired)
                 || written.is_some_and(|w| compute::session_unchanged(w, &desired))
             {
