@@ -4,6 +4,7 @@ use super::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessSession;
+use portcullis_protocol::SessionEntry;
 use portcullis_runtime::Relist;
 use portcullis_tests::fixtures::session;
 
@@ -156,4 +157,58 @@ fn deltas_since_returns_exactly_the_newer_deltas_and_gives_up_past_the_log() {
     // Older than what the log keeps: the caller must send a snapshot.
     assert!(index.deltas_since(top - 60).is_none());
     assert!(index.deltas_since(top + 1).is_none());
+}
+
+/// `session("a")` refreshing: failing since, last confirmed at.
+fn refreshing(now: u64, failing_since: Option<u64>, refreshed_at: u64) -> AccessSession {
+    let at = |s: u64| {
+        Time(
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(s).expect("fits"))
+                .expect("time"),
+        )
+    };
+    let mut s = session("a", false, now);
+    let refresh = s
+        .status
+        .get_or_insert_with(Default::default)
+        .refresh
+        .get_or_insert_with(Default::default);
+    refresh.failing_since = failing_since.map(at);
+    refresh.last_refreshed_at = Some(at(refreshed_at));
+    s
+}
+
+fn streamed(index: &Index, sid: &str) -> SessionEntry {
+    match index.snapshot() {
+        Frame::Snapshot { sessions, .. } => sessions
+            .into_iter()
+            .find(|s| s.sid == sid)
+            .expect("streamed"),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_refresh_failure_is_streamed_and_only_a_later_confirmation_clears_it() {
+    let now = 1_800_000_000;
+    let mut index = Index::new("i".into(), 1000);
+    index.apply_session(&refreshing(now, Some(now - 10), now - 600), now);
+    assert_eq!(streamed(&index, "a").refresh_failing_since, Some(now - 10));
+    // A relist served from a lagging cache: the object before the failure.
+    let before = index.version();
+    index.apply_session(&refreshing(now, None, now - 600), now);
+    assert_eq!(index.version(), before, "nothing to stream");
+    assert_eq!(streamed(&index, "a").refresh_failing_since, Some(now - 10));
+    // Recovered: streamed with the confirmation time that tells gateways so.
+    index.apply_session(&refreshing(now, None, now - 5), now);
+    let entry = streamed(&index, "a");
+    assert_eq!(
+        (entry.refresh_failing_since, entry.refreshed_at),
+        (None, Some(now - 5))
+    );
+    // A refresh that changes nothing else streams nothing.
+    let before = index.version();
+    index.apply_session(&refreshing(now, None, now), now);
+    assert_eq!(index.version(), before);
+    assert_eq!(streamed(&index, "a").refreshed_at, Some(now));
 }
