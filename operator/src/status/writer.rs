@@ -9,6 +9,7 @@
 use super::{
     compute::{self, ConditionType, Reason},
     enforced::{self, Enforced, Signature},
+    events::{API_VERSION, Events, reference},
     validate::{self, Refs},
 };
 use crate::{
@@ -18,11 +19,9 @@ use crate::{
     metrics::{Metrics, StatusObject},
     stream::Gateways,
 };
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSessionStatus};
 use portcullis_runtime::{error_chain, shutdown::Signal};
@@ -42,7 +41,6 @@ const TICK: Duration = Duration::from_secs(1);
 const RECOMPUTE: Duration = Duration::from_secs(30);
 /// Field manager of the operator's own writes.
 pub const FIELD_MANAGER: &str = "portcullis-operator";
-const API_VERSION: &str = "access.portcullis.dev/v1alpha1";
 
 /// What the status is computed from.
 #[derive(Clone)]
@@ -57,7 +55,7 @@ pub struct Sources {
 pub struct Writer {
     client: Client,
     sources: Sources,
-    recorder: Recorder,
+    events: Events,
     identity_providers: Option<BTreeSet<String>>,
     session_namespace: String,
     /// What this leader last applied, by object (cleared when it stops leading).
@@ -92,17 +90,10 @@ impl Writer {
         identity_providers: Option<BTreeSet<String>>,
         session_namespace: String,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "portcullis-operator".into(),
-                instance: Some(identity.to_owned()),
-            },
-        );
         Self {
+            events: Events::new(client.clone(), identity),
             client,
             sources,
-            recorder,
             identity_providers,
             session_namespace,
             written_policies: HashMap::new(),
@@ -308,14 +299,15 @@ impl Writer {
                     let accepted = ready.status == "True";
                     info!(%namespace, %name, reason = %ready.reason, "policy {}", if accepted { "ready" } else { "not ready" });
                     let reference = reference("AccessPolicy", &namespace, &name, uid);
-                    self.event(
-                        &reference,
-                        accepted,
-                        &ready.reason,
-                        &ready.message,
-                        "Validate",
-                    )
-                    .await;
+                    self.events
+                        .publish(
+                            &reference,
+                            accepted,
+                            &ready.reason,
+                            &ready.message,
+                            "Validate",
+                        )
+                        .await;
                 }
                 self.written_policies.insert((namespace, name), status);
                 true
@@ -352,7 +344,8 @@ impl Writer {
                     let ns = self.session_namespace.clone();
                     let reference = reference("AccessSession", &ns, &sid, &uid);
                     let note = "the session was revoked; every gateway refuses it";
-                    self.event(&reference, true, Reason::Revoked.as_str(), note, "Revoke")
+                    self.events
+                        .publish(&reference, true, Reason::Revoked.as_str(), note, "Revoke")
                         .await;
                 }
                 self.written_sessions.insert(sid, status);
@@ -365,40 +358,5 @@ impl Writer {
                 false
             }
         }
-    }
-
-    async fn event(
-        &self,
-        reference: &ObjectReference,
-        normal: bool,
-        reason: &str,
-        note: &str,
-        action: &str,
-    ) {
-        let event = Event {
-            type_: if normal {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: reason.to_owned(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            warn!(%error, reason, "cannot publish an Event");
-        }
-    }
-}
-
-fn reference(kind: &str, namespace: &str, name: &str, uid: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(API_VERSION.into()),
-        kind: Some(kind.into()),
-        namespace: Some(namespace.into()),
-        name: Some(name.into()),
-        uid: (!uid.is_empty()).then(|| uid.to_owned()),
-        ..ObjectReference::default()
     }
 }
