@@ -1,6 +1,7 @@
 //! Command-line configuration; every flag has an environment variable.
 
 use clap::Parser;
+use portcullis_runtime::parse_duration;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Portcullis operator: streams the access state to the gateway fleet and reconciles the
@@ -89,17 +90,6 @@ fn parse_service_account(s: &str) -> Result<String, String> {
         }
         _ => Err(format!("{s:?} is not namespace:name")),
     }
-}
-
-/// Go-style durations (`90s`, `1h`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: portcullis_crds::Duration = s
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    if d.is_negative() {
-        return Err(format!("duration {s:?} must not be negative"));
-    }
-    Ok(d.into())
 }
 
 impl Args {

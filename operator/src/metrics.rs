@@ -12,6 +12,61 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// What a status write was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusObject {
+    Policy,
+    Session,
+}
+
+impl StatusObject {
+    fn label(self) -> &'static str {
+        match self {
+            StatusObject::Policy => "AccessPolicy",
+            StatusObject::Session => "AccessSession",
+        }
+    }
+}
+
+/// How a relay of gateway facts went, on either side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// A follower's delta relay was accepted.
+    Sent,
+    /// A follower's full relay was accepted.
+    SentFull,
+    /// The leader took a relay in.
+    Received,
+    /// The leader asked for (or a follower was asked for) a full relay.
+    Resync,
+    /// The Lease names no leader URL yet.
+    NoLeader,
+    Failed,
+}
+
+impl RelayOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RelayOutcome::Sent => "sent",
+            RelayOutcome::SentFull => "sent_full",
+            RelayOutcome::Received => "received",
+            RelayOutcome::Resync => "resync",
+            RelayOutcome::NoLeader => "no_leader",
+            RelayOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// A new metric, registered under `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -38,85 +93,49 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis_operator");
-        let version = Gauge::default();
-        registry.register(
-            "state_version",
-            "Version of the streamed access state",
-            version.clone(),
-        );
-        let streams = Gauge::default();
-        registry.register(
-            "streams",
-            "Open gateway streams on this replica",
-            streams.clone(),
-        );
-        let connected = Gauge::default();
-        registry.register(
-            "gateways_connected",
-            "Gateways connected to this replica",
-            connected.clone(),
-        );
-        let frames = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "frames_sent",
-            "Frames sent to gateways, by kind",
-            frames.clone(),
-        );
-        let refused = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "requests_refused",
-            "Stream API requests refused, by reason",
-            refused.clone(),
-        );
-        let skipped = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "objects_skipped",
-            "Malformed objects skipped by the watches, by kind",
-            skipped.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the Lease",
-            leader.clone(),
-        );
-        let status_writes = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "status_writes",
-            "Status writes by the leader, by kind",
-            status_writes.clone(),
-        );
-        let status_failures = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "status_write_failures",
-            "Status writes that failed, by kind",
-            status_failures.clone(),
-        );
-        let sessions_collected = Counter::default();
-        registry.register(
-            "sessions_collected",
-            "AccessSessions deleted after their expiry plus the grace",
-            sessions_collected.clone(),
-        );
-        let relays = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "peer_relays",
-            "Relays of gateway facts to the leader, by outcome",
-            relays.clone(),
-        );
+        let r = &mut registry;
+        let metrics = Self {
+            version: registered(r, "state_version", "Version of the streamed access state"),
+            streams: registered(r, "streams", "Open gateway streams on this replica"),
+            connected: registered(
+                r,
+                "gateways_connected",
+                "Gateways connected to this replica",
+            ),
+            frames: registered(r, "frames_sent", "Frames sent to gateways, by kind"),
+            refused: registered(
+                r,
+                "requests_refused",
+                "Stream API requests refused, by reason",
+            ),
+            skipped: registered(
+                r,
+                "objects_skipped",
+                "Malformed objects skipped by the watches, by kind",
+            ),
+            leader: registered(r, "leader", "1 while this replica holds the Lease"),
+            status_writes: registered(r, "status_writes", "Status writes by the leader, by kind"),
+            status_failures: registered(
+                r,
+                "status_write_failures",
+                "Status writes that failed, by kind",
+            ),
+            sessions_collected: registered(
+                r,
+                "sessions_collected",
+                "AccessSessions deleted after their expiry plus the grace",
+            ),
+            relays: registered(
+                r,
+                "peer_relays",
+                "Relays of gateway facts to the leader, by outcome",
+            ),
+            // Replaced below, once the metrics no longer borrow the registry.
+            registry: Arc::new(Mutex::new(Registry::default())),
+        };
         Self {
             registry: Arc::new(Mutex::new(registry)),
-            status_writes,
-            status_failures,
-            sessions_collected,
-            relays,
-            version,
-            streams,
-            connected,
-            frames,
-            refused,
-            skipped,
-            leader,
+            ..metrics
         }
     }
 
@@ -145,10 +164,12 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    pub fn status_written(&self, kind: &'static str) {
+    pub fn status_written(&self, object: StatusObject) {
+        let kind = object.label();
         self.status_writes.get_or_create(&KindLabel { kind }).inc();
     }
-    pub fn status_failed(&self, kind: &'static str) {
+    pub fn status_failed(&self, object: StatusObject) {
+        let kind = object.label();
         self.status_failures
             .get_or_create(&KindLabel { kind })
             .inc();
@@ -157,8 +178,8 @@ impl Metrics {
         self.sessions_collected
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
-    /// `kind` is the outcome: `sent`, `received`, `failed`, `no_leader`.
-    pub fn relay(&self, kind: &'static str) {
+    pub fn relay(&self, outcome: RelayOutcome) {
+        let kind = outcome.label();
         self.relays.get_or_create(&KindLabel { kind }).inc();
     }
 

@@ -1,21 +1,29 @@
 //! `/livez`, `/readyz` (ready once every watch has listed), `/metrics`, on a plain-HTTP port of
 //! their own.
 
-use crate::shared::{Shared, now};
+use crate::{clock::now, index::SharedIndex, metrics::Metrics, stream::Gateways};
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use std::sync::Arc;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// What the ops endpoint reports on.
+#[derive(Clone)]
+pub struct OpsState {
+    pub index: Arc<SharedIndex>,
+    pub gateways: Arc<Gateways>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .with_state(state)
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.synced() {
-        let version = shared.lock_index().version();
+async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
+    if state.index.synced() {
+        let version = state.index.lock().version();
         (StatusCode::OK, format!("ok: state version {version}"))
     } else {
         (
@@ -25,14 +33,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let connected = shared.lock_fleet().connected_count(now());
-    shared.metrics.gateways_connected(connected);
+async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    let connected = state.gateways.connected_count(now());
+    state.metrics.gateways_connected(connected);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        shared.metrics.encode(),
+        state.metrics.encode(),
     )
 }

@@ -125,6 +125,11 @@ pub struct SessionEntry {
     /// Since when (unix seconds) refreshing the session at its identity provider fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_failing_since: Option<u64>,
+    /// When (unix seconds) the identity provider last confirmed the session
+    /// (`status.refresh.lastRefreshedAt`): what tells a recovery from an observation older than
+    /// the failure (the session merge rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<u64>,
     /// Email as last confirmed by the identity provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

@@ -1,8 +1,11 @@
 //! The gateway's view of the fleet state: every frame from every operator replica merged
 //! monotonically, so that no reordered, replayed or old frame can un-revoke anything.
 //!
-//! - An ended session stays ended; a known, unexpired session missing from a new snapshot
-//!   counts as ended (it was deleted while this gateway was away); expiry only moves earlier.
+//! - Each session is merged by the one session rule of [`crate::session`]: an ended session
+//!   stays ended, a changed subject ends it, expiry only moves earlier, and a refresh failure
+//!   ends only with a confirmation later than its start (an older observation cannot clear it).
+//! - A known, unexpired session missing from a new snapshot counts as ended (it was deleted
+//!   while this gateway was away).
 //! - Revocation epochs only go up per (namespace, name, uid); an older generation of a policy
 //!   never replaces a newer one; a deleted policy's uid never comes back (uids are not reused).
 //! - Session entries are forgotten only after their absolute expiry plus clock skew.
@@ -15,36 +18,11 @@
 //! milliseconds each. Cloning the persistent map is O(1) and a change copies only its path.
 
 use crate::frame::{Frame, PolicyEntry, SecretEntry, SessionEntry};
+use crate::session::{self, Sessions};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// (namespace, name).
 pub type ObjectKey = (String, String);
-
-/// One session as merged: what a gateway needs to judge a request that carries it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MergedSession {
-    /// The identity provider's subject; a token naming another subject is not this session's.
-    pub subject: String,
-    /// Absolute expiry (unix seconds): the session is over from then on, however its tokens
-    /// read. It only moves earlier (an administrator may shorten a session).
-    pub expires_at: u64,
-    /// The latest expiry ever seen for the session: the entry is kept until then plus clock
-    /// skew, so a lagging replica's frame still carrying the original expiry cannot bring a
-    /// shortened session back as an unknown-then-new live one.
-    pub retain_until: u64,
-    /// Revoked, deleted, or gone from a snapshot before its expiry. Never goes back.
-    pub ended: bool,
-    /// Since when (unix seconds) the identity provider has failed to confirm the session, if it
-    /// is failing now; each policy's `refreshFailure` decides what that means.
-    pub refresh_failing_since: Option<u64>,
-    /// Email and groups as last confirmed by the identity provider. Latest wins (not a
-    /// revocation: nothing to keep monotonic); shared with the request path.
-    pub identity: std::sync::Arc<crate::frame::SessionIdentity>,
-}
-
-/// Sessions by id, in a persistent map: cloning is O(1), so publishing the index after each
-/// change does not copy 100k entries.
-pub type Sessions = imbl::HashMap<String, MergedSession>;
 
 /// A policy's highest epoch seen, and when it was raised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,10 +184,16 @@ impl FleetState {
             });
         }
         self.version = version;
+        let applied = self.apply_delta(frame, now);
+        Ok(applied.and(self.collect(now)))
+    }
+
+    /// Applies the next delta of the stream.
+    fn apply_delta(&mut self, frame: Frame, now: u64) -> Applied {
         let changed = |changed: bool, what: Applied| {
             if changed { what } else { Applied::Unchanged }
         };
-        let applied = match frame {
+        match frame {
             Frame::Policy { policy, .. } => changed(self.upsert_policy(*policy), Applied::Policies),
             Frame::PolicyRemoved {
                 namespace,
@@ -234,11 +218,10 @@ impl FleetState {
                 Applied::Policies,
             ),
             Frame::Session { session, .. } => {
-                changed(self.upsert_session(session, now), Applied::Sessions)
+                changed(self.upsert_session(&session, now), Applied::Sessions)
             }
             Frame::Snapshot { .. } | Frame::Heartbeat { .. } => Applied::Unchanged,
-        };
-        Ok(applied.and(self.collect(now)))
+        }
     }
 
     fn apply_snapshot(
@@ -272,10 +255,10 @@ impl FleetState {
         let listed: HashSet<String> = sessions.iter().map(|s| s.sid.clone()).collect();
         for (sid, session) in self.sessions.iter_mut() {
             if !listed.contains(sid) {
-                session.ended = true;
+                session.end();
             }
         }
-        for session in sessions {
+        for session in &sessions {
             self.upsert_session(session, now);
         }
         self.next_collect = 0;
@@ -348,65 +331,13 @@ impl FleetState {
         }
     }
 
-    fn upsert_session(&mut self, session: SessionEntry, now: u64) -> bool {
-        if session.expires_at + self.skew_secs <= now {
-            // Expired. Unknown: nobody can use it anyway. Known: its expiry was moved into the
-            // past (an administrator ended it that way), so it ends here too.
-            return match self.sessions.get_mut(&session.sid) {
-                Some(known) if !known.ended || known.expires_at > session.expires_at => {
-                    known.ended = true;
-                    known.expires_at = known.expires_at.min(session.expires_at);
-                    true
-                }
-                _ => false,
-            };
+    fn upsert_session(&mut self, session: &SessionEntry, now: u64) -> bool {
+        if session.expires_at.saturating_add(self.skew_secs) > now {
+            self.next_collect = self
+                .next_collect
+                .min(session.expires_at.saturating_add(self.skew_secs));
         }
-        self.next_collect = self
-            .next_collect
-            .min(session.expires_at.saturating_add(self.skew_secs));
-        match self.sessions.get_mut(&session.sid) {
-            None => {
-                self.sessions.insert(
-                    session.sid,
-                    MergedSession {
-                        subject: session.subject,
-                        expires_at: session.expires_at,
-                        retain_until: session.expires_at,
-                        ended: session.ended,
-                        refresh_failing_since: session.refresh_failing_since,
-                        identity: std::sync::Arc::new(crate::frame::SessionIdentity {
-                            email: session.email,
-                            groups: session.groups,
-                        }),
-                    },
-                );
-                true
-            }
-            Some(known) => {
-                let before = known.clone();
-                // Monotonic: once ended, always ended; a changed subject is a different
-                // session under a reused name, and ends both; expiry only moves earlier.
-                known.ended |= session.ended || known.subject != session.subject;
-                known.expires_at = known.expires_at.min(session.expires_at);
-                known.retain_until = known.retain_until.max(session.expires_at);
-                // Failing since the earliest report; a success clears it only on a live
-                // session.
-                known.refresh_failing_since = match session.refresh_failing_since {
-                    Some(since) => {
-                        Some(known.refresh_failing_since.map_or(since, |k| k.min(since)))
-                    }
-                    None => None,
-                };
-                if known.identity.email != session.email || known.identity.groups != session.groups
-                {
-                    known.identity = std::sync::Arc::new(crate::frame::SessionIdentity {
-                        email: session.email,
-                        groups: session.groups,
-                    });
-                }
-                *known != before
-            }
-        }
+        session::observe(&mut self.sessions, session, now, self.skew_secs)
     }
 
     /// Drops sessions past their latest expiry plus skew, when one is due (at most once per
@@ -417,8 +348,7 @@ impl FleetState {
             return Applied::Unchanged;
         }
         let skew = self.skew_secs;
-        let before = self.sessions.len();
-        self.sessions.retain(|_, s| s.retain_until + skew > now);
+        let forgot = session::forget_expired(&mut self.sessions, now, skew);
         let earliest = self
             .sessions
             .values()
@@ -426,10 +356,10 @@ impl FleetState {
             .min()
             .unwrap_or(u64::MAX);
         self.next_collect = earliest.max(now + 1);
-        if self.sessions.len() == before {
-            Applied::Unchanged
-        } else {
+        if forgot {
             Applied::Sessions
+        } else {
+            Applied::Unchanged
         }
     }
 }

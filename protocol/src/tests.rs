@@ -30,6 +30,7 @@ fn session(sid: &str, subject: &str, expires_at: u64, ended: bool) -> SessionEnt
         expires_at,
         ended,
         refresh_failing_since: None,
+        refreshed_at: None,
         email: None,
         groups: Vec::new(),
     }
@@ -570,8 +571,10 @@ fn identity_and_refresh_failure_follow_the_latest_frame_but_never_revive() {
     let merged = &state.sessions()["s"];
     assert_eq!(merged.identity.groups, ["ops"]);
     assert_eq!(merged.refresh_failing_since, Some(NOW - 5));
-    // A success clears the failure; an ended session stays ended whatever its identity does.
+    // A success (confirmed after the failure began) clears the failure; an ended session stays
+    // ended whatever its identity does.
     changed.refresh_failing_since = None;
+    changed.refreshed_at = Some(NOW);
     changed.groups = vec![];
     changed.ended = true;
     state
@@ -736,4 +739,37 @@ fn an_expired_frame_for_an_unknown_session_is_ignored() {
     };
     assert_eq!(state.apply(expired, NOW), Ok(Applied::Unchanged));
     assert!(state.sessions().is_empty());
+}
+
+#[test]
+fn a_lagging_snapshot_does_not_clear_a_refresh_failure_and_a_recovery_does() {
+    let mut state = FleetState::new(SKEW);
+    let mut failing = session("s", "alice", NOW + 100, false);
+    failing.refresh_failing_since = Some(NOW - 5);
+    failing.refreshed_at = Some(NOW - 600);
+    state
+        .apply(snapshot("a", 1, vec![], vec![failing]), NOW)
+        .expect("snapshot");
+    // Another replica that has not seen the failure yet.
+    let mut before = session("s", "alice", NOW + 100, false);
+    before.refreshed_at = Some(NOW - 600);
+    state
+        .apply(snapshot("b", 7, vec![], vec![before.clone()]), NOW)
+        .expect("snapshot");
+    assert_eq!(state.sessions()["s"].refresh_failing_since, Some(NOW - 5));
+    // The replayed confirmation from before the failure, then the recovery.
+    let mut recovered = before;
+    for (version, refreshed_at, failing_since) in [(8, NOW - 600, Some(NOW - 5)), (9, NOW, None)] {
+        recovered.refreshed_at = Some(refreshed_at);
+        state
+            .apply(
+                Frame::Session {
+                    version,
+                    session: recovered.clone(),
+                },
+                NOW,
+            )
+            .expect("delta");
+        assert_eq!(state.sessions()["s"].refresh_failing_since, failing_since);
+    }
 }

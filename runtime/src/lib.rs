@@ -1,12 +1,21 @@
 //! Process plumbing the gateway and the operator share, so both stop, serve and log the same
 //! way: one shutdown signal threaded to every server and task, HTTPS (h2 and HTTP/1.1 by ALPN)
-//! or plain-HTTP serving with a graceful drain, and structured logs.
+//! or plain-HTTP serving with a graceful drain, and structured logs; and the small rules both
+//! apply alike: Go-style durations in flags, an error's cause chain as one log line, and what a
+//! watch's relist says vanished.
 
 #![forbid(unsafe_code)]
 
 pub mod client_tls;
+pub mod duration;
+pub mod error;
+pub mod relist;
 pub mod server;
 pub mod shutdown;
+
+pub use duration::parse_duration;
+pub use error::error_chain;
+pub use relist::Relist;
 
 /// Installs the log subscriber: JSON lines (for collectors) or text, the level from
 /// `RUST_LOG` (default `info`), colours only on a terminal.

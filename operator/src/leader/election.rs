@@ -15,6 +15,7 @@
 //! The election task is the replica's right to write: if it ends on its own, the process exits
 //! (the caller selects on [`Election::ended`]) rather than carry on as a leader nobody renews.
 
+use crate::metrics::Metrics;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
@@ -24,6 +25,7 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use portcullis_runtime::error_chain;
 use std::time::{Duration, Instant};
 use tokio::{
     sync::{oneshot, watch},
@@ -31,15 +33,10 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-/// Annotation naming the holder that published [`LEADER_URL_ANNOTATION`].
-pub const LEADER_IDENTITY_ANNOTATION: &str = "access.portcullis.dev/leader-identity";
-/// Annotation with the holder's `--advertise-url`.
-pub const LEADER_URL_ANNOTATION: &str = "access.portcullis.dev/leader-url";
-/// Field manager of the operator's own writes.
-pub const FIELD_MANAGER: &str = "portcullis-operator";
-/// How long a lease is valid without renewal: a killed leader is replaced within about this
-/// (plus [`RETRY_EVERY`]).
-pub const LEASE_DURATION: Duration = Duration::from_secs(10);
+use super::record::{
+    LEADER_IDENTITY_ANNOTATION, LEADER_URL_ANNOTATION, LEASE_DURATION, Record, Step, decide,
+};
+
 /// The holder renews this often.
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// A holder that has not renewed for this long stops writing: before any follower can have seen
@@ -88,7 +85,7 @@ impl Election {
 pub fn start(
     client: Client,
     config: LeaseConfig,
-    metrics: crate::metrics::Metrics,
+    metrics: Metrics,
 ) -> (watch::Receiver<bool>, Election) {
     let (leading_tx, leading) = watch::channel(false);
     let (release_tx, release_rx) = oneshot::channel();
@@ -111,58 +108,10 @@ pub fn start(
     )
 }
 
-/// What to do with the Lease as read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// We hold it: renew.
-    Renew,
-    /// Nobody holds it, or the holder let it lapse: take it.
-    Acquire,
-    /// Someone else holds it.
-    Follow,
-}
-
-/// The part of a Lease record that changes when its holder renews or changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    holder: Option<String>,
-    renew_time: Option<String>,
-    transitions: Option<i32>,
-}
-
-impl Record {
-    pub fn of(spec: Option<&LeaseSpec>) -> Self {
-        Self {
-            holder: spec
-                .and_then(|s| s.holder_identity.clone())
-                .filter(|h| !h.is_empty()),
-            renew_time: spec.and_then(|s| s.renew_time.as_ref().map(|t| t.0.to_string())),
-            transitions: spec.and_then(|s| s.lease_transitions),
-        }
-    }
-}
-
-/// Decides from the record read, when this replica first saw that same record, and the lease
-/// duration the record announces. Pure, so the rules are unit-tested.
-pub fn decide(
-    record: &Record,
-    me: &str,
-    unchanged_since: Instant,
-    duration: Duration,
-    now: Instant,
-) -> Step {
-    match &record.holder {
-        None => Step::Acquire,
-        Some(holder) if holder == me => Step::Renew,
-        Some(_) if now.saturating_duration_since(unchanged_since) >= duration => Step::Acquire,
-        Some(_) => Step::Follow,
-    }
-}
-
 struct Elector {
     leases: Api<Lease>,
     config: LeaseConfig,
-    metrics: crate::metrics::Metrics,
+    metrics: Metrics,
     leading: watch::Sender<bool>,
     /// The Lease as this replica last wrote it while holding it (renewals start from it).
     held: Option<Lease>,
@@ -200,22 +149,10 @@ impl Elector {
         // The holder renews from what it wrote last; anyone else reads first.
         let current = match self.held.clone() {
             Some(lease) => Some(lease),
-            None => {
-                match tokio::time::timeout(REQUEST_TIMEOUT, self.leases.get_opt(&self.config.name))
-                    .await
-                {
-                    Ok(Ok(Some(lease))) => Some(lease),
-                    Ok(Ok(None)) => None,
-                    Ok(Err(error)) => {
-                        warn!(%error, "cannot read the Lease");
-                        return self.check_deadline(started);
-                    }
-                    Err(_) => {
-                        warn!("reading the Lease timed out");
-                        return self.check_deadline(started);
-                    }
-                }
-            }
+            None => match self.read().await {
+                Ok(lease) => lease,
+                Err(()) => return self.check_deadline(started),
+            },
         };
         let Some(lease) = current else {
             return self.create().await;
@@ -232,50 +169,58 @@ impl Elector {
             .and_then(|s| s.lease_duration_seconds)
             .and_then(|s| u64::try_from(s).ok())
             .map_or(LEASE_DURATION, Duration::from_secs);
-        match decide(
-            &record,
-            &self.config.identity,
-            unchanged_since,
-            duration,
-            started,
-        ) {
+        let me = &self.config.identity;
+        match decide(&record, me, unchanged_since, duration, started) {
             Step::Follow => {
                 if *self.leading.borrow() {
-                    warn!(holder = ?record.holder, "another replica holds the Lease: no longer writing");
+                    warn!(holder = ?record.holder(), "another replica holds the Lease: no longer writing");
                 }
                 self.held = None;
                 self.set_leading(false);
             }
             step @ (Step::Renew | Step::Acquire) => {
                 let acquiring = step == Step::Acquire || !*self.leading.borrow();
-                let wanted = self.claim(lease, acquiring);
-                match tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    self.leases
-                        .replace(&self.config.name, &PostParams::default(), &wanted),
-                )
-                .await
-                {
-                    Ok(Ok(written)) => self.hold(written, started),
-                    Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
-                        // Someone wrote in between (maybe another replica took it): read again.
-                        debug!("the Lease changed while updating it");
-                        self.held = None;
-                        self.check_deadline(started);
-                    }
-                    Ok(Err(error)) => {
-                        warn!(%error, "cannot update the Lease");
-                        self.held = None;
-                        self.check_deadline(started);
-                    }
-                    Err(_) => {
-                        warn!("updating the Lease timed out");
-                        self.held = None;
-                        self.check_deadline(started);
-                    }
-                }
+                self.replace(lease, acquiring, started).await;
             }
         }
+    }
+
+    /// The Lease as the API server holds it now (`None`: it does not exist); `Err` when it
+    /// could not be read (logged).
+    async fn read(&self) -> Result<Option<Lease>, ()> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.leases.get_opt(&self.config.name)).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(error)) => {
+                warn!(error = %error_chain(&error), "cannot read the Lease");
+                Err(())
+            }
+            Err(_) => {
+                warn!("reading the Lease timed out");
+                Err(())
+            }
+        }
+    }
+
+    /// Renews or takes `lease` (read at `started`) with a `replace` at its resourceVersion.
+    async fn replace(&mut self, lease: Lease, acquiring: bool, started: Instant) {
+        let wanted = self.claim(lease, acquiring);
+        let written = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.leases
+                .replace(&self.config.name, &PostParams::default(), &wanted),
+        )
+        .await;
+        match written {
+            Ok(Ok(written)) => return self.hold(written, started),
+            Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
+                // Someone wrote in between (maybe another replica took it): read again.
+                debug!("the Lease changed while updating it");
+            }
+            Ok(Err(error)) => warn!(error = %error_chain(&error), "cannot update the Lease"),
+            Err(_) => warn!("updating the Lease timed out"),
+        }
+        self.held = None;
+        self.check_deadline(started);
     }
 
     /// The Lease with this replica as holder, renewed now; `acquiring` also sets the acquire
@@ -388,9 +333,7 @@ impl Elector {
                     }
                 },
             };
-            if Record::of(lease.spec.as_ref()).holder.as_deref()
-                != Some(self.config.identity.as_str())
-            {
+            if Record::of(lease.spec.as_ref()).holder() != Some(self.config.identity.as_str()) {
                 return;
             }
             let mut released = lease;
@@ -423,78 +366,9 @@ impl Elector {
     }
 }
 
-/// The leader's URL if another replica holds the Lease and published it.
-pub async fn leader_url(
-    leases: &Api<Lease>,
-    name: &str,
-    me: &str,
-) -> Result<Option<String>, kube::Error> {
-    let Some(lease) = leases.get_opt(name).await? else {
-        return Ok(None);
-    };
-    let holder = Record::of(lease.spec.as_ref()).holder;
-    let annotations = lease.metadata.annotations.unwrap_or_default();
-    let published = annotations.get(LEADER_IDENTITY_ANNOTATION);
-    Ok(match (holder, published) {
-        (Some(holder), Some(published)) if holder == *published && holder != me => {
-            annotations.get(LEADER_URL_ANNOTATION).cloned()
-        }
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(holder: Option<&str>, renew: &str) -> Record {
-        Record {
-            holder: holder.map(str::to_owned),
-            renew_time: Some(renew.to_owned()),
-            transitions: Some(1),
-        }
-    }
-
-    #[test]
-    fn a_free_lease_is_taken_at_once_and_our_own_is_renewed() {
-        let now = Instant::now();
-        let d = LEASE_DURATION;
-        assert_eq!(decide(&record(None, "t"), "me", now, d, now), Step::Acquire);
-        assert_eq!(decide(&Record::of(None), "me", now, d, now), Step::Acquire);
-        let empty = Record::of(Some(&LeaseSpec {
-            holder_identity: Some(String::new()),
-            ..LeaseSpec::default()
-        }));
-        assert_eq!(decide(&empty, "me", now, d, now), Step::Acquire);
-        // A replica restarted under the same identity continues its own lease.
-        assert_eq!(
-            decide(&record(Some("me"), "t"), "me", now, d, now),
-            Step::Renew
-        );
-    }
-
-    #[test]
-    fn another_holder_is_followed_until_its_record_stood_still_for_the_duration() {
-        let seen = Instant::now();
-        let d = LEASE_DURATION;
-        let other = record(Some("other"), "t");
-        assert_eq!(decide(&other, "me", seen, d, seen), Step::Follow);
-        assert_eq!(
-            decide(&other, "me", seen, d, seen + d - Duration::from_millis(1)),
-            Step::Follow
-        );
-        assert_eq!(decide(&other, "me", seen, d, seen + d), Step::Acquire);
-        // The duration the record announces counts, not ours.
-        let long = Duration::from_secs(60);
-        assert_eq!(decide(&other, "me", seen, long, seen + d), Step::Follow);
-    }
-
-    #[test]
-    fn records_differ_when_the_holder_renews_or_changes() {
-        assert_ne!(record(Some("a"), "t1"), record(Some("a"), "t2"));
-        assert_ne!(record(Some("a"), "t1"), record(Some("b"), "t1"));
-        assert_eq!(record(Some("a"), "t1"), record(Some("a"), "t1"));
-    }
 
     #[test]
     fn renewing_stops_well_before_a_follower_may_take_over() {

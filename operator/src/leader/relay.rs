@@ -14,7 +14,7 @@
 //! sends deltas only after such an answer, so a leader that predates deltas (it answers 204)
 //! keeps getting full relays.
 
-use crate::index::Index;
+use crate::{index::Index, stream::gateways::Connected};
 use portcullis_protocol::GatewayFacts;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -50,14 +50,6 @@ pub struct RelayBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub accepted: u64,
-}
-
-/// A gateway connected to this replica: id, acknowledged version, last ack (unix seconds).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Connected {
-    pub id: String,
-    pub acked: u64,
-    pub last_seen: u64,
 }
 
 /// A relay sent and not answered yet.

@@ -1,15 +1,17 @@
 //! Session garbage collection, on the leader: AccessSessions whose absolute expiry plus the
 //! grace (`--session-gc-grace`) has passed are deleted, a bounded batch per pass, so an outage's
 //! backlog drains without flooding the API server. The candidates come from the watched index,
-//! so a pass costs a read and a delete per expired session, not a list of every session. Gateways forget such sessions on their own
-//! (expiry plus clock skew), so deleting them never revives anything.
+//! so a pass costs a read and a delete per expired session, not a list of every session.
+//! Gateways forget such sessions on their own (expiry plus clock skew), so deleting them never
+//! revives anything.
 
-use crate::{shared::Shared, shutdown::Signal};
+use crate::{clock::now, index::SharedIndex, metrics::Metrics};
 use kube::{
     Api, Client,
     api::{DeleteParams, Preconditions},
 };
 use portcullis_crds::AccessSession;
+use portcullis_runtime::{error_chain, shutdown::Signal};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -24,7 +26,7 @@ pub async fn run(
     client: Client,
     namespace: String,
     grace: Duration,
-    shared: Arc<Shared>,
+    (index, metrics): (Arc<SharedIndex>, Metrics),
     mut leading: watch::Receiver<bool>,
     mut shutdown: Signal,
 ) {
@@ -37,13 +39,16 @@ pub async fn run(
             }
             continue;
         }
-        match pass(&api, &shared, grace, crate::shared::now()).await {
+        match pass(&api, &index, grace, now()).await {
             Ok(0) => {}
             Ok(deleted) => {
-                shared.metrics.sessions_collected(deleted);
+                metrics.sessions_collected(deleted);
                 info!(deleted, %namespace, "expired sessions deleted");
             }
-            Err(error) => warn!(%error, "session garbage collection failed; retrying next pass"),
+            Err(error) => warn!(
+                error = %error_chain(&error),
+                "session garbage collection failed; retrying next pass"
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(INTERVAL) => {}
@@ -59,17 +64,17 @@ pub async fn run(
 /// again and judged on what the API server holds now, and deleted with its uid as precondition.
 pub async fn pass(
     api: &Api<AccessSession>,
-    shared: &Shared,
+    index: &SharedIndex,
     grace: Duration,
     now: u64,
 ) -> Result<usize, kube::Error> {
     let cutoff = now.saturating_sub(grace.as_secs());
-    let candidates = shared.lock_index().expired_before(cutoff, BATCH);
+    let candidates = index.lock().expired_before(cutoff, BATCH);
     let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
     let mut deleted = 0;
     for name in candidates {
         let Some(session) = api.get_opt(&name).await? else {
-            shared.update(|index| index.forget_lingering(&name));
+            index.update(|index| index.forget_lingering(&name));
             continue;
         };
         if session.metadata.deletion_timestamp.is_some()

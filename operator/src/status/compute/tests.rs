@@ -2,6 +2,7 @@
 
 use super::*;
 use portcullis_crds::AccessPolicySpec;
+use std::{collections::BTreeMap, sync::Arc};
 
 fn entry(generation: i64, epoch: i64) -> PolicyEntry {
     let spec: AccessPolicySpec = serde_json::from_value(serde_json::json!({
@@ -44,7 +45,7 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
         facts("g1", Some((3, 1)), &["s1"]),
         facts("g2", Some((2, 1)), &[]),
     ];
-    let fleet = FleetFacts::merge(&all);
+    let fleet = Enforced::merge(&all);
     let status = policy_status(&entry(3, 1), None, &Ok(()), &fleet, 10);
     let gateways = status.gateways.expect("gateways");
     assert_eq!((gateways.applied, gateways.connected), (1, 2));
@@ -64,7 +65,7 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
 
 #[test]
 fn first_seen_times_and_transition_times_are_kept() {
-    let fleet = FleetFacts::merge(&[facts("g1", Some((1, 0)), &["s1"])]);
+    let fleet = Enforced::merge(&[facts("g1", Some((1, 0)), &["s1"])]);
     let first = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 100);
     let later = session_status("s1", None, &first, &fleet, 500);
     assert_eq!(later.revoked_at, first.revoked_at);
@@ -91,7 +92,7 @@ fn first_seen_times_and_transition_times_are_kept() {
 
 #[test]
 fn without_gateways_nothing_counts_as_enforced() {
-    let fleet = FleetFacts::default();
+    let fleet = Enforced::default();
     let session = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 1);
     let enforced = session
         .conditions
@@ -109,7 +110,7 @@ fn without_gateways_nothing_counts_as_enforced() {
 
 #[test]
 fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
-    let mut fleet = FleetFacts::default();
+    let mut fleet = Enforced::default();
     fleet.add_local("g1", 10, &BTreeMap::from([("uid-1".to_owned(), (3, 1))]));
     // The same gateway also relayed by a follower, with a session this replica ended later.
     let relayed: Arc<HashSet<String>> = Arc::new(HashSet::from(["s-late".to_owned()]));
@@ -137,7 +138,7 @@ fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
 #[test]
 fn the_signature_moves_with_what_status_depends_on_and_only_with_it() {
     let build = |acked: u64, changes: u64, gateways: &[&str]| {
-        let mut fleet = FleetFacts::default();
+        let mut fleet = Enforced::default();
         for g in gateways {
             fleet.add_local(g, acked, &BTreeMap::from([("uid-1".to_owned(), (1, 0))]));
         }

@@ -10,11 +10,7 @@ use portcullis_core::{host::Host, policy::Policy};
 use portcullis_crds::AccessPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// (namespace, name).
-pub type Key = (String, String);
-
-/// The keys a service-token Secret must hold.
-pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["client-id", "client-secret"];
+use crate::index::{Key, watch::SERVICE_TOKEN_KEYS};
 
 /// Why a policy is not ready. `reason()` is the CamelCase condition and Event reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -4,28 +4,27 @@
 //! Versions mean nothing across replicas, so a follower sends facts about objects
 //! ([`portcullis_protocol::GatewayFacts`]: policy uid → generation and epoch, ended session
 //! ids) every second to `POST /v1/peer/acks` at the URL the leader published on the Lease: in
-//! full at first and then only what changed ([`crate::relay`]). The request carries the
+//! full at first and then only what changed ([`super::relay`]). The request carries the
 //! follower's own ServiceAccount token (audience `--token-audience`); the leader accepts it
 //! when a TokenReview names the same user as its own token, i.e. another replica of this
 //! operator. TLS is verified against `--peer-ca-file` for `--peer-server-name` (a name the
 //! serving certificate has) while connecting to the address in the advertised URL.
 
-use crate::relay::{Accepted, Connected, RelayBody, Relayer};
+use super::{
+    record,
+    relay::{Accepted, Pending, RelayBody, Relayer},
+};
 use crate::{
-    auth::AuthError,
-    lease,
-    shared::{Shared, now},
-    shutdown::Signal,
+    clock::now,
+    index::SharedIndex,
+    metrics::{Metrics, RelayOutcome},
+    stream::{Gateways, Refusal},
 };
-use axum::{
-    Json,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+use axum::http::StatusCode;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use portcullis_protocol::{ErrorBody, frame::PEER_ACKS_PATH};
+use portcullis_runtime::{error_chain, shutdown::Signal};
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -38,34 +37,32 @@ use url::Url;
 
 /// How often a follower relays.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
-/// The error code of a `409` asking the follower for a full relay.
-const RESYNC: &str = "resync";
 /// How long a leader URL read from the Lease is used before it is read again.
 const LEADER_TTL: Duration = Duration::from_secs(5);
 
 /// Why relaying is not possible.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
     #[error("invalid CA file: {0}")]
     Ca(String),
-    #[error("invalid TLS settings: {0}")]
+    #[error("invalid TLS settings")]
     Tls(#[from] rustls::Error),
     #[error("invalid leader URL {0:?}")]
     Url(String),
     #[error("cannot resolve {0}")]
     Resolve(String),
-    #[error("{0}")]
+    #[error("the request to the leader failed")]
     Http(#[from] reqwest::Error),
     #[error("the leader answered {0}")]
     Status(StatusCode),
     #[error("the leader asked for a full relay")]
     Resync,
-    #[error("reading the Lease: {0}")]
+    #[error("cannot read the Lease")]
     Lease(#[from] kube::Error),
 }
 
@@ -80,120 +77,28 @@ pub struct PeerConfig {
     pub server_name: Option<String>,
 }
 
-/// Learns which user this operator's peer token belongs to (a TokenReview of its own token),
-/// and from then on accepts relays from that user only. Retries until it succeeds.
-pub async fn learn_peer_identity(shared: Arc<Shared>, token_file: PathBuf, mut shutdown: Signal) {
-    loop {
-        match std::fs::read_to_string(&token_file) {
-            Ok(token) => match shared.auth.user_of(token.trim()).await {
-                Ok(user) => {
-                    info!(%user, "accepting relays from replicas of this operator");
-                    shared.set_peer_user(user);
-                    return;
-                }
-                Err(error) => warn!(%error, "cannot review this operator's own token; retrying"),
-            },
-            Err(error) => {
-                warn!(file = %token_file.display(), %error, "cannot read the peer token; retrying")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            () = shutdown.wait() => return,
-        }
-    }
-}
-
-/// `POST /v1/peer/acks` on the leader.
-pub async fn receive(
-    State((shared, _)): State<(Arc<Shared>, Signal)>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let error = |status: StatusCode, error: &str, message: String| {
-        (
-            status,
-            Json(ErrorBody {
-                error: error.to_owned(),
-                message,
-            }),
-        )
-            .into_response()
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match shared.check_peer(authorization).await {
-        Ok(()) => {}
-        Err(AuthError::Review(e)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "review_failed",
-                format!("the token could not be reviewed: {e}"),
-            );
-        }
-        Err(AuthError::Forbidden(user)) => {
-            shared.metrics.refused("peer_forbidden");
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("{user} is not a replica of this operator"),
-            );
-        }
-        Err(e) => {
-            shared.metrics.refused("peer_unauthenticated");
-            return error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string());
-        }
-    }
-    if !shared.is_leading() {
-        return error(
-            StatusCode::CONFLICT,
-            "not_leader",
-            "this replica does not hold the Lease; read the Lease again".into(),
-        );
-    }
-    let Ok(relay) = serde_json::from_slice::<RelayBody>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "expected {\"replica\":..,\"gateways\":[..]}".into(),
-        );
-    };
-    match shared.relayed(relay, now()) {
-        Ok(Some(accepted)) => {
-            shared.metrics.relay("received");
-            (StatusCode::OK, Json(Accepted { accepted })).into_response()
-        }
-        Ok(None) => {
-            shared.metrics.relay("received");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(resync) => {
-            shared.metrics.relay("resync");
-            debug!(%resync, "asked a follower for a full relay");
-            error(StatusCode::CONFLICT, RESYNC, resync.to_string())
-        }
-    }
-}
+/// Where the follower relays to: the leader's advertised URL, a client for it, the request
+/// URL, and when it was read from the Lease.
+type Leader = (String, reqwest::Client, Url, Instant);
 
 /// The follower's relay loop, until shutdown.
 pub async fn relay(
     client: Client,
     config: PeerConfig,
-    shared: Arc<Shared>,
+    sources: Sources,
     leading: watch::Receiver<bool>,
     mut shutdown: Signal,
 ) {
     let tls = match tls_config(&config) {
         Ok(tls) => tls,
         Err(error) => {
-            warn!(%error, "relaying to the leader is off");
+            warn!(error = %error_chain(&error), "relaying to the leader is off");
             return;
         }
     };
     let leases: Api<Lease> = Api::namespaced(client, &config.lease_namespace);
-    let mut leader: Option<(String, reqwest::Client, Url, Instant)> = None;
-    let instance = shared.lock_index().instance().to_owned();
+    let mut leader: Option<Leader> = None;
+    let instance = sources.index.lock().instance().to_owned();
     let mut relayer = Relayer::new(config.identity.clone(), instance);
     let mut ticker = tokio::time::interval(RELAY_EVERY);
     loop {
@@ -207,15 +112,7 @@ pub async fn relay(
             continue;
         }
         let now = now();
-        let gateways: Vec<Connected> = shared
-            .lock_fleet()
-            .connected(now)
-            .map(|(id, acked, last_seen)| Connected {
-                id: id.to_owned(),
-                acked: acked.unwrap_or(0),
-                last_seen,
-            })
-            .collect();
+        let gateways = sources.gateways.connected(now);
         if gateways.is_empty() && !relayer.leader_has_gateways() {
             // Nothing to say (the leader forgets a silent replica; start over in full later).
             relayer.failed();
@@ -225,48 +122,86 @@ pub async fn relay(
             .as_ref()
             .is_none_or(|(_, _, _, at)| at.elapsed() > LEADER_TTL)
         {
-            leader = match find_leader(&leases, &config, &tls).await {
-                Ok(Some((url, client, target))) => Some((url, client, target, Instant::now())),
-                Ok(None) => {
-                    shared.metrics.relay("no_leader");
-                    debug!("no leader URL on the Lease yet");
-                    None
-                }
-                Err(error) => {
-                    shared.metrics.relay("failed");
-                    warn!(%error, "cannot find the leader");
-                    None
-                }
-            };
+            leader = locate(&leases, &config, &tls, &sources.metrics).await;
         }
         let Some((url, client, target, _)) = &leader else {
             continue;
         };
         let (body, pending) = {
-            let index = shared.lock_index();
+            let index = sources.index.lock();
             relayer.next(url, &gateways, &index, now)
         };
-        match send(client, target, &config.token_file, &body).await {
+        let full = pending.is_full();
+        let outcome = send(client, target, &config.token_file, &body).await;
+        if !sources.outcome(outcome, full, url, &mut relayer, pending) {
+            leader = None;
+        }
+    }
+}
+
+/// What the follower relays from.
+#[derive(Clone)]
+pub struct Sources {
+    pub index: Arc<SharedIndex>,
+    pub gateways: Arc<Gateways>,
+    pub metrics: Metrics,
+}
+
+impl Sources {
+    /// Takes in the outcome of a relay; false if the leader must be looked up again.
+    fn outcome(
+        &self,
+        outcome: Result<Option<u64>, PeerError>,
+        full: bool,
+        url: &str,
+        relayer: &mut Relayer,
+        pending: Pending,
+    ) -> bool {
+        match outcome {
             Ok(confirmed) => {
-                shared.metrics.relay(if pending.is_full() {
-                    "sent_full"
+                self.metrics.relay(if full {
+                    RelayOutcome::SentFull
                 } else {
-                    "sent"
+                    RelayOutcome::Sent
                 });
                 relayer.accepted(pending, confirmed);
+                true
             }
             Err(PeerError::Resync) => {
                 // The leader lacks what the delta builds on (it restarted): full next time.
-                shared.metrics.relay("resync");
+                self.metrics.relay(RelayOutcome::Resync);
                 debug!(leader = %url, "the leader asked for a full relay");
                 relayer.failed();
+                true
             }
             Err(error) => {
-                shared.metrics.relay("failed");
-                warn!(leader = %url, %error, "relaying to the leader failed; reading the Lease again");
+                self.metrics.relay(RelayOutcome::Failed);
+                warn!(leader = %url, error = %error_chain(&error), "relaying to the leader failed; reading the Lease again");
                 relayer.failed();
-                leader = None;
+                false
             }
+        }
+    }
+}
+
+/// The leader as published on the Lease now, if it can be reached.
+async fn locate(
+    leases: &Api<Lease>,
+    config: &PeerConfig,
+    tls: &rustls::ClientConfig,
+    metrics: &Metrics,
+) -> Option<Leader> {
+    match find_leader(leases, config, tls).await {
+        Ok(Some((url, client, target))) => Some((url, client, target, Instant::now())),
+        Ok(None) => {
+            metrics.relay(RelayOutcome::NoLeader);
+            debug!("no leader URL on the Lease yet");
+            None
+        }
+        Err(error) => {
+            metrics.relay(RelayOutcome::Failed);
+            warn!(error = %error_chain(&error), "cannot find the leader");
+            None
         }
     }
 }
@@ -300,7 +235,7 @@ async fn send(
     }
     if status == StatusCode::CONFLICT
         && let Ok(body) = response.json::<ErrorBody>().await
-        && body.error == RESYNC
+        && body.error == Refusal::Resync.code()
     {
         return Err(PeerError::Resync);
     }
@@ -314,7 +249,7 @@ async fn find_leader(
     config: &PeerConfig,
     tls: &rustls::ClientConfig,
 ) -> Result<Option<(String, reqwest::Client, Url)>, PeerError> {
-    let Some(advertised) = lease::leader_url(leases, &config.lease_name, &config.identity).await?
+    let Some(advertised) = record::leader_url(leases, &config.lease_name, &config.identity).await?
     else {
         return Ok(None);
     };

@@ -6,20 +6,25 @@
 //! AccessSessions is never touched. A changed `Ready` condition or a new revocation becomes an
 //! Event through one recorder.
 
-use crate::{
-    lease::FIELD_MANAGER,
-    shared::{Shared, now},
-    shutdown::Signal,
-    status::{self, FleetFacts, Signature},
+use super::{
+    compute::{self, ConditionType, Reason},
+    enforced::{self, Enforced, Signature},
+    events::{API_VERSION, Events, reference},
     validate::{self, Refs},
 };
-use k8s_openapi::api::core::v1::ObjectReference;
+use crate::{
+    clock::now,
+    index::{Index, SharedIndex},
+    leader::Peers,
+    metrics::{Metrics, StatusObject},
+    stream::Gateways,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSessionStatus};
+use portcullis_runtime::{error_chain, shutdown::Signal};
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
@@ -34,13 +39,23 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 const TICK: Duration = Duration::from_secs(1);
 /// A pass on unchanged inputs is skipped, but not for longer than this.
 const RECOMPUTE: Duration = Duration::from_secs(30);
-const API_VERSION: &str = "access.portcullis.dev/v1alpha1";
+/// Field manager of the operator's own writes.
+pub const FIELD_MANAGER: &str = "portcullis-operator";
 
-/// What the writer needs besides the shared state.
+/// What the status is computed from.
+#[derive(Clone)]
+pub struct Sources {
+    pub index: Arc<SharedIndex>,
+    pub gateways: Arc<Gateways>,
+    pub peers: Arc<Peers>,
+    pub metrics: Metrics,
+}
+
+/// The leader's status writer.
 pub struct Writer {
     client: Client,
-    shared: Arc<Shared>,
-    recorder: Recorder,
+    sources: Sources,
+    events: Events,
     identity_providers: Option<BTreeSet<String>>,
     session_namespace: String,
     /// What this leader last applied, by object (cleared when it stops leading).
@@ -70,22 +85,15 @@ enum Write {
 impl Writer {
     pub fn new(
         client: Client,
-        shared: Arc<Shared>,
+        sources: Sources,
         identity: &str,
         identity_providers: Option<BTreeSet<String>>,
         session_namespace: String,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "portcullis-operator".into(),
-                instance: Some(identity.to_owned()),
-            },
-        );
         Self {
+            events: Events::new(client.clone(), identity),
             client,
-            shared,
-            recorder,
+            sources,
             identity_providers,
             session_namespace,
             written_policies: HashMap::new(),
@@ -96,7 +104,7 @@ impl Writer {
 
     /// Writes while this replica leads, until shutdown.
     pub async fn run(mut self, mut leading: watch::Receiver<bool>, mut shutdown: Signal) {
-        let mut changed = self.shared.subscribe();
+        let mut changed = self.sources.index.subscribe();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             if !*leading.borrow_and_update() {
@@ -128,17 +136,23 @@ impl Writer {
     /// finish, within the flush time `main` gives it.
     async fn pass(&mut self, now: u64, leading: &watch::Receiver<bool>) {
         // Read before the index: an update from here on makes the next pass differ.
-        let updates = self.shared.updates();
-        let fleet = self.shared.fleet_facts(now);
-        let inputs = (updates, fleet.signature());
+        let updates = self.sources.index.updates();
+        let Sources {
+            index,
+            gateways,
+            peers,
+            ..
+        } = &self.sources;
+        let facts = enforced::gather(index, gateways, peers, now);
+        let inputs = (updates, facts.signature());
         if let Some((u, s, at)) = &self.settled
             && (*u, s) == (inputs.0, &inputs.1)
             && at.elapsed() < RECOMPUTE
         {
             return;
         }
-        let writes = self.plan(&fleet, now);
-        drop(fleet);
+        let writes = self.plan(&facts, now);
+        drop(facts);
         let mut all_written = true;
         for write in writes {
             if !*leading.borrow() {
@@ -151,8 +165,15 @@ impl Writer {
         self.settled = all_written.then(|| (inputs.0, inputs.1, Instant::now()));
     }
 
-    fn plan(&self, fleet: &FleetFacts, now: u64) -> Vec<Write> {
-        let index = self.shared.lock_index();
+    fn plan(&self, facts: &Enforced, now: u64) -> Vec<Write> {
+        let index = self.sources.index.lock();
+        let mut writes = self.plan_policies(&index, facts, now);
+        writes.extend(self.plan_sessions(&index, facts, now));
+        writes
+    }
+
+    /// The policies whose status differs from what they carry (or what this leader wrote).
+    fn plan_policies(&self, index: &Index, facts: &Enforced, now: u64) -> Vec<Write> {
         let objects: Vec<AccessPolicy> = index
             .policies()
             .map(|p| {
@@ -179,15 +200,19 @@ impl Writer {
             };
             let observed = index.policy_status(&entry.uid);
             let written = self.written_policies.get(&key);
-            let desired = status::policy_status(entry, written.or(observed), verdict, fleet, now);
-            if status::policy_unchanged(observed, &desired)
-                || status::policy_unchanged(written, &desired)
+            let desired = compute::policy_status(entry, written.or(observed), verdict, facts, now);
+            if compute::policy_unchanged(observed, &desired)
+                || compute::policy_unchanged(written, &desired)
             {
                 continue;
             }
             let previous = written
                 .or(observed)
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == ConditionType::Ready.as_str())
+                })
                 .map(|c| (c.status.clone(), c.reason.clone()));
             writes.push(Write::Policy {
                 namespace: entry.namespace.clone(),
@@ -197,6 +222,13 @@ impl Writer {
                 status: desired,
             });
         }
+        writes
+    }
+
+    /// The revoked sessions whose status differs from what they carry (or what this leader
+    /// wrote).
+    fn plan_sessions(&self, index: &Index, facts: &Enforced, now: u64) -> Vec<Write> {
+        let mut writes = Vec::new();
         for (sid, observed) in index.revoked_sessions() {
             let written = self.written_sessions.get(sid);
             // Until the watch shows our write, what we wrote holds the first-seen time.
@@ -205,9 +237,9 @@ impl Writer {
                 _ => observed,
             };
             let desired =
-                status::session_status(sid, index.session_ended_at(sid), base, fleet, now);
-            if status::session_unchanged(observed, &desired)
-                || written.is_some_and(|w| status::session_unchanged(w, &desired))
+                compute::session_status(sid, index.session_ended_at(sid), base, facts, now);
+            if compute::session_unchanged(observed, &desired)
+                || written.is_some_and(|w| compute::session_unchanged(w, &desired))
             {
                 continue;
             }
@@ -222,7 +254,6 @@ impl Writer {
 
     /// Applies one status; false if it failed (it is planned again next pass).
     async fn write(&mut self, write: Write) -> bool {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         match write {
             Write::Policy {
                 namespace,
@@ -231,115 +262,101 @@ impl Writer {
                 previous,
                 status,
             } => {
-                let api: Api<AccessPolicy> = Api::namespaced(self.client.clone(), &namespace);
-                let body = serde_json::json!({
-                    "apiVersion": API_VERSION,
-                    "kind": "AccessPolicy",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "status": status,
-                });
-                match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
-                    Ok(_) => {
-                        self.shared.metrics.status_written("AccessPolicy");
-                        debug!(%namespace, %name, "policy status written");
-                        if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready")
-                            && previous.as_ref()
-                                != Some(&(ready.status.clone(), ready.reason.clone()))
-                        {
-                            info!(%namespace, %name, reason = %ready.reason, "policy {}", if ready.status == "True" { "ready" } else { "not ready" });
-                            let reference = reference("AccessPolicy", &namespace, &name, &uid);
-                            self.event(
-                                &reference,
-                                ready.status == "True",
-                                &ready.reason,
-                                &ready.message,
-                                "Validate",
-                            )
-                            .await;
-                        }
-                        self.written_policies.insert((namespace, name), status);
-                        true
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    Err(error) => {
-                        self.shared.metrics.status_failed("AccessPolicy");
-                        warn!(%namespace, %name, %error, "cannot write the policy status");
-                        false
-                    }
-                }
+                self.write_policy(namespace, name, &uid, previous, status)
+                    .await
             }
-            Write::Session { sid, first, status } => {
-                let api: Api<AccessSession> =
-                    Api::namespaced(self.client.clone(), &self.session_namespace);
-                let body = serde_json::json!({
-                    "apiVersion": API_VERSION,
-                    "kind": "AccessSession",
-                    "metadata": {"name": sid, "namespace": self.session_namespace},
-                    "status": status,
-                });
-                match api.patch_status(&sid, &params, &Patch::Apply(&body)).await {
-                    Ok(written) => {
-                        self.shared.metrics.status_written("AccessSession");
-                        if first {
-                            info!(session = %sid, "revocation recorded");
-                            let uid = written.metadata.uid.unwrap_or_default();
-                            let ns = self.session_namespace.clone();
-                            let reference = reference("AccessSession", &ns, &sid, &uid);
-                            self.event(
-                                &reference,
-                                true,
-                                "Revoked",
-                                "the session was revoked; every gateway refuses it",
-                                "Revoke",
-                            )
-                            .await;
-                        }
-                        self.written_sessions.insert(sid, status);
-                        true
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    Err(error) => {
-                        self.shared.metrics.status_failed("AccessSession");
-                        warn!(session = %sid, %error, "cannot write the session status");
-                        false
-                    }
+            Write::Session { sid, first, status } => self.write_session(sid, first, status).await,
+        }
+    }
+
+    async fn write_policy(
+        &mut self,
+        namespace: String,
+        name: String,
+        uid: &str,
+        previous: Option<(String, String)>,
+        status: AccessPolicyStatus,
+    ) -> bool {
+        let api: Api<AccessPolicy> = Api::namespaced(self.client.clone(), &namespace);
+        let body = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                self.sources.metrics.status_written(StatusObject::Policy);
+                debug!(%namespace, %name, "policy status written");
+                let ready = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == ConditionType::Ready.as_str());
+                if let Some(ready) = ready
+                    && previous.as_ref() != Some(&(ready.status.clone(), ready.reason.clone()))
+                {
+                    let accepted = ready.status == "True";
+                    info!(%namespace, %name, reason = %ready.reason, "policy {}", if accepted { "ready" } else { "not ready" });
+                    let reference = reference("AccessPolicy", &namespace, &name, uid);
+                    self.events
+                        .publish(
+                            &reference,
+                            accepted,
+                            &ready.reason,
+                            &ready.message,
+                            "Validate",
+                        )
+                        .await;
                 }
+                self.written_policies.insert((namespace, name), status);
+                true
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(error) => {
+                self.sources.metrics.status_failed(StatusObject::Policy);
+                warn!(%namespace, %name, error = %error_chain(&error), "cannot write the policy status");
+                false
             }
         }
     }
 
-    async fn event(
-        &self,
-        reference: &ObjectReference,
-        normal: bool,
-        reason: &str,
-        note: &str,
-        action: &str,
-    ) {
-        let event = Event {
-            type_: if normal {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: reason.to_owned(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            warn!(%error, reason, "cannot publish an Event");
+    async fn write_session(
+        &mut self,
+        sid: String,
+        first: bool,
+        status: AccessSessionStatus,
+    ) -> bool {
+        let api: Api<AccessSession> = Api::namespaced(self.client.clone(), &self.session_namespace);
+        let body = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": "AccessSession",
+            "metadata": {"name": sid, "namespace": self.session_namespace},
+            "status": status,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&sid, &params, &Patch::Apply(&body)).await {
+            Ok(written) => {
+                self.sources.metrics.status_written(StatusObject::Session);
+                if first {
+                    info!(session = %sid, "revocation recorded");
+                    let uid = written.metadata.uid.unwrap_or_default();
+                    let ns = self.session_namespace.clone();
+                    let reference = reference("AccessSession", &ns, &sid, &uid);
+                    let note = "the session was revoked; every gateway refuses it";
+                    self.events
+                        .publish(&reference, true, Reason::Revoked.as_str(), note, "Revoke")
+                        .await;
+                }
+                self.written_sessions.insert(sid, status);
+                true
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(error) => {
+                self.sources.metrics.status_failed(StatusObject::Session);
+                warn!(session = %sid, error = %error_chain(&error), "cannot write the session status");
+                false
+            }
         }
-    }
-}
-
-fn reference(kind: &str, namespace: &str, name: &str, uid: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(API_VERSION.into()),
-        kind: Some(kind.into()),
-        namespace: Some(namespace.into()),
-        name: Some(name.into()),
-        uid: (!uid.is_empty()).then(|| uid.to_owned()),
-        ..ObjectReference::default()
     }
 }

@@ -1,0 +1,179 @@
+//! The access state this replica streams to gateways: a synchronous index fed by the watches
+//! (`apply` / `delete` / `reset` per kind), turning every change into a delta with the next
+//! version, kept in a bounded log so that a reconnecting gateway resumes instead of reloading.
+//!
+//! Sessions are merged by the one session rule ([`portcullis_protocol::session`]); a deleted
+//! (or vanished) session that has not expired stays in the index as ended until its expiry plus
+//! clock skew, so snapshots carry it.
+//!
+//! The index itself is synchronous and pure ([`policies`], [`secrets`], [`sessions`]); the
+//! watches ([`watch`]) feed it through [`shared::SharedIndex`], which wakes the streams.
+
+mod policies;
+mod secrets;
+mod sessions;
+pub mod shared;
+pub mod watch;
+
+pub use shared::{SharedIndex, Watched};
+
+use portcullis_crds::{AccessPolicyStatus, AccessSessionStatus};
+use portcullis_protocol::{Frame, PolicyEntry};
+use sessions::Session;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// (namespace, name).
+pub type Key = (String, String);
+
+/// The index. Not thread-safe by itself: the operator holds it in a mutex.
+#[derive(Debug)]
+pub struct Index {
+    instance: String,
+    version: u64,
+    log: VecDeque<Frame>,
+    log_capacity: usize,
+    policies: BTreeMap<Key, (PolicyEntry, u64)>,
+    /// First time this replica saw each (uid, epoch), when the status does not record it.
+    epoch_seen: HashMap<(String, i64), u64>,
+    /// Data of every Secret in the cluster that some policy may reference, by key.
+    secrets: BTreeMap<Key, BTreeMap<String, String>>,
+    /// Secrets currently streamed (referenced by a policy and present).
+    streamed_secrets: BTreeSet<Key>,
+    sessions: HashMap<String, Session>,
+    /// Ended sessions by the version that ended them, so "what did a gateway that acknowledged
+    /// version b newly enforce since a" is a range, not a scan of every session.
+    ended_log: BTreeMap<u64, String>,
+    /// AccessSessions that still exist although the index forgot them (past expiry plus skew),
+    /// with their expiry: what session garbage collection deletes, found without listing every
+    /// session.
+    lingering: HashMap<String, u64>,
+    /// The status each policy carries now (by uid), as the watch last delivered it: the
+    /// status writer compares against it, so it writes only what changed, and keeps first-seen
+    /// times (`epochRaisedAt`) across leader changes.
+    policy_status: HashMap<String, AccessPolicyStatus>,
+    /// The status of every existing revoked session (without `refresh`, which the gateways
+    /// own); only revoked sessions get a status from the operator.
+    revoked_status: HashMap<String, AccessSessionStatus>,
+}
+
+impl Index {
+    pub fn new(instance: String, log_capacity: usize) -> Self {
+        Self {
+            instance,
+            version: 0,
+            log: VecDeque::new(),
+            log_capacity,
+            policies: BTreeMap::new(),
+            epoch_seen: HashMap::new(),
+            secrets: BTreeMap::new(),
+            streamed_secrets: BTreeSet::new(),
+            sessions: HashMap::new(),
+            ended_log: BTreeMap::new(),
+            lingering: HashMap::new(),
+            policy_status: HashMap::new(),
+            revoked_status: HashMap::new(),
+        }
+    }
+
+    /// The status a policy carries now.
+    pub fn policy_status(&self, uid: &str) -> Option<&AccessPolicyStatus> {
+        self.policy_status.get(uid)
+    }
+
+    /// Existing revoked sessions and the status they carry now (`refresh` left out).
+    pub fn revoked_sessions(&self) -> impl Iterator<Item = (&str, &AccessSessionStatus)> {
+        self.revoked_status.iter().map(|(sid, s)| (sid.as_str(), s))
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The whole state now.
+    pub fn snapshot(&self) -> Frame {
+        Frame::Snapshot {
+            instance: self.instance.clone(),
+            version: self.version,
+            policies: self.policies.values().map(|(p, _)| p.clone()).collect(),
+            secrets: self
+                .streamed_secrets
+                .iter()
+                .filter_map(|key| self.secret_entry(key))
+                .collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(sid, s)| s.to_entry(sid))
+                .collect(),
+        }
+    }
+
+    /// The deltas after `version`, if the log still holds all of them.
+    pub fn deltas_since(&self, version: u64) -> Option<Vec<Frame>> {
+        if version > self.version {
+            return None;
+        }
+        if version == self.version {
+            return Some(Vec::new());
+        }
+        let first = self.log.front()?.version();
+        if first > version + 1 {
+            return None;
+        }
+        // The log is ordered by version: find the first newer delta by bisection rather than
+        // scanning every retained delta, once per change and per connected gateway, under the
+        // index lock (a burst of revocations with a long log made that quadratic).
+        let start = self.log.partition_point(|f| f.version() <= version);
+        Some(self.log.range(start..).cloned().collect())
+    }
+
+    /// Policy facts a gateway gained by acknowledging `upto` after `after` (everything up to
+    /// `upto` when `after` is `None`): uid → (generation, epoch) of each policy whose current
+    /// form is in that range.
+    pub fn policy_facts(&self, after: Option<u64>, upto: u64) -> BTreeMap<String, (i64, i64)> {
+        let newer = |v: u64| after.is_none_or(|a| v > a) && v <= upto;
+        self.policies
+            .values()
+            .filter(|(_, v)| newer(*v))
+            .map(|(p, _)| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
+            .collect()
+    }
+
+    /// Sessions ended after version `after` (from the start when `None`) up to `upto`: what a
+    /// gateway that acknowledged `upto` newly enforces. Sessions already forgotten (expired) are
+    /// not listed.
+    pub fn ended_between(&self, after: Option<u64>, upto: u64) -> impl Iterator<Item = &str> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let range = if from <= upto {
+            Some(self.ended_log.range(from..=upto))
+        } else {
+            None
+        };
+        range.into_iter().flatten().map(|(_, sid)| sid.as_str())
+    }
+
+    /// Version at which session `sid` was ended.
+    pub fn session_ended_at(&self, sid: &str) -> Option<u64> {
+        self.sessions.get(sid).and_then(|s| s.ended_at)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
+        self.policies.values().map(|(p, _)| p)
+    }
+
+    fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {
+        self.version += 1;
+        self.log.push_back(frame(self.version));
+        while self.log.len() > self.log_capacity {
+            self.log.pop_front();
+        }
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! The index as the watches, the streams and the leader's tasks share it: one mutex, a version
+//! channel the streams wake on, and whether every watch has listed once.
+
+use super::Index;
+use crate::metrics::Metrics;
+use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+use tokio::sync::watch;
+
+/// One per process.
+pub struct SharedIndex {
+    index: Mutex<Index>,
+    /// The index version after every change: streams wake on it.
+    changed: watch::Sender<u64>,
+    /// Calls of [`SharedIndex::update`] (every watch event, whether or not it moved the
+    /// version): the status writer skips a pass when neither this nor the gateways' facts moved.
+    updates: AtomicU64,
+    metrics: Metrics,
+    policies_synced: AtomicBool,
+    secrets_synced: AtomicBool,
+    sessions_synced: AtomicBool,
+}
+
+/// What a watch follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Policies,
+    Secrets,
+    Sessions,
+}
+
+impl Watched {
+    /// The object kind, for logs and metric labels.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Watched::Policies => "AccessPolicy",
+            Watched::Secrets => "Secret",
+            Watched::Sessions => "AccessSession",
+        }
+    }
+}
+
+impl SharedIndex {
+    pub fn new(index: Index, metrics: Metrics) -> Self {
+        let (changed, _) = watch::channel(index.version());
+        Self {
+            index: Mutex::new(index),
+            changed,
+            updates: AtomicU64::new(0),
+            metrics,
+            policies_synced: AtomicBool::new(false),
+            secrets_synced: AtomicBool::new(false),
+            sessions_synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the index and wakes the streams if the version moved.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut index = self.lock();
+        let result = f(&mut index);
+        let version = index.version();
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        drop(index);
+        self.changed.send_if_modified(|v| {
+            let moved = *v != version;
+            *v = version;
+            moved
+        });
+        self.metrics.index_version(version);
+        result
+    }
+
+    /// How many updates the index has had.
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::SeqCst)
+    }
+
+    /// The index, read-only use (a poisoned lock still holds a consistent index: every
+    /// mutation is a whole call).
+    pub fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn mark_synced(&self, what: Watched) {
+        let flag = match what {
+            Watched::Policies => &self.policies_synced,
+            Watched::Secrets => &self.secrets_synced,
+            Watched::Sessions => &self.sessions_synced,
+        };
+        flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Every watch has listed once: before that a snapshot would be incomplete (and a gateway
+    /// would end the sessions it lacks).
+    pub fn synced(&self) -> bool {
+        self.policies_synced.load(Ordering::SeqCst)
+            && self.secrets_synced.load(Ordering::SeqCst)
+            && self.sessions_synced.load(Ordering::SeqCst)
+    }
+}

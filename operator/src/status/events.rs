@@ -1,0 +1,66 @@
+//! The leader's Events, through one recorder: a changed `Ready` of a policy, a new revocation.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tracing::warn;
+
+/// The API version of the objects Events are about.
+pub const API_VERSION: &str = "access.portcullis.dev/v1alpha1";
+
+/// Publishes Events as this replica.
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: Client, identity: &str) -> Self {
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: "portcullis-operator".into(),
+                instance: Some(identity.to_owned()),
+            },
+        );
+        Self { recorder }
+    }
+
+    /// A `Normal` (or `Warning`) Event on `reference`; a failure is logged.
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        normal: bool,
+        reason: &str,
+        note: &str,
+        action: &str,
+    ) {
+        let event = Event {
+            type_: if normal {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            warn!(%error, reason, "cannot publish an Event");
+        }
+    }
+}
+
+/// A reference to one of our objects.
+pub fn reference(kind: &str, namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(API_VERSION.into()),
+        kind: Some(kind.into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        uid: (!uid.is_empty()).then(|| uid.to_owned()),
+        ..ObjectReference::default()
+    }
+}

@@ -1,0 +1,11 @@
+//! The leader's status pipeline, pure in the middle: [`validate`] what the schema cannot check,
+//! [`compute`] the wanted status from the index, the verdict and what the gateways enforce
+//! ([`enforced`]), and [`writer`] applies only what differs, with [`events`] for what changed.
+
+pub mod compute;
+pub mod enforced;
+pub mod events;
+pub mod validate;
+pub mod writer;
+
+pub use writer::{Sources, Writer};
