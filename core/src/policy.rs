@@ -13,9 +13,11 @@
 
 mod compile;
 mod evaluate;
+mod source;
 
 pub use compile::PolicyMeta;
 pub use evaluate::{Decision, RequestFacts};
+pub use source::PolicySource;
 
 use crate::host::Host;
 use ipnet::IpNet;

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use ipnet::IpNet;
+use portcullis_runtime::parse_duration;
 use serde::Deserialize;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -248,12 +249,13 @@ fn default_jwks_refresh_cooldown() -> Duration {
 
 /// (De)serializes a [`Duration`] as a Go-style string (`30s`).
 mod duration_string {
+    use portcullis_runtime::parse_duration;
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
+        parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -280,15 +282,4 @@ impl ListenArgs {
     pub fn trusted_proxies(&self) -> Vec<IpNet> {
         self.trusted_proxies.iter().flatten().copied().collect()
     }
-}
-
-/// Parses Go-style durations (`90s`, `5m`, `1h30m`), the same syntax as the CRDs.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: portcullis_crds::Duration = s
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    if d.is_negative() {
-        return Err(format!("duration {s:?} must not be negative"));
-    }
-    Ok(d.into())
 }

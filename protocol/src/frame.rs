@@ -1,5 +1,6 @@
 //! What travels on `GET /v1/state` (one JSON [`Frame`] per line) and `POST /v1/ack`.
 
+use portcullis_core::{PolicyMeta, PolicySource};
 use portcullis_crds::AccessPolicySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -101,6 +102,30 @@ pub struct PolicyEntry {
     pub epoch_raised_at: u64,
 }
 
+/// A stream entry compiles like the object it was read from: same metadata, same spec.
+impl PolicySource for PolicyEntry {
+    fn namespace(&self) -> Option<&str> {
+        Some(&self.namespace)
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn spec(&self) -> &AccessPolicySpec {
+        &self.spec
+    }
+
+    fn meta(&self) -> Option<PolicyMeta> {
+        Some(PolicyMeta {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: Some(self.uid.clone()),
+            generation: Some(self.generation),
+        })
+    }
+}
+
 /// A Secret referenced by a policy (service-token credentials).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,7 +164,7 @@ pub struct SessionEntry {
 }
 
 /// A session's current email and groups: re-read from the identity provider at every refresh
-/// (security rule 15), so gateways judge requests by them rather than by what a token carried.
+/// (not only at login), so gateways judge requests by them rather than by what a token carried.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionIdentity {
     pub email: Option<String>,

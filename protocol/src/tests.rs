@@ -773,3 +773,31 @@ fn a_lagging_snapshot_does_not_clear_a_refresh_failure_and_a_recovery_does() {
         assert_eq!(state.sessions()["s"].refresh_failing_since, failing_since);
     }
 }
+
+#[test]
+fn a_stream_entry_compiles_as_the_object_it_was_read_from() {
+    use portcullis_core::{Policy, PolicySource};
+    let entry = policy("web", "uid-1", 4, 2, NOW);
+    let mut object = portcullis_crds::AccessPolicy::new("web", entry.spec.clone());
+    object.metadata.namespace = Some("apps".into());
+    object.metadata.uid = Some("uid-1".into());
+    object.metadata.generation = Some(4);
+    let from_entry = entry.compile().expect("compiles");
+    let from_object = Policy::try_from(&object).expect("compiles");
+    assert_eq!(from_entry.id, from_object.id);
+    assert_eq!(from_entry.uid.as_deref(), Some("uid-1"));
+    assert_eq!(from_entry.uid, from_object.uid);
+    assert_eq!(from_entry.epoch, 2);
+    assert_eq!(from_entry.epoch, from_object.epoch);
+    assert_eq!(from_entry.hosts, from_object.hosts);
+    assert_eq!(format!("{from_entry:?}"), format!("{from_object:?}"));
+    // A spec that does not compile fails the same way from either.
+    let mut bad = entry.clone();
+    bad.spec.hosts = vec!["Not A Host".into()];
+    object.spec = bad.spec.clone();
+    assert_eq!(
+        bad.compile().map_err(|e| e.to_string()).err(),
+        Policy::try_from(&object).map_err(|e| e.to_string()).err()
+    );
+    assert!(bad.compile().is_err());
+}

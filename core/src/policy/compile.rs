@@ -91,19 +91,7 @@ impl TryFrom<&AccessPolicy> for Policy {
     type Error = PolicyError;
 
     fn try_from(policy: &AccessPolicy) -> Result<Self, PolicyError> {
-        let (Some(namespace), Some(name)) = (
-            policy.metadata.namespace.as_ref(),
-            policy.metadata.name.as_ref(),
-        ) else {
-            return Err(PolicyError::MissingName);
-        };
-        let meta = PolicyMeta {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            uid: policy.metadata.uid.clone(),
-            generation: policy.metadata.generation,
-        };
-        Self::compile(meta, &policy.spec)
+        super::PolicySource::compile(policy)
     }
 }
 

@@ -2,12 +2,13 @@
 //! `nonce`) and, at the callback, the code exchange and the checks that turn the ID token into
 //! a [`VerifiedLogin`].
 
-use super::{Client, IdTokenClaims, OidcError, Provider, TokenResponse, error_chain::error_chain};
+use super::{Client, IdTokenClaims, OidcError, Provider, TokenResponse};
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse as _,
     PkceCodeChallenge, PkceCodeVerifier, Scope, TokenResponse as _,
     core::{CoreAuthPrompt, CoreResponseType},
 };
+use portcullis_runtime::error_chain;
 use std::time::Duration;
 
 /// What starting a login produces: where to send the browser, and what to remember until the

@@ -6,14 +6,13 @@
 //! token), both checking ID tokens through `id_token`.
 
 mod error;
-mod error_chain;
 mod id_token;
 mod login;
 mod refresh;
 
 pub use error::OidcError;
-pub use error_chain::error_chain;
 pub use login::{AuthorizationRequest, VerifiedLogin};
+use portcullis_runtime::error_chain;
 pub use refresh::{RefreshError, Refreshed, RefreshedIdentity};
 
 use crate::config::IdpConfig;

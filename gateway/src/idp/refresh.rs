@@ -1,8 +1,9 @@
 //! Redeeming a refresh token: asks the provider whether the session still stands, and reads
 //! the identity it states now from the new ID token, if it sends one.
 
-use super::{Client, Provider, TokenResponse, error_chain::error_chain};
+use super::{Client, Provider, TokenResponse};
 use openidconnect::{OAuth2TokenResponse as _, RefreshToken, TokenResponse as _};
+use portcullis_runtime::error_chain;
 use std::sync::Arc;
 
 /// What redeeming a refresh token produced.

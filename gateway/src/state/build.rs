@@ -8,61 +8,17 @@ use super::{
     service_tokens,
 };
 use portcullis_core::{
-    CanonicalPath, Host, InvalidPolicy, Policy, PolicyError, PolicyId, PolicyMeta, RouteTable,
+    CanonicalPath, Host, InvalidPolicy, Policy, PolicyId, PolicySource, RouteTable,
 };
-use portcullis_crds::{AccessPolicy, AccessPolicySpec};
-use portcullis_protocol::frame::PolicyEntry;
 use std::{collections::HashMap, sync::Arc};
 
-/// A policy as one of the state's sources states it: a manifest read from the policy
-/// directory, or an entry of the operator's stream. Both compile through `portcullis-core`;
-/// neither is turned into the other.
-pub trait PolicySource {
-    /// The policy's id, also when the policy cannot be compiled.
-    fn id(&self) -> PolicyId;
-    fn spec(&self) -> &AccessPolicySpec;
-    fn compile(&self) -> Result<Policy, PolicyError>;
-}
-
-impl PolicySource for AccessPolicy {
-    /// A manifest may lack a namespace (the default one) or a name (then it does not compile).
-    fn id(&self) -> PolicyId {
-        PolicyId::new(
-            self.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
-            self.metadata.name.clone().unwrap_or_default(),
-        )
-    }
-
-    fn spec(&self) -> &AccessPolicySpec {
-        &self.spec
-    }
-
-    fn compile(&self) -> Result<Policy, PolicyError> {
-        Policy::try_from(self)
-    }
-}
-
-impl PolicySource for PolicyEntry {
-    fn id(&self) -> PolicyId {
-        PolicyId::new(self.namespace.clone(), self.name.clone())
-    }
-
-    fn spec(&self) -> &AccessPolicySpec {
-        &self.spec
-    }
-
-    fn compile(&self) -> Result<Policy, PolicyError> {
-        let meta = PolicyMeta {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            uid: Some(self.uid.clone()),
-            generation: Some(self.generation),
-        };
-        Policy::compile(meta, &self.spec)
-    }
+/// The id of a policy as its source states it; a manifest may lack a namespace (the default
+/// one) or a name (then it does not compile, and its id has an empty name).
+fn policy_id(source: &impl PolicySource) -> PolicyId {
+    PolicyId::new(
+        source.namespace().unwrap_or(DEFAULT_NAMESPACE),
+        source.name().unwrap_or_default(),
+    )
 }
 
 /// Builds a snapshot from every known manifest. Invalid policies still claim their hosts, as
@@ -85,7 +41,7 @@ pub fn build<P: PolicySource>(
                 valid.push(Arc::new(policy));
             }
             Err(reason) => {
-                let id = manifest.id();
+                let id = policy_id(manifest);
                 problems.push(format!("{id}: {reason}"));
                 invalid.push(claimed_as_denied(id, manifest, reason));
             }

@@ -14,6 +14,7 @@ use kube::{
     api::{ApiResource, DynamicObject},
     runtime::{WatchStreamExt as _, watcher},
 };
+use portcullis_core::policy::ServiceTokenRef;
 use portcullis_crds::{AccessPolicy, AccessSession};
 use portcullis_runtime::{Relist, error_chain, shutdown::Signal};
 use serde::de::DeserializeOwned;
@@ -21,7 +22,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use tracing::{info, warn};
 
 /// The only Secret keys the gateways use (service-token credentials); validation requires both.
-pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["client-id", "client-secret"];
+const SERVICE_TOKEN_KEYS: [&str; 2] = ServiceTokenRef::SECRET_KEYS;
 
 /// Starts every watch.
 pub fn spawn_all(

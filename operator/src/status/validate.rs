@@ -6,11 +6,10 @@
 //! to an explicit denial); the operator's verdict is what an administrator reads in
 //! `status.conditions` and in Events.
 
-use portcullis_core::{host::Host, policy::Policy};
-use portcullis_crds::AccessPolicy;
+use portcullis_core::{PolicySource, host::Host, policy::ServiceTokenRef};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::index::{Key, watch::SERVICE_TOKEN_KEYS};
+use crate::index::Key;
 
 /// Why a policy is not ready. `reason()` is the CamelCase condition and Event reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -60,20 +59,20 @@ pub struct Refs<'a> {
 }
 
 /// The verdict on every policy, by (namespace, name).
-pub fn validate_all(
-    policies: &[AccessPolicy],
+pub fn validate_all<P: PolicySource>(
+    policies: &[P],
     refs: &Refs<'_>,
 ) -> BTreeMap<Key, Result<(), Problem>> {
     let mut verdicts = BTreeMap::new();
     // (host, lower-case prefix) → policies claiming it, among those that compile.
     let mut claims: BTreeMap<(Host, String), Vec<Key>> = BTreeMap::new();
     for policy in policies {
-        let (Some(ns), Some(name)) = (&policy.metadata.namespace, &policy.metadata.name) else {
+        let (Some(ns), Some(name)) = (policy.namespace(), policy.name()) else {
             continue;
         };
-        let key = (ns.clone(), name.clone());
+        let key = (ns.to_owned(), name.to_owned());
         let verdict = validate_one(policy, refs);
-        if let Ok(compiled) = Policy::try_from(policy) {
+        if let Ok(compiled) = policy.compile() {
             for host in &compiled.hosts {
                 for prefix in &compiled.prefixes {
                     claims
@@ -112,19 +111,21 @@ pub fn validate_all(
 }
 
 /// The checks that need no other policy.
-fn validate_one(policy: &AccessPolicy, refs: &Refs<'_>) -> Result<(), Problem> {
-    Policy::try_from(policy).map_err(|e| Problem::InvalidSpec(e.to_string()))?;
+fn validate_one(policy: &impl PolicySource, refs: &Refs<'_>) -> Result<(), Problem> {
+    policy
+        .compile()
+        .map_err(|e| Problem::InvalidSpec(e.to_string()))?;
+    let spec = policy.spec();
     if let Some(known) = refs.identity_providers
-        && let Some(unknown) = policy
-            .spec
+        && let Some(unknown) = spec
             .identity_providers
             .iter()
             .find(|idp| !known.contains(*idp))
     {
         return Err(Problem::UnknownIdentityProvider(unknown.clone()));
     }
-    let ns = policy.metadata.namespace.clone().unwrap_or_default();
-    for token in &policy.spec.service_tokens {
+    let ns = policy.namespace().unwrap_or_default().to_owned();
+    for token in &spec.service_tokens {
         let Some(keys) = refs
             .secret_keys
             .get(&(ns.clone(), token.secret_name.clone()))
@@ -134,7 +135,10 @@ fn validate_one(policy: &AccessPolicy, refs: &Refs<'_>) -> Result<(), Problem> {
                 token.name.clone(),
             ));
         };
-        if let Some(key) = SERVICE_TOKEN_KEYS.iter().find(|k| !keys.contains(**k)) {
+        if let Some(key) = ServiceTokenRef::SECRET_KEYS
+            .iter()
+            .find(|k| !keys.contains(**k))
+        {
             return Err(Problem::MissingSecretKey {
                 secret: token.secret_name.clone(),
                 token: token.name.clone(),

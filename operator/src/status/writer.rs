@@ -24,6 +24,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSessionStatus};
+use portcullis_protocol::frame::PolicyEntry;
 use portcullis_runtime::{error_chain, shutdown::Signal};
 use std::{
     collections::{BTreeSet, HashMap},
@@ -174,16 +175,7 @@ impl Writer {
 
     /// The policies whose status differs from what they carry (or what this leader wrote).
     fn plan_policies(&self, index: &Index, facts: &Enforced, now: u64) -> Vec<Write> {
-        let objects: Vec<AccessPolicy> = index
-            .policies()
-            .map(|p| {
-                let mut object = AccessPolicy::new(&p.name, p.spec.clone());
-                object.metadata.namespace = Some(p.namespace.clone());
-                object.metadata.uid = Some(p.uid.clone());
-                object.metadata.generation = Some(p.generation);
-                object
-            })
-            .collect();
+        let objects: Vec<&PolicyEntry> = index.policies().collect();
         let secret_keys = index.secret_keys();
         let verdicts = validate::validate_all(
             &objects,

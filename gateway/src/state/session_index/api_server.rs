@@ -10,7 +10,8 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use portcullis_crds::AccessSession;
-use std::{collections::HashSet, sync::Arc};
+use portcullis_runtime::Relist;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -24,7 +25,7 @@ pub fn watch_sessions(
     let (tx, rx) = watch::channel(Arc::new(SessionIndex::default()));
     let mut watch = SessionWatch {
         index: SessionIndex::default(),
-        relist: None,
+        relist: Relist::default(),
         collected_at: 0,
         namespace: namespace.to_owned(),
     };
@@ -45,7 +46,7 @@ pub fn watch_sessions(
                     warn!(%error, namespace, "session watch failed; retrying");
                 }
                 Some(Ok(event)) => {
-                    if watch.apply(event) {
+                    if watch.apply(event, now) {
                         watch.publish(now, &tx);
                     }
                 }
@@ -59,7 +60,7 @@ pub fn watch_sessions(
 struct SessionWatch {
     index: SessionIndex,
     /// Objects seen during a relist; whatever the index holds that a relist does not is gone.
-    relist: Option<Vec<String>>,
+    relist: Relist<String>,
     /// Sweeping expired entries is O(sessions): at most once a second, not per event.
     collected_at: u64,
     namespace: String,
@@ -68,20 +69,18 @@ struct SessionWatch {
 impl SessionWatch {
     /// Applies one watch event. False for an object of a relist under way: nothing is
     /// published until the relist is complete.
-    fn apply(&mut self, event: watcher::Event<AccessSession>) -> bool {
+    fn apply(&mut self, event: watcher::Event<AccessSession>, now: u64) -> bool {
         match event {
-            watcher::Event::Init => self.relist = Some(Vec::new()),
+            watcher::Event::Init => self.relist.start(),
             watcher::Event::InitApply(session) => {
-                if let (Some(seen), Some(name)) =
-                    (self.relist.as_mut(), session.metadata.name.clone())
-                {
-                    seen.push(name);
+                if let Some(name) = session.metadata.name.clone() {
+                    self.relist.listed(name);
                 }
-                self.index.apply(&session);
+                self.index.apply(&session, now);
                 return false;
             }
             watcher::Event::InitDone => self.relisted(),
-            watcher::Event::Apply(session) => self.index.apply(&session),
+            watcher::Event::Apply(session) => self.index.apply(&session, now),
             watcher::Event::Delete(session) => {
                 if let Some(name) = &session.metadata.name {
                     self.index.end(name);
@@ -93,15 +92,7 @@ impl SessionWatch {
 
     /// A relist is complete: sessions it did not list have ended, and the index is synced.
     fn relisted(&mut self) {
-        let seen: HashSet<String> = self.relist.take().unwrap_or_default().into_iter().collect();
-        let vanished: Vec<String> = self
-            .index
-            .entries
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        for sid in vanished {
+        for sid in self.relist.finish(self.index.entries.keys()) {
             self.index.end(&sid);
         }
         if !self.index.synced {

@@ -18,6 +18,7 @@ pub use api_server::watch_sessions;
 use crate::state::feed::Feed;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessSession;
+use portcullis_protocol::{SessionEntry, session};
 use std::sync::Arc;
 
 /// One session as the gateway needs it: the same record the operator stream merges into, so
@@ -73,7 +74,7 @@ impl SessionIndex {
     ) -> Self {
         let mut index = Self::default();
         for object in objects {
-            index.apply(object);
+            index.apply(object, now);
         }
         index.collect(now);
         index
@@ -89,49 +90,21 @@ impl SessionIndex {
         self.entries.get(sid)?.refresh_failing_since
     }
 
-    fn apply(&mut self, session: &AccessSession) {
-        let Some(sid) = session.metadata.name.clone() else {
-            return;
-        };
-        let expires_at = u64::try_from(session.spec.expires_at.0.as_second()).unwrap_or(0);
-        let ended = session.spec.revoked || session.metadata.deletion_timestamp.is_some();
-        let failing_since = session
-            .status
-            .as_ref()
-            .and_then(|s| s.refresh.as_ref())
-            .and_then(|r| r.failing_since.as_ref())
-            .and_then(|t| u64::try_from(t.0.as_second()).ok());
-        let identity = SessionIdentity {
-            email: session.spec.email.clone(),
-            groups: session.spec.groups.clone(),
-        };
-        let entry = self.entries.entry(sid).or_insert_with(|| Entry {
-            subject: session.spec.subject.clone(),
-            ended,
-            expires_at,
-            retain_until: expires_at,
-            refresh_failing_since: failing_since,
-            identity: Arc::new(identity.clone()),
-        });
-        entry.refresh_failing_since = failing_since;
-        if *entry.identity != identity {
-            entry.identity = Arc::new(identity);
+    /// Folds one observation of a session object into the index, by the one merge rule
+    /// (`portcullis_protocol::session`): ended stays ended, expiry only moves earlier.
+    fn apply(&mut self, session: &AccessSession, now: u64) {
+        if let Ok(seen) = SessionEntry::try_from(session) {
+            session::observe(&mut self.entries, &seen, now, CLOCK_SKEW_SECS);
         }
-        // Monotonic: once ended, always ended; expiry only moves earlier.
-        entry.ended |= ended || entry.subject != session.spec.subject;
-        entry.expires_at = entry.expires_at.min(expires_at);
-        entry.retain_until = entry.retain_until.max(expires_at);
     }
 
+    /// Session `sid` was deleted, or a complete list no longer has it: it has ended.
     fn end(&mut self, sid: &str) {
-        if let Some(entry) = self.entries.get_mut(sid) {
-            entry.ended = true;
-        }
+        session::end(&mut self.entries, sid);
     }
 
     /// Drops what can no longer matter: sessions past their latest expiry plus clock skew.
     fn collect(&mut self, now: u64) {
-        self.entries
-            .retain(|_, e| e.retain_until + CLOCK_SKEW_SECS > now);
+        session::forget_expired(&mut self.entries, now, CLOCK_SKEW_SECS);
     }
 }

@@ -1,6 +1,7 @@
 //! The validate step from YAML fixtures.
 
 use super::*;
+use portcullis_crds::AccessPolicy;
 
 fn fixture(yaml: &str) -> AccessPolicy {
     serde_saphyr::from_str(yaml).expect("fixture parses")
