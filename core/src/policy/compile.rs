@@ -8,8 +8,8 @@ use super::{
 use crate::host::{Host, HostError};
 use ipnet::IpNet;
 use portcullis_crds::{
-    AccessPolicy, AccessPolicySpec, AccessRule, RefreshFailureMode, RuleAction,
-    Selector as SelectorSpec, SessionSettings,
+    AccessPolicySpec, AccessRule, RefreshFailureMode, RuleAction, Selector as SelectorSpec,
+    SessionSettings,
 };
 use std::{collections::BTreeSet, time::Duration};
 
@@ -84,14 +84,6 @@ impl Policy {
             session,
             epoch,
         })
-    }
-}
-
-impl TryFrom<&AccessPolicy> for Policy {
-    type Error = PolicyError;
-
-    fn try_from(policy: &AccessPolicy) -> Result<Self, PolicyError> {
-        super::PolicySource::compile(policy)
     }
 }
 

@@ -24,6 +24,14 @@ pub trait PolicySource {
     }
 }
 
+impl TryFrom<&AccessPolicy> for Policy {
+    type Error = PolicyError;
+
+    fn try_from(policy: &AccessPolicy) -> Result<Self, PolicyError> {
+        PolicySource::compile(policy)
+    }
+}
+
 impl PolicySource for AccessPolicy {
     fn namespace(&self) -> Option<&str> {
         self.metadata.namespace.as_deref()

@@ -75,7 +75,7 @@ pub fn start(
             (nonce, cookie)
         }
     };
-    let mut location = crate::login::handoff::login_url(gateway, target);
+    let mut location = login_url(gateway, target);
     location.push_str("&bind=");
     location.push_str(&digest(&nonce));
     push_reauth(&mut location, reauth);
@@ -93,4 +93,11 @@ pub fn push_reauth(url: &mut String, reauth: Option<&str>) {
 /// A session id as the gateway makes them (hex), so it can travel in a URL as it is.
 pub fn is_session_id(sid: &str) -> bool {
     crate::hex::is_hex(sid, 64)
+}
+
+/// The auth host's login URL that returns to `target`.
+pub fn login_url(gateway: &Gateway, target: &str) -> String {
+    let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer());
+    url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
+    url
 }

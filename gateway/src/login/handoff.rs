@@ -20,13 +20,6 @@ use portcullis_core::{
 };
 use std::sync::Arc;
 
-/// The auth host's login URL that returns to `target`.
-pub fn login_url(gateway: &Gateway, target: &str) -> String {
-    let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer());
-    url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
-    url
-}
-
 /// Redeems a hand-off ticket from the auth host: sets this app's token cookie and sends the
 /// browser on to where it was going.
 pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response, Problem> {

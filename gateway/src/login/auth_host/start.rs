@@ -8,7 +8,7 @@ use crate::{
     cookies,
     gateway::Gateway,
     http::{Problem, html_escape, no_store, page, query_param, redirect},
-    login::{bind, handoff::login_url},
+    login::bind::{self, login_url},
     metrics::Rejection,
     sessions::Liveness,
     tokens::{LoginClaims, SsoClaims},
