@@ -195,10 +195,32 @@ pub struct GatewayFacts {
     pub gateway: String,
     /// Unix seconds of the gateway's last ack.
     pub acked_at: u64,
-    /// Policy uid → (generation, epoch) enforced.
-    pub policies: BTreeMap<String, (i64, i64)>,
+    /// Policy uid → the generation and epoch enforced.
+    pub policies: BTreeMap<String, AppliedPolicy>,
     /// Session ids whose end the gateway enforces.
     pub ended_sessions: Vec<String>,
+}
+
+/// What a gateway enforces of one policy: the generation it applied and the revocation epoch
+/// in force. Ordered by generation, then epoch, so the maximum of two is the newer. On the wire
+/// a `[generation, epoch]` pair, as before it had a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "(i64, i64)", into = "(i64, i64)")]
+pub struct AppliedPolicy {
+    pub generation: i64,
+    pub epoch: i64,
+}
+
+impl From<(i64, i64)> for AppliedPolicy {
+    fn from((generation, epoch): (i64, i64)) -> Self {
+        Self { generation, epoch }
+    }
+}
+
+impl From<AppliedPolicy> for (i64, i64) {
+    fn from(applied: AppliedPolicy) -> Self {
+        (applied.generation, applied.epoch)
+    }
 }
 
 /// A JSON error body of the stream API.

@@ -12,8 +12,8 @@ pub mod session;
 
 pub use frame::SessionIdentity;
 pub use frame::{
-    Ack, ErrorBody, Frame, GatewayFacts, PeerAcks, PolicyEntry, ProtocolError, SecretEntry,
-    SessionEntry,
+    Ack, AppliedPolicy, ErrorBody, Frame, GatewayFacts, PeerAcks, PolicyEntry, ProtocolError,
+    SecretEntry, SessionEntry,
 };
 pub use merge::{Applied, FleetState, MergeError};
 pub use session::{MergedSession, Sessions};

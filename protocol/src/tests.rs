@@ -801,3 +801,35 @@ fn a_stream_entry_compiles_as_the_object_it_was_read_from() {
     );
     assert!(bad.compile().is_err());
 }
+
+#[test]
+fn applied_policies_keep_their_pair_form_on_the_wire() {
+    use crate::{AppliedPolicy, GatewayFacts};
+    let facts = GatewayFacts {
+        gateway: "g1".into(),
+        acked_at: 5,
+        policies: [(
+            "uid-1".to_owned(),
+            AppliedPolicy {
+                generation: 3,
+                epoch: 1,
+            },
+        )]
+        .into(),
+        ended_sessions: vec![],
+    };
+    let json = serde_json::to_value(&facts).expect("serializes");
+    assert_eq!(json["policies"]["uid-1"], serde_json::json!([3, 1]));
+    let back: GatewayFacts = serde_json::from_value(json).expect("parses");
+    assert_eq!(back, facts);
+    // The newer of two is the later generation, then the higher epoch.
+    let older = AppliedPolicy::from((2, 9));
+    let newer = AppliedPolicy::from((3, 1));
+    assert_eq!(older.max(newer), newer);
+    assert_eq!(
+        AppliedPolicy::from((3, 1))
+            .max(AppliedPolicy::from((3, 2)))
+            .epoch,
+        2
+    );
+}

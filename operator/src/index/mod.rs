@@ -18,6 +18,7 @@ pub mod watch;
 pub use shared::{SharedIndex, Watched};
 
 use portcullis_crds::{AccessPolicyStatus, AccessSessionStatus};
+use portcullis_protocol::AppliedPolicy;
 use portcullis_protocol::{Frame, PolicyEntry};
 use sessions::Session;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -134,12 +135,20 @@ impl Index {
     /// Policy facts a gateway gained by acknowledging `upto` after `after` (everything up to
     /// `upto` when `after` is `None`): uid → (generation, epoch) of each policy whose current
     /// form is in that range.
-    pub fn policy_facts(&self, after: Option<u64>, upto: u64) -> BTreeMap<String, (i64, i64)> {
+    pub fn policy_facts(&self, after: Option<u64>, upto: u64) -> BTreeMap<String, AppliedPolicy> {
         let newer = |v: u64| after.is_none_or(|a| v > a) && v <= upto;
         self.policies
             .values()
             .filter(|(_, v)| newer(*v))
-            .map(|(p, _)| (p.uid.clone(), (p.generation, p.spec.revocation_epoch)))
+            .map(|(p, _)| {
+                (
+                    p.uid.clone(),
+                    AppliedPolicy {
+                        generation: p.generation,
+                        epoch: p.spec.revocation_epoch,
+                    },
+                )
+            })
             .collect()
     }
 

@@ -15,6 +15,7 @@
 //! keeps getting full relays.
 
 use crate::{index::Index, stream::gateways::Connected};
+use portcullis_protocol::AppliedPolicy;
 use portcullis_protocol::GatewayFacts;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -190,7 +191,7 @@ pub struct Resync {
 #[derive(Clone, Debug, Default)]
 pub struct RelayedGateway {
     pub acked_at: u64,
-    pub policies: BTreeMap<String, (i64, i64)>,
+    pub policies: BTreeMap<String, AppliedPolicy>,
     /// Shared with status passes instead of copied into each.
     pub ended: Arc<HashSet<String>>,
 }

@@ -7,6 +7,7 @@ use crate::{
     leader::Peers,
     stream::{Gateways, gateways::CONNECTED_WINDOW_SECS},
 };
+use portcullis_protocol::AppliedPolicy;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::Arc,
@@ -38,13 +39,13 @@ pub struct Signature {
 struct GatewaySignature {
     id: String,
     acked_here: Option<u64>,
-    policies: BTreeMap<String, (i64, i64)>,
+    policies: BTreeMap<String, AppliedPolicy>,
     relayed: usize,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Merged {
-    policies: BTreeMap<String, (i64, i64)>,
+    policies: BTreeMap<String, AppliedPolicy>,
     /// The version of this replica's state the gateway acknowledged here.
     acked_here: Option<u64>,
     /// Sessions whose end it enforces, as relayed by other replicas.
@@ -58,7 +59,7 @@ impl Enforced {
         &mut self,
         gateway: &str,
         acked: u64,
-        policies: &BTreeMap<String, (i64, i64)>,
+        policies: &BTreeMap<String, AppliedPolicy>,
     ) {
         let merged = self.merge_policies(gateway, policies);
         merged.acked_here = Some(merged.acked_here.map_or(acked, |a| a.max(acked)));
@@ -68,7 +69,7 @@ impl Enforced {
     pub fn add_relayed(
         &mut self,
         gateway: &str,
-        policies: &BTreeMap<String, (i64, i64)>,
+        policies: &BTreeMap<String, AppliedPolicy>,
         ended: &Arc<HashSet<String>>,
     ) {
         self.merge_policies(gateway, policies)
@@ -79,7 +80,7 @@ impl Enforced {
     fn merge_policies(
         &mut self,
         gateway: &str,
-        policies: &BTreeMap<String, (i64, i64)>,
+        policies: &BTreeMap<String, AppliedPolicy>,
     ) -> &mut Merged {
         let merged = self.gateways.entry(gateway.to_owned()).or_default();
         for (uid, enforced) in policies {
@@ -127,9 +128,9 @@ impl Enforced {
         self.gateways
             .values()
             .filter(|g| {
-                g.policies
-                    .get(uid)
-                    .is_some_and(|(gen_, ep)| *gen_ >= generation && *ep >= epoch)
+                g.policies.get(uid).is_some_and(|applied| {
+                    applied.generation >= generation && applied.epoch >= epoch
+                })
             })
             .count()
     }
@@ -139,7 +140,7 @@ impl Enforced {
         let mut epochs = self
             .gateways
             .values()
-            .map(|g| g.policies.get(uid).map(|(_, e)| *e));
+            .map(|g| g.policies.get(uid).map(|applied| applied.epoch));
         let first = epochs.next()??;
         epochs.try_fold(first, |min, e| Some(min.min(e?)))
     }

@@ -57,7 +57,7 @@ fn ended(body: &RelayBody, gateway: &str) -> BTreeSet<String> {
 }
 
 /// What a full relay would say of a gateway that acknowledged `acked`.
-fn full_view(index: &Index, acked: u64) -> (BTreeMap<String, (i64, i64)>, BTreeSet<String>) {
+fn full_view(index: &Index, acked: u64) -> (BTreeMap<String, AppliedPolicy>, BTreeSet<String>) {
     (
         index.policy_facts(None, acked),
         index
@@ -70,7 +70,7 @@ fn full_view(index: &Index, acked: u64) -> (BTreeMap<String, (i64, i64)>, BTreeS
 fn leader_view(
     leader: &Relayed,
     gateway: &str,
-) -> (BTreeMap<String, (i64, i64)>, BTreeSet<String>) {
+) -> (BTreeMap<String, AppliedPolicy>, BTreeSet<String>) {
     leader
         .fresh(NOW, 30)
         .find(|(id, _)| *id == gateway)
@@ -148,7 +148,10 @@ fn a_changed_policy_is_sent_once_the_gateway_acknowledged_it() {
     assert!(not_yet.gateways[0].policies.is_empty());
     relayer.accepted(pending, not_yet.relay);
     let (now_acked, _) = relayer.next("leader-a", &[gateway("g1", index.version())], &index, NOW);
-    assert_eq!(now_acked.gateways[0].policies.get("uid-app"), Some(&(1, 3)));
+    assert_eq!(
+        now_acked.gateways[0].policies.get("uid-app"),
+        Some(&AppliedPolicy::from((1, 3)))
+    );
 }
 
 #[test]

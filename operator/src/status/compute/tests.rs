@@ -2,6 +2,7 @@
 
 use super::*;
 use portcullis_crds::AccessPolicySpec;
+use portcullis_protocol::AppliedPolicy;
 use std::{collections::BTreeMap, sync::Arc};
 
 fn entry(generation: i64, epoch: i64) -> PolicyEntry {
@@ -31,7 +32,7 @@ fn facts(
         gateway: gateway.into(),
         acked_at: 0,
         policies: policy
-            .map(|p| ("uid-1".to_owned(), p))
+            .map(|p| ("uid-1".to_owned(), AppliedPolicy::from(p)))
             .into_iter()
             .collect(),
         ended_sessions: ended.iter().map(|s| (*s).to_owned()).collect(),
@@ -111,7 +112,11 @@ fn without_gateways_nothing_counts_as_enforced() {
 #[test]
 fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
     let mut fleet = Enforced::default();
-    fleet.add_local("g1", 10, &BTreeMap::from([("uid-1".to_owned(), (3, 1))]));
+    fleet.add_local(
+        "g1",
+        10,
+        &BTreeMap::from([("uid-1".to_owned(), AppliedPolicy::from((3, 1)))]),
+    );
     // The same gateway also relayed by a follower, with a session this replica ended later.
     let relayed: Arc<HashSet<String>> = Arc::new(HashSet::from(["s-late".to_owned()]));
     fleet.add_relayed("g1", &BTreeMap::new(), &relayed);
@@ -140,7 +145,11 @@ fn the_signature_moves_with_what_status_depends_on_and_only_with_it() {
     let build = |acked: u64, changes: u64, gateways: &[&str]| {
         let mut fleet = Enforced::default();
         for g in gateways {
-            fleet.add_local(g, acked, &BTreeMap::from([("uid-1".to_owned(), (1, 0))]));
+            fleet.add_local(
+                g,
+                acked,
+                &BTreeMap::from([("uid-1".to_owned(), AppliedPolicy::from((1, 0)))]),
+            );
         }
         fleet.add_relayed("g9", &BTreeMap::new(), &Arc::new(HashSet::new()));
         fleet.relayed_changes = changes;
