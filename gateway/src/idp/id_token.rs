@@ -81,4 +81,14 @@ impl Provider {
             .filter(|_| verified)
             .map(|e| e.as_str().to_ascii_lowercase())
     }
+
+    /// The groups the ID token states (none when it states none): at login and at every
+    /// refresh alike.
+    pub(super) fn groups(claims: &IdTokenClaims) -> Vec<String> {
+        claims
+            .additional_claims()
+            .groups
+            .clone()
+            .unwrap_or_default()
+    }
 }

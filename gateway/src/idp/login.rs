@@ -102,11 +102,7 @@ impl Provider {
         Ok(VerifiedLogin {
             subject: claims.subject().as_str().to_owned(),
             email: self.verified_email(&claims),
-            groups: claims
-                .additional_claims()
-                .groups
-                .clone()
-                .unwrap_or_default(),
+            groups: Self::groups(&claims),
             ext: self.forwarded_claims(&claims),
             auth_time,
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),

@@ -106,11 +106,7 @@ impl Provider {
         Ok(Some(RefreshedIdentity {
             subject: subject.to_owned(),
             email: self.verified_email(&claims),
-            groups: claims
-                .additional_claims()
-                .groups
-                .clone()
-                .unwrap_or_default(),
+            groups: Self::groups(&claims),
         }))
     }
 }
