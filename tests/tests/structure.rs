@@ -1519,3 +1519,79 @@ fn checker_reads_the_workspace_members() {
     let manifest = "[workspace]\nresolver = \"3\"\nmembers = [\"crds\", \"core\", \"cli\"]\n\n[workspace.dependencies]\nx = { path = \"x\" }\n";
     assert_eq!(workspace_members(manifest), ["crds", "core", "cli"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The docs name files that exist.
+
+/// Every repository path the docs name in backticks (`gateway/src/router.rs`, a folder ending
+/// in `/`, or `{a,b}` alternatives), expanded.
+fn doc_paths(text: &str) -> Vec<String> {
+    const TOP: [&str; 12] = [
+        "crds/",
+        "core/",
+        "protocol/",
+        "runtime/",
+        "gateway/",
+        "operator/",
+        "cli/",
+        "tests/",
+        "charts/",
+        "hack/",
+        "e2e/",
+        "docs/",
+    ];
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_./{},-".contains(c);
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| TOP.iter().any(|top| span.starts_with(top)) && span.chars().all(allowed))
+        .flat_map(expand_braces)
+        .collect()
+}
+
+fn expand_braces(path: &str) -> Vec<String> {
+    let (Some(open), Some(close)) = (path.find('{'), path.find('}')) else {
+        return vec![path.to_owned()];
+    };
+    path[open + 1..close]
+        .split(',')
+        .flat_map(|alt| expand_braces(&format!("{}{alt}{}", &path[..open], &path[close + 1..])))
+        .collect()
+}
+
+#[test]
+fn doc_paths_are_found_and_expanded() {
+    assert_eq!(
+        doc_paths("see `gateway/src/{a,b}.rs` and `core/` but not `kubectl get` or `x/y.rs`"),
+        ["gateway/src/a.rs", "gateway/src/b.rs", "core/"]
+    );
+}
+
+#[test]
+fn every_file_the_docs_name_exists() {
+    let ws = workspace_root();
+    let mut docs: Vec<PathBuf> = ["README.md", "BENCHMARKS.md"].map(PathBuf::from).into();
+    let dir = std::fs::read_dir(ws.join("docs")).expect("docs/");
+    docs.extend(
+        dir.filter_map(Result::ok)
+            .map(|e| Path::new("docs").join(e.file_name()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(ws.join(doc)).expect("readable doc");
+        for path in doc_paths(&text) {
+            named += 1;
+            if !ws.join(&path).exists() {
+                missing.push(format!("    {}: {path}", doc.display()));
+            }
+        }
+    }
+    assert!(named > 50, "only {named} paths found in the docs");
+    assert!(
+        missing.is_empty(),
+        "the docs name files that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
