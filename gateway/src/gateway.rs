@@ -114,11 +114,11 @@ struct Inner {
 
 /// Read access to the parts, for the layers above; nothing outside the crate reaches in.
 macro_rules! parts {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+    ($($(#[$doc:meta])* $vis:vis $name:ident: $ty:ty;)*) => {
         impl Gateway {
             $(
                 $(#[$doc])*
-                pub(crate) fn $name(&self) -> &$ty {
+                $vis fn $name(&self) -> &$ty {
                     &self.0.$name
                 }
             )*
@@ -127,23 +127,24 @@ macro_rules! parts {
 }
 
 parts! {
-    settings: Settings;
+    pub(crate) settings: Settings;
     /// The issuer of every token: the auth host's origin.
-    issuer: String;
-    keys: Arc<KeySet>;
-    app_tokens: Verifier<AppClaims>;
-    sso_tokens: Verifier<SsoClaims>;
-    handoffs: Verifier<HandoffClaims>;
-    logins: Verifier<LoginClaims>;
-    providers: Providers;
-    proxy: Proxy;
-    metrics: Metrics;
+    pub(crate) issuer: String;
+    pub(crate) keys: Arc<KeySet>;
+    pub(crate) app_tokens: Verifier<AppClaims>;
+    pub(crate) sso_tokens: Verifier<SsoClaims>;
+    pub(crate) handoffs: Verifier<HandoffClaims>;
+    pub(crate) logins: Verifier<LoginClaims>;
+    pub(crate) providers: Providers;
+    pub(crate) proxy: Proxy;
+    /// Public: router tests read the counters the request path writes.
+    pub metrics: Metrics;
     /// Where logins are recorded as AccessSessions (cluster mode).
-    sessions: Option<SessionRecorder>;
+    pub(crate) sessions: Option<SessionRecorder>;
     /// The sessions accepted on every request (cluster mode).
-    session_index: Option<watch::Receiver<Arc<SessionIndex>>>;
+    pub(crate) session_index: Option<watch::Receiver<Arc<SessionIndex>>>;
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
-    refresher: Option<Arc<Refresher>>;
+    pub(crate) refresher: Option<Arc<Refresher>>;
 }
 
 impl Gateway {

@@ -1696,3 +1696,70 @@ async fn a_spent_login_state_is_cleared_on_errors_too() {
         assert!(cleared, "{query}: the login state was not cleared");
     }
 }
+
+#[tokio::test]
+async fn every_surface_refuses_through_one_mapping_and_counts_the_check() {
+    let h = harness().await;
+    let checks = |h: &Harness| {
+        h.gateway
+            .metrics()
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("portcullis_gateway_checks_total{"))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("a count")
+            })
+            .sum::<u64>()
+    };
+    let before = checks(&h);
+
+    // No policy claims this host. Proxy mode serves no app there (404); an ingress asking
+    // about it is told no (403); the session endpoint answers JSON.
+    const NOBODY: &str = "nobody.portcullis.test";
+    let proxied = h.get(NOBODY, "/", &[]).await;
+    assert_eq!(proxied.status, StatusCode::NOT_FOUND);
+    assert!(proxied.body.contains("no_policy"));
+    let mut headers = vec![
+        ("host", "portcullis.svc"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "nobody.portcullis.test:8443"),
+        ("x-forwarded-uri", "/"),
+    ];
+    let asked = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &headers,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN);
+    assert!(asked.body.contains("no_policy"));
+    let session = h.get(NOBODY, "/.portcullis/session", &[]).await;
+    assert_eq!(session.status, StatusCode::NOT_FOUND);
+    assert_eq!(session.json()["error"], "no_policy");
+
+    // No session on a claimed path: the same login reason on every surface.
+    let session = h.get(APP, "/.portcullis/session?path=/express", &[]).await;
+    assert_eq!(session.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(session.json()["error"], "login_required");
+    headers[2] = ("x-forwarded-host", "myserver.portcullis.test:8443");
+    headers[3] = ("x-forwarded-uri", "/express/");
+    headers.push(("accept", "application/json"));
+    let asked = h
+        .send(
+            Method::GET,
+            "/.portcullis/auth/traefik",
+            &headers,
+            PROXY_PEER,
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(asked.json()["error"], "login_required");
+
+    // Every check above was counted, the session endpoint's included.
+    assert_eq!(checks(&h) - before, 5);
+}

@@ -19,7 +19,7 @@ use http::HeaderMap;
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route, session::Standing,
 };
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc};
 
 /// Header carrying a service token's id.
 pub const CLIENT_ID_HEADER: &str = "portcullis-client-id";
@@ -35,17 +35,9 @@ pub struct Subject<'a> {
 }
 
 /// Runs the check at `now` (unix seconds) against `snapshot`, the access state the caller
-/// read once for the whole request, and counts it in the check metric.
+/// read once for the whole request. The serving surfaces call it through `serve::check`, which
+/// also counts it in the check metric.
 pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now: u64) -> Outcome {
-    let started = Instant::now();
-    let outcome = decide(gateway, snapshot, subject, now);
-    gateway
-        .metrics()
-        .observe_check(outcome.result(), started.elapsed());
-    outcome
-}
-
-fn decide(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now: u64) -> Outcome {
     // Fail closed before the first state: an empty route table must not read as "no policy
     // here", nor a session index that has not listed yet as "no such session".
     if gateway

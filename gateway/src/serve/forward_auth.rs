@@ -11,7 +11,7 @@
 //! `--trusted-proxies`; anyone else gets 403 without a decision.
 
 use crate::{
-    access::{self, Outcome, Subject},
+    access::{Outcome, Subject},
     clock::now,
     gateway::Gateway,
     http::{Problem, client_ip, is_api_request, no_store},
@@ -63,7 +63,7 @@ fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response
         headers: req.headers(),
         client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
-    let user = match access::check(gateway, &snapshot, &subject, now) {
+    let user = match super::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow { user, .. } => user,
         refused => {
             let api = is_api_request(&original.method, req.headers());

@@ -2,7 +2,7 @@
 //! the identity headers, exactly as judged.
 
 use crate::{
-    access::{self, Outcome, Subject},
+    access::{Outcome, Subject},
     clock::now,
     gateway::Gateway,
     http::{Problem, client_ip, is_api_request},
@@ -37,7 +37,7 @@ pub async fn protected(
         client_ip,
     };
     let api = is_api_request(req.method(), req.headers());
-    let (policy, user) = match access::check(gateway, &snapshot, &subject, now) {
+    let (policy, user) = match super::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow { policy, user, .. } => (policy, user),
         refused => {
             let asked = Asked::new(gateway, &host, req.uri(), req.headers(), api);

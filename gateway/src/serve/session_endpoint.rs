@@ -65,7 +65,7 @@ fn answer(
         headers: req.headers(),
         client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
-    let (policy, user) = match access::check(gateway, &snapshot, &subject, now) {
+    let (policy, user) = match super::check(gateway, &snapshot, &subject, now) {
         Outcome::Allow {
             policy,
             user: Some(user),
