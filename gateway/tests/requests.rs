@@ -312,10 +312,16 @@ impl Harness {
 
     /// A Traefik ForwardAuth sub-request from the trusted proxy for `uri` on the app host.
     async fn traefik(&self, uri: &str, extra: &[(&str, &str)]) -> Reply {
+        self.traefik_for("myserver.portcullis.test:8443", uri, extra)
+            .await
+    }
+
+    /// A Traefik ForwardAuth sub-request from the trusted proxy for `uri` on `host`.
+    async fn traefik_for(&self, host: &str, uri: &str, extra: &[(&str, &str)]) -> Reply {
         let mut headers = vec![
             ("host", "portcullis.svc"),
             ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "myserver.portcullis.test:8443"),
+            ("x-forwarded-host", host),
             ("x-forwarded-uri", uri),
         ];
         headers.extend_from_slice(extra);
@@ -1722,20 +1728,7 @@ async fn every_surface_refuses_through_one_mapping_and_counts_the_check() {
     let proxied = h.get(NOBODY, "/", &[]).await;
     assert_eq!(proxied.status, StatusCode::NOT_FOUND);
     assert!(proxied.body.contains("no_policy"));
-    let mut headers = vec![
-        ("host", "portcullis.svc"),
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-host", "nobody.portcullis.test:8443"),
-        ("x-forwarded-uri", "/"),
-    ];
-    let asked = h
-        .send(
-            Method::GET,
-            "/.portcullis/auth/traefik",
-            &headers,
-            PROXY_PEER,
-        )
-        .await;
+    let asked = h.traefik_for("nobody.portcullis.test:8443", "/", &[]).await;
     assert_eq!(asked.status, StatusCode::FORBIDDEN);
     assert!(asked.body.contains("no_policy"));
     let session = h.get(NOBODY, "/.portcullis/session", &[]).await;
@@ -1746,16 +1739,8 @@ async fn every_surface_refuses_through_one_mapping_and_counts_the_check() {
     let session = h.get(APP, "/.portcullis/session?path=/express", &[]).await;
     assert_eq!(session.status, StatusCode::UNAUTHORIZED);
     assert_eq!(session.json()["error"], "login_required");
-    headers[2] = ("x-forwarded-host", "myserver.portcullis.test:8443");
-    headers[3] = ("x-forwarded-uri", "/express/");
-    headers.push(("accept", "application/json"));
     let asked = h
-        .send(
-            Method::GET,
-            "/.portcullis/auth/traefik",
-            &headers,
-            PROXY_PEER,
-        )
+        .traefik("/express/", &[("accept", "application/json")])
         .await;
     assert_eq!(asked.status, StatusCode::UNAUTHORIZED);
     assert_eq!(asked.json()["error"], "login_required");
