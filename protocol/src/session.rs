@@ -10,15 +10,16 @@
 //!   its expiry (an administrator moved `expiresAt` into the past); an unknown one is ignored.
 //! - Refresh failure ([`MergedSession::refresh_failing_since`]): a known failure ends only with
 //!   a confirmation *after* it began, i.e. an observation whose `refreshed_at`
-//!   (`status.refresh.lastRefreshedAt`) is later than the failure's start. So an observation older than the failure (a relist served
-//!   from a lagging cache, a lagging replica's snapshot, a replayed frame) cannot clear it, and a
+//!   (`status.refresh.lastRefreshedAt`) is later than the failure's start. So an observation
+//!   older than the failure (a relist served from a lagging cache, a lagging replica's
+//!   snapshot, a replayed frame) cannot clear it, and a
 //!   recovered session, whose object always carries the time of the confirmation that cleared
 //!   `failingSince`, does. Of two failures the later start stands: failures of one session
 //!   follow one another, each ended by a confirmation, so the later one is the object's current
 //!   one (keeping the earlier would let a replayed confirmation of it clear the current one).
 //!   A failure observed while none is known is taken as it is (the safe side); were it stale,
 //!   the next observation of the current object clears it. Gateways write both times under the
-//!   single-flight refresh lease, a failure starts a refresh interval after the confirmation
+//!   single-flight refresh claim, a failure starts a refresh interval after the confirmation
 //!   before it and a retry comes at least 15 s after a failure, so clock skew between gateways
 //!   does not reorder them.
 //! - Email and groups: the latest observation wins (not a revocation: nothing to keep monotonic).
