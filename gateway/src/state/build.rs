@@ -1,6 +1,7 @@
-//! Compiling policies into a [`Snapshot`]: each policy (a manifest or a stream entry) becomes a [`Policy`] with its
-//! service-token credentials, or, when it cannot be used, an [`InvalidPolicy`] that still claims
-//! its hosts and paths so that they are denied rather than falling to another policy.
+//! Compiling policies into a [`Snapshot`]: each policy (a manifest or a stream entry) becomes
+//! a [`Policy`] with its service-token credentials, or, when it cannot be used, an
+//! [`InvalidPolicy`] that still claims its hosts and paths so that they are denied rather than
+//! falling to another policy.
 
 use super::{
     Snapshot,
