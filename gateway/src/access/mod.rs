@@ -14,7 +14,7 @@ pub use authenticate::renew;
 pub use outcome::{DenyReason, LoginReason, Outcome, SignedIn};
 
 use crate::{gateway::Gateway, state::Snapshot};
-use authenticate::authenticate;
+use authenticate::{Unauthenticated, authenticate};
 use http::HeaderMap;
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route, session::Standing,
@@ -67,6 +67,8 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
     };
     let (user, reason, ended_sid) = match authenticate(gateway, &policy, subject.headers, now) {
         Ok(user) => (Some(user), LoginReason::LoginRequired, None),
+        // The commonest refusal, and nothing to count: no token at all.
+        Err(Unauthenticated::NoCookie) => (None, LoginReason::LoginRequired, None),
         Err(unauthenticated) => {
             if let Some(rejection) = unauthenticated.rejection() {
                 gateway.metrics().token_rejected(rejection);
