@@ -1,6 +1,8 @@
 //! The gateway's shared state: settings, the current access snapshot, keys, verifiers, identity
 //! providers and the proxy. Cheap to clone; one per process.
 
+pub use crate::settings::Settings;
+
 use crate::{
     idp::Providers,
     metrics::Metrics,
@@ -9,16 +11,10 @@ use crate::{
     state::{Snapshot, session_index::SessionIndex},
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
 };
-use ipnet::IpNet;
-use portcullis_core::{
-    Host,
-    token::{AppClaims, KeySet, TokenKind, Verifier},
-};
+use portcullis_core::token::{AppClaims, KeySet, TokenKind, Verifier};
 use std::{
     collections::HashMap,
-    net::IpAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 use tokio::sync::watch;
 
@@ -35,42 +31,6 @@ struct CachedAssertion {
     exp: u64,
     email: Option<String>,
     groups: Vec<String>,
-}
-
-/// Fixed settings.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The auth host's name.
-    pub auth_host: Host,
-    /// The port browsers use (443 unless a local setup says otherwise).
-    pub public_port: u16,
-    pub sso_lifetime: Duration,
-    /// Peers whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl Settings {
-    /// `https://host[:port]`, the way browsers reach `host` through the gateway.
-    pub fn origin(&self, host: &str) -> String {
-        match self.public_port {
-            443 => format!("https://{host}"),
-            port => format!("https://{host}:{port}"),
-        }
-    }
-
-    /// The issuer of every token: the auth host's origin.
-    pub fn issuer(&self) -> String {
-        self.origin(self.auth_host.as_str())
-    }
-
-    /// True when `ip` is a configured trusted proxy.
-    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
-    }
 }
 
 /// Cluster mode's session services.

@@ -1,7 +1,8 @@
 //! The Portcullis gateway: the central auth host (OIDC login, single sign-on, JWKS) and the
 //! protected apps (reverse proxy and forward-auth), enforcing the access state in memory.
 //!
-//! Modules are layered; none imports a layer above it (`tests/tests/structure.rs` checks):
+//! Modules are layered, top to bottom; none imports a layer above it (`tests/tests/structure.rs`
+//! checks both that and that no modules import each other in a circle):
 //!
 //! - [`startup`]: all the wiring, from configuration to running servers;
 //! - [`router`] and [`ops`]: the HTTP surface, dispatching by host and path;
@@ -12,7 +13,7 @@
 //! - [`sessions`] (session records, their stores, background refresh) and [`state`] (the access
 //!   snapshot and session index, and the sources that feed them);
 //! - [`idp`], [`http`], [`tokens`], [`cookies`], [`metrics`], [`proxy`], [`clock`],
-//!   [`config`]: building blocks that know nothing of the layers above.
+//!   [`settings`], [`config`]: building blocks that know nothing of the layers above.
 //!
 //! A request's path through them is tabled in `docs/architecture.md`.
 
@@ -31,6 +32,7 @@ pub mod proxy;
 pub mod router;
 pub(crate) mod serve;
 pub mod sessions;
+pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod tokens;

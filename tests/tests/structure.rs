@@ -1595,3 +1595,84 @@ fn every_file_the_docs_name_exists() {
         missing.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's layers.
+
+/// The gateway library's top-level modules, top layer first. A module may use its own layer
+/// and those below it, never one above; every top-level module must be placed here, so a new
+/// one is put in its layer on purpose.
+const GATEWAY_LAYERS: &[&[&str]] = &[
+    &["startup"],
+    &["router", "ops"],
+    &["serve", "login"],
+    &["access"],
+    &["gateway"],
+    &["sessions"],
+    &["state"],
+    &[
+        "idp", "http", "proxy", "metrics", "tokens", "cookies", "clock", "settings", "config",
+        "hex",
+    ],
+];
+
+/// Each reference from a top-level module to one in a layer above it, as `from -> to (file:line)`,
+/// and each top-level module that has no layer.
+fn layer_violations(tree: &CrateTree, layers: &[&[&str]]) -> Vec<String> {
+    let layer_of = |name: &str| layers.iter().position(|layer| layer.contains(&name));
+    let Some(root) = tree.modules.iter().position(|m| m.parent.is_none()) else {
+        return vec!["no crate root".to_owned()];
+    };
+    let mut found: Vec<String> = tree.modules[root]
+        .children
+        .keys()
+        .filter(|name| layer_of(name).is_none())
+        .map(|name| format!("{name}: in no layer"))
+        .collect();
+    for ((parent, from, to), places) in tree.edges() {
+        if parent != root {
+            continue;
+        }
+        let (from, to) = (&tree.modules[from].name, &tree.modules[to].name);
+        if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
+            && b < a
+        {
+            for (file, line) in places {
+                found.push(format!("{from} -> {to} ({}:{line})", file.display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn checker_finds_a_reference_to_a_layer_above() {
+    let tree = load(&[
+        ("src/lib.rs", "mod top; mod bottom; mod stray;"),
+        ("src/top.rs", "pub fn f() { crate::bottom::g(); }"),
+        (
+            "src/bottom.rs",
+            "pub fn g() {}\npub fn h() { crate::top::f(); }",
+        ),
+        ("src/stray.rs", ""),
+    ]);
+    assert_eq!(
+        layer_violations(&tree, &[&["top"], &["bottom"]]),
+        ["stray: in no layer", "bottom -> top (src/bottom.rs:2)"]
+    );
+}
+
+#[test]
+fn the_gateway_modules_only_use_their_own_layer_and_those_below() {
+    let crates = workspace();
+    let gateway = crates
+        .iter()
+        .find(|c| c.root == Path::new("gateway/src/lib.rs"))
+        .expect("the gateway library");
+    let violations = layer_violations(gateway, GATEWAY_LAYERS);
+    assert!(
+        violations.is_empty(),
+        "gateway modules reaching a layer above them (or in no layer):\n    {}",
+        violations.join("\n    ")
+    );
+}

@@ -2,7 +2,7 @@
 //! it, whether it is an API call, and its query parameters. Pure functions of the request.
 
 use super::Problem;
-use crate::gateway::Settings;
+use crate::settings::Settings;
 use axum::extract::Request;
 use http::{HeaderMap, Uri, header, uri::Authority};
 use portcullis_core::Host;
