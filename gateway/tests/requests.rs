@@ -1159,11 +1159,11 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
                 )
                 .await
                 .expect("claim");
-            let RefreshClaim::Acquired { held, .. } = claim else {
+            let RefreshClaim::Acquired(claimed) = claim else {
                 panic!("no claim: {claim:?}");
             };
             recorder
-                .finish_refresh("s-1", "test", &held, &outcome)
+                .finish_refresh("s-1", "test", &claimed.held, &outcome)
                 .await
                 .expect("written");
         }

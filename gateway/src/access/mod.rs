@@ -15,16 +15,17 @@ pub use outcome::{DenyReason, LoginReason, Outcome, SignedIn};
 
 use crate::{gateway::Gateway, state::Snapshot};
 use authenticate::{Unauthenticated, authenticate};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use portcullis_core::{
     CanonicalPath, Decision, Host, Policy, RequestFacts, Route, session::Standing,
 };
 use std::{net::IpAddr, sync::Arc};
 
-/// Header carrying a service token's id.
-pub const CLIENT_ID_HEADER: &str = "portcullis-client-id";
+/// Header carrying a service token's id. A `HeaderName` rather than a string: a string name is
+/// parsed again on every lookup, and this one is looked up on every request.
+pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("portcullis-client-id");
 /// Header carrying a service token's secret.
-pub const CLIENT_SECRET_HEADER: &str = "portcullis-client-secret";
+pub const CLIENT_SECRET_HEADER: HeaderName = HeaderName::from_static("portcullis-client-secret");
 
 /// The parts of a request the check looks at.
 pub struct Subject<'a> {
@@ -90,8 +91,8 @@ fn service_token<'a>(
     headers: &HeaderMap,
 ) -> Option<&'a str> {
     match (
-        headers.get(CLIENT_ID_HEADER),
-        headers.get(CLIENT_SECRET_HEADER),
+        headers.get(&CLIENT_ID_HEADER),
+        headers.get(&CLIENT_SECRET_HEADER),
     ) {
         (Some(id), Some(secret)) => {
             snapshot.service_token(&policy.id, id.as_bytes(), secret.as_bytes())

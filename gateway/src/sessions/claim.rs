@@ -23,21 +23,25 @@ pub struct HeldClaim {
     resource_version: Option<String>,
 }
 
+/// A refresh claim this gateway holds, with what redeeming the session's token needs.
+#[derive(Debug)]
+pub struct Claimed {
+    pub held: HeldClaim,
+    pub sealed_token: String,
+    pub subject: String,
+    pub identity_provider: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+    /// Set while the provider was failing, kept until a success.
+    pub failing_since: Option<u64>,
+}
+
 /// The answer to asking for the refresh claim of a session.
 #[derive(Debug)]
 pub enum RefreshClaim {
     /// This gateway holds the claim: redeem the token and report with
     /// [`SessionRecorder::finish_refresh`] before `held.until`.
-    Acquired {
-        held: HeldClaim,
-        sealed_token: String,
-        subject: String,
-        identity_provider: String,
-        email: Option<String>,
-        groups: Vec<String>,
-        /// Set while the provider was failing, kept until a success.
-        failing_since: Option<u64>,
-    },
+    Acquired(Claimed),
     /// Confirmed recently, or another gateway holds the claim, or a failed attempt waits for
     /// its retry: look again at `at` (unix seconds).
     NotDue { at: u64 },
@@ -115,7 +119,7 @@ impl SessionRecorder {
         let patch = SessionPatch::refresh(claim, Clear::default())
             .if_version(session.metadata.resource_version.clone());
         match self.store.patch(sid, &patch).await {
-            Ok(resource_version) => Ok(RefreshClaim::Acquired {
+            Ok(resource_version) => Ok(RefreshClaim::Acquired(Claimed {
                 held: HeldClaim {
                     until,
                     resource_version,
@@ -126,7 +130,7 @@ impl SessionRecorder {
                 email: session.spec.email,
                 groups: session.spec.groups,
                 failing_since: refresh.failing_since.as_ref().map(unix),
-            }),
+            })),
             // Someone else wrote first (another gateway's claim, a revocation): look again soon.
             Err(StoreError::Conflict) => Ok(RefreshClaim::NotDue { at: now + 1 }),
             Err(StoreError::NotFound) => Ok(RefreshClaim::Ended),

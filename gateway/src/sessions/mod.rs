@@ -24,6 +24,6 @@ pub mod refresh;
 pub mod seal;
 pub mod store;
 
-pub use claim::{FinishError, HeldClaim, RefreshClaim, RefreshOutcome};
+pub use claim::{Claimed, FinishError, HeldClaim, RefreshClaim, RefreshOutcome};
 pub use record::{Liveness, NewSession, RecordError, SessionRecorder, user_label};
 pub use store::{SessionStore, StoreError};

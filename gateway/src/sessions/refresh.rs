@@ -20,7 +20,7 @@
 mod redeem;
 
 use super::{
-    claim::{RefreshClaim, RefreshOutcome},
+    claim::{Claimed, RefreshClaim, RefreshOutcome},
     record::SessionRecorder,
     seal::KeyRing,
 };
@@ -30,7 +30,6 @@ use crate::{
     shutdown::Signal,
 };
 use futures::StreamExt as _;
-use redeem::Claimed;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -231,22 +230,7 @@ impl Refresher {
             .acquire_refresh(sid, &self.holder, interval, CLAIM)
             .await;
         match claim {
-            Ok(RefreshClaim::Acquired {
-                held,
-                sealed_token,
-                subject,
-                email,
-                groups,
-                failing_since,
-                ..
-            }) => Ok(Claimed {
-                held,
-                sealed_token,
-                subject,
-                email,
-                groups,
-                failing_since,
-            }),
+            Ok(RefreshClaim::Acquired(claimed)) => Ok(claimed),
             Ok(RefreshClaim::NotDue { at }) => Err(Some(at.max(crate::clock::now() + 1))),
             Ok(RefreshClaim::Ended | RefreshClaim::NoToken) => Err(None),
             Err(error) => {

@@ -3,19 +3,9 @@
 use super::{Refresher, WRITE_BACK};
 use crate::{
     idp::RefreshError,
-    sessions::{claim::HeldClaim, claim::RefreshOutcome, seal::SealError},
+    sessions::{claim::Claimed, claim::RefreshOutcome, seal::SealError},
 };
 use std::time::Duration;
-
-/// A refresh claim this gateway got, with what redeeming the session's token needs.
-pub(super) struct Claimed {
-    pub(super) held: HeldClaim,
-    pub(super) sealed_token: String,
-    pub(super) subject: String,
-    pub(super) email: Option<String>,
-    pub(super) groups: Vec<String>,
-    pub(super) failing_since: Option<u64>,
-}
 
 /// A redemption that did not come to an outcome: the error, and the rotated token, sealed, when
 /// the provider issued one before the failure.
