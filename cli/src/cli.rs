@@ -54,16 +54,15 @@ pub struct ConnectArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// Namespace holding the AccessSessions: the namespace Portcullis is installed in (the
-    /// chart's release namespace)
+    /// chart's release namespace) [default: the context's namespace, as kubectl chooses it]
     #[arg(
         long,
         global = true,
         value_name = "NAMESPACE",
         env = "PORTCULLIS_SESSION_NAMESPACE",
-        hide_env_values = true,
-        default_value = "portcullis"
+        hide_env_values = true
     )]
-    pub session_namespace: String,
+    pub session_namespace: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,7 +378,7 @@ mod tests {
             panic!("global flags after the subcommand");
         };
         assert_eq!(cli.connect.context.as_deref(), Some("prod"));
-        assert_eq!(cli.connect.session_namespace, "auth");
+        assert_eq!(cli.connect.session_namespace.as_deref(), Some("auth"));
         // -n is for policies only: on a session command it is an error, not a silent no-op.
         let Ok(cli) = parse(&["sessions", "-n", "portcullis"]) else {
             panic!("-n is parsed to be explained");

@@ -97,9 +97,14 @@ async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
         Command::Revoke(Revoke::Policy(_)) | Command::Status(_) => {}
     }
     let connection = connect::connect(&cli.connect).await?;
-    let sessions = Sessions::new(connection.client.clone(), &cli.connect.session_namespace);
+    // Like kubectl: the flag (or its environment variable), else the context's namespace.
+    let (session_namespace, chosen_by) = match &cli.connect.session_namespace {
+        Some(namespace) => (namespace.as_str(), ChosenBy::Flag),
+        None => (connection.context_namespace.as_str(), ChosenBy::Context),
+    };
+    let sessions = Sessions::new(connection.client.clone(), session_namespace);
     match cli.command {
-        Command::Sessions(args) => list_sessions(out, &sessions, &args).await,
+        Command::Sessions(args) => list_sessions(out, &sessions, chosen_by, &args).await,
         Command::Revoke(Revoke::Session(args)) => revoke::sessions(out, &sessions, &args).await,
         Command::Revoke(Revoke::User(args)) => revoke::user(out, &sessions, &args).await,
         Command::Revoke(Revoke::Policy(args)) => {
@@ -115,9 +120,17 @@ async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
     }
 }
 
+/// Where the sessions' namespace came from, so a "no match" message can say why it looked there.
+#[derive(Clone, Copy)]
+enum ChosenBy {
+    Flag,
+    Context,
+}
+
 async fn list_sessions(
     out: &mut Printer<impl Write>,
     sessions: &Sessions,
+    chosen_by: ChosenBy,
     args: &SessionsArgs,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
@@ -133,18 +146,39 @@ async fn list_sessions(
             || args.filter.user.is_some()
             || args.filter.email.is_some()
             || args.filter.idp.is_some();
-        warn(&format!(
-            "No {}AccessSessions in namespace {}.{}",
-            if filtered { "matching " } else { "" },
-            sessions.namespace,
-            if filtered {
-                ""
-            } else {
-                " (Sessions live in the namespace Portcullis is installed in: \
-                 --session-namespace or PORTCULLIS_SESSION_NAMESPACE.)"
-            }
-        ));
+        warn(&no_sessions_message(filtered, &sessions.namespace, chosen_by));
         return Ok(());
     }
     output::print_sessions(out, &listed, args.output, now)
+}
+
+/// The message for an empty listing: it names the namespace searched and how it was chosen,
+/// because the commonest cause is looking in the wrong one.
+fn no_sessions_message(filtered: bool, namespace: &str, chosen_by: ChosenBy) -> String {
+    let chosen_by = match chosen_by {
+        ChosenBy::Flag => "--session-namespace / PORTCULLIS_SESSION_NAMESPACE",
+        ChosenBy::Context => "the kubeconfig context's namespace",
+    };
+    format!(
+        "No {}AccessSessions in namespace {namespace} (chosen by {chosen_by}). Sessions live in \
+         the namespace Portcullis is installed in: pass --session-namespace NAMESPACE or set \
+         PORTCULLIS_SESSION_NAMESPACE.",
+        if filtered { "matching " } else { "" },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChosenBy, no_sessions_message};
+
+    #[test]
+    fn an_empty_listing_names_the_namespace_and_how_it_was_chosen() {
+        let from_context = no_sessions_message(true, "team-a", ChosenBy::Context);
+        assert!(from_context.starts_with("No matching AccessSessions in namespace team-a"));
+        assert!(from_context.contains("the kubeconfig context's namespace"));
+        assert!(from_context.contains("--session-namespace"));
+        let from_flag = no_sessions_message(false, "portcullis", ChosenBy::Flag);
+        assert!(from_flag.starts_with("No AccessSessions in namespace portcullis"));
+        assert!(from_flag.contains("chosen by --session-namespace"));
+    }
 }

@@ -58,7 +58,14 @@ pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provid
         json_path = ".status.enforcement.summary",
         description = "Gateways enforcing the revocation / gateways connected"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    // A `date` column prints an age, and kubectl prints `<invalid>` for every time in the future:
+    // the absolute expiry is shown as the timestamp itself.
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".spec.expiresAt",
+        description = "When the session ends at the latest (RFC 3339)"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -347,11 +347,11 @@ async fn revocations(
     shows_alice(&page, &info.urls[2])?;
     whoami(browser, &express_api).await?;
     kubectl_sh(info, &REVOKE_POLICY.replace("EPOCH", "1"))?;
-    refused(browser, &apps_api, "").await?;
+    refused(browser, &apps_api, "policy_revoked").await?;
     refused(
         browser,
         &format!("{}/express/api/whoami", origin(APPS_HOST)),
-        "",
+        "policy_revoked",
     )
     .await?;
     lands_on_dex(browser, &info.urls[1], stack).await?;

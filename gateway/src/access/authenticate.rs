@@ -37,7 +37,8 @@ impl Unauthenticated {
             Self::NoCookie | Self::Token(_) | Self::SessionUnknown => {
                 (LoginReason::LoginRequired, None)
             }
-            Self::StaleEpoch | Self::SessionEnded => (LoginReason::SessionRevoked, None),
+            Self::StaleEpoch => (LoginReason::PolicyRevoked, None),
+            Self::SessionEnded => (LoginReason::SessionRevoked, None),
             Self::RefreshFailing(sid) => (LoginReason::SessionUnconfirmed, Some(sid)),
             Self::Ended(Standing::Idle, sid) => (LoginReason::SessionIdle, Some(sid)),
             Self::Ended(_, sid) => (LoginReason::SessionExpired, Some(sid)),

@@ -62,8 +62,11 @@ pub struct SignedIn {
 pub enum LoginReason {
     /// No usable app token (none, or one that failed verification or is unknown here).
     LoginRequired,
-    /// The session was revoked, or the policy's revocation epoch was raised after its login.
+    /// The session was revoked (one session, or every session of its user), or logged out.
     SessionRevoked,
+    /// The policy's revocation epoch was raised after the login, or the policy was deleted and
+    /// created again: every session of the policy must log in again, not only this one.
+    PolicyRevoked,
     /// The identity provider has not confirmed the session for longer than the policy allows.
     SessionUnconfirmed,
     /// The session was idle for longer than the policy's idle timeout.
@@ -78,6 +81,7 @@ impl LoginReason {
         match self {
             Self::LoginRequired => "login_required",
             Self::SessionRevoked => "session_revoked",
+            Self::PolicyRevoked => "policy_revoked",
             Self::SessionUnconfirmed => "session_unconfirmed",
             Self::SessionIdle => "session_idle",
             Self::SessionExpired => "session_expired",

@@ -81,28 +81,46 @@ impl Peers {
 }
 
 /// Learns which user this operator's peer token belongs to (a TokenReview of its own token),
-/// and from then on accepts relays from that user only. Retries until it succeeds.
+/// and from then on accepts relays from that user only. Retries until it succeeds, backing off
+/// from 5 s to a minute: a replica without its token file (a single-replica install, a demo)
+/// says so once, not every few seconds for its whole life.
 pub async fn learn_own_user(peers: Arc<Peers>, token_file: PathBuf, mut shutdown: Signal) {
+    let mut delay = RETRY_FIRST;
+    let mut last_failure: Option<String> = None;
     loop {
-        match std::fs::read_to_string(&token_file) {
+        let failure = match std::fs::read_to_string(&token_file) {
             Ok(token) => match peers.auth.user_of(token.trim()).await {
                 Ok(user) => {
                     info!(%user, "accepting relays from replicas of this operator");
                     let _ = peers.own_user.set(user);
                     return;
                 }
-                Err(error) => warn!(%error, "cannot review this operator's own token; retrying"),
+                Err(error) => format!("cannot review this operator's own token: {error}"),
             },
-            Err(error) => {
-                warn!(file = %token_file.display(), %error, "cannot read the peer token; retrying")
-            }
+            Err(error) => format!(
+                "cannot read the peer token {}: {error}; relays from other replicas are refused \
+                 until it can be read",
+                token_file.display()
+            ),
+        };
+        // The same failure again is news only at debug level.
+        if last_failure.as_deref() == Some(failure.as_str()) {
+            debug!(retry_in = ?delay, "{failure}");
+        } else {
+            warn!(retry_in = ?delay, "{failure}");
         }
+        last_failure = Some(failure);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(delay) => {}
             () = shutdown.wait() => return,
         }
+        delay = (delay * 2).min(RETRY_MAX);
     }
 }
+
+/// First and longest wait between attempts to learn this operator's own user.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The peer API router (served with the stream API).
 pub fn router(peers: Arc<Peers>) -> Router {
