@@ -146,7 +146,11 @@ async fn list_sessions(
             || args.filter.user.is_some()
             || args.filter.email.is_some()
             || args.filter.idp.is_some();
-        warn(&no_sessions_message(filtered, &sessions.namespace, chosen_by));
+        warn(&no_sessions_message(
+            filtered,
+            &sessions.namespace,
+            chosen_by,
+        ));
         return Ok(());
     }
     output::print_sessions(out, &listed, args.output, now)

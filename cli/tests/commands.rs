@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use common::admission::Webhook;
 use common::{
-    Run, admin_user, create, plugin, policy, revoked, session, session_issued, write_kubeconfig,
+    PLUGIN, Run, admin_user, create, plugin, policy, revoked, run, session, session_issued,
+    write_kubeconfig,
 };
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -163,14 +164,39 @@ async fn sessions_lists_and_filters_server_and_client_side() {
                 names.stdout
             );
 
+            // Without --session-namespace the context's namespace is used, as kubectl would.
+            let in_context = kc.with_extension("in-context");
+            let yaml = std::fs::read_to_string(&kc)?;
+            ensure!(yaml.contains("namespace: default"), "{yaml}");
+            std::fs::write(
+                &in_context,
+                yaml.replace("namespace: default", &format!("namespace: {ns}")),
+            )?;
+            let mut command = tokio::process::Command::new(PLUGIN);
+            command
+                .arg("--kubeconfig")
+                .arg(&in_context)
+                .env_remove("PORTCULLIS_SESSION_NAMESPACE");
+            let from_context = run(command, &["sessions", "--active", "-o", "name"])
+                .await?
+                .expect(0)?;
+            ensure!(
+                from_context.stdout.lines().count() == 2,
+                "the context's namespace was not used: {} {}",
+                from_context.stdout,
+                from_context.stderr
+            );
+
             // An empty namespace: nothing on stdout, a hint on stderr, success.
             let empty = plugin(&kc, &format!("{ns}-none"), &["sessions"])
                 .await?
                 .expect(0)?;
             ensure!(empty.stdout.is_empty(), "{}", empty.stdout);
             ensure!(
-                empty.stderr.contains("No AccessSessions in namespace")
-                    && empty.stderr.contains("--session-namespace"),
+                empty
+                    .stderr
+                    .contains(&format!("No AccessSessions in namespace {ns}-none"))
+                    && empty.stderr.contains("chosen by --session-namespace"),
                 "{}",
                 empty.stderr
             );
