@@ -111,6 +111,7 @@ fn build_gateway(sessions: Option<SessionIndex>) -> (Gateway, Arc<KeySet>) {
         public_port: 443,
         sso_lifetime: std::time::Duration::from_secs(3600),
         trusted_proxies: vec![],
+        access_log: Default::default(),
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
     let sessions = sessions.map(|index| {

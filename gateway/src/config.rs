@@ -43,9 +43,46 @@ pub struct Args {
         conflicts_with = "session_namespace"
     )]
     pub session_store_file: Option<PathBuf>,
+    #[clap(flatten)]
+    pub log: LogArgs,
+}
+
+/// Logging.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// Write one access-log event per request (target `portcullis::access`).
+    #[arg(
+        long,
+        env = "PORTCULLIS_ACCESS_LOG",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub access_log: bool,
+    /// Share of allowed requests the access log writes (0.0–1.0); refusals and server errors
+    /// are always written.
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG_SAMPLE", default_value_t = 1.0, value_parser = parse_share)]
+    pub access_log_sample: f64,
+}
+
+impl LogArgs {
+    /// The access log's settings.
+    pub fn access_log(&self) -> crate::settings::AccessLogSettings {
+        crate::settings::AccessLogSettings {
+            enabled: self.access_log,
+            sample: self.access_log_sample,
+        }
+    }
+}
+
+/// A share between 0 and 1.
+fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{value:?} is not a number from 0 to 1")),
+    }
 }
 
 /// Cluster mode: the access state comes from the operator's push stream.

@@ -18,6 +18,7 @@
 //! A request's path through them is tabled in `docs/architecture.md`.
 
 pub mod access;
+pub mod access_log;
 pub mod clock;
 pub mod config;
 pub mod cookies;

@@ -44,7 +44,8 @@ pub enum CheckResult {
 }
 
 impl CheckResult {
-    fn label(self) -> &'static str {
+    /// The label value (also the access log's `decision`).
+    pub fn label(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Login => "login",

@@ -8,8 +8,9 @@
 //! - everything else is a protected request: check, then proxy.
 
 use crate::{
+    access_log,
     gateway::Gateway,
-    http::{ClientAddr, Problem, request_host},
+    http::{ClientAddr, Problem, client_ip, request_host, request_id},
     login::{auth_host, handoff, logout},
     serve::{forward_auth, proxy_mode, session_endpoint},
 };
@@ -18,15 +19,17 @@ use axum::{
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use http::StatusCode;
+use http::{StatusCode, header};
 use portcullis_core::CanonicalPath;
+use std::{net::SocketAddr, time::Instant};
 
 /// The gateway's router.
 pub fn app(gateway: Gateway) -> Router {
-    Router::new().fallback(dispatch).with_state(gateway)
+    Router::new().fallback(logged).with_state(gateway)
 }
 
-async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
+/// Every request: given a request id, served, and written to the access log.
+async fn logged(State(gateway): State<Gateway>, mut req: Request) -> Response {
     let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied() else {
         return Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -35,15 +38,45 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
         )
         .into_response();
     };
+    let started = Instant::now();
+    let settings = gateway.settings();
+    let request_id = request_id::assign(settings, peer.ip(), req.headers_mut());
+    // Cheap clones (shared buffers), taken before the request is consumed.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let host = req.headers().get(header::HOST).cloned();
+    let client_ip = client_ip(settings, peer.ip(), req.headers());
+    let (mut response, note) = access_log::scope(dispatch(&gateway, peer, req)).await;
+    access_log::write(
+        &settings.access_log,
+        &access_log::Line {
+            request_id: &request_id,
+            client_ip,
+            method: &method,
+            // HTTP/1.1 names the host in `Host`, HTTP/2 in the URI's authority.
+            host: host.as_ref().and_then(|h| h.to_str().ok()).or(uri.host()),
+            uri: &uri,
+            status: response.status(),
+            elapsed: started.elapsed(),
+            note: note.as_ref(),
+        },
+    );
+    response
+        .headers_mut()
+        .insert(request_id::X_REQUEST_ID, request_id);
+    response
+}
+
+async fn dispatch(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response {
     if req.uri().path().starts_with("/.portcullis/auth/") {
-        return forward_auth::handle(&gateway, peer, req).await;
+        return forward_auth::handle(gateway, peer, req).await;
     }
     let host = match request_host(&req) {
         Ok(host) => host,
         Err(problem) => return problem.into_response(),
     };
     if host == gateway.settings().auth_host {
-        return auth_host::handle(&gateway, req).await;
+        return auth_host::handle(gateway, req).await;
     }
     let path = match CanonicalPath::parse(req.uri().path()) {
         Ok(path) => path,
@@ -51,11 +84,11 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
     };
     if path.as_str() == "/.portcullis" || path.as_str().starts_with("/.portcullis/") {
         return match path.as_str() {
-            "/.portcullis/handoff" => handoff::handoff(&gateway, &host, &req).into_response(),
-            "/.portcullis/begin" => handoff::begin(&gateway, &host, &req),
-            "/.portcullis/logout" => logout::app_host(&gateway, &host, &req),
+            "/.portcullis/handoff" => handoff::handoff(gateway, &host, &req).into_response(),
+            "/.portcullis/begin" => handoff::begin(gateway, &host, &req),
+            "/.portcullis/logout" => logout::app_host(gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {
-                session_endpoint::handle(&gateway, peer, &host, &req)
+                session_endpoint::handle(gateway, peer, &host, &req)
             }
             _ => Problem::new(
                 StatusCode::NOT_FOUND,
@@ -65,5 +98,5 @@ async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {
             .into_response(),
         };
     }
-    proxy_mode::protected(&gateway, peer, host, path, req).await
+    proxy_mode::protected(gateway, peer, host, path, req).await
 }

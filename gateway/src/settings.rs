@@ -15,6 +15,25 @@ pub struct Settings {
     pub sso_lifetime: Duration,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    pub access_log: AccessLogSettings,
+}
+
+/// Which requests the access log writes (`crate::access_log`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AccessLogSettings {
+    pub enabled: bool,
+    /// Share of allowed requests written, 0.0–1.0; refusals and server errors are always
+    /// written.
+    pub sample: f64,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sample: 1.0,
+        }
+    }
 }
 
 impl Settings {

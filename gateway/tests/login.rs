@@ -249,7 +249,88 @@ async fn log_in_once_then_single_sign_on_across_paths_and_hosts() -> Result<()> 
         seen["headers"]["x-auth-request-email"] == "alice@example.com",
         "{seen}"
     );
-    Ok(())
+    access_log_joins_the_request_to_its_decision(&s, &browser).await
+}
+
+/// The request id a trusted proxy sent reaches the upstream and comes back, and the access log
+/// has the request with its decision, policy and user; a refusal is logged with its reason.
+async fn access_log_joins_the_request_to_its_decision(
+    s: &Setup,
+    browser: &reqwest::Client,
+) -> Result<()> {
+    let response = browser
+        .get(s.url(APP, "/express/logged")?)
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    ensure!(
+        response.headers().get("x-request-id").map(|v| v.as_bytes()) == Some(b"trace-abc-123"),
+        "{:?}",
+        response.headers()
+    );
+    let seen: serde_json::Value = response.json().await?;
+    ensure!(seen["headers"]["x-request-id"] == "trace-abc-123", "{seen}");
+
+    // A request id that is not well formed is replaced, even from a trusted proxy.
+    let refused = s
+        .gateway
+        .browser()?
+        .get(s.url(APP, "/express/anonymous")?)
+        .header(header::ACCEPT, "application/json")
+        .header("x-request-id", "two words")
+        .send()
+        .await?;
+    ensure!(
+        refused.status() == StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.status()
+    );
+    let refused_id = refused
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .context("no request id on the refusal")?
+        .to_owned();
+    ensure!(refused_id.len() == 32, "{refused_id}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(s.gateway.log_path())?;
+        let line = |id: &str| {
+            log.lines()
+                .find(|l| l.contains(&format!("request_id={id} ")))
+                .map(str::to_owned)
+        };
+        if let (Some(allowed), Some(login)) = (line("trace-abc-123"), line(&refused_id)) {
+            for field in [
+                "decision=allow",
+                "reason=allow",
+                "policy=demo/apps",
+                "user=alice@example.com",
+                "path=/express/logged",
+                "status=200",
+            ] {
+                ensure!(allowed.contains(field), "{field} missing from {allowed}");
+            }
+            ensure!(!allowed.contains("session= "), "no session in {allowed}");
+            for field in [
+                "decision=login",
+                "reason=login_required",
+                "status=401",
+                "user= ",
+            ] {
+                ensure!(login.contains(field), "{field} missing from {login}");
+            }
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no access-log lines for the requests:\n{}",
+            s.gateway.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -207,6 +207,7 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         public_port: PORT,
         sso_lifetime: std::time::Duration::from_secs(3600),
         trusted_proxies: vec!["10.9.0.0/16".parse().expect("cidr")],
+        access_log: Default::default(),
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
     let gateway = Gateway::with_sessions(

@@ -1606,7 +1606,7 @@ const GATEWAY_LAYERS: &[&[&str]] = &[
     &["startup"],
     &["router", "ops"],
     &["serve", "login"],
-    &["access"],
+    &["access", "access_log"],
     &["gateway"],
     &["sessions"],
     &["state"],

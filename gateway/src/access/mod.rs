@@ -53,11 +53,13 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
         Some(Route::Invalid { .. }) => {
             return Outcome::Deny {
                 reason: DenyReason::InvalidPolicy,
+                policy: None,
             };
         }
         Some(Route::Conflict { .. }) => {
             return Outcome::Deny {
                 reason: DenyReason::ConflictingPolicies,
+                policy: None,
             };
         }
         Some(Route::Policy(policy)) => policy.clone(),
@@ -80,7 +82,9 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
     };
     let identity = user.as_ref().map(|u| u.claims.identity());
     let decision = policy.evaluate(&facts, identity.as_ref());
-    authorize(gateway, policy, decision, user, reason, ended_sid, now)
+    let service_token = facts.service_token;
+    let refused = Refused { reason, ended_sid };
+    authorize(gateway, policy, decision, user, service_token, refused, now)
 }
 
 /// The name of the service token presented in `headers`, if both its id and secret match one
@@ -101,14 +105,20 @@ fn service_token<'a>(
     }
 }
 
+/// Why a login is needed, should the decision ask for one.
+struct Refused {
+    reason: LoginReason,
+    ended_sid: Option<String>,
+}
+
 /// The outcome of the policy's `decision` for the request's signed-in `user`, if any.
 fn authorize(
     gateway: &Gateway,
     policy: Arc<Policy>,
     decision: Decision,
     user: Option<SignedIn>,
-    reason: LoginReason,
-    ended_sid: Option<String>,
+    service_token: Option<&str>,
+    Refused { reason, ended_sid }: Refused,
     now: u64,
 ) -> Outcome {
     match decision {
@@ -123,13 +133,21 @@ fn authorize(
                 policy,
                 user,
                 decision,
+                service_token: None,
             }
         }
         // A bypass or service-token request carries no user to the upstream.
-        Decision::Bypass { .. } | Decision::ServiceAuth { .. } => Outcome::Allow {
+        Decision::Bypass { .. } => Outcome::Allow {
             policy,
             user: None,
             decision,
+            service_token: None,
+        },
+        Decision::ServiceAuth { .. } => Outcome::Allow {
+            policy,
+            user: None,
+            decision,
+            service_token: service_token.map(Arc::from),
         },
         Decision::LoginRequired => Outcome::Login {
             policy,
@@ -138,9 +156,11 @@ fn authorize(
         },
         Decision::Deny { .. } => Outcome::Deny {
             reason: DenyReason::DeniedByRule,
+            policy: Some(policy),
         },
         Decision::NoRuleMatched => Outcome::Deny {
             reason: DenyReason::NoRuleAllows,
+            policy: Some(policy),
         },
     }
 }

@@ -14,6 +14,8 @@ pub enum Outcome {
         policy: Arc<Policy>,
         user: Option<SignedIn>,
         decision: Decision,
+        /// The service token that let a `ServiceAuth` request through (its name, for the log).
+        service_token: Option<Arc<str>>,
     },
     /// The user must log in (again) first.
     Login {
@@ -24,8 +26,11 @@ pub enum Outcome {
         /// may hand over a newer one.
         ended_sid: Option<String>,
     },
-    /// Refuse with 403.
-    Deny { reason: DenyReason },
+    /// Refuse with 403. `policy` is the one whose rules refused, when a single policy did.
+    Deny {
+        reason: DenyReason,
+        policy: Option<Arc<Policy>>,
+    },
     /// No policy claims this host and path.
     NoPolicy,
     /// The gateway has not received its access state yet (or its session index is not

@@ -9,6 +9,7 @@ pub(crate) mod session_endpoint;
 
 use crate::{
     access::{self, Outcome, Subject},
+    access_log,
     gateway::Gateway,
     state::Snapshot,
 };
@@ -27,5 +28,6 @@ pub(crate) fn check(
     gateway
         .metrics()
         .observe_check(outcome.result(), started.elapsed());
+    access_log::note(&outcome);
     outcome
 }

@@ -125,7 +125,9 @@ pub fn refuse(
         )
         .json(json)
         .into_response(),
-        Outcome::Deny { reason } => Problem::forbidden(reason.code()).json(json).into_response(),
+        Outcome::Deny { reason, .. } => {
+            Problem::forbidden(reason.code()).json(json).into_response()
+        }
         Outcome::Login {
             reason, ended_sid, ..
         } => login(gateway, reason, ended_sid.as_deref(), asked, surface),
