@@ -73,6 +73,22 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every kind, so metrics can show each at zero before it first happens. A new variant
+    /// fails to compile in `category` until it has a label; add it here too (the test
+    /// `every_token_error_is_listed` counts them).
+    pub const ALL: [Self; 10] = [
+        Self::Malformed,
+        Self::WrongType,
+        Self::Algorithm,
+        Self::UnknownKey,
+        Self::Signature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::Audience,
+        Self::Issuer,
+        Self::TooLarge,
+    ];
+
     /// A bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
@@ -189,4 +205,31 @@ fn check_lifetime<C: Claims>(claims: &C, now: u64) -> Result<(), TokenError> {
         return Err(TokenError::Expired);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::TokenError;
+
+    /// `ALL` holds each kind once; with the exhaustive `match` in `category`, a kind missing
+    /// from it shows up as a label missing here.
+    #[test]
+    fn every_token_error_is_listed() {
+        let labels: std::collections::BTreeSet<&str> =
+            TokenError::ALL.iter().map(TokenError::category).collect();
+        assert_eq!(labels.len(), TokenError::ALL.len());
+        let guard = |e: TokenError| match e {
+            TokenError::Malformed
+            | TokenError::WrongType
+            | TokenError::Algorithm
+            | TokenError::UnknownKey
+            | TokenError::Signature
+            | TokenError::Expired
+            | TokenError::NotYetValid
+            | TokenError::Audience
+            | TokenError::Issuer
+            | TokenError::TooLarge => 10,
+        };
+        assert_eq!(guard(TokenError::Malformed), TokenError::ALL.len());
+    }
 }

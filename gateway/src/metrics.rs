@@ -44,6 +44,14 @@ pub enum CheckResult {
 }
 
 impl CheckResult {
+    pub const ALL: [Self; 5] = [
+        Self::Allow,
+        Self::Login,
+        Self::Deny,
+        Self::NoPolicy,
+        Self::NotReady,
+    ];
+
     /// The label value (also the access log's `decision`).
     pub fn label(self) -> &'static str {
         match self {
@@ -79,6 +87,17 @@ pub enum Rejection<'a> {
 }
 
 impl Rejection<'_> {
+    /// The labels of every kind but [`Rejection::Token`] (whose labels are the token errors').
+    const OTHER_LABELS: [&'static str; 7] = [
+        "stale_epoch",
+        "session_revoked",
+        "session_unknown",
+        "refresh_failing",
+        "sso_session_ended",
+        "sso_app_session_ended",
+        "sso_before_epoch",
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Self::Token(error) => error.category(),
@@ -110,6 +129,14 @@ pub enum Confirmation {
 }
 
 impl Confirmation {
+    pub const ALL: [Self; 5] = [
+        Self::Confirmed,
+        Self::Rejected,
+        Self::Failed,
+        Self::Deferred,
+        Self::Unrecorded,
+    ];
+
     /// The metric's label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -134,6 +161,8 @@ pub enum SessionWrite {
 }
 
 impl SessionWrite {
+    const ALL: [Self; 2] = [Self::Record, Self::Revoke];
+
     fn label(self) -> &'static str {
         match self {
             Self::Record => "record",
@@ -253,6 +282,46 @@ impl Metrics {
         }
     }
 
+    /// Creates every series whose labels are known in advance (outcomes, reasons, the configured
+    /// identity providers) at zero: an alert on `rate()` or `increase()` then sees the first
+    /// error, and a dashboard shows a flat line rather than "no data".
+    pub fn initialize<'a>(&self, idps: impl IntoIterator<Item = &'a str>) {
+        for result in CheckResult::ALL {
+            let _ = self.checks.get_or_create(&OutcomeLabel {
+                outcome: result.label(),
+            });
+        }
+        for write in SessionWrite::ALL {
+            let _ = self.session_write_errors.get_or_create(&OperationLabel {
+                operation: write.label(),
+            });
+        }
+        let rejections = TokenError::ALL
+            .iter()
+            .map(TokenError::category)
+            .chain(Rejection::OTHER_LABELS);
+        for reason in rejections {
+            let _ = self.token_rejections.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in crate::idp::OidcError::CATEGORIES {
+            let _ = self.idp_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in crate::proxy::ProxyError::CATEGORIES {
+            let _ = self.upstream_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for idp in idps {
+            let _ = self.logins.get_or_create(&IdpLabel {
+                idp: idp.to_owned(),
+            });
+            for outcome in Confirmation::ALL {
+                let _ = self.confirmations.get_or_create(&ConfirmationLabel {
+                    idp: idp.to_owned(),
+                    outcome: outcome.label(),
+                });
+            }
+        }
+    }
+
     /// Counts one refresh at `idp` ending in `outcome`.
     pub fn session_confirmation(&self, idp: &str, outcome: Confirmation) {
         self.confirmations
@@ -341,5 +410,44 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_label_is_listed() {
+        let others = [
+            Rejection::StaleEpoch,
+            Rejection::SessionRevoked,
+            Rejection::SessionUnknown,
+            Rejection::RefreshFailing,
+            Rejection::SsoSessionEnded,
+            Rejection::SsoAppSessionEnded,
+            Rejection::SsoBeforeEpoch,
+        ];
+        let labels: Vec<&str> = others.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, Rejection::OTHER_LABELS);
+    }
+
+    #[test]
+    fn known_series_exist_at_zero_before_anything_happens() {
+        let metrics = Metrics::new();
+        metrics.initialize(["dex"]);
+        let text = metrics.encode();
+        for series in [
+            r#"portcullis_gateway_checks_total{outcome="not_ready"} 0"#,
+            r#"portcullis_gateway_token_rejections_total{reason="signature"} 0"#,
+            r#"portcullis_gateway_token_rejections_total{reason="sso_before_epoch"} 0"#,
+            r#"portcullis_gateway_idp_errors_total{reason="discovery"} 0"#,
+            r#"portcullis_gateway_upstream_errors_total{reason="upstream_timeout"} 0"#,
+            r#"portcullis_gateway_session_write_errors_total{operation="revoke"} 0"#,
+            r#"portcullis_gateway_logins_total{idp="dex"} 0"#,
+            r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="failed"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 }

@@ -133,6 +133,13 @@ impl Metrics {
             // Replaced below, once the metrics no longer borrow the registry.
             registry: Arc::new(Mutex::new(Registry::default())),
         };
+        // Status writes of each kind exist at zero from the start, so an alert on their rate
+        // sees the first failure.
+        for object in [StatusObject::Policy, StatusObject::Session] {
+            let kind = object.label();
+            let _ = metrics.status_writes.get_or_create(&KindLabel { kind });
+            let _ = metrics.status_failures.get_or_create(&KindLabel { kind });
+        }
         Self {
             registry: Arc::new(Mutex::new(registry)),
             ..metrics

@@ -56,7 +56,10 @@ const THIRD_PARTY_CRDS: &[(&str, &str, &[&str], &str)] = &[
     (
         "github.com/prometheus-operator/prometheus-operator",
         "v0.85.0",
-        &["example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"],
+        &[
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        ],
         "monitoring.coreos.com",
     ),
     (
@@ -483,7 +486,8 @@ fn validate_everything(
     missing: &BTreeMap<String, String>,
 ) -> Result<()> {
     let chart = chart().display().to_string();
-    let everything_on = "crds.enabled=true,serviceMonitor.enabled=true,gateway.autoscaling.enabled=true,\
+    let everything_on = "crds.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,\
+        grafanaDashboard.enabled=true,gateway.autoscaling.enabled=true,\
         gateway.signingKey.nextKey=next.pem,gateway.signingKey.previousKeys[0]=old.pem,\
         gateway.sessionKey.existingSecret=own-keys,gateway.sessionKey.previousKeys[0]=old-session,\
         gateway.upstreamCA.existingConfigMap=corp-ca";

@@ -22,6 +22,17 @@ pub enum OidcError {
 }
 
 impl OidcError {
+    /// Every value [`OidcError::category`] can take, so metrics can show each at zero.
+    pub const CATEGORIES: [&'static str; 7] = [
+        "unknown_provider",
+        "discovery",
+        "exchange",
+        "code_rejected",
+        "no_id_token",
+        "invalid_id_token",
+        "config",
+    ];
+
     /// A bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
@@ -33,5 +44,28 @@ impl OidcError {
             Self::InvalidIdToken(_) => "invalid_id_token",
             Self::Config(_) => "config",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OidcError;
+
+    #[test]
+    fn every_category_is_listed() {
+        let all = [
+            OidcError::UnknownProvider(String::new()),
+            OidcError::Discovery {
+                idp: String::new(),
+                detail: String::new(),
+            },
+            OidcError::Exchange(String::new()),
+            OidcError::CodeRejected(String::new()),
+            OidcError::NoIdToken,
+            OidcError::InvalidIdToken(String::new()),
+            OidcError::Config(String::new()),
+        ];
+        let categories: Vec<&str> = all.iter().map(OidcError::category).collect();
+        assert_eq!(categories, OidcError::CATEGORIES);
     }
 }

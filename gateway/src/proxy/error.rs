@@ -64,6 +64,20 @@ impl ProxyError {
         }
     }
 
+    /// Every value [`ProxyError::category`] can take, so metrics can show each at zero.
+    pub const CATEGORIES: [&'static str; 10] = [
+        "upstream_refused",
+        "upstream_connect",
+        "upstream_tls",
+        "upstream_timeout",
+        "upstream_protocol",
+        "upstream_misbehaved",
+        "client_body",
+        "unsupported_request",
+        "invalid_added_header",
+        "setup",
+    ];
+
     /// Bounded label for metrics and log fields. Never derived from error text.
     pub fn category(&self) -> &'static str {
         match self {
@@ -175,6 +189,27 @@ fn rustls_in_chain(err: &(dyn StdError + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_category_is_listed() {
+        let all = [
+            ProxyError::ConnectRefused("x".into()),
+            ProxyError::Connect("x".into()),
+            ProxyError::Tls("x".into()),
+            ProxyError::Timeout(Duration::from_millis(1)),
+            ProxyError::UpstreamProtocol("x".into()),
+            ProxyError::UpstreamMisbehaved("x"),
+            ProxyError::ClientBody("x".into()),
+            ProxyError::UnsupportedRequest("x"),
+            ProxyError::InvalidAddedHeader {
+                name: String::new(),
+                reason: "x",
+            },
+            ProxyError::Setup(String::new()),
+        ];
+        let categories: Vec<&str> = all.iter().map(ProxyError::category).collect();
+        assert_eq!(categories, ProxyError::CATEGORIES);
+    }
 
     #[test]
     fn statuses_and_categories() {

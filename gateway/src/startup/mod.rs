@@ -54,6 +54,7 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     )
     .await?;
     let metrics = Metrics::new();
+    metrics.initialize(providers.names());
     let (sessions, refresh_task) =
         session_services(&args.auth, records, &providers, &metrics, &signal)?;
     let gateway =
