@@ -76,6 +76,40 @@ pub enum Command {
     /// Summarize the fleet: each policy's readiness, gateways and epochs; sessions revoked and
     /// enforced
     Status(StatusArgs),
+    /// Show who a change would affect, before making it: the live sessions an epoch raise logs
+    /// out, or that a changed policy locks out or lets in (nothing is written)
+    #[command(subcommand)]
+    Preview(Preview),
+}
+
+/// What `preview` can judge.
+#[derive(Debug, Subcommand)]
+pub enum Preview {
+    /// The live sessions `revoke policy NAME` (an epoch raise) would log out of the policy's apps
+    Epoch(PreviewEpochArgs),
+    /// The live sessions that would lose (or gain) access if the AccessPolicy in a file replaced
+    /// the one in the cluster
+    Policy(PreviewPolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewEpochArgs {
+    /// The AccessPolicy
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Namespace of the policy [default: the kubeconfig context's namespace, else `default`]
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewPolicyArgs {
+    /// The changed AccessPolicy manifest (YAML), as you would `kubectl apply -f` it
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Namespace of the policy [default: the manifest's, else the kubeconfig context's]
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// Output formats of `sessions`.

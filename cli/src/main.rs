@@ -11,6 +11,7 @@ mod connect;
 mod epoch;
 mod error;
 mod output;
+mod preview;
 mod printer;
 mod retry;
 mod revoke;
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::cli::{Cli, Command, Output, Revoke, SessionsArgs};
+use crate::cli::{Cli, Command, Output, Preview, Revoke, SessionsArgs};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::printer::Printer;
 use crate::sessions::Sessions;
@@ -94,7 +95,7 @@ async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
         Command::Sessions(args) => args.no_namespace.check()?,
         Command::Revoke(Revoke::Session(args)) => args.no_namespace.check()?,
         Command::Revoke(Revoke::User(args)) => args.no_namespace.check()?,
-        Command::Revoke(Revoke::Policy(_)) | Command::Status(_) => {}
+        Command::Revoke(Revoke::Policy(_)) | Command::Status(_) | Command::Preview(_) => {}
     }
     let connection = connect::connect(&cli.connect).await?;
     // Like kubectl: the flag (or its environment variable), else the context's namespace.
@@ -116,6 +117,17 @@ async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
         }
         Command::Status(args) => {
             status::status(out, connection.client, args.namespace.as_deref(), &sessions).await
+        }
+        Command::Preview(Preview::Epoch(args)) => {
+            let namespace = args
+                .namespace
+                .as_deref()
+                .unwrap_or(&connection.context_namespace);
+            preview::epoch(out, connection.client.clone(), namespace, &sessions, &args).await
+        }
+        Command::Preview(Preview::Policy(args)) => {
+            let context = &connection.context_namespace;
+            preview::policy(out, connection.client.clone(), context, &sessions, &args).await
         }
     }
 }

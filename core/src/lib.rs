@@ -16,5 +16,8 @@ pub mod token;
 pub use host::{Host, HostError};
 pub use identity::Identity;
 pub use path::{CanonicalPath, PathError};
-pub use policy::{Decision, Policy, PolicyError, PolicyId, PolicyMeta, PolicySource, RequestFacts};
+pub use policy::{
+    Decision, Judgement, Policy, PolicyError, PolicyId, PolicyMeta, PolicySource, RequestFacts,
+    Unknown,
+};
 pub use routes::{InvalidPolicy, Route, RouteTable};

@@ -13,10 +13,12 @@
 
 mod compile;
 mod evaluate;
+mod judge;
 mod source;
 
 pub use compile::PolicyMeta;
 pub use evaluate::{Decision, RequestFacts};
+pub use judge::{Judgement, Unknown};
 pub use source::PolicySource;
 
 use crate::host::Host;
