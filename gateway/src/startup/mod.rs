@@ -31,6 +31,7 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
         public_port: args.auth.public_port,
         sso_lifetime: args.auth.sso_lifetime,
         trusted_proxies: args.listen.trusted_proxies(),
+        login_rate: args.login_rate.rate(),
     };
     let extra_ca = args
         .listen
