@@ -237,6 +237,13 @@ async fn stalled_request_heads_and_silent_connections_are_cut() -> Result<()> {
     let mut no_hello = s.tcp("127.0.0.1").await?;
     closed_within(&mut no_hello, bound).await?;
 
+    // The ops listener (plain HTTP) is bounded the same way.
+    let mut ops = TcpStream::connect(s.gateway.ops_addr).await?;
+    ops.write_all(b"GET /metrics HTTP/1.1\r\n").await?;
+    closed_within(&mut ops, bound)
+        .await
+        .context("a stalled head on the ops listener")?;
+
     ensure!(
         s.metric(r#"portcullis_gateway_connections_closed_total{reason="header_timeout"}"#)
             .await?
