@@ -62,8 +62,36 @@ async fn slow_upstream() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// An upstream that switches every connection to a WebSocket and echoes its bytes.
+async fn websocket_upstream() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                              Upgrade: websocket\r\n\
+                              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if stream.write_all(switch.as_bytes()).await.is_ok() {
+                    let (mut read, mut write) = stream.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
 /// A gateway (with a real Dex as its provider) in front of the slow upstream on a Bypass
-/// policy, with `env` and `trusted` proxies.
+/// policy (and a WebSocket echo on `/ws`), with `env` and `trusted` proxies.
 async fn setup(name: &str, env: &[(&str, &str)], trusted: &[&str]) -> Result<Setup> {
     portcullis_tests::install_crypto_provider();
     let dir = portcullis_tests::fsutil::scratch_dir("limits", name)?;
@@ -76,6 +104,7 @@ async fn setup(name: &str, env: &[(&str, &str)], trusted: &[&str]) -> Result<Set
     )
     .await?;
     let upstream = slow_upstream().await?;
+    let websocket = websocket_upstream().await?;
     let manifests = format!(
         r#"
 apiVersion: access.portcullis.dev/v1alpha1
@@ -85,6 +114,18 @@ spec:
   hosts: [{APP}]
   identityProviders: [dex]
   upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Bypass
+      include: [{{ everyone: true }}]
+---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: ws, namespace: demo }}
+spec:
+  hosts: [{APP}]
+  paths: [/ws]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{websocket}" }}
   rules:
     - action: Bypass
       include: [{{ everyone: true }}]
@@ -415,6 +456,60 @@ async fn one_client_holds_at_most_n_connections_while_others_are_served() -> Res
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_place_under_the_per_client_limit() -> Result<()> {
+    let s = setup(
+        "upgraded",
+        &[("PORTCULLIS_MAX_CONNECTIONS_PER_CLIENT", "2")],
+        &[],
+    )
+    .await?;
+    let mut sockets = Vec::new();
+    for i in 0..2u8 {
+        let mut ws = s.tls("127.0.0.5", b"http/1.1", APP).await?;
+        ws.write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {APP}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            ws.read_exact(&mut byte).await?;
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
+        ws.write_all(&[i; 3]).await?;
+        let mut back = [0u8; 3];
+        ws.read_exact(&mut back).await?;
+        ensure!(back == [i; 3], "echo {back:?}");
+        sockets.push(ws);
+    }
+    // Both are WebSockets now, no longer HTTP connections: they still count.
+    let third = tokio::time::timeout(Duration::from_secs(2), s.tls("127.0.0.5", b"http/1.1", APP))
+        .await
+        .context("the third connection was neither served nor closed")?;
+    ensure!(
+        third.is_err(),
+        "a third connection got through beside two WebSockets"
+    );
+    drop(sockets.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.tls("127.0.0.5", b"http/1.1", APP).await.is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "a closed WebSocket gave no place back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

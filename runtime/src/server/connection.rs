@@ -17,7 +17,14 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -100,9 +107,16 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
             router,
             mut shutdown,
             on_close,
-            slot: _slot,
-            alive: _alive,
+            slot,
+            alive,
         } = self;
+        // The socket carries its place and the drain's watch with it, also into an upgraded
+        // connection (a WebSocket), which outlives this function.
+        let io = Held {
+            io,
+            _slot: slot,
+            _alive: alive,
+        };
         let (load, watched) = watch::channel(Load::default());
         let load = Arc::new(load);
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -135,6 +149,54 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
         // A close already counted is not counted again when hyper's own timeout ends it.
         let count = closing.is_none().then_some(&on_close);
         log_end(peer, conn.await, count);
+    }
+}
+
+/// A connection's socket with what it holds while open: its place under the per-client limit
+/// and the server's drain watch.
+struct Held<I> {
+    io: I,
+    _slot: Option<Slot>,
+    _alive: watch::Receiver<()>,
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Held<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Held<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
 
