@@ -108,15 +108,11 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
             mut shutdown,
             on_close,
             slot,
-            alive,
+            alive: _alive,
         } = self;
-        // The socket carries its place and the drain's watch with it, also into an upgraded
-        // connection (a WebSocket), which outlives this function.
-        let io = Held {
-            io,
-            _slot: slot,
-            _alive: alive,
-        };
+        // The socket carries its place with it, also into an upgraded connection (a
+        // WebSocket), which outlives this function. The drain waits for HTTP only, as before.
+        let io = Held { io, _slot: slot };
         let (load, watched) = watch::channel(Load::default());
         let load = Arc::new(load);
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -152,12 +148,10 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
     }
 }
 
-/// A connection's socket with what it holds while open: its place under the per-client limit
-/// and the server's drain watch.
+/// A connection's socket with its place under the per-client limit, held while it is open.
 struct Held<I> {
     io: I,
     _slot: Option<Slot>,
-    _alive: watch::Receiver<()>,
 }
 
 impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Held<I> {
