@@ -112,6 +112,11 @@ fn build_gateway(sessions: Option<SessionIndex>) -> (Gateway, Arc<KeySet>) {
         sso_lifetime: std::time::Duration::from_secs(3600),
         trusted_proxies: vec![],
         access_log: Default::default(),
+        login_rate: portcullis_gateway::rate_limit::Rate {
+            per_second: 5.0,
+            burst: 50,
+            clients: 100_000,
+        },
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
     let sessions = sessions.map(|index| {

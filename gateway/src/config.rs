@@ -1,9 +1,10 @@
 //! Command-line and file configuration. Every flag has an environment variable; secrets are read
 //! from files, never taken from argv.
 
+use crate::rate_limit::Rate;
 use clap::Parser;
 use ipnet::IpNet;
-use portcullis_runtime::parse_duration;
+use portcullis_runtime::{parse_duration, server::ConnectionLimits};
 use serde::Deserialize;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -17,6 +18,8 @@ pub struct Args {
     pub auth: AuthArgs,
     #[clap(flatten)]
     pub keys: KeyArgs,
+    #[clap(flatten)]
+    pub login_rate: LoginRateArgs,
     /// Standalone mode: load AccessPolicy (and Secret) manifests from this directory and reload
     /// them when they change. Exactly one of this and `--operator-url`.
     #[arg(
@@ -152,6 +155,9 @@ pub struct ListenArgs {
     /// How long a request may take end to end before the gateway answers 504.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Bounds on every connection of both listeners.
+    #[clap(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 /// The central auth host and identity providers.
@@ -184,6 +190,44 @@ pub struct AuthArgs {
         requires = "session_key_file"
     )]
     pub previous_session_key_files: Vec<PathBuf>,
+}
+
+/// The per-client rate limit of the login endpoints (start, callback, hand-off, begin,
+/// logout); a client over it gets 429 with `Retry-After`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoginRateArgs {
+    /// Login requests per second one client (an IPv4 address or an IPv6 /64, as the gateway
+    /// determines it: trusted proxies' `X-Forwarded-For` only) may make, sustained.
+    #[arg(long, env = "PORTCULLIS_LOGIN_RATE_LIMIT", default_value_t = 5.0, value_parser = parse_rate)]
+    pub login_rate_limit: f64,
+    /// Login requests one client may make at once after a quiet period.
+    #[arg(long, env = "PORTCULLIS_LOGIN_RATE_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_rate_burst: u32,
+    /// Most clients whose rate is remembered at once (bounds the memory; the least recently
+    /// seen are forgotten first).
+    #[arg(long, env = "PORTCULLIS_LOGIN_RATE_CLIENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(16..))]
+    pub login_rate_clients: u32,
+}
+
+impl LoginRateArgs {
+    /// The limit as the limiter takes it.
+    pub fn rate(&self) -> Rate {
+        Rate {
+            per_second: self.login_rate_limit,
+            burst: self.login_rate_burst,
+            clients: usize::try_from(self.login_rate_clients).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A positive, finite number of requests per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
+    }
 }
 
 /// Signing keys.

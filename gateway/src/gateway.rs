@@ -7,6 +7,7 @@ use crate::{
     idp::Providers,
     metrics::Metrics,
     proxy::Proxy,
+    rate_limit::RateLimit,
     sessions::{SessionRecorder, refresh::Refresher},
     state::{Snapshot, session_index::SessionIndex},
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
@@ -31,6 +32,15 @@ struct CachedAssertion {
     exp: u64,
     email: Option<String>,
     groups: Vec<String>,
+}
+
+/// What a single-use value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SingleUse {
+    /// A login's `state`, spent by its first callback.
+    LoginState,
+    /// A hand-off ticket's `jti`, spent by its redemption.
+    HandoffTicket,
 }
 
 /// Cluster mode's session services.
@@ -65,11 +75,14 @@ struct Inner {
     session_index: Option<watch::Receiver<Arc<SessionIndex>>>,
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
     refresher: Option<Arc<Refresher>>,
-    /// Hand-off tickets already redeemed on this replica, until they expire.
-    redeemed: Mutex<HashMap<String, u64>>,
+    /// Single-use values (login states, hand-off tickets) already used on this replica, until
+    /// they expire.
+    spent: Mutex<HashMap<(SingleUse, String), u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
     /// token rather than once per request.
     assertions: Mutex<AssertionCache>,
+    /// The per-client rate limit of the login endpoints.
+    login_limit: RateLimit,
 }
 
 /// Read access to the parts, for the layers above; nothing outside the crate reaches in.
@@ -105,6 +118,8 @@ parts! {
     pub(crate) session_index: Option<watch::Receiver<Arc<SessionIndex>>>;
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
     pub(crate) refresher: Option<Arc<Refresher>>;
+    /// The per-client rate limit of the login endpoints.
+    pub(crate) login_limit: RateLimit;
 }
 
 impl Gateway {
@@ -149,7 +164,6 @@ impl Gateway {
             ),
             handoffs: Verifier::new(keys.clone(), TokenKind::Handoff, issuer.clone(), 1024),
             logins: Verifier::new(keys.clone(), TokenKind::Login, issuer.clone(), 1024),
-            settings,
             issuer,
             state,
             keys,
@@ -159,8 +173,10 @@ impl Gateway {
             sessions,
             session_index,
             refresher,
-            redeemed: Mutex::new(HashMap::new()),
+            spent: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
+            login_limit: RateLimit::new(settings.login_rate),
+            settings,
         }))
     }
 
@@ -169,15 +185,14 @@ impl Gateway {
         self.0.state.borrow().clone()
     }
 
-    /// Marks a hand-off ticket redeemed; false if it already was (replay).
-    pub fn redeem(&self, jti: &str, exp: u64, now: u64) -> bool {
-        let Ok(mut redeemed) = self.0.redeemed.lock() else {
-            return false;
-        };
-        if redeemed.len() > 10_000 {
-            redeemed.retain(|_, e| *e > now);
+    /// Marks `id` used, until `exp`; false if it already was on this replica (a replay). Only
+    /// values from verified, signed tokens get here, and they expire within minutes.
+    pub fn spend(&self, kind: SingleUse, id: &str, exp: u64, now: u64) -> bool {
+        let mut spent = self.0.spent.lock().unwrap_or_else(|e| e.into_inner());
+        if spent.len() > 10_000 {
+            spent.retain(|_, e| *e > now);
         }
-        redeemed.insert(jti.to_owned(), exp).is_none()
+        spent.insert((kind, id.to_owned()), exp).is_none()
     }
 
     /// The `Portcullis-Jwt-Assertion` for a request allowed by `app` to `host`.

@@ -13,7 +13,7 @@
 //! - [`sessions`] (session records, their stores, background refresh) and [`state`] (the access
 //!   snapshot and session index, and the sources that feed them);
 //! - [`idp`], [`http`], [`tokens`], [`cookies`], [`metrics`], [`proxy`], [`clock`],
-//!   [`settings`], [`config`]: building blocks that know nothing of the layers above.
+//!   [`settings`], [`config`], [`rate_limit`]: building blocks that know nothing of the layers above.
 //!
 //! A request's path through them is tabled in `docs/architecture.md`.
 
@@ -30,6 +30,7 @@ pub mod login;
 pub mod metrics;
 pub(crate) mod ops;
 pub mod proxy;
+pub mod rate_limit;
 pub mod router;
 pub(crate) mod serve;
 pub mod sessions;

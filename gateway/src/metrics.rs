@@ -14,7 +14,9 @@ use std::{
 mod labels;
 
 pub use labels::{CheckResult, Confirmation, Rejection, SessionWrite};
-use labels::{ConfirmationLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel};
+use labels::{
+    ConfirmationLabel, EndpointLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel,
+};
 
 // Each metric's help text, as Prometheus shows it.
 const CHECKS: &str = "Access checks by outcome";
@@ -39,6 +41,11 @@ const OPERATOR_STREAM_VERSION: &str =
 const STATE_AGE_SECONDS: &str = "\
     Time since the last frame from the operator, heartbeats included (cluster mode; -1 before \
     the first)";
+
+const CONNECTIONS_CLOSED: &str = "\
+    Connections the gateway closed itself: client_limit (the client already held the most it \
+    may), handshake_timeout, header_timeout (no complete request head in time), idle";
+const RATE_LIMITED: &str = "Login requests refused with 429 by the per-client rate limit";
 
 /// Registers each metric as it is built, so a field and its registration cannot drift apart.
 struct Registrar<'a>(&'a mut Registry);
@@ -72,6 +79,8 @@ pub struct Metrics {
     logins_without_refresh_token: Family<IdpLabel, Counter>,
     stream_version: Gauge,
     state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    connections_closed: Family<ReasonLabel, Counter>,
+    rate_limited: Family<EndpointLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +127,12 @@ impl Metrics {
                 Gauge::default(),
             ),
             state_age: add.metric("state_age_seconds", STATE_AGE_SECONDS, Gauge::default()),
+            connections_closed: add.metric(
+                "connections_closed",
+                CONNECTIONS_CLOSED,
+                Family::default(),
+            ),
+            rate_limited: add.metric("rate_limited", RATE_LIMITED, Family::default()),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
@@ -241,6 +256,22 @@ impl Metrics {
         self.stream_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         self.state_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
+    }
+
+    /// Counts a connection the server closed itself.
+    pub fn connection_closed(&self, reason: portcullis_runtime::server::Closed) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a login request refused by the rate limit; `endpoint` is one of a fixed set.
+    pub fn rate_limited(&self, endpoint: &'static str) {
+        self.rate_limited
+            .get_or_create(&EndpointLabel { endpoint })
+            .inc();
     }
 
     /// The text exposition format.

@@ -6,6 +6,9 @@
 //! - `/.portcullis/*` on an app host is the gateway's own (hand-off); it never reaches an
 //!   upstream;
 //! - everything else is a protected request: check, then proxy.
+//!
+//! Every login endpoint, on the auth host and on app hosts, is rate-limited per client before
+//! anything else is done for it ([`login_limited`]).
 
 use crate::{
     access_log,
@@ -19,7 +22,7 @@ use axum::{
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use http::{StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use portcullis_core::CanonicalPath;
 use std::{net::SocketAddr, time::Instant};
 
@@ -76,6 +79,9 @@ async fn dispatch(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response
         Err(problem) => return problem.into_response(),
     };
     if host == gateway.settings().auth_host {
+        if let Some(refused) = login_limited(gateway, peer, &req, AUTH_HOST_LOGIN) {
+            return refused;
+        }
         return auth_host::handle(gateway, req).await;
     }
     let path = match CanonicalPath::parse(req.uri().path()) {
@@ -83,8 +89,17 @@ async fn dispatch(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response
         Err(error) => return Problem::bad_request("bad_path", error.to_string()).into_response(),
     };
     if path.as_str() == "/.portcullis" || path.as_str().starts_with("/.portcullis/") {
+        if let Some(refused) = login_limited(gateway, peer, &req, APP_HOST_LOGIN) {
+            return refused;
+        }
         return match path.as_str() {
-            "/.portcullis/handoff" => handoff::handoff(gateway, &host, &req).into_response(),
+            "/.portcullis/handoff" => {
+                // Only the head: holding the body across the redemption would make this !Send.
+                let (head, _body) = req.into_parts();
+                handoff::handoff(gateway, &host, &head)
+                    .await
+                    .into_response()
+            }
             "/.portcullis/begin" => handoff::begin(gateway, &host, &req),
             "/.portcullis/logout" => logout::app_host(gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {
@@ -99,4 +114,49 @@ async fn dispatch(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response
         };
     }
     proxy_mode::protected(gateway, peer, host, path, req).await
+}
+
+/// The auth host's login endpoints, by path, with their metric label.
+const AUTH_HOST_LOGIN: &[(&str, &str)] = &[
+    ("/.portcullis/start", "start"),
+    ("/.portcullis/callback", "callback"),
+    ("/.portcullis/logout", "logout"),
+    ("/.portcullis/logged-out", "logged_out"),
+];
+
+/// An app host's login endpoints, by path, with their metric label.
+const APP_HOST_LOGIN: &[(&str, &str)] = &[
+    ("/.portcullis/handoff", "handoff"),
+    ("/.portcullis/begin", "begin"),
+    ("/.portcullis/logout", "app_logout"),
+];
+
+/// A 429 with `Retry-After` when `req` is for one of `endpoints` and its client has used up its
+/// login rate; the client is who [`client_ip`] says (a trusted proxy's `X-Forwarded-For`,
+/// otherwise the peer).
+fn login_limited(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    req: &Request,
+    endpoints: &[(&str, &'static str)],
+) -> Option<Response> {
+    let path = req.uri().path();
+    let (_, endpoint) = endpoints.iter().find(|(p, _)| *p == path)?;
+    let client = client_ip(gateway.settings(), peer.ip(), req.headers());
+    let wait = gateway
+        .login_limit()
+        .take(client, std::time::Instant::now())
+        .err()?;
+    gateway.metrics().rate_limited(endpoint);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many sign-in requests from your address. Please wait a moment and try again.",
+    )
+    .into_response();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    Some(response)
 }

@@ -1,6 +1,7 @@
 //! The gateway's fixed settings: where browsers reach it and whom it believes. Read by every
 //! layer, so it sits at the bottom with the other building blocks.
 
+use crate::rate_limit::Rate;
 use ipnet::IpNet;
 use portcullis_core::Host;
 use std::{net::IpAddr, time::Duration};
@@ -15,6 +16,8 @@ pub struct Settings {
     pub sso_lifetime: Duration,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The per-client rate limit of the login endpoints.
+    pub login_rate: Rate,
     pub access_log: AccessLogSettings,
 }
 

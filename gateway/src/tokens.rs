@@ -73,6 +73,12 @@ pub struct LoginClaims {
     /// When re-authentication was forced: the earliest acceptable `auth_time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<u64>,
+    /// The session id this login will have, chosen when it starts: its `AccessSession` is
+    /// created under this name, so one login state yields at most one session on every replica
+    /// (a second callback with the same state finds the name taken). Absent only in login
+    /// cookies issued before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     pub iat: u64,
     pub exp: u64,
 }

@@ -163,6 +163,7 @@ async fn harness_with_session(
             issued_at: start,
             expires_at: start + 3600,
             sealed_refresh_token,
+            attempt: "test",
         })
         .await
         .expect("recorded");
@@ -208,6 +209,13 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         sso_lifetime: std::time::Duration::from_secs(3600),
         trusted_proxies: vec!["10.9.0.0/16".parse().expect("cidr")],
         access_log: Default::default(),
+        // Generous: these tests make many login requests from one address; the limit itself
+        // is tested in `limits.rs`.
+        login_rate: portcullis_gateway::rate_limit::Rate {
+            per_second: 1000.0,
+            burst: 1000,
+            clients: 1000,
+        },
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
     let gateway = Gateway::with_sessions(
@@ -1679,6 +1687,7 @@ async fn a_spent_login_state_is_cleared_on_errors_too() {
         rd: "https://myserver.portcullis.test:8443/wordpress".into(),
         bind: portcullis_gateway::login::bind::digest(BIND_NONCE),
         not_before: None,
+        sid: None,
         iat: now,
         exp: now + 600,
     };
@@ -1701,6 +1710,19 @@ async fn a_spent_login_state_is_cleared_on_errors_too() {
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.starts_with(&format!("{name}=;")) && v.contains("Max-Age=0"));
         assert!(cleared, "{query}: the login state was not cleared");
+    }
+    // Spent by its first callback: the same state with a kept copy of its cookie is refused
+    // before anything else, whatever the callback carries.
+    for query in ["code=c1", "error=access_denied", "code=c2"] {
+        let reply = h
+            .get(
+                AUTH,
+                &format!("/.portcullis/callback?state={state}&{query}"),
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.body.contains("login_used"), "{query}: {}", reply.body);
     }
 }
 

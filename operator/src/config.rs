@@ -1,7 +1,7 @@
 //! Command-line configuration; every flag has an environment variable.
 
 use clap::Parser;
-use portcullis_runtime::parse_duration;
+use portcullis_runtime::{parse_duration, server::ConnectionLimits};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Portcullis operator: streams the access state to the gateway fleet and reconciles the
@@ -77,6 +77,9 @@ pub struct Args {
     /// URL; default: the advertised URL's host.
     #[arg(long, env = "PORTCULLIS_PEER_SERVER_NAME")]
     pub peer_server_name: Option<String>,
+    /// Bounds on every connection of both listeners.
+    #[clap(flatten)]
+    pub connections: ConnectionLimits,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

@@ -82,6 +82,7 @@ pub struct Metrics {
     status_failures: Family<KindLabel, Counter>,
     sessions_collected: Counter,
     relays: Family<KindLabel, Counter>,
+    connections_closed: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -129,6 +130,12 @@ impl Metrics {
                 r,
                 "peer_relays",
                 "Relays of gateway facts to the leader, by outcome",
+            ),
+            connections_closed: registered(
+                r,
+                "connections_closed",
+                "Connections the operator closed itself (client_limit, handshake_timeout, \
+                 header_timeout, idle)",
             ),
             // Replaced below, once the metrics no longer borrow the registry.
             registry: Arc::new(Mutex::new(Registry::default())),
@@ -188,6 +195,14 @@ impl Metrics {
     pub fn relay(&self, outcome: RelayOutcome) {
         let kind = outcome.label();
         self.relays.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts a connection the server closed itself.
+    pub fn connection_closed(&self, reason: portcullis_runtime::server::Closed) {
+        let kind = reason.label();
+        self.connections_closed
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// The text exposition format.

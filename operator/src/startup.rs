@@ -279,21 +279,25 @@ impl Replica {
             gateways: self.gateways.clone(),
             metrics: self.metrics.clone(),
         });
+        let serving = |tls| {
+            let metrics = self.metrics.clone();
+            server::Serving {
+                tls,
+                on_close: Arc::new(move |reason| metrics.connection_closed(reason)),
+                ..server::Serving::plain(args.connections.clone(), DRAIN, server::PeerAddr)
+            }
+        };
         let main = tokio::spawn(server::serve(
             listener,
-            Some(tls),
             api,
             signal.clone(),
-            DRAIN,
-            server::PeerAddr,
+            serving(Some(tls)),
         ));
         let ops = tokio::spawn(server::serve(
             ops_listener,
-            None,
             ops,
             signal.clone(),
-            DRAIN,
-            server::PeerAddr,
+            serving(None),
         ));
         Ok((main, ops))
     }

@@ -1,31 +1,32 @@
-//! Serving a router: HTTPS (HTTP/1.1 and h2 by ALPN) or plain HTTP, with graceful shutdown.
-//! Every request carries the peer's address as an extension the caller chooses.
+//! Serving a router: HTTPS (HTTP/1.1 and h2 by ALPN) or plain HTTP, with graceful shutdown,
+//! and every connection bounded ([`limits`]): handshake, request-head and idle timeouts, a
+//! request-head size and a per-client connection limit. Every request carries the peer's
+//! address as an extension the caller chooses.
+
+mod connection;
+pub mod limits;
+
+pub use limits::{Closed, ConnectionLimits, OnClose, client_key};
 
 use crate::shutdown::Signal;
 use axum::Router;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{
-        conn::auto,
-        graceful::{GracefulShutdown, Watcher},
-    },
-    service::TowerToHyperService,
-};
+use connection::Connection;
 use rustls::{
     ServerConfig, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
 };
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
-use tokio::net::{TcpListener, TcpStream};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 /// The peer's address, as a request extension, for routers that need nothing more specific.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -62,22 +63,54 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError
     Ok(Arc::new(config))
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is given, until `shutdown` fires; then
-/// stops accepting and gives open connections `drain` to finish. Each request gets
-/// `peer(address)` as an extension.
+/// How a listener serves its connections.
+pub struct Serving<E> {
+    /// TLS, or plain HTTP when `None`.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub limits: ConnectionLimits,
+    /// How long open connections may finish their requests after shutdown starts.
+    pub drain: Duration,
+    /// The extension every request gets, made from the peer's address.
+    pub peer_extension: fn(SocketAddr) -> E,
+    /// Peers not held to the per-client connection limit (proxies that carry many clients).
+    pub unlimited: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// Told of each connection the server closes itself.
+    pub on_close: OnClose,
+}
+
+impl<E> Serving<E> {
+    /// Plain HTTP with `limits`, every peer limited, closes not counted.
+    pub fn plain(
+        limits: ConnectionLimits,
+        drain: Duration,
+        peer_extension: fn(SocketAddr) -> E,
+    ) -> Self {
+        Self {
+            tls: None,
+            limits,
+            drain,
+            peer_extension,
+            unlimited: Arc::new(|_| false),
+            on_close: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// Serves `router` on `listener` as `serving` says until `shutdown` fires; then stops
+/// accepting and gives open connections `serving.drain` to finish.
 pub async fn serve<E>(
     listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
     router: Router,
     mut shutdown: Signal,
-    drain: Duration,
-    peer_extension: fn(SocketAddr) -> E,
+    serving: Serving<E>,
 ) where
     E: Clone + Send + Sync + 'static,
 {
-    let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let acceptor = serving.tls.clone().map(TlsAcceptor::from);
+    let builder = serving.limits.builder();
+    let per_client = limits::PerClient::new(serving.limits.max_connections_per_client);
+    let limits = Arc::new(serving.limits.clone());
+    let (alive, watching) = watch::channel(());
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, tls = acceptor.is_some(), "listening");
     }
@@ -93,14 +126,25 @@ pub async fn serve<E>(
             },
             () = shutdown.wait() => break,
         };
+        let Some(slot) = admit(&serving, &per_client, peer) else {
+            // Dropped unanswered: the client already holds all it may.
+            continue;
+        };
         let connection = Connection {
             builder: builder.clone(),
-            watcher: graceful.watcher(),
+            limits: limits.clone(),
             peer,
+            peer_extension: serving.peer_extension,
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+            on_close: serving.on_close.clone(),
+            slot,
+            alive: watching.clone(),
         };
-        connection.spawn(stream, acceptor.clone(), &router, peer_extension);
+        connection.spawn(stream, acceptor.clone());
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drop(watching);
+    if tokio::time::timeout(serving.drain, alive.closed())
         .await
         .is_err()
     {
@@ -108,70 +152,20 @@ pub async fn serve<E>(
     }
 }
 
-/// One accepted connection, served on a task of its own and watched for graceful shutdown.
-struct Connection {
-    builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+/// The place of a new connection from `peer` under the per-client limit (`Some(None)`: not
+/// limited), or `None` (counted) when its client already holds the most it may.
+fn admit<E>(
+    serving: &Serving<E>,
+    per_client: &Arc<limits::PerClient>,
     peer: SocketAddr,
-}
-
-impl Connection {
-    /// Serves `router` on `stream` (after a TLS handshake when `acceptor` is given), every
-    /// request carrying `peer_extension(peer)`.
-    fn spawn<E>(
-        self,
-        stream: TcpStream,
-        acceptor: Option<TlsAcceptor>,
-        router: &Router,
-        peer_extension: fn(SocketAddr) -> E,
-    ) where
-        E: Clone + Send + Sync + 'static,
-    {
-        let _ = stream.set_nodelay(true);
-        let Self {
-            builder,
-            watcher,
-            peer,
-        } = self;
-        let service =
-            router
-                .clone()
-                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer_extension(peer));
-                    req
-                });
-        let service = TowerToHyperService::new(service);
-        match acceptor {
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    log_end(peer, watcher.watch(conn.into_owned())).await;
-                });
-            }
-            None => {
-                tokio::spawn(async move {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    log_end(peer, watcher.watch(conn.into_owned())).await;
-                });
-            }
-        }
+) -> Option<Option<limits::Slot>> {
+    if (serving.unlimited)(peer.ip()) {
+        return Some(None);
     }
-}
-
-/// Awaits a served connection and logs it when it ended with an error.
-async fn log_end<Error: std::fmt::Display>(
-    peer: SocketAddr,
-    connection: impl Future<Output = Result<(), Error>>,
-) {
-    if let Err(error) = connection.await {
-        debug!(%peer, %error, "connection ended with an error");
+    let slot = per_client.admit(peer.ip());
+    if slot.is_none() {
+        debug!(%peer, "connection refused: per-client limit");
+        (serving.on_close)(Closed::ClientLimit);
     }
+    slot
 }

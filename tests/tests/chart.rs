@@ -1334,6 +1334,80 @@ fn keep_off_renders_no_keep_annotation_and_crds_off_renders_no_crds() -> Result<
     Ok(())
 }
 
+/// The connection and login-rate values reach each component as flags, and the real binaries
+/// take those flags: a flag renamed on one side, or a value rendered in a form clap refuses
+/// (`1e+06`), fails here rather than in a crash-looping pod.
+#[test]
+fn connection_and_rate_values_become_flags_the_binaries_take() -> Result<()> {
+    let chart = chart().display().to_string();
+    let values = example_values("traefik");
+    let mut args = vec!["template", "t", &chart, "-f", &values];
+    for set in [
+        "gateway.connections.idleTimeout=90s",
+        "gateway.connections.maxConnectionsPerClient=0",
+        "gateway.loginRateLimit.clients=2000000",
+        "operator.connections.headerReadTimeout=3s",
+        "operator.connections.maxRequestHeadBytes=131072",
+    ] {
+        args.extend(["--set", set]);
+    }
+    // `--set` makes `0.5` a string; a values file or `--set-json` keeps it a number.
+    args.extend(["--set-json", "gateway.loginRateLimit.perSecond=0.5"]);
+    let rendered = run_ok(Tool::Helm, &args, "", None)?;
+    let deployment = |component: &str| -> Result<Vec<String>> {
+        let doc = split_documents(&rendered)
+            .into_iter()
+            .find(|d| {
+                d.contains("kind: Deployment")
+                    && d.contains(&format!("name: t-portcullis-{component}\n"))
+            })
+            .with_context(|| format!("no {component} Deployment"))?;
+        args_of(&serde_saphyr::from_str(&doc)?)
+    };
+    let gateway = deployment("gateway")?;
+    let operator = deployment("operator")?;
+    for (component, args, expected) in [
+        ("gateway", &gateway, "--idle-timeout=90s"),
+        ("gateway", &gateway, "--max-connections-per-client=0"),
+        ("gateway", &gateway, "--header-read-timeout=10s"),
+        ("gateway", &gateway, "--login-rate-limit=0.5"),
+        ("gateway", &gateway, "--login-rate-burst=50"),
+        ("gateway", &gateway, "--login-rate-clients=2000000"),
+        ("operator", &operator, "--header-read-timeout=3s"),
+        ("operator", &operator, "--max-request-head-bytes=131072"),
+        ("operator", &operator, "--tls-handshake-timeout=10s"),
+    ] {
+        ensure!(
+            args.iter().any(|a| a == expected),
+            "{component} lacks {expected}: {args:?}"
+        );
+    }
+    // Each binary parses its rendered flags: it gets past the command line (exit status 2
+    // is clap's refusal) and fails later, on the files it cannot find outside a pod.
+    for (binary, args) in [
+        ("portcullis-gateway", &gateway),
+        ("portcullis-operator", &operator),
+    ] {
+        let path = portcullis_tests::fsutil::sibling_binary(binary)?;
+        let out = Command::new(&path)
+            .args(args)
+            .env_clear()
+            .env("POD_NAME", "chart-test")
+            .stdin(Stdio::null())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() != Some(2) && !stderr.contains("Usage:"),
+            "{binary} refused the chart's flags: {stderr}"
+        );
+        ensure!(
+            !out.status.success(),
+            "{binary} ran outside a pod: {stderr}"
+        );
+    }
+    Ok(())
+}
+
 /// docs/ingress/*.md show the example files byte for byte, so the manifests users copy are the
 /// ones the tests above validate.
 #[test]

@@ -1611,8 +1611,17 @@ const GATEWAY_LAYERS: &[&[&str]] = &[
     &["sessions"],
     &["state"],
     &[
-        "idp", "http", "proxy", "metrics", "tokens", "cookies", "clock", "settings", "config",
+        "idp",
+        "http",
+        "proxy",
+        "metrics",
+        "tokens",
+        "cookies",
+        "clock",
+        "settings",
+        "config",
         "hex",
+        "rate_limit",
     ],
 ];
 

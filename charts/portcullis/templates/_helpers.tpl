@@ -172,3 +172,16 @@ podAntiAffinity:
 {{- fail "operator.terminationGracePeriodSeconds must be at least operator.preStopSleepSeconds + 10: the operator needs a few seconds after SIGTERM to flush status and release its Lease" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Connection-limit flags of a component (gateway or operator), from its `connections` values.
+*/}}
+{{- define "portcullis.connectionArgs" -}}
+- --tls-handshake-timeout={{ .tlsHandshakeTimeout }}
+- --header-read-timeout={{ .headerReadTimeout }}
+- --idle-timeout={{ .idleTimeout }}
+- --max-request-head-bytes={{ int64 .maxRequestHeadBytes }}
+- --max-connections-per-client={{ int64 .maxConnectionsPerClient }}
+- --http2-keepalive-interval={{ .http2KeepaliveInterval }}
+- --http2-keepalive-timeout={{ .http2KeepaliveTimeout }}
+{{- end }}

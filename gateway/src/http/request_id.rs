@@ -72,6 +72,11 @@ mod tests {
             public_port: 443,
             sso_lifetime: std::time::Duration::from_secs(60),
             trusted_proxies: vec!["10.0.0.0/8".parse().expect("cidr")],
+            login_rate: crate::rate_limit::Rate {
+                per_second: 5.0,
+                burst: 50,
+                clients: 1000,
+            },
             access_log: AccessLogSettings::default(),
         }
     }

@@ -5,15 +5,16 @@
 use crate::{
     clock::now,
     cookies,
-    gateway::Gateway,
+    gateway::{Gateway, SingleUse},
     http::{Problem, query_param, redirect},
+    sessions::Redemption,
     tokens::HandoffClaims,
 };
 use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, request::Parts};
 use portcullis_core::{
     CanonicalPath, Host, Policy, Route,
     token::{AppClaims, TokenKind},
@@ -21,10 +22,12 @@ use portcullis_core::{
 use std::sync::Arc;
 
 /// Redeems a hand-off ticket from the auth host: sets this app's token cookie and sends the
-/// browser on to where it was going.
-pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response, Problem> {
+/// browser on to where it was going. A ticket is used once: remembered on this replica, and
+/// (with session records) redeemed at the source of truth, so no other replica takes it again
+/// ([`crate::sessions::redeemed`]).
+pub async fn handoff(gateway: &Gateway, host: &Host, req: &Parts) -> Result<Response, Problem> {
     let now = now();
-    let ticket = query_param(req.uri(), "ticket")
+    let ticket = query_param(&req.uri, "ticket")
         .ok_or_else(|| Problem::bad_request("missing_ticket", "Missing ticket."))?;
     let claims: Arc<HandoffClaims> =
         gateway
@@ -39,7 +42,7 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response
                     "This sign-in link is invalid or has expired.",
                 )
             })?;
-    if !crate::login::bind::holds(req.headers(), &claims.bind) {
+    if !crate::login::bind::holds(&req.headers, &claims.bind) {
         return Err(Problem::bad_request(
             "wrong_browser",
             "This sign-in link was started in another browser. Please open the application again.",
@@ -60,14 +63,44 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response
         Some(Route::Policy(policy)) if policy.id.to_string() == claims.aud => policy,
         _ => return Err(Problem::forbidden("policy_changed")),
     };
-    if !gateway.redeem(&claims.jti, claims.exp, now) {
-        return Err(Problem::bad_request(
-            "ticket_used",
-            "This sign-in link was already used.",
-        ));
+    if !gateway.spend(SingleUse::HandoffTicket, &claims.jti, claims.exp, now) {
+        return Err(ticket_used());
     }
+    redeem_everywhere(gateway, &claims, now).await?;
     let cookie = app_token_cookie(gateway, &policy, &claims, now)?;
     Ok(redirect(&claims.rd, vec![cookie]))
+}
+
+/// Redeems the ticket at the session store, so that no replica accepts it again; without
+/// session records (one standalone replica) this replica's memory is all there is.
+async fn redeem_everywhere(
+    gateway: &Gateway,
+    claims: &HandoffClaims,
+    now: u64,
+) -> Result<(), Problem> {
+    let Some(recorder) = gateway.sessions() else {
+        return Ok(());
+    };
+    match recorder
+        .redeem_handoff(&claims.sid, &claims.jti, claims.exp, now)
+        .await
+    {
+        Redemption::Redeemed => Ok(()),
+        Redemption::Replayed => Err(ticket_used()),
+        Redemption::SessionEnded => Err(Problem::bad_request(
+            "session_ended",
+            "This sign-in has ended. Please open the application again.",
+        )),
+        Redemption::Unavailable => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "handoff_unavailable",
+            "Your sign-in could not be completed right now. Please open the application again in a moment.",
+        )),
+    }
+}
+
+fn ticket_used() -> Problem {
+    Problem::bad_request("ticket_used", "This sign-in link was already used.")
 }
 
 /// The app token cookie for `policy` minted from a redeemed hand-off ticket.

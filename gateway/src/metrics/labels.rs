@@ -15,6 +15,11 @@ pub(super) struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct EndpointLabel {
+    pub(super) endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct IdpLabel {
     pub(super) idp: String,
 }

@@ -47,7 +47,7 @@ impl SessionStore for ApiStore {
             let merge = Patch::Merge(&body);
             let written = match patch.part {
                 Part::Status => self.api.patch_status(sid, &params, &merge).await,
-                Part::Spec => self.api.patch(sid, &params, &merge).await,
+                Part::Spec | Part::Metadata => self.api.patch(sid, &params, &merge).await,
             };
             written
                 .map(|object| object.metadata.resource_version)

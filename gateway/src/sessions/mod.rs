@@ -12,7 +12,8 @@
 //!
 //! The objects live in a [`store::SessionStore`]: the API server ([`api_store`]) or, in
 //! standalone mode, the gateway's own records ([`file_store`]). [`record`] writes a login and
-//! its revocation, [`claim`] the single-flight refresh claim and its outcome, and [`refresh`]
+//! its revocation, [`redeemed`] the fleet-wide single use of hand-off tickets, [`claim`] the
+//! single-flight refresh claim and its outcome, and [`refresh`]
 //! is the background task that confirms sessions with their identity provider; [`seal`] keeps
 //! refresh tokens unreadable in the records.
 
@@ -20,10 +21,12 @@ pub mod api_store;
 pub mod claim;
 pub mod file_store;
 pub mod record;
+pub mod redeemed;
 pub mod refresh;
 pub mod seal;
 pub mod store;
 
 pub use claim::{Claimed, FinishError, HeldClaim, RefreshClaim, RefreshOutcome};
 pub use record::{Liveness, NewSession, RecordError, SessionRecorder, user_label};
+pub use redeemed::Redemption;
 pub use store::{SessionStore, StoreError};

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tracing::warn;
 
 /// Attempts to create a session record before giving up.
-const ATTEMPTS: u32 = 4;
+pub(super) const ATTEMPTS: u32 = 4;
 /// First pause between attempts; doubled each time (0.2 + 0.4 + 0.8 s at most).
 pub(super) const BACKOFF: Duration = Duration::from_millis(200);
 
@@ -41,7 +41,14 @@ pub struct NewSession<'a> {
     pub expires_at: u64,
     /// The refresh token, already sealed for this session (see [`super::seal`]).
     pub sealed_refresh_token: Option<String>,
+    /// A random value of this one attempt to record the login, kept on the object: a create
+    /// that finds the name taken by an object with the same value is this attempt's own (an
+    /// answer lost on the way), any other is a second login under the same id.
+    pub attempt: &'a str,
 }
+
+/// The annotation holding [`NewSession::attempt`].
+pub const ATTEMPT_ANNOTATION: &str = "access.portcullis.dev/login-attempt";
 
 /// Why a login could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +110,12 @@ impl SessionRecorder {
     async fn create(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
         let object = build(session)?;
         match retry(|| self.store.create(&object)).await {
-            // Our own earlier attempt got through and its answer was lost: the same login.
+            // Our own earlier attempt got through and its answer was lost: the same login. An
+            // object made by another attempt (another callback of the same login state, on
+            // this replica or another) is a collision, never adopted.
             Err(RecordError::Refused(StoreError::Conflict)) => {
                 match self.store.get(session.sid).await {
-                    Ok(Some(existing)) if existing.spec.subject == session.subject => Ok(()),
+                    Ok(Some(existing)) if attempt_of(&existing) == Some(session.attempt) => Ok(()),
                     Ok(_) => Err(RecordError::Collision(session.sid.to_owned())),
                     Err(error) => Err(RecordError::Unavailable(error)),
                 }
@@ -243,6 +252,10 @@ fn build(session: &NewSession<'_>) -> Result<AccessSession, RecordError> {
         metadata: ObjectMeta {
             name: Some(session.sid.to_owned()),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                ATTEMPT_ANNOTATION.to_owned(),
+                session.attempt.to_owned(),
+            )])),
             ..ObjectMeta::default()
         },
         spec: AccessSessionSpec {
@@ -257,6 +270,16 @@ fn build(session: &NewSession<'_>) -> Result<AccessSession, RecordError> {
         },
         status: None,
     })
+}
+
+/// The login attempt that created `session`.
+fn attempt_of(session: &AccessSession) -> Option<&str> {
+    session
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ATTEMPT_ANNOTATION)
+        .map(String::as_str)
 }
 
 fn is_label_value(value: &str) -> bool {

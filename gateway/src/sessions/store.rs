@@ -5,7 +5,7 @@
 //! which one it talks to.
 
 use futures::future::BoxFuture;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use portcullis_crds::{AccessSession, session::AccessSessionStatus, session::RefreshStatus};
 
 /// A store of `AccessSession` objects.
@@ -56,6 +56,8 @@ impl StoreError {
 pub enum Part {
     Spec,
     Status,
+    /// The object's metadata (annotations), written through the main resource.
+    Metadata,
 }
 
 impl Part {
@@ -64,6 +66,7 @@ impl Part {
         match self {
             Self::Spec => "spec",
             Self::Status => "status",
+            Self::Metadata => "metadata",
         }
     }
 }
@@ -126,17 +129,18 @@ impl SessionPatch {
     /// `metadata` when unconditioned.
     pub fn body(&self) -> serde_json::Value {
         let mut body = serde_json::Map::new();
-        if self.resource_version.is_some() {
-            let metadata = ObjectMeta {
-                resource_version: self.resource_version.clone(),
-                ..ObjectMeta::default()
-            };
-            body.insert(
-                "metadata".to_owned(),
-                serde_json::to_value(metadata).unwrap_or_default(),
-            );
-        }
         body.insert(self.part.field().to_owned(), self.change.clone());
+        if let Some(version) = &self.resource_version {
+            let metadata = body
+                .entry("metadata")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let Some(metadata) = metadata.as_object_mut() {
+                metadata.insert(
+                    "resourceVersion".to_owned(),
+                    serde_json::Value::String(version.clone()),
+                );
+            }
+        }
         serde_json::Value::Object(body)
     }
 }

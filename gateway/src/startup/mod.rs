@@ -32,6 +32,7 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
         sso_lifetime: args.auth.sso_lifetime,
         trusted_proxies: args.listen.trusted_proxies(),
         access_log: args.log.access_log(),
+        login_rate: args.login_rate.rate(),
     };
     let extra_ca = args
         .listen

@@ -1,9 +1,10 @@
 //! The gateway's two listeners — the public one (TLS: the auth host and every app host) and the
-//! ops one (health, readiness, metrics) — served until shutdown.
+//! ops one (health, readiness, metrics) — served until shutdown, both with the configured
+//! connection limits.
 
 use crate::{config, gateway::Gateway, http, ops, router, server, shutdown};
 use anyhow::Context as _;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 /// How long open connections may finish their requests after shutdown starts.
@@ -27,21 +28,30 @@ pub(super) async fn spawn(
             ::http::StatusCode::GATEWAY_TIMEOUT,
             listen.request_timeout,
         ));
+    let serving = |tls| {
+        let settings = gateway.settings().clone();
+        let metrics = gateway.metrics().clone();
+        server::Serving {
+            tls,
+            limits: listen.connections.clone(),
+            drain: DRAIN,
+            peer_extension: http::ClientAddr,
+            // A trusted proxy carries many clients; they are limited where they connect.
+            unlimited: Arc::new(move |ip| settings.is_trusted_proxy(ip)),
+            on_close: Arc::new(move |reason| metrics.connection_closed(reason)),
+        }
+    };
     let main = tokio::spawn(server::serve(
         main_listener,
-        Some(tls),
         router,
         signal.clone(),
-        DRAIN,
-        http::ClientAddr,
+        serving(Some(tls)),
     ));
     let ops = tokio::spawn(server::serve(
         ops_listener,
-        None,
-        ops::router(gateway),
+        ops::router(gateway.clone()),
         signal,
-        DRAIN,
-        http::ClientAddr,
+        serving(None),
     ));
     Ok([main, ops])
 }

@@ -7,11 +7,11 @@ use super::{handoff, idp_failure, start::login_cookie, target};
 use crate::{
     clock::now,
     cookies,
-    gateway::Gateway,
+    gateway::{Gateway, SingleUse},
     http::{Problem, query_param},
     idp::VerifiedLogin,
     metrics::SessionWrite,
-    sessions::NewSession,
+    sessions::{NewSession, RecordError},
     tokens::{LoginClaims, SsoClaims},
 };
 use axum::response::{IntoResponse, Response};
@@ -46,16 +46,29 @@ pub(super) async fn callback(gateway: &Gateway, req: &Parts) -> Response {
         .into_response();
     };
     // The login state is spent by this callback, whatever its outcome: cleared on the
-    // response, success or error.
-    let mut response = finish_login(gateway, uri, &login, now)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    // response, success or error, and remembered as spent, so the same state with a kept copy
+    // of its cookie is refused (see `finish_login` for other replicas).
+    let mut response = if gateway.spend(SingleUse::LoginState, &login.state, login.exp, now) {
+        finish_login(gateway, uri, &login, now)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    } else {
+        login_used().into_response()
+    };
     if let Some(clear) = cookies::clear(&name) {
         response
             .headers_mut()
             .append(http::header::SET_COOKIE, clear);
     }
     response
+}
+
+/// The answer to a login state used a second time.
+fn login_used() -> Problem {
+    Problem::bad_request(
+        "login_used",
+        "This sign-in was already completed. Please go back to the application.",
+    )
 }
 
 /// The rest of the callback, once the login state is verified.
@@ -91,7 +104,10 @@ async fn finish_login(
         .await
         .map_err(|error| idp_failure(gateway, &error))?;
     gateway.metrics().login(&login.idp);
-    // A new session id at every login: a session fixed before login is never promoted.
+    // A new session id at every login (chosen when it started, so a second callback with the
+    // same state, on any replica, finds its session name taken): a session fixed before login
+    // is never promoted.
+    let sid = login.sid.clone().unwrap_or_else(crate::hex::random::<16>);
     let session = SsoClaims {
         iss: gateway.issuer().clone(),
         aud: gateway.issuer().clone(),
@@ -99,7 +115,7 @@ async fn finish_login(
         email: verified.email.clone(),
         groups: verified.groups.clone(),
         ext: verified.ext.clone(),
-        sid: crate::hex::random::<16>(),
+        sid,
         idp: login.idp.clone(),
         auth_time: verified.auth_time,
         iat: now,
@@ -133,8 +149,14 @@ async fn record(
         issued_at: session.auth_time,
         expires_at: session.exp,
         sealed_refresh_token: sealed_refresh_token(gateway, session, verified)?,
+        attempt: &crate::hex::random::<16>(),
     };
     if let Err(error) = recorder.record(&record).await {
+        if let RecordError::Collision(_) = error {
+            // Another callback of this very login (the same state) already made the session.
+            warn!(sid = %session.sid, "a login state was used twice; refused");
+            return Err(login_used());
+        }
         warn!(%error, "could not record the session");
         gateway.metrics().session_write_failed(SessionWrite::Record);
         return Err(Problem::new(

@@ -164,6 +164,8 @@ async fn to_provider(
         rd: login.rd,
         not_before: login.not_before,
         bind: login.bind,
+        // A new session id at every login: a session fixed before login is never promoted.
+        sid: Some(crate::hex::random::<16>()),
         iat: now,
         exp: now + LOGIN_TIMEOUT_SECS,
     };

@@ -26,8 +26,10 @@ fn a_login_is_an_access_session_with_its_labels() {
         issued_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
+        attempt: "a1",
     };
     let session = build(&login).expect("valid times");
+    assert_eq!(attempt_of(&session), Some("a1"));
     let labels = session.metadata.labels.expect("labels");
     assert_eq!(labels[USER_LABEL], user_label("alice"));
     assert_eq!(labels[IDENTITY_PROVIDER_LABEL], "dex");
@@ -38,4 +40,32 @@ fn a_login_is_an_access_session_with_its_labels() {
         ..login
     };
     assert!(matches!(build(&far), Err(RecordError::Time)));
+}
+
+#[tokio::test]
+async fn a_second_login_under_the_same_id_is_a_collision_not_a_retry() {
+    let recorder = SessionRecorder::local(
+        crate::sessions::file_store::LocalStore::open(None).expect("in-memory store"),
+    );
+    let start = crate::clock::now();
+    let login = |attempt| NewSession {
+        sid: "0123456789abcdef0123456789abcdef",
+        subject: "alice",
+        email: None,
+        groups: &[],
+        identity_provider: "dex",
+        issued_at: start,
+        expires_at: start + 3600,
+        sealed_refresh_token: None,
+        attempt,
+    };
+    recorder.record(&login("first")).await.expect("recorded");
+    // The same attempt again (its answer was lost): the same login.
+    recorder.record(&login("first")).await.expect("idempotent");
+    // Another attempt under the same id (the same login state used twice), for the same user
+    // or another: refused.
+    assert!(matches!(
+        recorder.record(&login("second")).await,
+        Err(RecordError::Collision(_))
+    ));
 }
