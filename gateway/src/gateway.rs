@@ -7,7 +7,7 @@ use crate::{
     idp::Providers,
     metrics::Metrics,
     proxy::Proxy,
-    sessions::{SessionRecorder, refresh::Refresher},
+    sessions::{SessionRecorder, pending::PendingRevocations, refresh::Refresher},
     state::{Snapshot, session_index::SessionIndex},
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
 };
@@ -65,6 +65,8 @@ struct Inner {
     session_index: Option<watch::Receiver<Arc<SessionIndex>>>,
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
     refresher: Option<Arc<Refresher>>,
+    /// Logout revocations waiting for the API server.
+    pending_revocations: Option<Arc<PendingRevocations>>,
     /// Hand-off tickets already redeemed on this replica, until they expire.
     redeemed: Mutex<HashMap<String, u64>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
@@ -105,6 +107,8 @@ parts! {
     pub(crate) session_index: Option<watch::Receiver<Arc<SessionIndex>>>;
     /// Confirms active sessions with their identity provider (cluster mode with a session key).
     pub(crate) refresher: Option<Arc<Refresher>>;
+    /// Logout revocations waiting for the API server (when logins are recorded).
+    pub(crate) pending_revocations: Option<Arc<PendingRevocations>>;
 }
 
 impl Gateway {
@@ -134,6 +138,9 @@ impl Gateway {
             None => (None, None, None),
         };
         let issuer = settings.issuer();
+        let pending_revocations = sessions
+            .as_ref()
+            .map(|recorder| PendingRevocations::new(recorder.clone(), metrics.clone()));
         Self(Arc::new(Inner {
             app_tokens: Verifier::new(
                 keys.clone(),
@@ -159,6 +166,7 @@ impl Gateway {
             sessions,
             session_index,
             refresher,
+            pending_revocations,
             redeemed: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
         }))

@@ -23,6 +23,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IdpLabel {
     idp: String,
 }
@@ -167,8 +172,20 @@ const STATE_VERSION: &str = "Version of the access state being enforced";
 const OPERATOR_STREAM_VERSION: &str =
     "Version of the operator's state stream last applied (cluster mode)";
 const STATE_AGE_SECONDS: &str = "\
-    Time since the last frame from the operator, heartbeats included (cluster mode; -1 before \
-    the first)";
+    Time since the state was last proved current: by a frame from the operator (heartbeats \
+    included) or by the API-server fallback (cluster mode; -1 before the first)";
+const STATE_BEHIND: &str = "\
+    1 while the state is older than --state-stale-after (alert on it; readiness does not \
+    change unless --refuse-stale-state)";
+const PENDING_REVOCATIONS: &str = "\
+    Logout revocations waiting for the API server (the users are signed out already; written, \
+    with retries, once it answers)";
+const SESSION_LOOKUPS: &str = "\
+    Sessions the index did not know, asked about at the API server, by outcome: found, absent, \
+    failed";
+const STATE_SOURCE: &str = "\
+    1 for the path the state follows now: operator_stream, or api_server (the gateway's own \
+    watch while the operator's stream is unavailable)";
 
 /// Registers each metric as it is built, so a field and its registration cannot drift apart.
 struct Registrar<'a>(&'a mut Registry);
@@ -202,6 +219,10 @@ pub struct Metrics {
     logins_without_refresh_token: Family<IdpLabel, Counter>,
     stream_version: Gauge,
     state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    state_behind: Gauge,
+    state_source: Family<SourceLabel, Gauge>,
+    session_lookups: Family<OutcomeLabel, Counter>,
+    pending_revocations: Gauge,
 }
 
 impl Default for Metrics {
@@ -248,6 +269,14 @@ impl Metrics {
                 Gauge::default(),
             ),
             state_age: add.metric("state_age_seconds", STATE_AGE_SECONDS, Gauge::default()),
+            state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
+            state_source: add.metric("state_source", STATE_SOURCE, Family::default()),
+            session_lookups: add.metric("session_lookups", SESSION_LOOKUPS, Family::default()),
+            pending_revocations: add.metric(
+                "pending_revocations",
+                PENDING_REVOCATIONS,
+                Gauge::default(),
+            ),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
@@ -326,11 +355,38 @@ impl Metrics {
             .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
-    /// The operator stream's version and the age of its last frame.
-    pub fn operator_stream(&self, version: u64, age: Option<Duration>) {
+    /// The operator stream's version, the age of the state, whether it is behind and the
+    /// path (`source`) it follows.
+    pub fn operator_stream(
+        &self,
+        version: u64,
+        age: Option<Duration>,
+        behind: bool,
+        source: &'static str,
+    ) {
         self.stream_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         self.state_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
+        self.state_behind.set(i64::from(behind));
+        for path in ["operator_stream", "api_server"] {
+            self.state_source
+                .get_or_create(&SourceLabel { source: path })
+                .set(i64::from(path == source));
+        }
+    }
+
+    /// Counts one question to the API server about an unknown session (`found`, `absent`,
+    /// `failed`).
+    pub fn session_lookup(&self, outcome: &'static str) {
+        self.session_lookups
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// How many logout revocations wait for the API server.
+    pub fn pending_revocations(&self, len: usize) {
+        self.pending_revocations
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

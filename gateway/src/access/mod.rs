@@ -66,6 +66,7 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
         client_ip: subject.client_ip,
         service_token: service_token(snapshot, &policy, subject.headers),
     };
+    let mut unknown = None;
     let (user, reason, ended_sid) = match authenticate(gateway, &policy, subject.headers, now) {
         Ok(user) => (Some(user), LoginReason::LoginRequired, None),
         // The commonest refusal, and nothing to count: no token at all.
@@ -74,13 +75,20 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
             if let Some(rejection) = unauthenticated.rejection() {
                 gateway.metrics().token_rejected(rejection);
             }
+            if let Unauthenticated::SessionUnknown(sid) = &unauthenticated {
+                unknown = Some(sid.clone());
+            }
             let (reason, ended_sid) = unauthenticated.login_reason();
             (None, reason, ended_sid)
         }
     };
     let identity = user.as_ref().map(|u| u.claims.identity());
     let decision = policy.evaluate(&facts, identity.as_ref());
-    authorize(gateway, policy, decision, user, reason, ended_sid, now)
+    let mut outcome = authorize(gateway, policy, decision, user, reason, ended_sid, now);
+    if let Outcome::Login { unknown_sid, .. } = &mut outcome {
+        *unknown_sid = unknown;
+    }
+    outcome
 }
 
 /// The name of the service token presented in `headers`, if both its id and secret match one
@@ -135,6 +143,7 @@ fn authorize(
             policy,
             reason,
             ended_sid,
+            unknown_sid: None,
         },
         Decision::Deny { .. } => Outcome::Deny {
             reason: DenyReason::DeniedByRule,

@@ -67,7 +67,17 @@ pub fn handoff(gateway: &Gateway, host: &Host, req: &Request) -> Result<Response
         ));
     }
     let cookie = app_token_cookie(gateway, &policy, &claims, now)?;
-    Ok(redirect(&claims.rd, vec![cookie]))
+    // A browser sent round again and again ends on a page with a retry link, never a loop.
+    let counted = match crate::login::bounce::count(req.headers()) {
+        crate::login::bounce::Counted::Next(counted) => counted,
+        crate::login::bounce::Counted::Loop => {
+            return Ok(crate::login::bounce::loop_page(&claims.rd));
+        }
+    };
+    Ok(redirect(
+        &claims.rd,
+        std::iter::once(cookie).chain(counted).collect(),
+    ))
 }
 
 /// The app token cookie for `policy` minted from a redeemed hand-off ticket.
