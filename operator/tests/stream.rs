@@ -1366,6 +1366,12 @@ async fn a_gateway_that_stops_acknowledging_stays_counted_as_behind() -> Result<
                 let policy = policy_status(&client, &ns, "apps").await?;
                 let gateways = policy.gateways.map(|g| g.connected);
                 ensure!(gateways == Some(2), "GATEWAYS connected {gateways:?}");
+                // No Event claims enforcement the acknowledgements do not show.
+                let claimed = enforced_events(&client, &ns, &sid).await?;
+                ensure!(
+                    claimed == 0,
+                    "{claimed} EnforcedByAllGateways Event(s) at 1/2"
+                );
                 Ok::<_, anyhow::Error>(sid)
             }
             .await;
@@ -1379,6 +1385,15 @@ async fn a_gateway_that_stops_acknowledging_stays_counted_as_behind() -> Result<
                     let s = sessions.get(&sid).await?.status.unwrap_or_default();
                     let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2");
                     Ok((ok.then_some(()), format!("{s:?}")))
+                },
+            )
+            .await?;
+            wait_for(
+                Duration::from_secs(10),
+                "the EnforcedByAllGateways Event",
+                || async {
+                    let claimed = enforced_events(&client, &ns, &sid).await?;
+                    Ok(((claimed == 1).then_some(()), format!("{claimed} Events")))
                 },
             )
             .await?;
@@ -1523,4 +1538,19 @@ async fn with_the_api_server_down_sessions_work_logins_say_retry_and_logout_land
     );
     drop(fleet);
     stack.stop().await
+}
+
+/// How many `EnforcedByAllGateways` Events name session `sid`.
+async fn enforced_events(client: &Client, ns: &str, sid: &str) -> Result<usize> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("EnforcedByAllGateways")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(sid)
+        })
+        .count())
 }
