@@ -10,9 +10,9 @@
 //! deleted session as ended, to every gateway) and its expiry plus the gateways' clock-skew
 //! allowance (no gateway accepts it after that, revoked or not).
 //!
-//! Only gateways connected to the operator are counted. One that lost its stream keeps enforcing
-//! the last state it received and reports NotReady after its `--state-stale-after` (5 minutes by
-//! default); docs/cli.md states this bound.
+//! Only gateways known to the operator are counted (a silent one stays counted, as behind, for
+//! 120 s). One that lost its stream keeps enforcing the last state it received and follows the
+//! API server itself after a few seconds; docs/cli.md states this.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -109,9 +109,25 @@ pub struct OperatorArgs {
     /// This gateway's name towards the operator (default: `POD_NAME`, else hostname and pid).
     #[arg(long, env = "PORTCULLIS_GATEWAY_ID")]
     pub gateway_id: Option<String>,
-    /// `/readyz` fails when the last frame from the operator (heartbeats included) is older.
+    /// The state counts as behind when neither the operator's stream (heartbeats included)
+    /// nor the API-server fallback proved it current for longer than this: the metric
+    /// `portcullis_gateway_state_behind` says so and a warning is logged. Readiness does not
+    /// change, unless `--refuse-stale-state` is set.
     #[arg(long, env = "PORTCULLIS_STATE_STALE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub state_stale_after: Duration,
+    /// Opt-in: `/readyz` fails while the state is behind (older than `--state-stale-after`).
+    /// Trades availability for freshness: when the whole control plane is unreachable, every
+    /// gateway leaves the Service at once and every protected app is down.
+    #[arg(long, env = "PORTCULLIS_REFUSE_STALE_STATE", default_value_t = false)]
+    pub refuse_stale_state: bool,
+    /// When the operator's stream has been unavailable (disconnected, or silent for three
+    /// heartbeats) this long, the gateway watches AccessSessions and AccessPolicies at the API
+    /// server itself until the stream is back.
+    #[arg(long, env = "PORTCULLIS_API_FALLBACK_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub api_fallback_after: Duration,
+    /// Up to this much longer, at random per gateway, so a fleet does not list at once.
+    #[arg(long, env = "PORTCULLIS_API_FALLBACK_JITTER", default_value = "5s", value_parser = parse_duration)]
+    pub api_fallback_jitter: Duration,
 }
 
 impl OperatorArgs {

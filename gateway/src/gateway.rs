@@ -8,7 +8,7 @@ use crate::{
     metrics::Metrics,
     proxy::Proxy,
     rate_limit::RateLimit,
-    sessions::{SessionRecorder, refresh::Refresher},
+    sessions::{SessionRecorder, pending::PendingRevocations, refresh::Refresher},
     state::{Snapshot, session_index::SessionIndex},
     tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
 };
@@ -78,6 +78,8 @@ struct Inner {
     /// Single-use values (login states, hand-off tickets) already used on this replica, until
     /// they expire.
     spent: Mutex<HashMap<(SingleUse, String), u64>>,
+    /// Logout revocations waiting for the API server.
+    pending_revocations: Option<Arc<PendingRevocations>>,
     /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
     /// token rather than once per request.
     assertions: Mutex<AssertionCache>,
@@ -120,6 +122,8 @@ parts! {
     pub(crate) refresher: Option<Arc<Refresher>>;
     /// The per-client rate limit of the login endpoints.
     pub(crate) login_limit: RateLimit;
+    /// Logout revocations waiting for the API server (when logins are recorded).
+    pub(crate) pending_revocations: Option<Arc<PendingRevocations>>;
 }
 
 impl Gateway {
@@ -149,6 +153,9 @@ impl Gateway {
             None => (None, None, None),
         };
         let issuer = settings.issuer();
+        let pending_revocations = sessions
+            .as_ref()
+            .map(|recorder| PendingRevocations::new(recorder.clone(), metrics.clone()));
         Self(Arc::new(Inner {
             app_tokens: Verifier::new(
                 keys.clone(),
@@ -173,6 +180,7 @@ impl Gateway {
             sessions,
             session_index,
             refresher,
+            pending_revocations,
             spent: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
             login_limit: RateLimit::new(settings.login_rate),

@@ -16,6 +16,7 @@ mod labels;
 pub use labels::{CheckResult, Confirmation, Rejection, SessionWrite};
 use labels::{
     ConfirmationLabel, EndpointLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel,
+    SourceLabel,
 };
 
 // Each metric's help text, as Prometheus shows it.
@@ -39,8 +40,20 @@ const STATE_VERSION: &str = "Version of the access state being enforced";
 const OPERATOR_STREAM_VERSION: &str =
     "Version of the operator's state stream last applied (cluster mode)";
 const STATE_AGE_SECONDS: &str = "\
-    Time since the last frame from the operator, heartbeats included (cluster mode; -1 before \
-    the first)";
+    Time since the state was last proved current: by a frame from the operator (heartbeats \
+    included) or by the API-server fallback (cluster mode; -1 before the first)";
+const STATE_BEHIND: &str = "\
+    1 while the state is older than --state-stale-after (alert on it; readiness does not \
+    change unless --refuse-stale-state)";
+const PENDING_REVOCATIONS: &str = "\
+    Logout revocations waiting for the API server (the users are signed out already; written, \
+    with retries, once it answers)";
+const SESSION_LOOKUPS: &str = "\
+    Sessions the index did not know, asked about at the API server, by outcome: found, absent, \
+    failed";
+const STATE_SOURCE: &str = "\
+    1 for the path the state follows now: operator_stream, or api_server (the gateway's own \
+    watch while the operator's stream is unavailable)";
 
 const CONNECTIONS_CLOSED: &str = "\
     Connections the gateway closed itself: client_limit (the client already held the most it \
@@ -81,6 +94,10 @@ pub struct Metrics {
     state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     connections_closed: Family<ReasonLabel, Counter>,
     rate_limited: Family<EndpointLabel, Counter>,
+    state_behind: Gauge,
+    state_source: Family<SourceLabel, Gauge>,
+    session_lookups: Family<OutcomeLabel, Counter>,
+    pending_revocations: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,6 +150,14 @@ impl Metrics {
                 Family::default(),
             ),
             rate_limited: add.metric("rate_limited", RATE_LIMITED, Family::default()),
+            state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
+            state_source: add.metric("state_source", STATE_SOURCE, Family::default()),
+            session_lookups: add.metric("session_lookups", SESSION_LOOKUPS, Family::default()),
+            pending_revocations: add.metric(
+                "pending_revocations",
+                PENDING_REVOCATIONS,
+                Gauge::default(),
+            ),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
@@ -251,11 +276,38 @@ impl Metrics {
             .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
-    /// The operator stream's version and the age of its last frame.
-    pub fn operator_stream(&self, version: u64, age: Option<Duration>) {
+    /// The operator stream's version, the age of the state, whether it is behind and the
+    /// path (`source`) it follows.
+    pub fn operator_stream(
+        &self,
+        version: u64,
+        age: Option<Duration>,
+        behind: bool,
+        source: &'static str,
+    ) {
         self.stream_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         self.state_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
+        self.state_behind.set(i64::from(behind));
+        for path in ["operator_stream", "api_server"] {
+            self.state_source
+                .get_or_create(&SourceLabel { source: path })
+                .set(i64::from(path == source));
+        }
+    }
+
+    /// Counts one question to the API server about an unknown session (`found`, `absent`,
+    /// `failed`).
+    pub fn session_lookup(&self, outcome: &'static str) {
+        self.session_lookups
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// How many logout revocations wait for the API server.
+    pub fn pending_revocations(&self, len: usize) {
+        self.pending_revocations
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
     /// Counts a connection the server closed itself.

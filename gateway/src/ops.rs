@@ -14,26 +14,37 @@ pub fn router(gateway: Gateway) -> Router {
 }
 
 /// Ready once a snapshot of the access state is loaded: until then the gateway would deny
-/// everyone, and should receive no traffic.
+/// everyone, and should receive no traffic. Once synced it stays ready through any outage of
+/// the control plane (it can still serve correctly, from its last state), unless it opted in
+/// to refuse stale state (`--refuse-stale-state`). The answer names the path the state
+/// follows (`operator_stream` or `api_server`) and its age.
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
-    // Not synced yet, or (cluster mode) the operator stream's last frame is too old.
+    let feed = gateway
+        .session_index()
+        .as_ref()
+        .and_then(|index| index.borrow().feed.clone());
     if let Some(index) = gateway.session_index()
         && let Some(reason) = index.borrow().not_ready()
     {
         return (StatusCode::SERVICE_UNAVAILABLE, reason);
     }
     if snapshot.version == 0 {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no access state yet".to_owned(),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            format!("ok: state version {}", snapshot.version),
-        )
+        );
     }
+    let mut answer = format!("ok: state version {}", snapshot.version);
+    if let Some(feed) = feed {
+        let age = feed.age().map_or(0, |a| a.as_secs());
+        let behind = if feed.behind() { ", behind" } else { "" };
+        answer.push_str(&format!(
+            "; source {}; age {age}s{behind}",
+            feed.path().label()
+        ));
+    }
+    (StatusCode::OK, answer)
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
@@ -42,9 +53,12 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     if let Some(index) = gateway.session_index()
         && let Some(feed) = index.borrow().feed.clone()
     {
-        gateway
-            .metrics()
-            .operator_stream(feed.stream_version(), feed.age());
+        gateway.metrics().operator_stream(
+            feed.stream_version(),
+            feed.age(),
+            feed.behind(),
+            feed.path().label(),
+        );
     }
     (
         [(

@@ -103,7 +103,7 @@ async fn dispatch(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response
             "/.portcullis/begin" => handoff::begin(gateway, &host, &req),
             "/.portcullis/logout" => logout::app_host(gateway, &host, &req),
             "/.portcullis/session" | "/.portcullis/session/extend" => {
-                session_endpoint::handle(gateway, peer, &host, &req)
+                session_endpoint::handle(gateway, peer, &host, req).await
             }
             _ => Problem::new(
                 StatusCode::NOT_FOUND,

@@ -1771,3 +1771,120 @@ async fn every_surface_refuses_through_one_mapping_and_counts_the_check() {
     // Every check above was counted, the session endpoint's included.
     assert_eq!(checks(&h) - before, 5);
 }
+
+/// Cluster-mode session services whose API server is unreachable (a closed port: the real
+/// client fails at once), with a merged state that knows `sid` of subject `subject` as live.
+async fn cluster_services_without_api_server(
+    sid: &str,
+    subject: &str,
+) -> portcullis_gateway::gateway::SessionServices {
+    use portcullis_gateway::{
+        gateway::SessionServices,
+        sessions::SessionRecorder,
+        state::{feed::Feed, merger::Shared, session_index::SessionIndex},
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let closed = portcullis_tests::process::free_port().expect("port");
+    let config = kube::Config::new(format!("https://127.0.0.1:{closed}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let (state_tx, _state) = watch::channel(Arc::new(Snapshot::default()));
+    let (index_tx, index) = watch::channel(Arc::new(SessionIndex::default()));
+    let feed = Arc::new(Feed::new(std::time::Duration::from_secs(30), false));
+    let shared = Shared::new(
+        portcullis_protocol::FleetState::new(30),
+        Arc::new(|_: &str| true),
+        feed,
+        state_tx,
+        index_tx,
+    );
+    let live = portcullis_protocol::SessionEntry {
+        sid: sid.into(),
+        subject: subject.into(),
+        expires_at: now() + 3600,
+        ended: false,
+        refresh_failing_since: None,
+        refreshed_at: None,
+        email: Some("alice@example.com".into()),
+        groups: vec!["staff".into()],
+    };
+    let mut merger = shared.lock();
+    let applied = merger.fleet_mut().observe_session(&live, now());
+    merger.publish(applied);
+    drop(merger);
+    SessionServices {
+        recorder: SessionRecorder::new(client, "sessions"),
+        index,
+        refresher: None,
+    }
+}
+
+/// The API server down: a live session keeps working from memory; logout signs the user out at
+/// once (SSO cookie cleared, the session ended in this gateway's memory) and queues the
+/// revocation for when the API server answers, counted in `pending_revocations`.
+#[tokio::test]
+async fn with_the_api_server_down_logout_signs_out_at_once_and_queues_the_revocation() {
+    let services = cluster_services_without_api_server("s-1", "sub-alice@example.com").await;
+    let h = harness_with(Some(services)).await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let app = h.cookie_for("team/apps", &token);
+    let reply = h.get(APP, "/express/api", &[(&app.0, &app.1)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let sso = h.sso_cookie("s-1", "dex");
+    let started = std::time::Instant::now();
+    let reply = h
+        .get(AUTH, "/.portcullis/logout", &[("cookie", &sso)])
+        .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("You are signed out"), "{}", reply.body);
+    let cleared: Vec<&str> = reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with(&format!("{}=;", cookies::SSO)) && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    // Ended in this gateway's memory at once: the very app token is refused.
+    let reply = h.get(APP, "/express/api", &[(&app.0, &app.1)]).await;
+    assert_ne!(reply.status, StatusCode::OK, "{}", reply.body);
+    let metrics = h.gateway.metrics().encode();
+    assert!(
+        metrics.contains("portcullis_gateway_pending_revocations 1"),
+        "{metrics}"
+    );
+}
+
+/// The API server down: a token whose session this gateway does not know is asked about, the
+/// question fails, and the user is sent to log in once (no admission on the token alone).
+#[tokio::test]
+async fn an_unknown_session_is_asked_about_and_never_admitted_on_its_token_alone() {
+    let services = cluster_services_without_api_server("s-1", "sub-alice@example.com").await;
+    let h = harness_with(Some(services)).await;
+    let token = h.app_token("team/apps", "alice@example.com", |c| {
+        c.sid = "s-unknown".into()
+    });
+    let app = h.cookie_for("team/apps", &token);
+    let reply = h.get(APP, "/express/api", &[(&app.0, &app.1)]).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    let metrics = h.gateway.metrics().encode();
+    assert!(
+        metrics.contains("portcullis_gateway_session_lookups_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    // Asked once: a burst of requests with that token does not ask again at once.
+    let _ = h.get(APP, "/express/api", &[(&app.0, &app.1)]).await;
+    let metrics = h.gateway.metrics().encode();
+    assert!(
+        metrics.contains("portcullis_gateway_session_lookups_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+}

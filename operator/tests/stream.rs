@@ -77,6 +77,37 @@ async fn fleet_with(
     operator_env: &[(&str, &str)],
     follow: Follow,
 ) -> Result<Fleet> {
+    let options = Options {
+        operators,
+        operator_env,
+        follow,
+        gateway_env: &[],
+    };
+    fleet_opts(dir, client, kubeconfig, ns, options).await
+}
+
+/// How to start a fleet: [`fleet_with`]'s choices, and settings of the gateways' own.
+struct Options<'a> {
+    operators: usize,
+    operator_env: &'a [(&'a str, &'a str)],
+    follow: Follow,
+    /// Added to (or replacing) the gateways' environment.
+    gateway_env: &'a [(&'a str, &'a str)],
+}
+
+async fn fleet_opts(
+    dir: &Path,
+    client: &Client,
+    kubeconfig: &Path,
+    ns: &str,
+    options: Options<'_>,
+) -> Result<Fleet> {
+    let Options {
+        operators,
+        operator_env,
+        follow,
+        gateway_env,
+    } = options;
     let app = format!("{ns}.portcullis.test");
     let policies: Api<portcullis_crds::AccessPolicy> = Api::namespaced(client.clone(), ns);
     let manifest: portcullis_crds::AccessPolicy = serde_json::from_str(&policy(ns, &app, 0))?;
@@ -165,6 +196,10 @@ async fn fleet_with(
         ),
         ("PORTCULLIS_STATE_STALE_AFTER".into(), "30s".into()),
     ];
+    for (key, value) in gateway_env {
+        config.env.retain(|(k, _)| k != key);
+        config.env.push(((*key).to_owned(), (*value).to_owned()));
+    }
     let files = GatewayFiles::write(&config, &pki, &dex.info)?;
     let gateway_bin = portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?;
     let first = GatewayProcess::start(&gateway_bin, config.clone(), files.clone()).await?;
@@ -1056,4 +1091,466 @@ async fn on_sigterm_the_leader_releases_the_lease_and_exits_promptly_while_gatew
             Ok::<_, anyhow::Error>(())
         })
         .await
+}
+
+/// The gateways' settings for the outage tests: a staleness threshold far below the outage, and
+/// a quick fallback to the API server.
+const OUTAGE_ENV: &[(&str, &str)] = &[
+    ("PORTCULLIS_STATE_STALE_AFTER", "3s"),
+    ("PORTCULLIS_API_FALLBACK_AFTER", "1s"),
+    ("PORTCULLIS_API_FALLBACK_JITTER", "1s"),
+];
+
+/// An operator and two gateways with [`OUTAGE_ENV`].
+async fn outage_fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
+    let options = Options {
+        operators: 1,
+        operator_env: &[],
+        follow: Follow::OnePerReplica,
+        gateway_env: OUTAGE_ENV,
+    };
+    fleet_opts(dir, client, kubeconfig, ns, options).await
+}
+
+/// What a gateway's `/readyz` answers.
+async fn readyz(gateway: &GatewayProcess) -> Result<(StatusCode, String)> {
+    let response = reqwest::get(format!("http://{}/readyz", gateway.ops_addr)).await?;
+    Ok((response.status(), response.text().await?))
+}
+
+/// Waits until every gateway is ready and follows `source` (`api_server`, `operator_stream`).
+async fn until_source(fleet: &Fleet, source: &str, limit: Duration) -> Result<()> {
+    for gateway in &fleet.gateways {
+        wait_for(limit, &format!("a gateway on {source}"), || async {
+            let (status, text) = readyz(gateway).await?;
+            let ok = status == StatusCode::OK && text.contains(&format!("source {source}"));
+            Ok((ok.then_some(()), format!("{status} {text}")))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Asks every client in a loop until stopped; the answers that were not 200.
+fn steady_load(
+    fleet: &Arc<Fleet>,
+    clients: Arc<Vec<GatewayClient>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Result<(usize, Vec<String>)>> {
+    let fleet = fleet.clone();
+    tokio::spawn(async move {
+        let (mut asked, mut failed) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for (i, c) in clients.iter().enumerate() {
+                asked += 1;
+                match ask(&fleet, c).await {
+                    Ok(StatusCode::OK) => {}
+                    Ok(other) => failed.push(format!("gateway {i}: {other}")),
+                    Err(error) => failed.push(format!("gateway {i}: {error}")),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((asked, failed))
+    })
+}
+
+/// Fault matrix, row "operator down for longer than the staleness threshold": the gateways stay
+/// Ready and fall back to the API server; a live session is served with no failure under a
+/// steady request loop; a revocation written during the outage is enforced at every gateway
+/// within 2 s; the gateways return to the stream when the operator is back.
+#[tokio::test]
+async fn an_operator_outage_longer_than_the_staleness_threshold_takes_nothing_down() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-outage", |client: Client, ns: String| async move {
+            let dir = scratch("outage")?;
+            let fleet = outage_fleet(&dir, &client, &kubeconfig, &ns).await?;
+            let alice = login(&fleet, "alice").await?;
+            let bob = login(&fleet, "bob").await?;
+            for c in alice.iter().chain(&bob) {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::OK,
+                    Duration::from_secs(5),
+                    "logged in",
+                )
+                .await?;
+            }
+            let mut fleet = fleet;
+            fleet.operators[0].stop().await?;
+            let fleet = Arc::new(fleet);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let load = steady_load(&fleet, Arc::new(alice), stop.clone());
+            // Well past the 3 s staleness threshold.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            until_source(&fleet, "api_server", Duration::from_secs(5)).await?;
+            let sid = session_of(&client, &ns, "bob@example.com").await?;
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            patch_merge(
+                &sessions,
+                &sid,
+                serde_json::json!({"spec": {"revoked": true}}),
+            )
+            .await?;
+            let revoked = Instant::now();
+            for (i, c) in bob.iter().enumerate() {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::UNAUTHORIZED,
+                    Duration::from_secs(2),
+                    &format!("bob at gateway {i}, revoked during the outage"),
+                )
+                .await?;
+            }
+            let enforced = revoked.elapsed();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let (asked, failed) = load.await??;
+            eprintln!(
+                "FAULT operator-down: {asked} requests for a live session, {} failed; \
+                 revocation enforced at every gateway after {enforced:?}",
+                failed.len()
+            );
+            ensure!(
+                failed.is_empty(),
+                "live session refused during the outage: {failed:?}"
+            );
+            for gateway in &fleet.gateways {
+                let metrics = reqwest::get(format!("http://{}/metrics", gateway.ops_addr))
+                    .await?
+                    .text()
+                    .await?;
+                ensure!(
+                    metrics.contains("portcullis_gateway_state_source{source=\"api_server\"} 1"),
+                    "no fallback in the metrics: {metrics}"
+                );
+            }
+            let mut fleet = Arc::into_inner(fleet).context("the load still holds the fleet")?;
+            fleet.operators[0].restart().await?;
+            until_source(&fleet, "operator_stream", Duration::from_secs(20)).await?;
+            for c in &bob {
+                ensure!(
+                    ask(&fleet, c).await? == StatusCode::UNAUTHORIZED,
+                    "bob back after recovery"
+                );
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// Fault matrix, row "new login during an operator outage": it completes without a loop, and
+/// the other gateway (which never saw the session) admits it by asking the API server.
+#[tokio::test]
+async fn a_new_login_during_an_operator_outage_works_at_every_gateway() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-outage-login", |client: Client, ns: String| async move {
+            let dir = scratch("outage-login")?;
+            let mut fleet = outage_fleet(&dir, &client, &kubeconfig, &ns).await?;
+            fleet.operators[0].stop().await?;
+            until_source(&fleet, "api_server", Duration::from_secs(10)).await?;
+            let started = Instant::now();
+            let alice = login(&fleet, "alice").await?;
+            for (i, c) in alice.iter().enumerate() {
+                until(
+                    &fleet,
+                    c,
+                    StatusCode::OK,
+                    Duration::from_secs(3),
+                    &format!("alice at gateway {i}"),
+                )
+                .await?;
+            }
+            eprintln!(
+                "FAULT operator-down new-login: signed in at both gateways in {:?}",
+                started.elapsed()
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// A policy deleted and created again under the same name (as GitOps tools do) gets its status
+/// back within seconds: the writer remembers objects by uid, not by name.
+#[tokio::test]
+async fn a_policy_deleted_and_created_again_gets_its_status_back() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-recreate", |client: Client, ns: String| async move {
+            let dir = scratch("recreate")?;
+            let fleet = fleet(&dir, &client, &kubeconfig, &ns).await?;
+            wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(15)).await?;
+            let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            for round in 0..2 {
+                let old = policies.get("apps").await?.metadata.uid;
+                policies.delete("apps", &Default::default()).await?;
+                wait_for(Duration::from_secs(10), "the policy deleted", || async {
+                    let gone = policies.get_opt("apps").await?.is_none();
+                    Ok((gone.then_some(()), String::new()))
+                })
+                .await?;
+                let manifest: AccessPolicy = serde_json::from_str(&policy(&ns, &fleet.app, 0))?;
+                let created = policies.create(&Default::default(), &manifest).await?;
+                ensure!(created.metadata.uid != old, "the same uid again");
+                let started = Instant::now();
+                let status =
+                    wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(20))
+                        .await?;
+                ensure!(status.observed_generation == Some(1), "{status:?}");
+                eprintln!("round {round}: status back after {:?}", started.elapsed());
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// A gateway that stops acknowledging (here: stopped with SIGSTOP, its stream still open) stays
+/// in the denominator, as behind, long past the 30 s acknowledgement window; the revocation's
+/// "enforced" claim waits for it.
+#[tokio::test]
+async fn a_gateway_that_stops_acknowledging_stays_counted_as_behind() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("op-silent", |client: Client, ns: String| async move {
+            let dir = scratch("silent")?;
+            let options = Options {
+                operators: 1,
+                operator_env: &[],
+                follow: Follow::AllReplicas,
+                gateway_env: &[],
+            };
+            let fleet = fleet_opts(&dir, &client, &kubeconfig, &ns, options).await?;
+            let bob = login(&fleet, "bob").await?;
+            until(
+                &fleet,
+                &bob[0],
+                StatusCode::OK,
+                Duration::from_secs(5),
+                "bob",
+            )
+            .await?;
+            wait_policy(&client, &ns, "apps", "2/2", "True", Duration::from_secs(15)).await?;
+            let pid = fleet.gateways[1].pid().context("no pid")?;
+            signal(pid, "STOP")?;
+            let result = async {
+                let sid = session_of(&client, &ns, "bob@example.com").await?;
+                let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+                patch_merge(
+                    &sessions,
+                    &sid,
+                    serde_json::json!({"spec": {"revoked": true}}),
+                )
+                .await?;
+                // Past the 30 s window in which a silent gateway used to vanish from the count.
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                let s = sessions.get(&sid).await?.status.unwrap_or_default();
+                let summary = s.enforcement.as_ref().map(|e| e.summary.clone());
+                ensure!(
+                    summary.as_deref() == Some("1/2"),
+                    "enforcement {summary:?}: {s:?}"
+                );
+                ensure!(
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Enforced" && c.status == "False"),
+                    "{s:?}"
+                );
+                let policy = policy_status(&client, &ns, "apps").await?;
+                let gateways = policy.gateways.map(|g| g.connected);
+                ensure!(gateways == Some(2), "GATEWAYS connected {gateways:?}");
+                // No Event claims enforcement the acknowledgements do not show.
+                let claimed = enforced_events(&client, &ns, &sid).await?;
+                ensure!(
+                    claimed == 0,
+                    "{claimed} EnforcedByAllGateways Event(s) at 1/2"
+                );
+                Ok::<_, anyhow::Error>(sid)
+            }
+            .await;
+            signal(pid, "CONT")?;
+            let sid = result?;
+            let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            wait_for(
+                Duration::from_secs(15),
+                "enforced 2/2 once it acknowledges",
+                || async {
+                    let s = sessions.get(&sid).await?.status.unwrap_or_default();
+                    let ok = s.enforcement.as_ref().is_some_and(|e| e.summary == "2/2");
+                    Ok((ok.then_some(()), format!("{s:?}")))
+                },
+            )
+            .await?;
+            wait_for(
+                Duration::from_secs(10),
+                "the EnforcedByAllGateways Event",
+                || async {
+                    let claimed = enforced_events(&client, &ns, &sid).await?;
+                    Ok(((claimed == 1).then_some(()), format!("{claimed} Events")))
+                },
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}
+
+/// Sends `SIGname` to process `pid` (with the system's `kill`).
+fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+/// Fault matrix, row "API server down": live sessions keep working at every gateway; a new
+/// login ends on a clear 503 page with `Retry-After` (no loop, no bare error); logout signs the
+/// user out at once, and its revocation lands, and is enforced at every gateway, once the API
+/// server is back. A private control plane: the shared one is never stopped.
+#[tokio::test]
+async fn with_the_api_server_down_sessions_work_logins_say_retry_and_logout_lands_later()
+-> Result<()> {
+    let dir = scratch("apiserver-down")?;
+    let ns = "apiserver-down";
+    let (mut stack, client) =
+        portcullis_tests::cluster::private_stack(&dir.join("stack"), ns).await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    std::fs::create_dir_all(dir.join("fleet"))?;
+    let fleet = outage_fleet(&dir.join("fleet"), &client, &kubeconfig, ns).await?;
+    let (alice, alice_jar) = login_jar(&fleet, "alice").await?;
+    let bob = login(&fleet, "bob").await?;
+    for c in alice.iter().chain(&bob) {
+        until(
+            &fleet,
+            c,
+            StatusCode::OK,
+            Duration::from_secs(5),
+            "logged in",
+        )
+        .await?;
+    }
+    let alice_sid = session_of(&client, ns, "alice@example.com").await?;
+    stack.stop_apiserver().await?;
+    let fleet = Arc::new(fleet);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(&fleet, Arc::new(bob), stop.clone());
+
+    // A new login (a fresh browser): the identity provider signs bob in, the session cannot be
+    // recorded.
+    let browser = fleet.gateways[0].browser()?;
+    let user = fleet.dex.info.user("bob")?.clone();
+    let app = Url::parse(&format!("{}/", fleet.gateways[0].origin(&fleet.app)))?;
+    let callback = dex::follow_login(&browser, app, &user, Connector::Password, |u| {
+        u.host_str() == Some(AUTH) && u.path() == "/.portcullis/callback"
+    })
+    .await?;
+    let answer = browser
+        .get(callback)
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    let retry_after = answer.headers().get("retry-after").cloned();
+    ensure!(
+        answer.status() == StatusCode::SERVICE_UNAVAILABLE
+            && retry_after.is_some()
+            && answer.headers().get("location").is_none(),
+        "a new login without the API server answered {} (Retry-After {retry_after:?})",
+        answer.status()
+    );
+
+    // Logout: signed out at once, however long the API server stays away.
+    let alice_browser = fleet.gateways[0].browser_with_jar(alice_jar)?;
+    let started = Instant::now();
+    let logout = alice_browser
+        .get(format!(
+            "{}/.portcullis/logout",
+            fleet.gateways[0].origin(AUTH)
+        ))
+        .send()
+        .await?;
+    let took = started.elapsed();
+    ensure!(
+        logout.status() == StatusCode::OK,
+        "logout answered {}",
+        logout.status()
+    );
+    ensure!(
+        logout.text().await?.contains("You are signed out"),
+        "no signed-out page"
+    );
+    until(
+        &fleet,
+        &alice[0],
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(1),
+        "alice at the gateway that signed her out",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (asked, failed) = load.await??;
+    ensure!(
+        failed.is_empty(),
+        "live session refused while the API server was down: {failed:?}"
+    );
+
+    stack.start_apiserver().await?;
+    let back = Instant::now();
+    let sessions: Api<AccessSession> = Api::namespaced(stack.client().await?, ns);
+    wait_for(
+        Duration::from_secs(60),
+        "the logout's revocation written",
+        || async {
+            let revoked = sessions.get(&alice_sid).await.map(|s| s.spec.revoked);
+            Ok((
+                matches!(revoked, Ok(true)).then_some(()),
+                format!("{revoked:?}"),
+            ))
+        },
+    )
+    .await?;
+    let written = back.elapsed();
+    for (i, c) in alice.iter().enumerate() {
+        until(
+            &fleet,
+            c,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(45),
+            &format!("alice at gateway {i} after the API server is back"),
+        )
+        .await?;
+    }
+    let everywhere = back.elapsed();
+    eprintln!(
+        "FAULT apiserver-down: {asked} requests for a live session, {} failed; new login: {} \
+         with Retry-After {retry_after:?}; logout answered in {took:?}; its revocation written \
+         {written:?} and enforced everywhere {everywhere:?} after the API server was back",
+        failed.len(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    drop(fleet);
+    stack.stop().await
+}
+
+/// How many `EnforcedByAllGateways` Events name session `sid`.
+async fn enforced_events(client: &Client, ns: &str, sid: &str) -> Result<usize> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("EnforcedByAllGateways")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(sid)
+        })
+        .count())
 }

@@ -17,6 +17,8 @@
 //! its request path after every change, and with 100k sessions a copy per revocation would cost
 //! milliseconds each. Cloning the persistent map is O(1) and a change copies only its path.
 
+mod observe;
+
 use crate::frame::{Frame, PolicyEntry, SecretEntry, SessionEntry};
 use crate::session::{self, Sessions};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -229,6 +229,8 @@ pub struct Demo {
     gateways: Vec<GatewayProcess>,
     operator: OperatorProcess,
     apps: Vec<ManagedProcess>,
+    /// The operator died (killed to try an outage): said once, and the demo goes on.
+    operator_gone: bool,
 }
 
 impl Demo {
@@ -421,6 +423,7 @@ impl Demo {
             gateways,
             operator,
             apps,
+            operator_gone: false,
         })
     }
 
@@ -435,7 +438,18 @@ impl Demo {
         for gateway in &mut self.gateways {
             gateway.ensure_running()?;
         }
-        self.operator.ensure_running()?;
+        // The demo shows static stability: a dead operator takes nothing down. It is said once.
+        if !self.operator_gone
+            && let Err(error) = self.operator.ensure_running()
+        {
+            self.operator_gone = true;
+            eprintln!(
+                "devstack: the operator is gone ({error:#}).\n  The gateways stay Ready and \
+                 keep serving; within seconds they follow the API server themselves \
+                 (/readyz says `source api_server`), so revocations still reach them. Restart \
+                 the demo to bring the operator back."
+            );
+        }
         for app in &mut self.apps {
             app.ensure_running()?;
         }
@@ -450,7 +464,9 @@ impl Demo {
                 first_error.get_or_insert(e);
             }
         }
-        if let Err(e) = self.operator.stop().await {
+        if let Err(e) = self.operator.stop().await
+            && !self.operator_gone
+        {
             first_error.get_or_insert(e);
         }
         for app in &mut self.apps {
@@ -516,6 +532,7 @@ impl Demo {
             "  # every session of a policy (\"revoke existing tokens\"; EPOCH: one more than now)\n",
         );
         out.push_str(&format!("  {}\n\n", REVOKE_POLICY.replace("EPOCH", "1")));
+        out.push_str(&self.outage_summary());
         out.push_str(&format!(
             "Operator: {} (log in operator/); the gateways authenticate to it as the\n\
              ServiceAccount {NAMESPACE}/{GATEWAY_SERVICE_ACCOUNT} (token in {}, valid {} days).\n",
@@ -527,6 +544,32 @@ impl Demo {
             "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",
             info.dir.display()
         ));
+        out
+    }
+}
+
+impl Demo {
+    /// How to try an operator outage: the demo is built to survive it.
+    fn outage_summary(&self) -> String {
+        let operator = self
+            .info
+            .processes
+            .iter()
+            .find(|p| p.name == "portcullis-operator")
+            .map_or_else(|| "<operator pid>".to_owned(), |p| p.pid.to_string());
+        let mut out =
+            String::from("Static stability (kill the operator; nothing else goes down):\n");
+        out.push_str(&format!("  kill -9 {operator}\n"));
+        for gateway in &self.gateways {
+            out.push_str(&format!(
+                "  curl -s http://{}/readyz   # stays 200; `source api_server` within ~10 s\n",
+                gateway.ops_addr
+            ));
+        }
+        out.push_str(
+            "  # then revoke as above: both gateways refuse the session within seconds, read\n\
+             \x20 # straight from the API server; a new login works too\n\n",
+        );
         out
     }
 }

@@ -430,8 +430,9 @@ impl GatewayProcess {
             .await?
             .text()
             .await?;
-        text.rsplit(' ')
-            .next()
+        // "ok: state version N", in cluster mode followed by "; source …; age …".
+        text.split_once("state version ")
+            .and_then(|(_, rest)| rest.split(';').next())
             .and_then(|v| v.trim().parse().ok())
             .with_context(|| format!("unexpected /readyz answer {text:?}"))
     }

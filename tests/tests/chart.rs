@@ -825,8 +825,20 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
             "poddisruptionbudget",
             vec![release.object("operator"), release.object("gateway")],
         ),
-        ("clusterrole", vec![release.object("operator")]),
-        ("clusterrolebinding", vec![release.object("operator")]),
+        (
+            "clusterrole",
+            vec![
+                release.object("operator"),
+                format!("{}-policies", release.object("gateway")),
+            ],
+        ),
+        (
+            "clusterrolebinding",
+            vec![
+                release.object("operator"),
+                format!("{}-policies", release.object("gateway")),
+            ],
+        ),
     ] {
         for name in names {
             run_ok(
@@ -837,7 +849,7 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
             )?;
         }
     }
-    // The gateway has no ClusterRole at all.
+    // The gateway's only ClusterRole is the policy reader of the API-server fallback.
     let gw_cluster_role = run(
         Tool::Kubectl,
         &["get", "clusterrole", &release.object("gateway")],
@@ -846,7 +858,7 @@ async fn check_installed(client: &kube::Client, release: &Release<'_>) -> Result
     )?;
     ensure!(
         !gw_cluster_role.ok,
-        "the gateway must not have a ClusterRole"
+        "the gateway must have no ClusterRole besides the policy reader"
     );
     Ok(())
 }
@@ -874,22 +886,27 @@ fn check_rbac(release: &Release<'_>) -> Result<()> {
     let policies = "accesspolicies.access.portcullis.dev";
     // (who, verb, resource, namespace or "" for --all-namespaces/cluster, allowed)
     let cases: &[(&str, &str, &str, &str, bool)] = &[
-        // The gateway: record sessions, update their status; nothing else.
+        // The gateway: record sessions, update their status; read sessions and list/watch
+        // policies for the API-server fallback; nothing else.
         (&gateway, "create", sessions, ns, true),
         (&gateway, "get", sessions, ns, true),
         (&gateway, "patch", sessions, ns, true),
         (&gateway, "get", &format!("{sessions}/status"), ns, true),
         (&gateway, "patch", &format!("{sessions}/status"), ns, true),
         (&gateway, "update", &format!("{sessions}/status"), ns, true),
-        (&gateway, "list", sessions, ns, false),
-        (&gateway, "watch", sessions, ns, false),
+        (&gateway, "list", sessions, ns, true),
+        (&gateway, "watch", sessions, ns, true),
+        (&gateway, "list", sessions, "default", false),
         (&gateway, "delete", sessions, ns, false),
         (&gateway, "update", sessions, ns, false),
         (&gateway, "create", sessions, "default", false),
         (&gateway, "get", "secrets", ns, false),
         (&gateway, "list", "secrets", ns, false),
         (&gateway, "get", policies, ns, false),
-        (&gateway, "list", policies, "", false),
+        (&gateway, "list", policies, "", true),
+        (&gateway, "watch", policies, "", true),
+        (&gateway, "patch", policies, ns, false),
+        (&gateway, "patch", &format!("{policies}/status"), ns, false),
         (
             &gateway,
             "create",

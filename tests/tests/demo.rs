@@ -125,6 +125,8 @@ async fn demo_logs_in_once_serves_every_app_and_stops_cleanly() -> Result<()> {
         );
     }
 
+    operator_outage(&info, port, &mut devstack).await?;
+
     let pids: Vec<(String, u32)> = info
         .processes
         .iter()
@@ -157,6 +159,47 @@ async fn demo_logs_in_once_serves_every_app_and_stops_cleanly() -> Result<()> {
         "still running after the demo stopped: {alive:?}"
     );
     ensure!(!ready.exists(), "the ready file outlived the demo");
+    Ok(())
+}
+
+/// The demo survives its operator: stopped, the demo goes on (devstack says so once and keeps
+/// running) and the gateways keep answering through the load balancer.
+async fn operator_outage(info: &DemoInfo, port: u16, devstack: &mut ManagedProcess) -> Result<()> {
+    let operator = info
+        .processes
+        .iter()
+        .find(|p| p.name == "portcullis-operator")
+        .context("no operator in demo.json")?;
+    let status = Command::new("kill")
+        .args(["-TERM", &operator.pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -TERM {} failed", operator.pid);
+    // Past devstack's health check (every 5 s), which used to take the whole demo down.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    devstack.ensure_running()?;
+    let lb = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut builder = dex::http_client_builder(&info.ca_file)?;
+    for host in [AUTH_HOST, APPS_HOST, EXPRESS_HOST] {
+        builder = builder.resolve(host, lb);
+    }
+    let browser = builder.build()?;
+    for url in &info.urls {
+        let answer = browser
+            .get(url)
+            .header("accept", "text/html")
+            .send()
+            .await?;
+        ensure!(
+            answer.status().is_redirection(),
+            "{url} answered {} with the operator gone",
+            answer.status()
+        );
+    }
+    ensure!(
+        std::fs::read_to_string(devstack.log_path())?.contains("the operator is gone"),
+        "devstack did not say the operator is gone:\n{}",
+        devstack.log_tail()
+    );
     Ok(())
 }
 

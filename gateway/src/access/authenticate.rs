@@ -24,8 +24,8 @@ pub(super) enum Unauthenticated {
     Ended(Standing, String),
     /// Revoked (or logged out, or deleted).
     SessionEnded,
-    /// Not (yet) in the session index: absence is not validity.
-    SessionUnknown,
+    /// Not (yet) in the session index: absence is not validity. The id, to ask the API server.
+    SessionUnknown(String),
     /// The identity provider has not confirmed the session for longer than the policy allows.
     RefreshFailing(String),
 }
@@ -34,7 +34,7 @@ impl Unauthenticated {
     /// Why the user must log in, and the session the auth host must not hand back.
     pub(super) fn login_reason(self) -> (LoginReason, Option<String>) {
         match self {
-            Self::NoCookie | Self::Token(_) | Self::SessionUnknown => {
+            Self::NoCookie | Self::Token(_) | Self::SessionUnknown(_) => {
                 (LoginReason::LoginRequired, None)
             }
             Self::StaleEpoch => (LoginReason::PolicyRevoked, None),
@@ -53,7 +53,7 @@ impl Unauthenticated {
             Self::Token(error) => Some(Rejection::Token(error)),
             Self::StaleEpoch => Some(Rejection::StaleEpoch),
             Self::SessionEnded => Some(Rejection::SessionRevoked),
-            Self::SessionUnknown => Some(Rejection::SessionUnknown),
+            Self::SessionUnknown(_) => Some(Rejection::SessionUnknown),
             Self::RefreshFailing(_) => Some(Rejection::RefreshFailing),
         }
     }
@@ -119,7 +119,7 @@ fn confirm_session(
     match index.verdict(&claims.sid, &claims.sub, now) {
         Verdict::Live => {}
         Verdict::Ended => return Err(Unauthenticated::SessionEnded),
-        Verdict::Unknown => return Err(Unauthenticated::SessionUnknown),
+        Verdict::Unknown => return Err(Unauthenticated::SessionUnknown(claims.sid.clone())),
     }
     // Noted before the refresh-failure check: a session refused while its provider is
     // down must still be retried, or it could never be confirmed again.

@@ -68,6 +68,7 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
         client_ip: subject.client_ip,
         service_token: service_token(snapshot, &policy, subject.headers),
     };
+    let mut unknown = None;
     let (user, reason, ended_sid) = match authenticate(gateway, &policy, subject.headers, now) {
         Ok(user) => (Some(user), LoginReason::LoginRequired, None),
         // The commonest refusal, and nothing to count: no token at all.
@@ -75,6 +76,9 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
         Err(unauthenticated) => {
             if let Some(rejection) = unauthenticated.rejection() {
                 gateway.metrics().token_rejected(rejection);
+            }
+            if let Unauthenticated::SessionUnknown(sid) = &unauthenticated {
+                unknown = Some(sid.clone());
             }
             let (reason, ended_sid) = unauthenticated.login_reason();
             (None, reason, ended_sid)
@@ -84,7 +88,11 @@ pub fn check(gateway: &Gateway, snapshot: &Snapshot, subject: &Subject<'_>, now:
     let decision = policy.evaluate(&facts, identity.as_ref());
     let service_token = facts.service_token;
     let refused = Refused { reason, ended_sid };
-    authorize(gateway, policy, decision, user, service_token, refused, now)
+    let mut outcome = authorize(gateway, policy, decision, user, service_token, refused, now);
+    if let Outcome::Login { unknown_sid, .. } = &mut outcome {
+        *unknown_sid = unknown;
+    }
+    outcome
 }
 
 /// The name of the service token presented in `headers`, if both its id and secret match one
@@ -153,6 +161,7 @@ fn authorize(
             policy,
             reason,
             ended_sid,
+            unknown_sid: None,
         },
         Decision::Deny { .. } => Outcome::Deny {
             reason: DenyReason::DeniedByRule,

@@ -25,6 +25,9 @@ pub enum Outcome {
         /// must not hand that same session back (it asks the identity provider instead), but
         /// may hand over a newer one.
         ended_sid: Option<String>,
+        /// The token's session is not in the index: the serving layer asks the API server
+        /// about it before sending anyone to log in (absence = ask the truth).
+        unknown_sid: Option<String>,
     },
     /// Refuse with 403. `policy` is the one whose rules refused, when a single policy did.
     Deny {

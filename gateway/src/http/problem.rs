@@ -17,6 +17,8 @@ pub struct Problem {
     pub login_url: Option<String>,
     /// Answer with JSON (API clients) rather than HTML (browsers).
     pub json: bool,
+    /// Seconds after which trying again may work (`Retry-After`), for a passing outage.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -27,6 +29,7 @@ impl Problem {
             message: message.into(),
             login_url: None,
             json: false,
+            retry_after: None,
         }
     }
 
@@ -55,6 +58,12 @@ impl Problem {
             "not_ready",
             "The gateway is starting; try again in a moment.",
         )
+    }
+
+    /// Says when trying again may work (`Retry-After`).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn json(mut self, json: bool) -> Self {
@@ -96,6 +105,9 @@ impl IntoResponse for Problem {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         no_store(headers);
         response
     }

@@ -68,7 +68,17 @@ pub async fn handoff(gateway: &Gateway, host: &Host, req: &Parts) -> Result<Resp
     }
     redeem_everywhere(gateway, &claims, now).await?;
     let cookie = app_token_cookie(gateway, &policy, &claims, now)?;
-    Ok(redirect(&claims.rd, vec![cookie]))
+    // A browser sent round again and again ends on a page with a retry link, never a loop.
+    let counted = match crate::login::bounce::count(&req.headers) {
+        crate::login::bounce::Counted::Next(counted) => counted,
+        crate::login::bounce::Counted::Loop => {
+            return Ok(crate::login::bounce::loop_page(&claims.rd));
+        }
+    };
+    Ok(redirect(
+        &claims.rd,
+        std::iter::once(cookie).chain(counted).collect(),
+    ))
 }
 
 /// Redeems the ticket at the session store, so that no replica accepts it again; without

@@ -5,7 +5,8 @@
 //! - `/.portcullis/logout` on an app host drops its app tokens and continues at the auth host.
 //! - `/.portcullis/logout` on the auth host revokes the session (its `AccessSession`, in
 //!   cluster mode) and clears the SSO cookie, so no app can be reached from it again without a
-//!   new login.
+//!   new login. It always signs the user out at once: when the API server is down the session
+//!   ends in this gateway's memory and its revocation is written once the API server is back.
 //!
 //! Cookies are cleared on the response itself, before anything else can happen.
 
@@ -21,7 +22,11 @@ use axum::{
 };
 use http::{HeaderValue, header};
 use portcullis_core::Host;
+use std::time::Duration;
 use tracing::{info, warn};
+
+/// How long a logout waits for the API server to take the revocation before queueing it.
+const REVOKE_WAIT: Duration = Duration::from_secs(2);
 
 /// Every app cookie of the policies on `host`.
 fn app_cookies(gateway: &Gateway, host: &Host) -> Vec<HeaderValue> {
@@ -91,22 +96,7 @@ pub async fn auth_host(
             .verify(sso, Some(gateway.issuer()), now)
     {
         info!(sid = %session.sid, "logout");
-        if let Some(recorder) = gateway.sessions()
-            && let Err(error) = recorder.revoke(&session.sid, "logout").await
-        {
-            // Not "signed out" while the session still works elsewhere: the user tries again
-            // (the SSO cookie is kept for that).
-            warn!(%error, sid = %session.sid, "could not revoke the session at logout");
-            gateway
-                .metrics()
-                .session_write_failed(crate::metrics::SessionWrite::Revoke);
-            return crate::http::Problem::new(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "logout_failed",
-                "You could not be signed out everywhere right now. Please try again.",
-            )
-            .into_response();
-        }
+        end_session(gateway, &session.sid).await;
         at_provider = gateway
             .providers()
             .get(&session.idp)
@@ -124,6 +114,44 @@ pub async fn auth_host(
     }
     no_store(response.headers_mut());
     response
+}
+
+/// Ends session `sid`: at once in this gateway's memory, and as a revocation at the API server
+/// (every gateway then refuses it). When the API server cannot take the write within
+/// [`REVOKE_WAIT`], the revocation waits in a queue and is written once it is back: the user is
+/// signed out now either way (`sessions::pending`).
+async fn end_session(gateway: &Gateway, sid: &str) {
+    if let Some(learner) = gateway
+        .session_index()
+        .as_ref()
+        .and_then(|index| index.borrow().learner.clone())
+    {
+        learner.end(sid);
+    }
+    let Some(recorder) = gateway.sessions() else {
+        return;
+    };
+    let written = tokio::time::timeout(REVOKE_WAIT, recorder.revoke(sid, "logout")).await;
+    if let Ok(Ok(())) = written {
+        return;
+    }
+    warn!(
+        sid,
+        "could not revoke the session at logout yet; it is written once the API server answers"
+    );
+    gateway
+        .metrics()
+        .session_write_failed(crate::metrics::SessionWrite::Revoke);
+    let queued = gateway
+        .pending_revocations()
+        .as_ref()
+        .is_some_and(|pending| pending.push(sid, "logout"));
+    if !queued {
+        warn!(
+            sid,
+            "the queue of revocations waiting for the API server is full"
+        );
+    }
 }
 
 /// `/.portcullis/logged-out`: where the identity provider returns the browser after its own

@@ -3,5 +3,6 @@
 
 pub(crate) mod auth_host;
 pub mod bind;
+pub mod bounce;
 pub(crate) mod handoff;
 pub(crate) mod logout;

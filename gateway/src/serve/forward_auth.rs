@@ -46,15 +46,19 @@ struct Original {
 /// Answers a forward-auth sub-request: 200 with the identity headers, or the contract's
 /// refusal.
 pub async fn handle(gateway: &Gateway, peer: SocketAddr, req: Request) -> Response {
-    answer(gateway, peer, &req).unwrap_or_else(IntoResponse::into_response)
+    answer(gateway, peer, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response, Problem> {
+/// Owns the request: a `&Request` held across the session lookup would make the handler's
+/// future not `Send` (the body is not `Sync`).
+async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Response, Problem> {
     let contract = Contract::of(req.uri().path())?;
     if !gateway.settings().is_trusted_proxy(peer.ip()) {
         return Err(Problem::forbidden("untrusted_proxy"));
     }
-    let original = original(contract, req)?;
+    let original = original(contract, &req)?;
     let now = now();
     let snapshot = gateway.snapshot();
     let subject = Subject {
@@ -63,7 +67,7 @@ fn answer(gateway: &Gateway, peer: SocketAddr, req: &Request) -> Result<Response
         headers: req.headers(),
         client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
-    let user = match super::check(gateway, &snapshot, &subject, now) {
+    let user = match super::check(gateway, &snapshot, &subject, now).await {
         Outcome::Allow { user, .. } => user,
         refused => {
             let api = is_api_request(&original.method, req.headers());

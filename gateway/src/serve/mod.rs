@@ -2,6 +2,7 @@
 //! ([`proxy_mode`]), as a forward-auth endpoint for ingress controllers ([`forward_auth`]), and
 //! the session endpoint apps call ([`session_endpoint`]).
 
+mod confirm;
 pub(crate) mod forward_auth;
 pub(crate) mod proxy_mode;
 pub(crate) mod refusal;
@@ -16,15 +17,26 @@ use crate::{
 use std::time::Instant;
 
 /// The access check as every surface runs it: timed and counted in the check metric, whatever
-/// the outcome.
-pub(crate) fn check(
+/// the outcome. A token whose session the index does not know is asked about at the API server
+/// (the source of truth) once, and checked again with what it says: a session created on
+/// another gateway, or while the operator's stream is unavailable, works at once instead of
+/// sending the browser round to log in again.
+pub(crate) async fn check(
     gateway: &Gateway,
     snapshot: &Snapshot,
     subject: &Subject<'_>,
     now: u64,
 ) -> Outcome {
     let started = Instant::now();
-    let outcome = access::check(gateway, snapshot, subject, now);
+    let mut outcome = access::check(gateway, snapshot, subject, now);
+    if let Outcome::Login {
+        unknown_sid: Some(sid),
+        ..
+    } = &outcome
+        && confirm::unknown_session(gateway, sid, now).await
+    {
+        outcome = access::check(gateway, snapshot, subject, now);
+    }
     gateway
         .metrics()
         .observe_check(outcome.result(), started.elapsed());

@@ -37,7 +37,7 @@ pub async fn protected(
         client_ip,
     };
     let api = is_api_request(req.method(), req.headers());
-    let (policy, user) = match super::check(gateway, &snapshot, &subject, now) {
+    let (policy, user) = match super::check(gateway, &snapshot, &subject, now).await {
         Outcome::Allow { policy, user, .. } => (policy, user),
         refused => {
             let asked = Asked::new(gateway, &host, req.uri(), req.headers(), api);

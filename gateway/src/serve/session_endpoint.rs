@@ -41,17 +41,21 @@ pub struct SessionStatus {
 }
 
 /// `GET /.portcullis/session` reports; `POST /.portcullis/session/extend` also extends.
-pub fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: &Request) -> Response {
-    answer(gateway, peer, host, req).unwrap_or_else(|problem| problem.json(true).into_response())
+pub async fn handle(gateway: &Gateway, peer: SocketAddr, host: &Host, req: Request) -> Response {
+    answer(gateway, peer, host, req)
+        .await
+        .unwrap_or_else(|problem| problem.json(true).into_response())
 }
 
-fn answer(
+/// Owns the request: a `&Request` held across the session lookup would make the handler's
+/// future not `Send` (the body is not `Sync`).
+async fn answer(
     gateway: &Gateway,
     peer: SocketAddr,
     host: &Host,
-    req: &Request,
+    req: Request,
 ) -> Result<Response, Problem> {
-    let extend = extends(req)?;
+    let extend = extends(&req)?;
     // The app path whose policy (and cookie) to report on; an app under /express asks with
     // `?path=/express`.
     let raw = query_param(req.uri(), "path").unwrap_or_else(|| "/".to_owned());
@@ -65,7 +69,7 @@ fn answer(
         headers: req.headers(),
         client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
-    let (policy, user) = match super::check(gateway, &snapshot, &subject, now) {
+    let (policy, user) = match super::check(gateway, &snapshot, &subject, now).await {
         Outcome::Allow {
             policy,
             user: Some(user),

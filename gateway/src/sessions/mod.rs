@@ -20,6 +20,7 @@
 pub mod api_store;
 pub mod claim;
 pub mod file_store;
+pub mod pending;
 pub mod record;
 pub mod redeemed;
 pub mod refresh;

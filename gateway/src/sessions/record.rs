@@ -50,6 +50,22 @@ pub struct NewSession<'a> {
 /// The annotation holding [`NewSession::attempt`].
 pub const ATTEMPT_ANNOTATION: &str = "access.portcullis.dev/login-attempt";
 
+impl NewSession<'_> {
+    /// The session as its object reads once recorded: live, until its expiry.
+    pub fn observed(&self) -> portcullis_protocol::SessionEntry {
+        portcullis_protocol::SessionEntry {
+            sid: self.sid.to_owned(),
+            subject: self.subject.to_owned(),
+            expires_at: self.expires_at,
+            ended: false,
+            refresh_failing_since: None,
+            refreshed_at: None,
+            email: self.email.map(str::to_owned),
+            groups: self.groups.to_vec(),
+        }
+    }
+}
+
 /// Why a login could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -105,6 +121,12 @@ impl SessionRecorder {
             return Err(error);
         }
         Ok(())
+    }
+
+    /// The session object `sid` as the store has it now, if it exists (one read, no retry: the
+    /// caller is a request waiting for the answer).
+    pub async fn read(&self, sid: &str) -> Result<Option<AccessSession>, StoreError> {
+        self.store.get(sid).await
     }
 
     async fn create(&self, session: &NewSession<'_>) -> Result<(), RecordError> {

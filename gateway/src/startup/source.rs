@@ -89,29 +89,54 @@ async fn cluster(
         .context("--operator-url needs --operator-ca-file")?;
     let ca_pem =
         std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
-    let (state, index) = state::operator_stream::spawn(
+    let receivers = state::operator_stream::spawn(
         state::operator_stream::StreamConfig {
             urls: args.operator.operator_url.clone(),
             ca_pem,
             token_file: args.operator.operator_token_file.clone(),
             gateway_id: args.operator.gateway_id(),
             stale_after: args.operator.state_stale_after,
+            refuse_stale: args.operator.refuse_stale_state,
         },
         known_idps,
-        signal,
+        signal.clone(),
     )?;
+    state::api_fallback::spawn(
+        watch_client().await?,
+        state::api_fallback::FallbackConfig {
+            namespace: namespace.to_owned(),
+            after: args.operator.api_fallback_after,
+            jitter: args.operator.api_fallback_jitter,
+        },
+        receivers.shared,
+        receivers.feed,
+        signal,
+    );
     info!(
         namespace,
         operators = args.operator.operator_url.len(),
-        "cluster mode: following the operator"
+        "cluster mode: following the operator (the API server while it is unavailable)"
     );
     Ok((
-        state,
+        receivers.state,
         Some((
             SessionRecorder::new(write_client().await?, namespace),
-            index,
+            receivers.index,
         )),
     ))
+}
+
+/// The Kubernetes client of the API-server fallback's watches: reads time out a little after
+/// the server ends each watch (`api_fallback`), so a silently dead connection is found within
+/// seconds, not minutes.
+async fn watch_client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("configuring the Kubernetes client")?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    config.write_timeout = Some(Duration::from_secs(15));
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// The Kubernetes client session records are written with: every call bounded, so a silently

@@ -7,13 +7,18 @@
 //!
 //! [`build()`] compiles manifests into a snapshot, [`service_tokens`] reads and checks machine
 //! credentials, [`epoch`] dates revocation epochs; [`directory`] and [`operator_stream`] are
-//! the two sources, [`session_index`] the sessions the request path checks.
+//! the two sources, [`session_index`] the sessions the request path checks. In cluster mode
+//! the stream, the API-server fallback ([`api_fallback`]) and sessions confirmed by the request
+//! path all merge into one state ([`merger`]); [`feed`] says how fresh it is and which path it
+//! follows.
 
+pub mod api_fallback;
 mod build;
 pub mod directory;
 pub mod epoch;
-mod feed;
+pub mod feed;
 mod manifest;
+pub mod merger;
 pub mod operator_stream;
 pub mod service_tokens;
 pub mod session_index;

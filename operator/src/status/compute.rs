@@ -248,6 +248,14 @@ pub fn policy_unchanged(
     })
 }
 
+/// Whether `status` says every connected gateway refuses the session (acknowledged).
+pub fn enforced(status: &AccessSessionStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == ConditionType::Enforced.as_str() && c.status == "True")
+}
+
 /// Whether the operator's fields of a session status already say what `desired` says.
 pub fn session_unchanged(observed: &AccessSessionStatus, desired: &AccessSessionStatus) -> bool {
     same_conditions(&observed.conditions, &desired.conditions)

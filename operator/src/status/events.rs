@@ -1,10 +1,15 @@
-//! The leader's Events, through one recorder: a changed `Ready` of a policy, a new revocation.
+//! The leader's Events, through one recorder: a changed `Ready` of a policy, a new revocation,
+//! and a revocation every connected gateway acknowledged. Only the last claims enforcement:
+//! an Event is read as a fact, so it says what the acknowledgements show, never what is
+//! expected.
 
+use super::compute::Reason;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
+use portcullis_crds::AccessSessionStatus;
 use tracing::warn;
 
 /// The API version of the objects Events are about.
@@ -49,6 +54,37 @@ impl Events {
         };
         if let Err(error) = self.recorder.publish(&event, reference).await {
             warn!(%error, reason, "cannot publish an Event");
+        }
+    }
+}
+
+impl Events {
+    /// The Events of a revoked session's status write: `first` (the revocation is new: it is
+    /// propagating) and `newly_enforced` (every connected gateway acknowledged it now).
+    pub async fn session_revoked(
+        &self,
+        reference: &ObjectReference,
+        first: bool,
+        newly_enforced: bool,
+        status: &AccessSessionStatus,
+    ) {
+        if first {
+            let note = "the session was revoked; waiting for the gateways to acknowledge";
+            self.publish(reference, true, Reason::Revoked.as_str(), note, "Revoke")
+                .await;
+        }
+        if newly_enforced {
+            let summary = status
+                .enforcement
+                .as_ref()
+                .map(|e| e.summary.as_str())
+                .unwrap_or_default();
+            let note = format!(
+                "every connected gateway acknowledged the revocation and refuses the session \
+                 ({summary})"
+            );
+            let reason = Reason::EnforcedByAllGateways.as_str();
+            self.publish(reference, true, reason, &note, "Revoke").await;
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Event through one recorder.
 
 use super::{
-    compute::{self, ConditionType, Reason},
+    compute::{self, ConditionType},
     enforced::{self, Enforced, Signature},
     events::{API_VERSION, Events, reference},
     validate::{self, Refs},
@@ -59,8 +59,10 @@ pub struct Writer {
     events: Events,
     identity_providers: Option<BTreeSet<String>>,
     session_namespace: String,
-    /// What this leader last applied, by object (cleared when it stops leading).
-    written_policies: HashMap<(String, String), AccessPolicyStatus>,
+    /// What this leader last applied, by object: a policy by its uid, so one deleted and
+    /// created again under the same name (as GitOps tools do) is a new object whose status is
+    /// written afresh (cleared when it stops leading).
+    written_policies: HashMap<String, AccessPolicyStatus>,
     written_sessions: HashMap<String, AccessSessionStatus>,
     /// What the last pass that wrote everything it planned was computed from, and when: a pass
     /// on the same inputs would plan nothing, so it is skipped (a pass walks every revoked
@@ -79,6 +81,9 @@ enum Write {
     Session {
         sid: String,
         first: bool,
+        /// The gateways' acknowledgements show every connected gateway refusing the session,
+        /// and the status did not say so yet.
+        newly_enforced: bool,
         status: AccessSessionStatus,
     },
 }
@@ -154,6 +159,7 @@ impl Writer {
         }
         let writes = self.plan(&facts, now);
         drop(facts);
+        self.forget_deleted_policies();
         let mut all_written = true;
         for write in writes {
             if !*leading.borrow() {
@@ -164,6 +170,15 @@ impl Writer {
             all_written &= self.write(write).await;
         }
         self.settled = all_written.then(|| (inputs.0, inputs.1, Instant::now()));
+    }
+
+    /// Forgets what was written to policy objects that no longer exist.
+    fn forget_deleted_policies(&mut self) {
+        let index = self.sources.index.lock();
+        let live: std::collections::HashSet<&str> =
+            index.policies().map(|p| p.uid.as_str()).collect();
+        self.written_policies
+            .retain(|uid, _| live.contains(uid.as_str()));
     }
 
     fn plan(&self, facts: &Enforced, now: u64) -> Vec<Write> {
@@ -191,7 +206,7 @@ impl Writer {
                 continue;
             };
             let observed = index.policy_status(&entry.uid);
-            let written = self.written_policies.get(&key);
+            let written = self.written_policies.get(&entry.uid);
             let desired = compute::policy_status(entry, written.or(observed), verdict, facts, now);
             if compute::policy_unchanged(observed, &desired)
                 || compute::policy_unchanged(written, &desired)
@@ -238,6 +253,7 @@ impl Writer {
             writes.push(Write::Session {
                 sid: sid.to_owned(),
                 first: base.revoked_at.is_none(),
+                newly_enforced: compute::enforced(&desired) && !compute::enforced(base),
                 status: desired,
             });
         }
@@ -257,7 +273,15 @@ impl Writer {
                 self.write_policy(namespace, name, &uid, previous, status)
                     .await
             }
-            Write::Session { sid, first, status } => self.write_session(sid, first, status).await,
+            Write::Session {
+                sid,
+                first,
+                newly_enforced,
+                status,
+            } => {
+                self.write_session(sid, (first, newly_enforced), status)
+                    .await
+            }
         }
     }
 
@@ -301,7 +325,7 @@ impl Writer {
                         )
                         .await;
                 }
-                self.written_policies.insert((namespace, name), status);
+                self.written_policies.insert(uid.to_owned(), status);
                 true
             }
             Err(kube::Error::Api(e)) if e.code == 404 => true,
@@ -313,10 +337,13 @@ impl Writer {
         }
     }
 
+    /// Writes a revoked session's status. `first`: the revocation is new; `newly_enforced`:
+    /// every connected gateway acknowledged it now. Each is an Event, and only the second
+    /// claims that the gateways refuse the session.
     async fn write_session(
         &mut self,
         sid: String,
-        first: bool,
+        (first, newly_enforced): (bool, bool),
         status: AccessSessionStatus,
     ) -> bool {
         let api: Api<AccessSession> = Api::namespaced(self.client.clone(), &self.session_namespace);
@@ -330,16 +357,18 @@ impl Writer {
         match api.patch_status(&sid, &params, &Patch::Apply(&body)).await {
             Ok(written) => {
                 self.sources.metrics.status_written(StatusObject::Session);
+                let uid = written.metadata.uid.unwrap_or_default();
+                let ns = self.session_namespace.clone();
+                let reference = reference("AccessSession", &ns, &sid, &uid);
                 if first {
                     info!(session = %sid, "revocation recorded");
-                    let uid = written.metadata.uid.unwrap_or_default();
-                    let ns = self.session_namespace.clone();
-                    let reference = reference("AccessSession", &ns, &sid, &uid);
-                    let note = "the session was revoked; every gateway refuses it";
-                    self.events
-                        .publish(&reference, true, Reason::Revoked.as_str(), note, "Revoke")
-                        .await;
                 }
+                if newly_enforced {
+                    info!(session = %sid, "revocation enforced by every connected gateway");
+                }
+                self.events
+                    .session_revoked(&reference, first, newly_enforced, &status)
+                    .await;
                 self.written_sessions.insert(sid, status);
                 true
             }

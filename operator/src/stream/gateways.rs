@@ -5,8 +5,13 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-/// A gateway that has not acked or held a stream for this long no longer counts as connected.
+/// Relayed facts older than this are stale (a follower relays every second).
 pub const CONNECTED_WINDOW_SECS: u64 = 30;
+/// A gateway with no stream open here and nothing heard from it (stream, ack) for this long is
+/// gone. Until then it stays in the denominator of `GATEWAYS n/n` and of a revocation's
+/// enforcement, as behind for whatever it did not acknowledge: a gateway that stopped
+/// acknowledging (partitioned, stuck) must not make the count look complete.
+pub const GONE_AFTER_SECS: u64 = 120;
 
 #[derive(Clone, Debug, Default)]
 struct Gateway {
@@ -57,12 +62,13 @@ impl Gateways {
         g.last_seen = now;
     }
 
-    /// Gateways that acked (or opened a stream) within the window: a gateway acks every frame
-    /// it applies, heartbeats included, so a live one is never out of it.
+    /// Gateways that hold a stream here or were heard from within [`GONE_AFTER_SECS`]: a
+    /// gateway acks every frame it applies, heartbeats included, so a live one acks every few
+    /// seconds; one that holds its stream but stopped acking is counted, as behind.
     pub fn connected(&self, now: u64) -> Vec<Connected> {
         self.lock()
             .iter()
-            .filter(|(_, g)| g.last_seen + CONNECTED_WINDOW_SECS > now)
+            .filter(|(_, g)| g.counted(now))
             .map(|(id, g)| Connected {
                 id: id.clone(),
                 acked: g.acked.unwrap_or(0),
@@ -72,15 +78,47 @@ impl Gateways {
     }
 
     pub fn connected_count(&self, now: u64) -> usize {
-        self.lock()
-            .values()
-            .filter(|g| g.last_seen + CONNECTED_WINDOW_SECS > now)
-            .count()
+        self.lock().values().filter(|g| g.counted(now)).count()
     }
 
     /// Drops gateways gone for long.
     pub fn collect(&self, now: u64) {
         self.lock()
-            .retain(|_, g| g.streams > 0 || g.last_seen + 10 * CONNECTED_WINDOW_SECS > now);
+            .retain(|_, g| g.streams > 0 || g.last_seen + 10 * GONE_AFTER_SECS > now);
+    }
+}
+
+impl Gateway {
+    /// Whether the gateway still counts: a stream open, or heard from recently.
+    fn counted(&self, now: u64) -> bool {
+        self.streams > 0 || self.last_seen + GONE_AFTER_SECS > now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_that_stops_acking_stays_counted_until_it_is_gone() {
+        let gateways = Gateways::default();
+        gateways.opened("streaming", 0);
+        gateways.acked("streaming", 5, 1);
+        gateways.opened("closed", 0);
+        gateways.acked("closed", 5, 1);
+        gateways.closed("closed", 2);
+        // Long past any ack: the one still holding its stream counts, with its old version.
+        let at = |now| {
+            let mut c: Vec<(String, u64)> = gateways
+                .connected(now)
+                .into_iter()
+                .map(|g| (g.id, g.acked))
+                .collect();
+            c.sort();
+            c
+        };
+        assert_eq!(at(60), vec![("closed".into(), 5), ("streaming".into(), 5)]);
+        assert_eq!(at(2 + GONE_AFTER_SECS), vec![("streaming".to_owned(), 5)]);
+        assert_eq!(gateways.connected_count(10_000), 1);
     }
 }

@@ -163,10 +163,18 @@ async fn record(
             StatusCode::SERVICE_UNAVAILABLE,
             "session_not_recorded",
             "Your sign-in could not be completed right now. Please try again in a moment.",
-        ));
+        )
+        .retry_after(super::RETRY_AFTER_SECS));
     }
-    // Another replica may take a moment longer: its first request then bounces once.
-    if let Some(index) = gateway.session_index() {
+    // A session this gateway created is known to it at once, whether or not the operator's
+    // stream is up; another replica asks the API server when it first sees the token.
+    if let Some(learner) = gateway
+        .session_index()
+        .as_ref()
+        .and_then(|index| index.borrow().learner.clone())
+    {
+        learner.learn(&record.observed(), crate::clock::now());
+    } else if let Some(index) = gateway.session_index() {
         let mut index = index.clone();
         let sid = session.sid.clone();
         let caught_up = index.wait_for(|i| i.entries.contains_key(&sid));

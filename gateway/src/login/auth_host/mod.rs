@@ -25,6 +25,9 @@ use portcullis_core::{CanonicalPath, Host, Policy, Route, token::TokenKind};
 use std::sync::Arc;
 use tracing::warn;
 
+/// What a login that cannot go on while the session store is away suggests (`Retry-After`).
+const RETRY_AFTER_SECS: u64 = 10;
+
 /// How long a login may take at the identity provider.
 const LOGIN_TIMEOUT_SECS: u64 = 10 * 60;
 /// How long a hand-off ticket is good for.

@@ -40,6 +40,16 @@ pub(super) async fn start(gateway: &Gateway, req: &Parts) -> Result<Response, Pr
     let not_before = match single_sign_on(gateway, &jar, &target, reauth.as_deref(), now).await {
         SingleSignOn::HandOver(session) => return handoff(gateway, &target, &session, &bind, now),
         SingleSignOn::Authenticate { not_before } => not_before,
+        // The session store cannot answer: a new login could not be recorded either, so the
+        // user is not sent through the identity provider for nothing.
+        SingleSignOn::Unavailable => {
+            return Err(Problem::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                "Signing in is not possible right now. Please try again in a moment.",
+            )
+            .retry_after(super::RETRY_AFTER_SECS));
+        }
     };
     let providers = &target.policy.identity_providers;
     let chosen = match query_param(&req.uri, "idp") {
@@ -69,6 +79,9 @@ enum SingleSignOn {
     /// The provider must authenticate the user; when `not_before` is set, freshly (the
     /// provider is asked for a new authentication and `auth_time` is checked on return).
     Authenticate { not_before: Option<u64> },
+    /// The session store cannot say whether the SSO session is live (the API server is
+    /// unreachable).
+    Unavailable,
 }
 
 /// Single sign-on: a valid SSO session for a provider this policy accepts skips the IdP —
@@ -104,7 +117,9 @@ async fn single_sign_on(
         Some(recorder) => recorder.liveness(&session.sid, &session.sub).await,
         None => Liveness::Live,
     };
-    let not_before = if live != Liveness::Live {
+    let not_before = if live == Liveness::Unknown {
+        return SingleSignOn::Unavailable;
+    } else if live != Liveness::Live {
         info!(sid = %session.sid, ?live, "the SSO session is revoked or unknown: forcing a new login");
         gateway.metrics().token_rejected(Rejection::SsoSessionEnded);
         now

@@ -5,7 +5,7 @@
 use super::{Follower, SILENCE, ack::Acker};
 use crate::shutdown::Signal;
 use portcullis_protocol::{
-    Applied, MergeError,
+    Applied, FleetState, MergeError,
     frame::{ACK_PATH, GATEWAY_ID_HEADER, STATE_PATH, parse_line},
 };
 use std::{future::Future, net::SocketAddr, time::Duration};
@@ -68,11 +68,17 @@ impl Follower {
             };
             buffer.extend_from_slice(&chunk);
             self.apply_lines(&mut buffer)?;
-            if let Some((instance, version)) = self.fleet.position() {
-                if self.fleet.has_snapshot() {
+            let (position, synced) = {
+                let merger = self.shared.lock();
+                let fleet = merger.fleet();
+                let position = fleet.position().map(|(i, v)| (i.to_owned(), v));
+                (position, fleet.has_snapshot())
+            };
+            if let Some((instance, version)) = position {
+                if synced {
                     self.feed.touch(version);
                 }
-                acker.ack(instance, version);
+                acker.ack(&instance, version);
             }
             if buffer.len() > MAX_BUFFERED {
                 return Err(ConnectionError::Ended);
@@ -97,8 +103,12 @@ impl Follower {
             .get(at_path(url, STATE_PATH))
             .bearer_auth(&token)
             .header(GATEWAY_ID_HEADER, &self.config.gateway_id);
-        if let Some((instance, version)) = self.fleet.position() {
-            request = request.query(&[("instance", instance), ("version", &version.to_string())]);
+        let position = {
+            let merger = self.shared.lock();
+            merger.fleet().position().map(|(i, v)| (i.to_owned(), v))
+        };
+        if let Some((instance, version)) = position {
+            request = request.query(&[("instance", instance), ("version", version.to_string())]);
         }
         let response = unless_silent(request.send(), shutdown).await?;
         if !response.status().is_success() {
@@ -128,37 +138,38 @@ impl Follower {
     /// enforced now, not after the reconnect.
     fn apply_lines(&mut self, buffer: &mut Vec<u8>) -> Result<(), ConnectionError> {
         let mut changed = Applied::Unchanged;
-        let merged = self.merge_lines(buffer, &mut changed);
-        self.publish(changed);
+        let mut merger = self.shared.lock();
+        let merged = merge_lines(merger.fleet_mut(), buffer, &mut changed);
+        merger.publish(changed);
         merged
     }
+}
 
-    /// Merges the complete lines of `buffer` into the fleet state, noting in `changed` what
-    /// they changed, until one fails.
-    fn merge_lines(
-        &mut self,
-        buffer: &mut Vec<u8>,
-        changed: &mut Applied,
-    ) -> Result<(), ConnectionError> {
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = &line[..line.len() - 1];
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let frame = match parse_line(line) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    // An unreadable frame may be a revocation: never skip it, start over.
-                    warn!(%error, "unreadable frame; reconnecting for a snapshot");
-                    self.fleet.forget_position();
-                    return Err(ConnectionError::Ended);
-                }
-            };
-            *changed = changed.and(self.fleet.apply(frame, crate::clock::now())?);
+/// Merges the complete lines of `buffer` into `fleet`, noting in `changed` what they changed,
+/// until one fails.
+fn merge_lines(
+    fleet: &mut FleetState,
+    buffer: &mut Vec<u8>,
+    changed: &mut Applied,
+) -> Result<(), ConnectionError> {
+    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = buffer.drain(..=end).collect();
+        let line = &line[..line.len() - 1];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
         }
-        Ok(())
+        let frame = match parse_line(line) {
+            Ok(frame) => frame,
+            Err(error) => {
+                // An unreadable frame may be a revocation: never skip it, start over.
+                warn!(%error, "unreadable frame; reconnecting for a snapshot");
+                fleet.forget_position();
+                return Err(ConnectionError::Ended);
+            }
+        };
+        *changed = changed.and(fleet.apply(frame, crate::clock::now())?);
     }
+    Ok(())
 }
 
 /// Awaits `step`, unless the operator stays silent for [`SILENCE`] or the gateway shuts down

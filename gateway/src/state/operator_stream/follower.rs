@@ -25,12 +25,14 @@ impl Follower {
                 let (url, addr) = &endpoints[next % endpoints.len()];
                 next = next.wrapping_add(1);
                 let started = Instant::now();
-                match self.follow(url, *addr, &mut shutdown).await {
+                let followed = self.follow(url, *addr, &mut shutdown).await;
+                self.feed.stream_lost();
+                match followed {
                     Err(ConnectionError::Shutdown) => return,
                     Err(error) => {
                         warn!(operator = %url, %addr, %error, "operator stream interrupted; trying the next endpoint");
                         if let ConnectionError::Merge(_) = error {
-                            self.fleet.forget_position();
+                            self.shared.lock().fleet_mut().forget_position();
                         }
                     }
                     Ok(()) => {}

@@ -7,20 +7,23 @@
 //! each version it applied. On any failure it moves to the next endpoint with backoff and
 //! resumes from its version.
 //!
-//! Until the first snapshot the gateway is not ready and admits nobody; when no frame
-//! (heartbeats included) arrived for `--state-stale-after` it reports NotReady again, while
-//! still enforcing the last state it has.
+//! Until the first snapshot the gateway is not ready and admits nobody. After that no outage
+//! of the control plane makes it NotReady: it keeps enforcing the last state it has, and the
+//! age of that state is a metric ([`Feed`]).
 
 mod ack;
 mod connection;
 mod follower;
-mod publish;
 
 pub use super::feed::Feed;
 
 use crate::{
     shutdown::Signal,
-    state::{Snapshot, session_index::SessionIndex},
+    state::{
+        Snapshot,
+        merger::{KnownIdps, Shared},
+        session_index::SessionIndex,
+    },
 };
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_protocol::FleetState;
@@ -41,6 +44,8 @@ pub struct StreamConfig {
     pub token_file: PathBuf,
     pub gateway_id: String,
     pub stale_after: Duration,
+    /// Opt-in: NotReady while the state is older than `stale_after`.
+    pub refuse_stale: bool,
 }
 
 /// Why the stream could not be set up at all.
@@ -54,56 +59,62 @@ pub enum StreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// What the request path reads: the snapshot and the session index.
-pub type Receivers = (
-    watch::Receiver<Arc<Snapshot>>,
-    watch::Receiver<Arc<SessionIndex>>,
-);
+/// What the request path reads (the snapshot and the session index), and the merged state the
+/// API-server fallback writes into.
+pub struct Receivers {
+    pub state: watch::Receiver<Arc<Snapshot>>,
+    pub index: watch::Receiver<Arc<SessionIndex>>,
+    pub shared: Shared,
+    pub feed: Arc<Feed>,
+}
 
 /// Starts following the operator. Returns at once; both receivers hold "not ready" values until
 /// the first snapshot is applied.
 pub fn spawn(
     config: StreamConfig,
-    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    known_idps: KnownIdps,
     shutdown: Signal,
 ) -> Result<Receivers, StreamError> {
     let tls = tls_config(&config.ca_pem)?;
-    let feed = Arc::new(Feed::new(config.stale_after));
+    let feed = Arc::new(Feed::new(config.stale_after, config.refuse_stale));
     let (state_tx, state_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (index_tx, index_rx) = watch::channel(Arc::new(SessionIndex {
         synced: false,
         entries: Default::default(),
         feed: Some(feed.clone()),
+        learner: None,
     }));
+    let shared = Shared::new(
+        FleetState::new(CLOCK_SKEW_SECS),
+        known_idps,
+        feed.clone(),
+        state_tx,
+        index_tx,
+    );
     let follower = Follower {
         config,
         tls,
-        known_idps,
-        feed,
-        state_tx,
-        index_tx,
-        fleet: FleetState::new(CLOCK_SKEW_SECS),
-        published: 0,
-        previous: None,
+        feed: feed.clone(),
+        shared: shared.clone(),
     };
     tokio::spawn(follower.run(shutdown));
-    Ok((state_rx, index_rx))
+    Ok(Receivers {
+        state: state_rx,
+        index: index_rx,
+        shared,
+        feed,
+    })
 }
 
 /// The state of following the operator, across connections. Defined here because `follower`
-/// (the reconnect loop), `connection` (one stream) and `publish` each add its methods, and
-/// none of them should import another for it.
+/// (the reconnect loop) and `connection` (one stream) each add its methods, and neither should
+/// import the other for it.
 struct Follower {
     config: StreamConfig,
     tls: rustls::ClientConfig,
-    known_idps: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     feed: Arc<Feed>,
-    state_tx: watch::Sender<Arc<Snapshot>>,
-    index_tx: watch::Sender<Arc<SessionIndex>>,
-    fleet: FleetState,
-    /// Snapshots published so far: the gateway's own state version.
-    published: u64,
-    previous: Option<Arc<Snapshot>>,
+    /// The merged state, shared with the API-server fallback and the request path.
+    shared: Shared,
 }
 
 fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, StreamError> {

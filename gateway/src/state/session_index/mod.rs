@@ -13,7 +13,7 @@
 
 mod api_server;
 
-pub use api_server::watch_sessions;
+pub use api_server::{SessionSink, follow_sessions, watch_sessions};
 
 use crate::state::feed::Feed;
 use portcullis_core::token::CLOCK_SKEW_SECS;
@@ -43,6 +43,22 @@ pub struct SessionIndex {
     pub entries: Sessions,
     /// Freshness of the operator stream feeding the index (cluster mode).
     pub feed: Option<Arc<Feed>>,
+    /// Learns a session the index does not know after the request path confirmed it against
+    /// the API server (cluster mode).
+    pub learner: Option<Arc<dyn Learn>>,
+}
+
+/// Learns a session the index does not know, once it was read from the API server: merged like
+/// any other observation (ended stays ended), then published.
+pub trait Learn: Send + Sync + std::fmt::Debug {
+    /// Merges `session`, read from the API server at `now`, and publishes the index.
+    fn learn(&self, session: &SessionEntry, now: u64);
+    /// Whether `sid` may be asked about at `now` (the API server did not recently lack it).
+    fn may_ask(&self, sid: &str, now: u64) -> bool;
+    /// The API server did not have `sid` at `now`.
+    fn missed(&self, sid: &str, now: u64);
+    /// Ends session `sid` in this gateway's memory at once (a logout), and publishes.
+    fn end(&self, sid: &str);
 }
 
 impl SessionIndex {
@@ -94,13 +110,18 @@ impl SessionIndex {
     /// (`portcullis_protocol::session`): ended stays ended, expiry only moves earlier.
     fn apply(&mut self, session: &AccessSession, now: u64) {
         if let Ok(seen) = SessionEntry::try_from(session) {
-            session::observe(&mut self.entries, &seen, now, CLOCK_SKEW_SECS);
+            self.observe(&seen, now);
         }
     }
 
+    /// Folds one observation into the index; whether it changed.
+    fn observe(&mut self, seen: &SessionEntry, now: u64) -> bool {
+        session::observe(&mut self.entries, seen, now, CLOCK_SKEW_SECS)
+    }
+
     /// Session `sid` was deleted, or a complete list no longer has it: it has ended.
-    fn end(&mut self, sid: &str) {
-        session::end(&mut self.entries, sid);
+    fn end(&mut self, sid: &str) -> bool {
+        session::end(&mut self.entries, sid)
     }
 
     /// Drops what can no longer matter: sessions past their latest expiry plus clock skew.

@@ -1,35 +1,26 @@
 //! Turning the merged fleet state into what the request path reads: the session index after a
 //! session change, the access snapshot (and the index with it) after a policy change.
 
-use super::Follower;
+use super::Merger;
 use crate::state::{self, Metadata, SecretManifest, Snapshot, session_index::SessionIndex};
-use portcullis_protocol::Applied;
 use std::{collections::HashMap, sync::Arc};
 use tracing::warn;
 
-impl Follower {
-    /// Publishes what `changed` says changed.
-    pub(super) fn publish(&mut self, changed: Applied) {
-        match changed {
-            Applied::Policies => self.publish_policies(),
-            Applied::Sessions => self.publish_sessions(),
-            Applied::Unchanged => {}
-        }
-    }
-
+impl Merger {
     /// Publishes the session index: the merged map itself, cloned in O(1). A revocation costs
     /// no more with 100k sessions than with ten.
-    fn publish_sessions(&self) {
+    pub(super) fn publish_sessions(&self) {
         self.index_tx.send_replace(Arc::new(SessionIndex {
             synced: true,
             entries: self.fleet.sessions().clone(),
             feed: Some(self.feed.clone()),
+            learner: self.learner.clone(),
         }));
     }
 
     /// Builds and publishes the access snapshot (policies compiled into the route table) and
     /// the session index from the merged state.
-    fn publish_policies(&mut self) {
+    pub(super) fn publish_policies(&mut self) {
         self.published += 1;
         let mut policies = Vec::new();
         let mut raised: HashMap<(String, String), u64> = HashMap::new();

@@ -1,0 +1,74 @@
+//! The fallback's policy watch: every `AccessPolicy`, merged into the fleet state (epochs only
+//! go up per object; a deleted object never comes back; a relist removes what it lacks).
+
+use super::Listed;
+use crate::{shutdown::Signal, state::merger::Shared};
+use futures::StreamExt as _;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use portcullis_crds::AccessPolicy;
+use portcullis_protocol::Applied;
+use std::{collections::HashSet, sync::Arc};
+use tracing::warn;
+
+/// Follows every policy into `shared` until shutdown (or the watch ends).
+pub(super) async fn follow(
+    api: Api<AccessPolicy>,
+    config: watcher::Config,
+    shared: Shared,
+    listed: Arc<Listed>,
+    mut shutdown: Signal,
+) {
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut relist: Option<HashSet<(String, String)>> = None;
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            () = shutdown.wait() => return,
+        };
+        let now = crate::clock::now();
+        let mut merger = shared.lock();
+        let fleet = merger.fleet_mut();
+        let applied = match event {
+            None => return,
+            Some(Err(error)) => {
+                warn!(%error, "policy watch failed; retrying");
+                Applied::Unchanged
+            }
+            Some(Ok(watcher::Event::Init)) => {
+                relist = Some(HashSet::new());
+                Applied::Unchanged
+            }
+            Some(Ok(watcher::Event::InitApply(policy))) => {
+                if let (Some(keys), Some(ns), Some(name)) = (
+                    relist.as_mut(),
+                    policy.metadata.namespace.clone(),
+                    policy.metadata.name.clone(),
+                ) {
+                    keys.insert((ns, name));
+                }
+                // Published with the whole list.
+                fleet.observe_policy(&policy, now);
+                continue;
+            }
+            Some(Ok(watcher::Event::InitDone)) => {
+                let keys = relist.take().unwrap_or_default();
+                fleet.policies_listed(&keys);
+                listed.set(Listed::POLICIES);
+                Applied::Policies
+            }
+            Some(Ok(watcher::Event::Apply(policy))) => fleet.observe_policy(&policy, now),
+            Some(Ok(watcher::Event::Delete(policy))) => match (
+                policy.metadata.namespace.as_deref(),
+                policy.metadata.name.as_deref(),
+                policy.metadata.uid.as_deref(),
+            ) {
+                (Some(ns), Some(name), Some(uid)) => fleet.policy_deleted(ns, name, uid),
+                _ => Applied::Unchanged,
+            },
+        };
+        merger.publish(applied);
+    }
+}
