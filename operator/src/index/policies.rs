@@ -121,6 +121,7 @@ impl Index {
                 namespace: entry.namespace,
                 name: entry.name,
                 uid: entry.uid,
+                withdrawn: false,
             });
         }
     }
@@ -141,11 +142,13 @@ impl Index {
                 continue;
             };
             let entry = stored.entry.clone();
+            // Withdrawn, not deleted: gateways must accept it again if its claim is granted.
             self.push(|version| Frame::PolicyRemoved {
                 version,
                 namespace: entry.namespace,
                 name: entry.name,
                 uid: entry.uid,
+                withdrawn: true,
             });
             if let Some(stored) = self.policies.get_mut(key) {
                 stored.sent = Sent::No;

@@ -298,8 +298,16 @@ fn a_claim_on_another_namespaces_host_is_never_streamed_and_the_owner_keeps_it()
     index.apply_policy(&edited, 1);
     assert_eq!(index.version(), v);
 
-    // The owner leaves: the host falls to the next claim, streamed after the removal.
+    // The owner leaves: the host falls to the next claim, streamed after the removal (a
+    // deletion, which gateways never take back).
     index.delete_policy("team-a", "app");
+    assert!(matches!(
+        index.deltas_since(v).expect("deltas").first(),
+        Some(Frame::PolicyRemoved {
+            withdrawn: false,
+            ..
+        })
+    ));
     assert_eq!(held(&index), names(&["team-b/grab"]));
     assert_eq!(
         replay(&index, v, names(&["team-a/app"])),
@@ -322,6 +330,17 @@ fn an_access_host_moves_a_host_to_the_granted_namespace_and_back() {
         replay(&index, v, names(&["team-b/first"])),
         names(&["team-a/app"])
     );
+    // Withdrawn, not deleted: a gateway must take the same object back later.
+    let withdrawn: Vec<bool> = index
+        .deltas_since(v)
+        .expect("deltas")
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::PolicyRemoved { withdrawn, .. } => Some(withdrawn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(withdrawn, [true]);
     // The gateways' facts never count a refused policy as applied.
     let facts = index.policy_facts(None, index.version());
     assert!(facts.contains_key("uid-team-a-app") && !facts.contains_key("uid-team-b-first"));
