@@ -4,7 +4,8 @@
 //! impersonation), and the tenant of namespace B trying to take namespace A's host with a
 //! `Bypass` under a longer prefix. The claim is refused (condition and Event) and never routed:
 //! the gateway keeps judging the host by A's policies, until a cluster administrator grants the
-//! host to B with an `AccessHost`.
+//! host to B with an `AccessHost`. And the operator reads Secrets only where it is granted to,
+//! reporting a refusal on the policies that need them instead of stalling.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::{
@@ -26,7 +27,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-const LIMIT: Duration = Duration::from_secs(30);
+/// Every test here runs its own operator, and each operator leads in its own namespace and
+/// writes the status of every policy in the cluster: run one at a time, so no operator with
+/// another configuration rewrites what the test reads.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Long enough for a refused watch to retry after its backoff.
+const LIMIT: Duration = Duration::from_secs(90);
 
 /// Lets `user` create and read AccessPolicies in `ns`, nothing else.
 async fn tenant(admin: &Client, ns: &str, user: &str) -> Result<()> {
@@ -201,6 +208,7 @@ fn bypassed(status: StatusCode) -> bool {
 #[tokio::test]
 async fn a_tenant_cannot_take_another_namespaces_host_unless_an_access_host_grants_it() -> Result<()>
 {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = TestCluster::shared().await;
     let kubeconfig = cluster.info().kubeconfig.clone();
     let other = cluster.namespace("tenancy-b").await?;
@@ -347,4 +355,243 @@ async fn fleet_policy_spec(admin: &Client, ns: &str) -> Result<portcullis_crds::
         .get(portcullis_tests::fleet::POLICY)
         .await?;
     Ok(policy.spec)
+}
+
+/// A kubeconfig acting as `user`: the admin's, impersonating (`as`), so the API server applies
+/// `user`'s RBAC to everything the process does.
+fn impersonating_kubeconfig(admin: &Path, user: &str, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(admin)?;
+    let mut config: serde_json::Value = serde_saphyr::from_str(&text)?;
+    let users = config
+        .get_mut("users")
+        .and_then(|u| u.as_array_mut())
+        .context("kubeconfig without users")?;
+    for entry in users {
+        if let Some(user_map) = entry.get_mut("user").and_then(|u| u.as_object_mut()) {
+            user_map.insert("as".into(), serde_json::Value::String(user.to_owned()));
+        }
+    }
+    std::fs::write(file, serde_json::to_vec(&config)?)?;
+    Ok(())
+}
+
+/// Everything the operator needs, except Secrets.
+async fn operator_role_without_secrets(admin: &Client, user: &str) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(user.to_owned()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![
+            rule(
+                "access.portcullis.dev",
+                &[
+                    "accesspolicies",
+                    "accesspolicies/status",
+                    "accesshosts",
+                    "accesssessions",
+                    "accesssessions/status",
+                ],
+                &["*"],
+            ),
+            rule("", &["namespaces"], &["get", "list", "watch"]),
+            rule("", &["events"], &["create", "patch"]),
+            rule("events.k8s.io", &["events"], &["create", "patch"]),
+            rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
+            rule("coordination.k8s.io", &["leases"], &["*"]),
+        ]),
+        ..ClusterRole::default()
+    };
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(user.to_owned()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: user.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: user.to_owned(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+/// Lets `user` read the Secrets of `ns` (what the chart's `operator.secretNamespaces` renders).
+async fn secret_reader(admin: &Client, ns: &str, user: &str) -> Result<()> {
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("operator-secrets".into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            verbs: ["get", "list", "watch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        }]),
+    };
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("operator-secrets".into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "operator-secrets".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: user.to_owned(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+/// A policy whose `ServiceAuth` rule needs the service token `ci` (Secret `ci-token`).
+fn tokened(ns: &str) -> Result<AccessPolicy> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessPolicy",
+        "metadata": {"name": "tokened", "namespace": ns},
+        "spec": {
+            "hosts": [format!("{ns}.portcullis.test")],
+            "serviceTokens": [{"name": "ci", "secretName": "ci-token"}],
+            "rules": [{"action": "ServiceAuth", "include": [{"serviceTokens": ["ci"]}]}]
+        }
+    }))
+    .context("building the policy")
+}
+
+/// The operator reads Secrets only in `--secret-namespaces`, through a Role there: without the
+/// Role it still serves (the API server's refusal is reported on the policies that need those
+/// Secrets, not a stalled stream), a policy elsewhere is told its namespace is not read, and
+/// once the Role exists the watch recovers by itself.
+#[tokio::test]
+async fn the_operator_reads_secrets_only_where_granted_and_reports_a_refusal() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    let other = cluster.namespace("secrets-elsewhere").await?;
+    let elsewhere = other.name().to_owned();
+    let outcome = cluster
+        .with_temp_ns("secrets-scoped", |admin: Client, ns: String| {
+            let kubeconfig = kubeconfig.clone();
+            let elsewhere = elsewhere.clone();
+            async move { secrets_story(&admin, &kubeconfig, &ns, &elsewhere).await }
+        })
+        .await;
+    other.cleanup().await?;
+    outcome
+}
+
+/// Starts the operator as `user` with Secrets read in `ns` only, and walks the story.
+async fn scoped_operator(
+    admin: &Client,
+    dir: &Path,
+    kubeconfig: &Path,
+    user: &str,
+    ns: &str,
+    elsewhere: &str,
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let pki = portcullis_tests::pki::Pki::generate(&dir.join("pki"))?;
+    // Ready (every watch listed or refused) within start_with's deadline, without any Secret
+    // access at all.
+    let mut operator = portcullis_tests::operator::OperatorProcess::start_with(
+        &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
+        &dir.join("operator"),
+        &pki,
+        kubeconfig,
+        ns,
+        &[format!("{ns}:gateway")],
+        vec![("PORTCULLIS_SECRET_NAMESPACES".into(), ns.to_owned())],
+    )
+    .await?;
+    let log = dir
+        .join("operator")
+        .join(format!("operator-{}.log", operator.addr.port()));
+    let result = async {
+        let refused = wait_ready(admin, ns, "tokened", "False", "SecretNotReadable").await?;
+        ensure!(refused.contains("refuses"), "{refused}");
+        wait_event(admin, ns, "tokened", "SecretNotReadable").await?;
+        let unread = wait_ready(admin, elsewhere, "tokened", "False", "SecretNotReadable").await?;
+        ensure!(unread.contains("not among"), "{unread}");
+
+        // Granted: the watch recovers on its own; the Secret then decides.
+        secret_reader(admin, ns, user).await?;
+        wait_ready(admin, ns, "tokened", "False", "MissingSecret").await?;
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "ci-token", "namespace": ns},
+            "stringData": {"client-id": "ci", "client-secret": "s3cret-value"}
+        }))?;
+        Api::<Secret>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        wait_ready(admin, ns, "tokened", "True", "Accepted").await?;
+        // Still never read elsewhere.
+        wait_ready(admin, elsewhere, "tokened", "False", "SecretNotReadable").await?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!(
+            "operator log:\n{}",
+            portcullis_tests::fsutil::tail(&log, 40)
+        );
+    }
+    operator.stop().await?;
+    result
+}
+
+async fn secrets_story(admin: &Client, kubeconfig: &Path, ns: &str, elsewhere: &str) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let user = format!("operator-{ns}");
+    operator_role_without_secrets(admin, &user).await?;
+    let result = async {
+        let dir = portcullis_tests::fsutil::scratch_dir("tenancy", "secrets")?;
+        let scoped = dir.join("kubeconfig");
+        impersonating_kubeconfig(kubeconfig, &user, &scoped)?;
+        for namespace in [ns, elsewhere] {
+            Api::<AccessPolicy>::namespaced(admin.clone(), namespace)
+                .create(&PostParams::default(), &tokened(namespace)?)
+                .await?;
+        }
+        scoped_operator(admin, &dir, &scoped, &user, ns, elsewhere).await
+    }
+    .await;
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(&user, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(admin.clone())
+        .delete(&user, &DeleteParams::default())
+        .await;
+    result
 }
