@@ -1,6 +1,7 @@
 //! Portcullis domain logic, with no Kubernetes client and no HTTP server in it: request-path
 //! and host canonicalization, policies compiled from `AccessPolicy` manifests and their rule
-//! evaluation, the route table, and signed tokens with their verification cache.
+//! evaluation, the route table, which namespace may claim which host ([`tenancy`]), and signed
+//! tokens with their verification cache.
 //!
 //! Everything here is synchronous and pure (time is an argument), so the gateway's request path
 //! and the operator share one definition of every decision and the tests need no clock.
@@ -11,6 +12,7 @@ pub mod path;
 pub mod policy;
 pub mod routes;
 pub mod session;
+pub mod tenancy;
 pub mod token;
 
 pub use host::{Host, HostError};

@@ -1,5 +1,5 @@
-//! Portcullis API types: the `AccessPolicy` and `AccessSession` custom resources of
-//! `access.portcullis.dev/v1alpha1`.
+//! Portcullis API types: the `AccessPolicy`, `AccessSession` and `AccessHost` custom resources
+//! of `access.portcullis.dev/v1alpha1`.
 //!
 //! This crate has no runtime: it describes what the API server stores and validates. The CRD YAML
 //! committed under `crds/yaml/` is generated from these types by `cargo run -p portcullis-crds
@@ -10,10 +10,12 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod chart;
+pub mod host;
 pub mod policy;
 pub mod reference;
 pub mod session;
 
+pub use host::{AccessHost, AccessHostSpec, AllowedNamespaces, NamespacesFrom};
 pub use policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule, ClaimSelector, GatewayProgress,
     RefreshFailure, RefreshFailureMode, RuleAction, Selector, ServiceBackend, ServiceToken,
@@ -39,6 +41,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("accesspolicies.yaml", AccessPolicy::crd()),
         ("accesssessions.yaml", AccessSession::crd()),
+        ("accesshosts.yaml", AccessHost::crd()),
     ]
 }
 

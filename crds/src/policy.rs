@@ -304,9 +304,11 @@ pub struct AccessPolicyStatus {
     pub observed_generation: Option<i64>,
     /// One condition, `Ready`, written by the operator's leader: `True` with reason `Accepted`
     /// when the policy is valid and streamed to the gateways; `False` with the reason of what is
-    /// wrong: `InvalidSpec`, `UnknownIdentityProvider`, `MissingSecret`, `MissingSecretKey` (a
-    /// service token's Secret) or `HostPathConflict` (another policy claims the same host and
-    /// path). How many gateways enforce it is `gateways`, not a condition.
+    /// wrong: `HostNotAllowed` (its namespace may not claim one of its hosts, see `AccessHost`;
+    /// the policy is not streamed), `InvalidSpec`, `UnknownIdentityProvider`, `MissingSecret`,
+    /// `MissingSecretKey`, `SecretNotReadable` (a service token's Secret) or `HostPathConflict`
+    /// (another policy claims the same host and path). How many gateways enforce it is
+    /// `gateways`, not a condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

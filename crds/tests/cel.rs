@@ -195,3 +195,42 @@ fn the_subject_is_immutable_and_expiry_only_moves_earlier() {
         session(&SESSION.replace("2026-11-23T20:00:00Z", "2026-11-23T09:00:00Z"));
     assert_eq!(errors(earlier.validate_cel_update(&old)), "");
 }
+
+fn host(yaml: &str) -> portcullis_crds::AccessHost {
+    serde_saphyr::from_str(yaml).expect("fixture parses")
+}
+
+#[test]
+fn an_access_host_names_its_namespaces_exactly_one_way() {
+    let with = |allowed: &str| {
+        host(&format!(
+            "metadata: {{name: shop}}\nspec:\n  hostnames: [shop.example.com, '*.shop.example.com']\n  allowedNamespaces: {allowed}\n"
+        ))
+    };
+    for ok in [
+        "{from: All}",
+        "{from: Names, names: [shop]}",
+        "{from: Selector, selector: {matchLabels: {tenant: shop}}}",
+    ] {
+        assert_eq!(errors(with(ok).validate_cel()), "", "{ok}");
+    }
+    for (bad, message) in [
+        ("{from: Names}", "from: Names needs at least one entry"),
+        (
+            "{from: Names, names: []}",
+            "from: Names needs at least one entry",
+        ),
+        ("{from: Selector}", "from: Selector needs a selector"),
+        (
+            "{from: All, names: [shop]}",
+            "names is only read with from: Names",
+        ),
+        (
+            "{from: Names, names: [a], selector: {}}",
+            "selector is only read with from: Selector",
+        ),
+    ] {
+        let got = errors(with(bad).validate_cel());
+        assert!(got.contains(message), "{bad}: {got}");
+    }
+}

@@ -161,3 +161,99 @@ async fn a_missing_directory_is_an_error_not_an_empty_policy_set() {
         .is_err()
     );
 }
+
+/// A policy of `namespace` on `host` under `prefix` letting everyone through.
+fn bypass(namespace: &str, name: &str, host: &str, prefix: &str) -> String {
+    format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: {name}, namespace: {namespace} }}
+spec:
+  hosts: [{host}]
+  paths: ["{prefix}"]
+  rules: [{{ action: Bypass, include: [{{ everyone: true }}] }}]
+"#
+    )
+}
+
+fn route_at(snapshot: &Snapshot, host: &str, path: &str) -> String {
+    let host = Host::parse(host).expect("host");
+    match snapshot
+        .routes
+        .route(&host, &CanonicalPath::parse(path).expect("path"))
+    {
+        Some(Route::Policy(p)) => p.id.to_string(),
+        Some(Route::Invalid { id, .. }) => format!("invalid {id}"),
+        Some(Route::Conflict { .. }) => "conflict".into(),
+        None => "none".into(),
+    }
+}
+
+#[test]
+fn a_manifest_claiming_another_namespaces_host_is_left_out_unless_granted() {
+    let dir = std::env::temp_dir().join(format!("portcullis-source-hosts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let load = |version| {
+        directory::load(&dir, version, &|_: &str| true, &mut Default::default()).expect("loads")
+    };
+    // team-a's file sorts after team-b's: the owner is decided by namespace, not file order.
+    write(
+        &dir,
+        "z-a.yaml",
+        &bypass("team-a", "app", "app.example.test", "/"),
+    );
+    write(
+        &dir,
+        "b.yaml",
+        &bypass("team-b", "grab", "app.example.test", "/admin"),
+    );
+    write(
+        &dir,
+        "b-own.yaml",
+        &bypass("team-b", "own", "b.example.test", "/"),
+    );
+    let first = load(1);
+    assert_eq!(
+        route_at(&first, "app.example.test", "/admin/x"),
+        "team-a/app"
+    );
+    assert_eq!(route_at(&first, "b.example.test", "/"), "team-b/own");
+    assert!(
+        first
+            .problems
+            .iter()
+            .any(|p| p.contains("team-b/grab") && p.contains("not routed")),
+        "{:?}",
+        first.problems
+    );
+
+    // A grant to labelled namespaces lets team-b in, and keeps team-a out of it.
+    write(
+        &dir,
+        "hosts.yaml",
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessHost
+metadata: { name: app }
+spec:
+  hostnames: ["*.example.test"]
+  allowedNamespaces:
+    from: Selector
+    selector: { matchLabels: { tenant: b } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: team-b, labels: { tenant: b } }
+"#,
+    );
+    let second = load(2);
+    assert_eq!(
+        route_at(&second, "app.example.test", "/admin/x"),
+        "team-b/grab"
+    );
+    assert_eq!(route_at(&second, "app.example.test", "/"), "none");
+    assert_eq!(route_at(&second, "b.example.test", "/"), "team-b/own");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,8 +1,9 @@
 //! Command-line configuration; every flag has an environment variable.
 
 use clap::Parser;
+use portcullis_core::tenancy::Unclaimed;
 use portcullis_runtime::{parse_duration, server::ConnectionLimits};
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Portcullis operator: streams the access state to the gateway fleet and reconciles the
 /// Portcullis resources.
@@ -80,9 +81,27 @@ pub struct Args {
     /// Bounds on every connection of both listeners.
     #[clap(flatten)]
     pub connections: ConnectionLimits,
+    /// Who may claim a host no AccessHost covers: `first-claim` (the namespace of its oldest
+    /// AccessPolicy owns it; other namespaces are refused) or `refuse` (nobody: every host needs
+    /// an AccessHost).
+    #[arg(long, env = "PORTCULLIS_UNCLAIMED_HOSTS", default_value = "first-claim", value_parser = parse_unclaimed)]
+    pub unclaimed_hosts: Unclaimed,
+    /// The namespaces whose Secrets the operator reads (service tokens), comma-separated; empty:
+    /// every namespace. A policy elsewhere that names a service token is reported
+    /// `SecretNotReadable`.
+    #[arg(long, env = "PORTCULLIS_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+}
+
+fn parse_unclaimed(s: &str) -> Result<Unclaimed, String> {
+    match s {
+        "first-claim" => Ok(Unclaimed::FirstClaim),
+        "refuse" => Ok(Unclaimed::Refuse),
+        _ => Err(format!("{s:?} is neither first-claim nor refuse")),
+    }
 }
 
 /// `namespace:name`, rendered as the ServiceAccount's user name.
@@ -96,6 +115,17 @@ fn parse_service_account(s: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// The namespaces whose Secrets the operator reads; `None`: every namespace.
+    pub fn secret_namespaces(&self) -> Option<BTreeSet<String>> {
+        let names: BTreeSet<String> = self
+            .secret_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        (!names.is_empty()).then_some(names)
+    }
+
     /// This replica's identity.
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {

@@ -60,6 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     watch::spawn_all(
         replica.client.clone(),
         &args.session_namespace,
+        args.secret_namespaces().as_ref(),
         replica.index.clone(),
         replica.metrics.clone(),
         signal.clone(),
@@ -122,7 +123,9 @@ impl Replica {
         ));
         Self {
             index: Arc::new(SharedIndex::new(
-                Index::new(instance, DELTA_LOG),
+                Index::new(instance, DELTA_LOG)
+                    .with_unclaimed(args.unclaimed_hosts)
+                    .with_secret_namespaces(args.secret_namespaces()),
                 metrics.clone(),
             )),
             gateways: Arc::new(Gateways::default()),

@@ -36,13 +36,18 @@ pub enum Frame {
         version: u64,
         policy: Box<PolicyEntry>,
     },
-    /// A policy was deleted.
+    /// A policy was deleted, or (`withdrawn`) still exists but is no longer enforced: its
+    /// namespace may not claim its hosts (see `portcullis_core::tenancy`).
     #[serde(rename_all = "camelCase")]
     PolicyRemoved {
         version: u64,
         namespace: String,
         name: String,
         uid: String,
+        /// The object still exists and may be streamed again (ownership of its hosts can move
+        /// back), so its uid is not tombstoned. Absent on the wire for a deletion.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        withdrawn: bool,
     },
     /// A referenced Secret was added or changed.
     Secret { version: u64, secret: SecretEntry },

@@ -8,6 +8,8 @@
 //!   while this gateway was away).
 //! - Revocation epochs only go up per (namespace, name, uid); an older generation of a policy
 //!   never replaces a newer one; a deleted policy's uid never comes back (uids are not reused).
+//!   A policy withdrawn because its namespace may no longer claim its hosts is removed without
+//!   that tombstone: the object exists, and a later frame may stream it again.
 //! - Session entries are forgotten only after their absolute expiry plus clock skew.
 //!
 //! Policies and Secrets themselves are not monotonic (a policy may be edited or deleted): the
@@ -201,9 +203,10 @@ impl FleetState {
                 namespace,
                 name,
                 uid,
+                withdrawn,
                 ..
             } => changed(
-                self.remove_policy(namespace, name, uid, true),
+                self.remove_policy(namespace, name, uid, !withdrawn),
                 Applied::Policies,
             ),
             Frame::Secret { secret, .. } => {

@@ -76,6 +76,14 @@ fn frames_round_trip_as_one_json_line_each() {
             namespace: "apps".into(),
             name: "p".into(),
             uid: "u1".into(),
+            withdrawn: false,
+        },
+        Frame::PolicyRemoved {
+            version: 4,
+            namespace: "apps".into(),
+            name: "p".into(),
+            uid: "u1".into(),
+            withdrawn: true,
         },
         Frame::Secret {
             version: 5,
@@ -449,6 +457,7 @@ fn a_recreated_policy_is_a_new_object_with_its_own_epoch() {
                 namespace: "apps".into(),
                 name: "p".into(),
                 uid: "u1".into(),
+                withdrawn: false,
             },
             NOW,
         )
@@ -474,6 +483,49 @@ fn a_recreated_policy_is_a_new_object_with_its_own_epoch() {
     assert_eq!(
         state.policies().next().map(|p| p.uid),
         Some("u2".to_owned())
+    );
+}
+
+#[test]
+fn a_withdrawn_policy_comes_back_a_deleted_one_never_and_a_deletion_reads_as_before() {
+    let removed = |version, withdrawn| Frame::PolicyRemoved {
+        version,
+        namespace: "apps".into(),
+        name: "p".into(),
+        uid: "u1".into(),
+        withdrawn,
+    };
+    let again = |version| Frame::Policy {
+        version,
+        policy: Box::new(policy("p", "u1", 2, 0, 0)),
+    };
+    let mut state = FleetState::new(SKEW);
+    state
+        .apply(
+            snapshot("a", 1, vec![policy("p", "u1", 1, 0, 0)], vec![]),
+            NOW,
+        )
+        .expect("snapshot");
+    // Its namespace lost the host, then got it back: the same object is enforced again.
+    state.apply(removed(2, true), NOW).expect("withdrawn");
+    assert!(state.policies().next().is_none());
+    state.apply(again(3), NOW).expect("back");
+    assert_eq!(
+        state.policies().next().map(|p| p.uid),
+        Some("u1".to_owned())
+    );
+    // Deleted: the uid never comes back.
+    state.apply(removed(4, false), NOW).expect("deleted");
+    state.apply(again(5), NOW).expect("replayed");
+    assert!(state.policies().next().is_none());
+    // A deletion carries no `withdrawn` on the wire, as before the field existed; a frame
+    // without it is a deletion.
+    let wire = serde_json::to_string(&removed(6, false)).expect("json");
+    assert!(!wire.contains("withdrawn"), "{wire}");
+    let old = r#"{"type":"policyRemoved","version":6,"namespace":"apps","name":"p","uid":"u1"}"#;
+    assert_eq!(
+        serde_json::from_str::<Frame>(old).expect("old frame"),
+        removed(6, false)
     );
 }
 

@@ -9,8 +9,10 @@
 //! * `header`: Dex's built-in `authproxy` connector, which trusts `X-Remote-User`,
 //!   `X-Remote-User-Email`, `X-Remote-User-Id` and `X-Remote-Group` on its callback; the login
 //!   helper sends them from [`DexUser::groups`], so tokens carry the user's **groups**. Anyone
-//!   who can reach Dex can assert any identity through it, which is acceptable only because
-//!   the test Dex listens on loopback.
+//!   who can reach Dex can assert any identity through it, so it exists only where
+//!   [`DexInfo::trusted_header`] asks for it: the test stacks, on loopback, for the tests that
+//!   need groups. The demo's Dex (`devstack up --demo`, which a person opens in a browser) has
+//!   only the password connector.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -86,6 +88,10 @@ pub struct DexInfo {
     pub redirect_uris: Vec<String>,
     /// The static users.
     pub users: Vec<DexUser>,
+    /// Whether Dex runs the trusted-header connector ([`HEADER_CONNECTOR`]), through which
+    /// anyone who reaches Dex logs in as anyone: tests that need groups only, never the demo.
+    #[serde(default)]
+    pub trusted_header: bool,
 }
 
 impl DexInfo {
@@ -172,15 +178,23 @@ pub fn write_config(
             "secretEnv": CLIENT_SECRET_ENV,
             "redirectURIs": info.redirect_uris,
         }],
-        "connectors": [{
-            "type": "authproxy",
-            "id": HEADER_CONNECTOR,
-            "name": "Trusted header (tests only)",
-            "config": {},
-        }],
+        "connectors": connectors(info.trusted_header),
     });
     let body = serde_json::to_vec_pretty(&config).context("serializing Dex config")?;
     crate::fsutil::write_public(path, &body)
+}
+
+/// Dex's connectors besides the password database: the trusted-header one only when asked.
+fn connectors(trusted_header: bool) -> serde_json::Value {
+    if !trusted_header {
+        return serde_json::json!([]);
+    }
+    serde_json::json!([{
+        "type": "authproxy",
+        "id": HEADER_CONNECTOR,
+        "name": "Trusted header (tests only)",
+        "config": {},
+    }])
 }
 
 /// Which Dex connector a login goes through.

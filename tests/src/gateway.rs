@@ -49,6 +49,7 @@ impl DexServer {
             ca_file: pki.ca_cert_path(),
             redirect_uris: uris,
             users: dex::default_users(),
+            trusted_header: true,
         };
         let config = dir.join("dex.yaml");
         dex::write_config(&config, &issuer, &format!("127.0.0.1:{port}"), &tls, &info)?;

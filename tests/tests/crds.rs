@@ -109,9 +109,11 @@ fn refused(yaml: &str, message: &str) -> Result<()> {
 async fn crds_are_established_with_names_categories_and_selectable_fields() -> Result<()> {
     let client = cluster().await.client().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    for (name, short) in [
-        ("accesspolicies.access.portcullis.dev", "ap"),
-        ("accesssessions.access.portcullis.dev", "as"),
+    // (name, short name, has a status written by the operator)
+    for (name, short, status) in [
+        ("accesspolicies.access.portcullis.dev", "ap", true),
+        ("accesssessions.access.portcullis.dev", "as", true),
+        ("accesshosts.access.portcullis.dev", "ah", false),
     ] {
         let crd = crds.get(name).await?;
         let established = crd
@@ -143,7 +145,8 @@ async fn crds_are_established_with_names_categories_and_selectable_fields() -> R
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref())
-                .is_some(),
+                .is_some()
+                == status,
             "{name}: status subresource"
         );
     }
@@ -241,6 +244,65 @@ async fn bad_policies_are_refused_with_a_clear_message() -> Result<()> {
             Ok::<_, anyhow::Error>(())
         })
         .await
+}
+
+/// AccessHosts are cluster-scoped (tenants with namespaced RBAC cannot write them) and their
+/// hostnames and namespace choice are checked by the API server.
+#[tokio::test]
+async fn access_hosts_are_cluster_scoped_and_malformed_ones_refused() -> Result<()> {
+    let client = cluster().await.client().await?;
+    let crd = Api::<CustomResourceDefinition>::all(client)
+        .get("accesshosts.access.portcullis.dev")
+        .await?;
+    ensure!(crd.spec.scope == "Cluster", "scope {}", crd.spec.scope);
+    let name = format!("crd-test-{}", std::process::id());
+    let yaml = |hostnames: &str, allowed: &str| {
+        format!(
+            "apiVersion: access.portcullis.dev/v1alpha1\nkind: AccessHost\nmetadata: {{ name: {name} }}\n\
+             spec:\n  hostnames: {hostnames}\n  allowedNamespaces: {allowed}\n"
+        )
+    };
+    for (hostnames, allowed, message) in [
+        (
+            "[\"a.*.example.test\"]",
+            "{ from: All }",
+            "spec.hostnames[0]",
+        ),
+        ("[App.example.test]", "{ from: All }", "spec.hostnames[0]"),
+        ("[\"*\"]", "{ from: All }", "spec.hostnames[0]"),
+        ("[]", "{ from: All }", "spec.hostnames"),
+        (
+            "[a.example.test]",
+            "{ from: Names }",
+            "from: Names needs at least one entry",
+        ),
+        (
+            "[a.example.test]",
+            "{ from: Selector }",
+            "from: Selector needs a selector",
+        ),
+        (
+            "[a.example.test]",
+            "{ from: Some }",
+            "Unsupported value: \"Some\"",
+        ),
+        (
+            "[a.example.test]",
+            "{ from: Names, names: [Bad_NS] }",
+            "spec.allowedNamespaces.names[0]",
+        ),
+    ] {
+        refused(&yaml(hostnames, allowed), message)?;
+    }
+    let ok = yaml(
+        "[a.example.test, \"*.a.example.test\"]",
+        "{ from: Selector, selector: { matchLabels: { tenant: a } } }",
+    );
+    let out = apply(&ok)?;
+    ensure!(out.status, "{}", out.stderr);
+    let deleted = kubectl(&["delete", "accesshost", &name], "")?;
+    ensure!(deleted.status, "{}", deleted.stderr);
+    Ok(())
 }
 
 #[tokio::test]

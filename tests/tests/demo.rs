@@ -270,6 +270,19 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
         "{problem}"
     );
 
+    // The demo's Dex has only the password connector: nobody logs in to the demo by asserting
+    // an identity in a header (the control: the same scripted login with a password works).
+    ensure!(
+        !stack.dex.trusted_header,
+        "the demo's Dex runs the trusted-header connector"
+    );
+    let forged = dex::login(&stack.dex, &alice, Connector::Header).await;
+    ensure!(
+        forged.is_err(),
+        "a trusted-header login to the demo's Dex succeeded"
+    );
+    dex::login(&stack.dex, &alice, Connector::Password).await?;
+
     // Log in once, through Dex's real password form.
     let browser = browser(true)?;
     let start = Url::parse(&info.urls[0])?;

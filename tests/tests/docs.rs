@@ -170,9 +170,10 @@ const NOT_HERE: &[(&str, &str, &str)] = &[
 ];
 
 /// The Portcullis CRDs, as the install page names them.
-const CRDS: [&str; 2] = [
+const CRDS: [&str; 3] = [
     "accesspolicies.access.portcullis.dev",
     "accesssessions.access.portcullis.dev",
+    "accesshosts.access.portcullis.dev",
 ];
 
 fn repo() -> PathBuf {

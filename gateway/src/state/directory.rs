@@ -1,12 +1,15 @@
 //! Standalone mode's source of access state: `AccessPolicy` and `Secret` manifests (the same
-//! YAML users `kubectl apply`) in a directory, reloaded when a file changes.
+//! YAML users `kubectl apply`) in a directory, reloaded when a file changes. `AccessHost` and
+//! `Namespace` manifests state which namespace may claim which host, judged by the same rule as
+//! in a cluster ([`portcullis_core::tenancy`]): a refused policy is left out and reported.
 //!
 //! The directory is polled (a fingerprint of names, sizes and modification times each second)
 //! rather than watched with inotify: polling works the same on every filesystem, including the
 //! symlink swaps of mounted ConfigMaps.
 
 use crate::state::{self, SecretManifest, Snapshot, manifest::DEFAULT_NAMESPACE};
-use portcullis_crds::AccessPolicy;
+use portcullis_core::tenancy::{Claim, HostGrant, Labels, Ownership, Unclaimed};
+use portcullis_crds::{AccessHost, AccessPolicy};
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -45,7 +48,10 @@ pub fn load(
         mut policies,
         secrets,
         mut problems,
+        grants,
+        namespaces,
     } = manifests;
+    keep_claimed_hosts(&mut policies, &grants, &namespaces, &mut problems);
     keep_highest_epochs(&mut policies, highest_epochs, &mut problems);
     let mut snapshot = state::build(version, &policies, &secrets, known_idps);
     problems.append(&mut snapshot.problems);
@@ -73,6 +79,9 @@ struct Manifests {
     policies: Vec<AccessPolicy>,
     secrets: HashMap<(String, String), SecretManifest>,
     problems: Vec<String>,
+    grants: Vec<HostGrant>,
+    /// Labels of the `Namespace` manifests, for selector grants.
+    namespaces: HashMap<String, Labels>,
 }
 
 impl Manifests {
@@ -95,6 +104,17 @@ impl Manifests {
             match kind.as_str() {
                 "AccessPolicy" => self.add_policy(document).map_err(&broken)?,
                 "Secret" => self.add_secret(document).map_err(&broken)?,
+                "AccessHost" => {
+                    let host = serde_json::from_value::<AccessHost>(document)
+                        .map_err(|error| broken(format!("invalid AccessHost: {error}")))?;
+                    self.grants.push(HostGrant::from(&host));
+                }
+                "Namespace" => {
+                    let namespace = serde_json::from_value::<NamespaceManifest>(document)
+                        .map_err(|error| broken(format!("invalid Namespace: {error}")))?;
+                    let labels = namespace.metadata.labels.unwrap_or_default();
+                    self.namespaces.insert(namespace.metadata.name, labels);
+                }
                 other => self
                     .problems
                     .push(format!("{}: ignoring kind {other:?}", file.display())),
@@ -126,6 +146,53 @@ impl Manifests {
         self.secrets.insert((namespace, name), secret);
         Ok(())
     }
+}
+
+/// A `Namespace` manifest, as far as host grants read it.
+#[derive(serde::Deserialize)]
+struct NamespaceManifest {
+    metadata: NamespaceMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct NamespaceMetadata {
+    name: String,
+    #[serde(default)]
+    labels: Option<Labels>,
+}
+
+/// Leaves out every policy whose namespace may not claim its hosts: the manifests carry no
+/// creation time, so among claims on a host no `AccessHost` covers, the first by namespace and
+/// name owns it.
+fn keep_claimed_hosts(
+    policies: &mut Vec<AccessPolicy>,
+    grants: &[HostGrant],
+    namespaces: &HashMap<String, Labels>,
+    problems: &mut Vec<String>,
+) {
+    let claims: Vec<Claim> = policies
+        .iter()
+        .filter_map(|p| Claim::of(p, None, p.metadata.uid.as_deref()))
+        .collect();
+    let labels = |ns: &str| namespaces.get(ns);
+    let refused = Ownership {
+        grants,
+        labels: &labels,
+        unclaimed: Unclaimed::FirstClaim,
+    }
+    .refusals(&claims);
+    policies.retain(|p| {
+        let Some(id) = Claim::of(p, None, None).map(|c| c.id) else {
+            return true;
+        };
+        match refused.get(&id) {
+            Some(refusal) => {
+                problems.push(format!("{id}: not routed: {refusal}"));
+                false
+            }
+            None => true,
+        }
+    });
 }
 
 /// Epochs only go up, as at the API server: a file rolled back to a lower epoch, or a policy

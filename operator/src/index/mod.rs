@@ -6,17 +6,25 @@
 //! (or vanished) session that has not expired stays in the index as ended until its expiry plus
 //! clock skew, so snapshots carry it.
 //!
-//! The index itself is synchronous and pure ([`policies`], [`secrets`], [`sessions`]); the
+//! Only policies whose namespace may claim their hosts are streamed ([`hosts`]): a refused claim
+//! never reaches a gateway, and its status says why.
+//!
+//! The index itself is synchronous and pure ([`policies`], [`hosts`], [`secrets`],
+//! [`sessions`]); the
 //! watches ([`watch`]) feed it through [`shared::SharedIndex`], which wakes the streams.
 
+mod hosts;
 mod policies;
 mod secrets;
 mod sessions;
 pub mod shared;
 pub mod watch;
 
+pub use secrets::{SecretScope, Unreadable};
 pub use shared::{SharedIndex, Watched};
 
+use policies::{Sent, Stored};
+use portcullis_core::tenancy::{HostGrant, Labels, Refusal, Unclaimed};
 use portcullis_crds::{AccessPolicyStatus, AccessSessionStatus};
 use portcullis_protocol::AppliedPolicy;
 use portcullis_protocol::{Frame, PolicyEntry};
@@ -33,11 +41,22 @@ pub struct Index {
     version: u64,
     log: VecDeque<Frame>,
     log_capacity: usize,
-    policies: BTreeMap<Key, (PolicyEntry, u64)>,
+    /// Every AccessPolicy, streamed or not.
+    policies: BTreeMap<Key, Stored>,
+    /// The policies that may not claim their hosts (never streamed), and why.
+    refused: BTreeMap<Key, Refusal>,
+    /// Every AccessHost, by name.
+    host_grants: BTreeMap<String, HostGrant>,
+    /// Labels of every namespace, for selector grants.
+    namespace_labels: BTreeMap<String, Labels>,
+    /// What happens to hosts no AccessHost covers.
+    unclaimed: Unclaimed,
     /// First time this replica saw each (uid, epoch), when the status does not record it.
     epoch_seen: HashMap<(String, i64), u64>,
     /// Data of every Secret in the cluster that some policy may reference, by key.
     secrets: BTreeMap<Key, BTreeMap<String, String>>,
+    /// Which namespaces' Secrets the operator reads, and which of them it is refused.
+    secret_scope: SecretScope,
     /// Secrets currently streamed (referenced by a policy and present).
     streamed_secrets: BTreeSet<Key>,
     sessions: HashMap<String, Session>,
@@ -65,8 +84,13 @@ impl Index {
             log: VecDeque::new(),
             log_capacity,
             policies: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            host_grants: BTreeMap::new(),
+            namespace_labels: BTreeMap::new(),
+            unclaimed: Unclaimed::default(),
             epoch_seen: HashMap::new(),
             secrets: BTreeMap::new(),
+            secret_scope: SecretScope::default(),
             streamed_secrets: BTreeSet::new(),
             sessions: HashMap::new(),
             ended_log: BTreeMap::new(),
@@ -74,6 +98,12 @@ impl Index {
             policy_status: HashMap::new(),
             revoked_status: HashMap::new(),
         }
+    }
+
+    /// What happens to hosts no AccessHost covers (first claim by default).
+    pub fn with_unclaimed(mut self, unclaimed: Unclaimed) -> Self {
+        self.unclaimed = unclaimed;
+        self
     }
 
     /// The status a policy carries now.
@@ -99,7 +129,7 @@ impl Index {
         Frame::Snapshot {
             instance: self.instance.clone(),
             version: self.version,
-            policies: self.policies.values().map(|(p, _)| p.clone()).collect(),
+            policies: self.streamed_policies().cloned().collect(),
             secrets: self
                 .streamed_secrets
                 .iter()
@@ -139,8 +169,8 @@ impl Index {
         let newer = |v: u64| after.is_none_or(|a| v > a) && v <= upto;
         self.policies
             .values()
-            .filter(|(_, v)| newer(*v))
-            .map(|(p, _)| {
+            .filter(|s| s.sent == Sent::Current && newer(s.version))
+            .map(|Stored { entry: p, .. }| {
                 (
                     p.uid.clone(),
                     AppliedPolicy {
@@ -170,8 +200,17 @@ impl Index {
         self.sessions.get(sid).and_then(|s| s.ended_at)
     }
 
+    /// Every policy, streamed or refused.
     pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
-        self.policies.values().map(|(p, _)| p)
+        self.policies.values().map(|s| &s.entry)
+    }
+
+    /// The policies the gateways hold: every one whose hosts its namespace may claim.
+    pub fn streamed_policies(&self) -> impl Iterator<Item = &PolicyEntry> {
+        self.policies
+            .iter()
+            .filter(|(key, _)| !self.refused.contains_key(*key))
+            .map(|(_, s)| &s.entry)
     }
 
     fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {

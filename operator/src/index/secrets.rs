@@ -1,11 +1,82 @@
-//! Secrets in the index: only the service-token keys of every Secret are held, and exactly the
-//! ones some policy references (and that exist) are streamed.
+//! Secrets in the index: only the service-token keys of every Secret the operator may read are
+//! held, and exactly the ones some streamed policy references (and that exist) are streamed.
+//!
+//! Which Secrets the operator may read is [`SecretScope`]: every namespace, or the namespaces it
+//! was given (`--secret-namespaces`); a namespace whose Secrets the API server refuses to list
+//! (RBAC) is recorded as such, so the policies there say why their service tokens are missing
+//! instead of the operator retrying in silence.
 
 use super::{Index, Key};
 use portcullis_protocol::{Frame, SecretEntry};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Which namespaces' Secrets the operator reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretScope {
+    /// `None`: every namespace; else only these.
+    pub namespaces: Option<BTreeSet<String>>,
+    /// Watches the API server refused (403), by namespace (`None`: the cluster-wide one).
+    pub forbidden: BTreeSet<Option<String>>,
+}
+
+/// Why the Secrets of a namespace cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The namespace is not among `--secret-namespaces`.
+    NotWatched,
+    /// The API server refuses the operator's list (RBAC).
+    Forbidden,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unreadable::NotWatched => {
+                "the namespace is not among its secret namespaces (chart value operator.secretNamespaces)"
+            }
+            Unreadable::Forbidden => {
+                "the API server refuses it (RBAC); grant it with operator.secretNamespaces"
+            }
+        })
+    }
+}
+
+impl SecretScope {
+    /// Why the Secrets of `namespace` cannot be read, if they cannot.
+    pub fn unreadable(&self, namespace: &str) -> Option<Unreadable> {
+        match &self.namespaces {
+            Some(names) if !names.contains(namespace) => Some(Unreadable::NotWatched),
+            Some(_) if self.forbidden.contains(&Some(namespace.to_owned())) => {
+                Some(Unreadable::Forbidden)
+            }
+            None if self.forbidden.contains(&None) => Some(Unreadable::Forbidden),
+            _ => None,
+        }
+    }
+}
+
 impl Index {
+    /// Reads Secrets only in `namespaces` (`None`: every namespace).
+    pub fn with_secret_namespaces(mut self, namespaces: Option<BTreeSet<String>>) -> Self {
+        self.secret_scope.namespaces = namespaces;
+        self
+    }
+
+    pub fn secret_scope(&self) -> &SecretScope {
+        &self.secret_scope
+    }
+
+    /// The API server refused (or, after a refusal, allowed) the Secret watch of `namespace`
+    /// (`None`: the cluster-wide one).
+    pub fn set_secrets_forbidden(&mut self, namespace: Option<&str>, forbidden: bool) {
+        let key = namespace.map(str::to_owned);
+        if forbidden {
+            self.secret_scope.forbidden.insert(key);
+        } else {
+            self.secret_scope.forbidden.remove(&key);
+        }
+    }
+
     pub fn apply_secret(&mut self, namespace: &str, name: &str, data: BTreeMap<String, String>) {
         let key = (namespace.to_owned(), name.to_owned());
         if self.secrets.get(&key) == Some(&data) {
@@ -52,11 +123,10 @@ impl Index {
         self.secrets.keys()
     }
 
-    /// Secrets some policy references, as (namespace, name).
+    /// Secrets some streamed policy references, as (namespace, name).
     fn referenced(&self) -> BTreeSet<Key> {
-        self.policies
-            .values()
-            .flat_map(|(p, _)| {
+        self.streamed_policies()
+            .flat_map(|p| {
                 p.spec
                     .service_tokens
                     .iter()

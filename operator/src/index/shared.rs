@@ -5,7 +5,7 @@ use super::Index;
 use crate::metrics::Metrics;
 use std::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 use tokio::sync::watch;
 
@@ -19,8 +19,11 @@ pub struct SharedIndex {
     updates: AtomicU64,
     metrics: Metrics,
     policies_synced: AtomicBool,
-    secrets_synced: AtomicBool,
+    /// Secret watches (one per secret namespace, or one for all) yet to list once.
+    secrets_pending: AtomicUsize,
     sessions_synced: AtomicBool,
+    hosts_synced: AtomicBool,
+    namespaces_synced: AtomicBool,
 }
 
 /// What a watch follows.
@@ -29,6 +32,8 @@ pub enum Watched {
     Policies,
     Secrets,
     Sessions,
+    Hosts,
+    Namespaces,
 }
 
 impl Watched {
@@ -38,6 +43,8 @@ impl Watched {
             Watched::Policies => "AccessPolicy",
             Watched::Secrets => "Secret",
             Watched::Sessions => "AccessSession",
+            Watched::Hosts => "AccessHost",
+            Watched::Namespaces => "Namespace",
         }
     }
 }
@@ -51,8 +58,10 @@ impl SharedIndex {
             updates: AtomicU64::new(0),
             metrics,
             policies_synced: AtomicBool::new(false),
-            secrets_synced: AtomicBool::new(false),
+            secrets_pending: AtomicUsize::new(1),
             sessions_synced: AtomicBool::new(false),
+            hosts_synced: AtomicBool::new(false),
+            namespaces_synced: AtomicBool::new(false),
         }
     }
 
@@ -87,20 +96,40 @@ impl SharedIndex {
         self.changed.subscribe()
     }
 
+    /// How many Secret watches must list before the index is synced (default one).
+    pub fn expect_secret_watches(&self, watches: usize) {
+        self.secrets_pending.store(watches, Ordering::SeqCst);
+    }
+
+    /// A watch listed for the first time (each watch calls this once).
     pub fn mark_synced(&self, what: Watched) {
         let flag = match what {
+            Watched::Secrets => {
+                // Saturating: never below zero.
+                let _ =
+                    self.secrets_pending
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                return;
+            }
             Watched::Policies => &self.policies_synced,
-            Watched::Secrets => &self.secrets_synced,
             Watched::Sessions => &self.sessions_synced,
+            Watched::Hosts => &self.hosts_synced,
+            Watched::Namespaces => &self.namespaces_synced,
         };
         flag.store(true, Ordering::SeqCst);
     }
 
-    /// Every watch has listed once: before that a snapshot would be incomplete (and a gateway
-    /// would end the sessions it lacks).
+    /// Every watch has listed once: before that a snapshot would be incomplete (a gateway
+    /// would end the sessions it lacks, and a claim an AccessHost refuses could be streamed).
     pub fn synced(&self) -> bool {
-        self.policies_synced.load(Ordering::SeqCst)
-            && self.secrets_synced.load(Ordering::SeqCst)
-            && self.sessions_synced.load(Ordering::SeqCst)
+        self.secrets_pending.load(Ordering::SeqCst) == 0
+            && [
+                &self.policies_synced,
+                &self.sessions_synced,
+                &self.hosts_synced,
+                &self.namespaces_synced,
+            ]
+            .iter()
+            .all(|flag| flag.load(Ordering::SeqCst))
     }
 }

@@ -3,10 +3,11 @@
 use super::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use portcullis_core::token::CLOCK_SKEW_SECS;
-use portcullis_crds::AccessSession;
+use portcullis_crds::{AccessHost, AccessPolicy, AccessSession};
 use portcullis_protocol::SessionEntry;
 use portcullis_runtime::Relist;
 use portcullis_tests::fixtures::session;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A relist listing `sessions`, as the watch applies it.
 fn relist(index: &mut Index, sessions: &[AccessSession], now: u64) {
@@ -211,4 +212,174 @@ fn a_refresh_failure_is_streamed_and_only_a_later_confirmation_clears_it() {
     index.apply_session(&refreshing(now, None, now), now);
     assert_eq!(index.version(), before);
     assert_eq!(streamed(&index, "a").refreshed_at, Some(now));
+}
+
+/// Policy `ns/name` on `host`, created at unix second `created`.
+fn claiming(ns: &str, name: &str, host: &str, prefix: &str, created: i64) -> AccessPolicy {
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: {ns}, uid: uid-{ns}-{name}, generation: 1, \
+         creationTimestamp: '{}'}}\n\
+         spec:\n  hosts: [{host}]\n  paths: [{prefix}]\n  rules: [{{action: Bypass, include: [{{everyone: true}}]}}]\n",
+        k8s_openapi::jiff::Timestamp::from_second(created).expect("time")
+    );
+    serde_saphyr::from_str(&yaml).expect("policy parses")
+}
+
+fn grant(name: &str, hostnames: &[&str], names: &[&str]) -> AccessHost {
+    let yaml = format!(
+        "metadata: {{name: {name}}}\nspec:\n  hostnames: [{}]\n  allowedNamespaces: {{from: Names, names: [{}]}}\n",
+        hostnames
+            .iter()
+            .map(|h| format!("'{h}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        names.join(", ")
+    );
+    serde_saphyr::from_str(&yaml).expect("grant parses")
+}
+
+/// The policies a gateway holds: from a snapshot, and again by replaying every delta since
+/// `from` onto `base` (the two must agree).
+fn held(index: &Index) -> BTreeSet<String> {
+    let Frame::Snapshot { policies, .. } = index.snapshot() else {
+        panic!("a snapshot");
+    };
+    policies
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
+}
+
+fn replay(index: &Index, from: u64, mut base: BTreeSet<String>) -> BTreeSet<String> {
+    for frame in index.deltas_since(from).expect("deltas") {
+        match frame {
+            Frame::Policy { policy, .. } => {
+                base.insert(format!("{}/{}", policy.namespace, policy.name));
+            }
+            Frame::PolicyRemoved {
+                namespace, name, ..
+            } => {
+                base.remove(&format!("{namespace}/{name}"));
+            }
+            _ => {}
+        }
+    }
+    base
+}
+
+fn names(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_claim_on_another_namespaces_host_is_never_streamed_and_the_owner_keeps_it() {
+    let mut index = Index::new("i".into(), 1000);
+    let owner = claiming("team-a", "app", "app.example.com", "/", 100);
+    let grab = claiming("team-b", "grab", "app.example.com", "/admin", 200);
+    // Listed in any order: only the owner is ever streamed, even for a moment.
+    index.reset_policies(&[grab.clone(), owner.clone()], &[], 1);
+    assert_eq!(held(&index), names(&["team-a/app"]));
+    assert_eq!(replay(&index, 0, BTreeSet::new()), names(&["team-a/app"]));
+    let refusal = index
+        .host_refusals()
+        .get(&("team-b".into(), "grab".into()))
+        .expect("refused");
+    assert!(refusal.to_string().contains("team-a"), "{refusal}");
+
+    // Applied one by one, the later claim is refused as it arrives.
+    let mut index = Index::new("i".into(), 1000);
+    index.apply_policy(&owner, 1);
+    let v = index.version();
+    index.apply_policy(&grab, 1);
+    assert_eq!(index.version(), v, "no frame for a refused claim");
+    // An edit of the refused policy streams nothing either.
+    let mut edited = grab.clone();
+    edited.spec.paths = vec!["/other".into()];
+    index.apply_policy(&edited, 1);
+    assert_eq!(index.version(), v);
+
+    // The owner leaves: the host falls to the next claim, streamed after the removal (a
+    // deletion, which gateways never take back).
+    index.delete_policy("team-a", "app");
+    assert!(matches!(
+        index.deltas_since(v).expect("deltas").first(),
+        Some(Frame::PolicyRemoved {
+            withdrawn: false,
+            ..
+        })
+    ));
+    assert_eq!(held(&index), names(&["team-b/grab"]));
+    assert_eq!(
+        replay(&index, v, names(&["team-a/app"])),
+        names(&["team-b/grab"])
+    );
+}
+
+#[test]
+fn an_access_host_moves_a_host_to_the_granted_namespace_and_back() {
+    let mut index = Index::new("i".into(), 1000);
+    let first = claiming("team-b", "first", "app.example.com", "/", 100);
+    let granted = claiming("team-a", "app", "app.example.com", "/", 200);
+    index.reset_policies(&[first, granted], &[], 1);
+    index.reset_hosts(&[]);
+    assert_eq!(held(&index), names(&["team-b/first"]));
+    let v = index.version();
+    index.apply_host(&grant("app", &["app.example.com"], &["team-a"]));
+    assert_eq!(held(&index), names(&["team-a/app"]));
+    assert_eq!(
+        replay(&index, v, names(&["team-b/first"])),
+        names(&["team-a/app"])
+    );
+    // Withdrawn, not deleted: a gateway must take the same object back later.
+    let withdrawn: Vec<bool> = index
+        .deltas_since(v)
+        .expect("deltas")
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::PolicyRemoved { withdrawn, .. } => Some(withdrawn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(withdrawn, [true]);
+    // The gateways' facts never count a refused policy as applied.
+    let facts = index.policy_facts(None, index.version());
+    assert!(facts.contains_key("uid-team-a-app") && !facts.contains_key("uid-team-b-first"));
+
+    // A wildcard grant for another namespace does not override the exact one.
+    index.apply_host(&grant("wild", &["*.example.com"], &["team-b"]));
+    assert_eq!(held(&index), names(&["team-a/app"]));
+    let v = index.version();
+    index.delete_host("app");
+    assert_eq!(held(&index), names(&["team-b/first"]));
+    assert_eq!(
+        replay(&index, v, names(&["team-a/app"])),
+        names(&["team-b/first"])
+    );
+}
+
+#[test]
+fn refuse_mode_streams_only_granted_hosts_and_their_secrets() {
+    use portcullis_core::tenancy::Unclaimed;
+    let mut index = Index::new("i".into(), 1000).with_unclaimed(Unclaimed::Refuse);
+    let mut with_token = claiming("team-a", "app", "app.example.com", "/", 100);
+    with_token.spec.service_tokens = vec![portcullis_crds::ServiceToken {
+        name: "ci".into(),
+        secret_name: "ci-token".into(),
+    }];
+    let data = BTreeMap::from([("client-id".to_owned(), "aWQ=".to_owned())]);
+    index.apply_secret("team-a", "ci-token", data);
+    index.reset_policies(&[with_token], &[], 1);
+    let secrets = |index: &Index| match index.snapshot() {
+        Frame::Snapshot { secrets, .. } => secrets.len(),
+        _ => unreachable!(),
+    };
+    assert!(held(&index).is_empty());
+    assert_eq!(
+        secrets(&index),
+        0,
+        "a refused policy's Secret is not streamed"
+    );
+    index.apply_host(&grant("app", &["app.example.com"], &["team-a"]));
+    assert_eq!(held(&index), names(&["team-a/app"]));
+    assert_eq!(secrets(&index), 1);
 }

@@ -1,25 +1,37 @@
 //! What the schema cannot check about a policy, as a pure step: the spec turns into the
 //! gateway's domain type (else `InvalidSpec`), its identity providers exist, the Secrets and
-//! keys its service tokens name exist, and no other policy claims the same host and path prefix.
+//! keys its service tokens name exist, its namespace may claim its hosts (decided by the index,
+//! which never streams a refused claim), and no other policy claims the same host and path
+//! prefix.
 //!
 //! The gateway denies what this step rejects on its own (an invalid or conflicting claim routes
-//! to an explicit denial); the operator's verdict is what an administrator reads in
-//! `status.conditions` and in Events.
+//! to an explicit denial; a refused host claim never reaches it); the operator's verdict is what
+//! an administrator reads in `status.conditions` and in Events.
 
-use portcullis_core::{PolicySource, host::Host, policy::ServiceTokenRef};
+use portcullis_core::{PolicySource, host::Host, policy::ServiceTokenRef, tenancy::Refusal};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::index::Key;
+use crate::index::{Key, SecretScope, Unreadable};
 
 /// Why a policy is not ready. `reason()` is the CamelCase condition and Event reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    #[error("{0}; gateways do not route this policy")]
+    HostNotAllowed(String),
     #[error("{0}")]
     InvalidSpec(String),
     #[error("identity provider {0:?} is not configured on the gateways")]
     UnknownIdentityProvider(String),
     #[error("Secret {0:?} of service token {1:?} does not exist")]
     MissingSecret(String, String),
+    #[error(
+        "the operator does not read Secrets in namespace {namespace} (service token {token:?}): {why}"
+    )]
+    SecretNotReadable {
+        namespace: String,
+        token: String,
+        why: Unreadable,
+    },
     #[error("Secret {secret:?} of service token {token:?} lacks key {key:?}")]
     MissingSecretKey {
         secret: String,
@@ -40,9 +52,11 @@ impl Problem {
     /// The condition reason (a bounded set, also used as Event reason and metric label).
     pub fn reason(&self) -> &'static str {
         match self {
+            Problem::HostNotAllowed(_) => "HostNotAllowed",
             Problem::InvalidSpec(_) => "InvalidSpec",
             Problem::UnknownIdentityProvider(_) => "UnknownIdentityProvider",
             Problem::MissingSecret(..) => "MissingSecret",
+            Problem::SecretNotReadable { .. } => "SecretNotReadable",
             Problem::MissingSecretKey { .. } => "MissingSecretKey",
             Problem::HostPathConflict { .. } => "HostPathConflict",
         }
@@ -56,6 +70,10 @@ pub struct Refs<'a> {
     pub identity_providers: Option<&'a BTreeSet<String>>,
     /// Key names of every Secret that exists, by (namespace, name).
     pub secret_keys: &'a BTreeMap<Key, BTreeSet<String>>,
+    /// Which namespaces' Secrets the operator reads.
+    pub secret_scope: &'a SecretScope,
+    /// The policies whose namespace may not claim their hosts ([`portcullis_core::tenancy`]).
+    pub host_refusals: &'a BTreeMap<Key, Refusal>,
 }
 
 /// The verdict on every policy, by (namespace, name).
@@ -71,6 +89,11 @@ pub fn validate_all<P: PolicySource>(
             continue;
         };
         let key = (ns.to_owned(), name.to_owned());
+        if let Some(refusal) = refs.host_refusals.get(&key) {
+            // Not routed: it claims nothing another policy could conflict with.
+            verdicts.insert(key, Err(Problem::HostNotAllowed(refusal.to_string())));
+            continue;
+        }
         let verdict = validate_one(policy, refs);
         if let Ok(compiled) = policy.compile() {
             for host in &compiled.hosts {
@@ -126,6 +149,13 @@ fn validate_one(policy: &impl PolicySource, refs: &Refs<'_>) -> Result<(), Probl
     }
     let ns = policy.namespace().unwrap_or_default().to_owned();
     for token in &spec.service_tokens {
+        if let Some(why) = refs.secret_scope.unreadable(&ns) {
+            return Err(Problem::SecretNotReadable {
+                namespace: ns,
+                token: token.name.clone(),
+                why,
+            });
+        }
         let Some(keys) = refs
             .secret_keys
             .get(&(ns.clone(), token.secret_name.clone()))

@@ -141,6 +141,11 @@ impl Writer {
     /// pass can hold thousands of writes after a burst of revocations). Shutdown lets the pass
     /// finish, within the flush time `main` gives it.
     async fn pass(&mut self, now: u64, leading: &watch::Receiver<bool>) {
+        // Until every kind has listed, a verdict could rest on half the facts (a policy judged
+        // before the AccessHost that refuses it arrived).
+        if !self.sources.index.synced() {
+            return;
+        }
         // Read before the index: an update from here on makes the next pass differ.
         let updates = self.sources.index.updates();
         let Sources {
@@ -197,6 +202,8 @@ impl Writer {
             &Refs {
                 identity_providers: self.identity_providers.as_ref(),
                 secret_keys: &secret_keys,
+                secret_scope: index.secret_scope(),
+                host_refusals: index.host_refusals(),
             },
         );
         let mut writes = Vec::new();

@@ -162,6 +162,8 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Some(demo) = &demo_config {
         demo.preflight(&state_dir).await?;
         config.redirect_uris.push(demo.redirect_uri());
+        // A person logs in to the demo: only with a password, never by asserting a header.
+        config.trusted_header = false;
     }
     // Listen before starting, so a signal during the minute-long start still stops cleanly
     // (the Stack is dropped, which kills its children).

@@ -41,6 +41,9 @@ pub struct StackConfig {
     pub extra_dns_names: Vec<String>,
     /// Deadline for each component to become ready.
     pub ready_timeout: Duration,
+    /// Whether Dex runs the trusted-header connector (see [`DexInfo::trusted_header`]): on for
+    /// the test stacks, off for the demo.
+    pub trusted_header: bool,
 }
 
 impl StackConfig {
@@ -55,6 +58,7 @@ impl StackConfig {
             redirect_uris: Vec::new(),
             extra_dns_names: Vec::new(),
             ready_timeout: Duration::from_secs(120),
+            trusted_header: true,
         }
     }
 }
@@ -289,6 +293,7 @@ impl Stack {
             ca_file: pki.ca_cert_path(),
             redirect_uris,
             users: dex::default_users(),
+            trusted_header: config.trusted_header,
         };
         let dex_config = dex_dir.join("config.yaml");
         dex::write_config(

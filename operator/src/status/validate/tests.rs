@@ -28,6 +28,8 @@ fn verdict(
     let refs = Refs {
         identity_providers: idps,
         secret_keys: secrets,
+        secret_scope: &SecretScope::default(),
+        host_refusals: &BTreeMap::new(),
     };
     validate_all(policies, &refs)
         .remove(&(ns.to_owned(), name.to_owned()))
@@ -78,6 +80,46 @@ fn the_same_host_and_prefix_in_two_policies_conflict_and_each_names_the_other() 
     assert_eq!(
         verdict(&policies, None, &secrets, "team-b", "wiki-admin"),
         Ok(())
+    );
+}
+
+#[test]
+fn a_refused_host_claim_is_host_not_allowed_and_conflicts_with_nobody() {
+    use portcullis_core::{PolicyId, tenancy::Refusal};
+    let secrets = secrets(&["client-id", "client-secret"]);
+    let policies = [
+        fixture(include_str!("fixtures/valid.yaml")),
+        fixture(include_str!("fixtures/conflicting.yaml")),
+    ];
+    let refusal = Refusal::OwnedElsewhere {
+        host: Host::parse("wiki.example.com").expect("host"),
+        owner: PolicyId::new("team-a", "wiki"),
+    };
+    let refusals = BTreeMap::from([(("team-b".to_owned(), "wiki-copy".to_owned()), refusal)]);
+    let mut verdicts = validate_all(
+        &policies,
+        &Refs {
+            identity_providers: None,
+            secret_keys: &secrets,
+            secret_scope: &SecretScope::default(),
+            host_refusals: &refusals,
+        },
+    );
+    let refused = verdicts.remove(&("team-b".into(), "wiki-copy".into()));
+    match refused {
+        Some(Err(p @ Problem::HostNotAllowed(_))) => {
+            assert_eq!(p.reason(), "HostNotAllowed");
+            let text = p.to_string();
+            assert!(
+                text.contains("wiki.example.com") && text.contains("team-a"),
+                "{text}"
+            );
+        }
+        other => panic!("expected HostNotAllowed, got {other:?}"),
+    }
+    assert_eq!(
+        verdicts.remove(&("team-a".into(), "wiki".into())),
+        Some(Ok(()))
     );
 }
 
@@ -134,4 +176,52 @@ fn a_missing_secret_or_key_is_reported() {
             key: "client-secret",
         })
     );
+}
+
+#[test]
+fn a_service_token_in_a_namespace_the_operator_does_not_read_says_why() {
+    let policies = [fixture(include_str!("fixtures/valid.yaml"))];
+    let secrets = secrets(&["client-id", "client-secret"]);
+    let judge = |scope: &SecretScope| {
+        validate_all(
+            &policies,
+            &Refs {
+                identity_providers: None,
+                secret_keys: &secrets,
+                secret_scope: scope,
+                host_refusals: &BTreeMap::new(),
+            },
+        )
+        .remove(&("team-a".to_owned(), "wiki".to_owned()))
+        .expect("a verdict")
+    };
+    let only_b = SecretScope {
+        namespaces: Some(BTreeSet::from(["team-b".to_owned()])),
+        forbidden: BTreeSet::new(),
+    };
+    let refused_a = SecretScope {
+        namespaces: Some(BTreeSet::from(["team-a".to_owned()])),
+        forbidden: BTreeSet::from([Some("team-a".to_owned())]),
+    };
+    let refused_all = SecretScope {
+        namespaces: None,
+        forbidden: BTreeSet::from([None]),
+    };
+    for (scope, why) in [
+        (&only_b, Unreadable::NotWatched),
+        (&refused_a, Unreadable::Forbidden),
+        (&refused_all, Unreadable::Forbidden),
+    ] {
+        let got = judge(scope);
+        assert!(
+            matches!(&got, Err(p @ Problem::SecretNotReadable { why: w, .. }) if *w == why && p.reason() == "SecretNotReadable"),
+            "{got:?}"
+        );
+    }
+    let granted = SecretScope {
+        namespaces: Some(BTreeSet::from(["team-a".to_owned()])),
+        forbidden: BTreeSet::from([Some("team-b".to_owned())]),
+    };
+    assert_eq!(judge(&granted), Ok(()));
+    assert_eq!(judge(&SecretScope::default()), Ok(()));
 }
