@@ -47,10 +47,10 @@ struct Cli {
     #[arg(long, env = "OCI_IMAGE_USER", default_value = "65532:65532")]
     user: String,
     /// An environment variable `NAME=value` of the image. Repeatable.
-    #[arg(long = "env", env = "OCI_IMAGE_ENV", value_delimiter = ',')]
+    #[arg(long = "env", env = "OCI_IMAGE_ENV")]
     env: Vec<String>,
     /// A label `key=value`, also a manifest annotation. Repeatable.
-    #[arg(long = "label", env = "OCI_IMAGE_LABELS", value_delimiter = ',')]
+    #[arg(long = "label", env = "OCI_IMAGE_LABELS")]
     labels: Vec<String>,
     /// Creation time and every file's mtime, seconds since the epoch.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
