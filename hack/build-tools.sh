@@ -2,10 +2,14 @@
 # Builds the real third-party components the tests and the demo run against, from their
 # published Go modules, into a cache outside the repository:
 #   kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd), dex (github.com/dexidp/dex),
-#   helm (helm.sh/helm/v3), which the chart tests use.
+#   helm (helm.sh/helm/v3), which the chart tests use;
+#   the node the in-cluster tests run pods on: kubelet, kube-scheduler and kube-proxy
+#   (k8s.io/kubernetes) and CoreDNS (github.com/coredns/coredns);
+#   actionlint (github.com/rhysd/actionlint), which checks the release workflow.
 # Each binary is built once per pinned version; a second run is a no-op.
 #
-# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm ...]
+# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
+#                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint ...]
 #        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
@@ -19,6 +23,8 @@ DEX_VERSION=v0.0.0-20240807174518-43956db7fd75
 # Dex's own go.mod points its api/v2 module at ./api/v2; this is the published release of it.
 DEX_API_VERSION=v2.2.0
 HELM_VERSION=v3.19.0
+COREDNS_VERSION=v1.15.0
+ACTIONLINT_VERSION=v1.7.12
 
 BIN="$PORTCULLIS_TOOLS/bin"
 SRC="$PORTCULLIS_TOOLS/src"
@@ -81,6 +87,52 @@ build_kubectl() {
   stamp kubectl "$KUBE_VERSION"
 }
 
+# kube_version_ldflags: the -X flags Kubernetes' hack/lib/version.sh sets. Without them a binary
+# built from the module reports v0.0.0-master+$Format:%H$ (and the node shows that version).
+kube_version_ldflags() {
+  local minor=${KUBE_VERSION#v1.}
+  minor=${minor%%.*}
+  local pkg flags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+# build_kube_node NAME: kubelet, kube-scheduler or kube-proxy of the pinned Kubernetes release,
+# from the module set up for kube-apiserver, with the version stamped.
+build_kube_node() {
+  fresh "$1" "$KUBE_VERSION-ldflags" && return
+  build_kube_apiserver
+  log "$1 $KUBE_VERSION"
+  (cd "$SRC/kube-apiserver" && go get "k8s.io/kubernetes/cmd/$1@$KUBE_VERSION" &&
+    go build -ldflags="-s -w $(kube_version_ldflags)" -o "$BIN/$1" "k8s.io/kubernetes/cmd/$1")
+  stamp "$1" "$KUBE_VERSION-ldflags"
+}
+
+# CoreDNS with its default plugin set; the node's Corefile uses no `forward` upstream.
+build_coredns() {
+  fresh coredns "$COREDNS_VERSION" && return
+  log "coredns $COREDNS_VERSION"
+  local dir="$SRC/coredns"
+  wrapper "$dir" coredns
+  (cd "$dir" && go get "github.com/coredns/coredns@$COREDNS_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/coredns" github.com/coredns/coredns)
+  stamp coredns "$COREDNS_VERSION"
+}
+
+build_actionlint() {
+  fresh actionlint "$ACTIONLINT_VERSION" && return
+  log "actionlint $ACTIONLINT_VERSION"
+  local dir="$SRC/actionlint"
+  wrapper "$dir" actionlint
+  (cd "$dir" && go get "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" &&
+    go build -ldflags="-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+      -o "$BIN/actionlint" github.com/rhysd/actionlint/cmd/actionlint)
+  stamp actionlint "$ACTIONLINT_VERSION"
+}
+
 build_etcd() {
   fresh etcd "$ETCD_VERSION" && return
   log "etcd $ETCD_VERSION"
@@ -140,7 +192,8 @@ build_helm() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
+  kubelet kube-scheduler kube-proxy coredns actionlint)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;
@@ -149,6 +202,9 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     dex) build_dex ;;
     helm) build_helm ;;
+    kubelet | kube-scheduler | kube-proxy) build_kube_node "$t" ;;
+    coredns) build_coredns ;;
+    actionlint) build_actionlint ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

@@ -14,6 +14,17 @@ if [ ! -x /usr/bin/chromium ] || ! command -v certutil >/dev/null; then
   exit 1
 fi
 command -v npm >/dev/null || { echo "hack/test.sh: the browser test needs Node.js and npm" >&2; exit 1; }
+# The in-cluster test (tests/tests/incluster.rs) runs a real node: containerd, runc, the CNI
+# plugins and iptables from Debian, as root.
+node_missing=()
+for c in containerd runc ctr iptables; do command -v "$c" >/dev/null || node_missing+=("$c"); done
+[ -x /usr/lib/cni/bridge ] || node_missing+=(/usr/lib/cni/bridge)
+if [ ${#node_missing[@]} -gt 0 ] || [ "$(id -u)" != 0 ]; then
+  echo "hack/test.sh: the in-cluster test needs root and containerd, runc, the CNI plugins and" >&2
+  echo "  iptables (missing: ${node_missing[*]:-none}; uid $(id -u)):" >&2
+  echo "  sudo apt-get install containerd runc containernetworking-plugins iptables   (.ci/run installs them)" >&2
+  exit 1
+fi
 
 hack/build-tools.sh
 eval "$(hack/tools-env.sh)"
@@ -25,6 +36,8 @@ PORTCULLIS_STACK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-test.XXXXXX")/stac
 export PORTCULLIS_STACK_DIR
 
 cargo build --workspace --all-targets --locked
+# The images the in-cluster test imports into its node (static release binaries).
+hack/build-images.sh
 stop_stack() {
   target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
 }

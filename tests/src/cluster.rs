@@ -313,7 +313,8 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_target_dir().join("portcullis-stack"))
 }
 
-fn workspace_target_dir() -> PathBuf {
+/// `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn workspace_target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -328,7 +329,7 @@ async fn init() -> Result<TestCluster> {
     crate::install_crypto_provider();
     let dir = default_state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _lock = lock(&dir).await?;
+    let _lock = lock_file(&dir, ".lock").await?;
     let info = match StackInfo::load(&dir) {
         Ok(info) if info.healthy().await => info,
         _ => start_devstack(&dir).await?,
@@ -337,9 +338,9 @@ async fn init() -> Result<TestCluster> {
     Ok(TestCluster { info })
 }
 
-/// Takes the exclusive lock of the state directory, polling so the wait is bounded.
-async fn lock(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join(".lock");
+/// Takes the exclusive lock file `name` in the state directory, polling so the wait is bounded.
+pub(crate) async fn lock_file(dir: &Path, name: &str) -> Result<std::fs::File> {
+    let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -363,18 +364,31 @@ async fn lock(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Spawns `devstack up` detached (its own process group, so Ctrl-C on the test run does not
-/// take the shared stack down half-way) and waits for its ready file.
+/// Spawns `devstack up` detached and waits for its ready file.
 async fn start_devstack(dir: &Path) -> Result<StackInfo> {
     crate::stack::stop_leftovers(dir).await?;
-    let ready = dir.join("ready");
+    spawn_devstack(dir, "up", "ready", "devstack.log", START_TIMEOUT).await?;
+    StackInfo::load(dir)
+}
+
+/// Spawns `devstack <subcommand> --state-dir DIR --detach-ready-file DIR/<ready>` detached (its
+/// own process group, so Ctrl-C on the test run does not take the shared stack down half-way)
+/// and waits until the ready file exists; the output goes to `DIR/<log>`.
+pub(crate) async fn spawn_devstack(
+    dir: &Path,
+    subcommand: &str,
+    ready: &str,
+    log: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let ready = dir.join(ready);
     let _ = std::fs::remove_file(&ready);
     let bin = devstack_bin()?;
-    let log_path = dir.join("devstack.log");
+    let log_path = dir.join(log);
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = Command::new(&bin)
-        .arg("up")
+        .arg(subcommand)
         .arg("--state-dir")
         .arg(dir)
         .arg("--detach-ready-file")
@@ -385,18 +399,18 @@ async fn start_devstack(dir: &Path) -> Result<StackInfo> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while !ready.exists() {
         if let Some(status) = child.try_wait().context("polling devstack")? {
             bail!(
-                "devstack exited with {status} before it was ready; last lines of {}:\n{}",
+                "devstack {subcommand} exited with {status} before it was ready; last lines of {}:\n{}",
                 log_path.display(),
                 tail(&log_path, 60)
             );
         }
         if Instant::now() >= deadline {
             bail!(
-                "devstack not ready after {START_TIMEOUT:?}; last lines of {}:\n{}",
+                "devstack {subcommand} not ready after {timeout:?}; last lines of {}:\n{}",
                 log_path.display(),
                 tail(&log_path, 60)
             );
@@ -406,7 +420,7 @@ async fn start_devstack(dir: &Path) -> Result<StackInfo> {
     // The child is deliberately not waited for: it outlives this process and is stopped by
     // `devstack down`.
     drop(child);
-    StackInfo::load(dir)
+    Ok(())
 }
 
 /// `$PORTCULLIS_DEVSTACK_BIN`, else `devstack` next to the running test binary's profile

@@ -41,6 +41,7 @@ pub mod fleet;
 pub mod fsutil;
 pub mod gateway;
 pub mod kubeconfig;
+pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod process;

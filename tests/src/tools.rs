@@ -24,6 +24,16 @@ pub enum Tool {
     Kubectl,
     /// Helm v3, for the chart tests.
     Helm,
+    /// kubelet v1.34, the node's agent (only tests that need pods).
+    Kubelet,
+    /// kube-scheduler v1.34.
+    KubeScheduler,
+    /// kube-proxy v1.34 (iptables mode).
+    KubeProxy,
+    /// CoreDNS v1.15, the node's cluster DNS (runs as a pod).
+    Coredns,
+    /// actionlint, which checks the release workflow.
+    Actionlint,
 }
 
 /// A binary is missing from the tools cache.
@@ -57,6 +67,11 @@ impl Tool {
             Tool::Dex => "dex",
             Tool::Kubectl => "kubectl",
             Tool::Helm => "helm",
+            Tool::Kubelet => "kubelet",
+            Tool::KubeScheduler => "kube-scheduler",
+            Tool::KubeProxy => "kube-proxy",
+            Tool::Coredns => "coredns",
+            Tool::Actionlint => "actionlint",
         }
     }
 

@@ -51,6 +51,32 @@ struct Elsewhere {
 
 const ELSEWHERE: &[Elsewhere] = &[
     Elsewhere {
+        file: "docs/install.md",
+        command: "hack/build-images.sh",
+        test: "tests/tests/images.rs",
+        evidence: &[
+            (
+                "tests/tests/images.rs",
+                r#"Command::new(repo().join("hack/build-images.sh"))"#,
+            ),
+            ("hack/test.sh", "hack/build-images.sh"),
+        ],
+        why: "images.rs runs it twice into two folders and checks the images; hack/test.sh runs \
+              it for the in-cluster test",
+    },
+    Elsewhere {
+        file: "docs/install.md",
+        command: "ctr -n k8s.io images import ",
+        test: "tests/tests/incluster.rs",
+        evidence: &[
+            ("tests/tests/incluster.rs", "TestNode::shared().await"),
+            ("tests/src/node/images.rs", r#""k8s.io","#),
+            ("tests/src/node/images.rs", r#""import","#),
+        ],
+        why: "the test node imports every archive of target/images with ctr (into its own \
+              containerd, whose socket it names)",
+    },
+    Elsewhere {
         file: "README.md",
         command: "hack/demo.sh ",
         test: "tests/tests/demo.rs",
@@ -156,6 +182,23 @@ const ELSEWHERE: &[Elsewhere] = &[
 
 /// Commands not runnable by any test: (docs file, start of the command, reason).
 const NOT_HERE: &[(&str, &str, &str)] = &[
+    (
+        "docs/install.md",
+        "mkdir -p oci/gateway",
+        "it prepares the push below it; there is no registry here (tests/tests/images.rs checks \
+         the archive's layout, release.yaml does the push)",
+    ),
+    (
+        "docs/install.md",
+        "crane push ",
+        "there is no registry here; the release workflow pushes (checked by tests/tests/release.rs)",
+    ),
+    (
+        "docs/install.md",
+        "docker buildx build ",
+        "no Docker daemon runs here; tests/tests/images.rs checks the Dockerfile's stages against \
+         the images hack/build-images.sh writes",
+    ),
     (
         "README.md",
         "hack/test.sh ",

@@ -1526,8 +1526,9 @@ fn checker_reads_the_workspace_members() {
 /// Every repository path the docs name in backticks (`gateway/src/router.rs`, a folder ending
 /// in `/`, or `{a,b}` alternatives), expanded.
 fn doc_paths(text: &str) -> Vec<String> {
-    const TOP: [&str; 12] = [
+    const TOP: [&str; 13] = [
         "crds/",
+        "images/",
         "core/",
         "protocol/",
         "runtime/",

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use portcullis_tests::cluster::{default_state_dir, install_crds};
 use portcullis_tests::demo::{self, Demo, DemoConfig};
+use portcullis_tests::node::{Node, NodeInfo, node_dir, stop_leftovers as stop_node_leftovers};
 use portcullis_tests::process::{pid_alive, terminate_pid};
 use portcullis_tests::stack::{Stack, StackConfig, StackInfo, stop_leftovers};
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,7 +31,11 @@ struct Cli {
 enum Cmd {
     /// Start the stack and keep it running until SIGINT/SIGTERM.
     Up(UpArgs),
-    /// Stop the stack recorded in the state directory.
+    /// Add a node (containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS) to the running
+    /// stack and keep it until SIGINT/SIGTERM; needs root and the images of
+    /// `hack/build-images.sh`.
+    Node(NodeArgs),
+    /// Stop the stack (and its node) recorded in the state directory.
     Down(StateDir),
     /// Print shell exports (KUBECONFIG, Dex issuer, ...) for the running stack.
     Env(StateDir),
@@ -48,6 +53,15 @@ impl StateDir {
     fn resolve(&self) -> PathBuf {
         self.state_dir.clone().unwrap_or_else(default_state_dir)
     }
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// File created once the node is Ready and CoreDNS serves.
+    #[arg(long, env = "PORTCULLIS_NODE_READY_FILE")]
+    detach_ready_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -140,6 +154,7 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<()> {
     match Cli::parse().command {
         Cmd::Up(args) => up(args).await,
+        Cmd::Node(args) => node(args).await,
         Cmd::Down(dir) => down(&dir.resolve()).await,
         Cmd::Env(dir) => {
             let info = running(&dir.resolve())?;
@@ -276,7 +291,71 @@ fn running(dir: &Path) -> Result<StackInfo> {
     Ok(info)
 }
 
+/// Runs a node for the stack in the state directory until a signal, or until the stack's owner
+/// or a node process dies; then removes its pods and undoes its changes to the machine.
+async fn node(args: NodeArgs) -> Result<()> {
+    let state_dir = args.state.resolve();
+    let info = running(&state_dir)?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let started = tokio::select! {
+        node = Node::start(&info) => node,
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted during start")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated during start")),
+    };
+    let mut node = match started {
+        Ok(node) => node,
+        Err(e) => {
+            // A half-started node is dropped (its processes killed); undo the rest.
+            if let Err(cleanup) = stop_node_leftovers(&node_dir(&state_dir)).await {
+                eprintln!("devstack node: cleanup after the failed start: {cleanup:#}");
+            }
+            return Err(e);
+        }
+    };
+    println!(
+        "Portcullis node {} is Ready (state in {})",
+        portcullis_tests::node::NODE_NAME,
+        node.info().dir.display()
+    );
+    if let Some(ready) = &args.detach_ready_file {
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
+    let mut health = tokio::time::interval(Duration::from_secs(5));
+    let outcome = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = health.tick() => {
+                if !pid_alive(info.owner_pid) {
+                    break Err(anyhow::anyhow!("the stack's owner {} is gone", info.owner_pid));
+                }
+                if let Err(e) = node.ensure_running() {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    if let Some(ready) = &args.detach_ready_file {
+        let _ = std::fs::remove_file(ready);
+    }
+    eprintln!("devstack node: stopping");
+    node.stop().await?;
+    outcome
+}
+
 async fn down(dir: &Path) -> Result<()> {
+    // The node first: it is a client of the stack and removes its pods through it.
+    let node = node_dir(dir);
+    if let Ok(info) = NodeInfo::load(&node)
+        && pid_alive(info.owner_pid)
+    {
+        terminate_pid(info.owner_pid, Duration::from_secs(90)).await?;
+    }
+    if node.exists() {
+        stop_node_leftovers(&node).await?;
+    }
     match StackInfo::load(dir) {
         Ok(info) => {
             if pid_alive(info.owner_pid) {
