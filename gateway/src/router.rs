@@ -9,7 +9,7 @@
 
 use crate::{
     gateway::Gateway,
-    http::{ClientAddr, Problem, request_host},
+    http::{ClientAddr, Problem, request_host, secure},
     login::{auth_host, handoff, logout},
     serve::{forward_auth, proxy_mode, session_endpoint},
 };
@@ -21,9 +21,13 @@ use axum::{
 use http::StatusCode;
 use portcullis_core::CanonicalPath;
 
-/// The gateway's router.
+/// The gateway's router. Every response it makes itself gets the security headers
+/// ([`crate::http::secure`]); an upstream's is relayed as it is.
 pub fn app(gateway: Gateway) -> Router {
-    Router::new().fallback(dispatch).with_state(gateway)
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::middleware::map_response(secure))
+        .with_state(gateway)
 }
 
 async fn dispatch(State(gateway): State<Gateway>, req: Request) -> Response {

@@ -34,6 +34,8 @@ const MULTI: &str = "multi.portcullis.test";
 const PORT: u16 = 8443;
 const USER_PEER: &str = "192.0.2.10:50000";
 const PROXY_PEER: &str = "10.9.0.2:40000";
+/// What a browser sends on a request from the auth host's own pages.
+const SAME_ORIGIN: (&str, &str) = ("sec-fetch-site", "same-origin");
 
 struct Harness {
     gateway: Gateway,
@@ -1336,7 +1338,7 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
         .get(
             AUTH,
             "/.portcullis/logout?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F",
-            &[],
+            &[SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1354,7 +1356,11 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
         "https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F%3Fx%3D%22%3E",
     ] {
         let reply = h
-            .get(AUTH, &format!("/.portcullis/logout?rd={rd}"), &[])
+            .get(
+                AUTH,
+                &format!("/.portcullis/logout?rd={rd}"),
+                &[SAME_ORIGIN],
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert!(
@@ -1374,7 +1380,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             &format!("/.portcullis/logout?rd={back}"),
-            &[("cookie", token.as_str())],
+            &[("cookie", token.as_str()), SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
@@ -1402,7 +1408,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             "/.portcullis/logout?rd=https%3A%2F%2Fevil.test%2F",
-            &[("cookie", token.as_str())],
+            &[("cookie", token.as_str()), SAME_ORIGIN],
         )
         .await;
     let to = url::Url::parse(reply.location()).expect("location");
@@ -1412,7 +1418,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             "/.portcullis/logout",
-            &[("cookie", h.sso_cookie("s1", "dex").as_str())],
+            &[("cookie", h.sso_cookie("s1", "dex").as_str()), SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1441,11 +1447,18 @@ async fn another_site_cannot_log_the_user_out() {
     let (h, store, _recorder) = harness_with_session("s1", "alice", &[], None).await;
     let cookie = h.sso_cookie("s1", "dex");
     let revoked = || store.get("s1").expect("session").spec.revoked;
-    // Started by another site, or prefetched: a confirmation button, nothing ended.
+    // Started by another site or a sibling app host, prefetched, typed in, or from a browser
+    // that sends no Fetch Metadata: a confirmation button, nothing ended.
     for (method, extra) in [
         (Method::GET, ("sec-fetch-site", "cross-site")),
+        (Method::GET, ("sec-fetch-site", "same-site")),
+        (Method::GET, ("sec-fetch-site", "none")),
+        (Method::GET, ("x-no-fetch-metadata", "1")),
+        (Method::GET, ("origin", "https://auth.portcullis.test:8443")),
         (Method::HEAD, ("sec-fetch-site", "same-origin")),
         (Method::POST, ("origin", "https://evil.test")),
+        (Method::POST, ("sec-fetch-site", "same-site")),
+        (Method::POST, ("x-no-fetch-metadata", "1")),
     ] {
         let reply = h
             .send(
@@ -1466,6 +1479,38 @@ async fn another_site_cannot_log_the_user_out() {
             );
         }
     }
+    // The confirmation page cannot be framed by the site that would like it clicked.
+    let page = h
+        .send(
+            Method::GET,
+            "/.portcullis/logout",
+            &[("host", AUTH), ("cookie", cookie.as_str())],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .is_ok_and(|csp| csp.contains("frame-ancestors 'none'"))
+    );
+    // A POST from the auth host by Fetch Metadata, even with an Origin that says otherwise,
+    // does not end it when the metadata says same-site.
+    let reply = h
+        .send(
+            Method::POST,
+            "/.portcullis/logout",
+            &[
+                ("host", AUTH),
+                ("cookie", cookie.as_str()),
+                ("origin", "https://auth.portcullis.test:8443"),
+                ("sec-fetch-site", "same-site"),
+            ],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!revoked(), "a same-site POST ended the session");
     // The confirmation button (a POST from the auth host itself) ends it.
     let reply = h
         .send(
