@@ -1793,3 +1793,228 @@ async fn every_surface_refuses_through_one_mapping_and_counts_the_check() {
     // Every check above was counted, the session endpoint's included.
     assert_eq!(checks(&h) - before, 5);
 }
+
+/// A peer the `Bypass` rule of team/apps lets through without login.
+const BYPASS_PEER: &str = "198.51.100.7:50000";
+
+#[tokio::test]
+async fn encoded_separators_double_encoding_and_folding_characters_are_refused_on_every_surface() {
+    let h = harness().await;
+    // Behind the Bypass prefix, each would reach a backend that decodes again, strips `;`
+    // parameters or normalizes Unicode as a path outside /wordpress.
+    let payloads = [
+        "/wordpress/%3B/../admin",
+        "/wordpress%3bx/admin",
+        "/wordpress/%252e%252e/admin",
+        "/wordpress/..%252fadmin",
+        "/wordpress/%25%32%65%25%32%65/admin",
+        "/wordpress/%25u002e%25u002e/admin",
+        "/wordpress/%EF%BC%8F..%EF%BC%8Fadmin",
+        "/wordpress%E2%88%95..%E2%88%95admin",
+        "/wordpress/%EF%BC%8E%EF%BC%8E/admin",
+        "/wordpress/%EF%B9%92%EF%B9%92/admin",
+        "/wordpress/%E2%80%A4%E2%80%A4/admin",
+        "/wordpress%EF%BC%BC..%EF%BC%BCadmin",
+        "/wordpress/%C0%AE%C0%AE/admin",
+        "/wordpress/%23/../admin",
+    ];
+    for path in payloads {
+        let proxied = h
+            .send(Method::GET, path, &[("host", APP)], BYPASS_PEER)
+            .await;
+        assert_eq!(proxied.status, StatusCode::BAD_REQUEST, "proxy {path}");
+        let url = format!("https://{APP}:{PORT}{path}");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[("host", "portcullis.svc"), ("x-original-url", &url)],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::BAD_REQUEST, "nginx {path}");
+        let traefik = h.traefik(path, &[]).await;
+        assert_eq!(traefik.status, StatusCode::BAD_REQUEST, "traefik {path}");
+        let envoy = h
+            .send(
+                Method::GET,
+                &format!("/.portcullis/auth/envoy{path}"),
+                &[("host", "myserver.portcullis.test:8443")],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(envoy.status, StatusCode::BAD_REQUEST, "envoy {path}");
+    }
+    // The plain form still passes the Bypass.
+    let reply = h
+        .send(Method::GET, "/wordpress/x", &[("host", APP)], BYPASS_PEER)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // A raw `#` in a described URI is refused by the contracts that can see it.
+    for uri in ["/wordpress/x#/../admin", "/wordpress/x?y#z"] {
+        assert_eq!(h.traefik(uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn an_email_with_two_ats_satisfies_no_email_rule() {
+    let h = harness().await;
+    for email in [
+        "someone@evil.test@example.com",
+        "someone%evil.test@example.com.",
+        "\"someone@evil.test\"@example.com",
+    ] {
+        let token = h.app_token("team/apps", email, |_| {});
+        let cookie = h.cookie_for("team/apps", &token);
+        let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{email}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_are_encoded_or_the_request_is_refused() {
+    let h = harness().await;
+    let token = h.app_token("team/apps", "alice@example.com", |c| {
+        c.groups = vec![
+            "eng".into(),
+            "a,b".into(),
+            "Domain Users".into(),
+            "caf\u{e9}".into(),
+            "x\r\nx-auth-request-user: admin".into(),
+        ];
+    });
+    let cookie = h.cookie_for("team/apps", &token);
+    let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen = reply.json();
+    assert_eq!(
+        seen["headers"]["x-auth-request-groups"],
+        "eng,a%2Cb,Domain%20Users,caf%C3%A9,x%0D%0Ax-auth-request-user:%20admin"
+    );
+    assert_eq!(
+        seen["headers"]["x-auth-request-user"],
+        "sub-alice@example.com"
+    );
+
+    // A subject that cannot be sent verbatim: refused, on every surface, never forwarded
+    // without the user header.
+    for sub in ["alice\r\nx: y", "alice\n", "ali ce", "caf\u{e9}"] {
+        let token = h.app_token("team/apps", "alice@example.com", |c| c.sub = sub.into());
+        let cookie = h.cookie_for("team/apps", &token);
+        let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{sub:?}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("unrepresentable_identity"),
+            "{}",
+            reply.body
+        );
+        let url = format!("https://{APP}:{PORT}/wordpress/x");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[
+                    ("host", "portcullis.svc"),
+                    ("x-original-url", &url),
+                    (&cookie.0, &cookie.1),
+                ],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::FORBIDDEN, "{sub:?}");
+        assert!(nginx.headers.get("x-auth-request-user").is_none());
+    }
+}
+
+#[tokio::test]
+async fn overlong_return_addresses_get_a_precise_status_not_a_500() {
+    let h = harness().await;
+    let origin = format!("https://{APP}:{PORT}");
+    let path_for = |total: usize| format!("/wordpress/{}", "a".repeat(total - origin.len() - 11));
+    // A deep link just within the limit starts a login; just over it is 414, at once.
+    let within = path_for(2048);
+    assert_eq!(origin.len() + within.len(), 2048);
+    let reply = h.get(APP, &within, &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    for over in [2049, 2100, 8192] {
+        let path = path_for(over);
+        let reply = h.get(APP, &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::URI_TOO_LONG, "{over}");
+        assert!(reply.body.contains("return_address_too_long"));
+        let api = h
+            .get(
+                APP,
+                &path,
+                &[("accept", "application/json"), ("sec-fetch-mode", "cors")],
+            )
+            .await;
+        assert_eq!(api.status, StatusCode::URI_TOO_LONG, "{over}");
+        assert_eq!(api.json()["error"], "return_address_too_long");
+        // nginx turns anything but 2xx, 401 and 403 into 500: it gets 403.
+        let url = format!("{origin}{path}");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[("host", "portcullis.svc"), ("x-original-url", &url)],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::FORBIDDEN, "{over}");
+        // The auth host and the app host's begin refuse an `rd` that long the same way.
+        let rd: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+        let start = h
+            .get(AUTH, &format!("/.portcullis/start?rd={rd}"), &[])
+            .await;
+        assert_eq!(start.status, StatusCode::URI_TOO_LONG, "{over}");
+        let begin = h
+            .get(APP, &format!("/.portcullis/begin?rd={rd}"), &[])
+            .await;
+        assert_eq!(begin.status, StatusCode::URI_TOO_LONG, "{over}");
+    }
+}
+
+#[tokio::test]
+async fn gateway_pages_carry_security_headers_and_upstream_responses_are_untouched() {
+    let h = harness().await;
+    let own = [
+        h.get(APP, "/wordpress/x", &[]).await,         // login redirect
+        h.get(APP, "/wordpress/../x", &[]).await,      // problem page
+        h.get(AUTH, "/", &[]).await,                   // auth host page
+        h.get(AUTH, "/.portcullis/logout", &[]).await, // logout confirmation
+        h.get(AUTH, "/.well-known/jwks.json", &[]).await,
+        h.get(APP, "/.portcullis/nothing", &[]).await,
+        h.traefik("/wordpress/x", &[]).await, // forward-auth answer
+    ];
+    for reply in &own {
+        for (name, value) in portcullis_gateway::http::SECURITY_HEADERS {
+            assert_eq!(
+                reply.headers.get(&name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{name} on {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    let relayed = h
+        .send(Method::GET, "/wordpress/x", &[("host", APP)], BYPASS_PEER)
+        .await;
+    assert_eq!(relayed.status, StatusCode::OK);
+    for (name, _) in portcullis_gateway::http::SECURITY_HEADERS {
+        assert!(
+            relayed.headers.get(&name).is_none(),
+            "{name} added upstream"
+        );
+    }
+}
