@@ -22,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
     let groups: Vec<String> = parts.map(str::to_owned).collect();
     if let Ok(identity) = Identity::checked(subject, email, groups, serde_json::Map::new()) {
         assert!(identity.subject.bytes().all(|b| b.is_ascii_graphic()));
-        assert!(identity.email.iter().all(|e| EmailAddress::parse(e).is_ok()));
+        assert!(
+            identity
+                .email
+                .iter()
+                .all(|e| EmailAddress::parse(e).is_ok())
+        );
     }
 });

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let mut parts = raw.split('\0');
     let subject = parts.next().unwrap_or_default();
     let groups: Vec<String> = parts.filter(|g| !g.is_empty()).map(str::to_owned).collect();
-    let encoded = groups.iter().map(|g| encode_group(g)).collect::<Vec<_>>().join(",");
+    let encoded = groups
+        .iter()
+        .map(|g| encode_group(g))
+        .collect::<Vec<_>>()
+        .join(",");
     assert!(encoded.bytes().all(|b| b.is_ascii_graphic()));
     if !groups.is_empty() {
         assert_eq!(decode_groups(&encoded), Some(groups.clone()));

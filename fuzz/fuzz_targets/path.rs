@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         // No double encoding survives: `%25` is never followed by two hex digits.
         for (i, _) in s.match_indices("%25") {
             let next = s.as_bytes().get(i + 3..i + 5);
-            assert!(!next.is_some_and(|n| n.iter().all(u8::is_ascii_hexdigit)), "{s}");
+            assert!(
+                !next.is_some_and(|n| n.iter().all(u8::is_ascii_hexdigit)),
+                "{s}"
+            );
         }
         assert_eq!(CanonicalPath::parse(s).as_ref(), Ok(&path));
         for segment in s.split('/') {

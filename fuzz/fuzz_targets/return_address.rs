@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if check_return_address(raw).is_ok() {
         assert!(raw.len() <= MAX_RETURN_ADDRESS_LEN);
-        assert!(raw.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        assert!(
+            raw.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        );
     }
 });
