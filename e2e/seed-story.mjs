@@ -501,6 +501,8 @@ async function step6(ctx) {
 
   await open(page, `${apps}/.portcullis/logout`);
   check(page.url().startsWith(`${auth}/.portcullis/logout`), `logout ended on ${page.url()}`);
+  // Not started from the auth host's own pages: the confirmation button signs out.
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   check((await page.innerText('body')).includes('You are signed out'), 'no "signed out" page');
   await shot(page, '06b-signed-out');
   const record = kubectlJson('get', 'accesssession', sid);

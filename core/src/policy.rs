@@ -165,9 +165,10 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Selector {
     Everyone,
-    /// Lower-cased.
+    /// Strictly parsed addresses, lower-cased (see [`crate::email`]).
     Emails(BTreeSet<String>),
-    /// Lower-cased, exact domain.
+    /// Strictly parsed mail domains, lower-cased; compared exactly with the domain of the
+    /// strictly parsed address.
     EmailDomains(BTreeSet<String>),
     Groups(BTreeSet<String>),
     Claim {

@@ -182,6 +182,42 @@ fn an_unverified_email_matches_no_email_rule() {
 }
 
 #[test]
+fn email_rules_compare_the_strictly_parsed_address() {
+    let policy = compile(APPS);
+    let inside = facts("10.1.2.3");
+    // Each of these has no single domain, or not example.com: no email rule matches, so the
+    // Deny of mallory cannot be dodged either way and the Allow of example.com is not given.
+    for email in [
+        "someone@evil.test@example.com",
+        "someone@example.com@evil.test",
+        "\"someone@evil.test\"@example.com",
+        "someone%evil.test@example.com",
+        "evil.test!someone@example.com",
+        "someone@example.com.",
+        "someone@example.com ",
+        "someone @example.com",
+        "someone@example.com\r\n",
+        "someone@ex\u{0430}mple.com",
+        "someone\u{ff20}example.com",
+        "someone@example\u{ff0e}com",
+        "@example.com",
+        "someone@",
+        "",
+    ] {
+        assert_eq!(
+            policy.evaluate(&inside, Some(&user(email, &[]))),
+            Decision::NoRuleMatched,
+            "{email:?}"
+        );
+    }
+    // The Deny of Mallory compares the whole parsed address, case-folded.
+    assert_eq!(
+        policy.evaluate(&inside, Some(&user("MALLORY@example.COM", &[]))),
+        Decision::Deny { rule: 2 }
+    );
+}
+
+#[test]
 fn invalid_manifests_are_refused_with_the_reason() {
     let cases = [
         (
@@ -230,6 +266,27 @@ fn invalid_manifests_are_refused_with_the_reason() {
         (
             APPS.replace("timeout: 10s", "timeout: -10s"),
             "invalid duration",
+        ),
+        (
+            APPS.replace(
+                "emailDomains: [example.com]",
+                "emailDomains: [\"@example.com\"]",
+            ),
+            "invalid email domain",
+        ),
+        (
+            APPS.replace(
+                "emailDomains: [example.com]",
+                "emailDomains: [example.com.]",
+            ),
+            "invalid email domain",
+        ),
+        (
+            APPS.replace(
+                "[Mallory@Example.com]",
+                "[\"mallory@evil.test@example.com\"]",
+            ),
+            "invalid email",
         ),
     ];
     for (yaml, expected) in cases {

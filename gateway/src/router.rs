@@ -13,7 +13,7 @@
 use crate::{
     access_log,
     gateway::Gateway,
-    http::{ClientAddr, Problem, client_ip, request_host, request_id},
+    http::{ClientAddr, Problem, client_ip, request_host, request_id, secure},
     login::{auth_host, handoff, logout},
     serve::{forward_auth, proxy_mode, session_endpoint},
 };
@@ -26,9 +26,13 @@ use http::{HeaderValue, StatusCode, header};
 use portcullis_core::CanonicalPath;
 use std::{net::SocketAddr, time::Instant};
 
-/// The gateway's router.
+/// The gateway's router. Every response it makes itself gets the security headers
+/// ([`crate::http::secure`]); an upstream's is relayed as it is.
 pub fn app(gateway: Gateway) -> Router {
-    Router::new().fallback(logged).with_state(gateway)
+    Router::new()
+        .fallback(logged)
+        .layer(axum::middleware::map_response(secure))
+        .with_state(gateway)
 }
 
 /// Every request: given a request id, served, and written to the access log.

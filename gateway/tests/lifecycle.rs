@@ -473,7 +473,19 @@ async fn logging_out_ends_the_session_on_every_app_and_path(run: Run) -> Result<
         .to_str()?
         .to_owned();
     ensure!(next.starts_with(&gateway.origin(AUTH)), "{next}");
-    let done = browser.get(&next).send().await?;
+    // A browser without Fetch Metadata gets the confirmation page; its button (a POST from
+    // the auth host) signs out.
+    let confirm = browser.get(&next).send().await?;
+    ensure!(confirm.status() == StatusCode::OK, "{}", confirm.status());
+    ensure!(
+        !run.records.only().await?.spec.revoked,
+        "a logout without Fetch Metadata signed out directly"
+    );
+    let done = browser
+        .post(&next)
+        .header("origin", gateway.origin(AUTH))
+        .send()
+        .await?;
     ensure!(done.status() == StatusCode::OK, "{}", done.status());
     ensure!(
         run.records.only().await?.spec.revoked,

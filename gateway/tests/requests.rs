@@ -34,6 +34,8 @@ const MULTI: &str = "multi.portcullis.test";
 const PORT: u16 = 8443;
 const USER_PEER: &str = "192.0.2.10:50000";
 const PROXY_PEER: &str = "10.9.0.2:40000";
+/// What a browser sends on a request from the auth host's own pages.
+const SAME_ORIGIN: (&str, &str) = ("sec-fetch-site", "same-origin");
 
 struct Harness {
     gateway: Gateway,
@@ -1345,7 +1347,7 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
         .get(
             AUTH,
             "/.portcullis/logout?rd=https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F",
-            &[],
+            &[SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1363,7 +1365,11 @@ async fn logout_clears_cookies_and_only_links_back_to_our_apps() {
         "https%3A%2F%2Fmyserver.portcullis.test%3A8443%2F%3Fx%3D%22%3E",
     ] {
         let reply = h
-            .get(AUTH, &format!("/.portcullis/logout?rd={rd}"), &[])
+            .get(
+                AUTH,
+                &format!("/.portcullis/logout?rd={rd}"),
+                &[SAME_ORIGIN],
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert!(
@@ -1383,7 +1389,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             &format!("/.portcullis/logout?rd={back}"),
-            &[("cookie", token.as_str())],
+            &[("cookie", token.as_str()), SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
@@ -1411,7 +1417,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             "/.portcullis/logout?rd=https%3A%2F%2Fevil.test%2F",
-            &[("cookie", token.as_str())],
+            &[("cookie", token.as_str()), SAME_ORIGIN],
         )
         .await;
     let to = url::Url::parse(reply.location()).expect("location");
@@ -1421,7 +1427,7 @@ async fn logout_continues_at_the_providers_end_session_endpoint() {
         .get(
             AUTH,
             "/.portcullis/logout",
-            &[("cookie", h.sso_cookie("s1", "dex").as_str())],
+            &[("cookie", h.sso_cookie("s1", "dex").as_str()), SAME_ORIGIN],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1450,11 +1456,18 @@ async fn another_site_cannot_log_the_user_out() {
     let (h, store, _recorder) = harness_with_session("s1", "alice", &[], None).await;
     let cookie = h.sso_cookie("s1", "dex");
     let revoked = || store.get("s1").expect("session").spec.revoked;
-    // Started by another site, or prefetched: a confirmation button, nothing ended.
+    // Started by another site or a sibling app host, prefetched, typed in, or from a browser
+    // that sends no Fetch Metadata: a confirmation button, nothing ended.
     for (method, extra) in [
         (Method::GET, ("sec-fetch-site", "cross-site")),
+        (Method::GET, ("sec-fetch-site", "same-site")),
+        (Method::GET, ("sec-fetch-site", "none")),
+        (Method::GET, ("x-no-fetch-metadata", "1")),
+        (Method::GET, ("origin", "https://auth.portcullis.test:8443")),
         (Method::HEAD, ("sec-fetch-site", "same-origin")),
         (Method::POST, ("origin", "https://evil.test")),
+        (Method::POST, ("sec-fetch-site", "same-site")),
+        (Method::POST, ("x-no-fetch-metadata", "1")),
     ] {
         let reply = h
             .send(
@@ -1475,6 +1488,38 @@ async fn another_site_cannot_log_the_user_out() {
             );
         }
     }
+    // The confirmation page cannot be framed by the site that would like it clicked.
+    let page = h
+        .send(
+            Method::GET,
+            "/.portcullis/logout",
+            &[("host", AUTH), ("cookie", cookie.as_str())],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .is_ok_and(|csp| csp.contains("frame-ancestors 'none'"))
+    );
+    // A POST from the auth host by Fetch Metadata, even with an Origin that says otherwise,
+    // does not end it when the metadata says same-site.
+    let reply = h
+        .send(
+            Method::POST,
+            "/.portcullis/logout",
+            &[
+                ("host", AUTH),
+                ("cookie", cookie.as_str()),
+                ("origin", "https://auth.portcullis.test:8443"),
+                ("sec-fetch-site", "same-site"),
+            ],
+            USER_PEER,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!revoked(), "a same-site POST ended the session");
     // The confirmation button (a POST from the auth host itself) ends it.
     let reply = h
         .send(
@@ -1887,4 +1932,229 @@ async fn an_unknown_session_is_asked_about_and_never_admitted_on_its_token_alone
         metrics.contains("portcullis_gateway_session_lookups_total{outcome=\"failed\"} 1"),
         "{metrics}"
     );
+}
+
+/// A peer the `Bypass` rule of team/apps lets through without login.
+const BYPASS_PEER: &str = "198.51.100.7:50000";
+
+#[tokio::test]
+async fn encoded_separators_double_encoding_and_folding_characters_are_refused_on_every_surface() {
+    let h = harness().await;
+    // Behind the Bypass prefix, each would reach a backend that decodes again, strips `;`
+    // parameters or normalizes Unicode as a path outside /wordpress.
+    let payloads = [
+        "/wordpress/%3B/../admin",
+        "/wordpress%3bx/admin",
+        "/wordpress/%252e%252e/admin",
+        "/wordpress/..%252fadmin",
+        "/wordpress/%25%32%65%25%32%65/admin",
+        "/wordpress/%25u002e%25u002e/admin",
+        "/wordpress/%EF%BC%8F..%EF%BC%8Fadmin",
+        "/wordpress%E2%88%95..%E2%88%95admin",
+        "/wordpress/%EF%BC%8E%EF%BC%8E/admin",
+        "/wordpress/%EF%B9%92%EF%B9%92/admin",
+        "/wordpress/%E2%80%A4%E2%80%A4/admin",
+        "/wordpress%EF%BC%BC..%EF%BC%BCadmin",
+        "/wordpress/%C0%AE%C0%AE/admin",
+        "/wordpress/%23/../admin",
+    ];
+    for path in payloads {
+        let proxied = h
+            .send(Method::GET, path, &[("host", APP)], BYPASS_PEER)
+            .await;
+        assert_eq!(proxied.status, StatusCode::BAD_REQUEST, "proxy {path}");
+        let url = format!("https://{APP}:{PORT}{path}");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[("host", "portcullis.svc"), ("x-original-url", &url)],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::BAD_REQUEST, "nginx {path}");
+        let traefik = h.traefik(path, &[]).await;
+        assert_eq!(traefik.status, StatusCode::BAD_REQUEST, "traefik {path}");
+        let envoy = h
+            .send(
+                Method::GET,
+                &format!("/.portcullis/auth/envoy{path}"),
+                &[("host", "myserver.portcullis.test:8443")],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(envoy.status, StatusCode::BAD_REQUEST, "envoy {path}");
+    }
+    // The plain form still passes the Bypass.
+    let reply = h
+        .send(Method::GET, "/wordpress/x", &[("host", APP)], BYPASS_PEER)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // A raw `#` in a described URI is refused by the contracts that can see it.
+    for uri in ["/wordpress/x#/../admin", "/wordpress/x?y#z"] {
+        assert_eq!(h.traefik(uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn an_email_with_two_ats_satisfies_no_email_rule() {
+    let h = harness().await;
+    for email in [
+        "someone@evil.test@example.com",
+        "someone%evil.test@example.com.",
+        "\"someone@evil.test\"@example.com",
+    ] {
+        let token = h.app_token("team/apps", email, |_| {});
+        let cookie = h.cookie_for("team/apps", &token);
+        let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{email}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_are_encoded_or_the_request_is_refused() {
+    let h = harness().await;
+    let token = h.app_token("team/apps", "alice@example.com", |c| {
+        c.groups = vec![
+            "eng".into(),
+            "a,b".into(),
+            "Domain Users".into(),
+            "caf\u{e9}".into(),
+            "x\r\nx-auth-request-user: admin".into(),
+        ];
+    });
+    let cookie = h.cookie_for("team/apps", &token);
+    let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen = reply.json();
+    assert_eq!(
+        seen["headers"]["x-auth-request-groups"],
+        "eng,a%2Cb,Domain%20Users,caf%C3%A9,x%0D%0Ax-auth-request-user:%20admin"
+    );
+    assert_eq!(
+        seen["headers"]["x-auth-request-user"],
+        "sub-alice@example.com"
+    );
+
+    // A subject that cannot be sent verbatim: refused, on every surface, never forwarded
+    // without the user header.
+    for sub in ["alice\r\nx: y", "alice\n", "ali ce", "caf\u{e9}"] {
+        let token = h.app_token("team/apps", "alice@example.com", |c| c.sub = sub.into());
+        let cookie = h.cookie_for("team/apps", &token);
+        let reply = h.get(APP, "/wordpress/x", &[(&cookie.0, &cookie.1)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{sub:?}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("unrepresentable_identity"),
+            "{}",
+            reply.body
+        );
+        let url = format!("https://{APP}:{PORT}/wordpress/x");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[
+                    ("host", "portcullis.svc"),
+                    ("x-original-url", &url),
+                    (&cookie.0, &cookie.1),
+                ],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::FORBIDDEN, "{sub:?}");
+        assert!(nginx.headers.get("x-auth-request-user").is_none());
+    }
+}
+
+#[tokio::test]
+async fn overlong_return_addresses_get_a_precise_status_not_a_500() {
+    let h = harness().await;
+    let origin = format!("https://{APP}:{PORT}");
+    let path_for = |total: usize| format!("/wordpress/{}", "a".repeat(total - origin.len() - 11));
+    // A deep link just within the limit starts a login; just over it is 414, at once.
+    let within = path_for(2048);
+    assert_eq!(origin.len() + within.len(), 2048);
+    let reply = h.get(APP, &within, &[]).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    for over in [2049, 2100, 8192] {
+        let path = path_for(over);
+        let reply = h.get(APP, &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::URI_TOO_LONG, "{over}");
+        assert!(reply.body.contains("return_address_too_long"));
+        let api = h
+            .get(
+                APP,
+                &path,
+                &[("accept", "application/json"), ("sec-fetch-mode", "cors")],
+            )
+            .await;
+        assert_eq!(api.status, StatusCode::URI_TOO_LONG, "{over}");
+        assert_eq!(api.json()["error"], "return_address_too_long");
+        // nginx turns anything but 2xx, 401 and 403 into 500: it gets 403.
+        let url = format!("{origin}{path}");
+        let nginx = h
+            .send(
+                Method::GET,
+                "/.portcullis/auth/nginx",
+                &[("host", "portcullis.svc"), ("x-original-url", &url)],
+                PROXY_PEER,
+            )
+            .await;
+        assert_eq!(nginx.status, StatusCode::FORBIDDEN, "{over}");
+        // The auth host and the app host's begin refuse an `rd` that long the same way.
+        let rd: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+        let start = h
+            .get(AUTH, &format!("/.portcullis/start?rd={rd}"), &[])
+            .await;
+        assert_eq!(start.status, StatusCode::URI_TOO_LONG, "{over}");
+        let begin = h
+            .get(APP, &format!("/.portcullis/begin?rd={rd}"), &[])
+            .await;
+        assert_eq!(begin.status, StatusCode::URI_TOO_LONG, "{over}");
+    }
+}
+
+#[tokio::test]
+async fn gateway_pages_carry_security_headers_and_upstream_responses_are_untouched() {
+    let h = harness().await;
+    let own = [
+        h.get(APP, "/wordpress/x", &[]).await,         // login redirect
+        h.get(APP, "/wordpress/../x", &[]).await,      // problem page
+        h.get(AUTH, "/", &[]).await,                   // auth host page
+        h.get(AUTH, "/.portcullis/logout", &[]).await, // logout confirmation
+        h.get(AUTH, "/.well-known/jwks.json", &[]).await,
+        h.get(APP, "/.portcullis/nothing", &[]).await,
+        h.traefik("/wordpress/x", &[]).await, // forward-auth answer
+    ];
+    for reply in &own {
+        for (name, value) in portcullis_gateway::http::SECURITY_HEADERS {
+            assert_eq!(
+                reply.headers.get(&name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{name} on {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    let relayed = h
+        .send(Method::GET, "/wordpress/x", &[("host", APP)], BYPASS_PEER)
+        .await;
+    assert_eq!(relayed.status, StatusCode::OK);
+    for (name, _) in portcullis_gateway::http::SECURITY_HEADERS {
+        assert!(
+            relayed.headers.get(&name).is_none(),
+            "{name} added upstream"
+        );
+    }
 }

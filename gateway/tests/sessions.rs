@@ -309,8 +309,10 @@ async fn logout_revokes_the_access_session() -> Result<()> {
                 "{}",
                 to_auth.status()
             );
+            // The confirmation button of the auth host (a same-origin POST) signs out.
             let signed_out = browser
-                .get(to_auth.headers()[reqwest::header::LOCATION].to_str()?)
+                .post(to_auth.headers()[reqwest::header::LOCATION].to_str()?)
+                .header("origin", gateway.origin(AUTH))
                 .send()
                 .await?;
             ensure!(

@@ -5,7 +5,10 @@ use super::{
     Action, Policy, PolicyError, PolicyId, RefreshFailurePolicy, Rule, Selector, ServiceTokenRef,
     SessionPolicy, Upstream, UpstreamTarget,
 };
-use crate::host::{Host, HostError};
+use crate::{
+    email::{EmailAddress, mail_domain},
+    host::{Host, HostError},
+};
 use ipnet::IpNet;
 use portcullis_crds::{
     AccessPolicySpec, AccessRule, RefreshFailureMode, RuleAction, Selector as SelectorSpec,
@@ -267,10 +270,22 @@ fn check_selectors_fit_action(rule: &Rule) -> Result<(), &'static str> {
 }
 
 fn selector(spec: &SelectorSpec) -> Result<Selector, String> {
-    let lower = |v: &Vec<String>| {
+    // Entries are held in the form a strictly parsed address has, so a rule can only name
+    // what an address can be (a typo such as `@example.com` or `example.com.` is refused
+    // instead of matching nobody).
+    let parse_emails = |v: &Vec<String>| {
         v.iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect::<BTreeSet<_>>()
+            .map(|s| {
+                EmailAddress::parse(s)
+                    .map(|e| e.as_str().to_owned())
+                    .map_err(|e| format!("invalid email {s:?}: {e}"))
+            })
+            .collect::<Result<BTreeSet<_>, _>>()
+    };
+    let parse_domains = |v: &Vec<String>| {
+        v.iter()
+            .map(|s| mail_domain(s).map_err(|e| format!("invalid email domain {s:?}: {e}")))
+            .collect::<Result<BTreeSet<_>, _>>()
     };
     let mut set = Vec::new();
     if let Some(everyone) = spec.everyone {
@@ -280,10 +295,10 @@ fn selector(spec: &SelectorSpec) -> Result<Selector, String> {
         set.push(Selector::Everyone);
     }
     if let Some(emails) = &spec.emails {
-        set.push(Selector::Emails(lower(emails)));
+        set.push(Selector::Emails(parse_emails(emails)?));
     }
     if let Some(domains) = &spec.email_domains {
-        set.push(Selector::EmailDomains(lower(domains)));
+        set.push(Selector::EmailDomains(parse_domains(domains)?));
     }
     if let Some(groups) = &spec.groups {
         set.push(Selector::Groups(groups.iter().cloned().collect()));

@@ -2,7 +2,7 @@
 //! [`crate::policy`] for the two phases).
 
 use super::{Action, Policy, Rule, Selector};
-use crate::{host::Host, identity::Identity, path::CanonicalPath};
+use crate::{email::EmailAddress, host::Host, identity::Identity, path::CanonicalPath};
 use std::{collections::BTreeSet, net::IpAddr};
 
 /// What the request brings to a decision besides the user.
@@ -107,13 +107,12 @@ impl Selector {
                 ranges.iter().any(|r| r.contains(&ip))
             }
             Self::ServiceTokens(names) => facts.service_token.is_some_and(|t| names.contains(t)),
-            Self::Emails(emails) => identity
-                .and_then(|i| i.email.as_deref())
-                .is_some_and(|e| emails.contains(&e.to_ascii_lowercase())),
-            Self::EmailDomains(domains) => identity
-                .and_then(|i| i.email.as_deref())
-                .and_then(|e| e.rsplit_once('@'))
-                .is_some_and(|(_, domain)| domains.contains(&domain.to_ascii_lowercase())),
+            // An address that does not parse strictly matches no email rule: which domain it
+            // has is not clear (see `crate::email`).
+            Self::Emails(emails) => email(identity).is_some_and(|e| emails.contains(e.as_str())),
+            Self::EmailDomains(domains) => {
+                email(identity).is_some_and(|e| domains.contains(e.domain()))
+            }
             Self::Groups(groups) => {
                 identity.is_some_and(|i| i.groups.iter().any(|g| groups.contains(g)))
             }
@@ -122,6 +121,11 @@ impl Selector {
                 .is_some_and(|claim| claim_matches(claim, values)),
         }
     }
+}
+
+/// The user's email, strictly parsed; `None` without one or when it does not parse.
+fn email(identity: Option<&Identity>) -> Option<EmailAddress> {
+    EmailAddress::parse(identity?.email.as_deref()?).ok()
 }
 
 /// An IPv4-mapped IPv6 address is judged as the IPv4 address it carries, so `::ffff:10.0.0.1`

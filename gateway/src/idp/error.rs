@@ -19,6 +19,9 @@ pub enum OidcError {
     InvalidIdToken(String),
     #[error("bad configuration: {0}")]
     Config(String),
+    /// The ID token verified, but what it says about the user cannot become a session.
+    #[error("the identity provider's claims are unacceptable: {0}")]
+    UnacceptableClaims(#[from] portcullis_core::identity::ClaimError),
 }
 
 impl OidcError {
@@ -43,6 +46,7 @@ impl OidcError {
             Self::NoIdToken => "no_id_token",
             Self::InvalidIdToken(_) => "invalid_id_token",
             Self::Config(_) => "config",
+            Self::UnacceptableClaims(error) => error.category(),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! ID-token validation, shared by the login and the refresh: which signatures are accepted,
 //! which claims must match, and which email the provider vouches for.
 
-use super::{Client, IdToken, IdTokenClaims, OidcError, Provider};
+use super::{Client, ExtraClaims, IdToken, IdTokenClaims, OidcError, Provider};
 use openidconnect::{Nonce, core::CoreJwsSigningAlgorithm};
+use portcullis_core::{Identity, identity::ClaimError, token::CLOCK_SKEW_SECS};
 use std::{sync::Arc, time::Duration};
 
 /// Signature algorithms accepted on ID tokens. Never `none`, never HMAC (the client secret is
@@ -62,24 +63,33 @@ impl Provider {
             return Err(invalid("azp is not this client".into()));
         }
         let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
-        if iat + MAX_ID_TOKEN_AGE.as_secs() < now
-            || iat > now + portcullis_core::token::CLOCK_SKEW_SECS
-        {
+        if iat + MAX_ID_TOKEN_AGE.as_secs() < now || iat > now + CLOCK_SKEW_SECS {
             return Err(invalid("iat is out of range".into()));
         }
+        check_not_before(claims.additional_claims(), now).map_err(|m| invalid(m.into()))?;
         Ok((claims, iat))
     }
 
-    /// The lower-cased email, only when the provider vouches for it (`email_verified`, or
-    /// `trustUnverifiedEmail` for providers that never send it).
-    pub(super) fn verified_email(&self, claims: &IdTokenClaims) -> Option<String> {
+    /// The email as the provider states it, only when it vouches for it (`email_verified`, or
+    /// `trustUnverifiedEmail` for providers that never send it). [`Provider::identity`]
+    /// parses it strictly.
+    pub(super) fn verified_email<'a>(&self, claims: &'a IdTokenClaims) -> Option<&'a str> {
         let verified = claims
             .email_verified()
             .unwrap_or(self.config.trust_unverified_email);
-        claims
-            .email()
-            .filter(|_| verified)
-            .map(|e| e.as_str().to_ascii_lowercase())
+        claims.email().filter(|_| verified).map(|e| e.as_str())
+    }
+
+    /// The user an ID token describes, its claim values checked before they can become a
+    /// session (see [`Identity::checked`]): `sub`, the verified email parsed strictly, the
+    /// groups, and the claims `forwardClaims` names.
+    pub(super) fn identity(&self, claims: &IdTokenClaims) -> Result<Identity, ClaimError> {
+        Identity::checked(
+            claims.subject().as_str().to_owned(),
+            self.verified_email(claims),
+            Self::groups(claims),
+            self.forwarded_claims(claims),
+        )
     }
 
     /// The groups the ID token states (none when it states none): at login and at every
@@ -90,5 +100,76 @@ impl Provider {
             .groups
             .clone()
             .unwrap_or_default()
+    }
+}
+
+/// `nbf`, when the ID token has one (OIDC makes it optional; the library does not check it):
+/// a number of seconds no later than now, give or take the clock skew `iat` is allowed.
+fn check_not_before(extra: &ExtraClaims, now: u64) -> Result<(), &'static str> {
+    let Some(nbf) = extra.other.get("nbf") else {
+        return Ok(());
+    };
+    let Some(nbf) = nbf.as_f64().filter(|n| n.is_finite()) else {
+        return Err("nbf is not a number");
+    };
+    // Compared as floats: `nbf` may be fractional, and an absurd value must not wrap.
+    #[allow(clippy::cast_precision_loss)]
+    let latest = (now + CLOCK_SKEW_SECS) as f64;
+    if nbf > latest {
+        return Err("nbf is in the future");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extra(nbf: Option<serde_json::Value>) -> ExtraClaims {
+        let mut extra = ExtraClaims::default();
+        if let Some(nbf) = nbf {
+            extra.other.insert("nbf".into(), nbf);
+        }
+        extra
+    }
+
+    #[test]
+    fn not_before_is_checked_with_the_clock_skew_of_iat() {
+        let now = 1_700_000_000;
+        let skew = CLOCK_SKEW_SECS;
+        for nbf in [
+            None,
+            Some(serde_json::json!(now)),
+            Some(serde_json::json!(now - 3600)),
+            Some(serde_json::json!(now + skew)),
+            Some(serde_json::json!(0)),
+            Some(serde_json::json!(-5)),
+            Some(serde_json::json!(now as f64 + 0.5)),
+        ] {
+            assert_eq!(
+                check_not_before(&extra(nbf.clone()), now),
+                Ok(()),
+                "{nbf:?}"
+            );
+        }
+        for (nbf, error) in [
+            (serde_json::json!(now + skew + 1), "nbf is in the future"),
+            (serde_json::json!(now + 86_400), "nbf is in the future"),
+            (serde_json::json!(u64::MAX), "nbf is in the future"),
+            (
+                serde_json::json!((now + skew) as f64 + 0.5),
+                "nbf is in the future",
+            ),
+            (serde_json::json!(1e300), "nbf is in the future"),
+            (serde_json::json!("1700000000"), "nbf is not a number"),
+            (serde_json::json!(null), "nbf is not a number"),
+            (serde_json::json!([now]), "nbf is not a number"),
+        ] {
+            assert_eq!(
+                check_not_before(&extra(Some(nbf.clone())), now),
+                Err(error),
+                "{nbf}"
+            );
+        }
     }
 }

@@ -81,7 +81,8 @@ impl Provider {
     }
 
     /// Exchanges the code and validates the ID token: signature (allow-listed algorithms, keys
-    /// from the provider's JWKS), `iss` (or an alias), `aud`, `azp`, `exp`, `iat`, `nonce`.
+    /// from the provider's JWKS), `iss` (or an alias), `aud`, `azp`, `exp`, `iat`, `nbf`,
+    /// `nonce`; then the claim values (`OidcError::UnacceptableClaims`).
     /// `not_before` is the earliest acceptable `auth_time` (for forced re-logins).
     pub async fn complete(
         &self,
@@ -99,11 +100,12 @@ impl Provider {
             .verified_claims(&client, id_token, Some(&nonce), now)
             .await?;
         let auth_time = self.proven_auth_time(&claims, iat, not_before)?;
+        let identity = self.identity(&claims)?;
         Ok(VerifiedLogin {
-            subject: claims.subject().as_str().to_owned(),
-            email: self.verified_email(&claims),
-            groups: Self::groups(&claims),
-            ext: self.forwarded_claims(&claims),
+            subject: identity.subject,
+            email: identity.email,
+            groups: identity.groups,
+            ext: identity.claims,
             auth_time,
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         })
@@ -163,7 +165,7 @@ impl Provider {
     }
 
     /// The extra claims `forwardClaims` names, as the provider sent them.
-    fn forwarded_claims(
+    pub(super) fn forwarded_claims(
         &self,
         claims: &IdTokenClaims,
     ) -> serde_json::Map<String, serde_json::Value> {

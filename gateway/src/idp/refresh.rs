@@ -103,10 +103,15 @@ impl Provider {
         if claims.subject().as_str() != subject {
             return Err(RefreshError::Rejected("subject changed".into()));
         }
+        // Claims that could not start a session cannot go on with one either: the user logs
+        // in again and is told why.
+        let identity = self
+            .identity(&claims)
+            .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
         Ok(Some(RefreshedIdentity {
             subject: subject.to_owned(),
-            email: self.verified_email(&claims),
-            groups: Self::groups(&claims),
+            email: identity.email,
+            groups: identity.groups,
         }))
     }
 }

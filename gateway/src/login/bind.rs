@@ -7,9 +7,13 @@
 //! in a host-only cookie and passes only its digest along; the ticket carries the digest, and the
 //! app host redeems it only for the browser holding the nonce.
 
-use crate::{cookies, gateway::Gateway, http::redirect};
+use crate::{
+    cookies,
+    gateway::Gateway,
+    http::{Problem, redirect},
+};
 use axum::response::Response;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use sha2::{Digest as _, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq as _;
@@ -18,6 +22,38 @@ use subtle::ConstantTimeEq as _;
 pub const COOKIE: &str = "__Host-portcullis-bind";
 /// How long a login may take from the app host back to it.
 const LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// Longest return address (`rd`: the deep link a browser comes back to after logging in)
+/// accepted, in bytes once decoded from the query string. It travels in the login URL, the
+/// login cookie and the hand-off ticket; this keeps the login cookie well under its 4000 bytes.
+pub const MAX_RETURN_ADDRESS_LEN: usize = 2048;
+
+/// Refuses a return address that could not make the round trip through a login: longer than
+/// [`MAX_RETURN_ADDRESS_LEN`] (414), or holding a byte a URL never carries raw (400). Every
+/// place a login starts or a return address arrives checks it, so an overlong deep link is
+/// told apart at once instead of failing later as a cookie too large.
+pub fn check_return_address(rd: &str) -> Result<(), Problem> {
+    if rd.len() > MAX_RETURN_ADDRESS_LEN {
+        return Err(Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "return_address_too_long",
+            format!(
+                "The address to return to is longer than {MAX_RETURN_ADDRESS_LEN} bytes. \
+                 Please open the application from a shorter link."
+            ),
+        ));
+    }
+    if rd
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b == b'"' || b == b'\\')
+    {
+        return Err(Problem::bad_request(
+            "invalid_redirect",
+            "The address to return to is not a valid URL.",
+        ));
+    }
+    Ok(())
+}
 
 /// The browser's nonce, if it has a well-formed one.
 fn nonce(headers: &HeaderMap) -> Option<String> {
@@ -100,4 +136,32 @@ pub fn login_url(gateway: &Gateway, target: &str) -> String {
     let mut url = format!("{}/.portcullis/start?rd=", gateway.issuer());
     url.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_addresses_are_capped_with_a_precise_status() {
+        let base = "https://app.example.test/";
+        let at_limit = format!("{base}{}", "a".repeat(MAX_RETURN_ADDRESS_LEN - base.len()));
+        assert!(check_return_address(&at_limit).is_ok());
+        for over in [1, 2, 6000] {
+            let long = format!("{at_limit}{}", "a".repeat(over));
+            let problem = check_return_address(&long).expect_err("too long");
+            assert_eq!(problem.status, StatusCode::URI_TOO_LONG);
+            assert_eq!(problem.code, "return_address_too_long");
+        }
+        for bad in [
+            "https://app.example.test/a b",
+            "https://app.example.test/\"x",
+            "https://app.example.test/a\\b",
+            "https://app.example.test/\r\n",
+            "https://app.example.test/caf\u{e9}",
+        ] {
+            let problem = check_return_address(bad).expect_err(bad);
+            assert_eq!(problem.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
 }

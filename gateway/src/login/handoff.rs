@@ -162,6 +162,9 @@ pub fn begin(gateway: &Gateway, host: &Host, req: &Request) -> Response {
     let Some(rd) = query_param(req.uri(), "rd") else {
         return Problem::bad_request("missing_redirect", "Missing return address.").into_response();
     };
+    if let Err(problem) = crate::login::bind::check_return_address(&rd) {
+        return problem.into_response();
+    }
     let origin = format!("{}/", gateway.settings().origin(host.as_str()));
     let same_host = rd.starts_with(&origin)
         && CanonicalPath::parse(rd[origin.len() - 1..].split('?').next().unwrap_or("/")).is_ok()

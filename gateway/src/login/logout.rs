@@ -69,10 +69,9 @@ pub fn app_host(gateway: &Gateway, host: &Host, req: &Request) -> Response {
 
 /// `/.portcullis/logout` on the auth host.
 ///
-/// A logout another site started (a link or a form on a page elsewhere: `Sec-Fetch-Site:
-/// cross-site`, anywhere in the redirect chain) and a `HEAD` (link prefetchers) only show a
-/// button that confirms it; so does a `POST` whose `Origin` is not the auth host. Otherwise any
-/// page on the web could end the user's sessions here and, with RP-initiated logout, at the
+/// Unless the request provably comes from the auth host's own pages (see
+/// `logout_confirmed`), it only shows a button that confirms it: otherwise any page on the web,
+/// or any app host, could end the user's sessions here and, with RP-initiated logout, at the
 /// identity provider.
 pub async fn auth_host(
     gateway: &Gateway,
@@ -184,16 +183,22 @@ fn end_session_url(
     Some(url)
 }
 
-/// Whether this request may end the session: a top-level navigation or form from our own
-/// pages (or typed in), or a `POST` from the auth host's own confirmation page.
+/// Whether this request may end the session at once: only one the browser says comes from
+/// the auth host itself (`Sec-Fetch-Site: same-origin`: its own pages), or a `POST` from the
+/// confirmation page (same origin by Fetch Metadata, or by `Origin` for browsers that send no
+/// Fetch Metadata). Anything else — no Fetch Metadata on a `GET` (an old browser, a script),
+/// `same-site` (a sibling app host, which any of them could trigger), `cross-site`, `none` (a
+/// typed or bookmarked URL, or a prefetch) — gets the confirmation page. The page cannot be
+/// framed (see `crate::http::secure`), so its button cannot be clicked by another site.
 fn logout_confirmed(gateway: &Gateway, method: &http::Method, headers: &http::HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site = header("sec-fetch-site");
     match *method {
-        http::Method::POST => {
-            header("origin") == Some(gateway.issuer().as_str())
-                || header("sec-fetch-site") == Some("same-origin")
-        }
-        http::Method::GET => !matches!(header("sec-fetch-site"), Some("cross-site")),
+        http::Method::POST => match fetch_site {
+            Some(site) => site == "same-origin",
+            None => header("origin") == Some(gateway.issuer().as_str()),
+        },
+        http::Method::GET => fetch_site == Some("same-origin"),
         _ => false,
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     access::{Outcome, Subject},
     clock::now,
     gateway::Gateway,
-    http::{Problem, client_ip, is_api_request, no_store},
+    http::{Problem, client_ip, is_api_request, no_store, original_target, split_original_url},
     serve::proxy_mode::identity_headers,
     serve::refusal::{Asked, Surface, refuse},
 };
@@ -84,7 +84,7 @@ async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Res
             &user.claims,
             original.host.as_str(),
             now,
-        );
+        )?;
         for (name, value) in identity {
             response.headers_mut().insert(name, value);
         }
@@ -164,20 +164,7 @@ fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
     let method = Method::from_bytes(described.method.as_bytes()).map_err(|_| bad("method"))?;
     let host = Host::parse(&described.host)
         .map_err(|e| Problem::bad_request("bad_host", e.to_string()))?;
-    let uri = described.uri;
-    // Judge exactly what the ingress will forward: split path and query by hand on the raw
-    // string, and refuse what a URI parser would silently drop or reinterpret (a `#` and all
-    // after it, spaces, non-ASCII) instead of judging a shorter path.
-    if uri.bytes().any(|b| b == b'#' || !b.is_ascii_graphic()) || !uri.starts_with('/') {
-        return Err(bad("request URI"));
-    }
-    let raw_path = uri.split('?').next().unwrap_or_default();
-    let path = CanonicalPath::parse(raw_path)
-        .map_err(|e| Problem::bad_request("bad_path", e.to_string()))?;
-    let uri: Uri = uri.parse().map_err(|_| bad("request URI"))?;
-    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != raw_path {
-        return Err(bad("request URI"));
-    }
+    let (path, uri) = original_target(&described.uri)?;
     Ok(Original {
         method,
         host,
@@ -188,20 +175,8 @@ fn original(contract: Contract, req: &Request) -> Result<Original, Problem> {
 
 /// nginx `auth_request`: `X-Original-URL` (and `X-Original-Method`).
 fn nginx(headers: &HeaderMap) -> Result<Described, Problem> {
-    // Split by hand: a URL parser would resolve `..` and judge another path than the one nginx
-    // forwards.
     let url = header(headers, "x-original-url")?.ok_or_else(|| missing("X-Original-URL"))?;
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("X-Original-URL"))?;
-    let (authority, path_and_query) = match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
-        Some(_) => return Err(bad("X-Original-URL")),
-        None => (rest, "/"),
-    };
-    if authority.contains('@') {
-        return Err(bad("X-Original-URL"));
-    }
+    let (authority, path_and_query) = split_original_url(url).map_err(|_| bad("X-Original-URL"))?;
     let method = header(headers, "x-original-method")?.unwrap_or("GET");
     Ok(Described {
         method: method.to_owned(),

@@ -5,8 +5,8 @@ use crate::{
     access::{Outcome, Subject},
     clock::now,
     gateway::Gateway,
-    http::{Problem, client_ip, is_api_request},
-    proxy::{ForwardContext, GatewayCookies, Upstream, UpstreamScheme},
+    http::{Problem, Relayed, client_ip, is_api_request},
+    proxy::{ForwardContext, GatewayCookies, Upstream, UpstreamScheme, headers::identity_values},
     serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
@@ -17,6 +17,7 @@ use axum::{
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
 use portcullis_core::{CanonicalPath, Host, token::AppClaims};
 use std::{net::SocketAddr, sync::Arc};
+use tracing::warn;
 
 /// A protected request: checked, then forwarded to its policy's upstream with the identity
 /// headers, or refused.
@@ -53,10 +54,14 @@ pub async fn protected(
         .json(api)
         .into_response();
     };
-    let identity = user
+    let identity = match user
         .as_ref()
         .map(|u| identity_headers(gateway, &u.token, &u.claims, host.as_str(), now))
-        .unwrap_or_default();
+        .transpose()
+    {
+        Ok(identity) => identity.unwrap_or_default(),
+        Err(problem) => return problem.json(api).into_response(),
+    };
     let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
     // Background refresh: the renewed token rides on whatever the upstream answered,
     // navigation or API call alike.
@@ -66,34 +71,38 @@ pub async fn protected(
     response
 }
 
-/// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names and
-/// a signed assertion the upstream can verify with the JWKS.
+/// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names
+/// (encoded as `proxy::headers::identity` documents) and a signed assertion the upstream can
+/// verify with the JWKS. A user that cannot be described exactly is refused, never sent
+/// with a header missing.
 pub fn identity_headers(
     gateway: &Gateway,
     token: &Arc<str>,
     claims: &AppClaims,
     host: &str,
     now: u64,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = Vec::new();
-    let mut add = |name: &'static str, value: &str| {
-        // Values from the IdP may hold characters a header cannot: leave such a header out
-        // rather than send something else.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.push((HeaderName::from_static(name), value));
-        }
-    };
-    add("x-auth-request-user", &claims.sub);
-    if let Some(email) = &claims.email {
-        add("x-auth-request-email", email);
-    }
-    if !claims.groups.is_empty() {
-        add("x-auth-request-groups", &claims.groups.join(","));
-    }
-    if let Some(assertion) = gateway.assertion(token, claims, host, now) {
-        add("portcullis-jwt-assertion", &assertion);
-    }
-    headers
+) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+    let mut headers = identity_values(&claims.sub, claims.email.as_deref(), &claims.groups)
+        .map_err(|error| {
+            warn!(sid = %claims.sid, %error, "refusing a request: its user cannot be described to the upstream");
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "unrepresentable_identity",
+                "Your account cannot be passed on to this application. Please sign in again.",
+            )
+        })?;
+    let assertion = gateway
+        .assertion(token, claims, host, now)
+        .and_then(|a| HeaderValue::from_str(&a).ok())
+        .ok_or_else(|| {
+            warn!(sid = %claims.sid, "refusing a request: no identity assertion could be signed");
+            Problem::internal("signing_failed")
+        })?;
+    headers.push((
+        HeaderName::from_static("portcullis-jwt-assertion"),
+        assertion,
+    ));
+    Ok(headers)
 }
 
 async fn forward(
@@ -141,7 +150,11 @@ async fn forward(
         .forward(http::Request::from_parts(parts, body), upstream, &ctx)
         .await
     {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            response.extensions_mut().insert(Relayed);
+            response
+        }
         Err(error) => {
             gateway.metrics().upstream_error(error.category());
             Problem::new(error.status(), error.category(), error.public_message()).into_response()

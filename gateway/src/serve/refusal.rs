@@ -142,6 +142,17 @@ fn login(
     asked: &Asked<'_>,
     surface: &Surface,
 ) -> Response {
+    if let Err(mut problem) = bind::check_return_address(&asked.target) {
+        if let LoginAnswer::Unauthorized {
+            signin_header: true,
+            ..
+        } = surface.login
+        {
+            // nginx `auth_request` turns anything but 2xx, 401 and 403 into 500.
+            problem.status = StatusCode::FORBIDDEN;
+        }
+        return problem.json(surface.json_only || asked.api).into_response();
+    }
     let (message, signin_header) = match surface.login {
         LoginAnswer::Navigate if !asked.api => {
             return bind::start(gateway, asked.headers, &asked.target, reauth);

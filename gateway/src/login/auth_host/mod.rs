@@ -97,6 +97,7 @@ fn target(gateway: &Gateway, rd: &str) -> Result<Target, Problem> {
             "The return address is not one of this organisation's applications.",
         )
     };
+    crate::login::bind::check_return_address(rd)?;
     let url = url::Url::parse(rd).map_err(|_| refuse())?;
     if url.scheme() != "https"
         || !url.username().is_empty()
@@ -185,6 +186,17 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
             StatusCode::FORBIDDEN,
             "The identity provider's answer could not be verified.",
         ),
+        OidcError::UnacceptableClaims(claims) => {
+            // The reason names the claim and the limit, never its value.
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                error.category(),
+                format!(
+                    "Your account, as the identity provider describes it, cannot be used to \
+                     sign in here: {claims}. Please contact your administrator."
+                ),
+            );
+        }
         OidcError::UnknownProvider(_) | OidcError::Config(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in is misconfigured.",

@@ -12,6 +12,7 @@
 
 mod cookies;
 mod hop_by_hop;
+mod identity;
 mod reserved;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use super::error::ProxyError;
 
 pub use cookies::GatewayCookies;
 pub(crate) use hop_by_hop::{connection_has, upgrade_protocols};
+pub use identity::{IdentityHeaderError, decode_groups, encode_group, identity_values};
 pub use reserved::{is_reserved_inbound, normalize_name};
 
 use cookies::{strip_cookies, strip_set_cookies};
