@@ -1877,7 +1877,7 @@ async fn with_the_api_server_down_logout_signs_out_at_once_and_queues_the_revoca
     let sso = h.sso_cookie("s-1", "dex");
     let started = std::time::Instant::now();
     let reply = h
-        .get(AUTH, "/.portcullis/logout", &[("cookie", &sso)])
+        .get(AUTH, "/.portcullis/logout", &[("cookie", &sso), SAME_ORIGIN])
         .await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(3),
