@@ -193,6 +193,12 @@ impl Gateway {
         self.0.state.borrow().clone()
     }
 
+    /// A receiver of the access state, for those that wait on its changes (leases of open
+    /// exchanges).
+    pub fn watch_state(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.0.state.clone()
+    }
+
     /// Marks `id` used, until `exp`; false if it already was on this replica (a replay). Only
     /// values from verified, signed tokens get here, and they expire within minutes.
     pub fn spend(&self, kind: SingleUse, id: &str, exp: u64, now: u64) -> bool {

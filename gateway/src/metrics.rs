@@ -13,7 +13,7 @@ use std::{
 
 mod labels;
 
-pub use labels::{CheckResult, Confirmation, Rejection, SessionWrite};
+pub use labels::{CheckResult, Confirmation, Lapsed, Rejection, SessionWrite};
 use labels::{
     ConfirmationLabel, EndpointLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel,
     SourceLabel,
@@ -58,6 +58,8 @@ const STATE_SOURCE: &str = "\
 const CONNECTIONS_CLOSED: &str = "\
     Connections the gateway closed itself: client_limit (the client already held the most it \
     may), handshake_timeout, header_timeout (no complete request head in time), idle";
+const EXCHANGES_CUT: &str =
+    "Open exchanges (WebSockets, streaming responses) cut because their admission lapsed";
 const RATE_LIMITED: &str = "Login requests refused with 429 by the per-client rate limit";
 
 /// Registers each metric as it is built, so a field and its registration cannot drift apart.
@@ -94,6 +96,7 @@ pub struct Metrics {
     state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     connections_closed: Family<ReasonLabel, Counter>,
     rate_limited: Family<EndpointLabel, Counter>,
+    exchanges_cut: Family<ReasonLabel, Counter>,
     state_behind: Gauge,
     state_source: Family<SourceLabel, Gauge>,
     session_lookups: Family<OutcomeLabel, Counter>,
@@ -150,6 +153,7 @@ impl Metrics {
                 Family::default(),
             ),
             rate_limited: add.metric("rate_limited", RATE_LIMITED, Family::default()),
+            exchanges_cut: add.metric("exchanges_cut", EXCHANGES_CUT, Family::default()),
             state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
             state_source: add.metric("state_source", STATE_SOURCE, Family::default()),
             session_lookups: add.metric("session_lookups", SESSION_LOOKUPS, Family::default()),
@@ -185,6 +189,11 @@ impl Metrics {
         }
         for reason in crate::idp::OidcError::CATEGORIES {
             let _ = self.idp_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for lapsed in Lapsed::ALL {
+            let _ = self.exchanges_cut.get_or_create(&ReasonLabel {
+                reason: lapsed.label(),
+            });
         }
         for reason in crate::proxy::ProxyError::CATEGORIES {
             let _ = self.upstream_errors.get_or_create(&ReasonLabel { reason });
@@ -263,6 +272,14 @@ impl Metrics {
 
     pub fn idp_error(&self, reason: &'static str) {
         self.idp_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn exchange_cut(&self, lapsed: Lapsed) {
+        self.exchanges_cut
+            .get_or_create(&ReasonLabel {
+                reason: lapsed.label(),
+            })
+            .inc();
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

@@ -23,7 +23,7 @@ use portcullis_gateway::{
     state::{self, Snapshot},
     tokens::{AssertionClaims, HandoffClaims, SsoClaims},
 };
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
@@ -1877,7 +1877,11 @@ async fn with_the_api_server_down_logout_signs_out_at_once_and_queues_the_revoca
     let sso = h.sso_cookie("s-1", "dex");
     let started = std::time::Instant::now();
     let reply = h
-        .get(AUTH, "/.portcullis/logout", &[("cookie", &sso), SAME_ORIGIN])
+        .get(
+            AUTH,
+            "/.portcullis/logout",
+            &[("cookie", &sso), SAME_ORIGIN],
+        )
         .await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(3),
@@ -2157,4 +2161,219 @@ async fn gateway_pages_carry_security_headers_and_upstream_responses_are_untouch
             "{name} added upstream"
         );
     }
+}
+
+impl Harness {
+    /// The gateway's router served over plain TCP on loopback (upgrades need a real
+    /// connection), every request attributed to the user's address.
+    async fn serve_tcp(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router::app(self.gateway.clone()).layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                req.extensions_mut()
+                    .insert(ClientAddr(USER_PEER.parse().expect("peer")));
+                next.run(req).await
+            },
+        ));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+}
+
+/// Opens `path` on `APP` with `cookie` over a raw connection, sending `extra` header lines,
+/// and returns the connection after the response head, with the head.
+async fn open_exchange(
+    addr: SocketAddr,
+    path: &str,
+    cookie: &(String, String),
+    extra: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {APP}\r\n{}: {}\r\n{extra}\r\n",
+        cookie.0, cookie.1
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads `stream` until it closes (or fails); everything read. Fails the test if it is still
+/// open after `within`.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "still open after {within:?}; read {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    seen
+}
+
+/// How a revocation reaches the open exchanges of the session it ends.
+enum Revocation {
+    EpochRaised,
+    PolicyDeleted,
+    RuleNoLongerAllows,
+    SessionRevoked,
+}
+
+/// Starts a harness (with a session index), opens a streaming response and a WebSocket for
+/// alice's session `s-1`, checks both are live, applies `revocation`, and returns what each
+/// still delivered before it was cut.
+async fn cut_by(revocation: Revocation) -> (String, Vec<u8>, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (h, store, _recorder) =
+        harness_with_session("s-1", "sub-alice@example.com", &["staff".into()], None).await;
+    let addr = h.serve_tcp().await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+
+    let (mut stream, head) = open_exchange(addr, "/express/stream-forever", &cookie, "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut first = [0u8; 8];
+    stream.read_exact(&mut first).await.expect("a first chunk");
+
+    let (mut socket, head) = open_exchange(
+        addr,
+        "/express/socket-echo",
+        &cookie,
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    socket.write_all(b"ping").await.expect("write");
+    let mut echoed = [0u8; 4];
+    socket.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping");
+
+    let yaml = policies(h.upstream);
+    let reason = match revocation {
+        Revocation::EpochRaised | Revocation::PolicyDeleted => "policy_revoked",
+        Revocation::RuleNoLongerAllows => "no_longer_allowed",
+        Revocation::SessionRevoked => "session_ended",
+    };
+    match revocation {
+        Revocation::EpochRaised => {
+            let raised = yaml.replacen("  rules:", "  revocationEpoch: 1\n  rules:", 1);
+            h.state.send_replace(Arc::new(snapshot(2, &raised)));
+        }
+        Revocation::PolicyDeleted => {
+            let without = yaml.replacen("name: apps,", "name: apps-renamed,", 1);
+            h.state.send_replace(Arc::new(snapshot(2, &without)));
+        }
+        Revocation::RuleNoLongerAllows => {
+            let narrowed = yaml.replacen(
+                "emailDomains: [example.com]",
+                "emailDomains: [corp.test]",
+                1,
+            );
+            h.state.send_replace(Arc::new(snapshot(2, &narrowed)));
+        }
+        Revocation::SessionRevoked => {
+            store
+                .patch(
+                    "s-1",
+                    &serde_json::json!({ "spec": { "revoked": true } }),
+                    portcullis_gateway::sessions::store::Part::Spec,
+                )
+                .expect("revoked");
+        }
+    }
+    let streamed = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    let streamed = String::from_utf8_lossy(&streamed).into_owned();
+    let echoed_after = read_until_closed(&mut socket, Duration::from_secs(3)).await;
+    // Both cuts counted, under the reason that ended them.
+    let counted = format!("portcullis_gateway_exchanges_cut_total{{reason=\"{reason}\"}} 2");
+    let metrics = h.gateway.metrics().encode();
+    let counted = metrics
+        .lines()
+        .find(|line| *line == counted)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("missing {counted:?} in:\n{metrics}"));
+    (streamed, echoed_after, counted)
+}
+
+/// Issue 15: a WebSocket and a streaming response admitted for a session end when a request in
+/// their place would be refused, whatever ended the admission, within the bound of any request
+/// (here: seconds, as the state reaches the gateway's memory at once). A cut response is
+/// aborted, never ended cleanly: a chunked body gets no terminating chunk, so a client cannot
+/// take a cut stream for a complete one.
+#[tokio::test]
+async fn open_exchanges_end_with_their_admission() {
+    for revocation in [
+        Revocation::EpochRaised,
+        Revocation::PolicyDeleted,
+        Revocation::RuleNoLongerAllows,
+        Revocation::SessionRevoked,
+    ] {
+        let (streamed, echoed, counted) = cut_by(revocation).await;
+        assert!(!counted.starts_with("missing"), "{counted}");
+        assert!(
+            !streamed.contains("\r\n0\r\n\r\n"),
+            "a cut stream ended like a complete one: {streamed:?}"
+        );
+        assert!(
+            echoed.is_empty(),
+            "the socket delivered {echoed:?} after the cut"
+        );
+    }
+}
+
+/// The control: with nothing revoked, both exchanges stay open and keep flowing.
+#[tokio::test]
+async fn open_exchanges_stay_open_while_their_admission_holds() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (h, _store, _recorder) =
+        harness_with_session("s-1", "sub-alice@example.com", &["staff".into()], None).await;
+    let addr = h.serve_tcp().await;
+    let token = h.app_token("team/apps", "alice@example.com", |_| {});
+    let cookie = h.cookie_for("team/apps", &token);
+    let (mut stream, _) = open_exchange(addr, "/express/stream-forever", &cookie, "").await;
+    let (mut socket, _) = open_exchange(
+        addr,
+        "/express/socket-echo",
+        &cookie,
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    )
+    .await;
+    // An unrelated change of state (another policy edited) is judged and let pass.
+    let yaml = policies(h.upstream).replacen("everyone: true", "emails: [bob@example.com]", 1);
+    h.state.send_replace(Arc::new(snapshot(2, &yaml)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .expect("the stream still flows")
+        .expect("read");
+    assert!(n > 0, "the stream closed");
+    socket.write_all(b"pong").await.expect("write");
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), socket.read_exact(&mut echoed))
+        .await
+        .expect("the socket still echoes")
+        .expect("read");
+    assert_eq!(&echoed, b"pong");
 }

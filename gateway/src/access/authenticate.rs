@@ -74,14 +74,7 @@ pub(super) fn authenticate(
         .app_tokens()
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
-    if claims.epoch < policy.epoch {
-        return Err(Unauthenticated::StaleEpoch);
-    }
-    // Minted for another object of the same name (deleted and created again, its epoch back
-    // at 0): whatever was revoked on the old one stays revoked.
-    if policy.uid.is_some() && claims.puid != policy.uid {
-        return Err(Unauthenticated::StaleEpoch);
-    }
+    bound_to_policy(policy, &claims)?;
     let (claims, identity_changed) = match gateway.session_index() {
         Some(_) => confirm_session(gateway, policy, claims, now)?,
         None => (claims, false),
@@ -101,6 +94,16 @@ pub(super) fn authenticate(
         }),
         ended => Err(Unauthenticated::Ended(ended, claims.sid.clone())),
     }
+}
+
+/// The token was minted under the policy as it stands: not before its revocation epoch was
+/// raised, and for this object of the policy's name, not an earlier one deleted and created
+/// again (its epoch back at 0), so whatever was revoked on the old one stays revoked.
+pub(super) fn bound_to_policy(policy: &Policy, claims: &AppClaims) -> Result<(), Unauthenticated> {
+    if claims.epoch < policy.epoch || (policy.uid.is_some() && claims.puid != policy.uid) {
+        return Err(Unauthenticated::StaleEpoch);
+    }
+    Ok(())
 }
 
 /// Cluster mode: the session must be known and live, on every request. Returns the claims to

@@ -8,9 +8,11 @@
 //! only an explicit positive decision lets a request through.
 
 mod authenticate;
+mod lease;
 mod outcome;
 
 pub use authenticate::renew;
+pub use lease::{Lapsed, Lease};
 pub use outcome::{DenyReason, LoginReason, Outcome, SignedIn};
 
 use crate::{gateway::Gateway, state::Snapshot};

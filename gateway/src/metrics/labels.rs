@@ -177,3 +177,36 @@ impl SessionWrite {
 pub(super) struct OperationLabel {
     pub(super) operation: &'static str,
 }
+
+/// Why an open exchange (an upgraded connection, a response still streaming) was cut: its
+/// admission lapsed. The `reason` label of `exchanges_cut_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lapsed {
+    /// The policy is gone, was created again, or its epoch was raised.
+    PolicyRevoked,
+    /// The session ended (revoked, logged out, deleted), or its provider stopped confirming
+    /// it beyond what the policy allows.
+    SessionEnded,
+    /// The policy's rules no longer admit the user.
+    NoLongerAllowed,
+    /// The session's absolute lifetime is over.
+    Expired,
+}
+
+impl Lapsed {
+    pub(super) const ALL: [Self; 4] = [
+        Self::PolicyRevoked,
+        Self::SessionEnded,
+        Self::NoLongerAllowed,
+        Self::Expired,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PolicyRevoked => "policy_revoked",
+            Self::SessionEnded => "session_ended",
+            Self::NoLongerAllowed => "no_longer_allowed",
+            Self::Expired => "expired",
+        }
+    }
+}

@@ -16,7 +16,8 @@ use super::error::BoxError;
 
 /// Body of a proxied response: the upstream's body streamed through frame by frame (data and
 /// trailers), or empty (`101 Switching Protocols`). Convert with `axum::body::Body::new`.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+/// A body cut by a lapse fails with its reason, hence the boxed error.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 pub(crate) fn empty() -> ProxyBody {
     Empty::<Bytes>::new()

@@ -22,6 +22,7 @@
 mod body;
 mod error;
 pub mod headers;
+mod lapse;
 #[cfg(test)]
 mod tests;
 mod upstream;
@@ -43,10 +44,12 @@ use tracing::{debug, warn};
 pub use body::ProxyBody;
 pub use error::{BoxError, ErrorChain, ProxyError};
 pub use headers::{ForwardContext, GatewayCookies};
+pub use lapse::Lapse;
 pub use upstream::{Upstream, UpstreamError, UpstreamScheme};
 
 use body::RequestBody;
 use headers::UpgradeRequest;
+use lapse::LapsingBody;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
@@ -167,7 +170,23 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let result = self.forward_inner(req, upstream, ctx).await;
+        self.forward_leased(req, upstream, ctx, None).await
+    }
+
+    /// [`Proxy::forward`], cutting the exchange when `lapse` resolves: an upgraded connection
+    /// is closed, a response body still streaming fails (the client sees an aborted response).
+    pub async fn forward_leased<B>(
+        &self,
+        req: Request<B>,
+        upstream: &Upstream,
+        ctx: &ForwardContext,
+        lapse: Option<Lapse>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let result = self.forward_inner(req, upstream, ctx, lapse).await;
         if let Err(e) = &result {
             if e.is_upstream() {
                 warn!(%upstream, category = e.category(), error = %e.chain(), "proxying failed");
@@ -185,6 +204,7 @@ impl Proxy {
         req: Request<B>,
         upstream: &Upstream,
         ctx: &ForwardContext,
+        lapse: Option<Lapse>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -210,15 +230,21 @@ impl Proxy {
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            accept_switch(&mut response, upgrade.as_ref(), client_upgrade, upstream)?;
+            let joined = Joined {
+                client: client_upgrade,
+                lapse,
+            };
+            accept_switch(&mut response, upgrade.as_ref(), joined, upstream)?;
+            let (mut parts, _) = response.into_parts();
+            headers::rewrite_response(&mut parts.headers, true, &ctx.gateway_cookies);
+            return Ok(Response::from_parts(parts, body::empty()));
         }
 
         let (mut parts, body) = response.into_parts();
-        headers::rewrite_response(&mut parts.headers, switching, &ctx.gateway_cookies);
-        let body = if switching {
-            body::empty()
-        } else {
-            body.boxed()
+        headers::rewrite_response(&mut parts.headers, false, &ctx.gateway_cookies);
+        let body = match lapse {
+            Some(lapse) => LapsingBody::new(body, lapse).boxed(),
+            None => body.map_err(BoxError::from).boxed(),
         };
         Ok(Response::from_parts(parts, body))
     }
@@ -291,10 +317,10 @@ impl Proxy {
 fn accept_switch(
     response: &mut Response<hyper::body::Incoming>,
     requested: Option<&UpgradeRequest>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    Joined { client, lapse }: Joined,
     upstream: &Upstream,
 ) -> Result<(), ProxyError> {
-    let (Some(requested), Some(client_upgrade)) = (requested, client_upgrade) else {
+    let (Some(requested), Some(client_upgrade)) = (requested, client) else {
         return Err(ProxyError::UpstreamMisbehaved(
             "101 without an upgrade request",
         ));
@@ -313,11 +339,28 @@ fn accept_switch(
     let upstream_upgrade = hyper::upgrade::on(response);
     let target = upstream.to_string();
     tokio::spawn(async move {
-        if let Err(e) = join_upgraded(client_upgrade, upstream_upgrade).await {
+        let joined = join_upgraded(client_upgrade, upstream_upgrade);
+        let result = match lapse {
+            Some(lapse) => tokio::select! {
+                result = joined => result,
+                reason = lapse => {
+                    debug!(upstream = %target, reason, "upgraded connection cut: its admission lapsed");
+                    return;
+                }
+            },
+            None => joined.await,
+        };
+        if let Err(e) = result {
             debug!(upstream = %target, error = %e, "upgraded connection ended with an error");
         }
     });
     Ok(())
+}
+
+/// The client's side of an upgrade, and what ends it early.
+struct Joined {
+    client: Option<hyper::upgrade::OnUpgrade>,
+    lapse: Option<Lapse>,
 }
 
 /// Joins the client's and the upstream's upgraded connections until either side closes.

@@ -2,11 +2,13 @@
 //! the identity headers, exactly as judged.
 
 use crate::{
-    access::{Outcome, Subject},
+    access::{Lease, Outcome, Subject},
     clock::now,
     gateway::Gateway,
     http::{Problem, Relayed, client_ip, is_api_request},
-    proxy::{ForwardContext, GatewayCookies, Upstream, UpstreamScheme, headers::identity_values},
+    proxy::{
+        ForwardContext, GatewayCookies, Lapse, Upstream, UpstreamScheme, headers::identity_values,
+    },
     serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
@@ -17,7 +19,7 @@ use axum::{
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
 use portcullis_core::{CanonicalPath, Host, token::AppClaims};
 use std::{net::SocketAddr, sync::Arc};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// A protected request: checked, then forwarded to its policy's upstream with the identity
 /// headers, or refused.
@@ -62,7 +64,20 @@ pub async fn protected(
         Ok(identity) => identity.unwrap_or_default(),
         Err(problem) => return problem.json(api).into_response(),
     };
-    let mut response = forward(gateway, req, &upstream, peer, &host, &path, identity).await;
+    // A signed-in exchange that outlives its request (WebSocket, streaming response) is cut
+    // when its admission lapses; bypass and service-token requests carry no session to end.
+    let lapse = user.as_ref().map(|u| {
+        lapse(
+            gateway,
+            Lease::new(gateway, policy.clone(), u.claims.clone(), client_ip),
+        )
+    });
+    let target = Target {
+        upstream: &upstream,
+        host: &host,
+        path: &path,
+    };
+    let mut response = forward(gateway, req, target, peer, identity, lapse).await;
     // Background refresh: the renewed token rides on whatever the upstream answered,
     // navigation or API call alike.
     if let Some(cookie) = user.and_then(|u| u.renewal) {
@@ -105,14 +120,36 @@ pub fn identity_headers(
     Ok(headers)
 }
 
+/// The lease's lapse as the proxy holds it, logged when it cuts an exchange.
+fn lapse(gateway: &Gateway, lease: Lease) -> Lapse {
+    let metrics = gateway.metrics().clone();
+    Box::pin(async move {
+        let sid = lease.sid().to_owned();
+        let lapsed = lease.lapsed().await;
+        metrics.exchange_cut(lapsed);
+        info!(%sid, reason = lapsed.label(), "cutting an open exchange: its admission lapsed");
+        lapsed.label()
+    })
+}
+
+/// Where a checked request goes, and the host and path it was judged on.
+struct Target<'a> {
+    upstream: &'a Upstream,
+    host: &'a Host,
+    path: &'a CanonicalPath,
+}
+
 async fn forward(
     gateway: &Gateway,
     req: Request,
-    upstream: &Upstream,
+    Target {
+        upstream,
+        host,
+        path,
+    }: Target<'_>,
     peer: SocketAddr,
-    host: &Host,
-    path: &CanonicalPath,
     identity: Vec<(HeaderName, HeaderValue)>,
+    lapse: Option<Lapse>,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     // Forward exactly the path that was judged.
@@ -147,7 +184,12 @@ async fn forward(
     };
     match gateway
         .proxy()
-        .forward(http::Request::from_parts(parts, body), upstream, &ctx)
+        .forward_leased(
+            http::Request::from_parts(parts, body),
+            upstream,
+            &ctx,
+            lapse,
+        )
         .await
     {
         Ok(response) => {
