@@ -642,3 +642,88 @@ async fn login_endpoints_are_rate_limited_per_client() -> Result<()> {
     );
     Ok(())
 }
+
+/// Sends `request` on a fresh TLS connection to `host` from `source` and reads the answer
+/// until the gateway closes the connection.
+async fn raw_exchange(s: &Setup, source: &str, host: &str, request: &str) -> Result<String> {
+    let mut tls = s.tls(source, b"http/1.1", host).await?;
+    tls.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .context("the connection was not closed")?
+        .or_else(|e| {
+            // A TLS peer may close without close_notify; what was read stands.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Issue 15: a raw `#` in a request target is dropped by the HTTP stack before any handler
+/// sees it, so the gateway would judge `/public` for `/public#/../admin`. Every listener
+/// refuses such a request line with 400 and closes the connection, on app hosts (proxy mode)
+/// and on every forward-auth endpoint alike (Envoy's contract takes the path from the request
+/// target); the same requests without the fragment are served.
+#[tokio::test]
+async fn a_fragment_in_a_request_target_is_refused_on_every_surface() -> Result<()> {
+    let s = setup("fragment", &[], &["127.0.0.9/32"]).await?;
+    let cases = [
+        ("127.0.0.8", APP, "/public#/../admin", "/public"),
+        (
+            "127.0.0.9",
+            APP,
+            "/.portcullis/auth/envoy/public#/../admin",
+            "/.portcullis/auth/envoy/public",
+        ),
+        (
+            "127.0.0.9",
+            APP,
+            "/.portcullis/auth/nginx#x",
+            "/.portcullis/auth/nginx",
+        ),
+        (
+            "127.0.0.8",
+            AUTH,
+            "/.portcullis/start#x",
+            "/.portcullis/start",
+        ),
+    ];
+    for (source, host, with_fragment, without) in cases {
+        let request = |target: &str| {
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Original-URL: https://{APP}/public\r\nConnection: close\r\n\r\n"
+            )
+        };
+        let refused = raw_exchange(&s, source, host, &request(with_fragment)).await?;
+        ensure!(
+            refused.starts_with("HTTP/1.1 400") && refused.contains("fragment"),
+            "{with_fragment} on {host}: {refused}"
+        );
+        let served = raw_exchange(&s, source, host, &request(without)).await?;
+        ensure!(
+            !served.starts_with("HTTP/1.1 400") || !served.contains("fragment"),
+            "{without} on {host} refused for a fragment: {served}"
+        );
+    }
+    // The connection that carried the fragment serves nothing after it, even a clean request.
+    let mut tls = s.tls("127.0.0.8", b"http/1.1", APP).await?;
+    tls.write_all(
+        format!(
+            "GET /public#x HTTP/1.1\r\nHost: {APP}\r\n\r\nGET /public HTTP/1.1\r\nHost: {APP}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(
+        answer.matches("HTTP/1.1 ").count() == 1 && answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! address as an extension the caller chooses.
 
 mod connection;
+mod fragment;
 pub mod limits;
 
 pub use limits::{Closed, ConnectionLimits, OnClose, client_key};

@@ -8,7 +8,10 @@
 //! flight, and a watchdog closes it gracefully once it has had none for the header-read
 //! timeout before its first request, or the idle timeout after one.
 
-use super::limits::{Closed, ConnectionLimits, OnClose, Slot};
+use super::{
+    fragment::{FragmentWatch, Marked},
+    limits::{Closed, ConnectionLimits, OnClose, Slot},
+};
 use crate::shutdown::Signal;
 use axum::{Router, body::Body};
 use http_body_util::BodyExt as _;
@@ -77,12 +80,19 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
     pub(super) fn spawn(self, stream: TcpStream, acceptor: Option<TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
+            let marked = Marked::default();
             match acceptor {
-                None => self.serve(TokioIo::new(stream)).await,
+                None => {
+                    let io = FragmentWatch::new(stream, marked.clone());
+                    self.serve(TokioIo::new(io), marked).await;
+                }
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(self.limits.tls_handshake_timeout, handshake).await {
-                        Ok(Ok(tls)) => self.serve(TokioIo::new(tls)).await,
+                        Ok(Ok(tls)) => {
+                            let io = FragmentWatch::new(tls, marked.clone());
+                            self.serve(TokioIo::new(io), marked).await;
+                        }
                         Ok(Err(error)) => debug!(peer = %self.peer, %error, "TLS handshake failed"),
                         Err(_) => {
                             debug!(peer = %self.peer, "TLS handshake timed out");
@@ -95,7 +105,8 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
     }
 
     /// Serves HTTP on `io` until it ends; closes it gracefully at shutdown or when idle.
-    async fn serve<I>(self, io: I)
+    /// A request on a connection `marked` for a fragment in a request target is refused.
+    async fn serve<I>(self, io: I, marked: Marked)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -119,7 +130,12 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
             req.extensions_mut().insert(peer_extension(peer));
             let in_flight = InFlight::begin(&load);
             let router = router.clone();
+            let refused = marked.is_set();
             async move {
+                if refused {
+                    debug!(%peer, "refusing a request: a request target on this connection held a fragment");
+                    return Ok(fragment_refused());
+                }
                 let response = router.oneshot(req).await?;
                 // The request stays in flight until its response body is done with.
                 Ok::<_, Infallible>(response.map(|body| {
@@ -146,6 +162,25 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
         let count = closing.is_none().then_some(&on_close);
         log_end(peer, conn.await, count);
     }
+}
+
+/// The answer to every request on a connection that sent a request target with a fragment:
+/// 400, and the connection closed after it.
+fn fragment_refused() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(
+        "Bad request: a request target must not contain a fragment ('#').\n",
+    ));
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A connection's socket with its place under the per-client limit, held while it is open.
