@@ -1474,6 +1474,8 @@ async fn with_the_api_server_down_sessions_work_logins_say_retry_and_logout_land
             "{}/.portcullis/logout",
             fleet.gateways[0].origin(AUTH)
         ))
+        // From the auth host's own page: a logout without that signal asks for confirmation.
+        .header("sec-fetch-site", "same-origin")
         .send()
         .await?;
     let took = started.elapsed();
