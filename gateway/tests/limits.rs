@@ -727,3 +727,47 @@ async fn a_fragment_in_a_request_target_is_refused_on_every_surface() -> Result<
     );
     Ok(())
 }
+
+/// The leaf certificate the gateway presents for `host` on a new connection.
+async fn presented_leaf(s: &Setup, host: &str) -> Result<Vec<u8>> {
+    let tls = s.tls("127.0.0.1", b"http/1.1", host).await?;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .context("no certificate presented")?;
+    Ok(certs.first().context("an empty chain")?.to_vec())
+}
+
+/// Issue 17: a renewed serving certificate (cert-manager rewriting the Secret, the kubelet
+/// swapping the mounted files) is presented on new connections without a restart, and an open
+/// connection keeps working across the renewal.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() -> Result<()> {
+    let s = setup("renewal", &[], &[]).await?;
+    let before = presented_leaf(&s, APP).await?;
+    let mut open = s.tls("127.0.0.1", b"http/1.1", APP).await?;
+    let pki = Pki::load(&s.dir.join("pki"))?;
+    pki.issue_serving("gateway", &[AUTH.to_owned(), APP.to_owned()])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = presented_leaf(&s, APP).await?;
+        if now != before {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the renewed certificate was not presented within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    open.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {APP}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Ok(())
+}

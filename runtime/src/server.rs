@@ -3,18 +3,19 @@
 //! request-head size and a per-client connection limit. Every request carries the peer's
 //! address as an extension the caller chooses.
 
+pub mod certificate;
 mod connection;
 mod fragment;
 pub mod limits;
 
+pub use certificate::CertificateError;
 pub use limits::{Closed, ConnectionLimits, OnClose, client_key};
 
 use crate::shutdown::Signal;
 use axum::Router;
+use certificate::ReloadingCertificate;
 use connection::Connection;
-use rustls::{
-    ServerConfig, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
-};
+use rustls::ServerConfig;
 use std::{
     net::{IpAddr, SocketAddr},
     path::Path,
@@ -32,34 +33,21 @@ pub struct PeerAddr(pub SocketAddr);
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("invalid certificate or key: {0}")]
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("TLS versions: {0}")]
     Config(#[from] rustls::Error),
 }
 
-/// A rustls server configuration from PEM files, offering h2 and HTTP/1.1.
+/// A rustls server configuration offering h2 and HTTP/1.1, its certificate read from the PEM
+/// files and read again when they change ([`certificate`]).
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    fn read(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
-        move |source| TlsError::Read {
-            path: path.display().to_string(),
-            source,
-        }
-    }
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(read(cert))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read(cert))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(read(key))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certificate = ReloadingCertificate::open(cert, key, provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(certificate));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
