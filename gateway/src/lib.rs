@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod cookies;

@@ -249,7 +249,37 @@ async fn log_in_once_then_single_sign_on_across_paths_and_hosts() -> Result<()> 
         seen["headers"]["x-auth-request-email"] == "alice@example.com",
         "{seen}"
     );
+    // The audit trail has the login with its user.
+    audit_line(
+        &s,
+        "audit=login",
+        &["email=alice@example.com", "idp=dex", "sid="],
+    )
+    .await?;
     access_log_joins_the_request_to_its_decision(&s, &browser).await
+}
+
+/// Waits (5 s at most) for a line of the gateway's log on the audit target that holds `event`
+/// and every one of `fields`.
+async fn audit_line(s: &Setup, event: &str, fields: &[&str]) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(s.gateway.log_path())?;
+        let found = log.lines().find(|l| {
+            l.contains("portcullis::audit")
+                && l.contains(event)
+                && fields.iter().all(|field| l.contains(field))
+        });
+        if let Some(line) = found {
+            return Ok(line.to_owned());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no audit line with {event} and {fields:?}:\n{}",
+            s.gateway.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The request id a trusted proxy sent reaches the upstream and comes back, and the access log
@@ -625,6 +655,17 @@ async fn a_raised_epoch_is_not_undone_by_the_sso_session() -> Result<()> {
         "{dex_url}"
     );
     drop(response);
+    // The audit trail names the user whose revoked token was refused, and why.
+    audit_line(
+        &s,
+        "audit=refused",
+        &[
+            "reason=policy_revoked",
+            "email=alice@example.com",
+            "policy=demo/apps",
+        ],
+    )
+    .await?;
 
     // Delete the app cookie, keep the auth host's session: still Dex.
     let auth_cookies = jar.cookies(&s.url(AUTH, "/")?).context("no SSO cookie")?;

@@ -1623,6 +1623,7 @@ const GATEWAY_LAYERS: &[&[&str]] = &[
         "config",
         "hex",
         "rate_limit",
+        "audit",
     ],
 ];
 

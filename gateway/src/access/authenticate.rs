@@ -4,7 +4,7 @@
 //! provider's confirmation, idle and absolute lifetimes.
 
 use super::{LoginReason, SignedIn};
-use crate::{cookies, gateway::Gateway, metrics::Rejection, state::session_index::Verdict};
+use crate::{audit, cookies, gateway::Gateway, metrics::Rejection, state::session_index::Verdict};
 use http::{HeaderMap, HeaderValue};
 use portcullis_core::{
     Policy,
@@ -74,7 +74,7 @@ pub(super) fn authenticate(
         .app_tokens()
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
-    bound_to_policy(policy, &claims)?;
+    bound_to_policy(policy, &claims).inspect_err(|_| refused(policy, &claims, "policy_revoked"))?;
     let (claims, identity_changed) = match gateway.session_index() {
         Some(_) => confirm_session(gateway, policy, claims, now)?,
         None => (claims, false),
@@ -106,6 +106,15 @@ pub(super) fn bound_to_policy(policy: &Policy, claims: &AppClaims) -> Result<(),
     Ok(())
 }
 
+/// The audit event of a revoked session's token refused with `reason`.
+fn refused(policy: &Policy, claims: &AppClaims, reason: &str) {
+    let user = audit::User {
+        subject: &claims.sub,
+        email: claims.email.as_deref(),
+    };
+    audit::refused(&claims.sid, user, &policy.id.to_string(), reason);
+}
+
 /// Cluster mode: the session must be known and live, on every request. Returns the claims to
 /// judge the request by (with the identity the provider states now) and whether they differ
 /// from the token's.
@@ -121,7 +130,10 @@ fn confirm_session(
     let index = index.borrow();
     match index.verdict(&claims.sid, &claims.sub, now) {
         Verdict::Live => {}
-        Verdict::Ended => return Err(Unauthenticated::SessionEnded),
+        Verdict::Ended => {
+            refused(policy, &claims, "session_revoked");
+            return Err(Unauthenticated::SessionEnded);
+        }
         Verdict::Unknown => return Err(Unauthenticated::SessionUnknown(claims.sid.clone())),
     }
     // Noted before the refresh-failure check: a session refused while its provider is

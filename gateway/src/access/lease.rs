@@ -50,6 +50,19 @@ impl Lease {
         &self.claims.sid
     }
 
+    /// The user the lease is for.
+    pub fn user(&self) -> crate::audit::User<'_> {
+        crate::audit::User {
+            subject: &self.claims.sub,
+            email: self.claims.email.as_deref(),
+        }
+    }
+
+    /// The policy the lease is for, as `namespace/name`.
+    pub fn policy(&self) -> String {
+        self.policy.id.to_string()
+    }
+
     /// Judges the admission again against the state in force now: `Ok` while a request in
     /// the exchange's place would still be let through, with the session's absolute deadline
     /// under the policy as it stands.
@@ -86,7 +99,7 @@ impl Lease {
 
     /// Resolves when the admission lapses. The channels are marked seen before the first
     /// judgement, so a change landing between the two wakes the loop instead of being missed.
-    pub async fn lapsed(self) -> Lapsed {
+    pub async fn lapsed(&self) -> Lapsed {
         let mut state = self.gateway.watch_state();
         let mut index = self.gateway.session_index().clone();
         loop {

@@ -11,6 +11,7 @@
 //! Cookies are cleared on the response itself, before anything else can happen.
 
 use crate::{
+    audit,
     clock::now,
     cookies,
     gateway::Gateway,
@@ -23,7 +24,7 @@ use axum::{
 use http::{HeaderValue, header};
 use portcullis_core::Host;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// How long a logout waits for the API server to take the revocation before queueing it.
 const REVOKE_WAIT: Duration = Duration::from_secs(2);
@@ -94,7 +95,11 @@ pub async fn auth_host(
             .sso_tokens()
             .verify(sso, Some(gateway.issuer()), now)
     {
-        info!(sid = %session.sid, "logout");
+        let user = audit::User {
+            subject: &session.sub,
+            email: session.email.as_deref(),
+        };
+        audit::logout(&session.sid, user);
         end_session(gateway, &session.sid).await;
         at_provider = gateway
             .providers()

@@ -3,6 +3,7 @@
 
 use crate::{
     access::{Lease, Outcome, Subject},
+    audit,
     clock::now,
     gateway::Gateway,
     http::{Problem, Relayed, client_ip, is_api_request},
@@ -19,7 +20,7 @@ use axum::{
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
 use portcullis_core::{CanonicalPath, Host, token::AppClaims};
 use std::{net::SocketAddr, sync::Arc};
-use tracing::{info, warn};
+use tracing::warn;
 
 /// A protected request: checked, then forwarded to its policy's upstream with the identity
 /// headers, or refused.
@@ -124,10 +125,9 @@ pub fn identity_headers(
 fn lapse(gateway: &Gateway, lease: Lease) -> Lapse {
     let metrics = gateway.metrics().clone();
     Box::pin(async move {
-        let sid = lease.sid().to_owned();
         let lapsed = lease.lapsed().await;
         metrics.exchange_cut(lapsed);
-        info!(%sid, reason = lapsed.label(), "cutting an open exchange: its admission lapsed");
+        audit::exchange_cut(lease.sid(), lease.user(), &lease.policy(), lapsed.label());
         lapsed.label()
     })
 }

@@ -25,6 +25,7 @@ use super::{
     seal::KeyRing,
 };
 use crate::{
+    audit,
     idp::Providers,
     metrics::{Confirmation, Metrics},
     shutdown::Signal,
@@ -35,7 +36,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
 /// How long a refresh claim is held. The provider call gets the claim minus [`WRITE_BACK`]
 /// (its HTTP client gives up after 10 s per call anyway), and the whole attempt is cut off at
@@ -196,7 +197,7 @@ impl Refresher {
         let redeemed = self.redeem_in_time(sid, idp, &claimed).await;
         let now = crate::clock::now();
         let outcome = redeemed.unwrap_or_else(|(error, rotated)| {
-            warn!(%error, sid, idp, "refresh failed; the policy's refreshFailure applies");
+            audit::refresh_failed(sid, idp, &error.to_string());
             RefreshOutcome::Failed {
                 error: error.to_string(),
                 since: claimed.failing_since.unwrap_or(now),
@@ -205,7 +206,7 @@ impl Refresher {
             }
         });
         if let RefreshOutcome::Rejected { reason } = &outcome {
-            info!(sid, idp, reason, "the identity provider ended the session");
+            audit::ended_by_provider(sid, idp, reason);
         }
         let (confirmation, next) = match self
             .recorder

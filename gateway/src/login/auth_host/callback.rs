@@ -5,6 +5,7 @@
 
 use super::{handoff, idp_failure, start::login_cookie, target};
 use crate::{
+    audit,
     clock::now,
     cookies,
     gateway::{Gateway, SingleUse},
@@ -18,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, request::Parts};
 use portcullis_core::token::TokenKind;
 use subtle::ConstantTimeEq;
-use tracing::{info, warn};
+use tracing::warn;
 
 pub(super) async fn callback(gateway: &Gateway, req: &Parts) -> Response {
     let now = now();
@@ -84,7 +85,7 @@ async fn finish_login(
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(64)
             .collect();
-        info!(idp = %login.idp, error = %code, "identity provider refused the login");
+        audit::login_refused(&login.idp, &code);
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "idp_refused",
@@ -123,7 +124,11 @@ async fn finish_login(
     };
     // The login exists once it is recorded; until then the browser gets no session at all.
     record(gateway, &session, &verified).await?;
-    info!(idp = %session.idp, sid = %session.sid, "login");
+    let user = audit::User {
+        subject: &session.sub,
+        email: session.email.as_deref(),
+    };
+    audit::login(&session.sid, &session.idp, user, session.groups.len());
     let sso = sso_cookie(gateway, &session)?;
     let mut response = handoff(gateway, &target, &session, &login.bind, now)?;
     response.headers_mut().append(http::header::SET_COOKIE, sso);
