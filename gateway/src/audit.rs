@@ -21,6 +21,12 @@ pub struct User<'a> {
     pub email: Option<&'a str>,
 }
 
+impl<'a> User<'a> {
+    pub fn new(subject: &'a str, email: Option<&'a str>) -> Self {
+        Self { subject, email }
+    }
+}
+
 /// A login completed and recorded as session `sid`.
 pub fn login(sid: &str, idp: &str, user: User<'_>, groups: usize) {
     info!(

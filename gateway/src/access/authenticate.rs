@@ -108,10 +108,7 @@ pub(super) fn bound_to_policy(policy: &Policy, claims: &AppClaims) -> Result<(),
 
 /// The audit event of a revoked session's token refused with `reason`.
 fn refused(policy: &Policy, claims: &AppClaims, reason: &str) {
-    let user = audit::User {
-        subject: &claims.sub,
-        email: claims.email.as_deref(),
-    };
+    let user = audit::User::new(&claims.sub, claims.email.as_deref());
     audit::refused(&claims.sid, user, &policy.id.to_string(), reason);
 }
 

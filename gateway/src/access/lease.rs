@@ -52,10 +52,7 @@ impl Lease {
 
     /// The user the lease is for.
     pub fn user(&self) -> crate::audit::User<'_> {
-        crate::audit::User {
-            subject: &self.claims.sub,
-            email: self.claims.email.as_deref(),
-        }
+        crate::audit::User::new(&self.claims.sub, self.claims.email.as_deref())
     }
 
     /// The policy the lease is for, as `namespace/name`.

@@ -95,11 +95,10 @@ pub async fn auth_host(
             .sso_tokens()
             .verify(sso, Some(gateway.issuer()), now)
     {
-        let user = audit::User {
-            subject: &session.sub,
-            email: session.email.as_deref(),
-        };
-        audit::logout(&session.sid, user);
+        audit::logout(
+            &session.sid,
+            audit::User::new(&session.sub, session.email.as_deref()),
+        );
         end_session(gateway, &session.sid).await;
         at_provider = gateway
             .providers()

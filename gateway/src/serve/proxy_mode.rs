@@ -2,7 +2,7 @@
 //! the identity headers, exactly as judged.
 
 use crate::{
-    access::{Lease, Outcome, Subject},
+    access::{Lease, Outcome, SignedIn, Subject},
     audit,
     clock::now,
     gateway::Gateway,
@@ -18,8 +18,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
-use portcullis_core::{CanonicalPath, Host, token::AppClaims};
-use std::{net::SocketAddr, sync::Arc};
+use portcullis_core::{CanonicalPath, Host, Policy, token::AppClaims};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 use tracing::warn;
 
 /// A protected request: checked, then forwarded to its policy's upstream with the identity
@@ -67,12 +70,7 @@ pub async fn protected(
     };
     // A signed-in exchange that outlives its request (WebSocket, streaming response) is cut
     // when its admission lapses; bypass and service-token requests carry no session to end.
-    let lapse = user.as_ref().map(|u| {
-        lapse(
-            gateway,
-            Lease::new(gateway, policy.clone(), u.claims.clone(), client_ip),
-        )
-    });
+    let lapse = lapse(gateway, &policy, user.as_ref(), client_ip);
     let target = Target {
         upstream: &upstream,
         host: &host,
@@ -121,15 +119,22 @@ pub fn identity_headers(
     Ok(headers)
 }
 
-/// The lease's lapse as the proxy holds it, logged when it cuts an exchange.
-fn lapse(gateway: &Gateway, lease: Lease) -> Lapse {
+/// The lapse of a signed-in user's admission as the proxy holds it, counted and audited when it
+/// cuts an exchange; none for a request without a user.
+fn lapse(
+    gateway: &Gateway,
+    policy: &Arc<Policy>,
+    user: Option<&SignedIn>,
+    client_ip: IpAddr,
+) -> Option<Lapse> {
+    let lease = Lease::new(gateway, policy.clone(), user?.claims.clone(), client_ip);
     let metrics = gateway.metrics().clone();
-    Box::pin(async move {
+    Some(Box::pin(async move {
         let lapsed = lease.lapsed().await;
         metrics.exchange_cut(lapsed);
         audit::exchange_cut(lease.sid(), lease.user(), &lease.policy(), lapsed.label());
         lapsed.label()
-    })
+    }))
 }
 
 /// Where a checked request goes, and the host and path it was judged on.
@@ -163,24 +168,9 @@ async fn forward(
             return Problem::bad_request("bad_target", "Invalid request target.").into_response();
         }
     };
-    let authority = match gateway.settings().public_port {
-        443 => Authority::try_from(host.as_str()),
-        port => Authority::try_from(format!("{host}:{port}").as_str()),
-    };
-    let Ok(authority) = authority else {
-        return Problem::bad_request("bad_host", "Invalid host.").into_response();
-    };
-    let ctx = ForwardContext {
-        client_addr: peer,
-        trusted_forwarded_for: gateway.settings().is_trusted_proxy(peer.ip()),
-        scheme: http::uri::Scheme::HTTPS,
-        host: authority,
-        identity_headers: identity,
-        gateway_cookies: GatewayCookies::new(
-            std::iter::empty::<&str>(),
-            // Every cookie of ours shares this prefix: SSO, app tokens, logins, binding nonces.
-            ["__Host-portcullis-"],
-        ),
+    let ctx = match context(gateway, peer, host, identity) {
+        Ok(ctx) => ctx,
+        Err(problem) => return problem.into_response(),
     };
     match gateway
         .proxy()
@@ -202,6 +192,32 @@ async fn forward(
             Problem::new(error.status(), error.category(), error.public_message()).into_response()
         }
     }
+}
+
+/// What the proxy adds for the upstream: who connected, the host asked for, the identity.
+fn context(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    host: &Host,
+    identity: Vec<(HeaderName, HeaderValue)>,
+) -> Result<ForwardContext, Problem> {
+    let authority = match gateway.settings().public_port {
+        443 => Authority::try_from(host.as_str()),
+        port => Authority::try_from(format!("{host}:{port}").as_str()),
+    };
+    let authority = authority.map_err(|_| Problem::bad_request("bad_host", "Invalid host."))?;
+    Ok(ForwardContext {
+        client_addr: peer,
+        trusted_forwarded_for: gateway.settings().is_trusted_proxy(peer.ip()),
+        scheme: http::uri::Scheme::HTTPS,
+        host: authority,
+        identity_headers: identity,
+        gateway_cookies: GatewayCookies::new(
+            std::iter::empty::<&str>(),
+            // Every cookie of ours shares this prefix: SSO, app tokens, logins, binding nonces.
+            ["__Host-portcullis-"],
+        ),
+    })
 }
 
 impl crate::state::Snapshot {

@@ -124,10 +124,7 @@ async fn finish_login(
     };
     // The login exists once it is recorded; until then the browser gets no session at all.
     record(gateway, &session, &verified).await?;
-    let user = audit::User {
-        subject: &session.sub,
-        email: session.email.as_deref(),
-    };
+    let user = audit::User::new(&session.sub, session.email.as_deref());
     audit::login(&session.sid, &session.idp, user, session.groups.len());
     let sso = sso_cookie(gateway, &session)?;
     let mut response = handoff(gateway, &target, &session, &login.bind, now)?;
