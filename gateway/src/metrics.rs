@@ -58,6 +58,8 @@ const STATE_SOURCE: &str = "\
 const CONNECTIONS_CLOSED: &str = "\
     Connections the gateway closed itself: client_limit (the client already held the most it \
     may), handshake_timeout, header_timeout (no complete request head in time), idle";
+const CERTIFICATE_EXPIRY: &str =
+    "When the serving certificate presented now expires (unix seconds)";
 const EXCHANGES_CUT: &str =
     "Open exchanges (WebSockets, streaming responses) cut because their admission lapsed";
 const RATE_LIMITED: &str = "Login requests refused with 429 by the per-client rate limit";
@@ -101,6 +103,7 @@ pub struct Metrics {
     state_source: Family<SourceLabel, Gauge>,
     session_lookups: Family<OutcomeLabel, Counter>,
     pending_revocations: Gauge,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -160,6 +163,11 @@ impl Metrics {
             pending_revocations: add.metric(
                 "pending_revocations",
                 PENDING_REVOCATIONS,
+                Gauge::default(),
+            ),
+            certificate_expiry: add.metric(
+                "tls_certificate_expiry_timestamp_seconds",
+                CERTIFICATE_EXPIRY,
                 Gauge::default(),
             ),
             registry: Arc::new(Mutex::new(registry)),
@@ -322,6 +330,10 @@ impl Metrics {
     }
 
     /// How many logout revocations wait for the API server.
+    pub fn certificate_expires(&self, at: i64) {
+        self.certificate_expiry.set(at);
+    }
+
     pub fn pending_revocations(&self, len: usize) {
         self.pending_revocations
             .set(i64::try_from(len).unwrap_or(i64::MAX));

@@ -728,6 +728,19 @@ async fn a_fragment_in_a_request_target_is_refused_on_every_surface() -> Result<
     Ok(())
 }
 
+/// The expiry the gateway's metrics report for the certificate it presents.
+async fn certificate_expiry(s: &Setup) -> Result<i64> {
+    let metrics = reqwest::get(format!("http://{}/metrics", s.gateway.ops_addr))
+        .await?
+        .text()
+        .await?;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("portcullis_gateway_tls_certificate_expiry_timestamp_seconds "))
+        .context("no certificate expiry metric")?;
+    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+}
+
 /// The leaf certificate the gateway presents for `host` on a new connection.
 async fn presented_leaf(s: &Setup, host: &str) -> Result<Vec<u8>> {
     let tls = s.tls("127.0.0.1", b"http/1.1", host).await?;
@@ -746,6 +759,11 @@ async fn presented_leaf(s: &Setup, host: &str) -> Result<Vec<u8>> {
 async fn a_renewed_certificate_is_served_without_a_restart() -> Result<()> {
     let s = setup("renewal", &[], &[]).await?;
     let before = presented_leaf(&s, APP).await?;
+    let expiry_before = certificate_expiry(&s).await?;
+    ensure!(
+        Some(expiry_before) == portcullis_runtime::server::certificate::not_after(&before),
+        "the expiry metric ({expiry_before}) is not the presented certificate's"
+    );
     let mut open = s.tls("127.0.0.1", b"http/1.1", APP).await?;
     let pki = Pki::load(&s.dir.join("pki"))?;
     pki.issue_serving("gateway", &[AUTH.to_owned(), APP.to_owned()])?;
@@ -761,6 +779,12 @@ async fn a_renewed_certificate_is_served_without_a_restart() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let after = presented_leaf(&s, APP).await?;
+    let expiry_after = certificate_expiry(&s).await?;
+    ensure!(
+        Some(expiry_after) == portcullis_runtime::server::certificate::not_after(&after),
+        "the expiry metric ({expiry_after}) did not follow the renewal"
+    );
     open.write_all(
         format!("GET / HTTP/1.1\r\nHost: {APP}\r\nConnection: close\r\n\r\n").as_bytes(),
     )

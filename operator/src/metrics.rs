@@ -78,6 +78,7 @@ pub struct Metrics {
     refused: Family<KindLabel, Counter>,
     skipped: Family<KindLabel, Counter>,
     leader: Gauge,
+    certificate_expiry: Gauge,
     status_writes: Family<KindLabel, Counter>,
     status_failures: Family<KindLabel, Counter>,
     sessions_collected: Counter,
@@ -131,6 +132,11 @@ impl Metrics {
                 "peer_relays",
                 "Relays of gateway facts to the leader, by outcome",
             ),
+            certificate_expiry: registered(
+                r,
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the serving certificate presented now expires (unix seconds)",
+            ),
             connections_closed: registered(
                 r,
                 "connections_closed",
@@ -140,16 +146,20 @@ impl Metrics {
             // Replaced below, once the metrics no longer borrow the registry.
             registry: Arc::new(Mutex::new(Registry::default())),
         };
-        // Status writes of each kind exist at zero from the start, so an alert on their rate
-        // sees the first failure.
-        for object in [StatusObject::Policy, StatusObject::Session] {
-            let kind = object.label();
-            let _ = metrics.status_writes.get_or_create(&KindLabel { kind });
-            let _ = metrics.status_failures.get_or_create(&KindLabel { kind });
-        }
+        metrics.zero_status_writes();
         Self {
             registry: Arc::new(Mutex::new(registry)),
             ..metrics
+        }
+    }
+
+    /// Status writes of each kind exist at zero from the start, so an alert on their rate sees
+    /// the first failure.
+    fn zero_status_writes(&self) {
+        for object in [StatusObject::Policy, StatusObject::Session] {
+            let kind = object.label();
+            let _ = self.status_writes.get_or_create(&KindLabel { kind });
+            let _ = self.status_failures.get_or_create(&KindLabel { kind });
         }
     }
 
@@ -174,6 +184,10 @@ impl Metrics {
     pub fn skipped(&self, kind: &'static str) {
         self.skipped.get_or_create(&KindLabel { kind }).inc();
     }
+    pub fn certificate_expires(&self, at: i64) {
+        self.certificate_expiry.set(at);
+    }
+
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }

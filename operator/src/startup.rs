@@ -262,7 +262,12 @@ impl Replica {
         args: &Args,
         signal: &Signal,
     ) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
-        let tls = server::tls_config(&args.tls_cert_file, &args.tls_key_file)?;
+        let metrics = self.metrics.clone();
+        let tls = server::tls_config(
+            &args.tls_cert_file,
+            &args.tls_key_file,
+            Box::new(move |at| metrics.certificate_expires(at)),
+        )?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

@@ -13,7 +13,7 @@ pub use limits::{Closed, ConnectionLimits, OnClose, client_key};
 
 use crate::shutdown::Signal;
 use axum::Router;
-use certificate::ReloadingCertificate;
+use certificate::{ExpiryObserver, ReloadingCertificate};
 use connection::Connection;
 use rustls::ServerConfig;
 use std::{
@@ -41,9 +41,14 @@ pub enum TlsError {
 
 /// A rustls server configuration offering h2 and HTTP/1.1, its certificate read from the PEM
 /// files and read again when they change ([`certificate`]).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// `expiry` is told when the presented certificate expires, at start and after each reload.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    expiry: ExpiryObserver,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certificate = ReloadingCertificate::open(cert, key, provider.clone())?;
+    let certificate = ReloadingCertificate::open(cert, key, provider.clone(), expiry)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -16,7 +16,12 @@ pub(super) async fn spawn(
     gateway: Gateway,
     signal: shutdown::Signal,
 ) -> anyhow::Result<[JoinHandle<()>; 2]> {
-    let tls = server::tls_config(&listen.tls_cert_file, &listen.tls_key_file)?;
+    let metrics = gateway.metrics().clone();
+    let tls = server::tls_config(
+        &listen.tls_cert_file,
+        &listen.tls_key_file,
+        Box::new(move |at| metrics.certificate_expires(at)),
+    )?;
     let main_listener = TcpListener::bind(listen.listen)
         .await
         .with_context(|| format!("binding {}", listen.listen))?;

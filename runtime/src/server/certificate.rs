@@ -7,6 +7,9 @@
 //! load (a key that does not match the certificate, a file half written) is logged and the
 //! current certificate kept; the next change is tried again. Connections already open keep the
 //! certificate they were made with, as TLS does.
+//!
+//! Whoever keeps the metrics is told the leaf's expiry at start and at every reload, so an
+//! alert can fire before a renewal that never arrived turns into failed handshakes.
 
 use rustls::{
     crypto::CryptoProvider,
@@ -61,6 +64,9 @@ impl Version {
     }
 }
 
+/// Told the expiry (unix seconds) of each certificate the listener starts presenting.
+pub type ExpiryObserver = Box<dyn Fn(i64) + Send + Sync>;
+
 /// The certificate in use and what it was read from.
 #[derive(Debug)]
 struct Loaded {
@@ -71,24 +77,36 @@ struct Loaded {
 }
 
 /// A server certificate that follows its files.
-#[derive(Debug)]
 pub struct ReloadingCertificate {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     loaded: Mutex<Loaded>,
+    observer: ExpiryObserver,
+}
+
+impl std::fmt::Debug for ReloadingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCertificate")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReloadingCertificate {
     /// Reads `cert` (the chain, leaf first) and `key`; fails when they do not load, so a
-    /// listener never starts without a certificate.
+    /// listener never starts without a certificate. `observer` is told the leaf's expiry now
+    /// and after every reload.
     pub fn open(
         cert: &Path,
         key: &Path,
         provider: Arc<CryptoProvider>,
+        observer: ExpiryObserver,
     ) -> Result<Self, CertificateError> {
         let seen = versions(cert, key);
         let certified = load(cert, key, &provider)?;
+        observe(&certified, &observer);
         Ok(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -98,6 +116,7 @@ impl ReloadingCertificate {
                 seen,
                 checked: Instant::now(),
             }),
+            observer,
         })
     }
 
@@ -112,6 +131,7 @@ impl ReloadingCertificate {
                 match load(&self.cert, &self.key, &self.provider) {
                     Ok(certified) => {
                         info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                        observe(&certified, &self.observer);
                         loaded.key = Arc::new(certified);
                     }
                     Err(error) => warn!(
@@ -130,6 +150,19 @@ impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
+}
+
+/// Tells `observer` when the leaf of `certified` expires (nothing for a leaf it cannot read).
+fn observe(certified: &CertifiedKey, observer: &ExpiryObserver) {
+    if let Some(not_after) = certified.cert.first().and_then(|leaf| not_after(leaf)) {
+        observer(not_after);
+    }
+}
+
+/// The `notAfter` of a DER certificate, in unix seconds.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn versions(cert: &Path, key: &Path) -> [Option<Version>; 2] {
@@ -164,6 +197,10 @@ mod tests {
 
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    fn ignore() -> ExpiryObserver {
+        Box::new(|_| {})
     }
 
     /// A self-signed certificate for `name` and its key, as PEM.
@@ -204,9 +241,13 @@ mod tests {
         let dir = scratch("renewed");
         let first = pair("a.example.test");
         replace(&dir, &first);
-        let resolver =
-            ReloadingCertificate::open(&dir.join("tls.crt"), &dir.join("tls.key"), provider())
-                .expect("loads");
+        let resolver = ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            ignore(),
+        )
+        .expect("loads");
         let before = leaf(&resolver);
         let second = pair("a.example.test");
         replace(&dir, &second);
@@ -225,9 +266,13 @@ mod tests {
         let dir = scratch("mismatch");
         let first = pair("a.example.test");
         replace(&dir, &first);
-        let resolver =
-            ReloadingCertificate::open(&dir.join("tls.crt"), &dir.join("tls.key"), provider())
-                .expect("loads");
+        let resolver = ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            ignore(),
+        )
+        .expect("loads");
         let before = leaf(&resolver);
         // A certificate whose key is not the one beside it, then garbage.
         let other = pair("a.example.test");
@@ -249,16 +294,58 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_hears_the_expiry_of_each_certificate_presented() {
+        let dir = scratch("expiry");
+        let dated = |days: i64| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params =
+                rcgen::CertificateParams::new(vec!["a.example.test".to_owned()]).expect("params");
+            params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+            params.not_after =
+                params.not_before + std::time::Duration::from_secs(days as u64 * 86_400);
+            let cert = params.self_signed(&key).expect("cert");
+            (cert.pem(), key.serialize_pem())
+        };
+        replace(&dir, &dated(30));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let record = heard.clone();
+        let resolver = ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            Box::new(move |t| record.lock().expect("lock").push(t)),
+        )
+        .expect("loads");
+        replace(&dir, &dated(90));
+        std::thread::sleep(RECHECK);
+        let _ = resolver.current();
+        let jan_1 = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(
+            *heard.lock().expect("lock"),
+            [jan_1 + 30 * 86_400, jan_1 + 90 * 86_400]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_listener_does_not_start_without_a_loadable_pair() {
         let dir = scratch("missing");
-        let missing =
-            ReloadingCertificate::open(&dir.join("tls.crt"), &dir.join("tls.key"), provider());
+        let missing = ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            ignore(),
+        );
         assert!(matches!(missing, Err(CertificateError::Read { .. })));
         let (cert, _) = pair("a.example.test");
         let (_, key) = pair("a.example.test");
         replace(&dir, &(cert, key));
-        let mismatched =
-            ReloadingCertificate::open(&dir.join("tls.crt"), &dir.join("tls.key"), provider());
+        let mismatched = ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            ignore(),
+        );
         assert!(matches!(mismatched, Err(CertificateError::Invalid(_))));
         let _ = std::fs::remove_dir_all(&dir);
     }
