@@ -2207,6 +2207,16 @@ async fn open_exchange(
     (stream, String::from_utf8_lossy(&head).into_owned())
 }
 
+/// Opens the upstream's WebSocket echo on `APP` with `cookie`.
+async fn open_socket(
+    addr: SocketAddr,
+    cookie: &(String, String),
+) -> (tokio::net::TcpStream, String) {
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    open_exchange(addr, "/express/socket-echo", cookie, upgrade).await
+}
+
 /// Reads `stream` until it closes (or fails); everything read. Fails the test if it is still
 /// open after `within`.
 async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
@@ -2254,14 +2264,7 @@ async fn cut_by(revocation: Revocation) -> (String, Vec<u8>, String) {
     let mut first = [0u8; 8];
     stream.read_exact(&mut first).await.expect("a first chunk");
 
-    let (mut socket, head) = open_exchange(
-        addr,
-        "/express/socket-echo",
-        &cookie,
-        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-    )
-    .await;
+    let (mut socket, head) = open_socket(addr, &cookie).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     socket.write_all(b"ping").await.expect("write");
     let mut echoed = [0u8; 4];
@@ -2351,14 +2354,7 @@ async fn open_exchanges_stay_open_while_their_admission_holds() {
     let token = h.app_token("team/apps", "alice@example.com", |_| {});
     let cookie = h.cookie_for("team/apps", &token);
     let (mut stream, _) = open_exchange(addr, "/express/stream-forever", &cookie, "").await;
-    let (mut socket, _) = open_exchange(
-        addr,
-        "/express/socket-echo",
-        &cookie,
-        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-    )
-    .await;
+    let (mut socket, _) = open_socket(addr, &cookie).await;
     // An unrelated change of state (another policy edited) is judged and let pass.
     let yaml = policies(h.upstream).replacen("everyone: true", "emails: [bob@example.com]", 1);
     h.state.send_replace(Arc::new(snapshot(2, &yaml)));
