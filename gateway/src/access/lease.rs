@@ -45,6 +45,11 @@ impl Lease {
         }
     }
 
+    /// The gateway whose state the lease follows.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// The session the lease is for.
     pub fn sid(&self) -> &str {
         &self.claims.sid

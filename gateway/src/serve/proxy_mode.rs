@@ -128,10 +128,9 @@ fn lapse(
     client_ip: IpAddr,
 ) -> Option<Lapse> {
     let lease = Lease::new(gateway, policy.clone(), user?.claims.clone(), client_ip);
-    let metrics = gateway.metrics().clone();
     Some(Box::pin(async move {
         let lapsed = lease.lapsed().await;
-        metrics.exchange_cut(lapsed);
+        lease.gateway().metrics().exchange_cut(lapsed);
         audit::exchange_cut(lease.sid(), lease.user(), &lease.policy(), lapsed.label());
         lapsed.label()
     }))
