@@ -36,6 +36,9 @@ pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provid
     derive = "PartialEq",
     selectable = ".spec.subject",
     selectable = ".spec.identityProvider",
+    // Every gateway watches the revoked sessions directly (a field selector on this), so a
+    // revocation reaches it from the API server whatever the operator's stream is doing.
+    selectable = ".spec.revoked",
     doc = "AccessSession is one login through the Portcullis auth host. Its name is the `sid` in \
            every token the login issues; set spec.revoked to end it on every gateway.",
     printcolumn(

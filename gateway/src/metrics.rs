@@ -54,6 +54,9 @@ const SESSION_LOOKUPS: &str = "\
 const STATE_SOURCE: &str = "\
     1 for the path the state follows now: operator_stream, or api_server (the gateway's own \
     watch while the operator's stream is unavailable)";
+const REVOCATION_WATCH: &str = "\
+    1 once the gateway's own watch of revoked sessions and policy epochs at the API server has \
+    listed (cluster mode): revocations reach it whatever the operator's stream does";
 
 const CONNECTIONS_CLOSED: &str = "\
     Connections the gateway closed itself: client_limit (the client already held the most it \
@@ -101,6 +104,7 @@ pub struct Metrics {
     exchanges_cut: Family<ReasonLabel, Counter>,
     state_behind: Gauge,
     state_source: Family<SourceLabel, Gauge>,
+    revocation_watch: Gauge,
     session_lookups: Family<OutcomeLabel, Counter>,
     pending_revocations: Gauge,
     certificate_expiry: Gauge,
@@ -159,6 +163,7 @@ impl Metrics {
             exchanges_cut: add.metric("exchanges_cut", EXCHANGES_CUT, Family::default()),
             state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
             state_source: add.metric("state_source", STATE_SOURCE, Family::default()),
+            revocation_watch: add.metric("revocation_watch", REVOCATION_WATCH, Gauge::default()),
             session_lookups: add.metric("session_lookups", SESSION_LOOKUPS, Family::default()),
             pending_revocations: add.metric(
                 "pending_revocations",
@@ -319,6 +324,11 @@ impl Metrics {
                 .get_or_create(&SourceLabel { source: path })
                 .set(i64::from(path == source));
         }
+    }
+
+    /// Whether the always-on revocation watch has listed.
+    pub fn revocation_watch(&self, listed: bool) {
+        self.revocation_watch.set(i64::from(listed));
     }
 
     /// Counts one question to the API server about an unknown session (`found`, `absent`,

@@ -39,8 +39,13 @@ async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     if let Some(feed) = feed {
         let age = feed.age().map_or(0, |a| a.as_secs());
         let behind = if feed.behind() { ", behind" } else { "" };
+        let revocations = if feed.revocations_watched() {
+            "watched"
+        } else {
+            "not watched yet"
+        };
         answer.push_str(&format!(
-            "; source {}; age {age}s{behind}",
+            "; source {}; age {age}s{behind}; revocations {revocations}",
             feed.path().label()
         ));
     }
@@ -59,6 +64,9 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             feed.behind(),
             feed.path().label(),
         );
+        gateway
+            .metrics()
+            .revocation_watch(feed.revocations_watched());
     }
     (
         [(

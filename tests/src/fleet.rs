@@ -186,7 +186,14 @@ impl Fleet {
     /// Starts one more gateway (the first on the public port, the others on ports of their
     /// own) and waits until it is ready, i.e. holds the operator's state.
     pub async fn add_gateway(&mut self) -> Result<()> {
+        self.add_gateway_with(Vec::new()).await
+    }
+
+    /// [`Fleet::add_gateway`] with `env` added to (or replacing) the fleet's environment for
+    /// this gateway only (e.g. an operator URL through a [`crate::relay::Relay`]).
+    pub async fn add_gateway_with(&mut self, env: Vec<(String, String)>) -> Result<()> {
         let mut config = self.config.clone();
+        config.env.extend(env);
         if !self.gateways.is_empty() {
             config.port = 0;
         }
@@ -232,6 +239,39 @@ impl Fleet {
         config.port = old.addr.port();
         config.ops_port = old.ops_addr.port();
         *old = GatewayProcess::start(&self.gateway_bin, config, self.files.clone()).await?;
+        Ok(())
+    }
+
+    /// Starts gateway `index` again on its ports without waiting for readiness (a gateway
+    /// restarted while the control plane is away may have to wait for it).
+    pub async fn restart_gateway_unready(&mut self, index: usize) -> Result<()> {
+        let old = self
+            .gateways
+            .get_mut(index)
+            .with_context(|| format!("no gateway {index}"))?;
+        old.stop().await?;
+        let mut config = old.config.clone();
+        config.port = old.addr.port();
+        config.ops_port = old.ops_addr.port();
+        *old = GatewayProcess::spawn_unready(&self.gateway_bin, config, self.files.clone()).await?;
+        Ok(())
+    }
+
+    /// Raises the policy's `revocationEpoch` to `epoch` at the API server.
+    pub async fn raise_epoch(&self, client: &Client, epoch: i64) -> Result<()> {
+        let namespace = self
+            .policy_id
+            .split_once('/')
+            .map(|(ns, _)| ns)
+            .context("policy id")?;
+        Api::<AccessPolicy>::namespaced(client.clone(), namespace)
+            .patch(
+                POLICY,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"revocationEpoch": epoch}})),
+            )
+            .await
+            .context("raising the epoch")?;
         Ok(())
     }
 

@@ -45,6 +45,7 @@ pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod process;
+pub mod relay;
 pub mod stack;
 pub mod tools;
 pub mod upstream;

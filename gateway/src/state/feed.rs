@@ -47,6 +47,8 @@ pub struct Feed {
     /// Since when (ms) the stream is down; set at start (never connected).
     stream_down_since_ms: AtomicU64,
     path: AtomicU8,
+    /// Whether the always-on revocation watch has listed the revoked sessions once.
+    revocations_listed: AtomicBool,
     /// The state counts as behind past this age.
     pub stale_after: Duration,
     /// Opt-in: `/readyz` fails while the state is behind.
@@ -63,6 +65,7 @@ impl Feed {
             stream_up: AtomicBool::new(false),
             stream_down_since_ms: AtomicU64::new(now_ms()),
             path: AtomicU8::new(0),
+            revocations_listed: AtomicBool::new(false),
             stale_after,
             refuse_stale,
         }
@@ -101,6 +104,17 @@ impl Feed {
     /// The API-server fallback proved its watches current now.
     pub(super) fn api_current(&self) {
         self.last_api_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    /// The always-on revocation watch listed the revoked sessions.
+    pub(super) fn revocations_listed(&self) {
+        self.revocations_listed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether revocations reach this gateway from the API server directly (besides the
+    /// stream): the always-on watch has listed once (it resumes by itself after failures).
+    pub fn revocations_watched(&self) -> bool {
+        self.revocations_listed.load(Ordering::SeqCst)
     }
 
     /// The path the state follows now.

@@ -15,6 +15,9 @@
 //! - **How it merges**: by the one merge rule: ended stays ended, epochs only go up per object,
 //!   a relist ends what it lacks and revives nothing (relists may come from a lagging API
 //!   server).
+//! - **Always, for revocations**: the revoked sessions and the policies' epochs are watched
+//!   whatever the stream does ([`revocations`]), so a revocation does not wait for the stream
+//!   to be found down.
 //! - **Until when**: the first frame of a new stream connection stops the watches; the stream
 //!   resumes from its position, or sends a snapshot, merged the same way.
 //! - **Freshness**: a silently dead watch is found only after the client's read timeout, so
@@ -23,6 +26,7 @@
 //!   cheap request to the API server answered within the last [`PROBE_EVERY`].
 
 mod policies;
+mod revocations;
 mod sessions;
 
 use super::{
@@ -79,7 +83,8 @@ impl Listed {
     }
 }
 
-/// Starts watching for the stream to become unavailable; returns at once.
+/// Starts the always-on revocation watches ([`revocations`]) and the watch for the stream to
+/// become unavailable; returns at once.
 pub fn spawn(
     client: Client,
     config: FallbackConfig,
@@ -87,6 +92,14 @@ pub fn spawn(
     feed: Arc<Feed>,
     shutdown: Signal,
 ) {
+    revocations::spawn(
+        client.clone(),
+        &config.namespace,
+        config.jitter,
+        shared.clone(),
+        feed.clone(),
+        shutdown.clone(),
+    );
     tokio::spawn(run(client, config, shared, feed, shutdown));
 }
 
@@ -124,7 +137,7 @@ async fn run(
             Api::<AccessPolicy>::all(client.clone()),
             watch,
             shared.clone(),
-            listed.clone(),
+            policies::Relists::RemoveMissing(listed.clone()),
             shutdown.clone(),
         );
         let probe = probe(

@@ -1,5 +1,6 @@
-//! The fallback's policy watch: every `AccessPolicy`, merged into the fleet state (epochs only
-//! go up per object; a deleted object never comes back; a relist removes what it lacks).
+//! The policy watch: every `AccessPolicy`, merged into the fleet state (epochs only go up per
+//! object; a deleted object never comes back). The fallback's relist also removes what it
+//! lacks; the always-on revocation watch's does not ([`Relists`]).
 
 use super::Listed;
 use crate::{shutdown::Signal, state::merger::Shared};
@@ -13,12 +14,22 @@ use portcullis_protocol::Applied;
 use std::{collections::HashSet, sync::Arc};
 use tracing::warn;
 
+/// What a complete list does beyond merging what it lists.
+pub(super) enum Relists {
+    /// The fallback, the state's only source meanwhile: a list removes the policies it lacks,
+    /// and marks the policies listed.
+    RemoveMissing(Arc<Listed>),
+    /// The always-on revocation watch, beside the stream: a list removes nothing (a lagging
+    /// server's list may lack a policy the stream just brought).
+    Keep,
+}
+
 /// Follows every policy into `shared` until shutdown (or the watch ends).
 pub(super) async fn follow(
     api: Api<AccessPolicy>,
     config: watcher::Config,
     shared: Shared,
-    listed: Arc<Listed>,
+    relists: Relists,
     mut shutdown: Signal,
 ) {
     let mut stream = watcher(api, config).default_backoff().boxed();
@@ -55,8 +66,10 @@ pub(super) async fn follow(
             }
             Some(Ok(watcher::Event::InitDone)) => {
                 let keys = relist.take().unwrap_or_default();
-                fleet.policies_listed(&keys);
-                listed.set(Listed::POLICIES);
+                if let Relists::RemoveMissing(listed) = &relists {
+                    fleet.policies_listed(&keys);
+                    listed.set(Listed::POLICIES);
+                }
                 Applied::Policies
             }
             Some(Ok(watcher::Event::Apply(policy))) => fleet.observe_policy(&policy, now),

@@ -1,0 +1,348 @@
+//! The fault matrix (`docs/operations.md`, "Fault matrix"), the rows that need many
+//! revocations for a percentile: real etcd and API server, the real `portcullis-operator` and
+//! two real `portcullis-gateway` processes in cluster mode, sessions created as a login creates
+//! them and app tokens signed with the gateways' key (`portcullis_tests::fleet`).
+//!
+//! Each row keeps a steady loop of requests for live sessions at every ready gateway, and makes
+//! revocations spread over the whole fault, from its first moment (before any gateway can have
+//! noticed it). Each prints one `FAULT` line with its figures: failed requests for live
+//! sessions, the time from the API server accepting a revocation to every gateway refusing it
+//! (p50, p99, max), and whether anything revoked was admitted after recovery. The length of a
+//! fault is `PORTCULLIS_FAULT_SECS` (20 s by default; the table was measured with longer ones).
+
+use anyhow::{Context as _, Result, ensure};
+use kube::Client;
+use portcullis_tests::{
+    cluster::TestCluster,
+    fleet::{Fleet, FleetOptions, Probe, Verdict},
+    relay::Relay,
+};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+const POLL: Duration = Duration::from_millis(20);
+const LIMIT: Duration = Duration::from_secs(30);
+/// Revocations made during each fault.
+const REVOCATIONS: usize = 20;
+
+/// How long each fault lasts.
+fn fault_length() -> Duration {
+    let secs = std::env::var("PORTCULLIS_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// The chart's fallback settings (`--api-fallback-after` 5 s), a staleness threshold far below
+/// any fault, and a short jitter to keep the test short. Revocations must not depend on the
+/// fallback's timing at all.
+fn fault_env() -> Vec<(String, String)> {
+    [
+        ("PORTCULLIS_STATE_STALE_AFTER", "3s"),
+        ("PORTCULLIS_API_FALLBACK_AFTER", "5s"),
+        ("PORTCULLIS_API_FALLBACK_JITTER", "1s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+async fn start_fleet(client: &Client, kubeconfig: &std::path::Path, ns: &str) -> Result<Fleet> {
+    let dir = portcullis_tests::fsutil::scratch_dir("faults", ns)?;
+    Fleet::start(FleetOptions {
+        dir: &dir,
+        client,
+        kubeconfig,
+        namespace: ns,
+        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
+        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
+        gateways: 1,
+        gateway_env: fault_env(),
+        operator_env: Vec::new(),
+    })
+    .await
+}
+
+/// What gateway `index`'s `/readyz` answers: (status, text); an unreachable gateway is 0.
+async fn readyz(fleet: &Fleet, index: usize) -> (u16, String) {
+    let url = format!("http://{}/readyz", fleet.gateways[index].ops_addr);
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Waits until every gateway's `/readyz` is 200 and says `words`.
+async fn until_ready_saying(fleet: &Fleet, words: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    for i in 0..fleet.gateways.len() {
+        loop {
+            let (status, text) = readyz(fleet, i).await;
+            if status == 200 && text.contains(words) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "gateway {i} not ready with `{words}` within {limit:?}: {status} {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A steady loop of requests for the live sessions' tokens at every probe, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    fn start(probes: Vec<Probe>, tokens: Vec<String>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut asked, mut failed) = (0, Vec::new());
+            while !flag.load(Ordering::SeqCst) {
+                for (i, probe) in probes.iter().enumerate() {
+                    for token in &tokens {
+                        asked += 1;
+                        match probe.ask(token).await {
+                            Ok(Verdict::Accepted) => {}
+                            Ok(Verdict::Refused) => failed.push(format!("gateway {i}: refused")),
+                            Err(e) => failed.push(format!("gateway {i}: {e:#}")),
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (asked, failed)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the loop: requests asked, and the failures.
+    async fn finish(self) -> Result<(usize, Vec<String>)> {
+        self.stop.store(true, Ordering::SeqCst);
+        Ok(self.task.await?)
+    }
+}
+
+/// Waits until every probe refuses `token`.
+async fn until_refused(probes: &[Probe], token: &str) -> Result<()> {
+    futures::future::try_join_all(
+        probes
+            .iter()
+            .map(|p| p.until(token, Verdict::Refused, POLL, LIMIT)),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Revokes `victims` (sid, token) one by one, spread evenly over `length` from now; the time
+/// from the API server accepting each to every probe refusing it.
+async fn revoke_spread(
+    fleet: &Fleet,
+    probes: &[Probe],
+    victims: &[(String, String)],
+    length: Duration,
+) -> Result<Vec<Duration>> {
+    let start = Instant::now();
+    let step = length / u32::try_from(victims.len().max(1))?;
+    let mut took = Vec::new();
+    for (i, (sid, token)) in victims.iter().enumerate() {
+        let at = start + step * u32::try_from(i)?;
+        tokio::time::sleep_until(at.into()).await;
+        fleet.revoke(sid).await?;
+        let accepted = Instant::now();
+        until_refused(probes, token)
+            .await
+            .with_context(|| format!("revocation {i} ({sid})"))?;
+        took.push(accepted.elapsed());
+    }
+    tokio::time::sleep_until((start + length).into()).await;
+    Ok(took)
+}
+
+/// p50, p99 (nearest rank) and max of `samples`, for the report.
+fn spread(samples: &[Duration]) -> (Duration, Duration, Duration) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = |p: f64| {
+        let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i]
+    };
+    (rank(0.50), rank(0.99), sorted[sorted.len() - 1])
+}
+
+/// Live sessions named `{prefix}-{i}`, accepted everywhere: (sid, token) pairs.
+async fn sessions(fleet: &Fleet, prefix: &str, count: usize) -> Result<Vec<(String, String)>> {
+    let sids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let names: Vec<&str> = sids.iter().map(String::as_str).collect();
+    let tokens = fleet.live_sessions(&names, POLL, LIMIT).await?;
+    Ok(sids.into_iter().zip(tokens).collect())
+}
+
+/// Whether any of `tokens` is admitted by any of `probes` (after recovery: must be none).
+async fn any_admitted(probes: &[Probe], tokens: &[&str]) -> Result<usize> {
+    let mut admitted = 0;
+    for probe in probes {
+        for token in tokens {
+            if probe.ask(token).await? == Verdict::Accepted {
+                admitted += 1;
+            }
+        }
+    }
+    Ok(admitted)
+}
+
+/// Row "the operator partitioned from one gateway only": the network between the operator and
+/// the second gateway drops everything (no reset), the gateway stays Ready, and every
+/// revocation made during the partition, from its first second, is enforced at both gateways
+/// within 2 s p99; after the partition heals, nothing revoked is admitted.
+#[tokio::test]
+async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns("fault-partition", |client: Client, ns: String| async move {
+            let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
+            let relay = Relay::start(fleet.operator.addr).await?;
+            let through_relay = format!("https://localhost:{}", relay.addr.port());
+            fleet
+                .add_gateway_with(vec![("PORTCULLIS_OPERATOR_URL".into(), through_relay)])
+                .await?;
+            until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
+            let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
+            let live = sessions(&fleet, "live", 2).await?;
+            let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
+            let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+            let load = Load::start(probes.clone(), live_tokens.clone());
+
+            relay.partition();
+            let partitioned = Instant::now();
+            let took = revoke_spread(&fleet, &probes, &victims, fault_length()).await?;
+            let (status, text) = readyz(&fleet, 1).await;
+            ensure!(
+                status == 200,
+                "the partitioned gateway went NotReady: {text}"
+            );
+            let (asked, failed) = load.finish().await?;
+
+            // An epoch raise during the partition ends the live sessions too.
+            fleet.raise_epoch(&client, 1).await?;
+            let raised = Instant::now();
+            for token in &live_tokens {
+                until_refused(&probes, token).await.context("epoch raise")?;
+            }
+            let epoch_took = raised.elapsed();
+            let lasted = partitioned.elapsed();
+
+            relay.heal();
+            until_ready_saying(&fleet, "source operator_stream", Duration::from_secs(60)).await?;
+            let mut revoked: Vec<&str> = victims.iter().map(|(_, t)| t.as_str()).collect();
+            revoked.extend(live_tokens.iter().map(String::as_str));
+            let admitted = any_admitted(&probes, &revoked).await?;
+            let (p50, p99, max) = spread(&took);
+            eprintln!(
+                "FAULT partition ({lasted:.1?}, gateway 1 on `{text}`): {asked} requests for \
+                 live sessions, {} failed; {} revocations enforced at both gateways after p50 \
+                 {p50:?}, p99 {p99:?}, max {max:?}; epoch raise after {epoch_took:?}; revoked \
+                 admitted after recovery: {admitted}",
+                failed.len(),
+                took.len()
+            );
+            ensure!(failed.is_empty(), "live sessions refused: {failed:?}");
+            ensure!(
+                p99 <= Duration::from_secs(2),
+                "p99 {p99:?} over 2 s: {took:?}"
+            );
+            ensure!(
+                epoch_took <= Duration::from_secs(2),
+                "epoch raise took {epoch_took:?}"
+            );
+            ensure!(
+                admitted == 0,
+                "{admitted} revoked tokens admitted after recovery"
+            );
+            fleet.stop().await
+        })
+        .await
+}
+
+/// Row "both operator replicas down": the gateways stay Ready, and every revocation made
+/// during the outage, from its first second, is enforced at both within 2 s p99. A gateway
+/// restarted during the outage holds no state and stays NotReady (admitting nobody) until the
+/// operator is back, while the other keeps serving; nothing revoked is admitted after.
+#[tokio::test]
+async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Result<()> {
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    cluster
+        .with_temp_ns(
+            "fault-operator-down",
+            |client: Client, ns: String| async move {
+                let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
+                fleet.add_gateway().await?;
+                until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
+                let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
+                let live = sessions(&fleet, "live", 2).await?;
+                let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
+                let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+                let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
+                let steady = Load::start(vec![probes[1].clone()], live_tokens.clone());
+
+                fleet.operator.stop().await?;
+                let down = Instant::now();
+                let length = fault_length();
+                let (half, rest) = victims.split_at(REVOCATIONS / 2);
+                let mut took = revoke_spread(&fleet, &probes, half, length / 2).await?;
+                // Gateway 1 restarted mid-outage: stopped under load first.
+                let (asked_1, failed_1) = steady.finish().await?;
+                fleet.restart_gateway_unready(1).await?;
+                took.extend(revoke_spread(&fleet, &probes[..1], rest, length / 2).await?);
+                let (restarted, text) = readyz(&fleet, 1).await;
+                let (asked, failed) = load.finish().await?;
+                let lasted = down.elapsed();
+
+                fleet.operator.restart().await?;
+                let back = Instant::now();
+                until_ready_saying(&fleet, "source operator_stream", Duration::from_secs(60))
+                    .await?;
+                let ready_again = back.elapsed();
+                let revoked: Vec<&str> = victims.iter().map(|(_, t)| t.as_str()).collect();
+                let admitted = any_admitted(&probes, &revoked).await?;
+                let (p50, p99, max) = spread(&took);
+                eprintln!(
+                    "FAULT operator-down ({lasted:.1?}): {} requests for live sessions, {} failed; \
+                 {} revocations enforced at every ready gateway after p50 {p50:?}, p99 {p99:?}, \
+                 max {max:?}; gateway restarted during the outage: {restarted} ({text}), ready \
+                 {ready_again:?} after the operator was back; revoked admitted after recovery: \
+                 {admitted}",
+                    asked + asked_1,
+                    failed.len() + failed_1.len(),
+                    took.len()
+                );
+                ensure!(
+                    failed.is_empty() && failed_1.is_empty(),
+                    "live sessions refused: {failed:?} {failed_1:?}"
+                );
+                ensure!(
+                    p99 <= Duration::from_secs(2),
+                    "p99 {p99:?} over 2 s: {took:?}"
+                );
+                ensure!(
+                    admitted == 0,
+                    "{admitted} revoked tokens admitted after recovery"
+                );
+                fleet.stop().await
+            },
+        )
+        .await
+}
