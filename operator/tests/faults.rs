@@ -13,7 +13,8 @@
 use anyhow::{Context as _, Result, ensure};
 use kube::Client;
 use portcullis_tests::{
-    cluster::TestCluster,
+    cluster::{TestCluster, private_stack},
+    etcd::{compact_etcd, revoke_in_etcd},
     fleet::{Fleet, FleetOptions, Probe, Verdict},
     relay::Relay,
 };
@@ -345,4 +346,204 @@ async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Resul
             },
         )
         .await
+}
+
+/// Row "etcd compacted past the gateways' watches (410 Gone) during an operator outage": the
+/// gateways follow the API server; a revocation is written (in etcd itself, while the API
+/// server is down, so no watch can have delivered it) and etcd compacted past it, so every
+/// resumed watch is answered 410 and must list again. Live sessions are served throughout, the
+/// revocation is enforced at both gateways once the API server is back, and nothing revoked is
+/// admitted after the operator returns.
+#[tokio::test]
+async fn a_compacted_watch_during_an_operator_outage_loses_no_revocation() -> Result<()> {
+    let dir = portcullis_tests::fsutil::scratch_dir("faults", "compacted")?;
+    let ns = "fault-compacted";
+    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let mut fleet = start_fleet(&client, &kubeconfig, ns).await?;
+    let result = async {
+        fleet.add_gateway().await?;
+        until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
+        let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
+        let live = sessions(&fleet, "live", 2).await?;
+        let victims = sessions(&fleet, "victim", 1).await?;
+        let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+        let load = Load::start(probes.clone(), live_tokens);
+
+        fleet.operator.stop().await?;
+        until_ready_saying(&fleet, "source api_server", Duration::from_secs(30)).await?;
+        let etcd = stack.info().etcd.url.clone().context("etcd url")?;
+        let http = reqwest::Client::new();
+        stack.stop_apiserver().await?;
+        revoke_in_etcd(&http, &etcd, ns, &victims[0].0).await?;
+        compact_etcd(&http, &etcd).await?;
+        stack.start_apiserver().await?;
+        let back = Instant::now();
+        until_refused(&probes, &victims[0].1).await?;
+        let enforced = back.elapsed();
+        let (asked, failed) = load.finish().await?;
+        let gone: usize = fleet
+            .gateways
+            .iter()
+            .map(|g| std::fs::read_to_string(g.log_path()).unwrap_or_default())
+            .map(|log| log.lines().filter(|l| gone_answer(l)).count())
+            .sum();
+
+        fleet.operator.restart().await?;
+        until_ready_saying(&fleet, "source operator_stream", Duration::from_secs(60)).await?;
+        let admitted = any_admitted(&probes, &[victims[0].1.as_str()]).await?;
+        eprintln!(
+            "FAULT compacted-during-operator-outage: {asked} requests for live sessions, {} \
+             failed; {gone} watches answered 410 Gone and listed again; the revocation made \
+             while the API server was down enforced at both gateways {enforced:?} after it was \
+             back; revoked admitted after recovery: {admitted}",
+            failed.len()
+        );
+        ensure!(failed.is_empty(), "live sessions refused: {failed:?}");
+        ensure!(
+            gone > 0,
+            "no watch was answered 410, so this did not test a relist:\n{}",
+            fleet.gateways[0].log_tail()
+        );
+        ensure!(admitted == 0, "the revoked token admitted after recovery");
+        Ok(())
+    }
+    .await;
+    fleet.stop().await?;
+    stack.stop().await?;
+    result
+}
+
+/// The resource version of the `AccessSession`s of `ns` now (where a watch would resume).
+async fn sessions_version(client: &Client, ns: &str) -> Result<String> {
+    let api: kube::Api<portcullis_crds::AccessSession> = kube::Api::namespaced(client.clone(), ns);
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .context("a list without a resource version")
+}
+
+/// Waits until the API server answers a watch of `AccessSession`s resuming from `version` (from
+/// before it stopped), as every watcher of them (the operator's, the gateways') resumes. A
+/// restarted API server answers `/readyz` before it answers those (with 410 Gone: it has no
+/// history from before its restart): its watch cache of each custom resource is made on the
+/// first request and must list from etcd first. Until then a revocation it accepts can reach
+/// nobody, however the watchers retry.
+async fn until_sessions_watchable(client: &Client, ns: &str, version: &str) -> Result<()> {
+    use futures::StreamExt as _;
+    let api: kube::Api<portcullis_crds::AccessSession> = kube::Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut events = api
+                .watch(&kube::api::WatchParams::default().timeout(5), version)
+                .await?
+                .boxed();
+            anyhow::Ok(events.next().await.is_some_and(|e| e.is_ok()))
+        })
+        .await;
+        if matches!(first, Ok(Ok(true))) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no watch of AccessSessions served: {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every gateway's revoked-session watch has been answered by the restarted API
+/// server (410 Gone: it lists again), as its log says.
+async fn until_resumed(fleet: &Fleet) -> Result<()> {
+    let deadline = Instant::now() + LIMIT;
+    for gateway in &fleet.gateways {
+        loop {
+            let log = std::fs::read_to_string(gateway.log_path()).unwrap_or_default();
+            if log
+                .lines()
+                .any(|l| l.contains("revoked-session watch failed") && gone_answer(l))
+            {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no resumed watch:\n{}",
+                gateway.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A gateway log line saying a watch could not resume: the API server's 410 Gone.
+fn gone_answer(line: &str) -> bool {
+    line.contains("watch failed") && (line.contains("410") || line.contains("too old"))
+}
+
+/// Row "the API server down, and restarted": live sessions are served throughout; a gateway
+/// restarted during the outage gets its state from the operator and serves; revocations made
+/// as soon as the API server is back (spread over its first seconds, when every watch is
+/// reconnecting) are enforced at both gateways within 2 s p99.
+#[tokio::test]
+async fn after_an_api_server_outage_revocations_are_enforced_at_once() -> Result<()> {
+    let dir = portcullis_tests::fsutil::scratch_dir("faults", "apiserver")?;
+    let ns = "fault-apiserver";
+    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let mut fleet = start_fleet(&client, &kubeconfig, ns).await?;
+    let result = async {
+        fleet.add_gateway().await?;
+        until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
+        let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
+        let live = sessions(&fleet, "live", 2).await?;
+        let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
+        let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+        let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
+
+        let version = sessions_version(&client, ns).await?;
+        stack.stop_apiserver().await?;
+        let down = Instant::now();
+        tokio::time::sleep(fault_length() / 2).await;
+        fleet.restart_gateway(1).await?;
+        let restarted = down.elapsed();
+        let again = Load::start(vec![probes[1].clone()], live_tokens.clone());
+        tokio::time::sleep_until((down + fault_length()).into()).await;
+        stack.start_apiserver().await?;
+        let lasted = down.elapsed();
+        let warm = Instant::now();
+        until_sessions_watchable(&stack.client().await?, ns, &version).await?;
+        let answered = warm.elapsed();
+        until_resumed(&fleet).await?;
+        let resumed = warm.elapsed();
+        let took = revoke_spread(&fleet, &probes, &victims, Duration::from_secs(5)).await?;
+        let (asked, failed) = load.finish().await?;
+        let (asked_1, failed_1) = again.finish().await?;
+        let revoked: Vec<&str> = victims.iter().map(|(_, t)| t.as_str()).collect();
+        let admitted = any_admitted(&probes, &revoked).await?;
+        let (p50, p99, max) = spread(&took);
+        eprintln!(
+            "FAULT apiserver-down ({lasted:.1?}; gateway 1 restarted {restarted:.1?} into it \
+             and ready from the operator's state): {} requests for live sessions, {} failed; \
+             it answered a resumed watch {answered:.1?} after its /readyz, the gateways' \
+             {resumed:.1?} after; {} revocations in the 5 s after that enforced at both gateways after p50 {p50:?}, p99 {p99:?}, max \
+             {max:?}; revoked admitted: {admitted}",
+            asked + asked_1,
+            failed.len() + failed_1.len(),
+            took.len()
+        );
+        ensure!(
+            failed.is_empty() && failed_1.is_empty(),
+            "live sessions refused: {failed:?} {failed_1:?}"
+        );
+        ensure!(p99 <= Duration::from_secs(2), "p99 {p99:?} over 2 s: {took:?}");
+        ensure!(admitted == 0, "{admitted} revoked tokens admitted");
+        Ok(())
+    }
+    .await;
+    fleet.stop().await?;
+    stack.stop().await?;
+    result
 }

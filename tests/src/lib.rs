@@ -36,6 +36,7 @@
 pub mod cluster;
 pub mod demo;
 pub mod dex;
+pub mod etcd;
 pub mod fixtures;
 pub mod fleet;
 pub mod fsutil;

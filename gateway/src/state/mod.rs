@@ -22,10 +22,12 @@ pub mod merger;
 pub mod operator_stream;
 pub mod service_tokens;
 pub mod session_index;
+mod watch_backoff;
 
 pub use build::build;
 pub use manifest::{Metadata, SecretManifest};
 pub use service_tokens::ServiceCredential;
+use watch_backoff::Retry;
 
 use portcullis_core::{Policy, PolicyId, RouteTable};
 use std::{collections::HashMap, sync::Arc};

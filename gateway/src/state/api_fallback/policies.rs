@@ -5,10 +5,7 @@
 use super::Listed;
 use crate::{shutdown::Signal, state::merger::Shared};
 use futures::StreamExt as _;
-use kube::{
-    Api,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, runtime::watcher};
 use portcullis_crds::AccessPolicy;
 use portcullis_protocol::Applied;
 use std::{collections::HashSet, sync::Arc};
@@ -32,27 +29,37 @@ pub(super) async fn follow(
     relists: Relists,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config).boxed();
+    let mut retry = crate::state::Retry::new();
     let mut relist: Option<HashSet<(String, String)>> = None;
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
             () = shutdown.wait() => return,
         };
+        let event = match event {
+            None => return,
+            Some(Err(error)) => {
+                warn!(%error, "policy watch failed; retrying");
+                if !retry.failed(&error, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(event)) => {
+                retry.succeeded();
+                event
+            }
+        };
         let now = crate::clock::now();
         let mut merger = shared.lock();
         let fleet = merger.fleet_mut();
         let applied = match event {
-            None => return,
-            Some(Err(error)) => {
-                warn!(%error, "policy watch failed; retrying");
-                Applied::Unchanged
-            }
-            Some(Ok(watcher::Event::Init)) => {
+            watcher::Event::Init => {
                 relist = Some(HashSet::new());
                 Applied::Unchanged
             }
-            Some(Ok(watcher::Event::InitApply(policy))) => {
+            watcher::Event::InitApply(policy) => {
                 if let (Some(keys), Some(ns), Some(name)) = (
                     relist.as_mut(),
                     policy.metadata.namespace.clone(),
@@ -64,7 +71,7 @@ pub(super) async fn follow(
                 fleet.observe_policy(&policy, now);
                 continue;
             }
-            Some(Ok(watcher::Event::InitDone)) => {
+            watcher::Event::InitDone => {
                 let keys = relist.take().unwrap_or_default();
                 if let Relists::RemoveMissing(listed) = &relists {
                     fleet.policies_listed(&keys);
@@ -72,8 +79,8 @@ pub(super) async fn follow(
                 }
                 Applied::Policies
             }
-            Some(Ok(watcher::Event::Apply(policy))) => fleet.observe_policy(&policy, now),
-            Some(Ok(watcher::Event::Delete(policy))) => match (
+            watcher::Event::Apply(policy) => fleet.observe_policy(&policy, now),
+            watcher::Event::Delete(policy) => match (
                 policy.metadata.namespace.as_deref(),
                 policy.metadata.name.as_deref(),
                 policy.metadata.uid.as_deref(),

@@ -24,10 +24,7 @@
 use super::policies::{self, Relists};
 use crate::{shutdown::Signal, state::feed::Feed, state::merger::Shared};
 use futures::StreamExt as _;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use portcullis_crds::{AccessPolicy, AccessSession};
 use portcullis_protocol::{Applied, SessionEntry};
 use std::{sync::Arc, time::Duration};
@@ -78,7 +75,8 @@ async fn follow_revoked(
     feed: Arc<Feed>,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config).boxed();
+    let mut retry = crate::state::Retry::new();
     // Objects of a list under way are merged as they come and published with the whole list.
     let mut listing = false;
     loop {
@@ -86,17 +84,26 @@ async fn follow_revoked(
             event = stream.next() => event,
             () = shutdown.wait() => return,
         };
-        let session = match event {
+        let event = match event {
             None => return,
             Some(Err(error)) => {
                 warn!(%error, "revoked-session watch failed; retrying");
+                if !retry.failed(&error, &mut shutdown).await {
+                    return;
+                }
                 continue;
             }
-            Some(Ok(watcher::Event::Init)) => {
+            Some(Ok(event)) => {
+                retry.succeeded();
+                event
+            }
+        };
+        let session = match event {
+            watcher::Event::Init => {
                 listing = true;
                 continue;
             }
-            Some(Ok(watcher::Event::InitDone)) => {
+            watcher::Event::InitDone => {
                 listing = false;
                 if !feed.revocations_watched() {
                     info!("following revocations at the API server");
@@ -105,12 +112,10 @@ async fn follow_revoked(
                 shared.lock().publish(Applied::Sessions);
                 continue;
             }
-            Some(Ok(watcher::Event::InitApply(session) | watcher::Event::Apply(session))) => {
-                session
-            }
+            watcher::Event::InitApply(session) | watcher::Event::Apply(session) => session,
             // A deleted session ends through the stream or the fallback: its deletion is not a
             // revocation this selector could tell from leaving it.
-            Some(Ok(watcher::Event::Delete(_))) => continue,
+            watcher::Event::Delete(_) => continue,
         };
         let Some(entry) = revoked_entry(&session) else {
             continue;

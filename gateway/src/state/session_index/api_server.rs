@@ -6,10 +6,7 @@
 use super::SessionIndex;
 use crate::shutdown::Signal;
 use futures::StreamExt as _;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use portcullis_crds::AccessSession;
 use portcullis_protocol::SessionEntry;
 use portcullis_runtime::Relist;
@@ -63,7 +60,8 @@ pub async fn follow_sessions<S: SessionSink>(
     mut sink: S,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config).boxed();
+    let mut retry = crate::state::Retry::new();
     let mut relist = Relist::<String>::default();
     loop {
         let event = tokio::select! {
@@ -75,8 +73,12 @@ pub async fn follow_sessions<S: SessionSink>(
             None => return,
             Some(Err(error)) => {
                 warn!(%error, "session watch failed; retrying");
+                if !retry.failed(&error, &mut shutdown).await {
+                    return;
+                }
             }
             Some(Ok(event)) => {
+                retry.succeeded();
                 if apply(&mut sink, &mut relist, event, now) {
                     sink.publish(now);
                 }
