@@ -26,6 +26,13 @@ if [ ${#node_missing[@]} -gt 0 ] || [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# The fuzz targets (fuzz/, hack/fuzz.sh) need the nightly toolchain, which the machine image
+# has; cargo-fuzz itself is installed from crates.io when missing.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "hack/test.sh: the fuzz targets need the nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 1
+fi
+
 hack/build-tools.sh
 eval "$(hack/tools-env.sh)"
 
@@ -38,9 +45,31 @@ export PORTCULLIS_STACK_DIR
 cargo build --workspace --all-targets --locked
 # The images the in-cluster test imports into its node (static release binaries).
 hack/build-images.sh
+# The fuzz targets build (release, coverage-instrumented, their own target directory outside
+# the checkout) in the background at the lowest priority while the integration tests run,
+# which mostly wait on processes; each target then runs for a bounded time after the tests.
+# A filtered run (arguments given) skips them.
+fuzz_build=""
+fuzz_log="$(dirname "$PORTCULLIS_STACK_DIR")/fuzz-build.log"
+if [ $# -eq 0 ]; then
+  FUZZ_SANITIZER=none setsid nice -n 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1 &
+  fuzz_build=$!
+fi
 stop_stack() {
+  if [ -n "$fuzz_build" ]; then kill -- -"$fuzz_build" 2>/dev/null || true; fi
   target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
 }
 trap stop_stack EXIT
 
 cargo test --workspace --locked --no-fail-fast "$@"
+
+if [ -n "$fuzz_build" ]; then
+  if ! wait "$fuzz_build"; then
+    fuzz_build=""
+    echo "hack/test.sh: building the fuzz targets failed:" >&2
+    tail -n 40 "$fuzz_log" >&2
+    exit 1
+  fi
+  fuzz_build=""
+  FUZZ_SANITIZER=none FUZZ_SECONDS="${FUZZ_SECONDS:-15}" hack/fuzz.sh
+fi

@@ -56,6 +56,14 @@ enum Records {
 }
 
 impl Records {
+    /// Where the records live, for reports.
+    fn mode(&self) -> &'static str {
+        match self {
+            Self::Cluster(_) => "AccessSessions",
+            Self::Local(_) => "standalone",
+        }
+    }
+
     async fn all(&self) -> Result<Vec<AccessSession>> {
         match self {
             Self::Cluster(api) => Ok(api.list(&Default::default()).await?.items),
@@ -399,16 +407,40 @@ async fn a_refresh_the_provider_refuses_ends_the_session(run: Run) -> Result<()>
 }
 
 both_ways!(while_the_provider_is_down_each_policy_decides, "lc-down");
+/// Fault matrix, row "identity provider down": a `KeepUntilExpiry` policy serves its live
+/// session through the outage with no failed request, also after the gateway restarts during
+/// it; a `FailClosed` policy refuses the session once a refresh has failed.
 async fn while_the_provider_is_down_each_policy_decides(run: Run) -> Result<()> {
-    let (gateway, mut dex) = start(&run, "3s").await?;
+    let (mut gateway, mut dex) = start(&run, "3s").await?;
     let browser = login(&gateway, &dex).await?;
     ensure!(status(&browser, &gateway, APPS[0]).await? == 200);
 
     dex.stop().await?;
-    let session = active_until(&browser, &gateway, &run.records, "failingSince", |s| {
-        refresh(s).failing_since.is_some()
-    })
-    .await?;
+    let down = Instant::now();
+    let (mut asked, mut failed) = (0, Vec::new());
+    let mut lenient = async |gateway: &GatewayProcess| -> Result<()> {
+        for app in &APPS[1..] {
+            asked += 1;
+            let code = status(&browser, gateway, *app).await?;
+            if code != 200 {
+                failed.push(format!("{app:?}: {code}"));
+            }
+        }
+        Ok(())
+    };
+    let session = loop {
+        lenient(&gateway).await?;
+        let session = run.records.only().await?;
+        if refresh(&session).failing_since.is_some() {
+            break session;
+        }
+        ensure!(
+            down.elapsed() < Duration::from_secs(60),
+            "no failingSince: {:?}",
+            session.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     ensure!(
         !session.spec.revoked,
         "a transient failure revoked the session"
@@ -420,6 +452,7 @@ async fn while_the_provider_is_down_each_policy_decides(run: Run) -> Result<()> 
     // The gateway's index follows the record within moments.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
+        lenient(&gateway).await?;
         let strict = status(&browser, &gateway, APPS[0]).await?;
         if strict == StatusCode::UNAUTHORIZED.as_u16() {
             break;
@@ -430,12 +463,31 @@ async fn while_the_provider_is_down_each_policy_decides(run: Run) -> Result<()> 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for app in &APPS[1..] {
+    let refused_after = down.elapsed();
+    // A gateway restarted during the outage keeps both decisions.
+    gateway
+        .restart(env!("CARGO_BIN_EXE_portcullis-gateway").as_ref())
+        .await?;
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(4) {
+        lenient(&gateway).await?;
+        let strict = status(&browser, &gateway, APPS[0]).await?;
         ensure!(
-            status(&browser, &gateway, *app).await? == 200,
-            "KeepUntilExpiry must keep the session while the provider is down ({app:?})"
+            strict == StatusCode::UNAUTHORIZED.as_u16(),
+            "FailClosed admits after a restart: {strict}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!(
+        "FAULT idp-down ({}): KeepUntilExpiry {asked} requests, {} failed (a gateway restart \
+         included); FailClosed refused {refused_after:?} after the provider went down",
+        run.records.mode(),
+        failed.len()
+    );
+    ensure!(
+        failed.is_empty(),
+        "KeepUntilExpiry must keep the session while the provider is down: {failed:?}"
+    );
     Ok(())
 }
 

@@ -155,6 +155,11 @@ impl FleetState {
             sessions,
         } = frame
         {
+            // An older snapshot of the instance we follow is a replay: its list would end the
+            // sessions created since, and the position would move back.
+            if self.instance.as_deref() == Some(instance.as_str()) && version < self.version {
+                return Ok(Applied::Unchanged);
+            }
             self.apply_snapshot(policies, secrets, sessions, now);
             self.instance = Some(instance);
             self.version = version;

@@ -885,3 +885,28 @@ fn applied_policies_keep_their_pair_form_on_the_wire() {
         2
     );
 }
+
+#[test]
+fn an_older_snapshot_of_the_same_instance_is_a_replay() {
+    // Found by the `stream_frames` fuzz target: the position moved back from 3 to 2.
+    let mut state = FleetState::new(SKEW);
+    let live = session("s1", "u1", NOW + 3600, false);
+    state
+        .apply(snapshot("op-1", 3, vec![], vec![live.clone()]), NOW)
+        .expect("snapshot");
+    let older = state
+        .apply(snapshot("op-1", 2, vec![], vec![]), NOW)
+        .expect("a replay is not an error");
+    assert_eq!(older, Applied::Unchanged);
+    assert_eq!(state.position(), Some(("op-1", 3)));
+    assert_eq!(
+        ended(&state, "s1"),
+        Some(false),
+        "a replayed list ended a session"
+    );
+    // Another instance's snapshot is a new stream, whatever its version.
+    state
+        .apply(snapshot("op-2", 1, vec![], vec![live]), NOW)
+        .expect("another instance");
+    assert_eq!(state.position(), Some(("op-2", 1)));
+}

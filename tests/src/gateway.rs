@@ -474,6 +474,17 @@ impl GatewayProcess {
     pub async fn stop(&mut self) -> Result<()> {
         self.process.stop(Duration::from_secs(5)).await.map(|_| ())
     }
+
+    /// Stops the gateway and starts `binary` again with the same files and settings on the same
+    /// ports (a restarted pod behind the same Service), waiting until it is ready.
+    pub async fn restart(&mut self, binary: &Path) -> Result<()> {
+        self.stop().await?;
+        let mut config = self.config.clone();
+        config.port = self.addr.port();
+        config.ops_port = self.ops_addr.port();
+        *self = Self::start(binary, config, self.files.clone()).await?;
+        Ok(())
+    }
 }
 
 /// Where a gateway under test records its logins.
