@@ -246,7 +246,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Signing keys.
+/// Signing keys, and how often key files are looked at.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KeyArgs {
     /// PKCS#8 P-256 private key (PEM) new tokens are signed with.
@@ -262,6 +262,11 @@ pub struct KeyArgs {
         value_delimiter = ','
     )]
     pub previous_signing_key_files: Vec<PathBuf>,
+    /// How often the key files (signing keys, session keys, identity providers' client
+    /// secrets) are read to see whether they changed; a change is put in force without a
+    /// restart.
+    #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub key_reload_interval: Duration,
 }
 
 /// `PORTCULLIS_IDP_CONFIG`: the identity providers, by name.
