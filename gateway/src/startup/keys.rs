@@ -73,15 +73,36 @@ fn signing_keys(keys: &config::KeyArgs, contents: &[Vec<u8>]) -> anyhow::Result<
     KeySet::from_pems(current, next, &previous).context("loading signing keys")
 }
 
-/// The key ids of `keys`, for the log: the current one, then every one accepted.
-fn describe_signing(keys: &KeySet) -> String {
-    let accepted: Vec<&str> = keys
-        .jwks()
+/// The ids of every key `keys` accepts (current, next, previous).
+fn accepted_kids(keys: &KeySet) -> impl Iterator<Item = &str> {
+    keys.jwks()
         .keys
         .iter()
         .filter_map(|k| k.common.key_id.as_deref())
-        .collect();
+}
+
+/// The key ids of `keys`, for the log: the current one, then every one accepted.
+fn describe_signing(keys: &KeySet) -> String {
+    let accepted: Vec<&str> = accepted_kids(keys).collect();
     format!("current {}; published {accepted:?}", keys.current_kid())
+}
+
+/// Refuses a reload whose keys no longer include `in_use`, the key that signs or seals now:
+/// everything `made` with it would stop working at once (everyone logged out, or every stored
+/// refresh token unreadable). That is what a rotation looks like that forgot to keep the old
+/// key as a previous one, or a Secret updated before the one holding the previous keys. A
+/// restart drops a key on purpose.
+fn keeps<'a>(
+    in_use: &str,
+    mut accepted: impl Iterator<Item = &'a str>,
+    made: &str,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        accepted.any(|id| id == in_use),
+        "the files no longer hold key {in_use}, the one in use: {made} would stop working at \
+         once. Keep it as a previous key (or restart the gateway to drop it on purpose)"
+    );
+    Ok(())
 }
 
 /// The signing keys as configured, published to the gateway through a channel, and the
@@ -97,6 +118,8 @@ pub(super) fn signing(
     let (keys, issuer) = (keys.clone(), issuer.to_owned());
     let apply = Box::new(move |contents: &[Vec<u8>]| {
         let set = signing_keys(&keys, contents)?;
+        let in_use = publish.borrow().keys().current_kid().to_owned();
+        keeps(&in_use, accepted_kids(&set), "tokens signed with it")?;
         let in_force = describe_signing(&set);
         publish.send_replace(Arc::new(Signing::new(Arc::new(set), &issuer)));
         Ok(in_force)
@@ -150,6 +173,9 @@ pub(super) fn session(
     let (current, previous) = (current.to_owned(), previous.to_vec());
     let apply = Box::new(move |contents: &[Vec<u8>]| {
         let ring = session_ring(&current, &previous, contents)?;
+        let in_use = publish.borrow().current_id().to_owned();
+        let accepted = std::iter::once(ring.current_id()).chain(ring.previous_ids());
+        keeps(&in_use, accepted, "refresh tokens sealed with it")?;
         let in_force = describe_session(&ring);
         publish.send_replace(Arc::new(ring));
         Ok(in_force)
@@ -288,6 +314,18 @@ mod tests {
         let header = jsonwebtoken::decode_header(&fresh).expect("header");
         assert_eq!(header.kid, Some(kid(&b)));
 
+        // A rotation that drops the key in use (not kept as previous) would log everyone out:
+        // refused, the set in force stays.
+        replace(&current, signing_pem().as_bytes());
+        replace(&previous, b"");
+        super::super::reload::check_all(&mut followers, &metrics);
+        assert!(
+            Arc::ptr_eq(&receiver.borrow().clone(), &after),
+            "the key in use was dropped"
+        );
+        replace(&current, b.as_bytes());
+        replace(&previous, a.as_bytes());
+
         // Garbage, then a current key gone: the set in force stays.
         for broken in [b"not a key".as_slice(), b"\n"] {
             replace(&current, broken);
@@ -298,7 +336,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(
-                r#"portcullis_gateway_key_reloads_total{kind="signing",result="failure"} 2"#
+                r#"portcullis_gateway_key_reloads_total{kind="signing",result="failure"} 3"#
             ),
             "{text}"
         );
@@ -333,6 +371,13 @@ mod tests {
         assert!(rotated.is_stale(&sealed));
         let new = rotated.seal("sid", "refresh-token").expect("seal");
         assert!(new.starts_with(&format!("v1.{}.", rotated.current_id())));
+
+        // A ring without the key that seals now would strand what it sealed: refused.
+        replace(&current, &[4u8; 32]);
+        replace(&previous, &[1u8; 32]);
+        super::super::reload::check_all(&mut followers, &metrics);
+        assert!(Arc::ptr_eq(&ring.borrow().clone(), &rotated));
+        replace(&current, &[2u8; 32]);
 
         // A key of the wrong length keeps the ring.
         replace(&current, &[3u8; 31]);

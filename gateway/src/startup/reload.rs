@@ -8,10 +8,10 @@
 //! at a file: it reads whatever the last successful reload published.
 //!
 //! Fail closed, lose nothing: files that do not load (a key that does not parse, a current key
-//! that is gone) leave every key in use as it was, are logged as an error (naming files, never
-//! their content) and counted (`key_reloads_total{result="failure"}`), and
-//! `key_files_rejected` stays 1 until a later change loads. Each change is tried once: a bad
-//! file is not reported again at every poll.
+//! that is gone, a set without the key signing now: see `keys`) leave every key in use as it
+//! was, are logged as an error (naming files, never their content) and counted
+//! (`key_reloads_total{result="failure"}`), and `key_files_rejected` stays 1 until a later
+//! change loads. Each change is tried once: a bad file is not reported again at every poll.
 
 use crate::{
     metrics::{KeyKind, Metrics},
