@@ -236,6 +236,14 @@ impl LoginRateArgs {
     }
 }
 
+/// A duration above zero (a timer cannot tick every 0 s).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        interval if interval.is_zero() => Err(format!("{s:?} is not a positive interval")),
+        interval => Ok(interval),
+    }
+}
+
 /// A positive, finite number of requests per second.
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -246,7 +254,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Signing keys.
+/// Signing keys, and how often key files are looked at.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KeyArgs {
     /// PKCS#8 P-256 private key (PEM) new tokens are signed with.
@@ -262,6 +270,11 @@ pub struct KeyArgs {
         value_delimiter = ','
     )]
     pub previous_signing_key_files: Vec<PathBuf>,
+    /// How often the key files (signing keys, session keys, identity providers' client
+    /// secrets) are read to see whether they changed; a change is put in force without a
+    /// restart.
+    #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub key_reload_interval: Duration,
 }
 
 /// `PORTCULLIS_IDP_CONFIG`: the identity providers, by name.
@@ -378,5 +391,17 @@ impl ListenArgs {
     /// The trusted-proxy CIDRs, without empty entries.
     pub fn trusted_proxies(&self) -> Vec<IpNet> {
         self.trusted_proxies.iter().flatten().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_reload_interval_of_zero_is_refused() {
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("soon").is_err());
     }
 }

@@ -9,18 +9,16 @@ use crate::{
     proxy::Proxy,
     rate_limit::RateLimit,
     sessions::{SessionRecorder, pending::PendingRevocations, refresh::Refresher},
+    signing::{Signing, SigningSource},
     state::{Snapshot, session_index::SessionIndex},
-    tokens::{AssertionClaims, HandoffClaims, LoginClaims, SsoClaims},
+    tokens::AssertionClaims,
 };
-use portcullis_core::token::{AppClaims, KeySet, TokenKind, Verifier};
+use portcullis_core::token::{AppClaims, TokenKind};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 use tokio::sync::watch;
-
-/// Verified tokens kept per kind (each entry is a few hundred bytes).
-const VERIFIER_CAPACITY: usize = 100_000;
 
 /// (app token, host) → the assertion minted for it.
 type AssertionCache = HashMap<(Arc<str>, String), CachedAssertion>;
@@ -61,11 +59,8 @@ struct Inner {
     settings: Settings,
     issuer: String,
     state: watch::Receiver<Arc<Snapshot>>,
-    keys: Arc<KeySet>,
-    app_tokens: Verifier<AppClaims>,
-    sso_tokens: Verifier<SsoClaims>,
-    handoffs: Verifier<HandoffClaims>,
-    logins: Verifier<LoginClaims>,
+    /// The signing keys and their verifiers, replaced as a whole when the key files change.
+    signing: watch::Receiver<Arc<Signing>>,
     providers: Providers,
     proxy: Proxy,
     metrics: Metrics,
@@ -105,11 +100,6 @@ parts! {
     pub(crate) settings: Settings;
     /// The issuer of every token: the auth host's origin.
     pub(crate) issuer: String;
-    pub(crate) keys: Arc<KeySet>;
-    pub(crate) app_tokens: Verifier<AppClaims>;
-    pub(crate) sso_tokens: Verifier<SsoClaims>;
-    pub(crate) handoffs: Verifier<HandoffClaims>;
-    pub(crate) logins: Verifier<LoginClaims>;
     pub(crate) providers: Providers;
     pub(crate) proxy: Proxy;
     /// Public: router tests read the counters the request path writes.
@@ -130,7 +120,7 @@ impl Gateway {
     pub fn new(
         settings: Settings,
         state: watch::Receiver<Arc<Snapshot>>,
-        keys: Arc<KeySet>,
+        keys: impl Into<SigningSource>,
         providers: Providers,
         proxy: Proxy,
         metrics: Metrics,
@@ -142,7 +132,7 @@ impl Gateway {
     pub fn with_sessions(
         settings: Settings,
         state: watch::Receiver<Arc<Snapshot>>,
-        keys: Arc<KeySet>,
+        keys: impl Into<SigningSource>,
         providers: Providers,
         proxy: Proxy,
         metrics: Metrics,
@@ -157,23 +147,9 @@ impl Gateway {
             .as_ref()
             .map(|recorder| PendingRevocations::new(recorder.clone(), metrics.clone()));
         Self(Arc::new(Inner {
-            app_tokens: Verifier::new(
-                keys.clone(),
-                TokenKind::App,
-                issuer.clone(),
-                VERIFIER_CAPACITY,
-            ),
-            sso_tokens: Verifier::new(
-                keys.clone(),
-                TokenKind::Sso,
-                issuer.clone(),
-                VERIFIER_CAPACITY,
-            ),
-            handoffs: Verifier::new(keys.clone(), TokenKind::Handoff, issuer.clone(), 1024),
-            logins: Verifier::new(keys.clone(), TokenKind::Login, issuer.clone(), 1024),
+            signing: keys.into().into_receiver(&issuer),
             issuer,
             state,
-            keys,
             providers,
             proxy,
             metrics,
@@ -191,6 +167,12 @@ impl Gateway {
     /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.0.state.borrow().clone()
+    }
+
+    /// The signing keys in force now, with their verifiers: a read of the channel and a
+    /// reference count, as for the snapshot, and no file is looked at.
+    pub(crate) fn signing(&self) -> Arc<Signing> {
+        self.0.signing.borrow().clone()
     }
 
     /// A receiver of the access state, for those that wait on its changes (leases of open
@@ -240,7 +222,12 @@ impl Gateway {
             iat: now,
             exp,
         };
-        let assertion: Arc<str> = self.0.keys.sign(TokenKind::Assertion, &claims).ok()?.into();
+        let assertion: Arc<str> = self
+            .signing()
+            .keys()
+            .sign(TokenKind::Assertion, &claims)
+            .ok()?
+            .into();
         if let Ok(mut cache) = self.0.assertions.lock() {
             if cache.len() > 50_000 {
                 cache.retain(|_, cached| cached.exp > now);

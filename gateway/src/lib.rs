@@ -12,8 +12,9 @@
 //! - [`gateway`]: the shared handle the handlers work with;
 //! - [`sessions`] (session records, their stores, background refresh) and [`state`] (the access
 //!   snapshot and session index, and the sources that feed them);
-//! - [`idp`], [`http`], [`tokens`], [`cookies`], [`metrics`], [`proxy`], [`clock`],
-//!   [`settings`], [`config`], [`rate_limit`]: building blocks that know nothing of the layers above.
+//! - [`idp`], [`http`], [`tokens`], [`signing`], [`cookies`], [`metrics`], [`proxy`],
+//!   [`clock`], [`settings`], [`config`], [`rate_limit`]: building blocks that know nothing of
+//!   the layers above.
 //!
 //! A request's path through them is tabled in `docs/architecture.md`.
 
@@ -36,6 +37,7 @@ pub mod router;
 pub(crate) mod serve;
 pub mod sessions;
 pub mod settings;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod tokens;

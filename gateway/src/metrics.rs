@@ -11,8 +11,10 @@ use std::{
     time::Duration,
 };
 
+mod keys;
 mod labels;
 
+pub use keys::KeyKind;
 pub use labels::{CheckResult, Confirmation, Lapsed, Rejection, SessionWrite};
 use labels::{
     ConfirmationLabel, EndpointLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel,
@@ -80,6 +82,14 @@ impl Registrar<'_> {
         self.0.register(name, help, metric.clone());
         metric
     }
+
+    /// A labelled family, registered empty.
+    fn family<S, M>(&mut self, name: &str, help: &str) -> Family<S, M>
+    where
+        Family<S, M>: prometheus_client::registry::Metric + Clone + Default,
+    {
+        self.metric(name, help, Family::default())
+    }
 }
 
 /// The gateway's metrics and their registry.
@@ -108,6 +118,7 @@ pub struct Metrics {
     session_lookups: Family<OutcomeLabel, Counter>,
     pending_revocations: Gauge,
     certificate_expiry: Gauge,
+    keys: keys::KeyMetrics,
 }
 
 impl Default for Metrics {
@@ -131,17 +142,9 @@ impl Metrics {
             logins: add.metric("logins", LOGINS, Family::default()),
             idp_errors: add.metric("idp_errors", IDP_ERRORS, Family::default()),
             upstream_errors: add.metric("upstream_errors", UPSTREAM_ERRORS, Family::default()),
-            session_write_errors: add.metric(
-                "session_write_errors",
-                SESSION_WRITE_ERRORS,
-                Family::default(),
-            ),
+            session_write_errors: add.family("session_write_errors", SESSION_WRITE_ERRORS),
             renewals: add.metric("token_renewals", TOKEN_RENEWALS, Counter::default()),
-            confirmations: add.metric(
-                "session_confirmations",
-                SESSION_CONFIRMATIONS,
-                Family::default(),
-            ),
+            confirmations: add.family("session_confirmations", SESSION_CONFIRMATIONS),
             logins_without_refresh_token: add.metric(
                 "logins_without_refresh_token",
                 LOGINS_WITHOUT_REFRESH_TOKEN,
@@ -154,11 +157,7 @@ impl Metrics {
                 Gauge::default(),
             ),
             state_age: add.metric("state_age_seconds", STATE_AGE_SECONDS, Gauge::default()),
-            connections_closed: add.metric(
-                "connections_closed",
-                CONNECTIONS_CLOSED,
-                Family::default(),
-            ),
+            connections_closed: add.family("connections_closed", CONNECTIONS_CLOSED),
             rate_limited: add.metric("rate_limited", RATE_LIMITED, Family::default()),
             exchanges_cut: add.metric("exchanges_cut", EXCHANGES_CUT, Family::default()),
             state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
@@ -175,6 +174,7 @@ impl Metrics {
                 CERTIFICATE_EXPIRY,
                 Gauge::default(),
             ),
+            keys: keys::KeyMetrics::register(add.0),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
@@ -208,6 +208,7 @@ impl Metrics {
                 reason: lapsed.label(),
             });
         }
+        self.keys.initialize();
         for reason in crate::proxy::ProxyError::CATEGORIES {
             let _ = self.upstream_errors.get_or_create(&ReasonLabel { reason });
         }
@@ -339,11 +340,23 @@ impl Metrics {
             .inc();
     }
 
-    /// How many logout revocations wait for the API server.
+    /// Counts one reload of key material from its files: `loaded`, or refused (and the keys in
+    /// use kept).
+    pub fn key_reload(&self, kind: KeyKind, loaded: bool) {
+        self.keys.reloaded(kind, loaded);
+    }
+
+    /// Whether the files of `kind` on disk are refused now (1 until they load).
+    pub fn key_files_rejected(&self, kind: KeyKind, rejected: bool) {
+        self.keys.rejecting(kind, rejected);
+    }
+
+    /// When the serving certificate presented now expires.
     pub fn certificate_expires(&self, at: i64) {
         self.certificate_expiry.set(at);
     }
 
+    /// How many logout revocations wait for the API server.
     pub fn pending_revocations(&self, len: usize) {
         self.pending_revocations
             .set(i64::try_from(len).unwrap_or(i64::MAX));
@@ -408,6 +421,8 @@ mod tests {
             r#"portcullis_gateway_session_write_errors_total{operation="revoke"} 0"#,
             r#"portcullis_gateway_logins_total{idp="dex"} 0"#,
             r#"portcullis_gateway_session_confirmations_total{idp="dex",outcome="failed"} 0"#,
+            r#"portcullis_gateway_key_reloads_total{kind="signing",result="failure"} 0"#,
+            r#"portcullis_gateway_key_files_rejected{kind="client_secret"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

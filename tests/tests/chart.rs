@@ -1341,7 +1341,7 @@ fn keep_off_renders_no_keep_annotation_and_crds_off_renders_no_crds() -> Result<
 /// take those flags: a flag renamed on one side, or a value rendered in a form clap refuses
 /// (`1e+06`), fails here rather than in a crash-looping pod.
 #[test]
-fn connection_and_rate_values_become_flags_the_binaries_take() -> Result<()> {
+fn connection_rate_and_reload_values_become_flags_the_binaries_take() -> Result<()> {
     let chart = chart().display().to_string();
     let values = example_values("traefik");
     let mut args = vec!["template", "t", &chart, "-f", &values];
@@ -1349,6 +1349,7 @@ fn connection_and_rate_values_become_flags_the_binaries_take() -> Result<()> {
         "gateway.connections.idleTimeout=90s",
         "gateway.connections.maxConnectionsPerClient=0",
         "gateway.loginRateLimit.clients=2000000",
+        "gateway.keyReloadInterval=2s",
         "operator.connections.headerReadTimeout=3s",
         "operator.connections.maxRequestHeadBytes=131072",
     ] {
@@ -1376,6 +1377,7 @@ fn connection_and_rate_values_become_flags_the_binaries_take() -> Result<()> {
         ("gateway", &gateway, "--login-rate-limit=0.5"),
         ("gateway", &gateway, "--login-rate-burst=50"),
         ("gateway", &gateway, "--login-rate-clients=2000000"),
+        ("gateway", &gateway, "--key-reload-interval=2s"),
         ("operator", &operator, "--header-read-timeout=3s"),
         ("operator", &operator, "--max-request-head-bytes=131072"),
         ("operator", &operator, "--tls-handshake-timeout=10s"),

@@ -1620,6 +1620,7 @@ const GATEWAY_LAYERS: &[&[&str]] = &[
         "cookies",
         "clock",
         "settings",
+        "signing",
         "config",
         "hex",
         "rate_limit",

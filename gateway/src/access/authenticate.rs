@@ -71,6 +71,7 @@ pub(super) fn authenticate(
     let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
     let audience = policy.id.to_string();
     let claims = gateway
+        .signing()
         .app_tokens()
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
@@ -166,7 +167,11 @@ pub fn renew(
     now: u64,
 ) -> Option<HeaderValue> {
     let renewed = session::renewed(claims, &policy.session, policy.epoch, now);
-    let token = gateway.keys().sign(TokenKind::App, &renewed).ok()?;
+    let token = gateway
+        .signing()
+        .keys()
+        .sign(TokenKind::App, &renewed)
+        .ok()?;
     let remaining = session::deadlines(&renewed, &policy.session)
         .absolute
         .saturating_sub(now);

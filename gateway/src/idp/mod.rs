@@ -27,7 +27,12 @@ use openidconnect::{
     },
 };
 use serde::{Deserialize, Serialize};
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
 use tokio::sync::RwLock;
 
 /// Claims beyond the standard ones: `groups` (Dex, Okta, Keycloak…) and whatever else the
@@ -79,10 +84,18 @@ type Client = openidconnect::Client<
 /// One configured provider; discovery happens on first use and is retried until it succeeds.
 pub struct Provider {
     config: IdpConfig,
-    secret: String,
+    /// The client secret in force: replaced when its file changes ([`Provider::set_secret`]).
+    secret: Mutex<Arc<str>>,
     redirect: RedirectUrl,
     http: reqwest::Client,
-    client: RwLock<Option<(Arc<Client>, std::time::Instant)>>,
+    client: RwLock<Option<Discovered>>,
+}
+
+/// A discovered client, when it was discovered, and the secret it was built with.
+struct Discovered {
+    client: Arc<Client>,
+    at: Instant,
+    secret: Arc<str>,
 }
 
 impl Provider {
@@ -91,9 +104,24 @@ impl Provider {
         &self.config
     }
 
+    /// Uses `secret` from the next call to the provider on (code exchange, refresh): the
+    /// discovered client is rebuilt with it then, without a new discovery.
+    pub fn set_secret(&self, secret: String) {
+        *self.secret.lock().unwrap_or_else(PoisonError::into_inner) = secret.into();
+    }
+
+    fn secret(&self) -> Arc<str> {
+        self.secret
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     async fn client(&self) -> Result<Arc<Client>, OidcError> {
-        if let Some((client, _)) = self.client.read().await.as_ref() {
-            return Ok(client.clone());
+        if let Some(discovered) = self.client.read().await.as_ref()
+            && discovered.secret == self.secret()
+        {
+            return Ok(discovered.client.clone());
         }
         self.discover(None).await
     }
@@ -104,10 +132,21 @@ impl Provider {
     /// a flood of requests to it.
     async fn discover(&self, stale: Option<&Arc<Client>>) -> Result<Arc<Client>, OidcError> {
         let mut slot = self.client.write().await;
-        if let Some((client, at)) = slot.as_ref() {
-            let replaced = stale.is_some_and(|stale| !Arc::ptr_eq(stale, client));
-            if stale.is_none() || replaced || at.elapsed() < self.config.jwks_refresh_cooldown {
-                return Ok(client.clone());
+        let secret = self.secret();
+        if let Some(discovered) = slot.as_mut() {
+            let replaced = stale.is_some_and(|stale| !Arc::ptr_eq(stale, &discovered.client));
+            if discovered.secret != secret {
+                let client = (*discovered.client)
+                    .clone()
+                    .set_client_secret(ClientSecret::new(secret.to_string()));
+                discovered.client = Arc::new(client);
+                discovered.secret = secret.clone();
+            }
+            if stale.is_none()
+                || replaced
+                || discovered.at.elapsed() < self.config.jwks_refresh_cooldown
+            {
+                return Ok(discovered.client.clone());
             }
         }
         let discovery = |detail: String| OidcError::Discovery {
@@ -122,11 +161,15 @@ impl Provider {
         let client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
-            Some(ClientSecret::new(self.secret.clone())),
+            Some(ClientSecret::new(secret.to_string())),
         )
         .set_redirect_uri(self.redirect.clone());
         let client = Arc::new(client);
-        *slot = Some((client.clone(), std::time::Instant::now()));
+        *slot = Some(Discovered {
+            client: client.clone(),
+            at: Instant::now(),
+            secret,
+        });
         Ok(client)
     }
 }
@@ -138,7 +181,8 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Builds the providers; client secrets are read from their files here, once.
+    /// Builds the providers, with the client secrets in their files now (the reloader hands
+    /// each provider a changed one, [`Provider::set_secret`]).
     pub fn new(
         configs: Vec<IdpConfig>,
         redirect: &str,
@@ -148,16 +192,7 @@ impl Providers {
             RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Config(e.to_string()))?;
         let mut by_name = HashMap::new();
         for config in configs {
-            let secret = std::fs::read_to_string(&config.client_secret_file)
-                .map_err(|e| {
-                    OidcError::Config(format!(
-                        "cannot read the client secret of {} from {}: {e}",
-                        config.name,
-                        config.client_secret_file.display()
-                    ))
-                })?
-                .trim()
-                .to_owned();
+            let secret = read_secret(&config.name, &config.client_secret_file)?;
             let name = config.name.clone();
             if let Some(endpoint) = &config.end_session_endpoint
                 && (endpoint.scheme() != "https"
@@ -170,7 +205,7 @@ impl Providers {
             }
             let provider = Provider {
                 config,
-                secret,
+                secret: Mutex::new(secret.into()),
                 redirect: redirect.clone(),
                 http: http.clone(),
                 client: RwLock::new(None),
@@ -198,8 +233,24 @@ impl Providers {
         self.by_name.contains_key(name)
     }
 
+    /// Every configured provider.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.by_name.values()
+    }
+
     /// The configured providers' names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+}
+
+/// The client secret of provider `name` in `file`, without surrounding whitespace.
+pub fn read_secret(name: &str, file: &Path) -> Result<String, OidcError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        OidcError::Config(format!(
+            "cannot read the client secret of {name} from {}: {e}",
+            file.display()
+        ))
+    })?;
+    Ok(text.trim().to_owned())
 }

@@ -29,19 +29,19 @@ pub async fn handoff(gateway: &Gateway, host: &Host, req: &Parts) -> Result<Resp
     let now = now();
     let ticket = query_param(&req.uri, "ticket")
         .ok_or_else(|| Problem::bad_request("missing_ticket", "Missing ticket."))?;
-    let claims: Arc<HandoffClaims> =
-        gateway
-            .handoffs()
-            .verify(&ticket, None, now)
-            .map_err(|error| {
-                gateway
-                    .metrics()
-                    .token_rejected(crate::metrics::Rejection::Token(&error));
-                Problem::bad_request(
-                    "invalid_ticket",
-                    "This sign-in link is invalid or has expired.",
-                )
-            })?;
+    let claims: Arc<HandoffClaims> = gateway
+        .signing()
+        .handoffs()
+        .verify(&ticket, None, now)
+        .map_err(|error| {
+            gateway
+                .metrics()
+                .token_rejected(crate::metrics::Rejection::Token(&error));
+            Problem::bad_request(
+                "invalid_ticket",
+                "This sign-in link is invalid or has expired.",
+            )
+        })?;
     if !crate::login::bind::holds(&req.headers, &claims.bind) {
         return Err(Problem::bad_request(
             "wrong_browser",
@@ -138,6 +138,7 @@ fn app_token_cookie(
         puid: policy.uid.clone(),
     };
     let token = gateway
+        .signing()
         .keys()
         .sign(TokenKind::App, &app)
         .map_err(|_| Problem::internal("signing_failed"))?;

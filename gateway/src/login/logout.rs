@@ -92,6 +92,7 @@ pub async fn auth_host(
     let mut at_provider = None;
     if let Some(sso) = cookies::get(&jar, cookies::SSO)
         && let Ok(session) = gateway
+            .signing()
             .sso_tokens()
             .verify(sso, Some(gateway.issuer()), now)
     {

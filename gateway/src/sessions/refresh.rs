@@ -36,7 +36,25 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tokio::sync::watch;
 use tracing::warn;
+
+/// The session keys of a refresher: a fixed ring, or a channel the reloader publishes new rings
+/// on.
+pub struct KeyRingSource(watch::Receiver<Arc<KeyRing>>);
+
+impl From<Arc<KeyRing>> for KeyRingSource {
+    fn from(ring: Arc<KeyRing>) -> Self {
+        // The sender is dropped: the ring stays readable and never changes.
+        Self(watch::channel(ring).1)
+    }
+}
+
+impl From<watch::Receiver<Arc<KeyRing>>> for KeyRingSource {
+    fn from(receiver: watch::Receiver<Arc<KeyRing>>) -> Self {
+        Self(receiver)
+    }
+}
 
 /// How long a refresh claim is held. The provider call gets the claim minus [`WRITE_BACK`]
 /// (its HTTP client gives up after 10 s per call anyway), and the whole attempt is cut off at
@@ -62,7 +80,8 @@ struct Active {
 /// The background refresher of one gateway.
 pub struct Refresher {
     recorder: SessionRecorder,
-    key: Arc<KeyRing>,
+    /// The session keys, replaced as a whole when their files change.
+    key: watch::Receiver<Arc<KeyRing>>,
     providers: Providers,
     holder: String,
     metrics: Metrics,
@@ -72,14 +91,14 @@ pub struct Refresher {
 impl Refresher {
     pub fn new(
         recorder: SessionRecorder,
-        key: Arc<KeyRing>,
+        key: impl Into<KeyRingSource>,
         providers: Providers,
         holder: String,
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             recorder,
-            key,
+            key: key.into().0,
             providers,
             holder,
             metrics,
@@ -87,9 +106,10 @@ impl Refresher {
         })
     }
 
-    /// The keys refresh tokens are sealed with.
-    pub fn key(&self) -> &KeyRing {
-        &self.key
+    /// The keys refresh tokens are sealed with now. Read once per seal or open: a new token is
+    /// sealed with the key that is current when it is sealed.
+    pub fn key(&self) -> Arc<KeyRing> {
+        self.key.borrow().clone()
     }
 
     /// Notes that session `sid` (logged in through `idp`) was used at `now`. Never blocks: if

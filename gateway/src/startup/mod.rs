@@ -2,6 +2,7 @@
 //! access state from its source, session services, the servers) and runs it until shutdown.
 
 mod keys;
+mod reload;
 mod servers;
 mod source;
 
@@ -22,8 +23,6 @@ use tracing::info;
 
 /// Runs the gateway configured by `args` until a shutdown signal.
 pub async fn run(args: config::Args) -> anyhow::Result<()> {
-    let keys = Arc::new(keys::signing_keys(&args.keys)?);
-    info!(kid = keys.current_kid(), "signing keys loaded");
     let auth_host =
         Host::parse(&args.auth.auth_host).map_err(|e| anyhow::anyhow!("--auth-host: {e}"))?;
     let settings = Settings {
@@ -41,6 +40,9 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
         .map(keys::read)
         .transpose()?;
     let providers = providers(&args, &settings, extra_ca.as_deref())?;
+    let (keys, signing_follower) = keys::signing(&args.keys, &settings.issuer())?;
+    let mut followers = vec![signing_follower];
+    followers.extend(providers.all().cloned().map(keys::client_secret));
     let proxy = Proxy::new(ProxyConfig {
         extra_roots_pem: extra_ca,
         ..ProxyConfig::default()
@@ -56,8 +58,18 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     .await?;
     let metrics = Metrics::new();
     metrics.initialize(providers.names());
-    let (sessions, refresh_task) =
-        session_services(&args.auth, records, &providers, &metrics, &signal)?;
+    let (sessions, refresh_task) = session_services(
+        &args.auth,
+        records,
+        (&providers, &metrics, &signal),
+        &mut followers,
+    )?;
+    let reload = reload::spawn(
+        followers,
+        args.keys.key_reload_interval,
+        metrics.clone(),
+        signal.clone(),
+    );
     let gateway =
         Gateway::with_sessions(settings, state, keys, providers, proxy, metrics, sessions);
     let servers = servers::spawn(&args.listen, gateway, signal).await?;
@@ -65,29 +77,34 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     info!("shutting down");
     trigger.fire();
     drain(servers, refresh_task).await;
+    let _ = reload.await;
     Ok(())
 }
 
 /// Session services when logins are recorded: the recorder, the index, and background refresh
-/// (spawned here) when a session key is configured.
+/// (spawned here) when a session key is configured; the session keys' follower joins
+/// `followers`.
 fn session_services(
     auth: &config::AuthArgs,
     records: source::Sessions,
-    providers: &Providers,
-    metrics: &Metrics,
-    signal: &shutdown::Signal,
+    (providers, metrics, signal): (&Providers, &Metrics, &shutdown::Signal),
+    followers: &mut Vec<reload::Follower>,
 ) -> anyhow::Result<(Option<SessionServices>, Option<JoinHandle<()>>)> {
     let Some((recorder, index)) = records else {
         return Ok((None, None));
     };
     let refresher = match &auth.session_key_file {
-        Some(path) => Some(Refresher::new(
-            recorder.clone(),
-            Arc::new(keys::session_keys(path, &auth.previous_session_key_files)?),
-            providers.clone(),
-            holder_identity(),
-            metrics.clone(),
-        )),
+        Some(path) => {
+            let (ring, follower) = keys::session(path, &auth.previous_session_key_files)?;
+            followers.push(follower);
+            Some(Refresher::new(
+                recorder.clone(),
+                ring,
+                providers.clone(),
+                holder_identity(),
+                metrics.clone(),
+            ))
+        }
         None => {
             tracing::warn!(
                 "no --session-key-file: refresh tokens are not kept and sessions are \

@@ -34,6 +34,7 @@ pub(super) async fn callback(gateway: &Gateway, req: &Parts) -> Response {
     let login = cookies::get(&jar, &name)
         .and_then(|token| {
             gateway
+                .signing()
                 .logins()
                 .verify(token, Some(gateway.issuer()), now)
                 .ok()
@@ -217,6 +218,7 @@ fn sealed_refresh_token(
 /// The SSO cookie of `session`.
 fn sso_cookie(gateway: &Gateway, session: &SsoClaims) -> Result<HeaderValue, Problem> {
     let token = gateway
+        .signing()
         .keys()
         .sign(TokenKind::Sso, session)
         .map_err(|_| Problem::internal("signing_failed"))?;

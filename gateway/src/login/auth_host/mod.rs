@@ -47,7 +47,7 @@ pub async fn handle(gateway: &Gateway, req: Request) -> Response {
     }
     match req.uri.path() {
         "/.well-known/jwks.json" => {
-            let mut response = Json(gateway.keys().jwks()).into_response();
+            let mut response = Json(gateway.signing().keys().jwks()).into_response();
             response.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=300"),
@@ -158,6 +158,7 @@ fn handoff(
         exp: now + HANDOFF_TIMEOUT_SECS,
     };
     let token = gateway
+        .signing()
         .keys()
         .sign(TokenKind::Handoff, &ticket)
         .map_err(|_| Problem::internal("signing_failed"))?;

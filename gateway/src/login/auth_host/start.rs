@@ -99,6 +99,7 @@ async fn single_sign_on(
     let Some(session) = cookies::get(jar, cookies::SSO)
         .and_then(|sso| {
             gateway
+                .signing()
                 .sso_tokens()
                 .verify(sso, Some(gateway.issuer()), now)
                 .ok()
@@ -185,6 +186,7 @@ async fn to_provider(
         exp: now + LOGIN_TIMEOUT_SECS,
     };
     let token = gateway
+        .signing()
         .keys()
         .sign(TokenKind::Login, &claims)
         .map_err(|_| Problem::internal("signing_failed"))?;

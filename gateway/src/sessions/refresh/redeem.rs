@@ -80,7 +80,7 @@ impl Refresher {
 
     /// Opens the sealed refresh token, or says what that means for the session.
     fn open(&self, sid: &str, sealed: &str) -> Result<String, RefreshOutcome> {
-        match self.key.open(sid, sealed) {
+        match self.key().open(sid, sealed) {
             Ok(token) => Ok(token),
             // Sealed by a replica with another key (mid-rotation): not this gateway's to judge,
             // and no failure either (a FailClosed policy would refuse the session everywhere).
@@ -105,13 +105,14 @@ impl Refresher {
         token: &str,
         rotated: Option<&str>,
     ) -> Result<Option<String>, RefreshError> {
+        let key = self.key();
         let to_store = match rotated {
             Some(new) if new != token => Some(new),
-            _ if self.key.is_stale(sealed) => Some(token),
+            _ if key.is_stale(sealed) => Some(token),
             _ => None,
         };
         to_store
-            .map(|t| self.key.seal(sid, t))
+            .map(|t| key.seal(sid, t))
             .transpose()
             .map_err(|error| RefreshError::Transient(error.to_string()))
     }
