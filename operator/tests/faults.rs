@@ -455,16 +455,20 @@ async fn until_sessions_watchable(client: &Client, ns: &str, version: &str) -> R
 }
 
 /// Waits until every gateway's revoked-session watch has been answered by the restarted API
-/// server (410 Gone: it lists again), as its log says.
-async fn until_resumed(fleet: &Fleet) -> Result<()> {
+/// server: a watch that was listed before resumes and is answered 410 Gone (its log says so); a
+/// gateway restarted meanwhile lists for the first time (its `/readyz` says so).
+async fn until_resumed(fleet: &Fleet, listed_before: &[bool]) -> Result<()> {
     let deadline = Instant::now() + LIMIT;
-    for gateway in &fleet.gateways {
+    for (i, gateway) in fleet.gateways.iter().enumerate() {
         loop {
-            let log = std::fs::read_to_string(gateway.log_path()).unwrap_or_default();
-            if log
-                .lines()
-                .any(|l| l.contains("revoked-session watch failed") && gone_answer(l))
-            {
+            let answered = if listed_before[i] {
+                let log = std::fs::read_to_string(gateway.log_path()).unwrap_or_default();
+                log.lines()
+                    .any(|l| l.contains("revoked-session watch failed") && gone_answer(l))
+            } else {
+                readyz(fleet, i).await.1.contains("revocations watched")
+            };
+            if answered {
                 break;
             }
             ensure!(
@@ -511,12 +515,16 @@ async fn after_an_api_server_outage_revocations_are_enforced_at_once() -> Result
         let restarted = down.elapsed();
         let again = Load::start(vec![probes[1].clone()], live_tokens.clone());
         tokio::time::sleep_until((down + fault_length()).into()).await;
+        let mut listed_before = Vec::new();
+        for i in 0..fleet.gateways.len() {
+            listed_before.push(readyz(&fleet, i).await.1.contains("revocations watched"));
+        }
         stack.start_apiserver().await?;
         let lasted = down.elapsed();
         let warm = Instant::now();
         until_sessions_watchable(&stack.client().await?, ns, &version).await?;
         let answered = warm.elapsed();
-        until_resumed(&fleet).await?;
+        until_resumed(&fleet, &listed_before).await?;
         let resumed = warm.elapsed();
         let took = revoke_spread(&fleet, &probes, &victims, Duration::from_secs(5)).await?;
         let (asked, failed) = load.finish().await?;
