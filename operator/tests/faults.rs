@@ -464,7 +464,7 @@ async fn until_resumed(fleet: &Fleet, listed_before: &[bool]) -> Result<()> {
             let answered = if listed_before[i] {
                 let log = std::fs::read_to_string(gateway.log_path()).unwrap_or_default();
                 log.lines()
-                    .any(|l| l.contains("revoked-session watch failed") && gone_answer(l))
+                    .any(|l| l.contains("watch=\"revoked sessions\"") && gone_answer(l))
             } else {
                 readyz(fleet, i).await.1.contains("revocations watched")
             };

@@ -27,7 +27,7 @@ mod watch_backoff;
 pub use build::build;
 pub use manifest::{Metadata, SecretManifest};
 pub use service_tokens::ServiceCredential;
-use watch_backoff::Retry;
+use watch_backoff::Watch;
 
 use portcullis_core::{Policy, PolicyId, RouteTable};
 use std::{collections::HashMap, sync::Arc};

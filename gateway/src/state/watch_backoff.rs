@@ -13,16 +13,66 @@
 //! list. Waiting there would only delay the revocations it carries.
 
 use crate::shutdown::Signal;
-use kube::runtime::{
-    utils::Backoff as _,
-    watcher::{self, ExponentialBackoff},
+use futures::{StreamExt as _, stream::BoxStream};
+use kube::{
+    Api, Resource,
+    runtime::{
+        utils::Backoff as _,
+        watcher::{self, ExponentialBackoff, watcher},
+    },
 };
-use std::time::Duration;
+use serde::de::DeserializeOwned;
+use std::{fmt::Debug, time::Duration};
+use tracing::warn;
 
 /// First retry delay.
 const MIN: Duration = Duration::from_millis(100);
 /// Longest delay between retries (before jitter, which adds up to as much again).
 const MAX: Duration = Duration::from_secs(1);
+
+/// One watch of the API server, paced by [`Retry`].
+pub struct Watch<K> {
+    stream: BoxStream<'static, watcher::Result<watcher::Event<K>>>,
+    retry: Retry,
+    /// What it watches, for the log: "policy watch", …
+    what: &'static str,
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    pub fn new(api: Api<K>, config: watcher::Config, what: &'static str) -> Self {
+        Self {
+            stream: watcher(api, config).boxed(),
+            retry: Retry::new(),
+            what,
+        }
+    }
+
+    /// The next event; failures are logged and retried. None when the watch ends or the
+    /// gateway shuts down.
+    pub async fn next(&mut self, shutdown: &mut Signal) -> Option<watcher::Event<K>> {
+        loop {
+            let event = tokio::select! {
+                event = self.stream.next() => event,
+                () = shutdown.wait() => return None,
+            };
+            match event? {
+                Ok(event) => {
+                    self.retry.succeeded();
+                    return Some(event);
+                }
+                Err(error) => {
+                    warn!(%error, watch = self.what, "watch failed; retrying");
+                    if !self.retry.failed(&error, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Paces the retries of one watch.
 pub struct Retry {

@@ -4,12 +4,10 @@
 
 use super::Listed;
 use crate::{shutdown::Signal, state::merger::Shared};
-use futures::StreamExt as _;
 use kube::{Api, runtime::watcher};
 use portcullis_crds::AccessPolicy;
 use portcullis_protocol::Applied;
 use std::{collections::HashSet, sync::Arc};
-use tracing::warn;
 
 /// What a complete list does beyond merging what it lists.
 pub(super) enum Relists {
@@ -29,28 +27,9 @@ pub(super) async fn follow(
     relists: Relists,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).boxed();
-    let mut retry = crate::state::Retry::new();
+    let mut watch = crate::state::Watch::new(api, config, "policies");
     let mut relist: Option<HashSet<(String, String)>> = None;
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => event,
-            () = shutdown.wait() => return,
-        };
-        let event = match event {
-            None => return,
-            Some(Err(error)) => {
-                warn!(%error, "policy watch failed; retrying");
-                if !retry.failed(&error, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
-            Some(Ok(event)) => {
-                retry.succeeded();
-                event
-            }
-        };
+    while let Some(event) = watch.next(&mut shutdown).await {
         let now = crate::clock::now();
         let mut merger = shared.lock();
         let fleet = merger.fleet_mut();

@@ -23,12 +23,11 @@
 
 use super::policies::{self, Relists};
 use crate::{shutdown::Signal, state::feed::Feed, state::merger::Shared};
-use futures::StreamExt as _;
 use kube::{Api, Client, runtime::watcher};
 use portcullis_crds::{AccessPolicy, AccessSession};
 use portcullis_protocol::{Applied, SessionEntry};
 use std::{sync::Arc, time::Duration};
-use tracing::{info, warn};
+use tracing::info;
 
 /// The selector of revoked sessions.
 const REVOKED: &str = "spec.revoked=true";
@@ -75,29 +74,10 @@ async fn follow_revoked(
     feed: Arc<Feed>,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).boxed();
-    let mut retry = crate::state::Retry::new();
+    let mut watch = crate::state::Watch::new(api, config, "revoked sessions");
     // Objects of a list under way are merged as they come and published with the whole list.
     let mut listing = false;
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => event,
-            () = shutdown.wait() => return,
-        };
-        let event = match event {
-            None => return,
-            Some(Err(error)) => {
-                warn!(%error, "revoked-session watch failed; retrying");
-                if !retry.failed(&error, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
-            Some(Ok(event)) => {
-                retry.succeeded();
-                event
-            }
-        };
+    while let Some(event) = watch.next(&mut shutdown).await {
         let session = match event {
             watcher::Event::Init => {
                 listing = true;

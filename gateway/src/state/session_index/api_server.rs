@@ -5,14 +5,13 @@
 
 use super::SessionIndex;
 use crate::shutdown::Signal;
-use futures::StreamExt as _;
 use kube::{Api, Client, runtime::watcher};
 use portcullis_crds::AccessSession;
 use portcullis_protocol::SessionEntry;
 use portcullis_runtime::Relist;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 /// What a watch of session objects feeds.
 pub trait SessionSink: Send + 'static {
@@ -60,29 +59,12 @@ pub async fn follow_sessions<S: SessionSink>(
     mut sink: S,
     mut shutdown: Signal,
 ) {
-    let mut stream = watcher(api, config).boxed();
-    let mut retry = crate::state::Retry::new();
+    let mut watch = crate::state::Watch::new(api, config, "sessions");
     let mut relist = Relist::<String>::default();
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => event,
-            () = shutdown.wait() => return,
-        };
+    while let Some(event) = watch.next(&mut shutdown).await {
         let now = crate::clock::now();
-        match event {
-            None => return,
-            Some(Err(error)) => {
-                warn!(%error, "session watch failed; retrying");
-                if !retry.failed(&error, &mut shutdown).await {
-                    return;
-                }
-            }
-            Some(Ok(event)) => {
-                retry.succeeded();
-                if apply(&mut sink, &mut relist, event, now) {
-                    sink.publish(now);
-                }
-            }
+        if apply(&mut sink, &mut relist, event, now) {
+            sink.publish(now);
         }
     }
 }
