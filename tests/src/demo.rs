@@ -445,9 +445,10 @@ impl Demo {
             self.operator_gone = true;
             eprintln!(
                 "devstack: the operator is gone ({error:#}).\n  The gateways stay Ready and \
-                 keep serving; within seconds they follow the API server themselves \
-                 (/readyz says `source api_server`), so revocations still reach them. Restart \
-                 the demo to bring the operator back."
+                 keep serving; revocations still reach them at once (each watches them at the \
+                 API server), and within seconds they follow the API server for the rest \
+                 (/readyz says `source api_server`). Restart the demo to bring the operator \
+                 back."
             );
         }
         for app in &mut self.apps {
