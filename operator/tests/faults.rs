@@ -206,7 +206,8 @@ async fn any_admitted(probes: &[Probe], tokens: &[&str]) -> Result<usize> {
 /// Row "the operator partitioned from one gateway only": the network between the operator and
 /// the second gateway drops everything (no reset), the gateway stays Ready, and every
 /// revocation made during the partition, from its first second, is enforced at both gateways
-/// within 2 s p99; after the partition heals, nothing revoked is admitted.
+/// within 2 s p99. Restarted during the partition, that gateway has no state and stays
+/// NotReady until the partition heals; after it heals, nothing revoked is admitted.
 #[tokio::test]
 async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Result<()> {
     let cluster = TestCluster::shared().await;
@@ -243,6 +244,15 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
                 until_refused(&probes, token).await.context("epoch raise")?;
             }
             let epoch_took = raised.elapsed();
+            // The partitioned gateway restarted: no operator answers it, so it has no state
+            // and admits nobody until the partition heals.
+            fleet.restart_gateway_unready(1).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (restarted, restarted_text) = readyz(&fleet, 1).await;
+            ensure!(
+                restarted == 503,
+                "a gateway without state is ready: {restarted_text}"
+            );
             let lasted = partitioned.elapsed();
 
             relay.heal();
@@ -254,8 +264,9 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
             eprintln!(
                 "FAULT partition ({lasted:.1?}, gateway 1 on `{text}`): {asked} requests for \
                  live sessions, {} failed; {} revocations enforced at both gateways after p50 \
-                 {p50:?}, p99 {p99:?}, max {max:?}; epoch raise after {epoch_took:?}; revoked \
-                 admitted after recovery: {admitted}",
+                 {p50:?}, p99 {p99:?}, max {max:?}; epoch raise after {epoch_took:?}; gateway 1 \
+                 restarted in the partition: {restarted} until it healed; revoked admitted \
+                 after recovery: {admitted}",
                 failed.len(),
                 took.len()
             );
