@@ -28,21 +28,7 @@ const APP: &str = "app.portcullis.test";
 const OTHER: &str = "other.portcullis.test";
 
 fn manifests(upstream: &str) -> String {
-    let policy = |name: &str, host: &str| {
-        format!(
-            r#"
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{ name: {name}, namespace: demo }}
-spec:
-  hosts: [{host}]
-  identityProviders: [dex]
-  upstream: {{ url: "http://{upstream}" }}
-  rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
----"#
-        )
-    };
-    policy("app", APP) + &policy("other", OTHER)
+    portcullis_tests::fixtures::email_domain_policies(upstream, &[("app", APP), ("other", OTHER)])
 }
 
 /// A directory of key files mounted the way the kubelet mounts a Secret: each name is a link

@@ -21,21 +21,7 @@ const APP: &str = "one.portcullis.test";
 const APP2: &str = "two.portcullis.test";
 
 fn manifests(upstream: &str) -> String {
-    let policy = |name: &str, host: &str| {
-        format!(
-            r#"
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{ name: {name}, namespace: demo }}
-spec:
-  hosts: [{host}]
-  identityProviders: [dex]
-  upstream: {{ url: "http://{upstream}" }}
-  rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
----"#
-        )
-    };
-    policy("one", APP) + &policy("two", APP2)
+    portcullis_tests::fixtures::email_domain_policies(upstream, &[("one", APP), ("two", APP2)])
 }
 
 /// `url` with its port replaced by `gateway`'s own, to reach that replica directly.

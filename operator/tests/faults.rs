@@ -70,6 +70,18 @@ async fn start_fleet(client: &Client, kubeconfig: &std::path::Path, ns: &str) ->
     .await
 }
 
+/// A control plane of its own (so its API server can be stopped) with an operator and two
+/// gateways, for the rows that take the API server down.
+async fn private_fleet(ns: &str) -> Result<(portcullis_tests::stack::Stack, Fleet)> {
+    // Not the fleet's own scratch directory: that one is emptied when the fleet starts.
+    let dir = portcullis_tests::fsutil::scratch_dir("faults-stack", ns)?;
+    let (stack, client) = private_stack(&dir.join("stack"), ns).await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let mut fleet = start_fleet(&client, &kubeconfig, ns).await?;
+    fleet.add_gateway().await?;
+    Ok((stack, fleet))
+}
+
 /// What gateway `index`'s `/readyz` answers: (status, text); an unreachable gateway is 0.
 async fn readyz(fleet: &Fleet, index: usize) -> (u16, String) {
     let url = format!("http://{}/readyz", fleet.gateways[index].ops_addr);
@@ -171,6 +183,24 @@ async fn revoke_spread(
     Ok(took)
 }
 
+/// The bars of every row: no live session refused, revocations enforced within 2 s p99, and
+/// nothing revoked admitted after recovery.
+fn bars(failed: &[String], took: &[Duration], admitted: usize) -> Result<()> {
+    ensure!(failed.is_empty(), "live sessions refused: {failed:?}");
+    if !took.is_empty() {
+        let (_, p99, _) = spread(took);
+        ensure!(
+            p99 <= Duration::from_secs(2),
+            "p99 {p99:?} over 2 s: {took:?}"
+        );
+    }
+    ensure!(
+        admitted == 0,
+        "{admitted} revoked tokens admitted after recovery"
+    );
+    Ok(())
+}
+
 /// p50, p99 (nearest rank) and max of `samples`, for the report.
 fn spread(samples: &[Duration]) -> (Duration, Duration, Duration) {
     let mut sorted = samples.to_vec();
@@ -188,6 +218,28 @@ async fn sessions(fleet: &Fleet, prefix: &str, count: usize) -> Result<Vec<(Stri
     let names: Vec<&str> = sids.iter().map(String::as_str).collect();
     let tokens = fleet.live_sessions(&names, POLL, LIMIT).await?;
     Ok(sids.into_iter().zip(tokens).collect())
+}
+
+/// What every row starts from: both gateways watching revocations, a probe of each, two live
+/// sessions (for the load) and `victims` more (to revoke during the fault).
+struct Prepared {
+    probes: Vec<Probe>,
+    live_tokens: Vec<String>,
+    victims: Vec<(String, String)>,
+}
+
+async fn prepare(fleet: &Fleet, victims: usize) -> Result<Prepared> {
+    until_ready_saying(fleet, "revocations watched", LIMIT).await?;
+    let probes = (0..fleet.gateways.len())
+        .map(|i| fleet.probe(i))
+        .collect::<Result<Vec<_>>>()?;
+    let live = sessions(fleet, "live", 2).await?;
+    let victims = sessions(fleet, "victim", victims).await?;
+    Ok(Prepared {
+        probes,
+        live_tokens: live.into_iter().map(|(_, t)| t).collect(),
+        victims,
+    })
 }
 
 /// Whether any of `tokens` is admitted by any of `probes` (after recovery: must be none).
@@ -220,11 +272,11 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
             fleet
                 .add_gateway_with(vec![("PORTCULLIS_OPERATOR_URL".into(), through_relay)])
                 .await?;
-            until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
-            let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
-            let live = sessions(&fleet, "live", 2).await?;
-            let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
-            let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+            let Prepared {
+                probes,
+                live_tokens,
+                victims,
+            } = prepare(&fleet, REVOCATIONS).await?;
             let load = Load::start(probes.clone(), live_tokens.clone());
 
             relay.partition();
@@ -270,18 +322,10 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
                 failed.len(),
                 took.len()
             );
-            ensure!(failed.is_empty(), "live sessions refused: {failed:?}");
-            ensure!(
-                p99 <= Duration::from_secs(2),
-                "p99 {p99:?} over 2 s: {took:?}"
-            );
+            bars(&failed, &took, admitted)?;
             ensure!(
                 epoch_took <= Duration::from_secs(2),
                 "epoch raise took {epoch_took:?}"
-            );
-            ensure!(
-                admitted == 0,
-                "{admitted} revoked tokens admitted after recovery"
             );
             fleet.stop().await
         })
@@ -302,11 +346,11 @@ async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Resul
             |client: Client, ns: String| async move {
                 let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
                 fleet.add_gateway().await?;
-                until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
-                let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
-                let live = sessions(&fleet, "live", 2).await?;
-                let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
-                let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+                let Prepared {
+                    probes,
+                    live_tokens,
+                    victims,
+                } = prepare(&fleet, REVOCATIONS).await?;
                 let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
                 let steady = Load::start(vec![probes[1].clone()], live_tokens.clone());
 
@@ -341,18 +385,7 @@ async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Resul
                     failed.len() + failed_1.len(),
                     took.len()
                 );
-                ensure!(
-                    failed.is_empty() && failed_1.is_empty(),
-                    "live sessions refused: {failed:?} {failed_1:?}"
-                );
-                ensure!(
-                    p99 <= Duration::from_secs(2),
-                    "p99 {p99:?} over 2 s: {took:?}"
-                );
-                ensure!(
-                    admitted == 0,
-                    "{admitted} revoked tokens admitted after recovery"
-                );
+                bars(&[failed, failed_1].concat(), &took, admitted)?;
                 fleet.stop().await
             },
         )
@@ -367,18 +400,14 @@ async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Resul
 /// admitted after the operator returns.
 #[tokio::test]
 async fn a_compacted_watch_during_an_operator_outage_loses_no_revocation() -> Result<()> {
-    let dir = portcullis_tests::fsutil::scratch_dir("faults", "compacted")?;
     let ns = "fault-compacted";
-    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
-    let kubeconfig = stack.info().kubeconfig.clone();
-    let mut fleet = start_fleet(&client, &kubeconfig, ns).await?;
+    let (mut stack, mut fleet) = private_fleet(ns).await?;
     let result = async {
-        fleet.add_gateway().await?;
-        until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
-        let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
-        let live = sessions(&fleet, "live", 2).await?;
-        let victims = sessions(&fleet, "victim", 1).await?;
-        let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+        let Prepared {
+            probes,
+            live_tokens,
+            victims,
+        } = prepare(&fleet, 1).await?;
         let load = Load::start(probes.clone(), live_tokens);
 
         fleet.operator.stop().await?;
@@ -410,13 +439,12 @@ async fn a_compacted_watch_during_an_operator_outage_loses_no_revocation() -> Re
              back; revoked admitted after recovery: {admitted}",
             failed.len()
         );
-        ensure!(failed.is_empty(), "live sessions refused: {failed:?}");
         ensure!(
             gone > 0,
             "no watch was answered 410, so this did not test a relist:\n{}",
             fleet.gateways[0].log_tail()
         );
-        ensure!(admitted == 0, "the revoked token admitted after recovery");
+        bars(&failed, &[], admitted)?;
         Ok(())
     }
     .await;
@@ -504,21 +532,17 @@ fn gone_answer(line: &str) -> bool {
 /// reconnecting) are enforced at both gateways within 2 s p99.
 #[tokio::test]
 async fn after_an_api_server_outage_revocations_are_enforced_at_once() -> Result<()> {
-    let dir = portcullis_tests::fsutil::scratch_dir("faults", "apiserver")?;
     let ns = "fault-apiserver";
-    let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
-    let kubeconfig = stack.info().kubeconfig.clone();
-    let mut fleet = start_fleet(&client, &kubeconfig, ns).await?;
+    let (mut stack, mut fleet) = private_fleet(ns).await?;
     let result = async {
-        fleet.add_gateway().await?;
-        until_ready_saying(&fleet, "revocations watched", LIMIT).await?;
-        let probes = vec![fleet.probe(0)?, fleet.probe(1)?];
-        let live = sessions(&fleet, "live", 2).await?;
-        let victims = sessions(&fleet, "victim", REVOCATIONS).await?;
-        let live_tokens: Vec<String> = live.iter().map(|(_, t)| t.clone()).collect();
+        let Prepared {
+            probes,
+            live_tokens,
+            victims,
+        } = prepare(&fleet, REVOCATIONS).await?;
         let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
 
-        let version = sessions_version(&client, ns).await?;
+        let version = sessions_version(&stack.client().await?, ns).await?;
         stack.stop_apiserver().await?;
         let down = Instant::now();
         tokio::time::sleep(fault_length() / 2).await;
@@ -553,12 +577,7 @@ async fn after_an_api_server_outage_revocations_are_enforced_at_once() -> Result
             failed.len() + failed_1.len(),
             took.len()
         );
-        ensure!(
-            failed.is_empty() && failed_1.is_empty(),
-            "live sessions refused: {failed:?} {failed_1:?}"
-        );
-        ensure!(p99 <= Duration::from_secs(2), "p99 {p99:?} over 2 s: {took:?}");
-        ensure!(admitted == 0, "{admitted} revoked tokens admitted");
+        bars(&[failed, failed_1].concat(), &took, admitted)?;
         Ok(())
     }
     .await;

@@ -1,4 +1,5 @@
-//! Objects for unit tests that need an `AccessSession` but no cluster.
+//! Objects for tests: an `AccessSession` for unit tests that need no cluster, and policy
+//! manifests for a gateway's policy directory.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::api::ObjectMeta;
@@ -27,4 +28,26 @@ pub fn session(name: &str, revoked: bool, issued_at: u64) -> AccessSession {
         },
         status: None,
     }
+}
+
+/// Policy manifests (namespace `demo`) admitting `@example.com` through Dex, one per (name,
+/// host), all in front of `upstream` (`host:port`).
+pub fn email_domain_policies(upstream: &str, policies: &[(&str, &str)]) -> String {
+    policies
+        .iter()
+        .map(|(name, host)| {
+            format!(
+                r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: {name}, namespace: demo }}
+spec:
+  hosts: [{host}]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
+---"#
+            )
+        })
+        .collect()
 }

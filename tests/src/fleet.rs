@@ -230,21 +230,16 @@ impl Fleet {
     /// Starts gateway `index` again on its ports (stopping it first if it still runs) and
     /// waits until it is ready, i.e. holds the operator's state again.
     pub async fn restart_gateway(&mut self, index: usize) -> Result<()> {
-        let old = self
-            .gateways
-            .get_mut(index)
-            .with_context(|| format!("no gateway {index}"))?;
-        old.stop().await?;
-        let mut config = old.config.clone();
-        config.port = old.addr.port();
-        config.ops_port = old.ops_addr.port();
-        *old = GatewayProcess::start(&self.gateway_bin, config, self.files.clone()).await?;
-        Ok(())
+        self.relaunch(index, true).await
     }
 
     /// Starts gateway `index` again on its ports without waiting for readiness (a gateway
     /// restarted while the control plane is away may have to wait for it).
     pub async fn restart_gateway_unready(&mut self, index: usize) -> Result<()> {
+        self.relaunch(index, false).await
+    }
+
+    async fn relaunch(&mut self, index: usize, wait: bool) -> Result<()> {
         let old = self
             .gateways
             .get_mut(index)
@@ -253,7 +248,12 @@ impl Fleet {
         let mut config = old.config.clone();
         config.port = old.addr.port();
         config.ops_port = old.ops_addr.port();
-        *old = GatewayProcess::spawn_unready(&self.gateway_bin, config, self.files.clone()).await?;
+        let files = self.files.clone();
+        *old = if wait {
+            GatewayProcess::start(&self.gateway_bin, config, files).await?
+        } else {
+            GatewayProcess::spawn_unready(&self.gateway_bin, config, files).await?
+        };
         Ok(())
     }
 
