@@ -5,6 +5,7 @@
 //! condition keeps its `lastTransitionTime` while its status stays the same.
 
 use super::{enforced::Enforced, validate::Problem};
+use crate::index::RevokedBy;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
@@ -149,10 +150,11 @@ pub fn policy_status(
 }
 
 /// The status of a revoked session (`refresh` is the gateways' and never set here), which this
-/// replica's state ended at version `ended_at`.
+/// replica's state ended at version `ended_at`; the `Revoked` condition says who revoked it
+/// (the status has no other place for it, and `kubectl describe` shows conditions).
 pub fn session_status(
     sid: &str,
-    ended_at: Option<u64>,
+    (ended_at, revoked_by): (Option<u64>, Option<&RevokedBy>),
     observed: &AccessSessionStatus,
     facts: &Enforced,
     now: u64,
@@ -165,7 +167,10 @@ pub fn session_status(
         ConditionType::Revoked,
         true,
         Reason::Revoked.as_str(),
-        "spec.revoked is set; the session ends on every gateway".into(),
+        format!(
+            "{}; the session ends on every gateway",
+            revoked_by.cloned().unwrap_or_default().describe()
+        ),
         None,
         now,
     );
