@@ -167,10 +167,7 @@ pub fn session_status(
         ConditionType::Revoked,
         true,
         Reason::Revoked.as_str(),
-        format!(
-            "{}; the session ends on every gateway",
-            revoked_by.cloned().unwrap_or_default().describe()
-        ),
+        revoked_message(revoked_by),
         None,
         now,
     );
@@ -212,6 +209,12 @@ pub fn session_status(
         }),
         refresh: None,
     }
+}
+
+/// The `Revoked` condition's message: who revoked the session, when the API server says.
+fn revoked_message(revoked_by: Option<&RevokedBy>) -> String {
+    let by = revoked_by.map_or_else(|| RevokedBy::default().describe(), RevokedBy::describe);
+    format!("{by}; the session ends on every gateway")
 }
 
 /// Whether the conditions `observed` carries of the types `desired` sets say the same,
