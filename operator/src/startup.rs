@@ -200,6 +200,13 @@ impl Replica {
             args.session_namespace.clone(),
         );
         let status = tokio::spawn(writer.run(leading.clone(), signal.clone()));
+        tokio::spawn(status::session_events::run(
+            status::events::Events::new(self.client.clone(), &self.identity),
+            args.session_namespace.clone(),
+            self.index.clone(),
+            leading.clone(),
+            signal.clone(),
+        ));
         let sessions = tokio::spawn(session_gc::run(
             self.client.clone(),
             args.session_namespace.clone(),

@@ -14,12 +14,16 @@
 //! watches ([`watch`]) feed it through [`shared::SharedIndex`], which wakes the streams.
 
 mod hosts;
+mod notices;
 mod policies;
+pub mod revoked_by;
 mod secrets;
 mod sessions;
 pub mod shared;
 pub mod watch;
 
+pub use notices::Notice;
+pub use revoked_by::RevokedBy;
 pub use secrets::{SecretScope, Unreadable};
 pub use shared::{SharedIndex, Watched};
 
@@ -74,6 +78,10 @@ pub struct Index {
     /// The status of every existing revoked session (without `refresh`, which the gateways
     /// own); only revoked sessions get a status from the operator.
     revoked_status: HashMap<String, AccessSessionStatus>,
+    /// Who revoked each existing revoked session, as the API server records it.
+    revoked_by: HashMap<String, RevokedBy>,
+    /// Logins and failing refreshes, for the leader's Events.
+    notices: notices::Notices,
 }
 
 impl Index {
@@ -97,6 +105,8 @@ impl Index {
             lingering: HashMap::new(),
             policy_status: HashMap::new(),
             revoked_status: HashMap::new(),
+            revoked_by: HashMap::new(),
+            notices: notices::Notices::default(),
         }
     }
 
@@ -114,6 +124,16 @@ impl Index {
     /// Existing revoked sessions and the status they carry now (`refresh` left out).
     pub fn revoked_sessions(&self) -> impl Iterator<Item = (&str, &AccessSessionStatus)> {
         self.revoked_status.iter().map(|(sid, s)| (sid.as_str(), s))
+    }
+
+    /// Who revoked session `sid`, if it exists and is revoked.
+    pub fn revoked_by(&self, sid: &str) -> Option<&RevokedBy> {
+        self.revoked_by.get(sid)
+    }
+
+    /// The notices raised since the last call (see [`notices`]).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.notices.take()
     }
 
     pub fn instance(&self) -> &str {

@@ -41,12 +41,18 @@ impl Index {
             return;
         };
         let exists = session.metadata.deletion_timestamp.is_none();
+        let known = self.sessions.contains_key(&seen.sid) || self.lingering.contains_key(&seen.sid);
+        let live = exists && seen.expires_at + CLOCK_SKEW_SECS > now;
+        self.notices.observe(session, &seen.sid, known, live);
         if session.spec.revoked && exists {
             let mut status = session.status.clone().unwrap_or_default();
             status.refresh = None;
             self.revoked_status.insert(seen.sid.clone(), status);
+            self.revoked_by
+                .insert(seen.sid.clone(), super::RevokedBy::of(session));
         } else {
             self.revoked_status.remove(&seen.sid);
+            self.revoked_by.remove(&seen.sid);
         }
         if exists && seen.expires_at + CLOCK_SKEW_SECS <= now {
             self.lingering.insert(seen.sid.clone(), seen.expires_at);
@@ -115,6 +121,8 @@ impl Index {
     /// A deleted session: ended until its expiry.
     pub fn delete_session(&mut self, sid: &str, now: u64) {
         self.revoked_status.remove(sid);
+        self.revoked_by.remove(sid);
+        self.notices.forget(sid);
         self.lingering.remove(sid);
         if let Some(known) = self.sessions.get(sid) {
             let mut ended = known.to_entry(sid);
@@ -153,6 +161,7 @@ impl Index {
         for session in sessions {
             self.apply_session(session, now);
         }
+        self.notices.arm();
     }
 
     /// Every sid the index knows an AccessSession of: its sessions, and those it forgot that
@@ -180,5 +189,6 @@ impl Index {
         let sessions = &self.sessions;
         self.revoked_status
             .retain(|sid, _| sessions.contains_key(sid));
+        self.revoked_by.retain(|sid, _| sessions.contains_key(sid));
     }
 }

@@ -383,3 +383,87 @@ fn refuse_mode_streams_only_granted_hosts_and_their_secrets() {
     assert_eq!(held(&index), names(&["team-a/app"]));
     assert_eq!(secrets(&index), 1);
 }
+
+#[test]
+fn a_login_is_a_notice_only_after_the_first_list_and_only_once() {
+    let now = 1_800_000_000;
+    let mut index = Index::new("i".into(), 1000);
+    // The first list (an operator start): the sessions that exist are no logins.
+    relist(&mut index, &[expiring("existing", now + 600)], now);
+    assert_eq!(index.take_notices(), Vec::new());
+    let mut new = expiring("new", now + 600);
+    new.spec.email = Some("bob@example.com".into());
+    index.apply_session(&new, now);
+    index.apply_session(&new, now);
+    let notices = index.take_notices();
+    assert!(
+        matches!(notices.as_slice(), [Notice::LoggedIn { sid, user, .. }]
+            if sid == "new" && user == "bob@example.com"),
+        "{notices:?}"
+    );
+    // A relist raises only what it shows is new.
+    let later = expiring("later", now + 600);
+    relist(
+        &mut index,
+        &[expiring("existing", now + 600), new, later],
+        now,
+    );
+    let notices = index.take_notices();
+    assert!(
+        matches!(notices.as_slice(), [Notice::LoggedIn { sid, user, .. }]
+            if sid == "later" && user == "alice"),
+        "{notices:?}"
+    );
+}
+
+#[test]
+fn a_failing_refresh_is_a_notice_once_per_failing_period() {
+    let now = 1_800_000_000;
+    let mut index = Index::new("i".into(), 1000);
+    let failing = |since: u64| {
+        let mut s = expiring("s", now + 600);
+        let status = s.status.get_or_insert_with(Default::default);
+        let refresh = status.refresh.get_or_insert_with(Default::default);
+        refresh.failing_since = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(since as i64).expect("time"),
+        ));
+        refresh.last_error = Some("dex unreachable".into());
+        s
+    };
+    // Already failing at the first list: no notice (a restart replays nothing).
+    relist(&mut index, &[failing(now - 60)], now);
+    index.apply_session(&failing(now - 60), now);
+    assert_eq!(index.take_notices(), Vec::new());
+    // Recovered, then failing again: one notice, however often the watch repeats it.
+    index.apply_session(&expiring("s", now + 600), now);
+    index.apply_session(&failing(now), now);
+    index.apply_session(&failing(now), now);
+    let notices = index.take_notices();
+    assert!(
+        matches!(notices.as_slice(), [Notice::RefreshFailing { sid, error: Some(_), .. }] if sid == "s"),
+        "{notices:?}"
+    );
+}
+
+#[test]
+fn who_revoked_a_session_is_kept_while_it_is_revoked() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let now = 1_800_000_000;
+    let mut index = Index::new("i".into(), 1000);
+    let mut s = expiring("s", now + 600);
+    s.spec.revoked = true;
+    s.spec.revocation_reason = Some("left".into());
+    s.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some("kubectl-portcullis".into()),
+        fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:revoked": {}}}))),
+        ..ManagedFieldsEntry::default()
+    }]);
+    relist(&mut index, &[s], now);
+    let by = index.revoked_by("s").expect("attributed");
+    assert_eq!(
+        by.describe(),
+        "spec.revoked set by kubectl-portcullis (reason: left)"
+    );
+    index.delete_session("s", now);
+    assert!(index.revoked_by("s").is_none());
+}

@@ -5,6 +5,7 @@
 //! condition keeps its `lastTransitionTime` while its status stays the same.
 
 use super::{enforced::Enforced, validate::Problem};
+use crate::index::RevokedBy;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
@@ -149,10 +150,11 @@ pub fn policy_status(
 }
 
 /// The status of a revoked session (`refresh` is the gateways' and never set here), which this
-/// replica's state ended at version `ended_at`.
+/// replica's state ended at version `ended_at`; the `Revoked` condition says who revoked it
+/// (the status has no other place for it, and `kubectl describe` shows conditions).
 pub fn session_status(
     sid: &str,
-    ended_at: Option<u64>,
+    (ended_at, revoked_by): (Option<u64>, Option<&RevokedBy>),
     observed: &AccessSessionStatus,
     facts: &Enforced,
     now: u64,
@@ -165,7 +167,7 @@ pub fn session_status(
         ConditionType::Revoked,
         true,
         Reason::Revoked.as_str(),
-        "spec.revoked is set; the session ends on every gateway".into(),
+        revoked_message(revoked_by),
         None,
         now,
     );
@@ -207,6 +209,12 @@ pub fn session_status(
         }),
         refresh: None,
     }
+}
+
+/// The `Revoked` condition's message: who revoked the session, when the API server says.
+fn revoked_message(revoked_by: Option<&RevokedBy>) -> String {
+    let by = revoked_by.map_or_else(|| RevokedBy::default().describe(), RevokedBy::describe);
+    format!("{by}; the session ends on every gateway")
 }
 
 /// Whether the conditions `observed` carries of the types `desired` sets say the same,

@@ -3,7 +3,7 @@
 //! an Event is read as a fact, so it says what the acknowledgements show, never what is
 //! expected.
 
-use super::compute::Reason;
+use super::compute::{ConditionType, Reason};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
@@ -69,8 +69,14 @@ impl Events {
         status: &AccessSessionStatus,
     ) {
         if first {
-            let note = "the session was revoked; waiting for the gateways to acknowledge";
-            self.publish(reference, true, Reason::Revoked.as_str(), note, "Revoke")
+            // The `Revoked` condition names who revoked it (the field manager of spec.revoked).
+            let revoked = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ConditionType::Revoked.as_str())
+                .map_or("the session was revoked", |c| c.message.as_str());
+            let note = format!("{revoked}; waiting for the gateways to acknowledge");
+            self.publish(reference, true, Reason::Revoked.as_str(), &note, "Revoke")
                 .await;
         }
         if newly_enforced {

@@ -250,8 +250,8 @@ impl Writer {
                 Some(w) if observed.revoked_at.is_none() => w,
                 _ => observed,
             };
-            let desired =
-                compute::session_status(sid, index.session_ended_at(sid), base, facts, now);
+            let at_by = (index.session_ended_at(sid), index.revoked_by(sid));
+            let desired = compute::session_status(sid, at_by, base, facts, now);
             if compute::session_unchanged(observed, &desired)
                 || written.is_some_and(|w| compute::session_unchanged(w, &desired))
             {

@@ -53,7 +53,13 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
     assert_eq!(gateways.summary, "1/2");
     assert_eq!(status.enforced_epoch, Some(1));
     assert_eq!(status.raised_epoch, Some(1));
-    let session = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 10);
+    let session = session_status(
+        "s1",
+        (None, None),
+        &AccessSessionStatus::default(),
+        &fleet,
+        10,
+    );
     let enforcement = session.enforcement.expect("enforcement");
     assert_eq!(enforcement.summary, "1/2");
     assert!(
@@ -67,8 +73,14 @@ fn a_gateway_on_two_replicas_counts_once_with_the_union_of_its_facts() {
 #[test]
 fn first_seen_times_and_transition_times_are_kept() {
     let fleet = Enforced::merge(&[facts("g1", Some((1, 0)), &["s1"])]);
-    let first = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 100);
-    let later = session_status("s1", None, &first, &fleet, 500);
+    let first = session_status(
+        "s1",
+        (None, None),
+        &AccessSessionStatus::default(),
+        &fleet,
+        100,
+    );
+    let later = session_status("s1", (None, None), &first, &fleet, 500);
     assert_eq!(later.revoked_at, first.revoked_at);
     assert_eq!(later, first);
     assert!(session_unchanged(&first, &later));
@@ -94,7 +106,13 @@ fn first_seen_times_and_transition_times_are_kept() {
 #[test]
 fn without_gateways_nothing_counts_as_enforced() {
     let fleet = Enforced::default();
-    let session = session_status("s1", None, &AccessSessionStatus::default(), &fleet, 1);
+    let session = session_status(
+        "s1",
+        (None, None),
+        &AccessSessionStatus::default(),
+        &fleet,
+        1,
+    );
     let enforced = session
         .conditions
         .iter()
@@ -123,10 +141,16 @@ fn a_gateway_connected_here_enforces_what_its_acknowledged_version_holds() {
     fleet.add_local("g2", 8, &BTreeMap::new());
     assert_eq!(fleet.connected(), 2);
     let summary = |sid: &str, ended_at: Option<u64>| {
-        session_status(sid, ended_at, &AccessSessionStatus::default(), &fleet, 1)
-            .enforcement
-            .expect("enforcement")
-            .summary
+        session_status(
+            sid,
+            (ended_at, None),
+            &AccessSessionStatus::default(),
+            &fleet,
+            1,
+        )
+        .enforcement
+        .expect("enforcement")
+        .summary
     };
     assert_eq!(summary("s-early", Some(8)), "2/2");
     assert_eq!(summary("s-mid", Some(10)), "1/2");
