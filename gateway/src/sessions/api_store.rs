@@ -8,6 +8,9 @@ use kube::{
 };
 use portcullis_crds::AccessSession;
 
+/// The field manager of every write the gateway makes to an `AccessSession`.
+const FIELD_MANAGER: &str = "portcullis-gateway";
+
 /// The `AccessSession`s of one namespace.
 pub struct ApiStore {
     api: Api<AccessSession>,
@@ -25,7 +28,13 @@ impl SessionStore for ApiStore {
     fn create<'a>(&'a self, session: &'a AccessSession) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.api
-                .create(&PostParams::default(), session)
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.to_owned()),
+                        ..PostParams::default()
+                    },
+                    session,
+                )
                 .await
                 .map(|_| ())
                 .map_err(store_error)
@@ -42,7 +51,12 @@ impl SessionStore for ApiStore {
         patch: &'a SessionPatch,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         Box::pin(async move {
-            let params = PatchParams::default();
+            // Named, so a logout's revocation reads "set by portcullis-gateway" in the
+            // operator's Event and condition (the field manager the API server records).
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
             let body = patch.body();
             let merge = Patch::Merge(&body);
             let written = match patch.part {
