@@ -13,12 +13,13 @@
 use anyhow::{Context as _, Result, ensure};
 use kube::Client;
 use portcullis_tests::{
-    cluster::{TestCluster, private_stack},
+    cluster::private_stack,
     etcd::{compact_etcd, revoke_in_etcd},
     fleet::{Fleet, FleetOptions, Probe, Verdict},
     relay::Relay,
 };
 use std::{
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -68,6 +69,22 @@ async fn start_fleet(client: &Client, kubeconfig: &std::path::Path, ns: &str) ->
         operator_env: Vec::new(),
     })
     .await
+}
+
+/// Runs `row` against a control plane of its own, namespace `ns` in it. Every row does: a row
+/// that stops operators and gateways mid-fault must leave nothing behind in the shared cluster
+/// that later suites (whose operators watch every namespace) would meet.
+async fn on_private_stack<F, Fut>(ns: &str, row: F) -> Result<()>
+where
+    F: FnOnce(Client, String, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let dir = portcullis_tests::fsutil::scratch_dir("faults-stack", ns)?;
+    let (stack, client) = private_stack(&dir.join("stack"), ns).await?;
+    let kubeconfig = stack.info().kubeconfig.clone();
+    let result = row(client, ns.to_owned(), kubeconfig).await;
+    stack.stop().await?;
+    result
 }
 
 /// A control plane of its own (so its API server can be stopped) with an operator and two
@@ -262,10 +279,9 @@ async fn any_admitted(probes: &[Probe], tokens: &[&str]) -> Result<usize> {
 /// NotReady until the partition heals; after it heals, nothing revoked is admitted.
 #[tokio::test]
 async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Result<()> {
-    let cluster = TestCluster::shared().await;
-    let kubeconfig = cluster.info().kubeconfig.clone();
-    cluster
-        .with_temp_ns("fault-partition", |client: Client, ns: String| async move {
+    on_private_stack(
+        "fault-partition",
+        |client: Client, ns: String, kubeconfig: PathBuf| async move {
             let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
             let relay = Relay::start(fleet.operator.addr).await?;
             let through_relay = format!("https://localhost:{}", relay.addr.port());
@@ -328,8 +344,9 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
                 "epoch raise took {epoch_took:?}"
             );
             fleet.stop().await
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// Row "both operator replicas down": the gateways stay Ready, and every revocation made
@@ -338,58 +355,54 @@ async fn an_operator_partitioned_from_one_gateway_loses_no_revocation() -> Resul
 /// operator is back, while the other keeps serving; nothing revoked is admitted after.
 #[tokio::test]
 async fn an_operator_outage_loses_no_revocation_from_its_first_second() -> Result<()> {
-    let cluster = TestCluster::shared().await;
-    let kubeconfig = cluster.info().kubeconfig.clone();
-    cluster
-        .with_temp_ns(
-            "fault-operator-down",
-            |client: Client, ns: String| async move {
-                let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
-                fleet.add_gateway().await?;
-                let Prepared {
-                    probes,
-                    live_tokens,
-                    victims,
-                } = prepare(&fleet, REVOCATIONS).await?;
-                let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
-                let steady = Load::start(vec![probes[1].clone()], live_tokens.clone());
+    on_private_stack(
+        "fault-operator-down",
+        |client: Client, ns: String, kubeconfig: PathBuf| async move {
+            let mut fleet = start_fleet(&client, &kubeconfig, &ns).await?;
+            fleet.add_gateway().await?;
+            let Prepared {
+                probes,
+                live_tokens,
+                victims,
+            } = prepare(&fleet, REVOCATIONS).await?;
+            let load = Load::start(vec![probes[0].clone()], live_tokens.clone());
+            let steady = Load::start(vec![probes[1].clone()], live_tokens.clone());
 
-                fleet.operator.stop().await?;
-                let down = Instant::now();
-                let length = fault_length();
-                let (half, rest) = victims.split_at(REVOCATIONS / 2);
-                let mut took = revoke_spread(&fleet, &probes, half, length / 2).await?;
-                // Gateway 1 restarted mid-outage: stopped under load first.
-                let (asked_1, failed_1) = steady.finish().await?;
-                fleet.restart_gateway_unready(1).await?;
-                took.extend(revoke_spread(&fleet, &probes[..1], rest, length / 2).await?);
-                let (restarted, text) = readyz(&fleet, 1).await;
-                let (asked, failed) = load.finish().await?;
-                let lasted = down.elapsed();
+            fleet.operator.stop().await?;
+            let down = Instant::now();
+            let length = fault_length();
+            let (half, rest) = victims.split_at(REVOCATIONS / 2);
+            let mut took = revoke_spread(&fleet, &probes, half, length / 2).await?;
+            // Gateway 1 restarted mid-outage: stopped under load first.
+            let (asked_1, failed_1) = steady.finish().await?;
+            fleet.restart_gateway_unready(1).await?;
+            took.extend(revoke_spread(&fleet, &probes[..1], rest, length / 2).await?);
+            let (restarted, text) = readyz(&fleet, 1).await;
+            let (asked, failed) = load.finish().await?;
+            let lasted = down.elapsed();
 
-                fleet.operator.restart().await?;
-                let back = Instant::now();
-                until_ready_saying(&fleet, "source operator_stream", Duration::from_secs(60))
-                    .await?;
-                let ready_again = back.elapsed();
-                let revoked: Vec<&str> = victims.iter().map(|(_, t)| t.as_str()).collect();
-                let admitted = any_admitted(&probes, &revoked).await?;
-                let (p50, p99, max) = spread(&took);
-                eprintln!(
-                    "FAULT operator-down ({lasted:.1?}): {} requests for live sessions, {} failed; \
+            fleet.operator.restart().await?;
+            let back = Instant::now();
+            until_ready_saying(&fleet, "source operator_stream", Duration::from_secs(60)).await?;
+            let ready_again = back.elapsed();
+            let revoked: Vec<&str> = victims.iter().map(|(_, t)| t.as_str()).collect();
+            let admitted = any_admitted(&probes, &revoked).await?;
+            let (p50, p99, max) = spread(&took);
+            eprintln!(
+                "FAULT operator-down ({lasted:.1?}): {} requests for live sessions, {} failed; \
                  {} revocations enforced at every ready gateway after p50 {p50:?}, p99 {p99:?}, \
                  max {max:?}; gateway restarted during the outage: {restarted} ({text}), ready \
                  {ready_again:?} after the operator was back; revoked admitted after recovery: \
                  {admitted}",
-                    asked + asked_1,
-                    failed.len() + failed_1.len(),
-                    took.len()
-                );
-                bars(&[failed, failed_1].concat(), &took, admitted)?;
-                fleet.stop().await
-            },
-        )
-        .await
+                asked + asked_1,
+                failed.len() + failed_1.len(),
+                took.len()
+            );
+            bars(&[failed, failed_1].concat(), &took, admitted)?;
+            fleet.stop().await
+        },
+    )
+    .await
 }
 
 /// Row "etcd compacted past the gateways' watches (410 Gone) during an operator outage": the
