@@ -226,6 +226,19 @@ mod tests {
         }
     }
 
+    /// The resolver of the `tls.crt` and `tls.key` in `dir`.
+    fn open_in(
+        dir: &Path,
+        observer: ExpiryObserver,
+    ) -> Result<ReloadingCertificate, CertificateError> {
+        ReloadingCertificate::open(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            provider(),
+            observer,
+        )
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "portcullis-certificate-{name}-{}",
@@ -241,13 +254,7 @@ mod tests {
         let dir = scratch("renewed");
         let first = pair("a.example.test");
         replace(&dir, &first);
-        let resolver = ReloadingCertificate::open(
-            &dir.join("tls.crt"),
-            &dir.join("tls.key"),
-            provider(),
-            ignore(),
-        )
-        .expect("loads");
+        let resolver = open_in(&dir, ignore()).expect("loads");
         let before = leaf(&resolver);
         let second = pair("a.example.test");
         replace(&dir, &second);
@@ -266,13 +273,7 @@ mod tests {
         let dir = scratch("mismatch");
         let first = pair("a.example.test");
         replace(&dir, &first);
-        let resolver = ReloadingCertificate::open(
-            &dir.join("tls.crt"),
-            &dir.join("tls.key"),
-            provider(),
-            ignore(),
-        )
-        .expect("loads");
+        let resolver = open_in(&dir, ignore()).expect("loads");
         let before = leaf(&resolver);
         // A certificate whose key is not the one beside it, then garbage.
         let other = pair("a.example.test");
@@ -309,10 +310,8 @@ mod tests {
         replace(&dir, &dated(30));
         let heard = Arc::new(Mutex::new(Vec::new()));
         let record = heard.clone();
-        let resolver = ReloadingCertificate::open(
-            &dir.join("tls.crt"),
-            &dir.join("tls.key"),
-            provider(),
+        let resolver = open_in(
+            &dir,
             Box::new(move |t| record.lock().expect("lock").push(t)),
         )
         .expect("loads");
@@ -330,22 +329,12 @@ mod tests {
     #[test]
     fn a_listener_does_not_start_without_a_loadable_pair() {
         let dir = scratch("missing");
-        let missing = ReloadingCertificate::open(
-            &dir.join("tls.crt"),
-            &dir.join("tls.key"),
-            provider(),
-            ignore(),
-        );
+        let missing = open_in(&dir, ignore());
         assert!(matches!(missing, Err(CertificateError::Read { .. })));
         let (cert, _) = pair("a.example.test");
         let (_, key) = pair("a.example.test");
         replace(&dir, &(cert, key));
-        let mismatched = ReloadingCertificate::open(
-            &dir.join("tls.crt"),
-            &dir.join("tls.key"),
-            provider(),
-            ignore(),
-        );
+        let mismatched = open_in(&dir, ignore());
         assert!(matches!(mismatched, Err(CertificateError::Invalid(_))));
         let _ = std::fs::remove_dir_all(&dir);
     }
