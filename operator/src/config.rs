@@ -86,9 +86,15 @@ pub struct Args {
     /// an AccessHost).
     #[arg(long, env = "PORTCULLIS_UNCLAIMED_HOSTS", default_value = "first-claim", value_parser = parse_unclaimed)]
     pub unclaimed_hosts: Unclaimed,
+    /// The namespaces whose AccessPolicies this operator serves (streams to its gateways and
+    /// writes status for), comma-separated; empty: every namespace. Installations sharing a
+    /// cluster each take their own namespaces: two operators watching one policy would both
+    /// write its status, each with its own gateways' progress.
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// The namespaces whose Secrets the operator reads (service tokens), comma-separated; empty:
-    /// every namespace. A policy elsewhere that names a service token is reported
-    /// `SecretNotReadable`.
+    /// the watched namespaces (every namespace when those are every namespace). A policy
+    /// elsewhere that names a service token is reported `SecretNotReadable`.
     #[arg(long, env = "PORTCULLIS_SECRET_NAMESPACES", value_delimiter = ',')]
     pub secret_namespaces: Vec<String>,
     /// Log format.
@@ -114,16 +120,26 @@ fn parse_service_account(s: &str) -> Result<String, String> {
     }
 }
 
+/// The non-empty names of a comma-separated list; `None` when there are none (every namespace).
+fn namespace_set(names: &[String]) -> Option<BTreeSet<String>> {
+    let names: BTreeSet<String> = names
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
 impl Args {
-    /// The namespaces whose Secrets the operator reads; `None`: every namespace.
+    /// The namespaces whose AccessPolicies the operator serves; `None`: every namespace.
+    pub fn watch_namespaces(&self) -> Option<BTreeSet<String>> {
+        namespace_set(&self.watch_namespaces)
+    }
+
+    /// The namespaces whose Secrets the operator reads: as set, else the watched namespaces;
+    /// `None`: every namespace.
     pub fn secret_namespaces(&self) -> Option<BTreeSet<String>> {
-        let names: BTreeSet<String> = self
-            .secret_namespaces
-            .iter()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect();
-        (!names.is_empty()).then_some(names)
+        namespace_set(&self.secret_namespaces).or_else(|| self.watch_namespaces())
     }
 
     /// This replica's identity.
@@ -134,5 +150,42 @@ impl Args {
                 .unwrap_or_else(|_| "operator".into());
             format!("{host}-{}", std::process::id())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = [
+            "portcullis-operator",
+            "--tls-cert-file=c",
+            "--tls-key-file=k",
+            "--session-namespace=portcullis",
+            "--gateway-service-accounts=portcullis:gateway",
+        ];
+        Args::try_parse_from(base.iter().chain(extra)).expect("valid arguments")
+    }
+
+    fn set(names: &[&str]) -> Option<BTreeSet<String>> {
+        Some(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn no_watched_namespaces_means_every_namespace_for_policies_and_secrets() {
+        let args = args(&[]);
+        assert_eq!(args.watch_namespaces(), None);
+        assert_eq!(args.secret_namespaces(), None);
+    }
+
+    #[test]
+    fn secrets_are_read_where_policies_are_watched_unless_set() {
+        let scoped = args(&["--watch-namespaces= team-a,team-b,,"]);
+        assert_eq!(scoped.watch_namespaces(), set(&["team-a", "team-b"]));
+        assert_eq!(scoped.secret_namespaces(), set(&["team-a", "team-b"]));
+        let both = args(&["--watch-namespaces=team-a", "--secret-namespaces=tokens"]);
+        assert_eq!(both.watch_namespaces(), set(&["team-a"]));
+        assert_eq!(both.secret_namespaces(), set(&["tokens"]));
     }
 }

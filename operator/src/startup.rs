@@ -57,10 +57,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let identity_providers = identity_providers(&args)?;
     let replica = Replica::new(client, &args);
     let (trigger, signal) = shutdown::channel();
+    let (policies, secrets) = (args.watch_namespaces(), args.secret_namespaces());
+    let scope = watch::Scope {
+        sessions: &args.session_namespace,
+        policies: policies.as_ref(),
+        secrets: secrets.as_ref(),
+    };
     watch::spawn_all(
         replica.client.clone(),
-        &args.session_namespace,
-        args.secret_namespaces().as_ref(),
+        &scope,
         replica.index.clone(),
         replica.metrics.clone(),
         signal.clone(),

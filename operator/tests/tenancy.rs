@@ -239,7 +239,11 @@ async fn exercise(admin: &Client, kubeconfig: &Path, ns_a: &str, ns_b: &str) -> 
         operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
         gateways: 1,
         gateway_env: Vec::new(),
-        operator_env: Vec::new(),
+        // Both tenants' namespaces: the operator judges B's claim on A's host.
+        operator_env: vec![(
+            "PORTCULLIS_WATCH_NAMESPACES".to_owned(),
+            format!("{ns_a},{ns_b}"),
+        )],
     })
     .await?;
     let result = story(admin, kubeconfig, &fleet, ns_a, ns_b).await;
@@ -531,7 +535,14 @@ async fn scoped_operator(
         kubeconfig,
         ns,
         &[format!("{ns}:gateway")],
-        vec![("PORTCULLIS_SECRET_NAMESPACES".into(), ns.to_owned())],
+        vec![
+            ("PORTCULLIS_SECRET_NAMESPACES".into(), ns.to_owned()),
+            // Policies in both: the one elsewhere is told its Secrets are not read.
+            (
+                "PORTCULLIS_WATCH_NAMESPACES".into(),
+                format!("{ns},{elsewhere}"),
+            ),
+        ],
     )
     .await?;
     let log = dir
@@ -593,5 +604,67 @@ async fn secrets_story(admin: &Client, kubeconfig: &Path, ns: &str, elsewhere: &
     let _ = Api::<ClusterRole>::all(admin.clone())
         .delete(&user, &DeleteParams::default())
         .await;
+    result
+}
+
+/// An operator serves the policies of its `--watch-namespaces` only: another installation's
+/// policy, in a namespace it does not watch, gets no status from it, while the policy of its own
+/// namespace is reported Ready.
+#[tokio::test]
+async fn an_operator_leaves_the_policies_of_namespaces_it_does_not_watch_alone() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = TestCluster::shared().await;
+    let kubeconfig = cluster.info().kubeconfig.clone();
+    let other = cluster.namespace("unwatched").await?;
+    let elsewhere = other.name().to_owned();
+    let outcome = cluster
+        .with_temp_ns("watched", |admin: Client, ns: String| {
+            let kubeconfig = kubeconfig.clone();
+            let elsewhere = elsewhere.clone();
+            async move { watched_story(&admin, &kubeconfig, &ns, &elsewhere).await }
+        })
+        .await;
+    other.cleanup().await?;
+    outcome
+}
+
+async fn watched_story(admin: &Client, kubeconfig: &Path, ns: &str, elsewhere: &str) -> Result<()> {
+    for namespace in [elsewhere, ns] {
+        let host = format!("{namespace}.portcullis.test");
+        Api::<AccessPolicy>::namespaced(admin.clone(), namespace)
+            .create(
+                &PostParams::default(),
+                &bypass(namespace, "apps", &host, "/")?,
+            )
+            .await?;
+    }
+    let dir = portcullis_tests::fsutil::scratch_dir("tenancy", "watched")?;
+    let pki = portcullis_tests::pki::Pki::generate(&dir.join("pki"))?;
+    let mut operator = portcullis_tests::operator::OperatorProcess::start_with(
+        &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
+        &dir.join("operator"),
+        &pki,
+        kubeconfig,
+        ns,
+        &[format!("{ns}:gateway")],
+        vec![("PORTCULLIS_WATCH_NAMESPACES".into(), ns.to_owned())],
+    )
+    .await?;
+    let result = async {
+        wait_ready(admin, ns, "apps", "True", "Accepted").await?;
+        // Several status passes later (one a second), still nothing written elsewhere.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let unwatched = Api::<AccessPolicy>::namespaced(admin.clone(), elsewhere)
+            .get("apps")
+            .await?;
+        ensure!(
+            unwatched.status.is_none(),
+            "the operator wrote the status of a policy it does not watch: {:?}",
+            unwatched.status
+        );
+        Ok(())
+    }
+    .await;
+    operator.stop().await?;
     result
 }

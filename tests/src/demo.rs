@@ -299,13 +299,15 @@ impl Demo {
         )
         .await?;
         let operator_bin = config.binary(OPERATOR_BIN)?;
-        let operator = OperatorProcess::start(
+        // Every namespace, as the chart installs it: the demo stack is the operator's alone.
+        let operator = OperatorProcess::start_with(
             &operator_bin,
             &dir.join("operator"),
             &pki,
             &stack.kubeconfig,
             NAMESPACE,
             &[account],
+            vec![("PORTCULLIS_WATCH_NAMESPACES".into(), String::new())],
         )
         .await?;
 

@@ -141,6 +141,12 @@ impl OperatorProcess {
                 "PORTCULLIS_LEASE_NAMESPACE".to_owned(),
                 session_namespace.to_owned(),
             ),
+            // Its own namespace only (`extra_env` may widen it): the shared cluster runs many
+            // operators at once, and each writes the status of every policy it watches.
+            (
+                "PORTCULLIS_WATCH_NAMESPACES".to_owned(),
+                session_namespace.to_owned(),
+            ),
             (
                 "PORTCULLIS_ADVERTISE_URL".to_owned(),
                 format!("https://localhost:{}", addr.port()),

@@ -1466,8 +1466,23 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
             .any(|d| d.contains("- --secret-namespaces=team-a,team-b")),
         "the operator is not told its namespaces"
     );
+    // An installation scoped to its namespaces reads Secrets there only, unless told otherwise.
+    let scoped = split_documents(&render(&["operator.watchNamespaces={team-c}"])?);
+    ensure!(secret_rules(&scoped, "ClusterRole").is_empty());
+    let roles = secret_rules(&scoped, "Role");
+    ensure!(
+        roles.len() == 1 && roles[0].contains("namespace: team-c\n"),
+        "{roles:?}"
+    );
+    ensure!(
+        scoped
+            .iter()
+            .any(|d| d.contains("- --watch-namespaces=team-c")),
+        "the operator is not told which policies to serve"
+    );
     // The schema refuses what is not a namespace name.
     ensure!(render(&["operator.secretNamespaces={Team_A}"]).is_err());
+    ensure!(render(&["operator.watchNamespaces={Team_A}"]).is_err());
     Ok(())
 }
 

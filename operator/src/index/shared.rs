@@ -18,7 +18,8 @@ pub struct SharedIndex {
     /// version): the status writer skips a pass when neither this nor the gateways' facts moved.
     updates: AtomicU64,
     metrics: Metrics,
-    policies_synced: AtomicBool,
+    /// AccessPolicy watches (one per watched namespace, or one for all) yet to list once.
+    policies_pending: AtomicUsize,
     /// Secret watches (one per secret namespace, or one for all) yet to list once.
     secrets_pending: AtomicUsize,
     sessions_synced: AtomicBool,
@@ -57,7 +58,7 @@ impl SharedIndex {
             changed,
             updates: AtomicU64::new(0),
             metrics,
-            policies_synced: AtomicBool::new(false),
+            policies_pending: AtomicUsize::new(1),
             secrets_pending: AtomicUsize::new(1),
             sessions_synced: AtomicBool::new(false),
             hosts_synced: AtomicBool::new(false),
@@ -101,17 +102,25 @@ impl SharedIndex {
         self.secrets_pending.store(watches, Ordering::SeqCst);
     }
 
+    /// How many AccessPolicy watches must list before the index is synced (default one).
+    pub fn expect_policy_watches(&self, watches: usize) {
+        self.policies_pending.store(watches, Ordering::SeqCst);
+    }
+
     /// A watch listed for the first time (each watch calls this once).
     pub fn mark_synced(&self, what: Watched) {
+        let pending = match what {
+            Watched::Secrets => Some(&self.secrets_pending),
+            Watched::Policies => Some(&self.policies_pending),
+            _ => None,
+        };
+        if let Some(pending) = pending {
+            // Saturating: never below zero.
+            let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            return;
+        }
         let flag = match what {
-            Watched::Secrets => {
-                // Saturating: never below zero.
-                let _ =
-                    self.secrets_pending
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-                return;
-            }
-            Watched::Policies => &self.policies_synced,
+            Watched::Secrets | Watched::Policies => return,
             Watched::Sessions => &self.sessions_synced,
             Watched::Hosts => &self.hosts_synced,
             Watched::Namespaces => &self.namespaces_synced,
@@ -123,8 +132,8 @@ impl SharedIndex {
     /// would end the sessions it lacks, and a claim an AccessHost refuses could be streamed).
     pub fn synced(&self) -> bool {
         self.secrets_pending.load(Ordering::SeqCst) == 0
+            && self.policies_pending.load(Ordering::SeqCst) == 0
             && [
-                &self.policies_synced,
                 &self.sessions_synced,
                 &self.hosts_synced,
                 &self.namespaces_synced,
