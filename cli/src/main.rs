@@ -103,7 +103,13 @@ async fn run(cli: Cli, out: &mut Printer<impl Write>) -> Result<(), Error> {
         Some(namespace) => (namespace.as_str(), ChosenBy::Flag),
         None => (connection.context_namespace.as_str(), ChosenBy::Context),
     };
-    let sessions = Sessions::new(connection.client.clone(), session_namespace);
+    let mut sessions = Sessions::new(connection.client.clone(), session_namespace);
+    if matches!(
+        cli.command,
+        Command::Revoke(Revoke::Session(_) | Revoke::User(_))
+    ) {
+        sessions = sessions.revoked_by(revoke::requester(&connection.client).await);
+    }
     match cli.command {
         Command::Sessions(args) => list_sessions(out, &sessions, chosen_by, &args).await,
         Command::Revoke(Revoke::Session(args)) => revoke::sessions(out, &sessions, &args).await,

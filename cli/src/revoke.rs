@@ -31,6 +31,7 @@ use crate::sessions::{Sessions, resolve_email, resolve_subject, shell_quote};
 use crate::wait;
 
 pub use session::FIELD_MANAGER;
+pub use session::requester;
 use session::{Revoked, revoke};
 use user::{SWEEP_WINDOW, UserRevocation, summary};
 

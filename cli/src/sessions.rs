@@ -21,6 +21,9 @@ const PAGE: u32 = 500;
 pub struct Sessions {
     pub api: Api<AccessSession>,
     pub namespace: String,
+    /// The user revocations are written as (`spec.revokedBy`), when the API server said who
+    /// this client is.
+    pub revoker: Option<String>,
 }
 
 impl Sessions {
@@ -28,7 +31,14 @@ impl Sessions {
         Self {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
+            revoker: None,
         }
+    }
+
+    /// Revocations name `user` in `spec.revokedBy`.
+    pub fn revoked_by(mut self, user: Option<String>) -> Self {
+        self.revoker = user;
+        self
     }
 
     /// What a request on `name` (or on the collection) is, for error messages.
@@ -283,6 +293,7 @@ pub(crate) mod tests {
                 expires_at: at(2_000),
                 revoked: false,
                 revocation_reason: None,
+                revoked_by: None,
             },
         )
     }

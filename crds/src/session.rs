@@ -78,7 +78,9 @@ pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provid
 #[x_kube(
     cel,
     validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("a revoked session cannot be un-revoked").reason(Reason::FieldValueForbidden),
-    validation = Rule::new("self.expiresAt > self.issuedAt").message("expiresAt must be after issuedAt")
+    validation = Rule::new("self.expiresAt > self.issuedAt").message("expiresAt must be after issuedAt"),
+    validation = Rule::new("!has(self.revokedBy) || (has(self.revoked) && self.revoked)").message("revokedBy is set only together with revoked").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(oldSelf.revokedBy) || (has(self.revokedBy) && self.revokedBy == oldSelf.revokedBy)").message("revokedBy is immutable once set").reason(Reason::FieldValueForbidden)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessSessionSpec {
@@ -112,6 +114,13 @@ pub struct AccessSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub revocation_reason: Option<String>,
+    /// Who revoked the session: the Kubernetes user name of the request that set `revoked`
+    /// (`kubectl portcullis revoke` fills it in). The chart's ValidatingAdmissionPolicy refuses
+    /// any other name, so with it installed this is the API server's word, not the writer's
+    /// claim. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub revoked_by: Option<String>,
 }
 
 /// Observed state of an `AccessSession`, written by the operator.

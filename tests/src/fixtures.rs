@@ -25,6 +25,7 @@ pub fn session(name: &str, revoked: bool, issued_at: u64) -> AccessSession {
             expires_at: at(issued_at + 3600),
             revoked,
             revocation_reason: None,
+            revoked_by: None,
         },
         status: None,
     }

@@ -46,7 +46,7 @@ pub async fn revoke(
                 Revoked::Already
             });
         }
-        let patch = revocation_patch(&current, reason);
+        let patch = revocation_patch(&current, reason, sessions.revoker.as_deref());
         match sessions
             .api
             .patch(&name, &params, &Patch::Merge(&patch))
@@ -77,18 +77,52 @@ pub async fn revoke(
     }
 }
 
-/// The merge patch setting `spec.revoked` (and the reason), valid only at the `resourceVersion`
-/// `current` was read at.
-fn revocation_patch(current: &AccessSession, reason: Option<&str>) -> serde_json::Value {
+/// The merge patch setting `spec.revoked` (and the reason, and who), valid only at the
+/// `resourceVersion` `current` was read at.
+fn revocation_patch(
+    current: &AccessSession,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> serde_json::Value {
     let mut spec = json!({ "revoked": true });
     if let Some(reason) = reason {
         spec["revocationReason"] = json!(reason);
+    }
+    if let Some(by) = by {
+        spec["revokedBy"] = json!(by);
     }
     let mut patch = json!({ "spec": spec });
     if let Some(version) = &current.metadata.resource_version {
         patch["metadata"] = json!({ "resourceVersion": version });
     }
     patch
+}
+
+/// Who the API server says this client is (a `SelfSubjectReview`), for `spec.revokedBy`. A
+/// cluster that cannot say (older than 1.28, or the review refused) still gets the revocation,
+/// without the name: nothing here may stand between an administrator and a revocation.
+pub async fn requester(client: &kube::Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let reviews: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    match reviews
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+    {
+        Ok(review) => review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|name| !name.is_empty()),
+        Err(e) => {
+            crate::warn(&format!(
+                "warning: the API server did not say who you are ({e}); revoking without spec.revokedBy"
+            ));
+            None
+        }
+    }
 }
 
 fn too_many_conflicts(sessions: &Sessions, name: &str) -> Error {

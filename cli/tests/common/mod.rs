@@ -101,6 +101,7 @@ pub fn session_issued(
             expires_at: from_now(issued + SignedDuration::from_hours(1)),
             revoked: false,
             revocation_reason: None,
+            revoked_by: None,
         },
     )
 }

@@ -289,6 +289,7 @@ fn build(session: &NewSession<'_>) -> Result<AccessSession, RecordError> {
             expires_at: time(session.expires_at)?,
             revoked: false,
             revocation_reason: None,
+            revoked_by: None,
         },
         status: None,
     })

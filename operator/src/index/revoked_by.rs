@@ -1,7 +1,8 @@
 //! Who revoked a session, as the API server says: the field manager that owns `spec.revoked`
 //! in `metadata.managedFields` (`kubectl-patch`, `kubectl-portcullis`, the gateway's client
-//! for a logout, …), and `spec.revocationReason`. Taken from the object the watch delivers,
-//! never from what a writer claims about itself.
+//! for a logout, …), the user in `spec.revokedBy` (the chart's ValidatingAdmissionPolicy
+//! admits only the requesting user's own name there) and `spec.revocationReason`. Taken from
+//! the object the watch delivers.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use portcullis_crds::AccessSession;
@@ -11,6 +12,8 @@ use portcullis_crds::AccessSession;
 pub struct RevokedBy {
     /// The field manager of `spec.revoked`, if the API server recorded one.
     pub manager: Option<String>,
+    /// `spec.revokedBy`: the user who revoked it.
+    pub user: Option<String>,
     /// `spec.revocationReason`.
     pub reason: Option<String>,
 }
@@ -24,6 +27,7 @@ impl RevokedBy {
             .unwrap_or_default();
         Self {
             manager: revoked_field_manager(entries),
+            user: session.spec.revoked_by.clone().filter(|u| !u.is_empty()),
             reason: session
                 .spec
                 .revocation_reason
@@ -33,11 +37,14 @@ impl RevokedBy {
         }
     }
 
-    /// `spec.revoked set by kubectl-patch (reason: …)`, for the `Revoked` condition and Event.
+    /// `spec.revoked set by alice with kubectl-portcullis (reason: …)`, for the `Revoked`
+    /// condition and Event.
     pub fn describe(&self) -> String {
-        let mut text = match &self.manager {
-            Some(manager) => format!("spec.revoked set by {manager}"),
-            None => "spec.revoked is set".to_owned(),
+        let mut text = match (&self.user, &self.manager) {
+            (Some(user), Some(manager)) => format!("spec.revoked set by {user} with {manager}"),
+            (Some(user), None) => format!("spec.revoked set by {user}"),
+            (None, Some(manager)) => format!("spec.revoked set by {manager}"),
+            (None, None) => "spec.revoked is set".to_owned(),
         };
         if let Some(reason) = &self.reason {
             text.push_str(&format!(" (reason: {reason})"));
@@ -144,11 +151,30 @@ mod tests {
     fn the_reason_is_described() {
         let by = RevokedBy {
             manager: Some("kubectl-patch".into()),
+            user: None,
             reason: Some("laptop stolen".into()),
         };
         assert_eq!(
             by.describe(),
             "spec.revoked set by kubectl-patch (reason: laptop stolen)"
         );
+    }
+
+    #[test]
+    fn the_user_is_named_before_the_tool() {
+        let by = RevokedBy {
+            manager: Some("kubectl-portcullis".into()),
+            user: Some("alice@example.com".into()),
+            reason: None,
+        };
+        assert_eq!(
+            by.describe(),
+            "spec.revoked set by alice@example.com with kubectl-portcullis"
+        );
+        let by = RevokedBy {
+            manager: None,
+            ..by
+        };
+        assert_eq!(by.describe(), "spec.revoked set by alice@example.com");
     }
 }
