@@ -23,7 +23,7 @@ use portcullis_tests::{
 };
 use reqwest::StatusCode;
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -205,26 +205,37 @@ fn bypassed(status: StatusCode) -> bool {
     status == StatusCode::BAD_GATEWAY
 }
 
-#[tokio::test]
-async fn a_tenant_cannot_take_another_namespaces_host_unless_an_access_host_grants_it() -> Result<()>
+/// Runs `story(admin, kubeconfig, ns, other)` one test at a time, in a fresh namespace
+/// (`prefix`) and a second one (`other_prefix`), both removed afterwards.
+async fn in_two_namespaces<F, Fut>(prefix: &str, other_prefix: &str, story: F) -> Result<()>
+where
+    F: FnOnce(Client, PathBuf, String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
 {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = TestCluster::shared().await;
     let kubeconfig = cluster.info().kubeconfig.clone();
-    let other = cluster.namespace("tenancy-b").await?;
-    let ns_b = other.name().to_owned();
+    let other = cluster.namespace(other_prefix).await?;
+    let elsewhere = other.name().to_owned();
     let outcome = cluster
-        .with_temp_ns("tenancy-a", |admin: Client, ns_a: String| {
-            let kubeconfig = kubeconfig.clone();
-            let ns_b = ns_b.clone();
-            async move { exercise(&admin, &kubeconfig, &ns_a, &ns_b).await }
+        .with_temp_ns(prefix, |admin: Client, ns: String| {
+            story(admin, kubeconfig, ns, elsewhere.clone())
         })
         .await;
     if outcome.is_err() {
-        eprintln!("{}", cluster.diagnostics(&ns_b).await);
+        eprintln!("{}", cluster.diagnostics(&elsewhere).await);
     }
     other.cleanup().await?;
     outcome
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_take_another_namespaces_host_unless_an_access_host_grants_it() -> Result<()>
+{
+    in_two_namespaces("tenancy-a", "tenancy-b", |admin, kubeconfig, ns_a, ns_b| async move {
+        exercise(&admin, &kubeconfig, &ns_a, &ns_b).await
+    })
+    .await
 }
 
 async fn exercise(admin: &Client, kubeconfig: &Path, ns_a: &str, ns_b: &str) -> Result<()> {
@@ -499,20 +510,14 @@ fn tokened(ns: &str) -> Result<AccessPolicy> {
 /// once the Role exists the watch recovers by itself.
 #[tokio::test]
 async fn the_operator_reads_secrets_only_where_granted_and_reports_a_refusal() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let cluster = TestCluster::shared().await;
-    let kubeconfig = cluster.info().kubeconfig.clone();
-    let other = cluster.namespace("secrets-elsewhere").await?;
-    let elsewhere = other.name().to_owned();
-    let outcome = cluster
-        .with_temp_ns("secrets-scoped", |admin: Client, ns: String| {
-            let kubeconfig = kubeconfig.clone();
-            let elsewhere = elsewhere.clone();
-            async move { secrets_story(&admin, &kubeconfig, &ns, &elsewhere).await }
-        })
-        .await;
-    other.cleanup().await?;
-    outcome
+    in_two_namespaces(
+        "secrets-scoped",
+        "secrets-elsewhere",
+        |admin, kubeconfig, ns, elsewhere| async move {
+            secrets_story(&admin, &kubeconfig, &ns, &elsewhere).await
+        },
+    )
+    .await
 }
 
 /// Starts the operator as `user` with Secrets read in `ns` only, and walks the story.
@@ -612,20 +617,14 @@ async fn secrets_story(admin: &Client, kubeconfig: &Path, ns: &str, elsewhere: &
 /// namespace is reported Ready.
 #[tokio::test]
 async fn an_operator_leaves_the_policies_of_namespaces_it_does_not_watch_alone() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let cluster = TestCluster::shared().await;
-    let kubeconfig = cluster.info().kubeconfig.clone();
-    let other = cluster.namespace("unwatched").await?;
-    let elsewhere = other.name().to_owned();
-    let outcome = cluster
-        .with_temp_ns("watched", |admin: Client, ns: String| {
-            let kubeconfig = kubeconfig.clone();
-            let elsewhere = elsewhere.clone();
-            async move { watched_story(&admin, &kubeconfig, &ns, &elsewhere).await }
-        })
-        .await;
-    other.cleanup().await?;
-    outcome
+    in_two_namespaces(
+        "watched",
+        "unwatched",
+        |admin, kubeconfig, ns, elsewhere| async move {
+            watched_story(&admin, &kubeconfig, &ns, &elsewhere).await
+        },
+    )
+    .await
 }
 
 async fn watched_story(admin: &Client, kubeconfig: &Path, ns: &str, elsewhere: &str) -> Result<()> {
