@@ -128,6 +128,12 @@ pub struct OperatorArgs {
     /// Up to this much longer, at random per gateway, so a fleet does not list at once.
     #[arg(long, env = "PORTCULLIS_API_FALLBACK_JITTER", default_value = "5s", value_parser = parse_duration)]
     pub api_fallback_jitter: Duration,
+    /// The namespaces whose AccessPolicies this gateway takes from the API server (while it
+    /// falls back to it, and for their epochs), comma-separated; empty: every namespace. The
+    /// operator's `--watch-namespaces`, so an installation sharing a cluster never serves
+    /// another's policies.
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
 }
 
 impl OperatorArgs {

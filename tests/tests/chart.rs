@@ -1474,11 +1474,13 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
         roles.len() == 1 && roles[0].contains("namespace: team-c\n"),
         "{roles:?}"
     );
+    let told = scoped
+        .iter()
+        .filter(|d| d.contains("kind: Deployment") && d.contains("- --watch-namespaces=team-c"))
+        .count();
     ensure!(
-        scoped
-            .iter()
-            .any(|d| d.contains("- --watch-namespaces=team-c")),
-        "the operator is not told which policies to serve"
+        told == 2,
+        "the operator and the gateway are not both told which policies are theirs"
     );
     // The schema refuses what is not a namespace name.
     ensure!(render(&["operator.secretNamespaces={Team_A}"]).is_err());

@@ -107,6 +107,9 @@ async fn cluster(
             namespace: namespace.to_owned(),
             after: args.operator.api_fallback_after,
             jitter: args.operator.api_fallback_jitter,
+            policy_namespaces: state::api_fallback::Namespaces::new(
+                &args.operator.watch_namespaces,
+            ),
         },
         receivers.shared,
         receivers.feed,

@@ -10,7 +10,7 @@
 //!   operator falls back: Secrets (service-token credentials) come only from the operator.
 //! - **What**: the `AccessSession`s of the session namespace (through the same watch as
 //!   standalone mode, [`super::session_index::follow_sessions`]) and the `AccessPolicy`s of
-//!   every namespace ([`policies`]). Secrets are not watched (the gateway reads no Secret): a
+//!   every namespace, or of `--watch-namespaces` ([`policies`]). Secrets are not watched (the gateway reads no Secret): a
 //!   service-token Secret changed during an outage is applied when the stream returns.
 //! - **How it merges**: by the one merge rule: ended stays ended, epochs only go up per object,
 //!   a relist ends what it lacks and revives nothing (relists may come from a lagging API
@@ -28,6 +28,8 @@
 mod policies;
 mod revocations;
 mod sessions;
+
+pub use policies::Namespaces;
 
 use super::{
     feed::{Feed, Path},
@@ -62,6 +64,8 @@ pub struct FallbackConfig {
     pub after: Duration,
     /// Up to how much longer each gateway waits, at random.
     pub jitter: Duration,
+    /// Whose policies it takes.
+    pub policy_namespaces: Namespaces,
 }
 
 /// Which watches have completed their first list. A failed watch resumes from its position
@@ -96,7 +100,7 @@ pub fn spawn(
         client.clone(),
         &config.namespace,
         config.jitter,
-        shared.clone(),
+        (shared.clone(), config.policy_namespaces.clone()),
         feed.clone(),
         shutdown.clone(),
     );
@@ -136,7 +140,7 @@ async fn run(
         let policies = policies::follow(
             Api::<AccessPolicy>::all(client.clone()),
             watch,
-            shared.clone(),
+            (shared.clone(), config.policy_namespaces.clone()),
             policies::Relists::RemoveMissing(listed.clone()),
             shutdown.clone(),
         );

@@ -1,13 +1,45 @@
-//! The policy watch: every `AccessPolicy`, merged into the fleet state (epochs only go up per
-//! object; a deleted object never comes back). The fallback's relist also removes what it
-//! lacks; the always-on revocation watch's does not ([`Relists`]).
+//! The policy watch: every `AccessPolicy` of the installation's namespaces ([`Namespaces`]),
+//! merged into the fleet state (epochs only go up per object; a deleted object never comes
+//! back). The fallback's relist also removes what it lacks; the always-on revocation watch's
+//! does not ([`Relists`]).
 
 use super::Listed;
 use crate::{shutdown::Signal, state::merger::Shared};
 use kube::{Api, runtime::watcher};
 use portcullis_crds::AccessPolicy;
 use portcullis_protocol::Applied;
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+};
+
+/// The namespaces whose policies this gateway takes: its installation's (the operator's
+/// `--watch-namespaces`), or every namespace. Watched cluster-wide and filtered here, so one
+/// watch serves any list and the gateway's RBAC does not depend on it; what is filtered out
+/// never reaches the state, so a relist cannot remove what it never listed.
+#[derive(Clone, Debug, Default)]
+pub struct Namespaces(Option<Arc<BTreeSet<String>>>);
+
+impl Namespaces {
+    /// The non-empty names of `names`; none: every namespace.
+    pub fn new(names: &[String]) -> Self {
+        let set: BTreeSet<String> = names
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        Self((!set.is_empty()).then(|| Arc::new(set)))
+    }
+
+    /// Whether `policy` is one of this installation's.
+    fn admits(&self, policy: &AccessPolicy) -> bool {
+        match (&self.0, policy.metadata.namespace.as_deref()) {
+            (None, _) => true,
+            (Some(set), Some(ns)) => set.contains(ns),
+            (Some(_), None) => false,
+        }
+    }
+}
 
 /// What a complete list does beyond merging what it lists.
 pub(super) enum Relists {
@@ -19,17 +51,24 @@ pub(super) enum Relists {
     Keep,
 }
 
-/// Follows every policy into `shared` until shutdown (or the watch ends).
+/// Follows every policy of `namespaces` into `shared` until shutdown (or the watch ends).
 pub(super) async fn follow(
     api: Api<AccessPolicy>,
     config: watcher::Config,
-    shared: Shared,
+    (shared, namespaces): (Shared, Namespaces),
     relists: Relists,
     mut shutdown: Signal,
 ) {
     let mut watch = crate::state::Watch::new(api, config, "policies");
     let mut relist: Option<HashSet<(String, String)>> = None;
     while let Some(event) = watch.next(&mut shutdown).await {
+        if let watcher::Event::InitApply(policy)
+        | watcher::Event::Apply(policy)
+        | watcher::Event::Delete(policy) = &event
+            && !namespaces.admits(policy)
+        {
+            continue;
+        }
         let now = crate::clock::now();
         let mut merger = shared.lock();
         let fleet = merger.fleet_mut();
@@ -69,5 +108,35 @@ pub(super) async fn follow(
             },
         };
         merger.publish(applied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(namespace: Option<&str>) -> AccessPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "apps", "namespace": namespace},
+            "spec": {"hosts": ["app.example.com"], "rules": []}
+        }))
+        .expect("a policy")
+    }
+
+    #[test]
+    fn only_the_installations_namespaces_are_taken() {
+        let scoped = Namespaces::new(&[" team-a".into(), String::new(), "team-b".into()]);
+        assert!(scoped.admits(&policy(Some("team-a"))));
+        assert!(scoped.admits(&policy(Some("team-b"))));
+        assert!(!scoped.admits(&policy(Some("team-c"))));
+        assert!(!scoped.admits(&policy(None)));
+    }
+
+    #[test]
+    fn no_namespaces_means_every_namespace() {
+        for every in [Namespaces::new(&[]), Namespaces::new(&[String::new()])] {
+            assert!(every.admits(&policy(Some("team-c"))));
+        }
     }
 }

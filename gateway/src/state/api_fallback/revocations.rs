@@ -1,7 +1,7 @@
 //! The revocations, straight from the API server, always: every gateway watches the revoked
 //! `AccessSession`s of its session namespace (a field selector on `spec.revoked`, a selectable
-//! field of the CRD) and the epochs of every `AccessPolicy`, whatever the operator's stream is
-//! doing.
+//! field of the CRD) and the epochs of every `AccessPolicy` of its installation's namespaces,
+//! whatever the operator's stream is doing.
 //!
 //! Why not only while the stream is down: a gateway cannot tell a partitioned stream from a
 //! quiet one before it falls silent for three heartbeats, and the fallback then waits
@@ -21,7 +21,7 @@
 //! epoch only goes up per object, a deleted policy never comes back). A relist removes nothing:
 //! what a list lacks is the stream's (or the fallback's) to judge.
 
-use super::policies::{self, Relists};
+use super::policies::{self, Namespaces, Relists};
 use crate::{shutdown::Signal, state::feed::Feed, state::merger::Shared};
 use kube::{Api, Client, runtime::watcher};
 use portcullis_crds::{AccessPolicy, AccessSession};
@@ -37,7 +37,7 @@ pub(super) fn spawn(
     client: Client,
     namespace: &str,
     jitter: Duration,
-    shared: Shared,
+    (shared, namespaces): (Shared, Namespaces),
     feed: Arc<Feed>,
     shutdown: Signal,
 ) {
@@ -61,7 +61,13 @@ pub(super) fn spawn(
             feed,
             shutdown.clone(),
         );
-        let epochs = policies::follow(policies, config, shared, Relists::Keep, shutdown);
+        let epochs = policies::follow(
+            policies,
+            config,
+            (shared, namespaces),
+            Relists::Keep,
+            shutdown,
+        );
         tokio::join!(revoked, epochs);
     });
 }
