@@ -5,11 +5,12 @@
 #   helm (helm.sh/helm/v3), which the chart tests use;
 #   the node the in-cluster tests run pods on: kubelet, kube-scheduler and kube-proxy
 #   (k8s.io/kubernetes) and CoreDNS (github.com/coredns/coredns);
-#   actionlint (github.com/rhysd/actionlint), which checks the release workflow.
+#   actionlint (github.com/rhysd/actionlint), which checks the release workflow;
+#   jaeger (github.com/jaegertracing/jaeger), the OTLP receiver the trace tests export to.
 # Each binary is built once per pinned version; a second run is a no-op.
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
-#                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint ...]
+#                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger ...]
 #        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
@@ -25,6 +26,8 @@ DEX_API_VERSION=v2.2.0
 HELM_VERSION=v3.19.0
 COREDNS_VERSION=v1.15.0
 ACTIONLINT_VERSION=v1.7.12
+# Jaeger v2.13 (its v2 tags do not match the module path; this release of the module is it).
+JAEGER_VERSION=v1.76.0
 
 BIN="$PORTCULLIS_TOOLS/bin"
 SRC="$PORTCULLIS_TOOLS/src"
@@ -191,9 +194,22 @@ build_helm() {
   stamp helm "$HELM_VERSION-ldflags"
 }
 
+# Jaeger v2 (an OpenTelemetry Collector with Jaeger's storage and query API): receives OTLP and
+# answers /api/traces. Its go.mod carries a replace directive, which `go install pkg@version`
+# refuses, so it is built from a wrapper module like the others.
+build_jaeger() {
+  fresh jaeger "$JAEGER_VERSION" && return
+  log "jaeger $JAEGER_VERSION"
+  local dir="$SRC/jaeger"
+  wrapper "$dir" jaeger
+  (cd "$dir" && go get "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+    go build -ldflags='-s -w' -o "$BIN/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+  stamp jaeger "$JAEGER_VERSION"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
-  kubelet kube-scheduler kube-proxy coredns actionlint)
+  kubelet kube-scheduler kube-proxy coredns actionlint jaeger)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;
@@ -205,6 +221,7 @@ for t in "${targets[@]}"; do
     kubelet | kube-scheduler | kube-proxy) build_kube_node "$t" ;;
     coredns) build_coredns ;;
     actionlint) build_actionlint ;;
+    jaeger) build_jaeger ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

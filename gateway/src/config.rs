@@ -20,6 +20,8 @@ pub struct Args {
     pub keys: KeyArgs,
     #[clap(flatten)]
     pub login_rate: LoginRateArgs,
+    #[clap(flatten)]
+    pub traces: portcullis_runtime::telemetry::TraceArgs,
     /// Standalone mode: load AccessPolicy (and Secret) manifests from this directory and reload
     /// them when they change. Exactly one of this and `--operator-url`.
     #[arg(

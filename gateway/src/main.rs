@@ -6,11 +6,20 @@ use portcullis_gateway::{config, startup};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = config::Args::parse();
-    portcullis_runtime::init_tracing(&args.log.log_format);
+    let instance = args.operator.gateway_id();
+    let service = portcullis_runtime::telemetry::Service {
+        name: "portcullis-gateway",
+        instance: &instance,
+    };
+    let traces = portcullis_runtime::telemetry::init(&args.log.log_format, &service, &args.traces)?;
     // Exactly one crypto provider for rustls (server, proxy, identity providers) and
     // jsonwebtoken: aws-lc-rs.
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    startup::run(args).await
+    let result = startup::run(args).await;
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
 }

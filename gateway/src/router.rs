@@ -25,6 +25,7 @@ use axum::{
 use http::{HeaderValue, StatusCode, header};
 use portcullis_core::CanonicalPath;
 use std::{net::SocketAddr, time::Instant};
+use tracing::Instrument as _;
 
 /// The gateway's router. Every response it makes itself gets the security headers
 /// ([`crate::http::secure`]); an upstream's is relayed as it is.
@@ -53,7 +54,21 @@ async fn logged(State(gateway): State<Gateway>, mut req: Request) -> Response {
     let uri = req.uri().clone();
     let host = req.headers().get(header::HOST).cloned();
     let client_ip = client_ip(settings, peer.ip(), req.headers());
-    let (mut response, note) = access_log::scope(dispatch(&gateway, peer, req)).await;
+    let span = tracing::info_span!(
+        target: portcullis_runtime::telemetry::TARGET,
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = uri.path(),
+        server.address = host.as_ref().and_then(|h| h.to_str().ok()).or(uri.host()),
+        http.response.status_code = tracing::field::Empty,
+    );
+    portcullis_runtime::telemetry::continue_from(&span, req.headers());
+    let (mut response, note) = access_log::scope(dispatch(&gateway, peer, req))
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", response.status().as_u16());
     access_log::write(
         &settings.access_log,
         &access_log::Line {

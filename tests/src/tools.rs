@@ -34,6 +34,8 @@ pub enum Tool {
     Coredns,
     /// actionlint, which checks the release workflow.
     Actionlint,
+    /// Jaeger v2, the OTLP receiver (with a query API) of the trace tests.
+    Jaeger,
 }
 
 /// A binary is missing from the tools cache.
@@ -72,6 +74,7 @@ impl Tool {
             Tool::KubeProxy => "kube-proxy",
             Tool::Coredns => "coredns",
             Tool::Actionlint => "actionlint",
+            Tool::Jaeger => "jaeger",
         }
     }
 

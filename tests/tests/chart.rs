@@ -1488,6 +1488,30 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
     Ok(())
 }
 
+/// Traces are off unless an OTLP endpoint is given; the gateway is then told where and how much.
+#[test]
+fn traces_are_sent_only_where_the_values_say() -> Result<()> {
+    let chart = chart().display().to_string();
+    let values = example_values("traefik");
+    let render = |set: &[&str]| {
+        let mut args = vec!["template", "t", &chart, "-n", "portcullis", "-f", &values];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        run_ok(Tool::Helm, &args, "", None)
+    };
+    ensure!(!render(&[])?.contains("--otlp-endpoint"));
+    let on = render(&[
+        "gateway.traces.otlpEndpoint=http://collector.monitoring:4318/v1/traces",
+        "gateway.traces.sampleRatio=0.25",
+    ])?;
+    ensure!(on.contains("- --otlp-endpoint=http://collector.monitoring:4318/v1/traces"));
+    ensure!(on.contains("- --trace-sample-ratio=0.25"));
+    ensure!(render(&["gateway.traces.otlpEndpoint=collector:4318"]).is_err());
+    ensure!(render(&["gateway.traces.sampleRatio=2"]).is_err());
+    Ok(())
+}
+
 /// docs/ingress/*.md show the example files byte for byte, so the manifests users copy are the
 /// ones the tests above validate.
 #[test]

@@ -114,6 +114,12 @@ impl Provider {
     /// Redeems the authorization code (with the PKCE verifier) at the token endpoint. A refusal
     /// by the provider is told apart from failing to reach it: a spent or foreign code is the
     /// user's problem, an unreachable provider is ours.
+    #[tracing::instrument(
+        target = "portcullis::trace",
+        name = "identity_provider",
+        skip_all,
+        fields(otel.name = "exchange code", otel.kind = "client")
+    )]
     async fn exchange_code(
         &self,
         client: &Client,

@@ -130,6 +130,12 @@ impl Provider {
     /// key) or the last discovery is younger than the cooldown: after a token signed with an
     /// unknown key the provider may have rotated, but a flood of forged `kid`s must not become
     /// a flood of requests to it.
+    #[tracing::instrument(
+        target = "portcullis::trace",
+        name = "identity_provider",
+        skip_all,
+        fields(otel.name = "discovery", otel.kind = "client")
+    )]
     async fn discover(&self, stale: Option<&Arc<Client>>) -> Result<Arc<Client>, OidcError> {
         let mut slot = self.client.write().await;
         let secret = self.secret();

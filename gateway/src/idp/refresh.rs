@@ -49,6 +49,12 @@ impl Provider {
     /// Redeems `refresh_token`. A new ID token in the answer is verified like a login's
     /// (signature, issuer, audience, `azp`, `iat`) except for the nonce, which refreshed ID
     /// tokens do not carry; its subject must be `subject`.
+    #[tracing::instrument(
+        target = "portcullis::trace",
+        name = "identity_provider",
+        skip_all,
+        fields(otel.name = "refresh", otel.kind = "client")
+    )]
     pub async fn refresh(
         &self,
         refresh_token: &str,

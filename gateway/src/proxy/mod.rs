@@ -201,6 +201,12 @@ impl Proxy {
 
     /// The request path in order: refuse `CONNECT`, decide on an upgrade, rewrite the request,
     /// send it, accept a `101` only for what was asked, rewrite the response.
+    #[tracing::instrument(
+        target = "portcullis::trace",
+        name = "upstream",
+        skip_all,
+        fields(otel.kind = "client", http.response.status_code = tracing::field::Empty)
+    )]
     async fn forward_inner<B>(
         &self,
         req: Request<B>,
@@ -226,9 +232,12 @@ impl Proxy {
 
         let uri = upstream_uri(&parts.uri, upstream)?;
         headers::rewrite_request(&mut parts.headers, ctx, upgrade.as_ref())?;
+        // The upstream's spans join this trace (the client's own context is replaced).
+        portcullis_runtime::telemetry::inject(&mut parts.headers);
         let mut response = self
             .send(parts, uri, body, upstream, upgrade.is_some())
             .await?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

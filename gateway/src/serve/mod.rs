@@ -21,6 +21,12 @@ use std::time::Instant;
 /// (the source of truth) once, and checked again with what it says: a session created on
 /// another gateway, or while the operator's stream is unavailable, works at once instead of
 /// sending the browser round to log in again.
+#[tracing::instrument(
+    target = "portcullis::trace",
+    name = "check",
+    skip_all,
+    fields(result = tracing::field::Empty)
+)]
 pub(crate) async fn check(
     gateway: &Gateway,
     snapshot: &Snapshot,
@@ -41,5 +47,6 @@ pub(crate) async fn check(
         .metrics()
         .observe_check(outcome.result(), started.elapsed());
     access_log::note(&outcome);
+    tracing::Span::current().record("result", outcome.result().label());
     outcome
 }

@@ -7,6 +7,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use portcullis_crds::AccessSession;
+use tracing::Instrument as _;
 
 /// The field manager of every write the gateway makes to an `AccessSession`.
 const FIELD_MANAGER: &str = "portcullis-gateway";
@@ -26,23 +27,28 @@ impl ApiStore {
 
 impl SessionStore for ApiStore {
     fn create<'a>(&'a self, session: &'a AccessSession) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.api
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.to_owned()),
-                        ..PostParams::default()
-                    },
-                    session,
-                )
-                .await
-                .map(|_| ())
-                .map_err(store_error)
-        })
+        let span = api_span("create AccessSession");
+        Box::pin(
+            async move {
+                self.api
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.to_owned()),
+                            ..PostParams::default()
+                        },
+                        session,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(store_error)
+            }
+            .instrument(span),
+        )
     }
 
     fn get<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<Option<AccessSession>, StoreError>> {
-        Box::pin(async move { self.api.get_opt(sid).await.map_err(store_error) })
+        let span = api_span("get AccessSession");
+        Box::pin(async move { self.api.get_opt(sid).await.map_err(store_error) }.instrument(span))
     }
 
     fn patch<'a>(
@@ -50,24 +56,41 @@ impl SessionStore for ApiStore {
         sid: &'a str,
         patch: &'a SessionPatch,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(async move {
-            // Named, so a logout's revocation reads "set by portcullis-gateway" in the
-            // operator's Event and condition (the field manager the API server records).
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            let body = patch.body();
-            let merge = Patch::Merge(&body);
-            let written = match patch.part {
-                Part::Status => self.api.patch_status(sid, &params, &merge).await,
-                Part::Spec | Part::Metadata => self.api.patch(sid, &params, &merge).await,
-            };
-            written
-                .map(|object| object.metadata.resource_version)
-                .map_err(store_error)
-        })
+        let span = api_span(match patch.part {
+            Part::Status => "patch AccessSession status",
+            Part::Spec | Part::Metadata => "patch AccessSession",
+        });
+        Box::pin(
+            async move {
+                // Named, so a logout's revocation reads "set by portcullis-gateway" in the
+                // operator's Event and condition (the field manager the API server records).
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                let body = patch.body();
+                let merge = Patch::Merge(&body);
+                let written = match patch.part {
+                    Part::Status => self.api.patch_status(sid, &params, &merge).await,
+                    Part::Spec | Part::Metadata => self.api.patch(sid, &params, &merge).await,
+                };
+                written
+                    .map(|object| object.metadata.resource_version)
+                    .map_err(store_error)
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The trace span of one call to the API server.
+fn api_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: portcullis_runtime::telemetry::TARGET,
+        "api_server",
+        otel.name = name,
+        otel.kind = "client",
+    )
 }
 
 /// The API server's answer as a [`StoreError`]: 409 and 404 by name, 429 and 5xx (and no
