@@ -1493,21 +1493,22 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
 fn traces_are_sent_only_where_the_values_say() -> Result<()> {
     let chart = chart().display().to_string();
     let values = example_values("traefik");
+    // `--set-json`: `--set` would pass 0.25 as a string.
     let render = |set: &[&str]| {
         let mut args = vec!["template", "t", &chart, "-n", "portcullis", "-f", &values];
         for s in set {
-            args.extend(["--set", s]);
+            args.extend(["--set-json", s]);
         }
         run_ok(Tool::Helm, &args, "", None)
     };
     ensure!(!render(&[])?.contains("--otlp-endpoint"));
     let on = render(&[
-        "gateway.traces.otlpEndpoint=http://collector.monitoring:4318/v1/traces",
+        r#"gateway.traces.otlpEndpoint="http://collector.monitoring:4318/v1/traces""#,
         "gateway.traces.sampleRatio=0.25",
     ])?;
     ensure!(on.contains("- --otlp-endpoint=http://collector.monitoring:4318/v1/traces"));
     ensure!(on.contains("- --trace-sample-ratio=0.25"));
-    ensure!(render(&["gateway.traces.otlpEndpoint=collector:4318"]).is_err());
+    ensure!(render(&[r#"gateway.traces.otlpEndpoint="collector:4318""#]).is_err());
     ensure!(render(&["gateway.traces.sampleRatio=2"]).is_err());
     Ok(())
 }
