@@ -68,7 +68,7 @@ pub struct LogArgs {
     pub access_log: bool,
     /// Share of allowed requests the access log writes (0.0–1.0); refusals and server errors
     /// are always written.
-    #[arg(long, env = "PORTCULLIS_ACCESS_LOG_SAMPLE", default_value_t = 1.0, value_parser = parse_share)]
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG_SAMPLE", default_value_t = 1.0, value_parser = portcullis_runtime::parse_share)]
     pub access_log_sample: f64,
 }
 
@@ -79,14 +79,6 @@ impl LogArgs {
             enabled: self.access_log,
             sample: self.access_log_sample,
         }
-    }
-}
-
-/// A share between 0 and 1.
-fn parse_share(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
-        _ => Err(format!("{value:?} is not a number from 0 to 1")),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod telemetry;
 pub use duration::parse_duration;
 pub use error::error_chain;
 pub use relist::Relist;
+pub use telemetry::parse_share;
 
 /// Installs the log subscriber: JSON lines (for collectors) or text, the level from
 /// `RUST_LOG` (default `info`), colours only on a terminal; no traces.

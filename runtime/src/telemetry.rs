@@ -43,14 +43,15 @@ pub struct TraceArgs {
     pub otlp_endpoint: Option<url::Url>,
     /// Share of the traces that start here that are recorded, 0 to 1. A request whose
     /// `traceparent` says its trace is sampled is recorded whatever this says.
-    #[arg(long, env = "PORTCULLIS_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    #[arg(long, env = "PORTCULLIS_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_share)]
     pub trace_sample_ratio: f64,
 }
 
-fn parse_ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+/// A share between 0 and 1 (a flag's value).
+pub fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{value:?} is not a number from 0 to 1")),
     }
 }
 
@@ -204,10 +205,10 @@ mod tests {
 
     #[test]
     fn a_ratio_is_a_share() {
-        assert_eq!(parse_ratio("0.25"), Ok(0.25));
-        assert_eq!(parse_ratio("1"), Ok(1.0));
-        assert!(parse_ratio("1.5").is_err());
-        assert!(parse_ratio("-0.1").is_err());
-        assert!(parse_ratio("NaN").is_err());
+        assert_eq!(parse_share("0.25"), Ok(0.25));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert!(parse_share("1.5").is_err());
+        assert!(parse_share("-0.1").is_err());
+        assert!(parse_share("NaN").is_err());
     }
 }
