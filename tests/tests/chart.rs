@@ -396,6 +396,18 @@ async fn install_third_party_crds(client: &kube::Client) -> Result<()> {
 }
 
 /// The YAML documents of a multi-document stream that hold anything.
+/// `helm template` of the chart with the traefik example's values and each of `sets` passed
+/// with `flag` (`--set`, `--set-json`).
+fn render_traefik(flag: &str, sets: &[&str]) -> Result<String> {
+    let chart = chart().display().to_string();
+    let values = example_values("traefik");
+    let mut args = vec!["template", "t", &chart, "-n", "portcullis", "-f", &values];
+    for set in sets {
+        args.extend([flag, set]);
+    }
+    run_ok(Tool::Helm, &args, "", None)
+}
+
 fn split_documents(text: &str) -> Vec<String> {
     let mut docs = vec![String::new()];
     for line in text.lines() {
@@ -1417,15 +1429,7 @@ fn connection_rate_and_reload_values_become_flags_the_binaries_take() -> Result<
 /// namespace and nowhere else, and is told which; without it, through its ClusterRole.
 #[test]
 fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()> {
-    let chart = chart().display().to_string();
-    let values = example_values("traefik");
-    let render = |set: &[&str]| {
-        let mut args = vec!["template", "t", &chart, "-n", "portcullis", "-f", &values];
-        for s in set {
-            args.extend(["--set", s]);
-        }
-        run_ok(Tool::Helm, &args, "", None)
-    };
+    let render = |set: &[&str]| render_traefik("--set", set);
     let secret_rules = |docs: &[String], kind: &str| -> Vec<String> {
         docs.iter()
             .filter(|d| {
@@ -1491,16 +1495,8 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
 /// Traces are off unless an OTLP endpoint is given; the gateway is then told where and how much.
 #[test]
 fn traces_are_sent_only_where_the_values_say() -> Result<()> {
-    let chart = chart().display().to_string();
-    let values = example_values("traefik");
     // `--set-json`: `--set` would pass 0.25 as a string.
-    let render = |set: &[&str]| {
-        let mut args = vec!["template", "t", &chart, "-n", "portcullis", "-f", &values];
-        for s in set {
-            args.extend(["--set-json", s]);
-        }
-        run_ok(Tool::Helm, &args, "", None)
-    };
+    let render = |set: &[&str]| render_traefik("--set-json", set);
     ensure!(!render(&[])?.contains("--otlp-endpoint"));
     let on = render(&[
         r#"gateway.traces.otlpEndpoint="http://collector.monitoring:4318/v1/traces""#,
