@@ -34,9 +34,10 @@ pub async fn epoch(
     let policy = compile(&current, namespace)?;
     let now = Timestamp::now();
     let live = live_sessions(sessions, now).await?;
+    let uid = current.metadata.uid.as_deref();
     let rows: Vec<Row> = live
         .iter()
-        .map(|s| Row::new(s, Judgement::Refused, judge(&policy, s)))
+        .map(|s| Row::new(s, Judgement::Refused, logged_out(&policy, uid, s)))
         .filter(|row| row.after != Judgement::Refused)
         .collect();
     let (sure, unsure) = split_sure(&rows);
@@ -190,6 +191,24 @@ fn users<'a>(rows: impl Iterator<Item = &'a Row<'a>>) -> usize {
     rows.map(|r| (&r.session.spec.identity_provider, &r.session.spec.subject))
         .collect::<BTreeSet<_>>()
         .len()
+}
+
+/// Whether an epoch raise of `policy` (the object `uid`) logs `session` out: exactly when a
+/// gateway handed the session to that object, if the session records where it was handed
+/// (`USED_POLICY_PREFIX` annotations); a session that records nothing (from an older gateway)
+/// may hold a token wherever the rules admit its identity.
+fn logged_out(policy: &Policy, uid: Option<&str>, session: &AccessSession) -> Judgement {
+    let mut used = portcullis_crds::session::used_policies(session).peekable();
+    match uid {
+        Some(uid) if used.peek().is_some() => {
+            if used.any(|u| u == uid) {
+                Judgement::Allowed
+            } else {
+                Judgement::Refused
+            }
+        }
+        _ => judge(policy, session),
+    }
 }
 
 fn judge(policy: &Policy, session: &AccessSession) -> Judgement {

@@ -9,7 +9,7 @@ use common::{create, plugin, policy, session, session_issued};
 use k8s_openapi::jiff::SignedDuration;
 use kube::Api;
 use kube::api::PostParams;
-use portcullis_crds::{AccessPolicy, AccessSession};
+use portcullis_crds::{AccessPolicy, AccessSession, session::USED_POLICY_PREFIX};
 use portcullis_tests::TestCluster;
 use portcullis_tests::fsutil::scratch_dir;
 
@@ -49,6 +49,31 @@ async fn sessions(api: &Api<AccessSession>) -> Result<()> {
     .await
 }
 
+/// Two sessions that record the policies a gateway handed them to: dana another policy's
+/// object, frank this one (`uid`).
+async fn used(api: &Api<AccessSession>, ns: &str, uid: &str) -> Result<()> {
+    let handed = |name: &str, who: &str, email: &str, uid: &str, policy: &str| {
+        let mut s = session(name, who, Some(email), "dex");
+        let key = format!("{USED_POLICY_PREFIX}{uid}");
+        s.metadata.annotations = Some([(key, format!("{ns}/{policy}"))].into());
+        s
+    };
+    create(
+        api,
+        vec![
+            handed(
+                "s-dana",
+                "dana",
+                "dana@example.com",
+                "another-object",
+                "admin",
+            ),
+            handed("s-frank", "frank", "frank@other.test", uid, "apps"),
+        ],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn preview_shows_who_an_epoch_raise_or_a_rule_change_affects() {
     let cluster = TestCluster::shared().await;
@@ -63,17 +88,25 @@ async fn preview_shows_who_an_epoch_raise_or_a_rule_change_affects() {
                 )
                 .await?;
             sessions(&Api::namespaced(client.clone(), &ns)).await?;
+            let uid = policies.get("apps").await?.metadata.uid.context("uid")?;
+            used(&Api::namespaced(client.clone(), &ns), &ns, &uid).await?;
 
-            // The epoch: only live dex sessions the rules admit (not google's, not eve's, not
-            // the revoked or expired ones).
+            // The epoch: the sessions handed to this policy object (frank, whom the rules no
+            // longer admit, but not dana, handed only to another policy), and those that do
+            // not record where they were handed and whom the rules admit: only live dex
+            // sessions (alice; not google's, not eve's, not the revoked or expired ones).
             let epoch = plugin(&kc, &ns, &["preview", "epoch", "apps", "-n", &ns])
                 .await?
                 .expect(0)?;
-            ensure!(rows(&epoch.stdout) == ["s-alice"], "{}", epoch.stdout);
+            ensure!(
+                rows(&epoch.stdout) == ["s-alice", "s-frank"],
+                "{}",
+                epoch.stdout
+            );
             ensure!(
                 epoch
                     .stdout
-                    .contains("logs out 1 of 4 live sessions (1 users)"),
+                    .contains("logs out 2 of 6 live sessions (2 users)"),
                 "{}",
                 epoch.stdout
             );
@@ -90,7 +123,7 @@ async fn preview_shows_who_an_epoch_raise_or_a_rule_change_affects() {
                 .await?
                 .expect(0)?;
             ensure!(
-                rows(&change.stdout) == ["s-alice", "s-carol"],
+                rows(&change.stdout) == ["s-alice", "s-carol", "s-dana"],
                 "{}",
                 change.stdout
             );
@@ -115,7 +148,7 @@ async fn preview_shows_who_an_epoch_raise_or_a_rule_change_affects() {
             ensure!(
                 change
                     .stdout
-                    .contains("1 live sessions lose access, 1 gain it (of 4 live)"),
+                    .contains("2 live sessions lose access, 1 gain it (of 6 live)"),
                 "{}",
                 change.stdout
             );

@@ -19,6 +19,24 @@ pub const USER_LABEL: &str = "access.portcullis.dev/user";
 /// Label naming the identity provider a session logged in through.
 pub const IDENTITY_PROVIDER_LABEL: &str = "access.portcullis.dev/identity-provider";
 
+/// Prefix of the annotations naming the policies a session was handed to: the policy object's
+/// uid follows, the value is its `namespace/name`. Written by the gateway in the same write
+/// that redeems the hand-off ticket (no write of its own), read by `kubectl portcullis preview
+/// epoch`: a session was signed in to a policy (holds or held its app token) exactly when it
+/// has that policy's annotation. A uid, not the name: a policy deleted and created again is
+/// another object, and the gateways refuse the old one's tokens.
+pub const USED_POLICY_PREFIX: &str = "policy.access.portcullis.dev/";
+
+/// The uids of the policies `session` was handed to.
+pub fn used_policies(session: &AccessSession) -> impl Iterator<Item = &str> {
+    session
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter_map(|(key, _)| key.strip_prefix(USED_POLICY_PREFIX))
+}
+
 /// Desired state of an `AccessSession`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

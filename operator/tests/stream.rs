@@ -348,6 +348,13 @@ async fn revoking_one_session_reaches_every_gateway_through_the_operator() -> Re
             }
             let sid = session_of(&client, &ns, "alice@example.com").await?;
             let sessions: Api<AccessSession> = Api::namespaced(client.clone(), &ns);
+            // The hand-off recorded the policy object the session was handed to (what
+            // `kubectl portcullis preview epoch` reads).
+            let policies: Api<portcullis_crds::AccessPolicy> = Api::namespaced(client.clone(), &ns);
+            let uid = policies.get("apps").await?.metadata.uid.context("uid")?;
+            let session = sessions.get(&sid).await?;
+            let used: Vec<&str> = portcullis_crds::session::used_policies(&session).collect();
+            ensure!(used == [uid.as_str()], "handed to {used:?}, not {uid}");
             sessions
                 .patch(
                     &sid,

@@ -66,7 +66,7 @@ pub async fn handoff(gateway: &Gateway, host: &Host, req: &Parts) -> Result<Resp
     if !gateway.spend(SingleUse::HandoffTicket, &claims.jti, claims.exp, now) {
         return Err(ticket_used());
     }
-    redeem_everywhere(gateway, &claims, now).await?;
+    redeem_everywhere(gateway, &claims, &policy, now).await?;
     let cookie = app_token_cookie(gateway, &policy, &claims, now)?;
     // A browser sent round again and again ends on a page with a retry link, never a loop.
     let counted = match crate::login::bounce::count(&req.headers) {
@@ -86,13 +86,19 @@ pub async fn handoff(gateway: &Gateway, host: &Host, req: &Parts) -> Result<Resp
 async fn redeem_everywhere(
     gateway: &Gateway,
     claims: &HandoffClaims,
+    policy: &Policy,
     now: u64,
 ) -> Result<(), Problem> {
     let Some(recorder) = gateway.sessions() else {
         return Ok(());
     };
     match recorder
-        .redeem_handoff(&claims.sid, &claims.jti, claims.exp, now)
+        .redeem_handoff(
+            (&claims.sid, &claims.jti),
+            policy.uid.as_deref().map(|uid| (uid, claims.aud.as_str())),
+            claims.exp,
+            now,
+        )
         .await
     {
         Redemption::Redeemed => Ok(()),

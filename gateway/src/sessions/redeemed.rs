@@ -17,7 +17,7 @@ use super::{
     record::{ATTEMPTS, BACKOFF, SessionRecorder},
     store::{Part, SessionPatch, StoreError},
 };
-use portcullis_crds::AccessSession;
+use portcullis_crds::{AccessSession, session::USED_POLICY_PREFIX};
 use tracing::warn;
 
 /// Prefix of the annotation marking a redeemed ticket; the ticket id (`jti`, hex) follows.
@@ -37,8 +37,16 @@ pub enum Redemption {
 }
 
 impl SessionRecorder {
-    /// Redeems ticket `jti` (valid until `exp`) of session `sid` exactly once fleet-wide.
-    pub async fn redeem_handoff(&self, sid: &str, jti: &str, exp: u64, now: u64) -> Redemption {
+    /// Redeems ticket `jti` (valid until `exp`) of session `sid` exactly once fleet-wide, and
+    /// in the same write records that the session was handed to `policy` (its uid and
+    /// `namespace/name`; `None` for a policy without a uid, from a manifest file).
+    pub async fn redeem_handoff(
+        &self,
+        (sid, jti): (&str, &str),
+        policy: Option<(&str, &str)>,
+        exp: u64,
+        now: u64,
+    ) -> Redemption {
         let key = format!("{REDEEMED_PREFIX}{jti}");
         let mut pause = BACKOFF;
         for _ in 0..ATTEMPTS {
@@ -66,6 +74,10 @@ impl SessionRecorder {
                 }
             }
             change.insert(key.clone(), serde_json::Value::String(exp.to_string()));
+            if let Some((uid, id)) = policy {
+                let used = format!("{USED_POLICY_PREFIX}{uid}");
+                change.insert(used, serde_json::Value::String(id.to_owned()));
+            }
             let patch = SessionPatch {
                 resource_version: session.metadata.resource_version,
                 part: Part::Metadata,
@@ -124,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn a_ticket_is_redeemed_once_and_others_of_the_session_still_work() {
         let (recorder, now) = recorder().await;
-        let redeem = |jti: &'static str| recorder.redeem_handoff(SID, jti, now + 60, now);
+        let redeem = |jti: &'static str| recorder.redeem_handoff((SID, jti), None, now + 60, now);
         assert_eq!(redeem("t1").await, Redemption::Redeemed);
         assert_eq!(redeem("t1").await, Redemption::Replayed);
         assert_eq!(redeem("t2").await, Redemption::Redeemed);
@@ -136,12 +148,16 @@ mod tests {
     async fn expired_tickets_are_forgotten_by_the_next_redemption() {
         let (recorder, now) = recorder().await;
         assert_eq!(
-            recorder.redeem_handoff(SID, "old", now + 60, now).await,
+            recorder
+                .redeem_handoff((SID, "old"), None, now + 60, now)
+                .await,
             Redemption::Redeemed
         );
         let later = now + 120;
         assert_eq!(
-            recorder.redeem_handoff(SID, "new", later + 60, later).await,
+            recorder
+                .redeem_handoff((SID, "new"), None, later + 60, later)
+                .await,
             Redemption::Redeemed
         );
         let session = recorder.store.get(SID).await.expect("read").expect("there");
@@ -151,15 +167,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redemption_records_the_policy_the_session_was_handed_to() {
+        let (recorder, now) = recorder().await;
+        let apps = Some(("uid-apps", "team/apps"));
+        let admin = Some(("uid-admin", "team/admin"));
+        for (jti, policy) in [("t1", apps), ("t2", admin), ("t3", apps), ("t4", None)] {
+            let redeemed = recorder
+                .redeem_handoff((SID, jti), policy, now + 60, now)
+                .await;
+            assert_eq!(redeemed, Redemption::Redeemed);
+        }
+        let session = recorder.store.get(SID).await.expect("read").expect("there");
+        let mut used: Vec<&str> = portcullis_crds::session::used_policies(&session).collect();
+        used.sort_unstable();
+        assert_eq!(used, ["uid-admin", "uid-apps"]);
+        let annotations = session.metadata.annotations.clone().unwrap_or_default();
+        let named = annotations.get(&format!("{USED_POLICY_PREFIX}uid-apps"));
+        assert_eq!(named.map(String::as_str), Some("team/apps"));
+    }
+
+    #[tokio::test]
     async fn a_ticket_of_an_ended_session_is_refused() {
         let (recorder, now) = recorder().await;
         assert_eq!(
-            recorder.redeem_handoff("ffff", "t", now + 60, now).await,
+            recorder
+                .redeem_handoff(("ffff", "t"), None, now + 60, now)
+                .await,
             Redemption::SessionEnded
         );
         recorder.revoke(SID, "test").await.expect("revoked");
         assert_eq!(
-            recorder.redeem_handoff(SID, "t", now + 60, now).await,
+            recorder
+                .redeem_handoff((SID, "t"), None, now + 60, now)
+                .await,
             Redemption::SessionEnded
         );
     }
