@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, ensure};
 use kube::{Api, Client};
 use portcullis_tests::{
     cluster::{TestCluster, private_stack},
-    fleet::{Fleet, FleetOptions, Verdict},
+    fleet::{Fleet, Verdict},
 };
 use std::{
     path::{Path, PathBuf},
@@ -23,18 +23,7 @@ fn scratch(name: &str) -> Result<PathBuf> {
 }
 
 async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
-    Fleet::start(FleetOptions {
-        dir,
-        client,
-        kubeconfig,
-        namespace: ns,
-        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
-        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
-        gateways: 2,
-        gateway_env: Vec::new(),
-        operator_env: Vec::new(),
-    })
-    .await
+    Fleet::start_plain(dir, client, kubeconfig, ns, 2).await
 }
 
 async fn live_sessions(fleet: &Fleet, sids: &[&str]) -> Result<Vec<String>> {

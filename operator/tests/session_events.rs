@@ -11,10 +11,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use portcullis_crds::AccessSession;
-use portcullis_tests::{
-    cluster::TestCluster,
-    fleet::{Fleet, FleetOptions},
-};
+use portcullis_tests::{cluster::TestCluster, fleet::Fleet};
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -27,18 +24,7 @@ fn scratch(name: &str) -> Result<PathBuf> {
 }
 
 async fn fleet(dir: &Path, client: &Client, kubeconfig: &Path, ns: &str) -> Result<Fleet> {
-    Fleet::start(FleetOptions {
-        dir,
-        client,
-        kubeconfig,
-        namespace: ns,
-        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
-        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
-        gateways: 1,
-        gateway_env: Vec::new(),
-        operator_env: Vec::new(),
-    })
-    .await
+    Fleet::start_plain(dir, client, kubeconfig, ns, 1).await
 }
 
 /// The notes of the Events with `reason` about session `sid`, one per occurrence (an Event

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, ensure};
 use portcullis_tests::{
     cluster::private_stack,
     etcd::{compact_etcd, revoke_in_etcd},
-    fleet::{Fleet, FleetOptions, Verdict},
+    fleet::{Fleet, Verdict},
 };
 use std::time::Duration;
 
@@ -30,18 +30,7 @@ async fn a_watch_that_expires_relists_and_loses_no_revocation() -> Result<()> {
     let ns = "watch-reset";
     let (mut stack, client) = private_stack(&dir.join("stack"), ns).await?;
     let kubeconfig = stack.info().kubeconfig.clone();
-    let fleet = Fleet::start(FleetOptions {
-        dir: &dir.join("fleet"),
-        client: &client,
-        kubeconfig: &kubeconfig,
-        namespace: ns,
-        gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
-        operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
-        gateways: 2,
-        gateway_env: Vec::new(),
-        operator_env: Vec::new(),
-    })
-    .await?;
+    let fleet = Fleet::start_plain(&dir.join("fleet"), &client, &kubeconfig, ns, 2).await?;
     let result = async {
         let tokens = fleet
             .live_sessions(&["kept", "revoked-while-away"], POLL, LIMIT)

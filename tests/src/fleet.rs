@@ -86,6 +86,29 @@ pub fn policy_manifest(namespace: &str, app: &str) -> Result<AccessPolicy> {
 }
 
 impl Fleet {
+    /// [`Fleet::start`] with the gateway and operator binaries built beside the running test
+    /// and no extra environment: the fleet most tests want.
+    pub async fn start_plain(
+        dir: &Path,
+        client: &Client,
+        kubeconfig: &Path,
+        namespace: &str,
+        gateways: usize,
+    ) -> Result<Self> {
+        Self::start(FleetOptions {
+            dir,
+            client,
+            kubeconfig,
+            namespace,
+            gateway_bin: &crate::fsutil::sibling_binary("portcullis-gateway")?,
+            operator_bin: &crate::fsutil::sibling_binary("portcullis-operator")?,
+            gateways,
+            gateway_env: Vec::new(),
+            operator_env: Vec::new(),
+        })
+        .await
+    }
+
     /// Creates the policy, starts the operator, one Dex (no login is needed, but the gateways
     /// want a reachable identity provider) and `gateways` gateways, each ready.
     pub async fn start(options: FleetOptions<'_>) -> Result<Self> {

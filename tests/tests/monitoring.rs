@@ -6,11 +6,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::Client;
-use portcullis_tests::{
-    TestCluster,
-    fleet::{Fleet, FleetOptions},
-    tools::Tool,
-};
+use portcullis_tests::{TestCluster, fleet::Fleet, tools::Tool};
 use promql_parser::parser::{self, Expr};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -208,18 +204,7 @@ async fn alerts_and_dashboard_parse_and_name_only_real_metrics() {
     cluster
         .with_temp_ns("monitoring", |client: Client, ns: String| async move {
             let dir = portcullis_tests::fsutil::scratch_dir("monitoring", "metrics")?;
-            let fleet = Fleet::start(FleetOptions {
-                dir: &dir,
-                client: &client,
-                kubeconfig: &kubeconfig,
-                namespace: &ns,
-                gateway_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-gateway")?,
-                operator_bin: &portcullis_tests::fsutil::sibling_binary("portcullis-operator")?,
-                gateways: 1,
-                gateway_env: Vec::new(),
-                operator_env: Vec::new(),
-            })
-            .await?;
+            let fleet = Fleet::start_plain(&dir, &client, &kubeconfig, &ns, 1).await?;
             let mut real = exposed(&scrape(fleet.operator.ops_addr).await?);
             real.extend(exposed(&scrape(fleet.gateways[0].ops_addr).await?));
             fleet.stop().await?;
