@@ -109,18 +109,13 @@ impl SharedIndex {
 
     /// A watch listed for the first time (each watch calls this once).
     pub fn mark_synced(&self, what: Watched) {
-        let pending = match what {
-            Watched::Secrets => Some(&self.secrets_pending),
-            Watched::Policies => Some(&self.policies_pending),
-            _ => None,
-        };
-        if let Some(pending) = pending {
-            // Saturating: never below zero.
+        // Saturating: never below zero.
+        let count_down = |pending: &AtomicUsize| {
             let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            return;
-        }
+        };
         let flag = match what {
-            Watched::Secrets | Watched::Policies => return,
+            Watched::Secrets => return count_down(&self.secrets_pending),
+            Watched::Policies => return count_down(&self.policies_pending),
             Watched::Sessions => &self.sessions_synced,
             Watched::Hosts => &self.hosts_synced,
             Watched::Namespaces => &self.namespaces_synced,
