@@ -395,10 +395,16 @@ async fn a_refresh_the_provider_refuses_ends_the_session(run: Run) -> Result<()>
     .await?;
     let reason = session.spec.revocation_reason.clone().unwrap_or_default();
     ensure!(reason.contains("identity provider refused"), "{reason}");
-    ensure!(
-        refresh(&session).sealed_token.is_none(),
-        "a dead token was kept"
-    );
+    // The revocation (spec) and the dropped token (status) are two writes, the revocation
+    // first so that it is never lost: the token goes with the second.
+    active_until(
+        &browser,
+        &gateway,
+        &run.records,
+        "dropping the dead token",
+        |s| refresh(s).sealed_token.is_none(),
+    )
+    .await?;
     for app in APPS {
         let code = status(&browser, &gateway, app).await?;
         ensure!(code == StatusCode::UNAUTHORIZED.as_u16(), "{app:?}: {code}");
