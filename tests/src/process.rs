@@ -223,12 +223,40 @@ pub async fn terminate_pid(pid: u32, grace: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Reserves a free loopback port. The port is released before the caller binds it, so a
-/// race with another process is possible but rare; a start-up failure then names the port.
+/// The ports [`free_port`] hands out: below the kernel's ephemeral range (32768 and up by
+/// default), so no outgoing connection can take one between the pick and the child's bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Picks a free loopback port for a child process to bind.
+///
+/// A port the kernel assigned (`bind(0)`) and released is in the ephemeral range, where any
+/// outgoing connection on the machine may take it before the child binds it. Ports are handed
+/// out instead from [`PORTS`], each at most once per test process (a counter from a start that
+/// differs per process), and only if nothing listens there now.
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0")?;
-    Ok(listener
-        .local_addr()
-        .context("reading local address")?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = PORTS.start + u16::try_from(offset).context("port offset")?;
+        if unused(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {PORTS:?}")
+}
+
+/// Whether nothing listens on `port`, on loopback or on every address.
+fn unused(port: u16) -> bool {
+    ["127.0.0.1", "0.0.0.0"].into_iter().all(|address| {
+        // Each probe is closed before the next.
+        std::net::TcpListener::bind((address, port)).is_ok()
+    })
 }
