@@ -5,6 +5,8 @@
 #   OUT/portcullis-gateway.oci.tar    docker.io/portcullis/gateway:<appVersion>
 #   OUT/portcullis-pause.oci.tar      docker.io/portcullis/pause:<appVersion> (the test node's
 #                                     pod sandbox image)
+#   OUT/portcullis-sample-app.oci.tar docker.io/portcullis/sample-app:<appVersion> (the app the
+#                                     in-cluster tests and demo put behind Portcullis)
 #   OUT/kubectl-portcullis-linux-amd64
 #   OUT/images.txt                    name, manifest digest, size of each image
 #   OUT/SHA256SUMS
@@ -53,7 +55,7 @@ cargo build --release --locked --target "$TARGET" \
   -p portcullis-gateway -p portcullis-operator -p portcullis-cli -p portcullis-images
 bin=$target_dir/$TARGET/release
 
-for b in portcullis-gateway portcullis-operator kubectl-portcullis pause; do
+for b in portcullis-gateway portcullis-operator kubectl-portcullis pause sample-app; do
   # A dynamically linked executable names its program interpreter (ld-linux); a static one
   # has no INTERP header.
   if readelf -lW "$bin/$b" | grep -q 'INTERP'; then
@@ -72,8 +74,9 @@ image() {
   local name=$1 binary=$2 title=$3 description=$4
   local file=$out/portcullis-$name.oci.tar
   local digest ca=()
-  # The pause program talks to nobody; the others trust public CAs besides configured ones.
-  [ "$name" = pause ] || ca=(--file "/etc/ssl/certs/ca-certificates.crt=$ca_bundle:0644")
+  # The pause program and the sample app call nobody; the others trust public CAs besides
+  # configured ones.
+  [ "$name" = pause ] || [ "$name" = sample-app ] || ca=(--file "/etc/ssl/certs/ca-certificates.crt=$ca_bundle:0644")
   digest=$("$bin/oci-image" \
     --repository "$prefix/$name" --tag "$version" \
     --file "/usr/local/bin/$binary=$bin/$binary:0755" "${ca[@]}" \
@@ -102,6 +105,8 @@ image gateway portcullis-gateway "Portcullis gateway" \
   "Identity-aware reverse proxy and forward-auth endpoint"
 image pause pause "Portcullis pause" \
   "Pod sandbox program: sleeps until SIGTERM, reaps children"
+image sample-app sample-app "Portcullis sample app" \
+  "Answers every request with a JSON description of it: what an app behind Portcullis receives"
 install -m 0755 "$bin/kubectl-portcullis" "$out/kubectl-portcullis-linux-amd64"
 touch -d "@$SOURCE_DATE_EPOCH" "$out/kubectl-portcullis-linux-amd64"
 

@@ -6,11 +6,14 @@
 #   the node the in-cluster tests run pods on: kubelet, kube-scheduler and kube-proxy
 #   (k8s.io/kubernetes) and CoreDNS (github.com/coredns/coredns);
 #   actionlint (github.com/rhysd/actionlint), which checks the release workflow;
-#   jaeger (github.com/jaegertracing/jaeger), the OTLP receiver the trace tests export to.
+#   jaeger (github.com/jaegertracing/jaeger), the OTLP receiver the trace tests export to;
+#   traefik (github.com/traefik/traefik/v3), the ingress controller the in-cluster tests put in
+#   front of the gateway.
 # Each binary is built once per pinned version; a second run is a no-op.
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
-#                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger ...]
+#                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger|
+#                             traefik ...]
 #        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
@@ -28,6 +31,9 @@ COREDNS_VERSION=v1.15.0
 ACTIONLINT_VERSION=v1.7.12
 # Jaeger v2.13 (its v2 tags do not match the module path; this release of the module is it).
 JAEGER_VERSION=v1.76.0
+# Traefik v3.7 points a module of its own at a folder its published module does not carry
+# (./pkg/config/dynamic/ext), so it cannot be built from the module proxy; v3.6 can.
+TRAEFIK_VERSION=v3.6.12
 
 BIN="$PORTCULLIS_TOOLS/bin"
 SRC="$PORTCULLIS_TOOLS/src"
@@ -207,9 +213,25 @@ build_jaeger() {
   stamp jaeger "$JAEGER_VERSION"
 }
 
+# Traefik's go.mod swaps three dependencies for its own forks; a wrapper module must repeat
+# the swaps (and the exclusion), or the build takes the originals and fails.
+build_traefik() {
+  fresh traefik "$TRAEFIK_VERSION" && return
+  log "traefik $TRAEFIK_VERSION"
+  local dir="$SRC/traefik" gomod
+  wrapper "$dir" traefik
+  gomod=$(cd "$dir" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+    sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  sed -n '/^replace (/,/^)/p; /^exclude /p' "$gomod" >>"$dir/go.mod"
+  (cd "$dir" && go get "github.com/traefik/traefik/v3/cmd/traefik@$TRAEFIK_VERSION" &&
+    go build -ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+      -o "$BIN/traefik" github.com/traefik/traefik/v3/cmd/traefik)
+  stamp traefik "$TRAEFIK_VERSION"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
-  kubelet kube-scheduler kube-proxy coredns actionlint jaeger)
+  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;
@@ -222,6 +244,7 @@ for t in "${targets[@]}"; do
     coredns) build_coredns ;;
     actionlint) build_actionlint ;;
     jaeger) build_jaeger ;;
+    traefik) build_traefik ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

@@ -41,6 +41,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod fsutil;
 pub mod gateway;
+pub mod gomod;
 pub mod jaeger;
 pub mod kubeconfig;
 pub mod node;

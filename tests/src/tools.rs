@@ -36,6 +36,8 @@ pub enum Tool {
     Actionlint,
     /// Jaeger v2, the OTLP receiver (with a query API) of the trace tests.
     Jaeger,
+    /// Traefik v3, the ingress controller of the in-cluster tests.
+    Traefik,
 }
 
 /// A binary is missing from the tools cache.
@@ -75,6 +77,7 @@ impl Tool {
             Tool::Coredns => "coredns",
             Tool::Actionlint => "actionlint",
             Tool::Jaeger => "jaeger",
+            Tool::Traefik => "traefik",
         }
     }
 

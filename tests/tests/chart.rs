@@ -8,7 +8,7 @@
 //! No kubelet runs in the test stack, so no pod starts: the tests check what the API server
 //! stores, not running containers.
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -50,6 +50,7 @@ const THIRD_PARTY_CRDS: &[(&str, &str, &[&str], &str)] = &[
         &[
             "docs/content/reference/dynamic-configuration/traefik.io_middlewares.yaml",
             "docs/content/reference/dynamic-configuration/traefik.io_ingressroutes.yaml",
+            "docs/content/reference/dynamic-configuration/traefik.io_serverstransports.yaml",
         ],
         "traefik.io",
     ),
@@ -320,30 +321,6 @@ fn values_are_checked_with_messages_that_say_what_to_fix() -> Result<()> {
     Ok(())
 }
 
-/// Downloads a Go module into the module cache and returns its directory.
-fn go_module(module: &str, version: &str) -> Result<PathBuf> {
-    let scratch = Scratch::new("gomod")?;
-    let out = Command::new("go")
-        .args(["mod", "download", "-json", &format!("{module}@{version}")])
-        .current_dir(&scratch.0)
-        .env("GOFLAGS", "-mod=mod")
-        .output()
-        .context("running go (needed to fetch third-party CRDs)")?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "go mod download {module}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(error) = info.get("Error").and_then(|e| e.as_str()) {
-        bail!("go mod download {module}@{version}: {error}");
-    }
-    info.get("Dir")
-        .and_then(|d| d.as_str())
-        .map(PathBuf::from)
-        .context("no Dir in go mod download output")
-}
-
 /// Installs the third-party CRDs the examples use into the shared API server (server-side
 /// apply; idempotent; no Portcullis test depends on them). A CRD that cannot be obtained fails
 /// the test, naming the module and how to provide it: objects of a kind the API server does not
@@ -352,7 +329,7 @@ async fn install_third_party_crds(client: &kube::Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("portcullis-chart-tests").force();
     for (module, version, files, group) in THIRD_PARTY_CRDS {
-        let dir = go_module(module, version).with_context(|| {
+        let dir = portcullis_tests::gomod::download(module, version).with_context(|| {
             format!(
                 "the CRDs of {group} come from the Go module {module}@{version}, which could not \
                  be downloaded: this test needs the Go toolchain and the Go module proxy (or a \

@@ -51,29 +51,87 @@ pub fn image_name(archive: &Path) -> Result<String> {
 
 /// Writes the CoreDNS image from the built binary into `dir`; returns its archive and name.
 pub fn coredns(dir: &Path, binary: &Path) -> Result<(PathBuf, String)> {
+    tool_image(dir, "coredns", COREDNS_TAG, binary, "/coredns", &[])
+}
+
+/// Writes an image of a third-party binary from the tools cache into `dir`: the binary at
+/// `path` with the shared libraries it loads (a cgo build, like Dex's, is not static), run as
+/// 65532 with `args`. Returns the archive and the image's name.
+pub fn tool_image(
+    dir: &Path,
+    name: &str,
+    tag: &str,
+    binary: &Path,
+    path: &str,
+    args: &[&str],
+) -> Result<(PathBuf, String)> {
     let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    let spec = ImageSpec {
-        repository: format!("{PREFIX}/coredns"),
-        tag: COREDNS_TAG.to_owned(),
-        files: vec![LayerFile {
-            path: "/coredns".into(),
+    let mut files = vec![LayerFile {
+        path: path.into(),
+        mode: 0o755,
+        data,
+    }];
+    for library in shared_libraries(binary)? {
+        let data =
+            std::fs::read(&library).with_context(|| format!("reading {}", library.display()))?;
+        files.push(LayerFile {
+            path: library.display().to_string(),
             mode: 0o755,
             data,
-        }],
-        entrypoint: vec!["/coredns".into()],
+        });
+    }
+    let spec = ImageSpec {
+        repository: format!("{PREFIX}/{name}"),
+        tag: tag.to_owned(),
+        files,
+        entrypoint: std::iter::once(path)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect(),
         user: "65532:65532".into(),
         env: Vec::new(),
         labels: [(
             "org.opencontainers.image.version".to_owned(),
-            COREDNS_TAG.to_owned(),
+            tag.to_owned(),
         )]
         .into(),
         created_epoch: 0,
     };
     let image = layout::write(&spec)?;
-    let path = dir.join("coredns.oci.tar");
-    std::fs::write(&path, &image.bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok((path, format!("{}:{}", spec.repository, spec.tag)))
+    let archive = dir.join(format!("{name}.oci.tar"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&archive, &image.bytes)
+        .with_context(|| format!("writing {}", archive.display()))?;
+    Ok((archive, format!("{}:{}", spec.repository, spec.tag)))
+}
+
+/// The shared libraries (and the program interpreter) `binary` loads, as `ldd` resolves them
+/// on this machine: none for a static binary.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd")?;
+    // ldd exits 1 with "not a dynamic executable" for a static binary.
+    if !out.status.success() {
+        return Ok(Vec::new());
+    }
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let mut libraries = Vec::new();
+    for line in listing.lines() {
+        if line.contains("not found") {
+            bail!("{}: a library is missing: {line}", binary.display());
+        }
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)";
+        // the vDSO has no file.
+        let file = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|f| f.starts_with('/'));
+        libraries.extend(file.map(PathBuf::from));
+    }
+    Ok(libraries)
 }
 
 /// `ctr -n k8s.io images import` of each archive into the node's containerd.
