@@ -5,7 +5,10 @@
 //!   of the login itself (`sexp`): nothing extends it.
 //! - The **idle** deadline is `iat + idleTimeout`: an app token is re-minted (its `iat` moved to
 //!   now) on a request once half its lifetime has passed, so a user who keeps making requests
-//!   keeps pushing it out. Its resolution is therefore half the token lifetime.
+//!   keeps pushing it out. Its resolution is therefore half the token lifetime. Where the
+//!   gateways also know when the session was last in use (cluster mode), the later of the two
+//!   counts ([`deadlines_active`]), so a token an ingress never delivered does not end an
+//!   active session.
 //! - The token's own `exp` only says "look again": an expired token of a session that is
 //!   still inside both deadlines is renewed on the spot, without a redirect — that is what keeps
 //!   an active user (or a single-page app making API calls) from being thrown to the login page
@@ -37,25 +40,51 @@ pub struct Deadlines {
     pub absolute: u64,
 }
 
-/// The deadlines of the session behind `claims` under `policy`.
+/// The deadlines of the session behind `claims` under `policy`, judged from its token alone.
 pub fn deadlines(claims: &AppClaims, policy: &SessionPolicy) -> Deadlines {
+    deadlines_active(claims, policy, None)
+}
+
+/// The deadlines of the session behind `claims` under `policy`, knowing that it was in use at
+/// `active_at` (unix seconds) besides its token's `iat`.
+///
+/// Where the renewed token does not reach the browser (an ingress that drops the `Set-Cookie`
+/// of its authorization answer), `iat` stays at the login however active the user is; the
+/// gateways' record of the session's use (its identity provider's last confirmation, made
+/// only for sessions with requests) keeps such a session from idling out mid-work.
+pub fn deadlines_active(
+    claims: &AppClaims,
+    policy: &SessionPolicy,
+    active_at: Option<u64>,
+) -> Deadlines {
     let absolute = claims
         .auth_time
         .saturating_add(policy.absolute_lifetime.as_secs())
         .min(claims.sexp.unwrap_or(u64::MAX));
+    let last_use = claims.iat.max(active_at.unwrap_or(0));
     Deadlines {
         token: claims.exp,
-        idle: claims
-            .iat
+        idle: last_use
             .saturating_add(policy.idle_timeout.as_secs())
             .min(absolute),
         absolute,
     }
 }
 
-/// Judges the session behind `claims` at `now`.
+/// Judges the session behind `claims` at `now`, from its token alone.
 pub fn standing(claims: &AppClaims, policy: &SessionPolicy, now: u64) -> Standing {
-    let d = deadlines(claims, policy);
+    standing_active(claims, policy, now, None)
+}
+
+/// Judges the session behind `claims` at `now`, knowing it was in use at `active_at`
+/// ([`deadlines_active`]).
+pub fn standing_active(
+    claims: &AppClaims,
+    policy: &SessionPolicy,
+    now: u64,
+    active_at: Option<u64>,
+) -> Standing {
+    let d = deadlines_active(claims, policy, active_at);
     if now >= d.absolute {
         return Standing::Expired;
     }
@@ -148,6 +177,37 @@ mod tests {
         let active = claims(NOW + 3550, NOW + 3610, NOW);
         assert_eq!(standing(&active, &p, NOW + 3599), Standing::Renew);
         assert_eq!(standing(&active, &p, NOW + 3600), Standing::Expired);
+    }
+
+    #[test]
+    fn known_use_moves_the_idle_deadline_but_never_the_absolute_one() {
+        let p = policy();
+        // The token was never renewed in the browser: minted at login, long idle by itself.
+        let stale = claims(NOW, NOW + 60, NOW);
+        assert_eq!(standing(&stale, &p, NOW + 900), Standing::Idle);
+        // In use five minutes ago: not idle, and the expired token is renewed.
+        let used = Some(NOW + 600);
+        assert_eq!(
+            standing_active(&stale, &p, NOW + 900, used),
+            Standing::Renew
+        );
+        assert_eq!(deadlines_active(&stale, &p, used).idle, NOW + 1200);
+        // Idle again ten minutes after the last known use.
+        assert_eq!(
+            standing_active(&stale, &p, NOW + 1200, used),
+            Standing::Idle
+        );
+        // An older record of use than the token changes nothing.
+        let renewed = claims(NOW + 700, NOW + 760, NOW);
+        assert_eq!(
+            deadlines_active(&renewed, &p, Some(NOW + 100)),
+            deadlines(&renewed, &p)
+        );
+        // However active, the absolute lifetime ends it.
+        assert_eq!(
+            standing_active(&stale, &p, NOW + 3600, Some(NOW + 3590)),
+            Standing::Expired
+        );
     }
 
     #[test]

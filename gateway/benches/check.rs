@@ -90,6 +90,7 @@ fn sessions(n: usize) -> SessionIndex {
                 ended: sid % 10 == 9,
                 refresh_failing_since: None,
                 identity: identity.clone(),
+                confirmed_at: None,
             },
         );
     }

@@ -773,3 +773,96 @@ async fn key_rotation(run: Run) -> Result<()> {
     }
     Ok(())
 }
+
+both_ways!(
+    a_session_in_use_stays_in_when_renewed_tokens_never_reach_the_browser,
+    "lc-undelivered"
+);
+/// Behind an ingress that drops the `Set-Cookie` of its authorization answer (Envoy's
+/// ext_authz), a browser keeps sending the app token of its login however active it is. The
+/// idle timeout counts from the session's last known use (the gateways confirm only sessions
+/// with requests), not from that token: a user who keeps working stays in past the idle
+/// timeout; one who stopped is out once it has passed since the last use, and the refused
+/// request does not bring the session back.
+async fn a_session_in_use_stays_in_when_renewed_tokens_never_reach_the_browser(
+    run: Run,
+) -> Result<()> {
+    const IDLE: Duration = Duration::from_secs(60);
+    let echo = upstream::echo().await?;
+    let manifest = format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: strict, namespace: demo }}
+spec:
+  hosts: [{STRICT}]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{echo}" }}
+  rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
+  session: {{ idleTimeout: 1m, tokenLifetime: 10s }}
+"#
+    );
+    let (gateway, dex) = start_recording(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        &run.dir,
+        &run.config,
+        (AUTH, &[STRICT]),
+        &manifest,
+        |config| {
+            config
+                .idp_options
+                .insert("refreshInterval".into(), "2s".into());
+        },
+    )
+    .await?;
+    let app = url(&gateway, (STRICT, "/"))?;
+    // The app cookie of a login, as a browser that never takes a renewed one keeps sending it.
+    // Two users: Dex keeps one refresh token per user and client, so a second login of the same
+    // user would end the first session at its next refresh.
+    let login = async |name: &str| -> Result<String> {
+        let user = dex.info.user(name)?.clone();
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let browser = gateway.browser_with_jar(jar.clone())?;
+        dex::follow_login(&browser, app.clone(), &user, Connector::Password, |u| {
+            u.host_str() == Some(STRICT) && u.path() == "/"
+        })
+        .await?;
+        let cookies = reqwest::cookie::CookieStore::cookies(jar.as_ref(), &app);
+        Ok(cookies.context("no app cookie")?.to_str()?.to_owned())
+    };
+    let (working, stopped) = (login("alice").await?, login("bob").await?);
+    let logged_in = Instant::now();
+    let frozen = async |cookie: &str| -> Result<u16> {
+        // A fresh client each time: nothing the gateway answers is kept.
+        let response = gateway
+            .browser()?
+            .get(app.clone())
+            .header("accept", "application/json")
+            .header("cookie", cookie)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    };
+    let mut refused = Vec::new();
+    while logged_in.elapsed() < IDLE + Duration::from_secs(15) {
+        let code = frozen(&working).await?;
+        if code != 200 {
+            refused.push(format!("{:?}: {code}", logged_in.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    ensure!(
+        refused.is_empty(),
+        "the working user was refused: {refused:?}\n{}",
+        gateway.log_tail()
+    );
+    ensure!(frozen(&working).await? == 200);
+    // The other session had no request since its login, more than the idle timeout ago.
+    ensure!(frozen(&stopped).await? == 401, "an idle session was let in");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        frozen(&stopped).await? == 401,
+        "a refused request brought an idle session back"
+    );
+    Ok(())
+}

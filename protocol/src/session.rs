@@ -49,6 +49,11 @@ pub struct MergedSession {
     /// Email and groups as last confirmed by the identity provider. Latest wins (not a
     /// revocation: nothing to keep monotonic); shared with the request path.
     pub identity: Arc<SessionIdentity>,
+    /// When (unix seconds) the identity provider last confirmed the session: the latest ever
+    /// seen. Gateways confirm only sessions that had requests since the last confirmation, so
+    /// this is when the session was last known in use on any gateway, which the idle deadline
+    /// counts from when it is later than the app token's own `iat`.
+    pub confirmed_at: Option<u64>,
 }
 
 /// Sessions by id, in a persistent map: cloning is O(1), so publishing the index after each
@@ -65,6 +70,7 @@ impl MergedSession {
             ended: seen.ended,
             refresh_failing_since: seen.refresh_failing_since,
             identity: Arc::new(identity_of(seen)),
+            confirmed_at: seen.refreshed_at,
         }
     }
 
@@ -75,17 +81,20 @@ impl MergedSession {
         let expires_at = self.expires_at.min(seen.expires_at);
         let retain_until = self.retain_until.max(seen.expires_at);
         let failing_since = merge_failure(self.refresh_failing_since, seen);
-        let mut changed = (ended, expires_at, retain_until, failing_since)
+        let confirmed_at = self.confirmed_at.max(seen.refreshed_at);
+        let mut changed = (ended, expires_at, retain_until, failing_since, confirmed_at)
             != (
                 self.ended,
                 self.expires_at,
                 self.retain_until,
                 self.refresh_failing_since,
+                self.confirmed_at,
             );
         self.ended = ended;
         self.expires_at = expires_at;
         self.retain_until = retain_until;
         self.refresh_failing_since = failing_since;
+        self.confirmed_at = confirmed_at;
         if self.identity.email != seen.email || self.identity.groups != seen.groups {
             self.identity = Arc::new(identity_of(seen));
             changed = true;

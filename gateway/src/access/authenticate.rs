@@ -76,11 +76,11 @@ pub(super) fn authenticate(
         .verify_allowing_expiry(token, Some(&audience), now)
         .map_err(Unauthenticated::Token)?;
     bound_to_policy(policy, &claims).inspect_err(|_| refused(policy, &claims, "policy_revoked"))?;
-    let (claims, identity_changed) = match gateway.session_index() {
+    let (claims, identity_changed, active_at) = match gateway.session_index() {
         Some(_) => confirm_session(gateway, policy, claims, now)?,
-        None => (claims, false),
+        None => (claims, false, None),
     };
-    match session::standing(&claims, &policy.session, now) {
+    match session::standing_active(&claims, &policy.session, now, active_at) {
         Standing::Fresh if identity_changed => Ok(SignedIn {
             token: Arc::from(token),
             claims,
@@ -114,16 +114,16 @@ fn refused(policy: &Policy, claims: &AppClaims, reason: &str) {
 }
 
 /// Cluster mode: the session must be known and live, on every request. Returns the claims to
-/// judge the request by (with the identity the provider states now) and whether they differ
-/// from the token's.
+/// judge the request by (with the identity the provider states now), whether they differ
+/// from the token's, and when the session was last known in use on any gateway.
 fn confirm_session(
     gateway: &Gateway,
     policy: &Policy,
     claims: Arc<AppClaims>,
     now: u64,
-) -> Result<(Arc<AppClaims>, bool), Unauthenticated> {
+) -> Result<(Arc<AppClaims>, bool, Option<u64>), Unauthenticated> {
     let Some(index) = gateway.session_index() else {
-        return Ok((claims, false));
+        return Ok((claims, false, None));
     };
     let index = index.borrow();
     match index.verdict(&claims.sid, &claims.sub, now) {
@@ -133,6 +133,14 @@ fn confirm_session(
             return Err(Unauthenticated::SessionEnded);
         }
         Verdict::Unknown => return Err(Unauthenticated::SessionUnknown(claims.sid.clone())),
+    }
+    // An idle or finished session is refused before it is noted as in use: the note would have
+    // the refresher confirm it, and the confirmation would count as use and revive it.
+    let active_at = index.confirmed_at(&claims.sid);
+    if let ended @ (Standing::Idle | Standing::Expired) =
+        session::standing_active(&claims, &policy.session, now, active_at)
+    {
+        return Err(Unauthenticated::Ended(ended, claims.sid.clone()));
     }
     // Noted before the refresh-failure check: a session refused while its provider is
     // down must still be retried, or it could never be confirmed again.
@@ -153,9 +161,9 @@ fn confirm_session(
             let mut updated = (*claims).clone();
             updated.email = current.email.clone();
             updated.groups = current.groups.clone();
-            Ok((Arc::new(updated), true))
+            Ok((Arc::new(updated), true, active_at))
         }
-        _ => Ok((claims, false)),
+        _ => Ok((claims, false, active_at)),
     }
 }
 

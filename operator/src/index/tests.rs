@@ -207,11 +207,16 @@ fn a_refresh_failure_is_streamed_and_only_a_later_confirmation_clears_it() {
         (entry.refresh_failing_since, entry.refreshed_at),
         (None, Some(now - 5))
     );
-    // A refresh that changes nothing else streams nothing.
+    // A later confirmation is streamed: it is the session's last known use, which its idle
+    // deadline counts from on every gateway.
     let before = index.version();
     index.apply_session(&refreshing(now, None, now), now);
-    assert_eq!(index.version(), before);
+    assert_eq!(index.version(), before + 1);
     assert_eq!(streamed(&index, "a").refreshed_at, Some(now));
+    // A replayed older one streams nothing.
+    let before = index.version();
+    index.apply_session(&refreshing(now, None, now - 5), now);
+    assert_eq!(index.version(), before, "nothing to stream");
 }
 
 /// Policy `ns/name` on `host`, created at unix second `created`.

@@ -106,14 +106,15 @@ fn a_failure_ends_only_with_a_confirmation_after_it_began() {
     assert!(s.observe(&refresh(Some(NOW - 100), Some(NOW - 600))));
     assert_eq!(s.refresh_failing_since, Some(NOW - 100));
     // Older observations (before the failure, or never refreshed): the failure stands.
-    for older in [
-        refresh(None, Some(NOW - 600)),
-        refresh(None, None),
-        refresh(None, Some(NOW - 100)),
-    ] {
+    for older in [refresh(None, Some(NOW - 600)), refresh(None, None)] {
         assert!(!s.observe(&older), "{older:?}");
         assert_eq!(s.refresh_failing_since, Some(NOW - 100));
     }
+    // A confirmation no later than the failure's start: the failure stands, and the
+    // confirmation still counts as the session's last use.
+    assert!(s.observe(&refresh(None, Some(NOW - 100))));
+    assert_eq!(s.refresh_failing_since, Some(NOW - 100));
+    assert_eq!(s.confirmed_at, Some(NOW - 100));
     // An older failure's report does not move the start back; the object's later start wins.
     assert!(!s.observe(&refresh(Some(NOW - 150), Some(NOW - 600))));
     assert_eq!(s.refresh_failing_since, Some(NOW - 100));
@@ -126,6 +127,19 @@ fn a_failure_ends_only_with_a_confirmation_after_it_began() {
     let mut s = MergedSession::new(&refresh(Some(NOW - 900), Some(NOW - 1000)));
     assert!(s.observe(&refresh(Some(NOW - 100), Some(NOW - 500))));
     assert_eq!(s.refresh_failing_since, Some(NOW - 100));
+}
+
+#[test]
+fn the_last_confirmation_only_moves_later() {
+    let mut s = MergedSession::new(&refresh(None, Some(NOW - 600)));
+    assert_eq!(s.confirmed_at, Some(NOW - 600));
+    assert!(s.observe(&refresh(None, Some(NOW - 10))));
+    assert_eq!(s.confirmed_at, Some(NOW - 10));
+    // A lagging replica's older object, or one never refreshed, does not take it back.
+    for older in [refresh(None, Some(NOW - 300)), refresh(None, None)] {
+        assert!(!s.observe(&older), "{older:?}");
+        assert_eq!(s.confirmed_at, Some(NOW - 10));
+    }
 }
 
 /// A session's refresh history as the API server holds it, in order.

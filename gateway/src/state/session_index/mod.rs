@@ -101,6 +101,12 @@ impl SessionIndex {
         self.entries.get(sid).map(|e| e.identity.as_ref())
     }
 
+    /// When the identity provider last confirmed session `sid`: when it was last known in use
+    /// on any gateway (only sessions with requests are confirmed).
+    pub fn confirmed_at(&self, sid: &str) -> Option<u64> {
+        self.entries.get(sid)?.confirmed_at
+    }
+
     /// Since when the identity provider has failed to confirm session `sid`, if it is failing.
     pub fn refresh_failing_since(&self, sid: &str) -> Option<u64> {
         self.entries.get(sid)?.refresh_failing_since
