@@ -4,20 +4,24 @@
 //! takes the manifests of `examples/ingress/traefik/` as a user copies them (names and hosts
 //! swapped for the test namespace's), in front of the chart's gateway pods in forward-auth mode.
 //! Dex and the app run as Deployments. A client that behaves like a browser logs in through the
-//! ingress, reaches the app with the identity the gateway vouched for (and not the one it
-//! forged), and is locked out once its session is revoked with a patch, without being handed a
-//! new app cookie by single sign-on.
+//! ingress and reaches the app with the identity the gateway vouched for (and not the one it
+//! forged). Under a steady load of its requests, a gateway pod is deleted, the gateway is rolled
+//! by `helm upgrade`, and the operator is scaled to zero: not one request may fail. With the
+//! operator still gone, its session is revoked with a patch: it is locked out at once, without
+//! being handed a new app cookie by single sign-on.
 //!
 //! Needs root, the node's packages and binaries, the images (hack/test.sh builds them) and
 //! Traefik (`hack/build-tools.sh traefik`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use portcullis_crds::AccessSession;
 use portcullis_tests::dex::{self, Connector, DexInfo};
@@ -155,7 +159,192 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
         "the app saw {seen:#}"
     );
 
+    under_load(
+        &browser,
+        &wiki,
+        "a gateway pod deleted",
+        delete_a_gateway_pod(client, &names),
+    )
+    .await?;
+    under_load(
+        &browser,
+        &wiki,
+        "a rolling helm upgrade of the gateway",
+        rolling_upgrade(client, &names, kubeconfig, &scratch),
+    )
+    .await?;
+
+    // The control plane's own piece gone: the apps keep serving, and the revocation below,
+    // made while it is still gone, reaches the gateways from the API server.
+    under_load(
+        &browser,
+        &wiki,
+        "the operator scaled to zero",
+        operator_outage(client, &names),
+    )
+    .await?;
     revoke_and_check(client, &browser, &names, &wiki).await
+}
+
+/// Scales the operator to zero, waits until its pods are gone, and stays so for 20 s.
+async fn operator_outage(client: &kube::Client, names: &Names) -> Result<()> {
+    let name = names.chart_object("operator");
+    Api::<Deployment>::namespaced(client.clone(), &names.ns)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &names.ns);
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let left = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+            .await?
+            .items;
+        if left.is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "operator pods still there");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    Ok(())
+}
+
+/// Runs `fault` while the signed-in `browser` makes a steady stream of requests to `url`
+/// through the ingress (two at a time): every one must succeed.
+async fn under_load(
+    browser: &reqwest::Client,
+    url: &Url,
+    what: &str,
+    fault: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let begun = Instant::now();
+    let worker = |stop: Arc<AtomicBool>| {
+        let (browser, url) = (browser.clone(), url.clone());
+        async move {
+            let (mut served, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let at = begun.elapsed();
+                let answer = browser
+                    .get(url.clone())
+                    .header("accept", "application/json")
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status() == 200 => served += 1,
+                    Ok(r) => failed.push(format!("{at:?}: {}", r.status())),
+                    Err(e) => failed.push(format!("{at:?}: {e:#}")),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (served, failed)
+        }
+    };
+    let workers = [
+        tokio::spawn(worker(stop.clone())),
+        tokio::spawn(worker(stop.clone())),
+    ];
+    let outcome = fault.await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut served, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (s, f) = w.await?;
+        served += s;
+        failed.extend(f);
+    }
+    outcome.with_context(|| what.to_owned())?;
+    eprintln!(
+        "ingress: {what}: {served} requests served, {} failed, in {:?}",
+        failed.len(),
+        begun.elapsed()
+    );
+    ensure!(served > 50, "{what}: only {served} requests were made");
+    ensure!(failed.is_empty(), "{what}: failed requests: {failed:?}");
+    Ok(())
+}
+
+/// Deletes one gateway pod and waits until its replacement serves and the old pod is gone.
+async fn delete_a_gateway_pod(client: &kube::Client, names: &Names) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &names.ns);
+    let selector = "app.kubernetes.io/component=gateway";
+    let before = pods.list(&ListParams::default().labels(selector)).await?;
+    let victim = before
+        .items
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .context("no gateway pod")?;
+    pods.delete(&victim, &Default::default()).await?;
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let now = pods.list(&ListParams::default().labels(selector)).await?;
+        let gone = now
+            .items
+            .iter()
+            .all(|p| p.metadata.name.as_deref() != Some(victim.as_str()));
+        if gone {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "{victim} still there");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_ready(client, &names.ns, &[&names.chart_object("gateway")]).await
+}
+
+/// `helm upgrade` that changes the gateway's pod template (a new annotation), and waits until
+/// the rollout is complete: every replica new and Ready, no old pod left.
+async fn rolling_upgrade(
+    client: &kube::Client,
+    names: &Names,
+    kubeconfig: &Path,
+    scratch: &Path,
+) -> Result<()> {
+    helm(
+        &[
+            "upgrade",
+            &names.ns,
+            &repo().join("charts/portcullis").display().to_string(),
+            "-n",
+            &names.ns,
+            "--reuse-values",
+            "--set",
+            "gateway.podAnnotations.rolled=yes",
+        ],
+        kubeconfig,
+        scratch,
+    )?;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &names.ns);
+    let name = names.chart_object("gateway");
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let d = api.get(&name).await?;
+        let generation = d.metadata.generation.unwrap_or(0);
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = d.status.unwrap_or_default();
+        let rolled = status.observed_generation == Some(generation)
+            && status.updated_replicas == Some(want)
+            && status.ready_replicas == Some(want);
+        // Old pods drain (preStop) while no longer counted: done once they are gone too.
+        let pods = Api::<Pod>::namespaced(client.clone(), &names.ns)
+            .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+            .await?
+            .items;
+        let all_new = pods.iter().all(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("rolled"))
+                .is_some_and(|v| v == "yes")
+        });
+        if rolled && all_new && pods.len() == usize::try_from(want)? {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "rollout of {name}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Revokes alice's one session with a patch: her next request is refused within seconds, and
@@ -360,11 +549,18 @@ fn helm_install(names: &Names, kubeconfig: &Path, scratch: &Path) -> Result<()> 
     });
     let file = scratch.join("values.json");
     std::fs::write(&file, serde_json::to_vec(&values)?)?;
+    let chart = repo().join("charts/portcullis").display().to_string();
+    let file = file.display().to_string();
+    helm(
+        &["install", ns, &chart, "-n", ns, "-f", &file],
+        kubeconfig,
+        scratch,
+    )
+}
+
+fn helm(args: &[&str], kubeconfig: &Path, scratch: &Path) -> Result<()> {
     let out = std::process::Command::new(Tool::Helm.path()?)
-        .args(["install", ns])
-        .arg(repo().join("charts/portcullis"))
-        .args(["-n", ns, "-f"])
-        .arg(&file)
+        .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HELM_CACHE_HOME", scratch.join("helm/cache"))
         .env("HELM_CONFIG_HOME", scratch.join("helm/config"))
@@ -373,7 +569,8 @@ fn helm_install(names: &Names, kubeconfig: &Path, scratch: &Path) -> Result<()> 
         .context("running helm")?;
     ensure!(
         out.status.success(),
-        "helm install failed:\n{}{}",
+        "helm {} failed:\n{}{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
