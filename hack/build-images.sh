@@ -74,9 +74,8 @@ image() {
   local name=$1 binary=$2 title=$3 description=$4
   local file=$out/portcullis-$name.oci.tar
   local digest ca=()
-  # The pause program and the sample app call nobody; the others trust public CAs besides
-  # configured ones.
-  [ "$name" = pause ] || [ "$name" = sample-app ] || ca=(--file "/etc/ssl/certs/ca-certificates.crt=$ca_bundle:0644")
+  # The pause program calls nobody; the others trust public CAs besides configured ones.
+  [ "$name" = pause ] || ca=(--file "/etc/ssl/certs/ca-certificates.crt=$ca_bundle:0644")
   digest=$("$bin/oci-image" \
     --repository "$prefix/$name" --tag "$version" \
     --file "/usr/local/bin/$binary=$bin/$binary:0755" "${ca[@]}" \
@@ -106,7 +105,7 @@ image gateway portcullis-gateway "Portcullis gateway" \
 image pause pause "Portcullis pause" \
   "Pod sandbox program: sleeps until SIGTERM, reaps children"
 image sample-app sample-app "Portcullis sample app" \
-  "Answers every request with a JSON description of it: what an app behind Portcullis receives"
+  "The demo's app: shows the identity Portcullis sends and verifies its signed assertion"
 install -m 0755 "$bin/kubectl-portcullis" "$out/kubectl-portcullis-linux-amd64"
 touch -d "@$SOURCE_DATE_EPOCH" "$out/kubectl-portcullis-linux-amd64"
 

@@ -14,5 +14,5 @@ eval "$(hack/tools-env.sh)"
 # gateway, the load balancer and the sample apps. Cargo locks target/ while it builds: started
 # while hack/test.sh runs in the same checkout, the demo waits for that build first.
 echo "hack/demo.sh: building the demo's binaries (cargo waits here if another build, such as hack/test.sh, holds target/)" >&2
-cargo build --locked -p portcullis-tests --bins -p portcullis-gateway -p portcullis-operator
+cargo build --locked -p portcullis-tests --bins -p portcullis-images -p portcullis-gateway -p portcullis-operator
 exec target/debug/devstack up --state-dir "${PORTCULLIS_DEMO_DIR:-$PWD/target/demo}" --demo "$@"

@@ -6,9 +6,9 @@
 //! `revocationEpoch`) and see each enforced by both gateway replicas, which learn of them only
 //! through the operator. Finally stop the demo with SIGTERM and find nothing left running.
 //!
-//! Needs `portcullis-gateway` and `portcullis-operator` next to `devstack` (`target/<profile>/`):
-//! run `cargo build --workspace --bins` first (`hack/test.sh` builds every target). Cargo builds
-//! this crate's own binaries (`devstack`, `demo-lb`, `sample-app`) for the test by itself.
+//! Needs `portcullis-gateway`, `portcullis-operator` and `sample-app` next to `devstack`
+//! (`target/<profile>/`): run `cargo build --workspace --bins` first (`hack/test.sh` builds every
+//! target). Cargo builds this crate's own binaries (`devstack`, `demo-lb`) for the test by itself.
 //!
 //! The test's client opens a new connection for every request, so the load balancer spreads
 //! the login's steps over both gateway replicas: it passes only if they share their keys and

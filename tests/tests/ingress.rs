@@ -143,9 +143,10 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
     .await?;
     ensure!(landed.query() == Some("page=1"), "landed on {landed}");
 
-    // The app sees the identity the gateway vouched for, not the one the client sent.
+    // The app sees the identity the gateway vouched for, not the one the client sent, and
+    // verifies the gateway's signed assertion of it (audience: the app's own origin).
     let seen: serde_json::Value = browser
-        .get(wiki.clone())
+        .get(wiki.join("/api/whoami")?)
         .header("accept", "application/json")
         .header("x-auth-request-email", "mallory@example.com")
         .send()
@@ -154,8 +155,9 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
         .json()
         .await?;
     ensure!(
-        seen["headers"]["x-auth-request-email"] == alice.email.as_str()
-            && seen["path"] == "/notes?page=1",
+        seen["email"] == alice.email.as_str()
+            && seen["assertion"]["verified"] == true
+            && seen["assertion"]["matches_headers"] == true,
         "the app saw {seen:#}"
     );
 
@@ -450,6 +452,11 @@ async fn install(
     kubectl_apply(kubeconfig, &objects)?;
     install_traefik_crds(kubeconfig)?;
     helm_install(names, kubeconfig, scratch)?;
+    let gateway = cluster_ip(client, &names.ns, &names.chart_object("gateway")).await?;
+    let app = scratch.join("wiki.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": wiki(names, gateway)});
+    std::fs::write(&app, serde_json::to_vec(&list)?)?;
+    kubectl_apply(kubeconfig, &app)?;
     let examples = scratch.join("examples.yaml");
     std::fs::write(&examples, examples_for(names)?)?;
     kubectl_apply(kubeconfig, &examples)?;
@@ -615,16 +622,43 @@ fn objects_of(
         }),
     ];
     objects.extend(app("dex", dex_pod(), 5556));
-    let sample = json!({
-        "containers": [{
-            "name": "app", "image": format!("{}/sample-app:{}", images::PREFIX, env!("CARGO_PKG_VERSION")),
-            "imagePullPolicy": "Never", "args": ["--listen", "0.0.0.0:8080", "--name", "wiki"],
-            "ports": [{"containerPort": 8080}],
-        }],
-    });
-    objects.extend(app("wiki", sample, 8080));
     objects.extend(traefik(ns));
     Ok(objects)
+}
+
+/// The sample app as `wiki`: it verifies each request's signed assertion with the gateway's
+/// JWKS, which it fetches from the gateway Service at `gateway` (the auth host's name has no
+/// DNS entry in the cluster), trusting the chart's CA.
+fn wiki(names: &Names, gateway: std::net::IpAddr) -> Vec<serde_json::Value> {
+    let origin = format!("https://{}", names.wiki);
+    let issuer = format!("https://{}", names.auth);
+    let pod = json!({
+        "containers": [{
+            "name": "app",
+            "image": format!("{}/sample-app:{}", images::PREFIX, env!("CARGO_PKG_VERSION")),
+            "imagePullPolicy": "Never",
+            "args": [
+                "--listen", "0.0.0.0:8080", "--name", "Wiki", "--origin", origin,
+                "--issuer", issuer, "--ca-file", "/etc/gateway-ca/ca.crt",
+                "--gateway-addr", SocketAddr::new(gateway, 8443).to_string(),
+            ],
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+            "volumeMounts": [{"name": "gateway-ca", "mountPath": "/etc/gateway-ca"}],
+        }],
+        "volumes": [{
+            "name": "gateway-ca",
+            "secret": {
+                "secretName": format!("{}-tls", names.chart_object("gateway")),
+                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            },
+        }],
+    });
+    let mut objects = app("wiki", pod, 8080).to_vec();
+    for object in &mut objects {
+        object["metadata"]["namespace"] = json!(names.ns);
+    }
+    objects
 }
 
 /// Dex with the configuration and certificate from the ConfigMap and Secret.

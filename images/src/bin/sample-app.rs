@@ -1,177 +1,518 @@
-//! `sample-app`: the app the in-cluster tests put behind Portcullis.
+//! `sample-app`: an upstream app for the demo and the end-to-end tests that shows what the
+//! gateway told it about the user.
 //!
-//! It answers every request with a JSON description of what reached it (its own name, the
-//! method, the host, the path and every header), so a test reads exactly which identity headers
-//! the ingress passed on and that none a client forged survived. Plain HTTP/1.1, one thread per
-//! connection and `Connection: close`: an app behind an ingress, not a load-bearing server, and
-//! with no dependency beyond the standard library it is a static binary in a one-file image.
+//! An app behind Portcullis receives the identity twice: as plain `X-Auth-Request-User`,
+//! `-Email` and `-Groups` headers (which it can only trust because nothing but the gateway
+//! reaches it), and as the signed `Portcullis-Jwt-Assertion`, which it can verify itself with
+//! the gateway's JWKS. This app does the second the way a real app should: ES256 only, the
+//! `typ` of an assertion, the gateway's issuer, and its own origin as audience (an assertion
+//! minted for another app is refused).
+//!
+//! Under each `--prefix` (none: the root) it serves:
+//!
+//! * `<prefix>/` (and every other path): an HTML page with the identity and whether the
+//!   assertion verified (`assertion verified`, or why not);
+//! * `<prefix>/api/whoami`: the same as JSON;
+//! * `<prefix>/poll` (with `--poll-page`): a page that calls `<prefix>/api/whoami` with `fetch`
+//!   every few seconds, as a single-page app does, and shows the result. When the gateway
+//!   answers 401 with `{"error": …, "login_url": …}` it shows "session ended" and the login
+//!   link. Elements for browser tests: `#status` (`ok`, `session ended`, `error`), `#email`,
+//!   `#count` (successful calls), `#issued` (the assertion's `iat`), `#login` (the link).
+//!
+//! `/healthz` answers 200 for the demo's readiness check.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use axum::extract::{Request, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Json, Router};
 use clap::Parser;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
 
-/// The most a request head may take; a bigger one is answered 431.
-const MAX_HEAD: usize = 64 * 1024;
-/// How long a client may take to send its head.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `typ` header of a Portcullis assertion (see `portcullis_core::token::TokenKind`).
+const ASSERTION_TYP: &str = "portcullis-assertion+jwt";
+/// A JWKS that lacks a token's key is fetched again at most this often (keys rotate rarely; a
+/// flood of tokens with made-up key ids must not become a flood of JWKS requests).
+const JWKS_REFETCH: Duration = Duration::from_secs(10);
+/// How often the poll page calls the API.
+const POLL_SECONDS: u32 = 3;
 
 #[derive(Parser)]
-#[command(about = "Answers every HTTP request with a JSON description of it")]
-struct Cli {
+#[command(about = "Sample upstream app that shows and verifies the identity Portcullis sends")]
+struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "SAMPLE_APP_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Name reported in every answer (which app answered).
-    #[arg(long, default_value = "sample-app")]
+    /// Name shown on the pages.
+    #[arg(long, env = "SAMPLE_APP_NAME", default_value = "Sample app")]
     name: String,
+    /// Path prefixes the app is published under (repeatable or comma-separated); none: `/`.
+    #[arg(long = "prefix", env = "SAMPLE_APP_PREFIXES", value_delimiter = ',')]
+    prefixes: Vec<String>,
+    /// The app's public origin(s), e.g. `https://apps.portcullis.localhost:8443`: the audience
+    /// an assertion for this app carries.
+    #[arg(
+        long = "origin",
+        env = "SAMPLE_APP_ORIGINS",
+        value_delimiter = ',',
+        required = true
+    )]
+    origins: Vec<String>,
+    /// The gateway's token issuer, e.g. `https://auth.portcullis.localhost:8443`.
+    #[arg(long, env = "SAMPLE_APP_ISSUER")]
+    issuer: String,
+    /// JWKS URL; default `<issuer>/.well-known/jwks.json`.
+    #[arg(long, env = "SAMPLE_APP_JWKS_URL")]
+    jwks_url: Option<String>,
+    /// CA certificate (PEM) the gateway's certificate chains to.
+    #[arg(long, env = "SAMPLE_APP_CA_FILE")]
+    ca_file: PathBuf,
+    /// Connect to this address for the JWKS host instead of resolving its name (the demo's
+    /// load balancer; `*.localhost` needs no DNS, but this keeps the app off any resolver).
+    #[arg(long, env = "SAMPLE_APP_GATEWAY_ADDR")]
+    gateway_addr: Option<SocketAddr>,
+    /// Also serve `<prefix>/poll`, the background-refresh page.
+    #[arg(long, env = "SAMPLE_APP_POLL_PAGE")]
+    poll_page: bool,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let listener =
-        TcpListener::bind(cli.listen).with_context(|| format!("binding {}", cli.listen))?;
-    eprintln!("sample-app {}: listening on {}", cli.name, cli.listen);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let name = cli.name.clone();
-        std::thread::spawn(move || {
-            if let Err(error) = serve(stream, &name) {
-                eprintln!("sample-app: {error:#}");
+/// The claims of an assertion this app reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct AssertionClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+    iat: u64,
+    exp: u64,
+}
+
+/// What the app knows about the request's user.
+#[derive(Debug, Serialize)]
+struct Whoami {
+    app: String,
+    prefix: String,
+    /// `X-Auth-Request-User`.
+    user: Option<String>,
+    /// `X-Auth-Request-Email`.
+    email: Option<String>,
+    /// `X-Auth-Request-Groups`, split.
+    groups: Vec<String>,
+    assertion: AssertionStatus,
+}
+
+#[derive(Debug, Serialize)]
+struct AssertionStatus {
+    present: bool,
+    verified: bool,
+    /// Why it did not verify.
+    error: Option<String>,
+    /// The verified claims.
+    claims: Option<AssertionClaims>,
+    /// Whether the verified claims name the same user as the plain headers.
+    matches_headers: Option<bool>,
+}
+
+struct App {
+    name: String,
+    prefixes: Vec<String>,
+    origins: Vec<String>,
+    issuer: String,
+    poll_page: bool,
+    jwks: Jwks,
+}
+
+/// The gateway's keys, fetched on first use and again when a token names an unknown key.
+struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    cache: Mutex<Option<(HashMap<String, DecodingKey>, Instant)>>,
+}
+
+impl Jwks {
+    async fn key(&self, kid: &str) -> Result<DecodingKey> {
+        let mut cache = self.cache.lock().await;
+        if let Some((keys, fetched)) = cache.as_ref() {
+            if let Some(key) = keys.get(kid) {
+                return Ok(key.clone());
             }
-        });
+            if fetched.elapsed() < JWKS_REFETCH {
+                bail!("unknown key id {kid:?}");
+            }
+        }
+        let keys = self.fetch().await?;
+        let key = keys.get(kid).cloned();
+        *cache = Some((keys, Instant::now()));
+        key.ok_or_else(|| anyhow!("unknown key id {kid:?}"))
     }
-    Ok(())
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>> {
+        let set: JwkSet = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("fetching the JWKS from {}", self.url))?
+            .json()
+            .await
+            .context("parsing the JWKS")?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let Some(kid) = &jwk.common.key_id {
+                keys.insert(
+                    kid.clone(),
+                    DecodingKey::from_jwk(jwk).with_context(|| format!("JWK {kid}"))?,
+                );
+            }
+        }
+        Ok(keys)
+    }
 }
 
-/// Reads one request head and answers it.
-fn serve(stream: TcpStream, name: &str) -> Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let (status, body) = match read_head(&mut reader) {
-        Ok(head) => (200, describe(name, &head)),
-        Err(error) => (
-            if error.to_string().contains("too large") {
-                431
-            } else {
-                400
+impl App {
+    /// Verifies an assertion for `origin`'s audience.
+    async fn verify(&self, token: &str) -> Result<AssertionClaims> {
+        let header = jsonwebtoken::decode_header(token).context("malformed token")?;
+        if header.alg != Algorithm::ES256 {
+            bail!("algorithm {:?} is not ES256", header.alg);
+        }
+        if header.typ.as_deref() != Some(ASSERTION_TYP) {
+            bail!("typ {:?} is not {ASSERTION_TYP}", header.typ);
+        }
+        let kid = header.kid.ok_or_else(|| anyhow!("no key id"))?;
+        let key = self.jwks.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&self.origins);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AssertionClaims>(token, &key, &validation)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(data.claims)
+    }
+
+    /// The prefix `path` is under, and the rest of the path.
+    fn split<'p>(&self, path: &'p str) -> (String, &'p str) {
+        for prefix in &self.prefixes {
+            if let Some(rest) = path.strip_prefix(prefix.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return (prefix.clone(), rest);
+            }
+        }
+        (String::new(), path)
+    }
+
+    async fn whoami(&self, prefix: String, headers: &axum::http::HeaderMap) -> Whoami {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let user = header("x-auth-request-user");
+        let email = header("x-auth-request-email");
+        let groups = header("x-auth-request-groups")
+            .map(|g| g.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let assertion = match header("portcullis-jwt-assertion") {
+            None => AssertionStatus {
+                present: false,
+                verified: false,
+                error: Some("no Portcullis-Jwt-Assertion header".into()),
+                claims: None,
+                matches_headers: None,
             },
-            serde_json::json!({ "error": format!("{error:#}") }),
+            Some(token) => match self.verify(&token).await {
+                Ok(claims) => AssertionStatus {
+                    present: true,
+                    verified: true,
+                    error: None,
+                    matches_headers: Some(
+                        user.as_deref() == Some(&claims.sub) && email == claims.email,
+                    ),
+                    claims: Some(claims),
+                },
+                Err(error) => {
+                    warn!(error = %format!("{error:#}"), "assertion rejected");
+                    AssertionStatus {
+                        present: true,
+                        verified: false,
+                        error: Some(format!("{error:#}")),
+                        claims: None,
+                        matches_headers: None,
+                    }
+                }
+            },
+        };
+        Whoami {
+            app: self.name.clone(),
+            prefix,
+            user,
+            email,
+            groups,
+            assertion,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        // The demo sends this log to a file: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    // One crypto provider for every TLS connection, as in the gateway.
+    let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sample-app: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A client trusting only the CA in `ca_file` (the gateway's), redirects not followed.
+fn http_client_builder(ca_file: &std::path::Path) -> Result<reqwest::ClientBuilder> {
+    let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    let ca = reqwest::Certificate::from_pem(&pem).context("parsing --ca-file")?;
+    Ok(reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none()))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let jwks_url = args
+        .jwks_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/.well-known/jwks.json", args.issuer));
+    let mut http = http_client_builder(&args.ca_file)?.timeout(Duration::from_secs(10));
+    if let Some(addr) = args.gateway_addr {
+        let url = url::Url::parse(&jwks_url).context("--jwks-url")?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow!("--jwks-url has no host"))?;
+        http = http.resolve(host, addr);
+    }
+    let mut prefixes: Vec<String> = args
+        .prefixes
+        .iter()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .collect();
+    // Longest first, so `/a/b` wins over `/a`.
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let app = Arc::new(App {
+        name: args.name,
+        prefixes,
+        origins: args.origins,
+        issuer: args.issuer,
+        poll_page: args.poll_page,
+        jwks: Jwks {
+            url: jwks_url,
+            http: http.build().context("building the JWKS client")?,
+            cache: Mutex::new(None),
+        },
+    });
+    let router = Router::new().fallback(handle).with_state(app);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    info!(listen = %args.listen, "serving");
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        })
+        .await
+        .context("serving")
+}
+
+async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return "ok\n".into_response();
+    }
+    let (prefix, rest) = app.split(&path);
+    match rest {
+        "/api/whoami" => Json(app.whoami(prefix, req.headers()).await).into_response(),
+        "/poll" if app.poll_page => Html(poll_page(&app, &prefix)).into_response(),
+        _ => {
+            let whoami = app.whoami(prefix, req.headers()).await;
+            Html(identity_page(&app, &whoami, &path)).into_response()
+        }
+    }
+}
+
+fn identity_page(app: &App, who: &Whoami, path: &str) -> String {
+    let show = |v: &Option<String>| v.as_deref().map_or_else(|| "(none)".into(), escape);
+    let verdict = match &who.assertion {
+        a if a.verified => {
+            let same = if a.matches_headers == Some(true) {
+                "it names the same user as the headers"
+            } else {
+                "but it names a different user than the headers"
+            };
+            format!(
+                r#"<p class="ok"><b>assertion verified</b> against the gateway's JWKS; {same}.</p>"#
+            )
+        }
+        a => format!(
+            r#"<p class="bad"><b>assertion rejected</b>: {}</p>"#,
+            escape(a.error.as_deref().unwrap_or("unknown"))
         ),
     };
-    let body = serde_json::to_vec_pretty(&body)?;
-    let reason = match status {
-        200 => "OK",
-        431 => "Request Header Fields Too Large",
-        _ => "Bad Request",
+    let claims = who
+        .assertion
+        .claims
+        .as_ref()
+        .and_then(|c| serde_json::to_string_pretty(c).ok())
+        .map(|c| {
+            format!(
+                "<h2>Verified assertion claims</h2><pre>{}</pre>",
+                escape(&c)
+            )
+        })
+        .unwrap_or_default();
+    let poll = if app.poll_page {
+        format!(
+            r#"<p><a href="{0}/poll">Background-refresh check</a> (calls {0}/api/whoami every {POLL_SECONDS}s)</p>"#,
+            escape(&who.prefix)
+        )
+    } else {
+        String::new()
     };
-    let mut out = stream;
-    write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    )?;
-    out.write_all(&body)?;
-    out.flush()?;
-    Ok(())
+    let title = format!("{} {}", app.name, who.prefix);
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>{STYLE}</head><body>
+<h1>{title}</h1>
+<p>You reached <code>{path}</code> through the Portcullis gateway.</p>
+<table>
+<tr><th>X-Auth-Request-User</th><td id="user">{user}</td></tr>
+<tr><th>X-Auth-Request-Email</th><td id="email">{email}</td></tr>
+<tr><th>X-Auth-Request-Groups</th><td id="groups">{groups}</td></tr>
+</table>
+{verdict}
+{claims}
+{poll}
+<p><a href="{prefix}/api/whoami">{prefix}/api/whoami</a> (JSON)</p>
+</body></html>
+"#,
+        title = escape(&title),
+        path = escape(path),
+        user = show(&who.user),
+        email = show(&who.email),
+        groups = escape(&who.groups.join(", ")),
+        prefix = escape(&who.prefix),
+    )
 }
 
-/// A request head: the request line's parts and the header fields in order.
-struct Head {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
+fn poll_page(app: &App, prefix: &str) -> String {
+    // The script builds the page with textContent only: nothing from the API becomes markup.
+    format!(
+        r##"<!doctype html><html><head><meta charset="utf-8"><title>{name}: background refresh</title>{STYLE}</head><body>
+<h1>{name}: background refresh</h1>
+<p>This page calls <code>{prefix}/api/whoami</code> with <code>fetch</code> every {POLL_SECONDS} seconds, like a
+single-page app. While the session lives, every call succeeds, also after the app token's lifetime.</p>
+<table>
+<tr><th>status</th><td id="status">starting</td></tr>
+<tr><th>email</th><td id="email"></td></tr>
+<tr><th>successful calls</th><td id="count">0</td></tr>
+<tr><th>assertion issued at</th><td id="issued"></td></tr>
+<tr><th>last answer</th><td id="last"></td></tr>
+</table>
+<p id="ended" hidden>Your session ended. <a id="login" href="#">Sign in again</a></p>
+<script>
+const api = {api};
+let count = 0;
+const $ = (id) => document.getElementById(id);
+function show(status, detail) {{
+  $('status').textContent = status;
+  $('last').textContent = new Date().toLocaleTimeString() + ': ' + detail;
+}}
+async function tick() {{
+  let response;
+  try {{
+    response = await fetch(api, {{ headers: {{ Accept: 'application/json' }}, credentials: 'same-origin', redirect: 'manual', cache: 'no-store' }});
+  }} catch (e) {{
+    show('error', 'network error: ' + e);
+    return;
+  }}
+  if (response.type === 'opaqueredirect') {{
+    show('session ended', 'the gateway redirected the call to a login page');
+    $('ended').hidden = false;
+    $('login').href = location.href;
+    return;
+  }}
+  let body = null;
+  try {{ body = await response.json(); }} catch (e) {{ body = null; }}
+  if (response.status === 401) {{
+    show('session ended', 'HTTP 401' + (body && body.error ? ' (' + body.error + ')' : ''));
+    $('ended').hidden = false;
+    $('login').href = (body && typeof body.login_url === 'string') ? body.login_url : location.href;
+    return;
+  }}
+  if (!response.ok || body === null) {{
+    show('error', 'HTTP ' + response.status + (body && body.error ? ' (' + body.error + ')' : ''));
+    return;
+  }}
+  count += 1;
+  $('count').textContent = String(count);
+  $('email').textContent = body.email || '';
+  $('issued').textContent = body.assertion && body.assertion.claims ? new Date(body.assertion.claims.iat * 1000).toLocaleTimeString() : '';
+  $('ended').hidden = true;
+  show(body.assertion && body.assertion.verified ? 'ok' : 'error', body.assertion && body.assertion.verified ? 'assertion verified' : 'assertion rejected: ' + (body.assertion && body.assertion.error));
+}}
+tick();
+setInterval(tick, {POLL_SECONDS}000);
+</script>
+</body></html>
+"##,
+        name = escape(&app.name),
+        prefix = escape(prefix),
+        // A JSON string is a valid JavaScript string literal; `<` is escaped so it cannot end
+        // the script element.
+        api = serde_json::to_string(&format!("{prefix}/api/whoami"))
+            .unwrap_or_else(|_| "\"/api/whoami\"".into())
+            .replace('<', "\\u003c"),
+    )
 }
 
-fn read_head(reader: &mut impl BufRead) -> Result<Head> {
-    let mut taken = 0;
-    let mut line = String::new();
-    let mut next_line = |line: &mut String| -> Result<()> {
-        line.clear();
-        let n = reader.read_line(line).context("reading the request")?;
-        taken += n;
-        if n == 0 {
-            bail!("connection closed before the end of the head");
-        }
-        if taken > MAX_HEAD {
-            bail!("request head too large");
-        }
-        Ok(())
-    };
-    next_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(_version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        bail!("malformed request line");
-    };
-    let (method, target) = (method.to_owned(), target.to_owned());
-    let mut headers = Vec::new();
-    loop {
-        next_line(&mut line)?;
-        let field = line.trim_end_matches(['\r', '\n']);
-        if field.is_empty() {
-            return Ok(Head {
-                method,
-                target,
-                headers,
-            });
-        }
-        let Some((name, value)) = field.split_once(':') else {
-            bail!("malformed header field");
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-}
+const STYLE: &str = "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}\
+th{text-align:left;padding-right:1rem}td,th{vertical-align:top}.ok{color:#064}.bad{color:#a00}\
+pre{background:#f4f4f4;padding:.5rem}</style>";
 
-/// The answer's body. Repeated header fields are joined with `, `.
-fn describe(name: &str, head: &Head) -> serde_json::Value {
-    let mut headers = serde_json::Map::new();
-    for (field, value) in &head.headers {
-        let joined = match headers.get(field).and_then(|v| v.as_str()) {
-            Some(before) => format!("{before}, {value}"),
-            None => value.clone(),
-        };
-        headers.insert(field.clone(), joined.into());
-    }
-    let host = headers.get("host").cloned().unwrap_or_default();
-    serde_json::json!({
-        "app": name,
-        "method": head.method,
-        "host": host,
-        "path": head.target,
-        "headers": headers,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_head_is_described_with_repeated_fields_joined() {
-        let raw = "GET /wiki?x=1 HTTP/1.1\r\nHost: wiki.test\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
-        let head = read_head(&mut raw.as_bytes()).expect("head");
-        let body = describe("wiki", &head);
-        assert_eq!(body["app"], "wiki");
-        assert_eq!(body["path"], "/wiki?x=1");
-        assert_eq!(body["host"], "wiki.test");
-        assert_eq!(body["headers"]["x-a"], "1, 2");
-    }
-
-    #[test]
-    fn bad_heads_are_refused() {
-        for raw in [
-            "GET\r\n\r\n",
-            "GET / HTTP/1.1\r\nno-colon\r\n\r\n",
-            "GET / HTTP/1.1\r\n",
-        ] {
-            assert!(read_head(&mut raw.as_bytes()).is_err(), "{raw:?}");
-        }
-        let huge = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        let error = read_head(&mut huge.as_bytes()).err().expect("refused");
-        assert!(error.to_string().contains("too large"), "{error}");
-    }
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
