@@ -78,7 +78,7 @@ pub const REVOKE_POLICY: &str =
     r#"kubectl patch accesspolicy apps --type merge -p '{"spec":{"revocationEpoch":EPOCH}}'"#;
 /// The load balancer binary (`tests/src/bin/demo-lb.rs`).
 pub const LB_BIN: &str = "demo-lb";
-/// The sample app binary (`images/src/bin/sample-app.rs`).
+/// The sample app binary (`images/src/bin/sample-app/`).
 pub const SAMPLE_APP_BIN: &str = "sample-app";
 
 /// One sample app, serving the policy of the same name.

@@ -21,6 +21,8 @@
 //!
 //! `/healthz` answers 200 for the demo's readiness check.
 
+mod pages;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -363,156 +365,10 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let (prefix, rest) = app.split(&path);
     match rest {
         "/api/whoami" => Json(app.whoami(prefix, req.headers()).await).into_response(),
-        "/poll" if app.poll_page => Html(poll_page(&app, &prefix)).into_response(),
+        "/poll" if app.poll_page => Html(pages::poll_page(&app, &prefix)).into_response(),
         _ => {
             let whoami = app.whoami(prefix, req.headers()).await;
-            Html(identity_page(&app, &whoami, &path)).into_response()
+            Html(pages::identity_page(&app, &whoami, &path)).into_response()
         }
     }
-}
-
-fn identity_page(app: &App, who: &Whoami, path: &str) -> String {
-    let show = |v: &Option<String>| v.as_deref().map_or_else(|| "(none)".into(), escape);
-    let verdict = match &who.assertion {
-        a if a.verified => {
-            let same = if a.matches_headers == Some(true) {
-                "it names the same user as the headers"
-            } else {
-                "but it names a different user than the headers"
-            };
-            format!(
-                r#"<p class="ok"><b>assertion verified</b> against the gateway's JWKS; {same}.</p>"#
-            )
-        }
-        a => format!(
-            r#"<p class="bad"><b>assertion rejected</b>: {}</p>"#,
-            escape(a.error.as_deref().unwrap_or("unknown"))
-        ),
-    };
-    let claims = who
-        .assertion
-        .claims
-        .as_ref()
-        .and_then(|c| serde_json::to_string_pretty(c).ok())
-        .map(|c| {
-            format!(
-                "<h2>Verified assertion claims</h2><pre>{}</pre>",
-                escape(&c)
-            )
-        })
-        .unwrap_or_default();
-    let poll = if app.poll_page {
-        format!(
-            r#"<p><a href="{0}/poll">Background-refresh check</a> (calls {0}/api/whoami every {POLL_SECONDS}s)</p>"#,
-            escape(&who.prefix)
-        )
-    } else {
-        String::new()
-    };
-    let title = format!("{} {}", app.name, who.prefix);
-    format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>{STYLE}</head><body>
-<h1>{title}</h1>
-<p>You reached <code>{path}</code> through the Portcullis gateway.</p>
-<table>
-<tr><th>X-Auth-Request-User</th><td id="user">{user}</td></tr>
-<tr><th>X-Auth-Request-Email</th><td id="email">{email}</td></tr>
-<tr><th>X-Auth-Request-Groups</th><td id="groups">{groups}</td></tr>
-</table>
-{verdict}
-{claims}
-{poll}
-<p><a href="{prefix}/api/whoami">{prefix}/api/whoami</a> (JSON)</p>
-</body></html>
-"#,
-        title = escape(&title),
-        path = escape(path),
-        user = show(&who.user),
-        email = show(&who.email),
-        groups = escape(&who.groups.join(", ")),
-        prefix = escape(&who.prefix),
-    )
-}
-
-fn poll_page(app: &App, prefix: &str) -> String {
-    // The script builds the page with textContent only: nothing from the API becomes markup.
-    format!(
-        r##"<!doctype html><html><head><meta charset="utf-8"><title>{name}: background refresh</title>{STYLE}</head><body>
-<h1>{name}: background refresh</h1>
-<p>This page calls <code>{prefix}/api/whoami</code> with <code>fetch</code> every {POLL_SECONDS} seconds, like a
-single-page app. While the session lives, every call succeeds, also after the app token's lifetime.</p>
-<table>
-<tr><th>status</th><td id="status">starting</td></tr>
-<tr><th>email</th><td id="email"></td></tr>
-<tr><th>successful calls</th><td id="count">0</td></tr>
-<tr><th>assertion issued at</th><td id="issued"></td></tr>
-<tr><th>last answer</th><td id="last"></td></tr>
-</table>
-<p id="ended" hidden>Your session ended. <a id="login" href="#">Sign in again</a></p>
-<script>
-const api = {api};
-let count = 0;
-const $ = (id) => document.getElementById(id);
-function show(status, detail) {{
-  $('status').textContent = status;
-  $('last').textContent = new Date().toLocaleTimeString() + ': ' + detail;
-}}
-async function tick() {{
-  let response;
-  try {{
-    response = await fetch(api, {{ headers: {{ Accept: 'application/json' }}, credentials: 'same-origin', redirect: 'manual', cache: 'no-store' }});
-  }} catch (e) {{
-    show('error', 'network error: ' + e);
-    return;
-  }}
-  if (response.type === 'opaqueredirect') {{
-    show('session ended', 'the gateway redirected the call to a login page');
-    $('ended').hidden = false;
-    $('login').href = location.href;
-    return;
-  }}
-  let body = null;
-  try {{ body = await response.json(); }} catch (e) {{ body = null; }}
-  if (response.status === 401) {{
-    show('session ended', 'HTTP 401' + (body && body.error ? ' (' + body.error + ')' : ''));
-    $('ended').hidden = false;
-    $('login').href = (body && typeof body.login_url === 'string') ? body.login_url : location.href;
-    return;
-  }}
-  if (!response.ok || body === null) {{
-    show('error', 'HTTP ' + response.status + (body && body.error ? ' (' + body.error + ')' : ''));
-    return;
-  }}
-  count += 1;
-  $('count').textContent = String(count);
-  $('email').textContent = body.email || '';
-  $('issued').textContent = body.assertion && body.assertion.claims ? new Date(body.assertion.claims.iat * 1000).toLocaleTimeString() : '';
-  $('ended').hidden = true;
-  show(body.assertion && body.assertion.verified ? 'ok' : 'error', body.assertion && body.assertion.verified ? 'assertion verified' : 'assertion rejected: ' + (body.assertion && body.assertion.error));
-}}
-tick();
-setInterval(tick, {POLL_SECONDS}000);
-</script>
-</body></html>
-"##,
-        name = escape(&app.name),
-        prefix = escape(prefix),
-        // A JSON string is a valid JavaScript string literal; `<` is escaped so it cannot end
-        // the script element.
-        api = serde_json::to_string(&format!("{prefix}/api/whoami"))
-            .unwrap_or_else(|_| "\"/api/whoami\"".into())
-            .replace('<', "\\u003c"),
-    )
-}
-
-const STYLE: &str = "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}\
-th{text-align:left;padding-right:1rem}td,th{vertical-align:top}.ok{color:#064}.bad{color:#a00}\
-pre{background:#f4f4f4;padding:.5rem}</style>";
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
