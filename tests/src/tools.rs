@@ -3,7 +3,7 @@
 //! The binaries are built from their published sources by `hack/build-tools.sh` into a cache
 //! outside the repository, so the harness never runs fakes and never downloads anything itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Environment variable naming the tools cache; the binaries live in its `bin/` folder.
 pub const TOOLS_ENV: &str = "PORTCULLIS_TOOLS";
@@ -112,4 +112,36 @@ pub fn bin_dir() -> PathBuf {
             cache.join("portcullis-tools")
         });
     root.join("bin")
+}
+
+/// Runs `helm` with `args` against the cluster of `kubeconfig`, with Helm's cache, config and
+/// data folders under `scratch` (nothing of the machine's own Helm setup is read or written);
+/// returns its output, or fails with it.
+pub fn helm(args: &[&str], kubeconfig: &Path, scratch: &Path) -> anyhow::Result<String> {
+    use anyhow::{Context as _, ensure};
+    let out = std::process::Command::new(Tool::Helm.path()?)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HELM_CACHE_HOME", scratch.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", scratch.join("helm/config"))
+        .env("HELM_DATA_HOME", scratch.join("helm/data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running helm")?;
+    ensure!(
+        out.status.success(),
+        "helm {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workspace's root folder (the checkout).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

@@ -9,9 +9,7 @@
 //! Needs root, the node's packages and binaries and the images (hack/test.sh builds them; the
 //! node's preflight says what is missing).
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -20,17 +18,10 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use portcullis_tests::node::shared::TestNode;
 use portcullis_tests::node::{TAINT_KEY, images};
-use portcullis_tests::tools::Tool;
+use portcullis_tests::tools::{helm, repo};
 
 /// The bar: node up (when this test starts it), chart installed, every pod Ready.
 const BAR: Duration = Duration::from_secs(180);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
 
 /// Values of a user's install, plus the toleration of the test node's taint. No image values:
 /// the chart's defaults must name the images the build produces.
@@ -50,30 +41,6 @@ identityProviders:
     clientSecret: {{existingSecret: dex-client}}
 "#
     )
-}
-
-fn helm(args: &[&str], kubeconfig: &Path, scratch: &Path) -> Result<String> {
-    let mut child = Command::new(Tool::Helm.path()?)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HELM_CACHE_HOME", scratch.join("helm/cache"))
-        .env("HELM_CONFIG_HOME", scratch.join("helm/config"))
-        .env("HELM_DATA_HOME", scratch.join("helm/data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running helm")?;
-    child.stdin.take().context("stdin")?.write_all(b"")?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "helm {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[tokio::test]

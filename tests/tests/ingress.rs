@@ -5,7 +5,8 @@
 //! swapped for the test namespace's), in front of the chart's gateway pods in forward-auth mode.
 //! Dex and the app run as Deployments. A client that behaves like a browser logs in through the
 //! ingress and reaches the app with the identity the gateway vouched for (and not the one it
-//! forged). Under a steady load of its requests, a gateway pod is deleted, the gateway is rolled
+//! forged); by single sign-on it also reaches the app on a second host, where Traefik sends
+//! everything to the gateway in its reverse-proxy mode. Under a steady load of its requests, a gateway pod is deleted, the gateway is rolled
 //! by `helm upgrade`, and the operator is scaled to zero: not one request may fail. With the
 //! operator still gone, its session is revoked with a patch: it is locked out at once, without
 //! being handed a new app cookie by single sign-on.
@@ -14,7 +15,7 @@
 //! Traefik (`hack/build-tools.sh traefik`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use portcullis_tests::node::components::kubectl_apply;
 use portcullis_tests::node::shared::TestNode;
 use portcullis_tests::node::{POD_CIDR, TAINT_KEY, images};
 use portcullis_tests::pki::{CertFiles, Pki};
-use portcullis_tests::tools::Tool;
+use portcullis_tests::tools::{Tool, helm, repo};
 use reqwest::header::LOCATION;
 use serde_json::json;
 use url::Url;
@@ -53,13 +54,6 @@ const CLIENT_SECRET: &str = "ingress-test-client-secret";
 /// How long the whole install may take to become Ready.
 const READY_WITHIN: Duration = Duration::from_secs(240);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
-
 /// The test's names: its namespace stands for both `portcullis` and `apps` of the examples, and
 /// names the release (cluster-scoped objects of the chart are named after the release, so a
 /// fixed name would meet those of an earlier run).
@@ -67,6 +61,8 @@ struct Names {
     ns: String,
     auth: String,
     wiki: String,
+    /// The app again, behind the gateway in its reverse-proxy mode.
+    proxy: String,
     dex: String,
 }
 
@@ -76,6 +72,7 @@ impl Names {
             ns: ns.to_owned(),
             auth: format!("auth.{ns}.test"),
             wiki: format!("wiki.{ns}.test"),
+            proxy: format!("proxy.{ns}.test"),
             dex: format!("dex.{ns}.svc"),
         }
     }
@@ -120,6 +117,7 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
         .cookie_store(true)
         .resolve(&names.auth, SocketAddr::new(traefik, 443))
         .resolve(&names.wiki, SocketAddr::new(traefik, 443))
+        .resolve(&names.proxy, SocketAddr::new(traefik, 443))
         .resolve(&names.dex, SocketAddr::new(dex_ip, 443))
         .build()?;
     let wiki = Url::parse(&format!("https://{}/notes?page=1", names.wiki))?;
@@ -159,6 +157,37 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
             && seen["assertion"]["verified"] == true
             && seen["assertion"]["matches_headers"] == true,
         "the app saw {seen:#}"
+    );
+
+    // The gateway's own reverse-proxy mode behind the same ingress: single sign-on (no second
+    // login form), and the app verifies the assertion minted for this origin.
+    let proxied = Url::parse(&format!("https://{}/api/whoami", names.proxy))?;
+    let asked_dex = std::cell::Cell::new(false);
+    dex::follow_login(
+        &browser,
+        proxied.clone(),
+        &alice,
+        Connector::Password,
+        |u| {
+            asked_dex.set(asked_dex.get() || u.host_str() == Some(names.dex.as_str()));
+            u.host_str() == Some(names.proxy.as_str()) && u.path() == "/api/whoami"
+        },
+    )
+    .await?;
+    ensure!(!asked_dex.get(), "single sign-on went back to Dex");
+    let seen: serde_json::Value = browser
+        .get(proxied)
+        .header("accept", "application/json")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure!(
+        seen["email"] == alice.email.as_str()
+            && seen["assertion"]["verified"] == true
+            && seen["assertion"]["claims"]["aud"] == format!("https://{}", names.proxy),
+        "the app behind the proxy saw {seen:#}"
     );
 
     under_load(
@@ -425,7 +454,8 @@ async fn install(
     import_images(node, scratch)?;
     let pki = Pki::generate(&scratch.join("pki"))?;
     let dex_cert = pki.issue_serving("dex", std::slice::from_ref(&names.dex))?;
-    let edge_cert = pki.issue_serving("edge", &[names.auth.clone(), names.wiki.clone()])?;
+    let edge_names = [names.auth.clone(), names.wiki.clone(), names.proxy.clone()];
+    let edge_cert = pki.issue_serving("edge", &edge_names)?;
     let info = DexInfo {
         issuer: names.issuer(),
         client_id: dex::CLIENT_ID.to_owned(),
@@ -562,25 +592,7 @@ fn helm_install(names: &Names, kubeconfig: &Path, scratch: &Path) -> Result<()> 
         &["install", ns, &chart, "-n", ns, "-f", &file],
         kubeconfig,
         scratch,
-    )
-}
-
-fn helm(args: &[&str], kubeconfig: &Path, scratch: &Path) -> Result<()> {
-    let out = std::process::Command::new(Tool::Helm.path()?)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HELM_CACHE_HOME", scratch.join("helm/cache"))
-        .env("HELM_CONFIG_HOME", scratch.join("helm/config"))
-        .env("HELM_DATA_HOME", scratch.join("helm/data"))
-        .output()
-        .context("running helm")?;
-    ensure!(
-        out.status.success(),
-        "helm {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )?;
     Ok(())
 }
 
@@ -620,6 +632,16 @@ fn objects_of(
                 "rules": [{"action": "Allow", "include": [{"emailDomains": ["example.com"]}]}],
             },
         }),
+        json!({
+            "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "proxied", "namespace": ns},
+            "spec": {
+                "hosts": [names.proxy],
+                "identityProviders": ["dex"],
+                "upstream": {"service": {"name": "wiki", "port": 80}},
+                "rules": [{"action": "Allow", "include": [{"emailDomains": ["example.com"]}]}],
+            },
+        }),
     ];
     objects.extend(app("dex", dex_pod(), 5556));
     objects.extend(traefik(ns));
@@ -630,7 +652,7 @@ fn objects_of(
 /// JWKS, which it fetches from the gateway Service at `gateway` (the auth host's name has no
 /// DNS entry in the cluster), trusting the chart's CA.
 fn wiki(names: &Names, gateway: std::net::IpAddr) -> Vec<serde_json::Value> {
-    let origin = format!("https://{}", names.wiki);
+    let origin = format!("https://{},https://{}", names.wiki, names.proxy);
     let issuer = format!("https://{}", names.auth);
     let pod = json!({
         "containers": [{
@@ -655,6 +677,22 @@ fn wiki(names: &Names, gateway: std::net::IpAddr) -> Vec<serde_json::Value> {
         }],
     });
     let mut objects = app("wiki", pod, 8080).to_vec();
+    // The proxy host goes to the gateway as a whole: the gateway checks and proxies.
+    objects.push(json!({
+        "apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+        "metadata": {"name": "proxied"},
+        "spec": {
+            "entryPoints": ["websecure"],
+            "routes": [{
+                "match": format!("Host(`{}`)", names.proxy), "kind": "Rule",
+                "services": [{
+                    "name": names.chart_object("gateway"), "port": 8443, "scheme": "https",
+                    "serversTransport": names.chart_object("gateway"),
+                }],
+            }],
+            "tls": {"secretName": "wildcard-example-com"},
+        },
+    }));
     for object in &mut objects {
         object["metadata"]["namespace"] = json!(names.ns);
     }
