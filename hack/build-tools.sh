@@ -8,12 +8,13 @@
 #   actionlint (github.com/rhysd/actionlint), which checks the release workflow;
 #   jaeger (github.com/jaegertracing/jaeger), the OTLP receiver the trace tests export to;
 #   traefik (github.com/traefik/traefik/v3), the ingress controller the in-cluster tests put in
-#   front of the gateway.
+#   front of the gateway; and nginx, unpacked from the Debian package (not installed: no
+#   service is started), the other ingress of those tests.
 # Each binary is built once per pinned version; a second run is a no-op.
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
 #                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger|
-#                             traefik ...]
+#                             traefik|nginx ...]
 #        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
@@ -229,9 +230,30 @@ build_traefik() {
   stamp traefik "$TRAEFIK_VERSION"
 }
 
+# nginx from Debian's package, unpacked rather than installed (installing starts a service on
+# port 80). Its binary loads only libraries every machine of this kind has (libc, libssl,
+# libpcre2, zlib, libcrypt); the in-cluster tests copy them into its image.
+build_nginx() {
+  local version
+  version=$(apt-cache policy nginx 2>/dev/null | sed -n 's/^ *Candidate: //p')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    apt-get update -qq
+    version=$(apt-cache policy nginx | sed -n 's/^ *Candidate: //p')
+  fi
+  fresh nginx "$version" && return
+  log "nginx $version (Debian package)"
+  local dir="$SRC/nginx"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (cd "$dir" && apt-get download -qq "nginx=$version" &&
+    dpkg-deb -x nginx_*.deb root)
+  install -m 0755 "$dir/root/usr/sbin/nginx" "$BIN/nginx"
+  stamp nginx "$version"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
-  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik)
+  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik nginx)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;
@@ -245,6 +267,7 @@ for t in "${targets[@]}"; do
     actionlint) build_actionlint ;;
     jaeger) build_jaeger ;;
     traefik) build_traefik ;;
+    nginx) build_nginx ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

@@ -38,6 +38,8 @@ pub enum Tool {
     Jaeger,
     /// Traefik v3, the ingress controller of the in-cluster tests.
     Traefik,
+    /// nginx from Debian's package, the other ingress of the in-cluster tests.
+    Nginx,
 }
 
 /// A binary is missing from the tools cache.
@@ -78,6 +80,7 @@ impl Tool {
             Tool::Actionlint => "actionlint",
             Tool::Jaeger => "jaeger",
             Tool::Traefik => "traefik",
+            Tool::Nginx => "nginx",
         }
     }
 

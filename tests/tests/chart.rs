@@ -1510,5 +1510,16 @@ fn ingress_docs_show_the_tested_example_files() -> Result<()> {
             );
         }
     }
+    // Plain nginx's configuration is not a Kubernetes manifest: shown as nginx.
+    let page = repo().join("docs/ingress/nginx.md");
+    let doc = std::fs::read_to_string(&page)?;
+    let conf = std::fs::read_to_string(repo().join("examples/ingress/nginx/nginx.conf"))?;
+    ensure!(
+        doc.contains(&format!(
+            "`examples/ingress/nginx/nginx.conf`:\n\n```nginx\n{conf}```\n"
+        )),
+        "{} does not show examples/ingress/nginx/nginx.conf as it is",
+        page.display()
+    );
     Ok(())
 }

@@ -6,13 +6,14 @@
 //! Dex and the app run as Deployments. A client that behaves like a browser logs in through the
 //! ingress and reaches the app with the identity the gateway vouched for (and not the one it
 //! forged); by single sign-on it also reaches the app on a second host, where Traefik sends
-//! everything to the gateway in its reverse-proxy mode. Under a steady load of its requests, a gateway pod is deleted, the gateway is rolled
+//! everything to the gateway in its reverse-proxy mode, and on a third, behind nginx's
+//! `auth_request` (`examples/ingress/nginx/nginx.conf`, nginx from Debian's package). Under a steady load of its requests, a gateway pod is deleted, the gateway is rolled
 //! by `helm upgrade`, and the operator is scaled to zero: not one request may fail. With the
 //! operator still gone, its session is revoked with a patch: it is locked out at once, without
 //! being handed a new app cookie by single sign-on.
 //!
-//! Needs root, the node's packages and binaries, the images (hack/test.sh builds them) and
-//! Traefik (`hack/build-tools.sh traefik`).
+//! Needs root, the node's packages and binaries, the images (hack/test.sh builds them),
+//! Traefik and nginx (`hack/build-tools.sh traefik nginx`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +64,8 @@ struct Names {
     wiki: String,
     /// The app again, behind the gateway in its reverse-proxy mode.
     proxy: String,
+    /// The app again, behind nginx's `auth_request`.
+    notes: String,
     dex: String,
 }
 
@@ -73,6 +76,7 @@ impl Names {
             auth: format!("auth.{ns}.test"),
             wiki: format!("wiki.{ns}.test"),
             proxy: format!("proxy.{ns}.test"),
+            notes: format!("notes.{ns}.test"),
             dex: format!("dex.{ns}.svc"),
         }
     }
@@ -112,12 +116,14 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
     eprintln!("ingress: installed and Ready after {:?}", started.elapsed());
 
     let traefik = cluster_ip(client, ns, "traefik").await?;
+    let nginx = cluster_ip(client, ns, "nginx").await?;
     let dex_ip = cluster_ip(client, ns, "dex").await?;
     let browser = dex::http_client_builder(&dex_info.ca_file)?
         .cookie_store(true)
         .resolve(&names.auth, SocketAddr::new(traefik, 443))
         .resolve(&names.wiki, SocketAddr::new(traefik, 443))
         .resolve(&names.proxy, SocketAddr::new(traefik, 443))
+        .resolve(&names.notes, SocketAddr::new(nginx, 443))
         .resolve(&names.dex, SocketAddr::new(dex_ip, 443))
         .build()?;
     let wiki = Url::parse(&format!("https://{}/notes?page=1", names.wiki))?;
@@ -188,6 +194,34 @@ async fn story(client: &kube::Client, ns: &str, kubeconfig: &Path, node: &TestNo
             && seen["assertion"]["verified"] == true
             && seen["assertion"]["claims"]["aud"] == format!("https://{}", names.proxy),
         "the app behind the proxy saw {seen:#}"
+    );
+
+    // nginx's auth_request in front of the same app on a third host: the same checks.
+    let notes = Url::parse(&format!("https://{}/api/whoami", names.notes))?;
+    let asked_dex = std::cell::Cell::new(false);
+    dex::follow_login(&browser, notes.clone(), &alice, Connector::Password, |u| {
+        asked_dex.set(asked_dex.get() || u.host_str() == Some(names.dex.as_str()));
+        u.host_str() == Some(names.notes.as_str()) && u.path() == "/api/whoami"
+    })
+    .await?;
+    ensure!(
+        !asked_dex.get(),
+        "single sign-on through nginx went back to Dex"
+    );
+    let seen: serde_json::Value = browser
+        .get(notes.clone())
+        .header("accept", "application/json")
+        .header("x-auth-request-email", "mallory@example.com")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure!(
+        seen["email"] == alice.email.as_str()
+            && seen["assertion"]["verified"] == true
+            && seen["assertion"]["claims"]["aud"] == format!("https://{}", names.notes),
+        "the app behind nginx saw {seen:#}"
     );
 
     under_load(
@@ -416,6 +450,21 @@ async fn revoke_and_check(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("ingress: refused {:?} after the patch", revoked.elapsed());
+    // Behind nginx too: the revoked session gets the sign-in redirect, not the app.
+    let notes = Url::parse(&format!("https://{}/api/whoami", names.notes))?;
+    let answer = browser.get(notes).send().await?;
+    let location = answer
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        answer.status() == 302
+            && location.starts_with(&format!("https://{}/.portcullis/begin", names.notes)),
+        "nginx answered a revoked session with {} {location:?}",
+        answer.status()
+    );
 
     let mut next = wiki.clone();
     for _ in 0..10 {
@@ -454,7 +503,12 @@ async fn install(
     import_images(node, scratch)?;
     let pki = Pki::generate(&scratch.join("pki"))?;
     let dex_cert = pki.issue_serving("dex", std::slice::from_ref(&names.dex))?;
-    let edge_names = [names.auth.clone(), names.wiki.clone(), names.proxy.clone()];
+    let edge_names = [
+        names.auth.clone(),
+        names.wiki.clone(),
+        names.proxy.clone(),
+        names.notes.clone(),
+    ];
     let edge_cert = pki.issue_serving("edge", &edge_names)?;
     let info = DexInfo {
         issuer: names.issuer(),
@@ -484,7 +538,7 @@ async fn install(
     helm_install(names, kubeconfig, scratch)?;
     let gateway = cluster_ip(client, &names.ns, &names.chart_object("gateway")).await?;
     let app = scratch.join("wiki.json");
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": wiki(names, gateway)});
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": wiki(names, gateway)?});
     std::fs::write(&app, serde_json::to_vec(&list)?)?;
     kubectl_apply(kubeconfig, &app)?;
     let examples = scratch.join("examples.yaml");
@@ -497,6 +551,7 @@ async fn install(
             "dex",
             "wiki",
             "traefik",
+            "nginx",
             &names.chart_object("operator"),
             &names.chart_object("gateway"),
         ],
@@ -517,9 +572,25 @@ fn import_images(node: &TestNode, scratch: &Path) -> Result<()> {
         "/traefik",
         &[],
     )?;
+    let args = [
+        "-e",
+        "stderr",
+        "-c",
+        "/etc/nginx/nginx.conf",
+        "-g",
+        "daemon off;",
+    ];
+    let (nginx, _) = images::tool_image(
+        &dir,
+        "nginx",
+        "test",
+        &Tool::Nginx.path()?,
+        "/usr/sbin/nginx",
+        &args,
+    )?;
     images::import(
         &node.info().containerd_socket,
-        &[dex, traefik, images::archive("sample-app")?],
+        &[dex, traefik, nginx, images::archive("sample-app")?],
     )
 }
 
@@ -634,6 +705,15 @@ fn objects_of(
         }),
         json!({
             "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "notes", "namespace": ns},
+            "spec": {
+                "hosts": [names.notes],
+                "identityProviders": ["dex"],
+                "rules": [{"action": "Allow", "include": [{"emailDomains": ["example.com"]}]}],
+            },
+        }),
+        json!({
+            "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessPolicy",
             "metadata": {"name": "proxied", "namespace": ns},
             "spec": {
                 "hosts": [names.proxy],
@@ -651,8 +731,11 @@ fn objects_of(
 /// The sample app as `wiki`: it verifies each request's signed assertion with the gateway's
 /// JWKS, which it fetches from the gateway Service at `gateway` (the auth host's name has no
 /// DNS entry in the cluster), trusting the chart's CA.
-fn wiki(names: &Names, gateway: std::net::IpAddr) -> Vec<serde_json::Value> {
-    let origin = format!("https://{},https://{}", names.wiki, names.proxy);
+fn wiki(names: &Names, gateway: std::net::IpAddr) -> Result<Vec<serde_json::Value>> {
+    let origin = format!(
+        "https://{},https://{},https://{}",
+        names.wiki, names.proxy, names.notes
+    );
     let issuer = format!("https://{}", names.auth);
     let pod = json!({
         "containers": [{
@@ -693,10 +776,57 @@ fn wiki(names: &Names, gateway: std::net::IpAddr) -> Vec<serde_json::Value> {
             "tls": {"secretName": "wildcard-example-com"},
         },
     }));
+    objects.extend(nginx(names)?);
     for object in &mut objects {
         object["metadata"]["namespace"] = json!(names.ns);
     }
-    objects
+    Ok(objects)
+}
+
+/// nginx with `examples/ingress/nginx/nginx.conf` as a user adapts it (the app's host, the
+/// release's gateway Service, the app's Service), the edge certificate and the gateway's CA.
+fn nginx(names: &Names) -> Result<Vec<serde_json::Value>> {
+    let example = std::fs::read_to_string(repo().join("examples/ingress/nginx/nginx.conf"))?;
+    let conf = example
+        .replace("wiki.example.com", &names.notes)
+        .replace(
+            "portcullis-gateway.portcullis.svc",
+            &format!("{}.{}.svc", names.chart_object("gateway"), names.ns),
+        )
+        .replace("wiki.apps.svc", &format!("wiki.{}.svc", names.ns));
+    let pod = json!({
+        "containers": [{
+            "name": "nginx",
+            "image": format!("{}/nginx:test", images::PREFIX),
+            "imagePullPolicy": "Never",
+            "ports": [{"containerPort": 8443}],
+            "readinessProbe": {"tcpSocket": {"port": 8443}},
+            "volumeMounts": [
+                {"name": "conf", "mountPath": "/etc/nginx"},
+                {"name": "tls", "mountPath": "/etc/nginx/tls"},
+                {"name": "gateway-ca", "mountPath": "/etc/nginx/gateway-ca"},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": "nginx"}},
+            // The test's own throw-away key, readable by nginx's user.
+            {"name": "tls", "secret": {"secretName": "wildcard-example-com", "defaultMode": 0o444}},
+            {"name": "gateway-ca", "secret": {
+                "secretName": format!("{}-tls", names.chart_object("gateway")),
+                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            }},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    });
+    let [deployment, mut service] = app("nginx", pod, 8443);
+    service["spec"]["ports"] = json!([{"port": 443, "targetPort": 8443}]);
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nginx"},
+               "data": {"nginx.conf": conf}}),
+        deployment,
+        service,
+    ])
 }
 
 /// Dex with the configuration and certificate from the ConfigMap and Secret.
