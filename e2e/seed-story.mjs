@@ -19,10 +19,14 @@
 //   PORTCULLIS_E2E_ARTIFACTS       directory for screenshots (default: target/seed-story)
 //   PORTCULLIS_E2E_KUBECTL         kubectl binary (default: kubectl on PATH)
 //   PORTCULLIS_E2E_NAMESPACE       namespace of the demo policies and sessions (default: default)
+//   PORTCULLIS_E2E_POLICY          the AccessPolicy of the apps origin (default: apps)
+//   PORTCULLIS_E2E_HOST_RULES      Chromium's --host-resolver-rules (default: every host of the
+//                                  three origins to 127.0.0.1); an install behind an ingress maps
+//                                  them and Dex's host to the ingress's and Dex's addresses
 //   PORTCULLIS_E2E_USER, _PASSWORD login at Dex (default: alice@example.com / password)
 //   PORTCULLIS_E2E_CHROMIUM        browser binary (default: /usr/bin/chromium)
 //
-// Token lifetime and idle timeout are read from the `apps` AccessPolicy in the cluster.
+// Token lifetime and idle timeout are read from that AccessPolicy in the cluster.
 // Exit status 0 when every step passed; 1 with a summary naming each failed step otherwise.
 
 import { execFileSync } from 'node:child_process';
@@ -58,6 +62,7 @@ const artifacts = env(
 );
 const kubectlBin = env('PORTCULLIS_E2E_KUBECTL', 'kubectl');
 const namespace = env('PORTCULLIS_E2E_NAMESPACE', 'default');
+const policyName = env('PORTCULLIS_E2E_POLICY', 'apps');
 const user = env('PORTCULLIS_E2E_USER', 'alice@example.com');
 const password = env('PORTCULLIS_E2E_PASSWORD', 'password');
 const chromiumBin = env('PORTCULLIS_E2E_CHROMIUM', '/usr/bin/chromium');
@@ -241,7 +246,7 @@ function trustingHome() {
 
 async function launch(home) {
   const hosts = [apps, express, auth].map((o) => new URL(o).hostname);
-  const rules = hosts.map((h) => `MAP ${h} 127.0.0.1`).join(', ');
+  const rules = env('PORTCULLIS_E2E_HOST_RULES', hosts.map((h) => `MAP ${h} 127.0.0.1`).join(', '));
   const args = [
     `--host-resolver-rules=${rules}`,
     // This machine's network is closed: no background connections Chromium would make on its
@@ -443,9 +448,9 @@ async function step5(ctx) {
   await expectIdentity(page, express, 'the other host after logging in again');
   log(`logged in again (session ${fresh.body.session})`);
 
-  const policy = kubectlJson('get', 'accesspolicy', 'apps');
+  const policy = kubectlJson('get', 'accesspolicy', policyName);
   const epoch = Number(policy.spec.revocationEpoch || 0) + 1;
-  kubectl('patch', 'accesspolicy', 'apps', '--type', 'merge', '-p', JSON.stringify({ spec: { revocationEpoch: epoch } }));
+  kubectl('patch', 'accesspolicy', policyName, '--type', 'merge', '-p', JSON.stringify({ spec: { revocationEpoch: epoch } }));
   // The gateways learn of the raise from the operator's stream: give it a few seconds.
   const deadline = Date.now() + 20_000;
   for (;;) {
@@ -454,7 +459,7 @@ async function step5(ctx) {
     if (Date.now() > deadline) {
       await shot(page, '05-epoch-not-enforced');
       throw new StepFailure(
-        `revocationEpoch of AccessPolicy ${namespace}/apps was raised to ${epoch} with kubectl 20s ago, ` +
+        `revocationEpoch of AccessPolicy ${namespace}/${policyName} was raised to ${epoch} with kubectl 20s ago, ` +
           `and ${appOne} still shows the app instead of the login page: the raised epoch did not reach ` +
           `the gateways through the operator's stream (see the operator's and gateways' logs)`,
       );
@@ -540,10 +545,10 @@ const steps = [
 ];
 
 async function main() {
-  const policy = kubectlJson('get', 'accesspolicy', 'apps');
+  const policy = kubectlJson('get', 'accesspolicy', policyName);
   state.tokenLifetime = seconds(policy.spec.session.tokenLifetime);
   state.idleTimeout = seconds(policy.spec.session.idleTimeout);
-  log(`AccessPolicy apps: tokenLifetime ${state.tokenLifetime}s, idleTimeout ${state.idleTimeout}s`);
+  log(`AccessPolicy ${policyName}: tokenLifetime ${state.tokenLifetime}s, idleTimeout ${state.idleTimeout}s`);
 
   const home = trustingHome();
   const browser = await launch(home);

@@ -36,12 +36,14 @@
 pub mod cluster;
 pub mod demo;
 pub mod dex;
+pub mod e2e;
 pub mod etcd;
 pub mod fixtures;
 pub mod fleet;
 pub mod fsutil;
 pub mod gateway;
 pub mod gomod;
+pub mod installed;
 pub mod jaeger;
 pub mod kubeconfig;
 pub mod node;

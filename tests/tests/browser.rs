@@ -18,32 +18,28 @@
 //! `e2e/node_modules` (`npm ci --prefix e2e`; `hack/test.sh` runs it), and `portcullis-gateway`
 //! and `portcullis-operator` next to `devstack` (`cargo build --workspace --bins`).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_tests::demo::{
     APPS_HOST, AUTH_HOST, DemoInfo, EXPRESS_HOST, GATEWAY_BIN, OPERATOR_BIN,
 };
+use portcullis_tests::e2e::Browser;
 use portcullis_tests::fsutil::tail;
 use portcullis_tests::process::{ManagedProcess, free_port};
 use portcullis_tests::stack::StackInfo;
-use portcullis_tests::tools::Tool;
 
 /// The control plane's first start on a busy 2-core machine takes a minute or two.
 const READY_TIMEOUT: Duration = Duration::from_secs(360);
 /// devstack stops the demo, then four components with up to 10 s each.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
-/// The story takes about four minutes (a minute of polling, a minute of idling, logins); a
-/// hung browser must not hang the test run.
-const STORY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// App-token lifetime of the demo policies for this run.
 const TOKEN_LIFETIME: &str = "10s";
 /// Idle timeout of the demo policies for this run.
 const IDLE_TIMEOUT: &str = "1m";
-/// Where Debian installs Chromium; `PORTCULLIS_E2E_CHROMIUM` overrides it.
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// Lines of each demo log printed when the story fails.
 const LOG_LINES: usize = 60;
 
@@ -58,20 +54,13 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn seed_story_in_chromium() -> Result<()> {
     portcullis_tests::install_crypto_provider();
-    let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e");
-    let chromium = std::env::var_os("PORTCULLIS_E2E_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| CHROMIUM.into());
-    let kubectl = preflight(&e2e, &chromium)?;
+    let browser = Browser::preflight()?;
 
     let dir = std::env::temp_dir().join(format!("portcullis-browser-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let _cleanup = TempDir(dir.clone());
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("seed-story");
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts)
-        .with_context(|| format!("creating {}", artifacts.display()))?;
 
     let state = dir.join("state");
     let ready = dir.join("ready");
@@ -115,43 +104,23 @@ async fn seed_story_in_chromium() -> Result<()> {
     let stack = StackInfo::load(&state)?;
     let info = DemoInfo::load(&state)?;
 
-    let origin = |host: &str| format!("https://{host}:{port}");
-    let mut story = tokio::process::Command::new("node");
-    story
-        .arg(e2e.join("seed-story.mjs"))
-        .current_dir(&e2e)
-        .env("PORTCULLIS_E2E_APPS_ORIGIN", origin(APPS_HOST))
-        .env("PORTCULLIS_E2E_EXPRESS_ORIGIN", origin(EXPRESS_HOST))
-        .env("PORTCULLIS_E2E_AUTH_ORIGIN", origin(AUTH_HOST))
-        .env("PORTCULLIS_E2E_DEX_ISSUER", &stack.dex.issuer)
-        .env("PORTCULLIS_E2E_CA_FILE", &info.ca_file)
-        .env("PORTCULLIS_E2E_ARTIFACTS", &artifacts)
-        .env("PORTCULLIS_E2E_KUBECTL", &kubectl)
-        .env(
+    let origin = |host: &str| OsString::from(format!("https://{host}:{port}"));
+    let env = [
+        ("PORTCULLIS_E2E_APPS_ORIGIN", origin(APPS_HOST)),
+        ("PORTCULLIS_E2E_EXPRESS_ORIGIN", origin(EXPRESS_HOST)),
+        ("PORTCULLIS_E2E_AUTH_ORIGIN", origin(AUTH_HOST)),
+        ("PORTCULLIS_E2E_DEX_ISSUER", stack.dex.issuer.clone().into()),
+        ("PORTCULLIS_E2E_CA_FILE", info.ca_file.clone().into()),
+        (
             "PORTCULLIS_E2E_NAMESPACE",
-            portcullis_tests::demo::NAMESPACE,
-        )
-        .env("PORTCULLIS_E2E_CHROMIUM", &chromium)
-        .env("KUBECONFIG", &info.kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = story.spawn().context("starting node e2e/seed-story.mjs")?;
-    let outcome = tokio::time::timeout(STORY_TIMEOUT, child.wait_with_output()).await;
-    let output = match outcome {
-        Ok(output) => output.context("running node e2e/seed-story.mjs")?,
-        Err(_) => bail!("the seed story did not finish within {STORY_TIMEOUT:?}"),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(artifacts.join("seed-story.log"), &text)?;
-    println!("{text}");
+            portcullis_tests::demo::NAMESPACE.into(),
+        ),
+        ("KUBECONFIG", info.kubeconfig.clone().into()),
+    ];
+    let outcome = browser.run(&env, &artifacts).await?;
+    println!("{}", outcome.output);
 
-    if !output.status.success() {
+    if !outcome.passed {
         // The logs go with the screenshots, for a CI run that is gone afterwards.
         let logs = artifacts.join("logs");
         std::fs::create_dir_all(&logs)?;
@@ -174,10 +143,9 @@ async fn seed_story_in_chromium() -> Result<()> {
         .await?
         .context("devstack was already stopped")?;
     ensure!(
-        output.status.success(),
-        "the seed story failed in Chromium ({}); the steps and the reason are above, screenshots \
+        outcome.passed,
+        "the seed story failed in Chromium; the steps and the reason are above, screenshots \
          and logs in {}",
-        output.status,
         artifacts.display()
     );
     ensure!(
@@ -187,42 +155,4 @@ async fn seed_story_in_chromium() -> Result<()> {
     );
     println!("screenshots: {}", artifacts.display());
     Ok(())
-}
-
-/// What the browser run needs beyond the stack, with the way to get each; returns kubectl.
-fn preflight(e2e: &Path, chromium: &Path) -> Result<PathBuf> {
-    ensure!(
-        chromium.is_file(),
-        "{} not found: install Debian's Chromium (`apt-get install chromium libnss3-tools`; \
-         .ci/run does) or point PORTCULLIS_E2E_CHROMIUM at a Chromium binary",
-        chromium.display()
-    );
-    let found = |program: &str| {
-        Command::new(program)
-            .arg(if program == "certutil" {
-                "-H"
-            } else {
-                "--version"
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    ensure!(
-        found("certutil"),
-        "certutil not found: install Debian's libnss3-tools (.ci/run does); Chromium trusts the \
-         demo CA through an NSS database it creates"
-    );
-    ensure!(
-        found("node"),
-        "node not found: Node.js runs e2e/seed-story.mjs"
-    );
-    ensure!(
-        e2e.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{} has no playwright-core: run `npm ci --prefix e2e` (hack/test.sh does)",
-        e2e.display()
-    );
-    Ok(Tool::Kubectl.path()?)
 }

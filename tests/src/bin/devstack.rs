@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use portcullis_tests::cluster::{default_state_dir, install_crds};
 use portcullis_tests::demo::{self, Demo, DemoConfig};
+use portcullis_tests::installed::demo::ClusterDemo;
+use portcullis_tests::installed::seed::Session;
 use portcullis_tests::node::{Node, NodeInfo, node_dir, stop_leftovers as stop_node_leftovers};
 use portcullis_tests::process::{pid_alive, terminate_pid};
 use portcullis_tests::stack::{Stack, StackConfig, StackInfo, stop_leftovers};
@@ -35,6 +37,10 @@ enum Cmd {
     /// stack and keep it until SIGINT/SIGTERM; needs root and the images of
     /// `hack/build-images.sh`.
     Node(NodeArgs),
+    /// Install the in-cluster demo on the running node (the chart, Dex, the sample apps and
+    /// Traefik; `hack/demo.sh --in-cluster`) and relay its public port to the ingress until
+    /// SIGINT/SIGTERM.
+    DemoCluster(DemoClusterArgs),
     /// Stop the stack (and its node) recorded in the state directory.
     Down(StateDir),
     /// Print shell exports (KUBECONFIG, Dex issuer, ...) for the running stack.
@@ -62,6 +68,25 @@ struct NodeArgs {
     /// File created once the node is Ready and CoreDNS serves.
     #[arg(long, env = "PORTCULLIS_NODE_READY_FILE")]
     detach_ready_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoClusterArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// The port in every demo URL, relayed to the ingress.
+    #[arg(long, env = "PORTCULLIS_DEMO_PORT", default_value_t = demo::DEFAULT_PORT)]
+    port: u16,
+    /// File created once the demo is installed and Ready.
+    #[arg(long)]
+    detach_ready_file: Option<PathBuf>,
+    /// App-token lifetime of the demo policies, instead of 5m: short ones show background
+    /// renewal within a minute.
+    #[arg(long, env = "PORTCULLIS_DEMO_TOKEN_LIFETIME")]
+    token_lifetime: Option<String>,
+    /// Idle timeout of the demo policies, instead of 1h.
+    #[arg(long, env = "PORTCULLIS_DEMO_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
 }
 
 #[derive(Args)]
@@ -155,6 +180,7 @@ async fn run() -> Result<()> {
     match Cli::parse().command {
         Cmd::Up(args) => up(args).await,
         Cmd::Node(args) => node(args).await,
+        Cmd::DemoCluster(args) => demo_cluster(args).await,
         Cmd::Down(dir) => down(&dir.resolve()).await,
         Cmd::Env(dir) => {
             let info = running(&dir.resolve())?;
@@ -343,6 +369,47 @@ async fn node(args: NodeArgs) -> Result<()> {
     eprintln!("devstack node: stopping");
     node.stop().await?;
     outcome
+}
+
+/// Installs the in-cluster demo on the node of the stack in the state directory, then keeps
+/// its relay until a signal or until the node's owner is gone.
+async fn demo_cluster(args: DemoClusterArgs) -> Result<()> {
+    let state_dir = args.state.resolve();
+    let info = running(&state_dir)?;
+    let node = NodeInfo::load(&node_dir(&state_dir))
+        .context("no node for this stack: start `devstack node` first")?;
+    anyhow::ensure!(pid_alive(node.owner_pid), "the stack's node is not running");
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut session = Session::demo();
+    if let Some(lifetime) = args.token_lifetime {
+        session.token_lifetime = lifetime;
+    }
+    if let Some(idle) = args.idle_timeout {
+        session.idle_timeout = idle;
+    }
+    let demo = tokio::select! {
+        demo = ClusterDemo::install(&info.kubeconfig, &node, args.port, &session) => demo?,
+        _ = sigint.recv() => anyhow::bail!("interrupted during the install"),
+        _ = sigterm.recv() => anyhow::bail!("terminated during the install"),
+    };
+    print!("{}", demo.summary());
+    println!("\nStop with Ctrl-C (hack/demo.sh then stops the node and the stack).");
+    if let Some(ready) = &args.detach_ready_file {
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
+    let mut health = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+            _ = health.tick() => {
+                anyhow::ensure!(pid_alive(node.owner_pid), "the node's owner is gone");
+                demo.ensure_running()?;
+            }
+        }
+    }
 }
 
 async fn down(dir: &Path) -> Result<()> {

@@ -179,10 +179,23 @@ conntrack:
     )
 }
 
+/// The in-cluster demo's namespace (`crate::installed::demo`).
+pub const DEMO_NAMESPACE: &str = "portcullis-demo";
+/// The domain of the in-cluster demo's public names, which browsers resolve to this machine.
+pub const DEMO_DOMAIN: &str = "portcullis.localhost";
+/// Dex's public name in the in-cluster demo, and the Service the node's DNS answers it with:
+/// the gateways reach the identity provider at the issuer URL the browser uses.
+pub const DEMO_DEX: (&str, &str) = (
+    "dex.portcullis.localhost",
+    "dex.portcullis-demo.svc.cluster.local",
+);
+
 /// CoreDNS for `cluster.local`, as a Deployment behind the `kube-dns` Service. No `forward`:
-/// pods resolve cluster names only, and nothing asks a resolver outside the machine. It listens
-/// on 1053 so it runs without privileges; the Service maps 53 to it.
+/// pods resolve cluster names only (and the in-cluster demo's Dex, [`DEMO_DEX`]), and nothing
+/// asks a resolver outside the machine. It listens on 1053 so it runs without privileges; the
+/// Service maps 53 to it.
 pub fn coredns(image: &str) -> String {
+    let (dex_public, dex_service) = DEMO_DEX;
     format!(
         r#"apiVersion: v1
 kind: ServiceAccount
@@ -226,6 +239,7 @@ data:
         errors
         health :8080
         ready :8181
+        rewrite name exact {dex_public} {dex_service}
         kubernetes cluster.local in-addr.arpa ip6.arpa {{
             pods insecure
             fallthrough in-addr.arpa ip6.arpa
