@@ -468,7 +468,7 @@ fn find_connector_link(html: &str, connector: &str) -> Option<String> {
     })
 }
 
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&amp;", "&")
         .replace("&#43;", "+")
         .replace("&#x2B;", "+")
@@ -477,7 +477,7 @@ fn unescape(s: &str) -> String {
         .replace("&#39;", "'")
 }
 
-fn excerpt(body: &str) -> String {
+pub(crate) fn excerpt(body: &str) -> String {
     body.chars().take(400).collect()
 }
 

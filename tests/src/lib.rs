@@ -43,6 +43,7 @@ pub mod fsutil;
 pub mod gateway;
 pub mod gomod;
 pub mod jaeger;
+pub mod keycloak;
 pub mod kubeconfig;
 pub mod node;
 pub mod operator;
