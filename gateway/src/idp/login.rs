@@ -150,22 +150,23 @@ impl Provider {
         iat: u64,
         not_before: Option<u64>,
     ) -> Result<u64, OidcError> {
-        let invalid = |m: &str| OidcError::InvalidIdToken(m.into());
         let stated_auth_time = claims
             .auth_time()
             .and_then(|t| u64::try_from(t.timestamp()).ok());
         // A forced re-authentication must be proven: without `auth_time` the provider may
         // have reused its own session.
         if not_before.is_some() && stated_auth_time.is_none() && self.config.require_auth_time {
-            return Err(invalid(
-                "re-authentication was required but the ID token has no auth_time",
+            return Err(OidcError::NotReauthenticated(
+                "the ID token has no auth_time".into(),
             ));
         }
         let auth_time = stated_auth_time.unwrap_or(iat);
         if let Some(not_before) = not_before
             && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
         {
-            return Err(invalid("the provider did not re-authenticate the user"));
+            return Err(OidcError::NotReauthenticated(format!(
+                "auth_time {auth_time} predates the required {not_before}"
+            )));
         }
         Ok(auth_time)
     }

@@ -1,0 +1,256 @@
+//! End to end against a real Keycloak, which (unlike Dex) keeps a login session of its own and
+//! sends `auth_time`: after a policy's revocation epoch is raised, the gateway forces a new
+//! authentication, and only a provider answer that proves one (`auth_time` after the raise) is
+//! accepted. A client that strips `prompt=login` / `max_age=0` gets a code from Keycloak's
+//! still-live session, and the gateway refuses it.
+//!
+//! One Keycloak (a JVM, about a minute to start) and one gateway serve every scenario of this
+//! file, in sequence, each with its own user.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use portcullis_tests::{
+    gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
+    keycloak::{self, KeycloakServer, Landing},
+    pki::Pki,
+    process::free_port,
+};
+use reqwest::{StatusCode, Url};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+const AUTH: &str = "auth.portcullis.test";
+const APP: &str = "wiki.portcullis.test";
+/// The gateway tolerates this much clock difference with the provider when it compares
+/// `auth_time` with the moment of a revocation (`portcullis_core::token::CLOCK_SKEW_SECS`).
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+struct Setup {
+    gateway: GatewayProcess,
+    keycloak: KeycloakServer,
+    upstream: SocketAddr,
+    _dir: TempDir,
+}
+
+/// A directory removed when the test ends (Keycloak's temporary files are in it).
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Engineering may use the wiki; the group comes from Keycloak's group-membership mapper.
+fn manifests(upstream: SocketAddr, epoch: u64) -> String {
+    format!(
+        r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: wiki, namespace: demo }}
+spec:
+  hosts: [{APP}]
+  identityProviders: [keycloak]
+  upstream: {{ url: "http://{upstream}" }}
+  revocationEpoch: {epoch}
+  rules:
+    - action: Allow
+      include: [{{ groups: [engineering] }}]
+"#
+    )
+}
+
+async fn setup(name: &str) -> Result<Setup> {
+    portcullis_tests::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("portcullis-kc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let guard = TempDir(dir.clone());
+    let pki = Pki::generate(&dir.join("pki"))?;
+    let port = free_port()?;
+    let redirect = GatewayProcess::redirect_uri(AUTH, port);
+    let keycloak = KeycloakServer::start(&dir.join("keycloak"), &pki, vec![redirect]).await?;
+    let upstream = portcullis_tests::upstream::echo().await?;
+    let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests(upstream, 0));
+    config.port = port;
+    let files = GatewayFiles::write_with_provider(&config, &pki, keycloak.info.gateway_entry())?;
+    let gateway = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
+        config,
+        files,
+    )
+    .await?;
+    Ok(Setup {
+        gateway,
+        keycloak,
+        upstream,
+        _dir: guard,
+    })
+}
+
+impl Setup {
+    fn url(&self, path: &str) -> Result<Url> {
+        Ok(Url::parse(&format!("{}{path}", self.gateway.origin(APP)))?)
+    }
+
+    /// Whether `url` is back on the app itself (the end of a login).
+    fn on_app(url: &Url) -> bool {
+        url.host_str() == Some(APP) && !url.path().starts_with("/.portcullis/")
+    }
+
+    /// Whether `url` is Keycloak's authorization endpoint.
+    fn at_keycloak(&self, url: &Url) -> bool {
+        url.as_str()
+            .starts_with(&self.keycloak.info.authorization_endpoint())
+    }
+
+    /// The logs of both, for failure messages.
+    fn logs(&self) -> String {
+        format!(
+            "gateway log:\n{}\nkeycloak log:\n{}",
+            self.gateway.log_tail(),
+            self.keycloak.log_tail()
+        )
+    }
+
+    /// GETs `url` and returns the upstream's echo (the request it received).
+    async fn echo(&self, browser: &reqwest::Client, url: Url) -> Result<serde_json::Value> {
+        let response = browser.get(url.clone()).send().await?;
+        ensure!(
+            response.status() == StatusCode::OK,
+            "{url}: {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    /// The browser's session as the app host reports it (`/.portcullis/session`).
+    async fn session(&self, browser: &reqwest::Client) -> Result<serde_json::Value> {
+        self.echo(browser, self.url("/.portcullis/session?path=/")?)
+            .await
+            .context("reading /.portcullis/session")
+    }
+
+    /// The gateway's redirect for `browser` from the app to Keycloak's authorization endpoint.
+    async fn authorize_url(&self, browser: &reqwest::Client) -> Result<Url> {
+        match keycloak::follow(browser, self.url("/")?, |u| self.at_keycloak(u)).await? {
+            Landing::Stopped(url) => Ok(url),
+            Landing::PasswordForm { page, .. } => bail!("a password form at {page}"),
+        }
+    }
+}
+
+fn unix_now() -> Result<u64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
+}
+
+fn query(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `url` without the query parameters named in `drop`.
+fn without(url: &Url, drop: &[&str]) -> Url {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !drop.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut stripped = url.clone();
+    stripped.query_pairs_mut().clear().extend_pairs(kept);
+    stripped
+}
+
+#[tokio::test]
+async fn keycloak_scenarios() -> Result<()> {
+    let s = setup("scenarios").await?;
+    forced_reauthentication_is_proven_by_auth_time(&s)
+        .await
+        .with_context(|| s.logs())?;
+    Ok(())
+}
+
+/// Seed question 1.1: after a revocation the user must really authenticate again.
+async fn forced_reauthentication_is_proven_by_auth_time(s: &Setup) -> Result<()> {
+    let alice = s.keycloak.info.user("alice")?.clone();
+    let browser = s.gateway.browser()?;
+    // A first login, through Keycloak's password form; the group comes from its mapper.
+    let landed = keycloak::follow_login(&browser, s.url("/")?, &alice, Setup::on_app).await?;
+    let seen = s.echo(&browser, landed).await?;
+    ensure!(
+        seen["headers"]["x-auth-request-groups"] == "admins,engineering"
+            || seen["headers"]["x-auth-request-groups"] == "engineering,admins",
+        "{seen}"
+    );
+    let first = s.session(&browser).await?;
+    let first_auth = first["authenticated_at"]
+        .as_u64()
+        .context("authenticated_at")?;
+
+    // Keycloak's session stays live; its auth_time must be clearly older than the raise.
+    let wait = (first_auth + CLOCK_SKEW.as_secs() + 2).saturating_sub(unix_now()?);
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let raised_at = unix_now()?;
+    s.gateway.update_policies(&manifests(s.upstream, 1)).await?;
+
+    // (a) The gateway sends the browser back to Keycloak asking for a new authentication,
+    // and Keycloak shows its password form rather than answering with a code.
+    let authorize = s.authorize_url(&browser).await?;
+    ensure!(
+        query(&authorize, "prompt").as_deref() == Some("login")
+            && query(&authorize, "max_age").as_deref() == Some("0"),
+        "the forced login did not ask for a new authentication: {authorize}"
+    );
+    let landing = keycloak::follow(&browser, authorize.clone(), |_| true).await?;
+    ensure!(
+        matches!(landing, Landing::PasswordForm { .. }),
+        "Keycloak did not ask for the password: {landing:?}"
+    );
+
+    // (b) Without prompt and max_age, Keycloak's live session answers with a code at once;
+    // the gateway refuses it, because its auth_time predates the raise.
+    let stripped = without(&authorize, &["prompt", "max_age"]);
+    let callback =
+        match keycloak::follow(&browser, stripped, |u| u.host_str() == Some(AUTH)).await? {
+            Landing::Stopped(url) => url,
+            Landing::PasswordForm { page, .. } => bail!("Keycloak asked for a password at {page}"),
+        };
+    ensure!(
+        query(&callback, "code").is_some(),
+        "no silent code from Keycloak: {callback}"
+    );
+    let refused = browser.get(callback).send().await?;
+    let status = refused.status();
+    let body = refused.text().await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN && body.contains("not_reauthenticated"),
+        "the gateway accepted a login that did not re-authenticate: {status} {body}"
+    );
+    let after = browser.get(s.url("/")?).send().await?;
+    ensure!(
+        after.status().is_redirection(),
+        "a session exists after the refused login: {}",
+        after.status()
+    );
+
+    // (c) With the password entered again, auth_time is fresh and the login succeeds.
+    let authorize = s.authorize_url(&browser).await?;
+    let Landing::PasswordForm { action, .. } =
+        keycloak::follow(&browser, authorize, Setup::on_app).await?
+    else {
+        bail!("Keycloak did not ask for the password the second time");
+    };
+    let landed = keycloak::submit_password(&browser, action, &alice, Setup::on_app).await?;
+    s.echo(&browser, landed).await?;
+    let second = s.session(&browser).await?;
+    let second_auth = second["authenticated_at"]
+        .as_u64()
+        .context("authenticated_at")?;
+    ensure!(
+        second_auth >= raised_at && second_auth > first_auth,
+        "auth_time {second_auth} is not after the raise at {raised_at}: {second}"
+    );
+    Ok(())
+}
