@@ -4,10 +4,16 @@
 //! accepted. A client that strips `prompt=login` / `max_age=0` gets a code from Keycloak's
 //! still-live session, and the gateway refuses it.
 //!
+//! Sessions are confirmed with Keycloak every few seconds (standalone mode's session store):
+//! a user taken out of a group at Keycloak loses access at the next confirmation, and a user
+//! signed out at Keycloak (its admin API) loses the session, whose refresh token died with the
+//! Keycloak session.
+//!
 //! One Keycloak (a JVM, about a minute to start) and one gateway serve every scenario of this
 //! file, in sequence, each with its own user.
 
 use anyhow::{Context as _, Result, bail, ensure};
+use portcullis_crds::AccessSession;
 use portcullis_tests::{
     gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
     keycloak::{self, KeycloakServer, Landing},
@@ -26,9 +32,13 @@ const APP: &str = "wiki.portcullis.test";
 /// The gateway tolerates this much clock difference with the provider when it compares
 /// `auth_time` with the moment of a revocation (`portcullis_core::token::CLOCK_SKEW_SECS`).
 const CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// How often the gateway confirms an active session with Keycloak.
+const REFRESH_INTERVAL: &str = "2s";
 
 struct Setup {
     gateway: GatewayProcess,
+    /// Standalone mode's session store.
+    store: PathBuf,
     keycloak: KeycloakServer,
     upstream: SocketAddr,
     _dir: TempDir,
@@ -74,6 +84,14 @@ async fn setup(name: &str) -> Result<Setup> {
     let upstream = portcullis_tests::upstream::echo().await?;
     let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests(upstream, 0));
     config.port = port;
+    let store = dir.join("sessions.json");
+    config.env.push((
+        "PORTCULLIS_SESSION_STORE_FILE".into(),
+        store.display().to_string(),
+    ));
+    config
+        .idp_options
+        .insert("refreshInterval".into(), REFRESH_INTERVAL.into());
     let files = GatewayFiles::write_with_provider(&config, &pki, keycloak.info.gateway_entry())?;
     let gateway = GatewayProcess::start(
         env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
@@ -83,6 +101,7 @@ async fn setup(name: &str) -> Result<Setup> {
     .await?;
     Ok(Setup {
         gateway,
+        store,
         keycloak,
         upstream,
         _dir: guard,
@@ -132,6 +151,45 @@ impl Setup {
             .context("reading /.portcullis/session")
     }
 
+    /// Logs `user` in with a browser of its own and checks the app admits it.
+    async fn logged_in(&self, user: &str) -> Result<reqwest::Client> {
+        let user = self.keycloak.info.user(user)?.clone();
+        let browser = self.gateway.browser()?;
+        let landed = keycloak::follow_login(&browser, self.url("/")?, &user, Setup::on_app).await?;
+        self.echo(&browser, landed).await?;
+        Ok(browser)
+    }
+
+    /// The newest session record of `email` in the gateway's store.
+    fn record(&self, email: &str) -> Result<AccessSession> {
+        let all: Vec<AccessSession> = serde_json::from_slice(&std::fs::read(&self.store)?)?;
+        all.into_iter()
+            .filter(|s| s.spec.email.as_deref() == Some(email))
+            .max_by_key(|s| s.spec.issued_at.0)
+            .with_context(|| format!("no session of {email} in the store"))
+    }
+
+    /// Keeps `browser`'s session active (an API request every 300 ms) until the app answers
+    /// with something else than 200, and returns that status.
+    async fn active_until_refused(&self, browser: &reqwest::Client) -> Result<StatusCode> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = browser
+                .get(self.url("/")?)
+                .header("accept", "application/json")
+                .send()
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Ok(response.status());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "still admitted after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// The gateway's redirect for `browser` from the app to Keycloak's authorization endpoint.
     async fn authorize_url(&self, browser: &reqwest::Client) -> Result<Url> {
         match keycloak::follow(browser, self.url("/")?, |u| self.at_keycloak(u)).await? {
@@ -169,6 +227,53 @@ async fn keycloak_scenarios() -> Result<()> {
     forced_reauthentication_is_proven_by_auth_time(&s)
         .await
         .with_context(|| s.logs())?;
+    a_group_removed_at_keycloak_ends_access_at_the_next_confirmation(&s)
+        .await
+        .with_context(|| s.logs())?;
+    signing_out_at_keycloak_ends_the_session_at_the_next_confirmation(&s)
+        .await
+        .with_context(|| s.logs())?;
+    Ok(())
+}
+
+/// Groups are read again at every confirmation: taken out of `engineering` at Keycloak,
+/// carol is refused by the group rule within a few confirmations, without logging in again.
+async fn a_group_removed_at_keycloak_ends_access_at_the_next_confirmation(s: &Setup) -> Result<()> {
+    let browser = s.logged_in("carol").await?;
+    s.keycloak.remove_from_group("carol", "engineering").await?;
+    let status = s.active_until_refused(&browser).await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "carol, out of engineering, got {status}"
+    );
+    let record = s.record("carol@example.com")?;
+    ensure!(
+        !record.spec.revoked && record.spec.groups.is_empty(),
+        "carol's session should be live with no groups: {:?}",
+        record.spec
+    );
+    Ok(())
+}
+
+/// Keycloak's refresh tokens belong to its login session: signing alice out there (the admin
+/// API) makes the next confirmation fail with `invalid_grant`, which revokes her session here.
+async fn signing_out_at_keycloak_ends_the_session_at_the_next_confirmation(
+    s: &Setup,
+) -> Result<()> {
+    let browser = s.logged_in("alice").await?;
+    s.keycloak.logout_user("alice").await?;
+    let status = s.active_until_refused(&browser).await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "alice, signed out at Keycloak, got {status}"
+    );
+    let record = s.record("alice@example.com")?;
+    let reason = record.spec.revocation_reason.clone().unwrap_or_default();
+    ensure!(
+        record.spec.revoked && reason.contains("identity provider refused"),
+        "alice's session should be revoked by the refused refresh: {:?}",
+        record.spec
+    );
     Ok(())
 }
 

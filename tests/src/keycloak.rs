@@ -56,17 +56,21 @@ pub struct KeycloakUser {
     pub groups: Vec<String>,
 }
 
-/// The users of the realm: alice (engineering, admins) and bob (sales), as in Dex.
+/// The users of the realm: alice (engineering, admins) and bob (sales), as in Dex, and carol
+/// (engineering), whom tests take out of her group.
 pub fn default_users() -> Vec<KeycloakUser> {
-    dex::default_users()
+    let user = |name: &str, groups: Vec<String>| KeycloakUser {
+        username: name.to_owned(),
+        email: format!("{name}@example.com"),
+        password: PASSWORD.to_owned(),
+        groups,
+    };
+    let mut users: Vec<KeycloakUser> = dex::default_users()
         .into_iter()
-        .map(|u| KeycloakUser {
-            username: u.username,
-            email: u.email,
-            password: PASSWORD.to_owned(),
-            groups: u.groups,
-        })
-        .collect()
+        .map(|u| user(&u.username, u.groups))
+        .collect();
+    users.push(user("carol", vec!["engineering".to_owned()]));
+    users
 }
 
 /// What a client needs to talk to the test Keycloak.
