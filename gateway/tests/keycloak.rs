@@ -15,6 +15,7 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
 use portcullis_tests::{
+    fsutil::TempDir,
     gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
     keycloak::{self, KeycloakServer, Landing},
     pki::Pki,
@@ -44,14 +45,6 @@ struct Setup {
     _dir: TempDir,
 }
 
-/// A directory removed when the test ends (Keycloak's temporary files are in it).
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Engineering may use the wiki; the group comes from Keycloak's group-membership mapper.
 fn manifests(upstream: SocketAddr, epoch: u64) -> String {
     format!(
@@ -73,10 +66,9 @@ spec:
 
 async fn setup(name: &str) -> Result<Setup> {
     portcullis_tests::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("portcullis-kc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let guard = TempDir(dir.clone());
+    // Removed when the test ends, with Keycloak's temporary files.
+    let guard = TempDir::new("keycloak", name)?;
+    let dir = guard.path().to_owned();
     let pki = Pki::generate(&dir.join("pki"))?;
     let port = free_port()?;
     let redirect = GatewayProcess::redirect_uri(AUTH, port);

@@ -20,12 +20,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use reqwest::header::LOCATION;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::dex::{self, excerpt, random_token, unescape};
+use crate::dex::{self, excerpt, random_token, redirect_target, unescape};
 use crate::fsutil::write_private;
 use crate::pki::Pki;
 use crate::process::{ManagedProcess, free_port};
@@ -472,13 +471,7 @@ async fn step(
     stop: &impl Fn(&Url) -> bool,
 ) -> Result<Step> {
     let status = response.status();
-    if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| anyhow!("{status} from {url} without a usable Location"))?;
-        let target = url.join(location).context("resolving Location")?;
+    if let Some(target) = redirect_target(url, &response)? {
         return Ok(if stop(&target) {
             Step::Landed(Landing::Stopped(target))
         } else {
