@@ -14,6 +14,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
+use portcullis_gateway::sessions::seal::SessionKey;
 use portcullis_tests::{
     fsutil::TempDir,
     gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
@@ -161,6 +162,63 @@ impl Setup {
             .with_context(|| format!("no session of {email} in the store"))
     }
 
+    /// Keeps `browser`'s session active (an API request every 300 ms, each admitted) until its
+    /// record shows two more successful confirmations with Keycloak, each having stored a new
+    /// refresh token.
+    async fn confirmed_twice(&self, browser: &reqwest::Client, email: &str) -> Result<()> {
+        let key = SessionKey::from_file_content(&std::fs::read(&self.gateway.files.session_key)?)?;
+        let token = |s: &AccessSession| -> Result<Option<String>> {
+            let sid = s
+                .metadata
+                .name
+                .clone()
+                .context("a session without a name")?;
+            let sealed = s.status.as_ref().and_then(|st| st.refresh.as_ref());
+            match sealed.and_then(|r| r.sealed_token.as_ref()) {
+                Some(sealed) => Ok(Some(key.open(&sid, sealed)?)),
+                None => Ok(None),
+            }
+        };
+        let mut tokens = vec![token(&self.record(email)?)?];
+        let confirmed = |s: &AccessSession| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.refresh.as_ref())
+                .and_then(|r| r.last_refreshed_at.clone())
+        };
+        let mut last = confirmed(&self.record(email)?);
+        let mut seen = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while seen < 2 {
+            let response = browser
+                .get(self.url("/")?)
+                .header("accept", "application/json")
+                .send()
+                .await?;
+            ensure!(response.status() == StatusCode::OK, "{}", response.status());
+            let record = self.record(email)?;
+            ensure!(!record.spec.revoked, "revoked: {:?}", record.spec);
+            let now = confirmed(&record);
+            if now.is_some() && now != last {
+                seen += 1;
+                last = now;
+                tokens.push(token(&record)?);
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{seen} confirmations within 30 s: {:?}",
+                record.status
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let distinct: std::collections::BTreeSet<_> = tokens.iter().flatten().collect();
+        ensure!(
+            distinct.len() == 3,
+            "Keycloak rotates refresh tokens; the stored one did not change at each confirmation"
+        );
+        Ok(())
+    }
+
     /// Keeps `browser`'s session active (an API request every 300 ms) until the app answers
     /// with something else than 200, and returns that status.
     async fn active_until_refused(&self, browser: &reqwest::Client) -> Result<StatusCode> {
@@ -228,10 +286,13 @@ async fn keycloak_scenarios() -> Result<()> {
     Ok(())
 }
 
-/// Groups are read again at every confirmation: taken out of `engineering` at Keycloak,
-/// carol is refused by the group rule within a few confirmations, without logging in again.
+/// Keycloak rotates refresh tokens (the realm's `revokeRefreshToken`): two confirmations in a
+/// row succeed only if the gateway stored the token the first one received. Groups are read
+/// again at every confirmation: taken out of `engineering` at Keycloak, carol is refused by
+/// the group rule within a few confirmations, without logging in again.
 async fn a_group_removed_at_keycloak_ends_access_at_the_next_confirmation(s: &Setup) -> Result<()> {
     let browser = s.logged_in("carol").await?;
+    s.confirmed_twice(&browser, "carol@example.com").await?;
     s.keycloak.remove_from_group("carol", "engineering").await?;
     let status = s.active_until_refused(&browser).await?;
     ensure!(

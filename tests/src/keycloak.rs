@@ -321,7 +321,8 @@ fn java_options(dir: &Path) -> Result<String> {
     ))
 }
 
-/// The realm: groups, users with passwords and group memberships, and the gateway's
+/// The realm: refresh tokens rotated, groups, users with passwords and group memberships,
+/// and the gateway's
 /// confidential client (PKCE S256 required) with a mapper putting the user's group names
 /// (not paths) into the `groups` claim of ID tokens, access tokens and userinfo.
 fn realm(info: &KeycloakInfo, secret: &str, redirect_uris: &[String]) -> Value {
@@ -338,6 +339,10 @@ fn realm(info: &KeycloakInfo, secret: &str, redirect_uris: &[String]) -> Value {
     json!({
         "realm": REALM,
         "enabled": true,
+        // Refresh-token rotation with reuse detection: every refresh returns a new refresh
+        // token and the one redeemed is dead (a client that kept using it would be refused).
+        "revokeRefreshToken": true,
+        "refreshTokenMaxReuse": 0,
         "groups": groups.iter().map(|g| json!({ "name": g })).collect::<Vec<_>>(),
         "users": users,
         "clients": [{
