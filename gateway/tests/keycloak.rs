@@ -7,7 +7,8 @@
 //! Sessions are confirmed with Keycloak every few seconds (standalone mode's session store):
 //! a user taken out of a group at Keycloak loses access at the next confirmation, and a user
 //! signed out at Keycloak (its admin API) loses the session, whose refresh token died with the
-//! Keycloak session.
+//! Keycloak session. Keycloak rotates refresh tokens: each rotated one is stored, and a copy
+//! redeemed elsewhere first ends the session here at the next confirmation.
 //!
 //! One Keycloak (a JVM, about a minute to start) and one gateway serve every scenario of this
 //! file, in sequence, each with its own user.
@@ -153,6 +154,21 @@ impl Setup {
         Ok(browser)
     }
 
+    /// The refresh token stored (sealed) in a session record, opened with the gateway's key.
+    fn refresh_token(&self, record: &AccessSession) -> Result<Option<String>> {
+        let key = SessionKey::from_file_content(&std::fs::read(&self.gateway.files.session_key)?)?;
+        let sid = record
+            .metadata
+            .name
+            .clone()
+            .context("a session without a name")?;
+        let refresh = record.status.as_ref().and_then(|st| st.refresh.as_ref());
+        match refresh.and_then(|r| r.sealed_token.as_ref()) {
+            Some(sealed) => Ok(Some(key.open(&sid, sealed)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The newest session record of `email` in the gateway's store.
     fn record(&self, email: &str) -> Result<AccessSession> {
         let all: Vec<AccessSession> = serde_json::from_slice(&std::fs::read(&self.store)?)?;
@@ -166,19 +182,7 @@ impl Setup {
     /// record shows two more successful confirmations with Keycloak, each having stored a new
     /// refresh token.
     async fn confirmed_twice(&self, browser: &reqwest::Client, email: &str) -> Result<()> {
-        let key = SessionKey::from_file_content(&std::fs::read(&self.gateway.files.session_key)?)?;
-        let token = |s: &AccessSession| -> Result<Option<String>> {
-            let sid = s
-                .metadata
-                .name
-                .clone()
-                .context("a session without a name")?;
-            let sealed = s.status.as_ref().and_then(|st| st.refresh.as_ref());
-            match sealed.and_then(|r| r.sealed_token.as_ref()) {
-                Some(sealed) => Ok(Some(key.open(&sid, sealed)?)),
-                None => Ok(None),
-            }
-        };
+        let token = |s: &AccessSession| self.refresh_token(s);
         let mut tokens = vec![token(&self.record(email)?)?];
         let confirmed = |s: &AccessSession| {
             s.status
@@ -283,6 +287,9 @@ async fn keycloak_scenarios() -> Result<()> {
     signing_out_at_keycloak_ends_the_session_at_the_next_confirmation(&s)
         .await
         .with_context(|| s.logs())?;
+    a_refresh_token_redeemed_elsewhere_ends_the_session(&s)
+        .await
+        .with_context(|| s.logs())?;
     Ok(())
 }
 
@@ -303,6 +310,43 @@ async fn a_group_removed_at_keycloak_ends_access_at_the_next_confirmation(s: &Se
     ensure!(
         !record.spec.revoked && record.spec.groups.is_empty(),
         "carol's session should be live with no groups: {:?}",
+        record.spec
+    );
+    Ok(())
+}
+
+/// The refresh token the gateway holds, redeemed by someone else first (a stolen copy): with
+/// rotation, Keycloak refuses it when the gateway's confirmation redeems it in turn, and the
+/// gateway ends the session rather than keep a user whose token now lives elsewhere.
+async fn a_refresh_token_redeemed_elsewhere_ends_the_session(s: &Setup) -> Result<()> {
+    let browser = s.logged_in("dave").await?;
+    // A confirmation of the gateway's own may redeem the token between the read and the
+    // theft; then the thief tries the new one.
+    let mut attempts = 0;
+    loop {
+        let record = s.record("dave@example.com")?;
+        let stolen = s
+            .refresh_token(&record)?
+            .context("no refresh token stored")?;
+        match s.keycloak.refresh(&stolen).await {
+            Ok(_) => break,
+            Err(e) if attempts < 3 => {
+                attempts += 1;
+                eprintln!("redeeming dave's refresh token failed ({e:#}); again");
+            }
+            Err(e) => return Err(e.context("redeeming dave's refresh token")),
+        }
+    }
+    let status = s.active_until_refused(&browser).await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "dave, whose refresh token was redeemed elsewhere, got {status}"
+    );
+    let record = s.record("dave@example.com")?;
+    let reason = record.spec.revocation_reason.clone().unwrap_or_default();
+    ensure!(
+        record.spec.revoked && reason.contains("identity provider refused"),
+        "dave's session should be revoked by the refused refresh: {:?}",
         record.spec
     );
     Ok(())

@@ -56,7 +56,8 @@ pub struct KeycloakUser {
 }
 
 /// The users of the realm: alice (engineering, admins) and bob (sales), as in Dex, and carol
-/// (engineering), whom tests take out of her group.
+/// (engineering), whom tests take out of her group, and dave (engineering), whose refresh token
+/// a test redeems behind the gateway's back.
 pub fn default_users() -> Vec<KeycloakUser> {
     let user = |name: &str, groups: Vec<String>| KeycloakUser {
         username: name.to_owned(),
@@ -69,6 +70,7 @@ pub fn default_users() -> Vec<KeycloakUser> {
         .map(|u| user(&u.username, u.groups))
         .collect();
     users.push(user("carol", vec!["engineering".to_owned()]));
+    users.push(user("dave", vec!["engineering".to_owned()]));
     users
 }
 
@@ -292,6 +294,34 @@ impl KeycloakServer {
         let user = self.user_id(name).await?;
         let path = format!("/users/{user}/logout");
         self.admin(Method::POST, &path, None).await.map(|_| ())
+    }
+
+    /// Redeems `refresh_token` at the token endpoint as the gateway's client would (a copy
+    /// of the token used elsewhere); returns the new refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<String> {
+        let url = format!("{}/protocol/openid-connect/token", self.info.issuer);
+        let secret = std::fs::read_to_string(&self.info.client_secret_file)
+            .context("reading the client secret")?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        let response = self
+            .http
+            .post(&url)
+            .basic_auth(&self.info.client_id, Some(secret.trim()))
+            .form(&form)
+            .send()
+            .await;
+        let body: Value = expect_success(response.with_context(|| format!("POST {url}"))?)
+            .await?
+            .json()
+            .await
+            .context("parsing the token response")?;
+        body["refresh_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no refresh_token in the token response"))
     }
 
     /// The end of Keycloak's log, for failure messages.
