@@ -223,6 +223,25 @@ impl Setup {
         Ok(())
     }
 
+    /// Keeps `browser`'s session active until the app refuses it as ended (401), and checks
+    /// that its record was revoked because Keycloak refused the refresh.
+    async fn revoked_at_next_confirmation(
+        &self,
+        browser: &reqwest::Client,
+        email: &str,
+    ) -> Result<()> {
+        let status = self.active_until_refused(browser).await?;
+        ensure!(status == StatusCode::UNAUTHORIZED, "{email} got {status}");
+        let record = self.record(email)?;
+        let reason = record.spec.revocation_reason.clone().unwrap_or_default();
+        ensure!(
+            record.spec.revoked && reason.contains("identity provider refused"),
+            "{email}'s session should be revoked by the refused refresh: {:?}",
+            record.spec
+        );
+        Ok(())
+    }
+
     /// Keeps `browser`'s session active (an API request every 300 ms) until the app answers
     /// with something else than 200, and returns that status.
     async fn active_until_refused(&self, browser: &reqwest::Client) -> Result<StatusCode> {
@@ -337,19 +356,8 @@ async fn a_refresh_token_redeemed_elsewhere_ends_the_session(s: &Setup) -> Resul
             Err(e) => return Err(e.context("redeeming dave's refresh token")),
         }
     }
-    let status = s.active_until_refused(&browser).await?;
-    ensure!(
-        status == StatusCode::UNAUTHORIZED,
-        "dave, whose refresh token was redeemed elsewhere, got {status}"
-    );
-    let record = s.record("dave@example.com")?;
-    let reason = record.spec.revocation_reason.clone().unwrap_or_default();
-    ensure!(
-        record.spec.revoked && reason.contains("identity provider refused"),
-        "dave's session should be revoked by the refused refresh: {:?}",
-        record.spec
-    );
-    Ok(())
+    s.revoked_at_next_confirmation(&browser, "dave@example.com")
+        .await
 }
 
 /// Keycloak's refresh tokens belong to its login session: signing alice out there (the admin
@@ -359,19 +367,8 @@ async fn signing_out_at_keycloak_ends_the_session_at_the_next_confirmation(
 ) -> Result<()> {
     let browser = s.logged_in("alice").await?;
     s.keycloak.logout_user("alice").await?;
-    let status = s.active_until_refused(&browser).await?;
-    ensure!(
-        status == StatusCode::UNAUTHORIZED,
-        "alice, signed out at Keycloak, got {status}"
-    );
-    let record = s.record("alice@example.com")?;
-    let reason = record.spec.revocation_reason.clone().unwrap_or_default();
-    ensure!(
-        record.spec.revoked && reason.contains("identity provider refused"),
-        "alice's session should be revoked by the refused refresh: {:?}",
-        record.spec
-    );
-    Ok(())
+    s.revoked_at_next_confirmation(&browser, "alice@example.com")
+        .await
 }
 
 /// Seed question 1.1: after a revocation the user must really authenticate again.
