@@ -8,13 +8,15 @@
 #   actionlint (github.com/rhysd/actionlint), which checks the release workflow;
 #   jaeger (github.com/jaegertracing/jaeger), the OTLP receiver the trace tests export to;
 #   traefik (github.com/traefik/traefik/v3), the ingress controller the in-cluster tests put in
-#   front of the gateway; and nginx, unpacked from the Debian package (not installed: no
-#   service is started), the other ingress of those tests.
+#   front of the gateway; nginx, unpacked from the Debian package (not installed: no
+#   service is started), the other ingress of those tests; and Keycloak, the second OpenID
+#   Connect provider, a Java application downloaded from Maven Central (its published SHA-1
+#   checked) and unpacked, run on a JDK of the machine (21 or newer).
 # Each binary is built once per pinned version; a second run is a no-op.
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
 #                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger|
-#                             traefik|nginx ...]
+#                             traefik|nginx|keycloak ...]
 #        (default: everything the tests use)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
@@ -35,6 +37,7 @@ JAEGER_VERSION=v1.76.0
 # Traefik v3.7 points a module of its own at a folder its published module does not carry
 # (./pkg/config/dynamic/ext), so it cannot be built from the module proxy; v3.6 can.
 TRAEFIK_VERSION=v3.6.12
+KEYCLOAK_VERSION=26.4.7
 
 BIN="$PORTCULLIS_TOOLS/bin"
 SRC="$PORTCULLIS_TOOLS/src"
@@ -251,9 +254,62 @@ build_nginx() {
   stamp nginx "$version"
 }
 
+# Keycloak from its release distribution on Maven Central, checked against the SHA-1 Maven
+# Central publishes beside it (the only digest it publishes), unpacked under the cache. Keycloak
+# 26 needs Java 21 or newer; the machine's default JDK may be older, so the newest JDK found
+# under /usr/lib/jvm (or KEYCLOAK_JAVA_HOME) is written into the `keycloak` launcher, which
+# runs the distribution's kc.sh with it. Its build-time options (an in-memory database) are
+# fixed here with `kc.sh build`, so the harness runs `start --optimized`: a start writes nothing
+# into the cache (start-dev rebuilds the distribution in place at every start, ~25 s, and two
+# at once would race) and keeps nothing between runs.
+build_keycloak() {
+  local java_home
+  java_home=$(keycloak_java_home)
+  fresh keycloak "$KEYCLOAK_VERSION:$java_home:dev-mem" && return
+  log "keycloak $KEYCLOAK_VERSION (Maven Central, Java at $java_home)"
+  local name="keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip" dir="$SRC/keycloak"
+  local url="https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/$KEYCLOAK_VERSION/$name"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  curl -fsSL --retry 3 -o "$dir/$name" "$url"
+  curl -fsSL --retry 3 -o "$dir/$name.sha1" "$url.sha1"
+  echo "$(head -c 40 "$dir/$name.sha1")  $dir/$name" | sha1sum --check --quiet -
+  unzip -q "$dir/$name" -d "$dir"
+  rm "$dir/$name"
+  [ -x "$dir/keycloak-$KEYCLOAK_VERSION/bin/kc.sh" ]
+  JAVA_HOME="$java_home" JAVA_OPTS_APPEND="-Djava.io.tmpdir=$dir/tmp" \
+    "$dir/keycloak-$KEYCLOAK_VERSION/bin/kc.sh" build --db=dev-mem >"$dir/build.log" 2>&1 ||
+    { tail -n 20 "$dir/build.log" >&2; return 1; }
+  rm -rf "$dir/tmp"
+  cat >"$BIN/keycloak" <<LAUNCHER
+#!/bin/sh
+# Keycloak $KEYCLOAK_VERSION (written by hack/build-tools.sh): kc.sh on a JDK new enough for it.
+JAVA_HOME='$java_home' exec "\$(dirname "\$(readlink -f "\$0")")/../src/keycloak/keycloak-$KEYCLOAK_VERSION/bin/kc.sh" "\$@"
+LAUNCHER
+  chmod 0755 "$BIN/keycloak"
+  stamp keycloak "$KEYCLOAK_VERSION:$java_home:dev-mem"
+}
+
+# keycloak_java_home: KEYCLOAK_JAVA_HOME, else the JDK under /usr/lib/jvm with the highest
+# major version; fails unless it is 21 or newer.
+keycloak_java_home() {
+  local best="" best_major=0 home major
+  for home in ${KEYCLOAK_JAVA_HOME:-/usr/lib/jvm/*}; do
+    [ -x "$home/bin/java" ] && [ -f "$home/release" ] || continue
+    major=$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$home/release")
+    if [ -n "$major" ] && [ "$major" -gt "$best_major" ]; then best=$home best_major=$major; fi
+  done
+  if [ "$best_major" -lt 21 ]; then
+    echo "build-tools: Keycloak $KEYCLOAK_VERSION needs a JDK 21 or newer under /usr/lib/jvm" \
+      "(or KEYCLOAK_JAVA_HOME); found ${best:-none}" >&2
+    return 1
+  fi
+  echo "$best"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
-  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik nginx)
+  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik nginx keycloak)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube_apiserver ;;
@@ -268,6 +324,7 @@ for t in "${targets[@]}"; do
     jaeger) build_jaeger ;;
     traefik) build_traefik ;;
     nginx) build_nginx ;;
+    keycloak) build_keycloak ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

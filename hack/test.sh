@@ -33,6 +33,16 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   exit 1
 fi
 
+# The Keycloak tests (gateway/tests/keycloak.rs) run Keycloak's release zip on a JDK 21 or newer
+# (hack/build-tools.sh picks the newest under /usr/lib/jvm, or KEYCLOAK_JAVA_HOME).
+# shellcheck disable=SC2086
+if ! command -v unzip >/dev/null ||
+  ! grep -qsE '^JAVA_VERSION="(2[1-9]|[3-9][0-9])' ${KEYCLOAK_JAVA_HOME:-/usr/lib/jvm/*}/release; then
+  echo "hack/test.sh: the Keycloak tests need unzip and a JDK 21 or newer under /usr/lib/jvm" >&2
+  echo "  (or KEYCLOAK_JAVA_HOME); .ci/run installs unzip, the machine image ships Temurin 25" >&2
+  exit 1
+fi
+
 hack/build-tools.sh
 eval "$(hack/tools-env.sh)"
 

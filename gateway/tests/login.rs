@@ -6,12 +6,13 @@
 use anyhow::{Context as _, Result, ensure};
 use portcullis_tests::{
     dex::{self, Connector},
+    fsutil::TempDir,
     gateway::{DexServer, GatewayConfig, GatewayFiles, GatewayProcess},
     pki::Pki,
     process::free_port,
 };
 use reqwest::{StatusCode, Url, cookie::CookieStore as _, header};
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
 
 const AUTH: &str = "auth.portcullis.test";
 const APP: &str = "myserver.portcullis.test";
@@ -22,14 +23,6 @@ struct Setup {
     dex: DexServer,
     upstream: SocketAddr,
     _dir: TempDir,
-}
-
-/// A directory removed when the test ends.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn manifests(upstream: SocketAddr) -> String {
@@ -71,10 +64,8 @@ spec:
 
 async fn setup(name: &str) -> Result<Setup> {
     portcullis_tests::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("portcullis-login-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let guard = TempDir(dir.clone());
+    let guard = TempDir::new("login", name)?;
+    let dir = guard.path().to_owned();
     let pki = Pki::generate(&dir.join("pki"))?;
     let port = free_port()?;
     let dex = DexServer::start(

@@ -267,13 +267,7 @@ pub async fn follow_login(
             }
         };
         let status = resp.status();
-        if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| anyhow!("{status} from {url} without a usable Location"))?;
-            let target = url.join(location).context("resolving Location")?;
+        if let Some(target) = redirect_target(&url, &resp)? {
             if stop(&target) {
                 return Ok(target);
             }
@@ -409,6 +403,20 @@ async fn token_request(info: &DexInfo, form: &[(&str, &str)]) -> Result<Tokens> 
     serde_json::from_str(&body).with_context(|| format!("parsing token response {body}"))
 }
 
+/// Where a redirect answer to a request for `url` points (`None` for any other answer).
+pub(crate) fn redirect_target(url: &Url, response: &reqwest::Response) -> Result<Option<Url>> {
+    let status = response.status();
+    if !status.is_redirection() {
+        return Ok(None);
+    }
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("{status} from {url} without a usable Location"))?;
+    url.join(location).context("resolving Location").map(Some)
+}
+
 /// The claims of a JWT **without verifying it**: for assertions in tests only.
 pub fn unverified_claims(jwt: &str) -> Result<serde_json::Value> {
     let payload = jwt.split('.').nth(1).ok_or_else(|| anyhow!("not a JWT"))?;
@@ -468,7 +476,7 @@ fn find_connector_link(html: &str, connector: &str) -> Option<String> {
     })
 }
 
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&amp;", "&")
         .replace("&#43;", "+")
         .replace("&#x2B;", "+")
@@ -477,7 +485,7 @@ fn unescape(s: &str) -> String {
         .replace("&#39;", "'")
 }
 
-fn excerpt(body: &str) -> String {
+pub(crate) fn excerpt(body: &str) -> String {
     body.chars().take(400).collect()
 }
 

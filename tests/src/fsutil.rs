@@ -43,6 +43,28 @@ pub fn scratch_dir(suite: &str, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A [`scratch_dir`] removed with everything in it when the value is dropped (the end of the
+/// test, passed or failed).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh [`scratch_dir`].
+    pub fn new(suite: &str, name: &str) -> Result<Self> {
+        scratch_dir(suite, name).map(Self)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A binary of the workspace next to the running test binary (`target/<profile>/<name>`, or
 /// one level up from `deps/`), built by `cargo build` or the workspace test run.
 pub fn sibling_binary(name: &str) -> Result<PathBuf> {

@@ -178,6 +178,31 @@ impl GatewayFiles {
     /// Writes keys, certificate, identity-provider file and policies for `config`, trusting
     /// `dex` as the identity provider named `dex`.
     pub fn write(config: &GatewayConfig, pki: &Pki, dex: &DexInfo) -> Result<Self> {
+        let entry = serde_json::json!({
+            "name": "dex",
+            "displayName": "Dex (test)",
+            "issuer": dex.issuer,
+            "clientId": dex.client_id,
+            "clientSecretFile": dex.client_secret_file,
+            "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+            // Tests restart Dex (new signing keys) and log in again within seconds.
+            "jwksRefreshCooldown": "1s",
+            // Dex v2.41 sends no auth_time, and asks for credentials on every
+            // authorization (it keeps no login session of its own).
+            "requireAuthTime": false,
+            // Dex answers a refresh token it no longer knows with `invalid_request`.
+            "refreshRejectionErrors": ["invalid_grant", "invalid_request"],
+        });
+        Self::write_with_provider(config, pki, entry)
+    }
+
+    /// [`GatewayFiles::write`] with `entry` as the one entry of the identity-provider file
+    /// (e.g. [`crate::keycloak::KeycloakInfo::gateway_entry`]), `config.idp_options` added.
+    pub fn write_with_provider(
+        config: &GatewayConfig,
+        pki: &Pki,
+        mut entry: serde_json::Value,
+    ) -> Result<Self> {
         let dir = &config.dir;
         std::fs::create_dir_all(dir.join("policies")).context("creating the policy directory")?;
         let key = |name: &str| -> Result<PathBuf> {
@@ -194,26 +219,10 @@ impl GatewayFiles {
         names.extend(config.app_hosts.iter().cloned());
         let tls = pki.issue_serving("gateway", &names)?;
         let idp_config = dir.join("identity-providers.yaml");
-        let mut idps = serde_json::json!({
-            "identityProviders": [{
-                "name": "dex",
-                "displayName": "Dex (test)",
-                "issuer": dex.issuer,
-                "clientId": dex.client_id,
-                "clientSecretFile": dex.client_secret_file,
-                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-                // Tests restart Dex (new signing keys) and log in again within seconds.
-                "jwksRefreshCooldown": "1s",
-                // Dex v2.41 sends no auth_time, and asks for credentials on every
-                // authorization (it keeps no login session of its own).
-                "requireAuthTime": false,
-                // Dex answers a refresh token it no longer knows with `invalid_request`.
-                "refreshRejectionErrors": ["invalid_grant", "invalid_request"],
-            }]
-        });
-        if let Some(entry) = idps["identityProviders"][0].as_object_mut() {
+        if let Some(entry) = entry.as_object_mut() {
             entry.extend(config.idp_options.clone());
         }
+        let idps = serde_json::json!({ "identityProviders": [entry] });
         let session_key = dir.join("session-key");
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key);

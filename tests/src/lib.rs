@@ -29,6 +29,9 @@
 //!   verification switched off or an `http` issuer allowed.
 //! * Dex v2.41.1 gives static-password users no groups; see [`dex`] for the `header`
 //!   connector that does.
+//! * Keycloak ([`keycloak`]) is the second real identity provider: not part of the stack, but
+//!   started by each test that needs a provider with a login session of its own and
+//!   `auth_time` in its tokens (a JVM: 20–70 s to start, ~450 MB).
 //! * The shared stack outlives the test run (so the next binary and the next run reuse it);
 //!   stop it with `devstack down`. Leftover namespaces carry the label
 //!   [`cluster::TEST_NAMESPACE_LABEL`].
@@ -45,6 +48,7 @@ pub mod gateway;
 pub mod gomod;
 pub mod installed;
 pub mod jaeger;
+pub mod keycloak;
 pub mod kubeconfig;
 pub mod node;
 pub mod operator;

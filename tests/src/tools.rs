@@ -40,6 +40,9 @@ pub enum Tool {
     Traefik,
     /// nginx from Debian's package, the other ingress of the in-cluster tests.
     Nginx,
+    /// Keycloak 26, the second OpenID Connect provider (a launcher for its `kc.sh`; only the
+    /// tests that need it start it).
+    Keycloak,
 }
 
 /// A binary is missing from the tools cache.
@@ -81,6 +84,7 @@ impl Tool {
             Tool::Jaeger => "jaeger",
             Tool::Traefik => "traefik",
             Tool::Nginx => "nginx",
+            Tool::Keycloak => "keycloak",
         }
     }
 

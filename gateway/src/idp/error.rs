@@ -17,6 +17,12 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token is invalid: {0}")]
     InvalidIdToken(String),
+    /// A new authentication was required (after a revocation) and the ID token does not prove
+    /// one: its `auth_time` is missing or predates the requirement. The provider reused its
+    /// own login session (a client that dropped `prompt=login` / `max_age=0`, or a provider
+    /// that ignores them).
+    #[error("re-authentication was required but not proven: {0}")]
+    NotReauthenticated(String),
     #[error("bad configuration: {0}")]
     Config(String),
     /// The ID token verified, but what it says about the user cannot become a session.
@@ -26,13 +32,14 @@ pub enum OidcError {
 
 impl OidcError {
     /// Every value [`OidcError::category`] can take, so metrics can show each at zero.
-    pub const CATEGORIES: [&'static str; 7] = [
+    pub const CATEGORIES: [&'static str; 8] = [
         "unknown_provider",
         "discovery",
         "exchange",
         "code_rejected",
         "no_id_token",
         "invalid_id_token",
+        "not_reauthenticated",
         "config",
     ];
 
@@ -45,6 +52,7 @@ impl OidcError {
             Self::CodeRejected(_) => "code_rejected",
             Self::NoIdToken => "no_id_token",
             Self::InvalidIdToken(_) => "invalid_id_token",
+            Self::NotReauthenticated(_) => "not_reauthenticated",
             Self::Config(_) => "config",
             Self::UnacceptableClaims(error) => error.category(),
         }
@@ -67,6 +75,7 @@ mod tests {
             OidcError::CodeRejected(String::new()),
             OidcError::NoIdToken,
             OidcError::InvalidIdToken(String::new()),
+            OidcError::NotReauthenticated(String::new()),
             OidcError::Config(String::new()),
         ];
         let categories: Vec<&str> = all.iter().map(OidcError::category).collect();

@@ -99,7 +99,15 @@ impl Provider {
         let (claims, iat) = self
             .verified_claims(&client, id_token, Some(&nonce), now)
             .await?;
-        let auth_time = self.proven_auth_time(&claims, iat, not_before)?;
+        let stated_auth_time = claims
+            .auth_time()
+            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        let auth_time = proven_auth_time(
+            stated_auth_time,
+            iat,
+            not_before,
+            self.config.require_auth_time,
+        )?;
         let identity = self.identity(&claims)?;
         Ok(VerifiedLogin {
             subject: identity.subject,
@@ -141,35 +149,6 @@ impl Provider {
             })
     }
 
-    /// When the user authenticated: `auth_time`, or `iat` when the provider does not send it.
-    /// With `not_before` (a forced re-login) it must be proven no earlier than that, give or
-    /// take the clock skew.
-    fn proven_auth_time(
-        &self,
-        claims: &IdTokenClaims,
-        iat: u64,
-        not_before: Option<u64>,
-    ) -> Result<u64, OidcError> {
-        let invalid = |m: &str| OidcError::InvalidIdToken(m.into());
-        let stated_auth_time = claims
-            .auth_time()
-            .and_then(|t| u64::try_from(t.timestamp()).ok());
-        // A forced re-authentication must be proven: without `auth_time` the provider may
-        // have reused its own session.
-        if not_before.is_some() && stated_auth_time.is_none() && self.config.require_auth_time {
-            return Err(invalid(
-                "re-authentication was required but the ID token has no auth_time",
-            ));
-        }
-        let auth_time = stated_auth_time.unwrap_or(iat);
-        if let Some(not_before) = not_before
-            && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
-        {
-            return Err(invalid("the provider did not re-authenticate the user"));
-        }
-        Ok(auth_time)
-    }
-
     /// The extra claims `forwardClaims` names, as the provider sent them.
     pub(super) fn forwarded_claims(
         &self,
@@ -181,5 +160,84 @@ impl Provider {
             .iter()
             .filter_map(|name| extra.other.get(name).map(|v| (name.clone(), v.clone())))
             .collect()
+    }
+}
+
+/// When the user authenticated: the ID token's `auth_time`, or its `iat` when the provider does
+/// not send one. With `not_before` (a forced re-login after a revocation) the provider must
+/// prove an authentication no earlier than that, give or take the clock skew tokens are
+/// allowed: an older `auth_time` means it reused its own login session (a client dropped
+/// `prompt=login` / `max_age=0`, or the provider ignores them). With `require_auth_time` a
+/// token without `auth_time` proves nothing and is refused too.
+fn proven_auth_time(
+    stated_auth_time: Option<u64>,
+    iat: u64,
+    not_before: Option<u64>,
+    require_auth_time: bool,
+) -> Result<u64, OidcError> {
+    if not_before.is_some() && stated_auth_time.is_none() && require_auth_time {
+        return Err(OidcError::NotReauthenticated(
+            "the ID token has no auth_time".into(),
+        ));
+    }
+    let auth_time = stated_auth_time.unwrap_or(iat);
+    if let Some(not_before) = not_before
+        && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
+    {
+        return Err(OidcError::NotReauthenticated(format!(
+            "auth_time {auth_time} predates the required {not_before}"
+        )));
+    }
+    Ok(auth_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{OidcError, proven_auth_time};
+    use portcullis_core::token::CLOCK_SKEW_SECS;
+
+    const RAISED: u64 = 1_000_000;
+
+    #[test]
+    fn without_a_forced_login_any_auth_time_or_iat_is_taken() {
+        assert_eq!(proven_auth_time(Some(5), 9, None, true).ok(), Some(5));
+        assert_eq!(proven_auth_time(None, 9, None, true).ok(), Some(9));
+    }
+
+    #[test]
+    fn a_forced_login_needs_an_auth_time_after_the_raise() {
+        let fresh = proven_auth_time(Some(RAISED + 1), RAISED + 2, Some(RAISED), true);
+        assert_eq!(fresh.ok(), Some(RAISED + 1));
+        // Within the clock skew: accepted.
+        let skewed = proven_auth_time(Some(RAISED - CLOCK_SKEW_SECS), RAISED, Some(RAISED), true);
+        assert_eq!(skewed.ok(), Some(RAISED - CLOCK_SKEW_SECS));
+        // A provider session from before the raise, however new the token (`iat`).
+        for require in [true, false] {
+            let stale = proven_auth_time(
+                Some(RAISED - CLOCK_SKEW_SECS - 1),
+                RAISED + 5,
+                Some(RAISED),
+                require,
+            );
+            assert!(
+                matches!(stale, Err(OidcError::NotReauthenticated(_))),
+                "{stale:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forced_login_without_auth_time_is_refused_when_required() {
+        let missing = proven_auth_time(None, RAISED + 5, Some(RAISED), true);
+        assert!(
+            matches!(missing, Err(OidcError::NotReauthenticated(_))),
+            "{missing:?}"
+        );
+        // Not required (Dex): `iat` stands in, and must itself be after the raise.
+        assert_eq!(
+            proven_auth_time(None, RAISED + 5, Some(RAISED), false).ok(),
+            Some(RAISED + 5)
+        );
+        assert!(proven_auth_time(None, RAISED - 100, Some(RAISED), false).is_err());
     }
 }

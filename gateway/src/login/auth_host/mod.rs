@@ -187,6 +187,11 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
             StatusCode::FORBIDDEN,
             "The identity provider's answer could not be verified.",
         ),
+        OidcError::NotReauthenticated(_) => (
+            StatusCode::FORBIDDEN,
+            "You must enter your credentials again, and the identity provider signed you in \
+             without asking for them. Please go back to the application and sign in again.",
+        ),
         OidcError::UnacceptableClaims(claims) => {
             // The reason names the claim and the limit, never its value.
             return Problem::new(
