@@ -27,8 +27,8 @@
 //! * Dex is served over **HTTPS** with the stack CA (`https://127.0.0.1:PORT/dex`), so the
 //!   gateway is tested with the same CA-bundle configuration a real IdP needs and never with
 //!   verification switched off or an `http` issuer allowed.
-//! * Dex v2.41.1 gives static-password users no groups; see [`dex`] for the `header`
-//!   connector that does.
+//! * Dex's static users (alice, bob) have groups, so a password login carries them; see
+//!   [`dex`] for the test stacks' second, `header` connector.
 //! * The shared stack outlives the test run (so the next binary and the next run reuse it);
 //!   stop it with `devstack down`. Leftover namespaces carry the label
 //!   [`cluster::TEST_NAMESPACE_LABEL`].
