@@ -25,10 +25,12 @@ set -euo pipefail
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 # Dex tags v2.x without a /v2 module path, so its releases are only reachable as pseudo-versions.
-# This one is the commit of Dex v2.41.1.
-DEX_VERSION=v0.0.0-20240807174518-43956db7fd75
-# Dex's own go.mod points its api/v2 module at ./api/v2; this is the published release of it.
-DEX_API_VERSION=v2.2.0
+# This one is the commit of Dex v2.45.1; static passwords carry groups since v2.45.0 (dexidp/dex
+# PR 4456). Master of August 2026 (v0.0.0-20260806151424-ab64ed778070) needs an api/v2 newer than
+# v2.4.0, which the module proxy does not serve, so it cannot be built from modules.
+DEX_VERSION=v0.0.0-20260303133905-11d2eeb52b42
+# Dex's own go.mod points its api/v2 module at ./api/v2; this published release has the same API.
+DEX_API_VERSION=v2.4.0
 HELM_VERSION=v3.19.0
 COREDNS_VERSION=v1.15.0
 ACTIONLINT_VERSION=v1.7.12

@@ -58,6 +58,18 @@ spec:
   rules:
     - action: Allow
       include: [{{ groups: [engineering] }}, {{ emails: [bob@example.com] }}]
+---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{ name: engineering, namespace: demo }}
+spec:
+  hosts: [{APP}]
+  paths: [/engineering]
+  identityProviders: [dex]
+  upstream: {{ url: "http://{upstream}" }}
+  rules:
+    - action: Allow
+      include: [{{ groups: [engineering] }}]
 "#
     )
 }
@@ -380,6 +392,56 @@ async fn rules_use_the_groups_from_the_identity_provider() -> Result<()> {
         "{} after {hops:?}",
         response.status()
     );
+    Ok(())
+}
+
+/// Dex's static users have groups: a login with email and password carries them to the rules
+/// and to the upstream, with no other connector involved.
+#[tokio::test]
+async fn an_email_and_password_login_carries_its_groups_to_group_rules() -> Result<()> {
+    let s = setup("password-groups").await?;
+    // alice is in `engineering`: admitted where only that group is.
+    let alice = s.gateway.browser()?;
+    let landed = s
+        .login(
+            &alice,
+            s.url(APP, "/engineering/")?,
+            "alice",
+            Connector::Password,
+        )
+        .await?;
+    let (response, _) = visit(&alice, landed).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let echoed: serde_json::Value = response.json().await?;
+    ensure!(
+        echoed["headers"]["x-auth-request-groups"] == "engineering,admins",
+        "the upstream does not see alice's groups: {echoed}"
+    );
+    // bob is in `sales` only: refused there, and denied by his group on the first policy.
+    let bob = s.gateway.browser()?;
+    let landed = s
+        .login(
+            &bob,
+            s.url(APP, "/engineering/")?,
+            "bob",
+            Connector::Password,
+        )
+        .await?;
+    let (response, _) = visit(&bob, landed).await?;
+    ensure!(
+        response.status() == StatusCode::FORBIDDEN,
+        "bob without the group: {}",
+        response.status()
+    );
+    let (response, _) = visit(&bob, s.url(APP, "/wordpress/")?).await?;
+    ensure!(
+        response.status() == StatusCode::FORBIDDEN,
+        "bob in sales: {}",
+        response.status()
+    );
+    // ...while his email still admits him where a rule names it.
+    let (response, _) = visit(&bob, s.url(APP2, "/")?).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
     Ok(())
 }
 

@@ -13,10 +13,9 @@ use kube::Client;
 use portcullis_tests::{
     cluster::TestCluster,
     dex::{self, Connector},
-    jaeger::{Jaeger, Span},
+    jaeger::{Jaeger, named},
 };
 use reqwest::Url;
-use std::time::{Duration, Instant};
 
 const AUTH: &str = "auth.portcullis.test";
 const APP: &str = "traced.portcullis.test";
@@ -39,29 +38,6 @@ spec:
   rules: [{{ action: Allow, include: [{{ emailDomains: [example.com] }}] }}]
 "#
     )
-}
-
-/// Polls Jaeger until `found` accepts what it holds (spans arrive in batches).
-async fn until<F>(what: &str, jaeger: &Jaeger, mut fetch_ok: F) -> Result<Vec<Span>>
-where
-    F: AsyncFnMut(&Jaeger) -> Result<Option<Vec<Span>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(spans) = fetch_ok(jaeger).await? {
-            return Ok(spans);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{what}: not in Jaeger after 30 s\n{}",
-            jaeger.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn named<'a>(spans: &'a [Span], name: &str) -> Option<&'a Span> {
-    spans.iter().find(|s| s.operation_name == name)
 }
 
 #[tokio::test]
@@ -101,13 +77,14 @@ async fn logins_and_proxied_requests_are_traced_through_to_the_upstream() -> Res
             })
             .await
             .with_context(|| gateway.log_tail())?;
-            let login = until("the login's spans", &jaeger, async |j: &Jaeger| {
-                let spans = j.spans_of(SERVICE).await?;
-                let both = named(&spans, "exchange code").is_some()
-                    && named(&spans, "create AccessSession").is_some();
-                Ok(both.then_some(spans))
-            })
-            .await?;
+            let login = jaeger
+                .until("the login's spans", async |j: &Jaeger| {
+                    let spans = j.spans_of(SERVICE).await?;
+                    let both = named(&spans, "exchange code").is_some()
+                        && named(&spans, "create AccessSession").is_some();
+                    Ok(both.then_some(spans))
+                })
+                .await?;
             ensure!(named(&login, "check").is_some(), "no check span: {login:?}");
 
             let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
@@ -124,25 +101,25 @@ async fn logins_and_proxied_requests_are_traced_through_to_the_upstream() -> Res
                 .with_context(|| format!("no traceparent upstream: {echoed}"))?
                 .to_owned();
 
-            let spans = until("the request's trace", &jaeger, async |j: &Jaeger| {
-                let spans = j.trace(TRACE_ID).await?;
-                let all = ["GET", "check", "upstream"]
-                    .iter()
-                    .all(|n| named(&spans, n).is_some());
-                Ok(all.then_some(spans))
-            })
-            .await?;
+            let spans = jaeger
+                .until("the request's trace", async |j: &Jaeger| {
+                    let spans = j.trace(TRACE_ID).await?;
+                    let all = ["GET", "check", "upstream"]
+                        .iter()
+                        .all(|n| named(&spans, n).is_some());
+                    Ok(all.then_some(spans))
+                })
+                .await?;
             let request = named(&spans, "GET").context("request span")?;
             let check = named(&spans, "check").context("check span")?;
             let proxied = named(&spans, "upstream").context("upstream span")?;
-            let parent = |s: &Span| s.references.first().map(|r| r.span_id.clone());
             ensure!(
-                parent(request).as_deref() == Some(CLIENT_SPAN),
+                request.parent() == Some(CLIENT_SPAN),
                 "the request does not continue the client's trace: {request:?}"
             );
             ensure!(
-                parent(check) == Some(request.span_id.clone())
-                    && parent(proxied) == Some(request.span_id.clone()),
+                check.parent() == Some(request.span_id.as_str())
+                    && proxied.parent() == Some(request.span_id.as_str()),
                 "check and upstream are not children of the request: {spans:?}"
             );
             ensure!(

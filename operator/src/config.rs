@@ -97,6 +97,9 @@ pub struct Args {
     /// elsewhere that names a service token is reported `SecretNotReadable`.
     #[arg(long, env = "PORTCULLIS_SECRET_NAMESPACES", value_delimiter = ',')]
     pub secret_namespaces: Vec<String>,
+    /// OpenTelemetry traces of reconciles and API-server writes (off without an endpoint).
+    #[clap(flatten)]
+    pub traces: portcullis_runtime::telemetry::TraceArgs,
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

@@ -6,9 +6,18 @@ use portcullis_operator::{config::Args, startup};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    portcullis_runtime::init_tracing(&args.log_format);
+    let instance = args.identity();
+    let service = portcullis_runtime::telemetry::Service {
+        name: "portcullis-operator",
+        instance: &instance,
+    };
+    let traces = portcullis_runtime::telemetry::init(&args.log_format, &service, &args.traces)?;
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    startup::run(args).await
+    let result = startup::run(args).await;
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
 }

@@ -11,10 +11,10 @@ use kube::{
     api::{DeleteParams, Preconditions},
 };
 use portcullis_crds::AccessSession;
-use portcullis_runtime::{error_chain, shutdown::Signal};
+use portcullis_runtime::{error_chain, shutdown::Signal, telemetry::api_server_span};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 /// Sessions deleted per pass at most.
 pub const BATCH: usize = 100;
@@ -70,10 +70,35 @@ pub async fn pass(
 ) -> Result<usize, kube::Error> {
     let cutoff = now.saturating_sub(grace.as_secs());
     let candidates = index.lock().expired_before(cutoff, BATCH);
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let span = tracing::info_span!(
+        target: portcullis_runtime::telemetry::TARGET,
+        "collect_sessions",
+        otel.name = "collect sessions",
+        candidates = candidates.len(),
+    );
     let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+    collect(api, index, candidates, cutoff)
+        .instrument(span)
+        .await
+}
+
+/// Deletes those of `candidates` that the API server still holds past `cutoff`.
+async fn collect(
+    api: &Api<AccessSession>,
+    index: &SharedIndex,
+    candidates: Vec<String>,
+    cutoff: i64,
+) -> Result<usize, kube::Error> {
     let mut deleted = 0;
     for name in candidates {
-        let Some(session) = api.get_opt(&name).await? else {
+        let read = api.get_opt(&name);
+        let Some(session) = read
+            .instrument(api_server_span("get AccessSession"))
+            .await?
+        else {
             index.update(|index| index.forget_lingering(&name));
             continue;
         };
@@ -90,7 +115,11 @@ pub async fn pass(
             }),
             ..DeleteParams::default()
         };
-        match api.delete(&name, &params).await {
+        let delete = api.delete(&name, &params);
+        match delete
+            .instrument(api_server_span("delete AccessSession"))
+            .await
+        {
             Ok(_) => deleted += 1,
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(error) => return Err(error),

@@ -1,8 +1,8 @@
-//! Process plumbing the gateway and the operator share, so both stop, serve and log the same
-//! way: one shutdown signal threaded to every server and task, HTTPS (h2 and HTTP/1.1 by ALPN)
-//! or plain-HTTP serving with a graceful drain, and structured logs; and the small rules both
-//! apply alike: Go-style durations in flags, an error's cause chain as one log line, and what a
-//! watch's relist says vanished.
+//! Process plumbing the gateway and the operator share, so both stop, serve, log and trace the
+//! same way: one shutdown signal threaded to every server and task, HTTPS (h2 and HTTP/1.1 by
+//! ALPN) or plain-HTTP serving with a graceful drain, structured logs and OpenTelemetry traces;
+//! and the small rules both apply alike: Go-style durations in flags, an error's cause chain as
+//! one log line, and what a watch's relist says vanished.
 
 #![forbid(unsafe_code)]
 
@@ -18,18 +18,3 @@ pub use duration::parse_duration;
 pub use error::error_chain;
 pub use relist::Relist;
 pub use telemetry::parse_share;
-
-/// Installs the log subscriber: JSON lines (for collectors) or text, the level from
-/// `RUST_LOG` (default `info`), colours only on a terminal; no traces.
-pub fn init_tracing(format: &str) {
-    let service = telemetry::Service {
-        name: "portcullis",
-        instance: "",
-    };
-    let none = telemetry::TraceArgs {
-        otlp_endpoint: None,
-        trace_sample_ratio: 1.0,
-    };
-    // Without an endpoint nothing can fail.
-    let _ = telemetry::init(format, &service, &none);
-}

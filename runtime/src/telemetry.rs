@@ -172,6 +172,18 @@ fn provider(
         .build())
 }
 
+/// The span of one call to the Kubernetes API server (kind client), named for what it does:
+/// `patch AccessPolicy status`, `create Event`. The gateway and the operator name their calls
+/// alike, so a trace reads the same whichever process made the call.
+pub fn api_server_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        "api_server",
+        otel.name = name,
+        otel.kind = "client",
+    )
+}
+
 /// The trace context `headers` carry (`traceparent`, `tracestate`, `baggage`), made the parent
 /// of `span`. Nothing when traces are off.
 pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {

@@ -496,10 +496,19 @@ impl Demo {
             out.push_str(&format!("  {url}\n"));
         }
         out.push_str(&format!(
-            "  https://{APPS_HOST}:{port}/wordpress/poll   (calls the app's API every few seconds)\n\n"
+            "  https://{APPS_HOST}:{port}/wordpress/poll   (calls the app's API every few seconds)\n"
         ));
         out.push_str(&format!(
-            "Log in as alice@example.com or bob@example.com, password `{}`.\n\n",
+            "Logins pass through the auth host, https://{AUTH_HOST}:{port}/, on to Dex.\n\n"
+        ));
+        let users: Vec<String> = crate::dex::default_users()
+            .iter()
+            .map(|u| format!("{} (groups: {})", u.email, u.groups.join(", ")))
+            .collect();
+        out.push_str(&format!(
+            "Log in as {}, password `{}`.\n\
+             https://{EXPRESS_HOST}:{port}/ admits the engineering group only: bob is refused there.\n\n",
+            users.join(" or "),
             crate::dex::PASSWORD
         ));
         out.push_str(&format!(
@@ -537,14 +546,15 @@ impl Demo {
         out.push_str(&format!("  {}\n\n", REVOKE_POLICY.replace("EPOCH", "1")));
         out.push_str(&self.outage_summary());
         out.push_str(&format!(
-            "Operator: {} (log in operator/); the gateways authenticate to it as the\n\
+            "Operator: {}; the gateways authenticate to it as the\n\
              ServiceAccount {NAMESPACE}/{GATEWAY_SERVICE_ACCOUNT} (token in {}, valid {} days).\n",
             info.operator_url,
             info.gateway_token_file.display(),
             GATEWAY_TOKEN_LIFETIME.as_secs() / (24 * 3600),
         ));
         out.push_str(&format!(
-            "Logs: {} (gateways: gateway/*.log)\nStop everything with Ctrl-C.\n",
+            "Logs: {} (the operator's in operator/, the gateways' in gateway/*.log)\n\
+             Stop everything with Ctrl-C.\n",
             info.dir.display()
         ));
         out

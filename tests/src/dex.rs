@@ -1,18 +1,18 @@
 //! Dex, the OpenID Connect provider of the stack: its configuration and a scripted browser
 //! login that the gateway tests reuse.
 //!
-//! Dex v2.41.1 cannot attach groups to `staticPasswords` (its `storage.Password` has only
-//! email, hash, username and user id). So Dex runs two connectors:
+//! Dex runs two connectors:
 //!
 //! * `local`: the password database with the static users, logged in through Dex's real HTML
-//!   form; tokens carry email and name but **no groups**;
+//!   form (or `grant_type=password`); since Dex v2.45 a static user has groups, so tokens carry
+//!   email, name and the user's **groups** ([`DexUser::groups`]);
 //! * `header`: Dex's built-in `authproxy` connector, which trusts `X-Remote-User`,
 //!   `X-Remote-User-Email`, `X-Remote-User-Id` and `X-Remote-Group` on its callback; the login
-//!   helper sends them from [`DexUser::groups`], so tokens carry the user's **groups**. Anyone
-//!   who can reach Dex can assert any identity through it, so it exists only where
-//!   [`DexInfo::trusted_header`] asks for it: the test stacks, on loopback, for the tests that
-//!   need groups. The demo's Dex (`devstack up --demo`, which a person opens in a browser) has
-//!   only the password connector.
+//!   helper sends them from [`DexUser`], so tokens carry the same identity by another route: a
+//!   second connector, as a provider with several upstream logins has. Anyone who can reach Dex
+//!   can assert any identity through it, so it exists only where [`DexInfo::trusted_header`]
+//!   asks for it: the test stacks, on loopback. The demo's Dex (`devstack up --demo`, which a
+//!   person opens in a browser) has only the password connector.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,9 +27,9 @@ use url::Url;
 
 /// The static OAuth client of the stack.
 pub const CLIENT_ID: &str = "portcullis";
-/// Connector id of the password database (no groups).
+/// Connector id of the password database.
 pub const PASSWORD_CONNECTOR: &str = "local";
-/// Connector id of the trusted-header connector (with groups).
+/// Connector id of the trusted-header connector.
 pub const HEADER_CONNECTOR: &str = "header";
 /// Password of every static user.
 pub const PASSWORD: &str = "password";
@@ -50,7 +50,7 @@ pub struct DexUser {
     pub user_id: String,
     /// Plain-text password for the `local` connector.
     pub password: String,
-    /// Groups sent through the `header` connector.
+    /// The `groups` claim: the static user's groups, and what the `header` connector sends.
     pub groups: Vec<String>,
 }
 
@@ -155,6 +155,7 @@ pub fn write_config(
             .format_for_version(bcrypt::Version::TwoA);
         passwords.push(serde_json::json!({
             "email": u.email, "hash": hash, "username": u.username, "userID": u.user_id,
+            "groups": u.groups,
         }));
     }
     let config = serde_json::json!({
@@ -200,9 +201,9 @@ fn connectors(trusted_header: bool) -> serde_json::Value {
 /// Which Dex connector a login goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Connector {
-    /// The HTML password form; no groups in the token.
+    /// The HTML password form of the static users.
     Password,
-    /// The trusted-header connector; groups in the token.
+    /// The trusted-header connector (test stacks only).
     Header,
 }
 

@@ -187,8 +187,8 @@ impl GatewayFiles {
             "scopes": ["openid", "email", "profile", "groups", "offline_access"],
             // Tests restart Dex (new signing keys) and log in again within seconds.
             "jwksRefreshCooldown": "1s",
-            // Dex v2.41 sends no auth_time, and asks for credentials on every
-            // authorization (it keeps no login session of its own).
+            // Dex sends no auth_time, and asks for credentials on every authorization
+            // (it keeps no login session of its own).
             "requireAuthTime": false,
             // Dex answers a refresh token it no longer knows with `invalid_request`.
             "refreshRejectionErrors": ["invalid_grant", "invalid_request"],

@@ -130,7 +130,37 @@ exporters:
             .collect())
     }
 
+    /// Polls until `found` accepts what Jaeger holds (spans arrive in batches), for up to 30 s;
+    /// what it accepted.
+    pub async fn until<F>(&self, what: &str, mut found: F) -> Result<Vec<Span>>
+    where
+        F: AsyncFnMut(&Jaeger) -> Result<Option<Vec<Span>>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(spans) = found(self).await? {
+                return Ok(spans);
+            }
+            if Instant::now() >= deadline {
+                bail!("{what}: not in Jaeger after 30 s\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
+    }
+}
+
+/// The first of `spans` named `name`.
+pub fn named<'a>(spans: &'a [Span], name: &str) -> Option<&'a Span> {
+    spans.iter().find(|s| s.operation_name == name)
+}
+
+impl Span {
+    /// The span id of its parent, if it has one.
+    pub fn parent(&self) -> Option<&str> {
+        self.references.first().map(|r| r.span_id.as_str())
     }
 }

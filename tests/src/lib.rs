@@ -27,8 +27,8 @@
 //! * Dex is served over **HTTPS** with the stack CA (`https://127.0.0.1:PORT/dex`), so the
 //!   gateway is tested with the same CA-bundle configuration a real IdP needs and never with
 //!   verification switched off or an `http` issuer allowed.
-//! * Dex v2.41.1 gives static-password users no groups; see [`dex`] for the `header`
-//!   connector that does.
+//! * Dex's static users (alice, bob) have groups, so a password login carries them; see
+//!   [`dex`] for the test stacks' second, `header` connector.
 //! * Keycloak ([`keycloak`]) is the second real identity provider: not part of the stack, but
 //!   started by each test that needs a provider with a login session of its own and
 //!   `auth_time` in its tokens (a JVM: 20–70 s to start, ~450 MB).

@@ -18,7 +18,7 @@ pub enum Tool {
     /// kube-controller-manager v1.34, for namespace deletion, garbage collection and
     /// ServiceAccounts.
     KubeControllerManager,
-    /// Dex v2.41.1, the OpenID Connect provider.
+    /// Dex v2.45.1, the OpenID Connect provider.
     Dex,
     /// kubectl at the API server's version (the machine's own may be skewed).
     Kubectl,

@@ -1469,20 +1469,42 @@ fn secret_namespaces_turn_the_operators_secret_access_into_roles() -> Result<()>
     Ok(())
 }
 
-/// Traces are off unless an OTLP endpoint is given; the gateway is then told where and how much.
+/// Traces are off unless an OTLP endpoint is given; the gateway and the operator, each on its
+/// own values, are then told where and how much.
 #[test]
 fn traces_are_sent_only_where_the_values_say() -> Result<()> {
     // `--set-json`: `--set` would pass 0.25 as a string.
     let render = |set: &[&str]| render_traefik("--set-json", set);
     ensure!(!render(&[])?.contains("--otlp-endpoint"));
-    let on = render(&[
-        r#"gateway.traces.otlpEndpoint="http://collector.monitoring:4318/v1/traces""#,
-        "gateway.traces.sampleRatio=0.25",
-    ])?;
-    ensure!(on.contains("- --otlp-endpoint=http://collector.monitoring:4318/v1/traces"));
-    ensure!(on.contains("- --trace-sample-ratio=0.25"));
-    ensure!(render(&[r#"gateway.traces.otlpEndpoint="collector:4318""#]).is_err());
-    ensure!(render(&["gateway.traces.sampleRatio=2"]).is_err());
+    for (component, other) in [("gateway", "operator"), ("operator", "gateway")] {
+        let on = render(&[
+            &format!(
+                r#"{component}.traces.otlpEndpoint="http://collector.monitoring:4318/v1/traces""#
+            ),
+            &format!("{component}.traces.sampleRatio=0.25"),
+        ])?;
+        let deployment = |name: &str| {
+            let label = format!("app.kubernetes.io/component: {name}");
+            split_documents(&on)
+                .into_iter()
+                .find(|doc| doc.contains("kind: Deployment") && doc.contains(&label))
+                .with_context(|| format!("no {name} Deployment"))
+        };
+        let traced = deployment(component)?;
+        ensure!(traced.contains("- --otlp-endpoint=http://collector.monitoring:4318/v1/traces"));
+        ensure!(traced.contains("- --trace-sample-ratio=0.25"));
+        ensure!(
+            !deployment(other)?.contains("--otlp-endpoint"),
+            "{other} traced too"
+        );
+        ensure!(
+            render(&[&format!(
+                r#"{component}.traces.otlpEndpoint="collector:4318""#
+            )])
+            .is_err()
+        );
+        ensure!(render(&[&format!("{component}.traces.sampleRatio=2")]).is_err());
+    }
     Ok(())
 }
 

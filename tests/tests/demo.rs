@@ -247,6 +247,7 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
         Ok(builder.build()?)
     };
     let alice = stack.dex.user("alice")?.clone();
+    let bob = (stack.dex.user("bob")?.clone(), browser(true)?);
     let dex_origin = Url::parse(&stack.dex.issuer)?.origin();
 
     // An API call without a session gets the JSON the poll page turns into "session ended".
@@ -328,6 +329,10 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
             .json()
             .await?;
         ensure!(whoami["email"] == "alice@example.com", "{url}: {whoami}");
+        ensure!(
+            whoami["groups"] == serde_json::json!(["engineering", "admins"]),
+            "{url}: {whoami}"
+        );
         ensure!(whoami["assertion"]["verified"] == true, "{url}: {whoami}");
         ensure!(
             whoami["assertion"]["matches_headers"] == true,
@@ -354,7 +359,35 @@ async fn exercise(stack: &StackInfo, info: &DemoInfo, port: u16) -> Result<()> {
         "{poll}"
     );
 
+    groups(info, &bob.0, &bob.1).await?;
     revocations(stack, info, &browser, &alice, port).await
+}
+
+/// The second host admits the `engineering` group only: bob (sales), logged in with his email
+/// and password, is refused there and served on the first host.
+async fn groups(info: &DemoInfo, bob: &dex::DexUser, browser: &reqwest::Client) -> Result<()> {
+    let start = Url::parse(&info.urls[2])?;
+    let landed = dex::follow_login(browser, start.clone(), bob, Connector::Password, |url| {
+        url.host_str() == Some(EXPRESS_HOST) && !url.path().starts_with("/.portcullis/")
+    })
+    .await?;
+    ensure!(landed == start, "landed on {landed}, not {start}");
+    let response = browser
+        .get(landed)
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await?;
+    ensure!(
+        response.status() == StatusCode::FORBIDDEN,
+        "bob (sales) on the engineering host: {}",
+        response.status()
+    );
+    let (page, _) = visit(browser, Url::parse(&info.urls[0])?).await?;
+    ensure!(
+        page.contains("bob@example.com") && page.contains("sales"),
+        "the first host does not show bob in sales:\n{page}"
+    );
+    Ok(())
 }
 
 /// The seed story's revocations, each with the command the demo prints, each enforced by both

@@ -264,6 +264,9 @@ async fn dex_password_login_returns_tokens_and_refreshes() {
     assert_eq!(claims["aud"], info.client_id.as_str());
     assert_eq!(claims["email"], "alice@example.com");
     assert_eq!(claims["email_verified"], true);
+    // A static user's groups, through the password form.
+    let groups = serde_json::json!(["engineering", "admins"]);
+    assert_eq!(claims["groups"], groups, "{claims}");
 
     let refresh = tokens
         .refresh_token
@@ -271,6 +274,10 @@ async fn dex_password_login_returns_tokens_and_refreshes() {
     let refreshed = dex::refresh(info, &refresh).await.expect("refresh");
     let claims = dex::unverified_claims(&refreshed.id_token).expect("claims");
     assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(
+        claims["groups"], groups,
+        "a refresh keeps the groups: {claims}"
+    );
 
     let bob = info.user("bob").expect("bob");
     let granted = dex::password_grant(info, bob)
@@ -278,6 +285,7 @@ async fn dex_password_login_returns_tokens_and_refreshes() {
         .expect("password grant");
     let claims = dex::unverified_claims(&granted.id_token).expect("claims");
     assert_eq!(claims["email"], "bob@example.com");
+    assert_eq!(claims["groups"], serde_json::json!(["sales"]), "{claims}");
 
     let mut wrong = bob.clone();
     wrong.password = "not-the-password".into();

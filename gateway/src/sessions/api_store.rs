@@ -7,6 +7,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use portcullis_crds::AccessSession;
+use portcullis_runtime::telemetry::api_server_span;
 use tracing::Instrument as _;
 
 /// The field manager of every write the gateway makes to an `AccessSession`.
@@ -27,7 +28,7 @@ impl ApiStore {
 
 impl SessionStore for ApiStore {
     fn create<'a>(&'a self, session: &'a AccessSession) -> BoxFuture<'a, Result<(), StoreError>> {
-        let span = api_span("create AccessSession");
+        let span = api_server_span("create AccessSession");
         Box::pin(
             async move {
                 self.api
@@ -47,7 +48,7 @@ impl SessionStore for ApiStore {
     }
 
     fn get<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<Option<AccessSession>, StoreError>> {
-        let span = api_span("get AccessSession");
+        let span = api_server_span("get AccessSession");
         Box::pin(async move { self.api.get_opt(sid).await.map_err(store_error) }.instrument(span))
     }
 
@@ -56,7 +57,7 @@ impl SessionStore for ApiStore {
         sid: &'a str,
         patch: &'a SessionPatch,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        let span = api_span(match patch.part {
+        let span = api_server_span(match patch.part {
             Part::Status => "patch AccessSession status",
             Part::Spec | Part::Metadata => "patch AccessSession",
         });
@@ -81,16 +82,6 @@ impl SessionStore for ApiStore {
             .instrument(span),
         )
     }
-}
-
-/// The trace span of one call to the API server.
-fn api_span(name: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        target: portcullis_runtime::telemetry::TARGET,
-        "api_server",
-        otel.name = name,
-        otel.kind = "client",
-    )
 }
 
 /// The API server's answer as a [`StoreError`]: 409 and 404 by name, 429 and 5xx (and no

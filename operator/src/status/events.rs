@@ -10,7 +10,8 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use portcullis_crds::AccessSessionStatus;
-use tracing::warn;
+use portcullis_runtime::telemetry::api_server_span;
+use tracing::{Instrument as _, warn};
 
 /// The API version of the objects Events are about.
 pub const API_VERSION: &str = "access.portcullis.dev/v1alpha1";
@@ -52,7 +53,9 @@ impl Events {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
+        // A new Event is created; one the recorder has sent before is patched (its series).
+        let published = self.recorder.publish(&event, reference);
+        if let Err(error) = published.instrument(api_server_span("publish Event")).await {
             warn!(%error, reason, "cannot publish an Event");
         }
     }

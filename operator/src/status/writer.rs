@@ -10,6 +10,7 @@ use super::{
     compute::{self, ConditionType},
     enforced::{self, Enforced, Signature},
     events::{API_VERSION, Events, reference},
+    plan::Write,
     validate::{self, Refs},
 };
 use crate::{
@@ -25,14 +26,14 @@ use kube::{
 };
 use portcullis_crds::{AccessPolicy, AccessPolicyStatus, AccessSession, AccessSessionStatus};
 use portcullis_protocol::frame::PolicyEntry;
-use portcullis_runtime::{error_chain, shutdown::Signal};
+use portcullis_runtime::{error_chain, shutdown::Signal, telemetry::api_server_span};
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 /// Changes arriving within this window are written together.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -68,24 +69,6 @@ pub struct Writer {
     /// on the same inputs would plan nothing, so it is skipped (a pass walks every revoked
     /// session), except every [`RECOMPUTE`].
     settled: Option<(u64, Signature, Instant)>,
-}
-
-enum Write {
-    Policy {
-        namespace: String,
-        name: String,
-        uid: String,
-        previous: Option<(String, String)>,
-        status: AccessPolicyStatus,
-    },
-    Session {
-        sid: String,
-        first: bool,
-        /// The gateways' acknowledgements show every connected gateway refusing the session,
-        /// and the status did not say so yet.
-        newly_enforced: bool,
-        status: AccessSessionStatus,
-    },
 }
 
 impl Writer {
@@ -165,6 +148,7 @@ impl Writer {
         let writes = self.plan(&facts, now);
         drop(facts);
         self.forget_deleted_policies();
+        let span = Write::span(&writes);
         let mut all_written = true;
         for write in writes {
             if !*leading.borrow() {
@@ -172,7 +156,7 @@ impl Writer {
                 self.settled = None;
                 return;
             }
-            all_written &= self.write(write).await;
+            all_written &= self.write(write).instrument(span.clone()).await;
         }
         self.settled = all_written.then(|| (inputs.0, inputs.1, Instant::now()));
     }
@@ -308,7 +292,12 @@ impl Writer {
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+        let body = Patch::Apply(&body);
+        let patch = api.patch_status(&name, &params, &body);
+        match patch
+            .instrument(api_server_span("patch AccessPolicy status"))
+            .await
+        {
             Ok(_) => {
                 self.sources.metrics.status_written(StatusObject::Policy);
                 debug!(%namespace, %name, "policy status written");
@@ -361,7 +350,12 @@ impl Writer {
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch_status(&sid, &params, &Patch::Apply(&body)).await {
+        let body = Patch::Apply(&body);
+        let patch = api.patch_status(&sid, &params, &body);
+        match patch
+            .instrument(api_server_span("patch AccessSession status"))
+            .await
+        {
             Ok(written) => {
                 self.sources.metrics.status_written(StatusObject::Session);
                 let uid = written.metadata.uid.unwrap_or_default();

@@ -297,7 +297,7 @@ fn print_summary(info: &StackInfo) {
     );
     for user in &info.dex.users {
         println!(
-            "  user            {} / {}  groups {:?} (groups only via the `header` connector)",
+            "  user            {} / {}  groups {:?}",
             user.email, user.password, user.groups
         );
     }
