@@ -139,6 +139,12 @@ pub struct AccessSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub revoked_by: Option<String>,
+    /// The identity provider's own session id (the ID token's `sid`), when it sent one: a
+    /// back-channel logout from the provider naming this `sid` ends this session. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("providerSessionId is immutable").reason(Reason::FieldValueForbidden))]
+    pub provider_session_id: Option<String>,
 }
 
 /// Observed state of an `AccessSession`, written by the operator.

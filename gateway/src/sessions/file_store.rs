@@ -325,6 +325,20 @@ impl SessionStore for LocalStore {
             written.map(|object| object.metadata.resource_version),
         ))
     }
+
+    fn list_by_provider<'a>(
+        &'a self,
+        identity_provider: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>> {
+        let found = self
+            .lock()
+            .objects
+            .values()
+            .filter(|s| s.spec.identity_provider == identity_provider)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
 }
 
 #[cfg(test)]
