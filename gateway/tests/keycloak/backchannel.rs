@@ -104,31 +104,26 @@ pub async fn signing_out_at_keycloak_ends_the_session_at_once(
     )?;
     refused_requests(s, endpoint, &token).await?;
     let app = s.url("/")?;
-    let still = browser
-        .get(app.clone())
-        .header("accept", "application/json")
-        .send()
-        .await?;
-    ensure!(
-        still.status() == StatusCode::OK,
-        "after forged logouts: {}",
-        still.status()
-    );
+    let status = || async {
+        let response = browser
+            .get(app.clone())
+            .header("accept", "application/json")
+            .send()
+            .await?;
+        anyhow::Ok(response.status())
+    };
+    let still = status().await?;
+    ensure!(still == StatusCode::OK, "after forged logouts: {still}");
     ensure!(
         !s.record("erin@example.com")?.spec.revoked,
         "a forged logout revoked erin"
     );
 
     s.keycloak.logout_user("erin").await?;
-    let next = browser
-        .get(app)
-        .header("accept", "application/json")
-        .send()
-        .await?;
+    let next = status().await?;
     ensure!(
-        next.status() == StatusCode::UNAUTHORIZED,
-        "the request right after the sign-out at Keycloak got {}",
-        next.status()
+        next == StatusCode::UNAUTHORIZED,
+        "the request right after the sign-out at Keycloak got {next}"
     );
     let record = s.record("erin@example.com")?;
     let reason = record.spec.revocation_reason.clone().unwrap_or_default();

@@ -253,3 +253,89 @@ fn a_jti_is_accepted_once_and_the_cache_is_bounded() {
     let later = NOW + MAX_LOGOUT_TOKEN_AGE.as_secs() + CLOCK_SKEW_SECS + 1;
     assert_eq!(cache.admit(&claims("full"), later), Ok(()));
 }
+
+/// A provider whose discovery is already done, with `signer`'s key as its JWKS (no network:
+/// the cooldown keeps an unknown `kid` from fetching anything).
+fn provider(signer: &Signer) -> Provider {
+    use openidconnect::{
+        AuthUrl, ClientId, EmptyAdditionalProviderMetadata, IssuerUrl, JsonWebKeySetUrl,
+        RedirectUrl, ResponseTypes,
+        core::{CoreProviderMetadata, CoreResponseType, CoreSubjectIdentifierType},
+    };
+    use std::sync::{Arc, Mutex};
+    let url = |path: &str| format!("{ISSUER}{path}");
+    let metadata = CoreProviderMetadata::new(
+        IssuerUrl::new(ISSUER.into()).expect("issuer"),
+        AuthUrl::new(url("/auth")).expect("auth"),
+        JsonWebKeySetUrl::new(url("/certs")).expect("jwks"),
+        vec![ResponseTypes::new(vec![CoreResponseType::Code])],
+        vec![CoreSubjectIdentifierType::Public],
+        vec![CoreJwsSigningAlgorithm::EdDsa],
+        EmptyAdditionalProviderMetadata {},
+    )
+    .set_jwks(signer.jwks());
+    let client =
+        openidconnect::Client::from_provider_metadata(metadata, ClientId::new(CLIENT.into()), None);
+    let config: crate::config::IdpConfig = serde_json::from_value(json!({
+        "name": "corp", "issuer": ISSUER, "issuerAliases": ["idp.test/realms/r"],
+        "clientId": CLIENT, "clientSecretFile": "/nonexistent", "backchannelLogout": true,
+    }))
+    .expect("config");
+    let secret: Arc<str> = "secret".into();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Provider {
+        config,
+        secret: Mutex::new(secret.clone()),
+        redirect: RedirectUrl::new("https://auth.test/.portcullis/callback".into())
+            .expect("redirect"),
+        http: reqwest::Client::new(),
+        client: tokio::sync::RwLock::new(Some(super::super::Discovered {
+            client: Arc::new(client),
+            at: std::time::Instant::now(),
+            secret,
+            jwks: Arc::new(signer.jwks()),
+        })),
+        replay: Mutex::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_provider_checks_its_own_issuer_and_client_and_refuses_a_replay() {
+    let signer = Signer::new("k1");
+    let provider = provider(&signer);
+    let now = crate::clock::now();
+    let claims = |jti: &str, iss: &str| {
+        json!({
+            "iss": iss, "aud": CLIENT, "iat": now, "jti": jti, "sid": "kc-1",
+            "events": { BACKCHANNEL_EVENT: {} },
+        })
+    };
+    let token = signer.sign(&signer.header(), &claims("j1", ISSUER));
+    let accepted = provider.verify_logout_token(&token, now).await;
+    assert_eq!(accepted.map(|c| c.sid), Ok(Some("kc-1".into())));
+    assert_eq!(
+        provider.verify_logout_token(&token, now + 1).await,
+        Err(LogoutTokenError::Replayed)
+    );
+    // A logout that could not be carried out is forgotten: the provider may send it again.
+    provider.forget_logout_token("j1");
+    assert!(provider.verify_logout_token(&token, now + 2).await.is_ok());
+    // An alias of the issuer is the provider too; another issuer is not, and a refused token
+    // does not take its jti.
+    let alias = signer.sign(&signer.header(), &claims("j2", "idp.test/realms/r"));
+    assert!(provider.verify_logout_token(&alias, now).await.is_ok());
+    let foreign = signer.sign(&signer.header(), &claims("j3", "https://other.test"));
+    assert!(matches!(
+        provider.verify_logout_token(&foreign, now).await,
+        Err(LogoutTokenError::Claims(_))
+    ));
+    let good = signer.sign(&signer.header(), &claims("j3", ISSUER));
+    assert!(provider.verify_logout_token(&good, now).await.is_ok());
+    // A key the provider never published: refused after the (cooled-down) second look.
+    let rotated = Signer::new("k2");
+    let token = rotated.sign(&rotated.header(), &claims("j4", ISSUER));
+    assert_eq!(
+        provider.verify_logout_token(&token, now).await,
+        Err(LogoutTokenError::Signature)
+    );
+}
