@@ -294,6 +294,7 @@ pub(crate) mod tests {
                 revoked: false,
                 revocation_reason: None,
                 revoked_by: None,
+                provider_session_id: None,
             },
         )
     }

@@ -98,7 +98,8 @@ pub fn used_policies(session: &AccessSession) -> impl Iterator<Item = &str> {
     validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("a revoked session cannot be un-revoked").reason(Reason::FieldValueForbidden),
     validation = Rule::new("self.expiresAt > self.issuedAt").message("expiresAt must be after issuedAt"),
     validation = Rule::new("!has(self.revokedBy) || (has(self.revoked) && self.revoked)").message("revokedBy is set only together with revoked").reason(Reason::FieldValueForbidden),
-    validation = Rule::new("!has(oldSelf.revokedBy) || (has(self.revokedBy) && self.revokedBy == oldSelf.revokedBy)").message("revokedBy is immutable once set").reason(Reason::FieldValueForbidden)
+    validation = Rule::new("!has(oldSelf.revokedBy) || (has(self.revokedBy) && self.revokedBy == oldSelf.revokedBy)").message("revokedBy is immutable once set").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(oldSelf.providerSessionId) == has(self.providerSessionId) && (!has(self.providerSessionId) || self.providerSessionId == oldSelf.providerSessionId)").message("providerSessionId is immutable").reason(Reason::FieldValueForbidden)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessSessionSpec {
@@ -139,6 +140,12 @@ pub struct AccessSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub revoked_by: Option<String>,
+    /// The identity provider's own session id (the ID token's `sid`), when it sent one: a
+    /// back-channel logout from the provider naming this `sid` ends this session. Immutable:
+    /// it can be neither changed, added nor removed after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub provider_session_id: Option<String>,
 }
 
 /// Observed state of an `AccessSession`, written by the operator.

@@ -196,6 +196,24 @@ fn the_subject_is_immutable_and_expiry_only_moves_earlier() {
     assert_eq!(errors(earlier.validate_cel_update(&old)), "");
 }
 
+#[test]
+fn the_provider_session_id_is_immutable() {
+    let none = session(SESSION);
+    let mut set = none.clone();
+    set.spec.provider_session_id = Some("kc-1".into());
+    assert_eq!(errors(set.validate_cel_update(&set)), "");
+    let mut other = set.clone();
+    other.spec.provider_session_id = Some("kc-2".into());
+    for (new, old) in [(&other, &set), (&none, &set), (&set, &none)] {
+        assert!(
+            errors(new.validate_cel_update(old)).contains("providerSessionId is immutable"),
+            "{:?} -> {:?}",
+            old.spec.provider_session_id,
+            new.spec.provider_session_id
+        );
+    }
+}
+
 fn host(yaml: &str) -> portcullis_crds::AccessHost {
     serde_saphyr::from_str(yaml).expect("fixture parses")
 }

@@ -339,6 +339,10 @@ pub struct IdpConfig {
     /// `https://<auth host>/.portcullis/logged-out` as a post-logout redirect URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<url::Url>,
+    /// Back-Channel Logout: accept `logout_token`s at `/.portcullis/backchannel-logout/<name>`
+    /// on the auth host and revoke the sessions they name (off: that path answers 404).
+    #[serde(default)]
+    pub backchannel_logout: bool,
 }
 
 fn default_refresh_interval() -> Duration {

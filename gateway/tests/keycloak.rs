@@ -10,8 +10,15 @@
 //! Keycloak session. Keycloak rotates refresh tokens: each rotated one is stored, and a copy
 //! redeemed elsewhere first ends the session here at the next confirmation.
 //!
+//! With the client's back-channel logout URL set, a sign-out at Keycloak reaches the gateway
+//! as Keycloak's own `logout_token` call and ends the session before the next request
+//! (`keycloak/backchannel.rs`).
+//!
 //! One Keycloak (a JVM, about a minute to start) and one gateway serve every scenario of this
 //! file, in sequence, each with its own user.
+
+#[path = "keycloak/backchannel.rs"]
+mod backchannel;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
@@ -74,7 +81,8 @@ async fn setup(name: &str) -> Result<Setup> {
     let pki = Pki::generate(&dir.join("pki"))?;
     let port = free_port()?;
     let redirect = GatewayProcess::redirect_uri(AUTH, port);
-    let keycloak = KeycloakServer::start(&dir.join("keycloak"), &pki, vec![redirect]).await?;
+    let keycloak =
+        KeycloakServer::start(&dir.join("keycloak"), &pki, vec![redirect], &[AUTH]).await?;
     let upstream = portcullis_tests::upstream::echo().await?;
     let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests(upstream, 0));
     config.port = port;
@@ -86,6 +94,9 @@ async fn setup(name: &str) -> Result<Setup> {
     config
         .idp_options
         .insert("refreshInterval".into(), REFRESH_INTERVAL.into());
+    config
+        .idp_options
+        .insert("backchannelLogout".into(), true.into());
     let files = GatewayFiles::write_with_provider(&config, &pki, keycloak.info.gateway_entry())?;
     let gateway = GatewayProcess::start(
         env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
@@ -307,6 +318,16 @@ async fn keycloak_scenarios() -> Result<()> {
         .await
         .with_context(|| s.logs())?;
     a_refresh_token_redeemed_elsewhere_ends_the_session(&s)
+        .await
+        .with_context(|| s.logs())?;
+    // From here on Keycloak calls the gateway's back-channel logout endpoint (before, a
+    // sign-out at Keycloak was seen at the next confirmation, above).
+    let endpoint = format!(
+        "{}/.portcullis/backchannel-logout/keycloak",
+        s.gateway.origin(AUTH)
+    );
+    s.keycloak.enable_backchannel_logout(&endpoint).await?;
+    backchannel::signing_out_at_keycloak_ends_the_session_at_once(&s, &endpoint)
         .await
         .with_context(|| s.logs())?;
     Ok(())

@@ -166,6 +166,7 @@ async fn harness_with_session(
             expires_at: start + 3600,
             sealed_refresh_token,
             attempt: "test",
+            provider_session_id: None,
         })
         .await
         .expect("recorded");
@@ -198,6 +199,7 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         // Never contacted: the browser is sent there.
         end_session_endpoint: (name == "corp")
             .then(|| url::Url::parse("https://sso.corp.test/logout?tenant=t1").expect("url")),
+        backchannel_logout: false,
     };
     let providers = Providers::new(
         vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],

@@ -434,3 +434,54 @@ async fn revoking_a_session_is_enforced_by_every_replica_on_the_next_request() -
         })
         .await
 }
+
+/// A back-channel logout finds its sessions at the real API server: listed by the selectable
+/// field `spec.identityProvider` (a provider name with `,` and `=` escaped in the selector),
+/// then matched on the `providerSessionId` the login recorded, and on `subject`.
+#[tokio::test]
+async fn a_back_channel_logout_finds_its_sessions_at_the_api_server() -> Result<()> {
+    use portcullis_gateway::sessions::{NewSession, SessionRecorder};
+    let cluster = TestCluster::shared().await;
+    cluster
+        .with_temp_ns("gw-bcl", |client: Client, ns: String| async move {
+            let recorder = SessionRecorder::new(client, &ns);
+            let start = portcullis_gateway::clock::now();
+            for (sid, subject, idp, provider_sid) in [
+                ("s-1", "alice", "corp", "kc-1"),
+                ("s-2", "alice", "corp", "kc-2"),
+                ("s-3", "bob", "corp", "kc-1"),
+                ("s-4", "alice", "odd,name=x", "kc-1"),
+            ] {
+                let login = NewSession {
+                    sid,
+                    subject,
+                    email: None,
+                    groups: &[],
+                    identity_provider: idp,
+                    issued_at: start,
+                    expires_at: start + 3600,
+                    sealed_refresh_token: None,
+                    attempt: sid,
+                    provider_session_id: Some(provider_sid),
+                };
+                recorder.record(&login).await?;
+            }
+            let named =
+                |idp: &'static str, sid: Option<&'static str>, sub: Option<&'static str>| {
+                    let recorder = recorder.clone();
+                    async move {
+                        let mut found = recorder.named_by_logout(idp, sid, sub).await?;
+                        found.sort();
+                        anyhow::Ok(found)
+                    }
+                };
+            ensure!(named("corp", Some("kc-1"), Some("alice")).await? == ["s-1"]);
+            ensure!(named("corp", Some("kc-1"), None).await? == ["s-1", "s-3"]);
+            ensure!(named("corp", None, Some("alice")).await? == ["s-1", "s-2"]);
+            ensure!(named("odd,name=x", Some("kc-1"), None).await? == ["s-4"]);
+            recorder.revoke("s-1", "test").await?;
+            ensure!(named("corp", None, Some("alice")).await? == ["s-2"]);
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+}

@@ -26,6 +26,7 @@ pub fn session(name: &str, revoked: bool, issued_at: u64) -> AccessSession {
             revoked,
             revocation_reason: None,
             revoked_by: None,
+            provider_session_id: None,
         },
         status: None,
     }

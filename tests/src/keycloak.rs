@@ -56,8 +56,9 @@ pub struct KeycloakUser {
 }
 
 /// The users of the realm: alice (engineering, admins) and bob (sales), as in Dex, and carol
-/// (engineering), whom tests take out of her group, and dave (engineering), whose refresh token
-/// a test redeems behind the gateway's back.
+/// (engineering), whom tests take out of her group, dave (engineering), whose refresh token
+/// a test redeems behind the gateway's back, and erin (engineering), signed out by a
+/// back-channel logout.
 pub fn default_users() -> Vec<KeycloakUser> {
     let user = |name: &str, groups: Vec<String>| KeycloakUser {
         username: name.to_owned(),
@@ -71,6 +72,7 @@ pub fn default_users() -> Vec<KeycloakUser> {
         .collect();
     users.push(user("carol", vec!["engineering".to_owned()]));
     users.push(user("dave", vec!["engineering".to_owned()]));
+    users.push(user("erin", vec!["engineering".to_owned()]));
     users
 }
 
@@ -134,7 +136,14 @@ pub struct KeycloakServer {
 impl KeycloakServer {
     /// Starts Keycloak on a free loopback port with its files in `dir`, serving with a
     /// certificate from `pki`, and creates the realm with a client accepting `redirect_uris`.
-    pub async fn start(dir: &Path, pki: &Pki, redirect_uris: Vec<String>) -> Result<Self> {
+    /// Keycloak trusts `pki`'s CA for its own outgoing calls (back-channel logout), and
+    /// resolves each of `loopback_names` (a test gateway's auth host) to 127.0.0.1.
+    pub async fn start(
+        dir: &Path,
+        pki: &Pki,
+        redirect_uris: Vec<String>,
+        loopback_names: &[&str],
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let origin = format!("https://127.0.0.1:{port}");
@@ -157,9 +166,13 @@ impl KeycloakServer {
             "--https-certificate-key-file={}",
             tls.key.display()
         ))
+        .arg(format!(
+            "--truststore-paths={}",
+            pki.ca_cert_path().display()
+        ))
         .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USER)
         .env("KC_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
-        .env("JAVA_OPTS_APPEND", java_options(dir)?);
+        .env("JAVA_OPTS_APPEND", java_options(dir, loopback_names)?);
         let process = ManagedProcess::spawn("keycloak", cmd, &dir.join("keycloak.log"))?;
         let info = KeycloakInfo {
             issuer: format!("{origin}/realms/{REALM}"),
@@ -288,6 +301,37 @@ impl KeycloakServer {
         self.admin(Method::DELETE, &path, None).await.map(|_| ())
     }
 
+    /// Sets the client's OpenID Connect back-channel logout URL, with the `sid` claim in its
+    /// logout tokens (`backchannel.logout.session.required`): Keycloak then POSTs a
+    /// `logout_token` there whenever one of the client's user sessions ends.
+    pub async fn enable_backchannel_logout(&self, url: &str) -> Result<()> {
+        let clients = self
+            .admin(
+                Method::GET,
+                &format!("/clients?clientId={}", self.info.client_id),
+                None,
+            )
+            .await?;
+        let mut client = match clients.as_array().map(Vec::as_slice) {
+            Some([client]) => client.clone(),
+            _ => bail!(
+                "expected one client {}, found {clients}",
+                self.info.client_id
+            ),
+        };
+        let id = client["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("client without an id"))?;
+        client["attributes"]["backchannel.logout.url"] = json!(url);
+        client["attributes"]["backchannel.logout.session.required"] = json!("true");
+        client["attributes"]["backchannel.logout.revoke.offline.tokens"] = json!("false");
+        let path = format!("/clients/{id}");
+        self.admin(Method::PUT, &path, Some(client))
+            .await
+            .map(|_| ())
+    }
+
     /// Ends every login session of the user at Keycloak (the admin console's "Sign out"):
     /// its refresh tokens stop working, and the next login asks for the password.
     pub async fn logout_user(&self, name: &str) -> Result<()> {
@@ -332,7 +376,10 @@ impl KeycloakServer {
 
 /// `JAVA_OPTS_APPEND`: Keycloak's temporary files and transaction log under `dir`, not in
 /// the tools cache.
-fn java_options(dir: &Path) -> Result<String> {
+/// The JVM's options: its temporary and transaction directories under `dir`, and, with
+/// `loopback_names`, a hosts file (`jdk.net.hosts.file`: the JVM then resolves names from
+/// it alone) sending them and `localhost` to 127.0.0.1.
+fn java_options(dir: &Path, loopback_names: &[&str]) -> Result<String> {
     let tmp = dir.join("tmp");
     let transactions = dir.join("transaction-logs");
     for d in [&tmp, &transactions] {
@@ -344,11 +391,19 @@ fn java_options(dir: &Path) -> Result<String> {
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("{} cannot go into JAVA_OPTS", p.display()))
     };
-    Ok(format!(
+    let mut options = format!(
         "-Djava.io.tmpdir={} -Dquarkus.transaction-manager.object-store.directory={}",
         text(&tmp)?,
         text(&transactions)?
-    ))
+    );
+    if !loopback_names.is_empty() {
+        let hosts = dir.join("hosts");
+        let names = loopback_names.join(" ");
+        std::fs::write(&hosts, format!("127.0.0.1 localhost {names}\n"))
+            .with_context(|| format!("writing {}", hosts.display()))?;
+        options.push_str(&format!(" -Djdk.net.hosts.file={}", text(&hosts)?));
+    }
+    Ok(options)
 }
 
 /// The realm: refresh tokens rotated, groups, users with passwords and group memberships,

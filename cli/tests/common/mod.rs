@@ -102,6 +102,7 @@ pub fn session_issued(
             revoked: false,
             revocation_reason: None,
             revoked_by: None,
+            provider_session_id: None,
         },
     )
 }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 /// Signature algorithms accepted on ID tokens. Never `none`, never HMAC (the client secret is
 /// not a signing key we want to trust).
-const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 5] = [
+pub(super) const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 5] = [
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
     CoreJwsSigningAlgorithm::RsaSsaPssSha256,
     CoreJwsSigningAlgorithm::EcdsaP256Sha256,

@@ -30,6 +30,8 @@ pub struct VerifiedLogin {
     /// `auth_time`, or `iat` when the provider does not send it.
     pub auth_time: u64,
     pub refresh_token: Option<String>,
+    /// The provider's own session id (`sid`), when the ID token has one.
+    pub provider_session_id: Option<String>,
 }
 
 impl std::fmt::Debug for VerifiedLogin {
@@ -116,6 +118,7 @@ impl Provider {
             ext: identity.claims,
             auth_time,
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            provider_session_id: provider_session_id(claims.additional_claims())?,
         })
     }
 
@@ -160,6 +163,26 @@ impl Provider {
             .iter()
             .filter_map(|name| extra.other.get(name).map(|v| (name.clone(), v.clone())))
             .collect()
+    }
+}
+
+/// The ID token's `sid` (OpenID Connect Front-/Back-Channel Logout), when present: the key a
+/// back-channel logout names the session by. One that could not be stored (not a string, empty,
+/// over 255 characters, control characters) refuses the login rather than making a session no
+/// back-channel logout could find.
+fn provider_session_id(claims: &super::ExtraClaims) -> Result<Option<String>, OidcError> {
+    match claims.other.get("sid") {
+        None => Ok(None),
+        Some(serde_json::Value::String(sid))
+            if !sid.is_empty()
+                && sid.chars().count() <= 255
+                && !sid.chars().any(char::is_control) =>
+        {
+            Ok(Some(sid.clone()))
+        }
+        Some(_) => Err(OidcError::InvalidIdToken(
+            "sid is not a usable session id".into(),
+        )),
     }
 }
 

@@ -8,6 +8,7 @@
 mod error;
 mod id_token;
 mod login;
+pub mod logout_token;
 mod refresh;
 
 pub use error::OidcError;
@@ -21,9 +22,9 @@ use openidconnect::{
     EndpointNotSet, EndpointSet, IssuerUrl, RedirectUrl, StandardErrorResponse,
     core::{
         CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-        CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-        CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse,
-        CoreTokenType,
+        CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+        CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+        CoreTokenIntrospectionResponse, CoreTokenType,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,8 @@ pub struct Provider {
     redirect: RedirectUrl,
     http: reqwest::Client,
     client: RwLock<Option<Discovered>>,
+    /// The `jti`s of recent back-channel logout tokens.
+    replay: Mutex<logout_token::ReplayCache>,
 }
 
 /// A discovered client, when it was discovered, and the secret it was built with.
@@ -96,6 +99,8 @@ struct Discovered {
     client: Arc<Client>,
     at: Instant,
     secret: Arc<str>,
+    /// The provider's keys as discovered with `client` (logout tokens are verified with them).
+    jwks: Arc<CoreJsonWebKeySet>,
 }
 
 impl Provider {
@@ -124,6 +129,28 @@ impl Provider {
             return Ok(discovered.client.clone());
         }
         self.discover(None).await
+    }
+
+    /// The discovered client and the provider's keys; with `stale` (a client whose keys lack
+    /// a `kid`), discovered again under the same cooldown as for ID tokens.
+    async fn keys(
+        &self,
+        stale: Option<&Arc<Client>>,
+    ) -> Result<(Arc<Client>, Arc<CoreJsonWebKeySet>), OidcError> {
+        let client = match stale {
+            None => self.client().await?,
+            Some(stale) => self.discover(Some(stale)).await?,
+        };
+        let jwks = self.client.read().await.as_ref().map(|d| d.jwks.clone());
+        let jwks = jwks.ok_or_else(|| OidcError::Discovery {
+            idp: self.config.name.clone(),
+            detail: "no keys discovered".into(),
+        })?;
+        Ok((client, jwks))
+    }
+
+    fn replay_cache(&self) -> std::sync::MutexGuard<'_, logout_token::ReplayCache> {
+        self.replay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs discovery, unless another task did since `stale` (a client known not to have the
@@ -164,6 +191,7 @@ impl Provider {
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| discovery(error_chain(&e)))?;
+        let jwks = Arc::new(metadata.jwks().clone());
         let client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -175,6 +203,7 @@ impl Provider {
             client: client.clone(),
             at: Instant::now(),
             secret,
+            jwks,
         });
         Ok(client)
     }
@@ -215,6 +244,7 @@ impl Providers {
                 redirect: redirect.clone(),
                 http: http.clone(),
                 client: RwLock::new(None),
+                replay: Mutex::default(),
             };
             if by_name.insert(name.clone(), Arc::new(provider)).is_some() {
                 return Err(OidcError::Config(format!(

@@ -100,7 +100,7 @@ pub async fn auth_host(
             &session.sid,
             audit::User::new(&session.sub, session.email.as_deref()),
         );
-        end_session(gateway, &session.sid).await;
+        end_session(gateway, &session.sid, "logout").await;
         at_provider = gateway
             .providers()
             .get(&session.idp)
@@ -120,11 +120,11 @@ pub async fn auth_host(
     response
 }
 
-/// Ends session `sid`: at once in this gateway's memory, and as a revocation at the API server
+/// Ends session `sid` with `reason`: at once in this gateway's memory, and as a revocation at the API server
 /// (every gateway then refuses it). When the API server cannot take the write within
 /// [`REVOKE_WAIT`], the revocation waits in a queue and is written once it is back: the user is
 /// signed out now either way (`sessions::pending`).
-async fn end_session(gateway: &Gateway, sid: &str) {
+pub(crate) async fn end_session(gateway: &Gateway, sid: &str, reason: &str) {
     if let Some(learner) = gateway
         .session_index()
         .as_ref()
@@ -135,13 +135,13 @@ async fn end_session(gateway: &Gateway, sid: &str) {
     let Some(recorder) = gateway.sessions() else {
         return;
     };
-    let written = tokio::time::timeout(REVOKE_WAIT, recorder.revoke(sid, "logout")).await;
+    let written = tokio::time::timeout(REVOKE_WAIT, recorder.revoke(sid, reason)).await;
     if let Ok(Ok(())) = written {
         return;
     }
     warn!(
         sid,
-        "could not revoke the session at logout yet; it is written once the API server answers"
+        reason, "could not revoke the session yet; it is written once the API server answers"
     );
     gateway
         .metrics()
@@ -149,7 +149,7 @@ async fn end_session(gateway: &Gateway, sid: &str) {
     let queued = gateway
         .pending_revocations()
         .as_ref()
-        .is_some_and(|pending| pending.push(sid, "logout"));
+        .is_some_and(|pending| pending.push(sid, reason));
     if !queued {
         warn!(
             sid,

@@ -2,6 +2,7 @@
 //! JWKS), the app host's hand-off, the browser binding that stops login CSRF, and logout.
 
 pub(crate) mod auth_host;
+pub(crate) mod backchannel;
 pub mod bind;
 pub mod bounce;
 pub(crate) mod handoff;

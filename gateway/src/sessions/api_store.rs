@@ -4,7 +4,7 @@ use super::store::{Part, SessionPatch, SessionStore, StoreError};
 use futures::future::BoxFuture;
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use portcullis_crds::AccessSession;
 use portcullis_runtime::telemetry::api_server_span;
@@ -78,6 +78,30 @@ impl SessionStore for ApiStore {
                 written
                     .map(|object| object.metadata.resource_version)
                     .map_err(store_error)
+            }
+            .instrument(span),
+        )
+    }
+
+    fn list_by_provider<'a>(
+        &'a self,
+        identity_provider: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>> {
+        let span = api_span("list AccessSessions");
+        // `spec.identityProvider` is a selectable field of the CRD; a field selector's value
+        // escapes `\`, `,` and `=` with a backslash.
+        let mut value = String::new();
+        for c in identity_provider.chars() {
+            if matches!(c, '\\' | ',' | '=') {
+                value.push('\\');
+            }
+            value.push(c);
+        }
+        let params = ListParams::default().fields(&format!("spec.identityProvider={value}"));
+        Box::pin(
+            async move {
+                let list = self.api.list(&params).await.map_err(store_error)?;
+                Ok(list.items)
             }
             .instrument(span),
         )

@@ -235,6 +235,12 @@ fn validate(session: &AccessSession) -> Result<(), StoreError> {
         .is_some_and(|r| chars(r) > 256)
     {
         Some("revocationReason: at most 256 characters")
+    } else if spec
+        .provider_session_id
+        .as_deref()
+        .is_some_and(|p| p.is_empty() || chars(p) > 255)
+    {
+        Some("providerSessionId: 1 to 255 characters")
     } else if refresh.is_some_and(|r| {
         r.sealed_token.as_deref().is_some_and(|t| chars(t) > 8192)
             || r.last_error.as_deref().is_some_and(|e| chars(e) > 512)
@@ -324,6 +330,20 @@ impl SessionStore for LocalStore {
         Box::pin(std::future::ready(
             written.map(|object| object.metadata.resource_version),
         ))
+    }
+
+    fn list_by_provider<'a>(
+        &'a self,
+        identity_provider: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>> {
+        let found = self
+            .lock()
+            .objects
+            .values()
+            .filter(|s| s.spec.identity_provider == identity_provider)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
     }
 }
 

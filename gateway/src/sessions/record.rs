@@ -45,6 +45,8 @@ pub struct NewSession<'a> {
     /// that finds the name taken by an object with the same value is this attempt's own (an
     /// answer lost on the way), any other is a second login under the same id.
     pub attempt: &'a str,
+    /// The provider's own session id (the ID token's `sid`), for back-channel logout.
+    pub provider_session_id: Option<&'a str>,
 }
 
 /// The annotation holding [`NewSession::attempt`].
@@ -215,6 +217,44 @@ impl SessionRecorder {
     }
 }
 
+impl SessionRecorder {
+    /// The sessions of `identity_provider` a back-channel logout names and that are not yet
+    /// revoked (see [`named_by_logout`]).
+    pub async fn named_by_logout(
+        &self,
+        identity_provider: &str,
+        provider_sid: Option<&str>,
+        subject: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let sessions = self.store.list_by_provider(identity_provider).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|s| !s.spec.revoked && named_by_logout(&s.spec, provider_sid, subject))
+            .filter_map(|s| s.metadata.name)
+            .collect())
+    }
+}
+
+/// Whether a back-channel logout naming the provider session `provider_sid` and/or the user
+/// `subject` ends `session`: with a `sid`, only the sessions recorded with that `sid` (and,
+/// when `sub` is given too, of that subject); with only `sub`, every session of the subject.
+/// A session recorded without a `sid` (an older one, or a provider that sends none) is ended
+/// only by a `sub`-only logout.
+pub fn named_by_logout(
+    session: &AccessSessionSpec,
+    provider_sid: Option<&str>,
+    subject: Option<&str>,
+) -> bool {
+    match (provider_sid, subject) {
+        (Some(sid), subject) => {
+            session.provider_session_id.as_deref() == Some(sid)
+                && subject.is_none_or(|sub| session.subject == sub)
+        }
+        (None, Some(sub)) => session.subject == sub,
+        (None, None) => false,
+    }
+}
+
 /// The write that revokes a session with `reason`.
 fn revocation(reason: &str) -> SessionPatch {
     // The spec has no partial type to serialize (its required fields would be sent too): the
@@ -290,6 +330,7 @@ fn build(session: &NewSession<'_>) -> Result<AccessSession, RecordError> {
             revoked: false,
             revocation_reason: None,
             revoked_by: None,
+            provider_session_id: session.provider_session_id.map(str::to_owned),
         },
         status: None,
     })

@@ -128,6 +128,7 @@ mod tests {
             expires_at: now + 3600,
             sealed_refresh_token: None,
             attempt: "a",
+            provider_session_id: None,
         };
         recorder.record(&login).await.expect("recorded");
         (recorder, now)

@@ -22,6 +22,13 @@ pub trait SessionStore: Send + Sync {
         sid: &'a str,
         patch: &'a SessionPatch,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Every session that logged in through `identity_provider` (a back-channel logout
+    /// picks among them).
+    fn list_by_provider<'a>(
+        &'a self,
+        identity_provider: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>>;
 }
 
 /// Why a store did not do what it was asked.

@@ -153,6 +153,7 @@ async fn record(
         expires_at: session.exp,
         sealed_refresh_token: sealed_refresh_token(gateway, session, verified)?,
         attempt: &crate::hex::random::<16>(),
+        provider_session_id: verified.provider_session_id.as_deref(),
     };
     if let Err(error) = recorder.record(&record).await {
         if let RecordError::Collision(_) = error {

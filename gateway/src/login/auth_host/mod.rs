@@ -34,6 +34,13 @@ const LOGIN_TIMEOUT_SECS: u64 = 10 * 60;
 const HANDOFF_TIMEOUT_SECS: u64 = 60;
 
 pub async fn handle(gateway: &Gateway, req: Request) -> Response {
+    if req
+        .uri()
+        .path()
+        .starts_with(crate::login::backchannel::PREFIX)
+    {
+        return crate::login::backchannel::handle(gateway, req).await;
+    }
     // Only the head is needed; holding the body across awaits would make the future !Send.
     let (req, _body) = req.into_parts();
     let logout_post = req.method == Method::POST && req.uri.path() == "/.portcullis/logout";

@@ -27,6 +27,7 @@ fn a_login_is_an_access_session_with_its_labels() {
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
         attempt: "a1",
+        provider_session_id: None,
     };
     let session = build(&login).expect("valid times");
     assert_eq!(attempt_of(&session), Some("a1"));
@@ -58,6 +59,7 @@ async fn a_second_login_under_the_same_id_is_a_collision_not_a_retry() {
         expires_at: start + 3600,
         sealed_refresh_token: None,
         attempt,
+        provider_session_id: None,
     };
     recorder.record(&login("first")).await.expect("recorded");
     // The same attempt again (its answer was lost): the same login.
@@ -68,4 +70,33 @@ async fn a_second_login_under_the_same_id_is_a_collision_not_a_retry() {
         recorder.record(&login("second")).await,
         Err(RecordError::Collision(_))
     ));
+}
+
+#[test]
+fn a_back_channel_logout_names_sessions_by_provider_sid_else_by_subject() {
+    let groups = [];
+    let login = |sid: Option<&'static str>| NewSession {
+        sid: "s1",
+        subject: "alice",
+        email: None,
+        groups: &groups,
+        identity_provider: "keycloak",
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_003_600,
+        sealed_refresh_token: None,
+        attempt: "a1",
+        provider_session_id: sid,
+    };
+    let with_sid = build(&login(Some("kc-1"))).expect("valid").spec;
+    let without = build(&login(None)).expect("valid").spec;
+    assert_eq!(with_sid.provider_session_id.as_deref(), Some("kc-1"));
+    assert!(named_by_logout(&with_sid, Some("kc-1"), None));
+    assert!(named_by_logout(&with_sid, Some("kc-1"), Some("alice")));
+    assert!(!named_by_logout(&with_sid, Some("kc-1"), Some("bob")));
+    assert!(!named_by_logout(&with_sid, Some("kc-2"), Some("alice")));
+    assert!(named_by_logout(&with_sid, None, Some("alice")));
+    assert!(!named_by_logout(&with_sid, None, Some("bob")));
+    assert!(!named_by_logout(&with_sid, None, None));
+    assert!(!named_by_logout(&without, Some("kc-1"), Some("alice")));
+    assert!(named_by_logout(&without, None, Some("alice")));
 }
