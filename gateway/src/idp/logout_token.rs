@@ -5,9 +5,10 @@
 //! `logout+jwt` or plain `JWT`, signed with an allow-listed algorithm by one of the provider's
 //! keys (the same JWKS and the same allow-list as its ID tokens, fetched again with the
 //! cooldown for an unknown `kid`); `iss` the provider's, `aud` naming our client, `iat` present
-//! and recent, `exp` (when present) not passed, a `jti`, the back-channel logout event with an
-//! object value, `sid` and/or `sub`, and no `nonce` (which would make it an ID token). Replays
-//! of a `jti` are refused by the provider's [`ReplayCache`].
+//! and recent, `exp` present (required since the specification's errata set 1) and not passed,
+//! a `jti`, the back-channel logout event with an object value, `sid` and/or `sub`, and no
+//! `nonce` (which would make it an ID token). Replays of a `jti` are refused by the provider's
+//! [`ReplayCache`].
 
 use super::{Provider, id_token::ALLOWED_ALGS};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -177,11 +178,9 @@ fn check_claims(
     if iat > now + CLOCK_SKEW_SECS || iat + MAX_LOGOUT_TOKEN_AGE.as_secs() < now {
         return Err(bad("iat is out of range"));
     }
-    if let Some(exp) = claims.get("exp") {
-        let exp = seconds(Some(exp)).ok_or(bad("exp is not a number"))?;
-        if exp + CLOCK_SKEW_SECS <= now {
-            return Err(bad("the token has expired"));
-        }
+    let exp = seconds(claims.get("exp")).ok_or(bad("exp is missing or not a number"))?;
+    if exp + CLOCK_SKEW_SECS <= now {
+        return Err(bad("the token has expired"));
     }
     let jti = string("jti")?.ok_or(bad("jti is missing"))?;
     let event = claims

@@ -87,7 +87,7 @@ impl SessionStore for ApiStore {
         &'a self,
         identity_provider: &'a str,
     ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>> {
-        let span = api_span("list AccessSessions");
+        let span = api_server_span("list AccessSessions");
         // `spec.identityProvider` is a selectable field of the CRD; a field selector's value
         // escapes `\`, `,` and `=` with a backslash.
         let mut value = String::new();
