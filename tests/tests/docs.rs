@@ -134,13 +134,14 @@ const ELSEWHERE: &[Elsewhere] = &[
         command: "PORTCULLIS_E2E_KUBECTL=~/.cache/portcullis-tools/bin/kubectl node e2e/seed-story.mjs",
         test: "tests/tests/browser.rs",
         evidence: &[
+            ("tests/tests/browser.rs", "browser.run(&env, &artifacts)"),
             (
-                "tests/tests/browser.rs",
-                r#".arg(e2e.join("seed-story.mjs"))"#,
+                "tests/src/e2e.rs",
+                r#".arg(e2e_dir().join("seed-story.mjs"))"#,
             ),
             (
-                "tests/tests/browser.rs",
-                r#".env("PORTCULLIS_E2E_KUBECTL", &kubectl)"#,
+                "tests/src/e2e.rs",
+                r#".env("PORTCULLIS_E2E_KUBECTL", &self.kubectl)"#,
             ),
         ],
         why: "needs a running demo and Chromium; browser.rs runs the script against its own demo \
