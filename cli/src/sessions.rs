@@ -7,6 +7,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::ListParams;
 use portcullis_crds::AccessSession;
+use portcullis_crds::session::escape_field_value;
 
 use crate::cli::SessionFilter;
 use crate::error::{Error, Target};
@@ -98,20 +99,6 @@ pub fn field_selector(filter: &SessionFilter) -> Option<String> {
     .filter_map(|(field, value)| value.map(|v| format!("{field}={}", escape_field_value(v))))
     .collect();
     (!terms.is_empty()).then(|| terms.join(","))
-}
-
-/// Escapes a field-selector value as the API server's parser expects (`\`, `,` and `=` are
-/// special): identity providers' subjects can be base64 with `=` padding, which the plain
-/// `kubectl --field-selector spec.subject=…` one-liner cannot select.
-pub fn escape_field_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '\\' | ',' | '=') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn matches_email(session: &AccessSession, filter: &SessionFilter) -> bool {

@@ -37,6 +37,20 @@ pub fn used_policies(session: &AccessSession) -> impl Iterator<Item = &str> {
         .filter_map(|(key, _)| key.strip_prefix(USED_POLICY_PREFIX))
 }
 
+/// Escapes a value for a field selector on one of the selectable fields below, as the API
+/// server's parser expects (`\`, `,` and `=` are special): identity providers' subjects can be
+/// base64 with `=` padding, and a provider's name may hold any of them.
+pub fn escape_field_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Desired state of an `AccessSession`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

@@ -7,6 +7,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use portcullis_crds::AccessSession;
+use portcullis_crds::session::escape_field_value;
 use portcullis_runtime::telemetry::api_server_span;
 use tracing::Instrument as _;
 
@@ -88,15 +89,8 @@ impl SessionStore for ApiStore {
         identity_provider: &'a str,
     ) -> BoxFuture<'a, Result<Vec<AccessSession>, StoreError>> {
         let span = api_server_span("list AccessSessions");
-        // `spec.identityProvider` is a selectable field of the CRD; a field selector's value
-        // escapes `\`, `,` and `=` with a backslash.
-        let mut value = String::new();
-        for c in identity_provider.chars() {
-            if matches!(c, '\\' | ',' | '=') {
-                value.push('\\');
-            }
-            value.push(c);
-        }
+        // `spec.identityProvider` is a selectable field of the CRD.
+        let value = escape_field_value(identity_provider);
         let params = ListParams::default().fields(&format!("spec.identityProvider={value}"));
         Box::pin(
             async move {
