@@ -9,15 +9,22 @@
 # Everything runs on 127.0.0.1 in a private control plane (etcd, kube-apiserver, controller
 # manager) the benchmark starts and stops itself; see tests/src/bin/bench-revocation.rs.
 #
+# The results (tables, commit, machine, load) replace the section between the
+# `bench-revocation` markers of BENCHMARKS.md, unless BENCH_NO_REPORT=1.
+#
 # Usage: hack/bench-revocation.sh
-# Settings (environment): BENCH_GATEWAYS=2,10,20 BENCH_REVOCATIONS=100 BENCH_POLL_PAUSE=1ms
+# Settings (environment): BENCH_GATEWAYS=2,10,20,50,100 BENCH_REVOCATIONS=100
+#   BENCH_MEASURE=applied (each gateway's own time of applying the change; or poll)
+#   BENCH_POLL_PAUSE=1ms (poll mode) BENCH_STREAM_CLIENTS=100,1000 (simulated fleet; empty: skip)
 #   BENCH_MEMORY_SESSIONS=100000 BENCH_MEMORY_REVOKED=10000 (0: skip the memory part)
 #   BENCH_DIR (working directory, default a temporary one, kept when the run fails)
 #   BENCH_NO_BUILD=1 (run the release binaries already in $CARGO_TARGET_DIR/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GATEWAYS=${BENCH_GATEWAYS:-2,10,20}
+GATEWAYS=${BENCH_GATEWAYS:-2,10,20,50,100}
+MEASURE=${BENCH_MEASURE:-applied}
+STREAM_CLIENTS=${BENCH_STREAM_CLIENTS-100,1000}
 REVOCATIONS=${BENCH_REVOCATIONS:-100}
 POLL_PAUSE=${BENCH_POLL_PAUSE:-1ms}
 MEMORY_SESSIONS=${BENCH_MEMORY_SESSIONS:-100000}
@@ -42,7 +49,10 @@ else
 fi
 BIN="$CARGO_TARGET_DIR/release"
 
-log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average before: $LOAD_BEFORE; $(nproc) CPUs"
+# Many gateway processes each hold a few connections and files.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 status=0
 "$BIN/bench-revocation" \
   --gateway-bin "$BIN/portcullis-gateway" \
@@ -50,10 +60,23 @@ status=0
   --dir "$WORK" \
   --gateways "$GATEWAYS" \
   --revocations "$REVOCATIONS" \
+  --measure "$MEASURE" \
   --poll-pause "$POLL_PAUSE" \
+  --stream-clients "$STREAM_CLIENTS" \
   --memory-sessions "$MEMORY_SESSIONS" \
-  --memory-revoked "$MEMORY_REVOKED" || status=$?
-log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  --memory-revoked "$MEMORY_REVOKED" | tee "$WORK/results.md" || status=$?
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average after: $LOAD_AFTER"
+if [ "$status" = 0 ] && [ "${BENCH_NO_REPORT:-0}" != 1 ]; then
+  {
+    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'),"
+    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $LOAD_BEFORE before and $LOAD_AFTER after;"
+    echo "\`BENCH_GATEWAYS=$GATEWAYS BENCH_REVOCATIONS=$REVOCATIONS BENCH_MEASURE=$MEASURE BENCH_STREAM_CLIENTS=$STREAM_CLIENTS BENCH_MEMORY_SESSIONS=$MEMORY_SESSIONS BENCH_MEMORY_REVOKED=$MEMORY_REVOKED hack/bench-revocation.sh\`:"
+    echo
+    cat "$WORK/results.md"
+  } > "$WORK/report.md"
+  hack/bench-report.sh bench-revocation "$WORK/report.md"
+fi
 if [ "$status" = 0 ] && [ -z "${BENCH_DIR:-}" ]; then
   rm -rf "$WORK"
 else

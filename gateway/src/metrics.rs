@@ -13,13 +13,14 @@ use std::{
 
 mod keys;
 mod labels;
+mod state;
 
 pub use keys::KeyKind;
 pub use labels::{CheckResult, Confirmation, Lapsed, Rejection, SessionWrite};
 use labels::{
     ConfirmationLabel, EndpointLabel, IdpLabel, OperationLabel, OutcomeLabel, ReasonLabel,
-    SourceLabel,
 };
+pub use state::{StateMetrics, StreamFacts};
 
 // Each metric's help text, as Prometheus shows it.
 const CHECKS: &str = "Access checks by outcome";
@@ -38,27 +39,12 @@ const SESSION_CONFIRMATIONS: &str = "\
 const LOGINS_WITHOUT_REFRESH_TOKEN: &str = "\
     Logins for which the identity provider issued no refresh token: those sessions are never \
     confirmed (ask for offline access, e.g. the offline_access scope)";
-const STATE_VERSION: &str = "Version of the access state being enforced";
-const OPERATOR_STREAM_VERSION: &str =
-    "Version of the operator's state stream last applied (cluster mode)";
-const STATE_AGE_SECONDS: &str = "\
-    Time since the state was last proved current: by a frame from the operator (heartbeats \
-    included) or by the API-server fallback (cluster mode; -1 before the first)";
-const STATE_BEHIND: &str = "\
-    1 while the state is older than --state-stale-after (alert on it; readiness does not \
-    change unless --refuse-stale-state)";
 const PENDING_REVOCATIONS: &str = "\
     Logout revocations waiting for the API server (the users are signed out already; written, \
     with retries, once it answers)";
 const SESSION_LOOKUPS: &str = "\
     Sessions the index did not know, asked about at the API server, by outcome: found, absent, \
     failed";
-const STATE_SOURCE: &str = "\
-    1 for the path the state follows now: operator_stream, or api_server (the gateway's own \
-    watch while the operator's stream is unavailable)";
-const REVOCATION_WATCH: &str = "\
-    1 once the gateway's own watch of revoked sessions and policy epochs at the API server has \
-    listed (cluster mode): revocations reach it whatever the operator's stream does";
 
 const CONNECTIONS_CLOSED: &str = "\
     Connections the gateway closed itself: client_limit (the client already held the most it \
@@ -103,22 +89,17 @@ pub struct Metrics {
     idp_errors: Family<ReasonLabel, Counter>,
     upstream_errors: Family<ReasonLabel, Counter>,
     session_write_errors: Family<OperationLabel, Counter>,
-    state_version: Gauge,
     renewals: Counter,
     confirmations: Family<ConfirmationLabel, Counter>,
     logins_without_refresh_token: Family<IdpLabel, Counter>,
-    stream_version: Gauge,
-    state_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     connections_closed: Family<ReasonLabel, Counter>,
     rate_limited: Family<EndpointLabel, Counter>,
     exchanges_cut: Family<ReasonLabel, Counter>,
-    state_behind: Gauge,
-    state_source: Family<SourceLabel, Gauge>,
-    revocation_watch: Gauge,
     session_lookups: Family<OutcomeLabel, Counter>,
     pending_revocations: Gauge,
     certificate_expiry: Gauge,
     keys: keys::KeyMetrics,
+    state: state::StateMetrics,
 }
 
 impl Default for Metrics {
@@ -150,19 +131,9 @@ impl Metrics {
                 LOGINS_WITHOUT_REFRESH_TOKEN,
                 Family::default(),
             ),
-            state_version: add.metric("state_version", STATE_VERSION, Gauge::default()),
-            stream_version: add.metric(
-                "operator_stream_version",
-                OPERATOR_STREAM_VERSION,
-                Gauge::default(),
-            ),
-            state_age: add.metric("state_age_seconds", STATE_AGE_SECONDS, Gauge::default()),
             connections_closed: add.family("connections_closed", CONNECTIONS_CLOSED),
             rate_limited: add.metric("rate_limited", RATE_LIMITED, Family::default()),
             exchanges_cut: add.metric("exchanges_cut", EXCHANGES_CUT, Family::default()),
-            state_behind: add.metric("state_behind", STATE_BEHIND, Gauge::default()),
-            state_source: add.metric("state_source", STATE_SOURCE, Family::default()),
-            revocation_watch: add.metric("revocation_watch", REVOCATION_WATCH, Gauge::default()),
             session_lookups: add.metric("session_lookups", SESSION_LOOKUPS, Family::default()),
             pending_revocations: add.metric(
                 "pending_revocations",
@@ -175,6 +146,7 @@ impl Metrics {
                 Gauge::default(),
             ),
             keys: keys::KeyMetrics::register(add.0),
+            state: state::StateMetrics::register(&mut add),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
@@ -302,34 +274,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn state_applied(&self, version: u64) {
-        self.state_version
-            .set(i64::try_from(version).unwrap_or(i64::MAX));
-    }
-
-    /// The operator stream's version, the age of the state, whether it is behind and the
-    /// path (`source`) it follows.
-    pub fn operator_stream(
-        &self,
-        version: u64,
-        age: Option<Duration>,
-        behind: bool,
-        source: &'static str,
-    ) {
-        self.stream_version
-            .set(i64::try_from(version).unwrap_or(i64::MAX));
-        self.state_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
-        self.state_behind.set(i64::from(behind));
-        for path in ["operator_stream", "api_server"] {
-            self.state_source
-                .get_or_create(&SourceLabel { source: path })
-                .set(i64::from(path == source));
-        }
-    }
-
-    /// Whether the always-on revocation watch has listed.
-    pub fn revocation_watch(&self, listed: bool) {
-        self.revocation_watch.set(i64::from(listed));
+    /// The series of the access state this gateway enforces.
+    pub fn state(&self) -> &state::StateMetrics {
+        &self.state
     }
 
     /// Counts one question to the API server about an unknown session (`found`, `absent`,

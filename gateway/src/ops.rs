@@ -54,18 +54,23 @@ async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     let snapshot = gateway.snapshot();
-    gateway.metrics().state_applied(snapshot.version);
+    gateway.metrics().state().state_applied(snapshot.version);
     if let Some(index) = gateway.session_index()
         && let Some(feed) = index.borrow().feed.clone()
     {
-        gateway.metrics().operator_stream(
-            feed.stream_version(),
-            feed.age(),
-            feed.behind(),
-            feed.path().label(),
-        );
         gateway
             .metrics()
+            .state()
+            .operator_stream(crate::metrics::StreamFacts {
+                version: feed.stream_version(),
+                advanced_at: feed.advanced_at(),
+                age: feed.age(),
+                behind: feed.behind(),
+                source: feed.path().label(),
+            });
+        gateway
+            .metrics()
+            .state()
             .revocation_watch(feed.revocations_watched());
     }
     (

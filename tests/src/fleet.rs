@@ -69,6 +69,9 @@ pub struct Fleet {
     keys: KeySet,
     sessions: Api<AccessSession>,
     gateway_bin: PathBuf,
+    /// The gateways' ServiceAccount token and the operator's CA: what a stream client needs.
+    stream_token: PathBuf,
+    operator_ca: PathBuf,
 }
 
 /// The policy `apps` in `namespace` admitting `@example.com` on `app`.
@@ -199,6 +202,8 @@ impl Fleet {
             keys,
             sessions: Api::namespaced(client.clone(), namespace),
             gateway_bin: gateway_bin.to_owned(),
+            stream_token: token.clone(),
+            operator_ca: pki.ca_cert_path(),
         };
         for _ in 0..gateways {
             fleet.add_gateway().await?;
@@ -431,6 +436,12 @@ impl Fleet {
                 hex(&sha256(self.policy_id.as_bytes())[..8])
             ),
         })
+    }
+
+    /// How a stream client reaches the operator as one of the gateways
+    /// ([`crate::stream_clients`]).
+    pub fn stream_access(&self) -> crate::stream_clients::StreamAccess {
+        crate::stream_clients::access(self.operator.url(), &self.operator_ca, &self.stream_token)
     }
 
     /// Stops every process (the Dex, the gateways, the operator).

@@ -56,6 +56,7 @@ pub mod pki;
 pub mod process;
 pub mod relay;
 pub mod stack;
+pub mod stream_clients;
 pub mod tools;
 pub mod upstream;
 

@@ -42,6 +42,10 @@ pub struct Feed {
     /// current; 0 when it never did.
     last_api_ms: AtomicU64,
     stream_version: AtomicU64,
+    /// Microseconds since the Unix epoch when the stream's version last moved: the moment this
+    /// gateway began enforcing the newest change (a revocation, a policy edit). Comparing it
+    /// across the fleet shows how far apart gateways apply the same change.
+    advanced_us: AtomicU64,
     /// Whether a stream connection is open and has applied a frame.
     stream_up: AtomicBool,
     /// Since when (ms) the stream is down; set at start (never connected).
@@ -62,6 +66,7 @@ impl Feed {
             last_frame_ms: AtomicU64::new(0),
             last_api_ms: AtomicU64::new(0),
             stream_version: AtomicU64::new(0),
+            advanced_us: AtomicU64::new(0),
             stream_up: AtomicBool::new(false),
             stream_down_since_ms: AtomicU64::new(now_ms()),
             path: AtomicU8::new(0),
@@ -74,6 +79,11 @@ impl Feed {
     /// Records a stream frame that brought the stream to `version`.
     pub(super) fn touch(&self, version: u64) {
         self.last_frame_ms.store(now_ms(), Ordering::SeqCst);
+        // The time first, then the version (one writer: the follower): whoever reads the new
+        // version reads the time it was applied with it.
+        if self.stream_version.load(Ordering::SeqCst) != version {
+            self.advanced_us.store(now_us(), Ordering::SeqCst);
+        }
         self.stream_version.store(version, Ordering::SeqCst);
         self.stream_up.store(true, Ordering::SeqCst);
     }
@@ -155,6 +165,15 @@ impl Feed {
         self.stream_version.load(Ordering::SeqCst)
     }
 
+    /// When the stream's version last moved, in seconds since the Unix epoch (microsecond
+    /// precision); `None` before the first frame.
+    pub fn advanced_at(&self) -> Option<f64> {
+        match self.advanced_us.load(Ordering::SeqCst) {
+            0 => None,
+            us => Some(us as f64 / 1e6),
+        }
+    }
+
     /// Why the gateway should not receive traffic, if it should not: before its first state;
     /// past `--state-stale-after` only with `--refuse-stale-state`.
     pub fn not_ready(&self) -> Option<String> {
@@ -168,6 +187,13 @@ impl Feed {
             Some(_) => None,
         }
     }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn now_ms() -> u64 {
@@ -201,6 +227,22 @@ mod tests {
             assert!(!feed.behind());
             assert!(feed.not_ready().is_none());
         }
+    }
+
+    #[test]
+    fn the_advance_time_moves_with_the_version_not_with_heartbeats() {
+        let feed = Feed::new(Duration::from_secs(30), false);
+        assert_eq!(feed.advanced_at(), None);
+        feed.touch(4);
+        let first = feed.advanced_at().expect("advanced");
+        let now = now_us() as f64 / 1e6;
+        assert!(first <= now && now - first < 5.0, "{first} vs {now}");
+        // A heartbeat at the same version is not a change.
+        feed.advanced_us.store(1_000_000, Ordering::SeqCst);
+        feed.touch(4);
+        assert_eq!(feed.advanced_at(), Some(1.0));
+        feed.touch(5);
+        assert!(feed.advanced_at() > Some(first - 1.0));
     }
 
     #[test]

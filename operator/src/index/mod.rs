@@ -14,6 +14,7 @@
 //! watches ([`watch`]) feed it through [`shared::SharedIndex`], which wakes the streams.
 
 mod hosts;
+pub mod log;
 mod notices;
 mod policies;
 pub mod revoked_by;
@@ -33,7 +34,7 @@ use portcullis_crds::{AccessPolicyStatus, AccessSessionStatus};
 use portcullis_protocol::AppliedPolicy;
 use portcullis_protocol::{Frame, PolicyEntry};
 use sessions::Session;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// (namespace, name).
 pub type Key = (String, String);
@@ -43,8 +44,8 @@ pub type Key = (String, String);
 pub struct Index {
     instance: String,
     version: u64,
-    log: VecDeque<Frame>,
-    log_capacity: usize,
+    /// The newest deltas, rendered once for every stream.
+    log: log::DeltaLog,
     /// Every AccessPolicy, streamed or not.
     policies: BTreeMap<Key, Stored>,
     /// The policies that may not claim their hosts (never streamed), and why.
@@ -89,8 +90,7 @@ impl Index {
         Self {
             instance,
             version: 0,
-            log: VecDeque::new(),
-            log_capacity,
+            log: log::DeltaLog::new(log_capacity),
             policies: BTreeMap::new(),
             refused: BTreeMap::new(),
             host_grants: BTreeMap::new(),
@@ -163,23 +163,21 @@ impl Index {
         }
     }
 
-    /// The deltas after `version`, if the log still holds all of them.
+    /// The deltas after `version`, rendered, if the log still holds all of them.
+    pub fn lines_since(&self, version: u64) -> Option<Vec<log::Line>> {
+        self.log.since(version, self.version)
+    }
+
+    /// The deltas after `version` as frames (parsed back from the lines every stream sends).
+    #[cfg(test)]
     pub fn deltas_since(&self, version: u64) -> Option<Vec<Frame>> {
-        if version > self.version {
-            return None;
-        }
-        if version == self.version {
-            return Some(Vec::new());
-        }
-        let first = self.log.front()?.version();
-        if first > version + 1 {
-            return None;
-        }
-        // The log is ordered by version: find the first newer delta by bisection rather than
-        // scanning every retained delta, once per change and per connected gateway, under the
-        // index lock (a burst of revocations with a long log made that quadratic).
-        let start = self.log.partition_point(|f| f.version() <= version);
-        Some(self.log.range(start..).cloned().collect())
+        let lines = self.lines_since(version)?;
+        Some(
+            lines
+                .iter()
+                .map(|l| serde_json::from_slice(&l.bytes).expect("a rendered frame parses"))
+                .collect(),
+        )
     }
 
     /// Policy facts a gateway gained by acknowledging `upto` after `after` (everything up to
@@ -235,10 +233,7 @@ impl Index {
 
     fn push(&mut self, frame: impl FnOnce(u64) -> Frame) -> u64 {
         self.version += 1;
-        self.log.push_back(frame(self.version));
-        while self.log.len() > self.log_capacity {
-            self.log.pop_front();
-        }
+        self.log.push(&frame(self.version));
         self.version
     }
 }

@@ -1,7 +1,7 @@
 //! The index as the watches, the streams and the leader's tasks share it: one mutex, a version
 //! channel the streams wake on, and whether every watch has listed once.
 
-use super::Index;
+use super::{Index, log::Line};
 use crate::metrics::Metrics;
 use std::sync::{
     Mutex, MutexGuard,
@@ -25,6 +25,20 @@ pub struct SharedIndex {
     sessions_synced: AtomicBool,
     hosts_synced: AtomicBool,
     namespaces_synced: AtomicBool,
+    /// The last snapshot rendered, reused while the version has not moved: after an operator
+    /// restart every gateway reconnects at once, and a snapshot of many sessions is worth
+    /// building and serializing once, not once per gateway.
+    snapshot: Mutex<Option<Line>>,
+}
+
+/// What to send a gateway to bring it up to date.
+pub struct CatchUp {
+    /// The frames, rendered.
+    pub lines: Vec<Line>,
+    /// The version they bring the gateway to.
+    pub version: u64,
+    /// Whether they are a snapshot (the gateway's version was unknown or too old).
+    pub snapshot: bool,
 }
 
 /// What a watch follows.
@@ -63,7 +77,57 @@ impl SharedIndex {
             sessions_synced: AtomicBool::new(false),
             hosts_synced: AtomicBool::new(false),
             namespaces_synced: AtomicBool::new(false),
+            snapshot: Mutex::new(None),
         }
+    }
+
+    /// The whole state now, rendered. The frame is built under the index lock (a consistent
+    /// state) but serialized outside it, so the watches are not held up by the rendering.
+    pub fn snapshot(&self) -> Line {
+        let cached = |version: u64| {
+            let cache = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            cache.as_ref().filter(|l| l.version == version).cloned()
+        };
+        let frame = {
+            let index = self.lock();
+            if let Some(line) = cached(index.version()) {
+                return line;
+            }
+            index.snapshot()
+        };
+        let line = Line::render(&frame);
+        let mut cache = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.as_ref().is_none_or(|l| l.version <= line.version) {
+            *cache = Some(line.clone());
+        }
+        line
+    }
+
+    /// What brings a gateway that holds this replica's state at version `after` (`None`:
+    /// nothing of this replica's) up to date: the deltas since then if the log still holds
+    /// them, else a snapshot.
+    pub fn catch_up(&self, after: Option<u64>) -> CatchUp {
+        {
+            let index = self.lock();
+            if let Some(lines) = after.and_then(|v| index.lines_since(v)) {
+                return CatchUp {
+                    lines,
+                    version: index.version(),
+                    snapshot: false,
+                };
+            }
+        }
+        let snapshot = self.snapshot();
+        CatchUp {
+            version: snapshot.version,
+            lines: vec![snapshot],
+            snapshot: true,
+        }
+    }
+
+    /// This replica's instance id (a gateway resumes only the versions of the same one).
+    pub fn instance(&self) -> String {
+        self.lock().instance().to_owned()
     }
 
     /// Runs `f` on the index and wakes the streams if the version moved.

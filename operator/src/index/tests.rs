@@ -472,3 +472,47 @@ fn who_revoked_a_session_is_kept_while_it_is_revoked() {
     index.delete_session("s", now);
     assert!(index.revoked_by("s").is_none());
 }
+
+#[test]
+fn every_stream_sends_the_same_rendered_delta_and_snapshot() {
+    let now = 1_800_000_000;
+    let shared = SharedIndex::new(Index::new("i".into(), 100), crate::metrics::Metrics::new());
+    shared.update(|index| index.apply_session(&session("a", false, now), now));
+    let before = shared.lock().version();
+    shared.update(|index| index.apply_session(&session("a", true, now), now));
+
+    // Two gateways catching up from the same version get the very same buffer: the delta was
+    // serialized once, when it was made, not once per gateway.
+    let first = shared.catch_up(Some(before));
+    let second = shared.catch_up(Some(before));
+    assert!(!first.snapshot);
+    assert_eq!(first.version, before + 1);
+    let [one] = first.lines.as_slice() else {
+        panic!("one delta, got {}", first.lines.len());
+    };
+    let [two] = second.lines.as_slice() else {
+        panic!("one delta, got {}", second.lines.len());
+    };
+    assert_eq!(one.bytes.as_ptr(), two.bytes.as_ptr());
+    match serde_json::from_slice(&one.bytes).expect("a frame") {
+        Frame::Session { session, .. } => assert!(session.ended, "{session:?}"),
+        other => panic!("expected the revocation, got {other:?}"),
+    }
+
+    // Snapshots too, while the version stays; a change renders a new one.
+    let a = shared.catch_up(None);
+    let b = shared.catch_up(Some(before + 5));
+    assert!(
+        a.snapshot && b.snapshot,
+        "no version of ours, or a future one"
+    );
+    assert_eq!(a.lines[0].bytes.as_ptr(), b.lines[0].bytes.as_ptr());
+    shared.update(|index| index.apply_session(&session("b", false, now), now));
+    let c = shared.catch_up(None);
+    assert_eq!(c.version, before + 2);
+    assert_ne!(a.lines[0].bytes, c.lines[0].bytes);
+    match serde_json::from_slice(&c.lines[0].bytes).expect("a frame") {
+        Frame::Snapshot { sessions, .. } => assert_eq!(sessions.len(), 2),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}

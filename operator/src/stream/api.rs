@@ -4,7 +4,7 @@ use super::{Gateways, Refusal};
 use crate::{
     auth::{AuthError, Authenticator},
     clock::now,
-    index::SharedIndex,
+    index::{SharedIndex, log::Line},
     metrics::Metrics,
 };
 use axum::{
@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use bytes::Bytes;
 use portcullis_protocol::{
     Ack, Frame,
     frame::{ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, STATE_PATH, render_line},
@@ -127,24 +128,18 @@ async fn stream(
 /// What a new stream starts with: the deltas after the version the gateway resumes from, if
 /// it resumes this replica's state and the log still holds them, else a snapshot; and the
 /// version that brings it to.
-fn first_frames(index: &SharedIndex, id: &str, resume: &Resume) -> (VecDeque<Frame>, u64) {
-    let index = index.lock();
-    let deltas = match (&resume.instance, resume.version) {
-        (Some(instance), Some(version)) if instance == index.instance() => {
-            index.deltas_since(version)
-        }
+fn first_frames(index: &SharedIndex, id: &str, resume: &Resume) -> (VecDeque<Line>, u64) {
+    let after = match (&resume.instance, resume.version) {
+        (Some(instance), Some(version)) if *instance == index.instance() => Some(version),
         _ => None,
     };
-    match deltas {
-        Some(deltas) => {
-            info!(gateway = %id, from = ?resume.version, deltas = deltas.len(), "gateway resumed");
-            (VecDeque::from(deltas), index.version())
-        }
-        None => {
-            info!(gateway = %id, version = index.version(), "gateway connected; sending a snapshot");
-            (VecDeque::from([index.snapshot()]), index.version())
-        }
+    let catch_up = index.catch_up(after);
+    if catch_up.snapshot {
+        info!(gateway = %id, version = catch_up.version, "gateway connected; sending a snapshot");
+    } else {
+        info!(gateway = %id, from = ?resume.version, deltas = catch_up.lines.len(), "gateway resumed");
     }
+    (VecDeque::from(catch_up.lines), catch_up.version)
 }
 
 /// One gateway's stream: what is queued, what was sent.
@@ -152,31 +147,29 @@ struct Stream {
     state: StreamState,
     id: String,
     changed: watch::Receiver<u64>,
-    queue: VecDeque<Frame>,
+    queue: VecDeque<Line>,
     sent: u64,
     ticker: tokio::time::Interval,
 }
 
 impl Stream {
-    async fn next(&mut self) -> Option<Vec<u8>> {
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(frame) = self.queue.pop_front() {
-                self.state.metrics.frame_sent(frame.kind());
-                return Some(render_line(&frame));
+            if let Some(line) = self.queue.pop_front() {
+                self.state.metrics.frame_sent(line.kind);
+                return Some(line.bytes);
             }
             tokio::select! {
                 changed = self.changed.changed() => {
                     changed.ok()?;
-                    let index = self.state.index.lock();
-                    match index.deltas_since(self.sent) {
-                        Some(deltas) => self.queue.extend(deltas),
-                        // Fell behind the retained log: start over with a snapshot.
-                        None => self.queue.push_back(index.snapshot()),
-                    }
-                    self.sent = index.version();
+                    // Fell behind the retained log: the catch-up is a snapshot.
+                    let catch_up = self.state.index.catch_up(Some(self.sent));
+                    self.queue.extend(catch_up.lines);
+                    self.sent = catch_up.version;
                 }
                 _ = self.ticker.tick() => {
-                    return Some(render_line(&Frame::Heartbeat { version: self.sent, sent_at: now() }));
+                    let heartbeat = Frame::Heartbeat { version: self.sent, sent_at: now() };
+                    return Some(Bytes::from(render_line(&heartbeat)));
                 }
                 () = self.state.shutdown.wait() => return None,
             }

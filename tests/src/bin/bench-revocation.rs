@@ -29,6 +29,7 @@ use portcullis_tests::{
     cluster::install_crds,
     fleet::{Fleet, FleetOptions, Probe, Verdict, rss_bytes},
     stack::Stack,
+    stream_clients::StreamClients,
 };
 use std::{
     path::PathBuf,
@@ -58,6 +59,18 @@ struct Cli {
     /// Pause between two requests of one gateway's poller (0: back to back).
     #[arg(long, default_value = "1ms", value_parser = humantime_ms)]
     poll_pause: Duration,
+    /// How a gateway's refusal is timed. `applied`: each gateway's own clock of the moment it
+    /// applied the stream version carrying the revocation (its
+    /// `portcullis_gateway_operator_stream_advanced_timestamp_seconds`), read after the fact,
+    /// then one request per gateway confirms it refuses; `poll`: the moment a poller first got
+    /// a 401 (with many gateways on two CPUs the pollers themselves load the machine).
+    #[arg(long, default_value = "applied", value_parser = ["applied", "poll"])]
+    measure: String,
+    /// Sizes of a simulated fleet of stream clients (`portcullis_tests::stream_clients`):
+    /// after the gateways, the time from the patch's answer until every client has the
+    /// revocation, with all but two gateways stopped (empty: skip).
+    #[arg(long, value_delimiter = ',')]
+    stream_clients: Vec<usize>,
     /// Pause after each revocation before the next one.
     #[arg(long, default_value = "100ms", value_parser = humantime_ms)]
     settle: Duration,
@@ -185,6 +198,9 @@ async fn measure(cli: &Cli, fleet: &mut Fleet) -> Result<()> {
             samples
         );
     }
+    if !cli.stream_clients.is_empty() {
+        simulated::fleets(cli, fleet).await?;
+    }
     if cli.memory_sessions > 0 {
         memory(cli, fleet).await?;
     }
@@ -223,6 +239,12 @@ async fn propagation(cli: &Cli, fleet: &Fleet, tag: &str) -> Result<Propagation>
             .await
             .context("waiting until every gateway accepts the new sessions")?;
     }
+    let mut witness = match cli.measure.as_str() {
+        "applied" => Some(
+            StreamClients::connect(&fleet.stream_access(), &format!("witness-{tag}"), 1, 1).await?,
+        ),
+        _ => None,
+    };
     let mut samples = Vec::with_capacity(sids.len());
     let mut patch_round_trips = Vec::with_capacity(sids.len());
     let mut from_sent = Vec::with_capacity(sids.len());
@@ -239,25 +261,48 @@ async fn propagation(cli: &Cli, fleet: &Fleet, tag: &str) -> Result<Propagation>
         })
         .await?;
         let sent = Instant::now();
+        let sent_wall = unix_now();
         fleet.revoke(sid).await?;
         let accepted = Instant::now();
-        let pause = cli.poll_pause;
-        let refused_at = stream::iter(probes.iter().cloned())
-            .map(|p| {
+        let accepted_wall = unix_now();
+        if let Some(witness) = witness.as_mut() {
+            // Each gateway's own time of applying the version that carries the revocation.
+            let version = witness.until_ended(sid, Duration::from_secs(30)).await?[0].version;
+            let applied = applied::every(fleet, version).await?;
+            let last = applied.iter().copied().fold(f64::MIN, f64::max);
+            samples.push(((last - accepted_wall) * 1000.0).max(0.0));
+            from_sent.push(((last - sent_wall) * 1000.0).max(0.0));
+            // And each of them refuses the token now.
+            every(&probes, |p| {
                 let token = token.clone();
                 async move {
-                    p.until(&token, Verdict::Refused, pause, Duration::from_secs(30))
-                        .await?;
-                    Ok::<_, anyhow::Error>(Instant::now())
+                    ensure!(
+                        p.ask(&token).await? == Verdict::Refused,
+                        "applied the revocation but accepts the token"
+                    );
+                    Ok(())
                 }
             })
-            .buffer_unordered(probes.len())
-            .try_collect::<Vec<_>>()
-            .await
-            .with_context(|| format!("waiting until every gateway refuses {sid}"))?;
-        let last = refused_at.into_iter().max().context("no gateways")?;
-        samples.push(ms(last.saturating_duration_since(accepted)));
-        from_sent.push(ms(last - sent));
+            .await?;
+        } else {
+            let pause = cli.poll_pause;
+            let refused_at = stream::iter(probes.iter().cloned())
+                .map(|p| {
+                    let token = token.clone();
+                    async move {
+                        p.until(&token, Verdict::Refused, pause, Duration::from_secs(30))
+                            .await?;
+                        Ok::<_, anyhow::Error>(Instant::now())
+                    }
+                })
+                .buffer_unordered(probes.len())
+                .try_collect::<Vec<_>>()
+                .await
+                .with_context(|| format!("waiting until every gateway refuses {sid}"))?;
+            let last = refused_at.into_iter().max().context("no gateways")?;
+            samples.push(ms(last.saturating_duration_since(accepted)));
+            from_sent.push(ms(last - sent));
+        }
         patch_round_trips.push(ms(accepted - sent));
         tokio::time::sleep(cli.settle).await;
     }
@@ -404,10 +449,112 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Seconds since the Unix epoch, the clock the gateways' timestamps use.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// When each gateway applied a stream version, from its own metrics.
+mod applied {
+    use super::*;
+
+    /// The time (Unix seconds) each gateway of `fleet` applied `version` or a later one
+    /// (nothing else changes during a run, so it is that version's), asking each every 5 ms
+    /// until it has.
+    pub async fn every(fleet: &Fleet, version: u64) -> Result<Vec<f64>> {
+        let client = reqwest::Client::new();
+        let urls: Vec<String> = fleet
+            .gateways
+            .iter()
+            .map(|g| format!("http://{}/metrics", g.ops_addr))
+            .collect();
+        stream::iter(urls)
+            .map(|url| {
+                let client = client.clone();
+                async move { at(&client, &url, version).await }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    async fn at(client: &reqwest::Client, url: &str, version: u64) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = client.get(url).send().await?.text().await?;
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            let now = value("portcullis_gateway_operator_stream_version").unwrap_or(0.0);
+            if now >= version as f64 {
+                return value("portcullis_gateway_operator_stream_advanced_timestamp_seconds")
+                    .with_context(|| format!("{url}: no advance timestamp"));
+            }
+            if Instant::now() > deadline {
+                bail!("{url}: still at version {now}, not {version}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The operator's fan-out to a simulated fleet of stream clients.
+mod simulated {
+    use super::*;
+
+    pub async fn fleets(cli: &Cli, fleet: &mut Fleet) -> Result<()> {
+        while fleet.gateways.len() > 2 {
+            if let Some(mut g) = fleet.gateways.pop() {
+                g.stop().await?;
+            }
+        }
+        println!();
+        println!(
+            "| stream clients | real gateways | revocations | p50 (ms) | p99 (ms) | max (ms) | min (ms) | operator VmRSS (MiB) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for &n in &cli.stream_clients {
+            let mut clients =
+                StreamClients::connect(&fleet.stream_access(), &format!("sim{n}"), n, 64).await?;
+            let sids: Vec<String> = (0..cli.revocations)
+                .map(|i| format!("sim{n}-{i}"))
+                .collect();
+            create_sessions(fleet, &sids, cli.concurrency).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut samples = Vec::with_capacity(sids.len());
+            for sid in &sids {
+                fleet.revoke(sid).await?;
+                let accepted = Instant::now();
+                let receipts = clients.until_ended(sid, Duration::from_secs(30)).await?;
+                let last = receipts.iter().map(|r| r.at).max().context("no clients")?;
+                samples.push(ms(last.saturating_duration_since(accepted)));
+                tokio::time::sleep(cli.settle).await;
+            }
+            samples.sort_by(f64::total_cmp);
+            println!(
+                "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                fleet.gateways.len(),
+                samples.len(),
+                percentile(&samples, 50.0),
+                percentile(&samples, 99.0),
+                samples.last().copied().unwrap_or_default(),
+                samples.first().copied().unwrap_or_default(),
+                mib(fleet.operator.pid().map_or(Ok(0), rss_bytes)?),
+            );
+            eprintln!("{n} stream clients: samples (ms): {samples:?}");
+        }
+        Ok(())
+    }
 }
