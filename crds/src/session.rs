@@ -194,11 +194,13 @@ pub struct RefreshStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub sealed_token: Option<String>,
-    /// Gateway currently redeeming the refresh token.
+    /// Gateway currently redeeming the refresh token, or (after a confirmation) the one that
+    /// redeems it next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub holder: Option<String>,
-    /// Until when `holder` owns the refresh; another gateway may take over after it.
+    /// Until when `holder` owns the refresh (after a confirmation: the next one plus one
+    /// claim); another gateway may take over after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<Time>,
     /// Last time the identity provider confirmed the session.

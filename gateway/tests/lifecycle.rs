@@ -302,9 +302,13 @@ async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Resu
             now.failing_since.is_none() && now.last_error.is_none(),
             "{now:?}"
         );
+        // The confirmation reserved the next round for this gateway: one claim past the
+        // next due time.
+        let reserved = now.lease_until.as_ref().map(|t| t.0);
+        let confirmed_at = now.last_refreshed_at.as_ref().map(|t| t.0);
         ensure!(
-            now.holder.is_none() && now.lease_until.is_none(),
-            "lease kept: {now:?}"
+            now.holder.is_some() && reserved > confirmed_at,
+            "no reservation for the next round: {now:?}"
         );
         let token = now.sealed_token.clone().context("token dropped")?;
         let sid = session.metadata.name.clone().context("name")?;
@@ -324,6 +328,33 @@ async fn active_sessions_are_confirmed_and_rotated_tokens_kept(run: Run) -> Resu
     .await?;
     ensure!(confirmed >= 2.0, "confirmations counted: {confirmed}");
     Ok(())
+}
+
+/// Counts the modifications of the namespace's sessions from now on (a watch, in the
+/// background, for the rest of the test).
+async fn count_writes(
+    api: Api<AccessSession>,
+) -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use futures::StreamExt as _;
+    let list = api.list_metadata(&Default::default()).await?;
+    let from = list
+        .metadata
+        .resource_version
+        .context("no resourceVersion")?;
+    let mut events = api
+        .watch(&kube::api::WatchParams::default(), &from)
+        .await?
+        .boxed();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = events.next().await {
+            if let kube::api::WatchEvent::Modified(_) = event {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    Ok(count)
 }
 
 /// The value of one sample on the gateway's `/metrics` (0 when absent).
@@ -593,6 +624,11 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
         let start_at = refresh(&run.records.only().await?)
             .last_refreshed_at
             .context("no lastRefreshedAt")?;
+        // Every write to the session from here on, as the API server reports it.
+        let Records::Cluster(api) = &run.records else {
+            anyhow::bail!("a cluster run");
+        };
+        let writes = count_writes((**api).clone()).await?;
         // Both replicas see the session active all along; each is due at the same moments.
         let mut confirmations = std::collections::BTreeSet::new();
         let deadline = Instant::now() + Duration::from_secs(14);
@@ -631,6 +667,15 @@ async fn two_gateways_confirm_a_session_once_per_interval_without_racing() -> Re
         ensure!(
             counted >= later as f64 && counted <= later as f64 + 1.0,
             "{counted} confirmations counted by the replicas for {later} seen (+1 at login)"
+        );
+        // One API-server write per confirmation: the outcome's write reserves the next round
+        // for the same replica, so only a round without a reservation (the first after the
+        // login, one claim at most more) writes a claim first. Two writes per confirmation
+        // would be `2 * later`.
+        let written = writes.load(std::sync::atomic::Ordering::SeqCst);
+        ensure!(
+            written <= later + 2,
+            "{written} writes to the session for {later} confirmations"
         );
         Ok(())
     })

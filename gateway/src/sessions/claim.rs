@@ -6,6 +6,14 @@
 //! names: the claim runs until `leaseUntil`) conditioned on the resourceVersion just read: of two
 //! gateways racing, exactly one write succeeds. It is not the operator's leader-election `Lease`
 //! object, which has nothing to do with sessions.
+//!
+//! One write per confirmation: the write of a confirmed outcome also claims the next round for
+//! the same gateway (`leaseUntil` one interval plus one claim ahead), so while that gateway
+//! keeps serving the session it redeems the token at the next due time without writing a claim
+//! first, and the others see the session as not due. Two writes per confirmation (a claim, then
+//! the outcome) made the API server's write load twice the confirmation rate; see
+//! `docs/scale.md`. If the holder stops serving the session or dies, another gateway claims it
+//! once the reservation runs out: one claim's length after the due time.
 
 use super::{
     record::{BACKOFF, RecordError, SessionRecorder, retry, truncate},
@@ -21,6 +29,9 @@ use tracing::warn;
 pub struct HeldClaim {
     pub until: u64,
     resource_version: Option<String>,
+    /// How far past a confirmation the holder reserves the next round: the interval plus
+    /// one claim.
+    reserve: Duration,
 }
 
 /// A refresh claim this gateway holds, with what redeeming the session's token needs.
@@ -106,10 +117,30 @@ impl SessionRecorder {
             return Ok(RefreshClaim::Ended);
         };
         let now = crate::clock::now();
-        let (refresh, sealed_token) = match claimable(&session, interval, now) {
+        let (refresh, sealed_token) = match claimable(&session, holder, interval, now) {
             ControlFlow::Continue(claimable) => claimable,
             ControlFlow::Break(answer) => return Ok(answer),
         };
+        let reserve = interval + claim_for;
+        let claimed = |held: HeldClaim| {
+            RefreshClaim::Acquired(Claimed {
+                held,
+                sealed_token,
+                subject: session.spec.subject.clone(),
+                identity_provider: session.spec.identity_provider.clone(),
+                email: session.spec.email.clone(),
+                groups: session.spec.groups.clone(),
+                failing_since: refresh.failing_since.as_ref().map(unix),
+            })
+        };
+        if let Some(until) = reserved_for(&refresh, holder, claim_for, now) {
+            // This gateway's own reservation from its last confirmation: no write needed.
+            return Ok(claimed(HeldClaim {
+                until,
+                resource_version: session.metadata.resource_version.clone(),
+                reserve,
+            }));
+        }
         let until = crate::clock::now() + claim_for.as_secs();
         let claim = RefreshStatus {
             holder: Some(holder.to_owned()),
@@ -119,17 +150,10 @@ impl SessionRecorder {
         let patch = SessionPatch::refresh(claim, Clear::default())
             .if_version(session.metadata.resource_version.clone());
         match self.store.patch(sid, &patch).await {
-            Ok(resource_version) => Ok(RefreshClaim::Acquired(Claimed {
-                held: HeldClaim {
-                    until,
-                    resource_version,
-                },
-                sealed_token,
-                subject: session.spec.subject,
-                identity_provider: session.spec.identity_provider,
-                email: session.spec.email,
-                groups: session.spec.groups,
-                failing_since: refresh.failing_since.as_ref().map(unix),
+            Ok(resource_version) => Ok(claimed(HeldClaim {
+                until,
+                resource_version,
+                reserve,
             })),
             // Someone else wrote first (another gateway's claim, a revocation): look again soon.
             Err(StoreError::Conflict) => Ok(RefreshClaim::NotDue { at: now + 1 }),
@@ -153,7 +177,12 @@ impl SessionRecorder {
         held: &HeldClaim,
         outcome: &RefreshOutcome,
     ) -> Result<(), FinishError> {
-        let refresh = outcome_patch(outcome, crate::clock::now());
+        let now = crate::clock::now();
+        let next = Reservation {
+            holder,
+            until: now + held.reserve.as_secs(),
+        };
+        let refresh = outcome_patch(outcome, now, &next);
         if let RefreshOutcome::Rejected { reason } = outcome {
             self.revoke(
                 sid,
@@ -232,6 +261,7 @@ impl SessionRecorder {
 /// answer to give instead.
 fn claimable(
     session: &AccessSession,
+    holder: &str,
     interval: Duration,
     now: u64,
 ) -> ControlFlow<RefreshClaim, (RefreshStatus, String)> {
@@ -253,13 +283,38 @@ fn claimable(
         .last_refreshed_at
         .as_ref()
         .map_or(0, |t| unix(t) + interval.as_secs());
-    let claimed = refresh.lease_until.as_ref().map_or(0, unix);
+    // This gateway's own claim or reservation does not keep it waiting.
+    let ours = refresh.holder.as_deref() == Some(holder);
+    let claimed = match refresh.lease_until.as_ref().map(unix) {
+        Some(until) if !ours => until,
+        _ => 0,
+    };
     if due > now || claimed > now {
         return ControlFlow::Break(RefreshClaim::NotDue {
             at: due.max(claimed),
         });
     }
     ControlFlow::Continue((refresh, sealed_token))
+}
+
+/// The end of `holder`'s reservation of the session, when it holds one with at least half a
+/// claim left at `now`: it may redeem the token without writing a claim. One that runs out
+/// sooner is taken again by a write, since the provider call and the write-back need the time.
+fn reserved_for(
+    refresh: &RefreshStatus,
+    holder: &str,
+    claim_for: Duration,
+    now: u64,
+) -> Option<u64> {
+    let until = refresh.lease_until.as_ref().map(unix)?;
+    (refresh.holder.as_deref() == Some(holder) && until >= now + claim_for.as_secs() / 2)
+        .then_some(until)
+}
+
+/// The next round, claimed by the write of a confirmed outcome.
+struct Reservation<'a> {
+    holder: &'a str,
+    until: u64,
 }
 
 /// The write of the identity the provider states now.
@@ -281,21 +336,24 @@ fn holds(session: &AccessSession, holder: &str, held: &HeldClaim) -> bool {
     claim == Some((Some(holder.to_owned()), Some(held.until)))
 }
 
-/// The write of `status.refresh` that records `outcome` at `now`. Every outcome gives the claim
-/// back (`holder` removed), and all but a failure, which keeps `leaseUntil` as the time of its
+/// The write of `status.refresh` that records `outcome` at `now`. A confirmation claims the
+/// next round for the same gateway (`next`); every other outcome gives the claim back
+/// (`holder` removed), and all but a failure, which keeps `leaseUntil` as the time of its
 /// retry, remove its end too.
-fn outcome_patch(outcome: &RefreshOutcome, now: u64) -> SessionPatch {
+fn outcome_patch(outcome: &RefreshOutcome, now: u64, next: &Reservation<'_>) -> SessionPatch {
     let (set, clear) = match outcome {
         RefreshOutcome::Confirmed { sealed_token, .. } => (
             RefreshStatus {
                 last_refreshed_at: Some(time(now)),
                 sealed_token: sealed_token.clone(),
+                holder: Some(next.holder.to_owned()),
+                lease_until: Some(time(next.until)),
                 ..RefreshStatus::default()
             },
             Clear {
                 failing_since: true,
                 last_error: true,
-                ..Clear::CLAIM
+                ..Clear::default()
             },
         ),
         RefreshOutcome::Rejected { reason } => (

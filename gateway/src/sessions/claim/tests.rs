@@ -14,7 +14,11 @@ fn rfc3339(secs: u64) -> String {
 }
 
 fn sent(outcome: &RefreshOutcome) -> serde_json::Value {
-    outcome_patch(outcome, NOW)
+    let next = Reservation {
+        holder: "gateway-0",
+        until: NOW + 390,
+    };
+    outcome_patch(outcome, NOW, &next)
         .if_version(Some("7".to_owned()))
         .body()
 }
@@ -33,8 +37,8 @@ fn outcomes_are_written_as_the_same_merge_patches() {
                 "lastRefreshedAt": rfc3339(NOW),
                 "failingSince": null,
                 "lastError": null,
-                "holder": null,
-                "leaseUntil": null,
+                "holder": "gateway-0",
+                "leaseUntil": rfc3339(NOW + 390),
                 "sealedToken": "v1.k.new",
             } }
         })
@@ -49,8 +53,8 @@ fn outcomes_are_written_as_the_same_merge_patches() {
             "lastRefreshedAt": rfc3339(NOW),
             "failingSince": null,
             "lastError": null,
-            "holder": null,
-            "leaseUntil": null,
+            "holder": "gateway-0",
+            "leaseUntil": rfc3339(NOW + 390),
         })
     );
     let rejected = RefreshOutcome::Rejected {
@@ -134,6 +138,7 @@ fn a_claim_is_held_by_its_holder_until_its_end() {
     let held = HeldClaim {
         until: NOW + 90,
         resource_version: None,
+        reserve: Duration::from_secs(390),
     };
     assert!(!holds(&session, "g1", &held));
     session.status = Some(portcullis_crds::session::AccessSessionStatus {
@@ -160,4 +165,65 @@ fn a_new_identity_is_the_same_merge_patch() {
         identity_patch(&None, &[]).body(),
         json!({ "spec": { "email": null, "groups": [] } })
     );
+}
+
+/// A session last confirmed at `confirmed`, its claim `(holder, until)`.
+fn claimed_session(confirmed: u64, claim: Option<(&str, u64)>) -> AccessSession {
+    let mut session = portcullis_tests::fixtures::session("s1", false, NOW);
+    session.spec.expires_at = time(NOW + 86_400);
+    session.status = Some(portcullis_crds::session::AccessSessionStatus {
+        refresh: Some(RefreshStatus {
+            sealed_token: Some("v1.k.sealed".to_owned()),
+            last_refreshed_at: Some(time(confirmed)),
+            holder: claim.map(|(h, _)| h.to_owned()),
+            lease_until: claim.map(|(_, u)| time(u)),
+            ..RefreshStatus::default()
+        }),
+        ..Default::default()
+    });
+    session
+}
+
+#[test]
+fn the_gateway_that_confirmed_a_session_redeems_it_next_without_a_claim_write() {
+    let interval = Duration::from_secs(300);
+    let claim = Duration::from_secs(90);
+    let confirmed = NOW - 300;
+    // The confirmation at `confirmed` reserved the next round for g1.
+    let session = claimed_session(confirmed, Some(("g1", confirmed + 390)));
+    let refresh = |s: &AccessSession| s.status.clone().and_then(|s| s.refresh).expect("refresh");
+
+    // Due now: g1 goes ahead on its reservation, with the 90 s a claim gives...
+    assert!(claimable(&session, "g1", interval, NOW).is_continue());
+    assert_eq!(
+        reserved_for(&refresh(&session), "g1", claim, NOW),
+        Some(NOW + 90)
+    );
+    // ...while every other gateway waits until the reservation has run out.
+    match claimable(&session, "g2", interval, NOW) {
+        ControlFlow::Break(RefreshClaim::NotDue { at }) => assert_eq!(at, NOW + 90),
+        other => panic!("g2 should wait, got {other:?}"),
+    }
+    // Not due yet: g1 waits for the interval, not for its own reservation.
+    match claimable(&session, "g1", interval, NOW - 100) {
+        ControlFlow::Break(RefreshClaim::NotDue { at }) => assert_eq!(at, NOW),
+        other => panic!("g1 is not due, got {other:?}"),
+    }
+    // Late, with less than half a claim left: g1 writes a claim again rather than race the end.
+    assert!(claimable(&session, "g1", interval, NOW + 50).is_continue());
+    assert_eq!(
+        reserved_for(&refresh(&session), "g1", claim, NOW + 50),
+        None
+    );
+    // Once the reservation has run out anyone may claim it (with a write).
+    assert!(claimable(&session, "g2", interval, NOW + 91).is_continue());
+    assert_eq!(
+        reserved_for(&refresh(&session), "g2", claim, NOW + 91),
+        None
+    );
+
+    // A session without a reservation (a failure gave the claim back) is claimed by a write.
+    let unreserved = claimed_session(confirmed, None);
+    assert!(claimable(&unreserved, "g1", interval, NOW).is_continue());
+    assert_eq!(reserved_for(&refresh(&unreserved), "g1", claim, NOW), None);
 }
