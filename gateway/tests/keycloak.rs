@@ -74,6 +74,11 @@ spec:
 }
 
 async fn setup(name: &str) -> Result<Setup> {
+    setup_with(name, &[]).await
+}
+
+/// [`setup`] with `idp_options` added to the gateway's provider entry.
+async fn setup_with(name: &str, idp_options: &[(&str, serde_json::Value)]) -> Result<Setup> {
     portcullis_tests::install_crypto_provider();
     // Removed when the test ends, with Keycloak's temporary files.
     let guard = TempDir::new("keycloak", name)?;
@@ -97,6 +102,9 @@ async fn setup(name: &str) -> Result<Setup> {
     config
         .idp_options
         .insert("backchannelLogout".into(), true.into());
+    for (option, value) in idp_options {
+        config.idp_options.insert((*option).into(), value.clone());
+    }
     let files = GatewayFiles::write_with_provider(&config, &pki, keycloak.info.gateway_entry())?;
     let gateway = GatewayProcess::start(
         env!("CARGO_BIN_EXE_portcullis-gateway").as_ref(),
@@ -330,6 +338,49 @@ async fn keycloak_scenarios() -> Result<()> {
     backchannel::signing_out_at_keycloak_ends_the_session_at_once(&s, &endpoint)
         .await
         .with_context(|| s.logs())?;
+    Ok(())
+}
+
+/// `groupsFrom: userinfo` with Keycloak's group mapper writing to userinfo only (its own
+/// example ID token for carol has no `groups`, its example userinfo has them): carol is
+/// admitted by the group rule, her session records the group, and when she is taken out of it
+/// at Keycloak the next confirmation (a refresh, then userinfo again) refuses her.
+#[tokio::test]
+async fn keycloak_groups_from_userinfo() -> Result<()> {
+    let s = setup_with("userinfo", &[("groupsFrom", "userinfo".into())]).await?;
+    s.keycloak.groups_in_userinfo_only().await?;
+    groups_come_from_userinfo(&s)
+        .await
+        .with_context(|| s.logs())
+}
+
+async fn groups_come_from_userinfo(s: &Setup) -> Result<()> {
+    let id_token = s.keycloak.example_claims("id-token", "carol").await?;
+    ensure!(
+        id_token["sub"].is_string() && id_token.get("groups").is_none(),
+        "Keycloak's ID token still carries groups: {id_token}"
+    );
+    let userinfo = s.keycloak.example_claims("userinfo", "carol").await?;
+    ensure!(
+        userinfo["groups"] == serde_json::json!(["engineering"]),
+        "{userinfo}"
+    );
+
+    let browser = s.logged_in("carol").await?;
+    let record = s.record("carol@example.com")?;
+    ensure!(record.spec.groups == ["engineering"], "{:?}", record.spec);
+    s.keycloak.remove_from_group("carol", "engineering").await?;
+    let status = s.active_until_refused(&browser).await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "carol, out of engineering, got {status}"
+    );
+    let record = s.record("carol@example.com")?;
+    ensure!(
+        !record.spec.revoked && record.spec.groups.is_empty(),
+        "carol's session should be live with no groups: {:?}",
+        record.spec
+    );
     Ok(())
 }
 

@@ -200,6 +200,8 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         end_session_endpoint: (name == "corp")
             .then(|| url::Url::parse("https://sso.corp.test/logout?tenant=t1").expect("url")),
         backchannel_logout: false,
+        authorization_params: Default::default(),
+        groups_from: Default::default(),
     };
     let providers = Providers::new(
         vec![idp("dex", None), idp("corp", Some("Corporate <SSO>"))],

@@ -305,6 +305,18 @@ impl KeycloakServer {
     /// logout tokens (`backchannel.logout.session.required`): Keycloak then POSTs a
     /// `logout_token` there whenever one of the client's user sessions ends.
     pub async fn enable_backchannel_logout(&self, url: &str) -> Result<()> {
+        let (id, mut client) = self.client().await?;
+        client["attributes"]["backchannel.logout.url"] = json!(url);
+        client["attributes"]["backchannel.logout.session.required"] = json!("true");
+        client["attributes"]["backchannel.logout.revoke.offline.tokens"] = json!("false");
+        let path = format!("/clients/{id}");
+        self.admin(Method::PUT, &path, Some(client))
+            .await
+            .map(|_| ())
+    }
+
+    /// The gateway's client: Keycloak's id for it and its representation.
+    async fn client(&self) -> Result<(String, Value)> {
         let clients = self
             .admin(
                 Method::GET,
@@ -312,7 +324,7 @@ impl KeycloakServer {
                 None,
             )
             .await?;
-        let mut client = match clients.as_array().map(Vec::as_slice) {
+        let client = match clients.as_array().map(Vec::as_slice) {
             Some([client]) => client.clone(),
             _ => bail!(
                 "expected one client {}, found {clients}",
@@ -323,13 +335,44 @@ impl KeycloakServer {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("client without an id"))?;
-        client["attributes"]["backchannel.logout.url"] = json!(url);
-        client["attributes"]["backchannel.logout.session.required"] = json!("true");
-        client["attributes"]["backchannel.logout.revoke.offline.tokens"] = json!("false");
-        let path = format!("/clients/{id}");
-        self.admin(Method::PUT, &path, Some(client))
+        Ok((id, client))
+    }
+
+    /// Configures the client's group-membership mapper to put `groups` into userinfo answers
+    /// only, not into ID or access tokens: a provider whose ID tokens lack the groups (for the
+    /// gateway's `groupsFrom: userinfo`).
+    pub async fn groups_in_userinfo_only(&self) -> Result<()> {
+        let (id, _) = self.client().await?;
+        let path = format!("/clients/{id}/protocol-mappers/models");
+        let mappers = self.admin(Method::GET, &path, None).await?;
+        let mut mapper = mappers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == "groups")
+            .cloned()
+            .ok_or_else(|| anyhow!("no groups mapper in {mappers}"))?;
+        let mapper_id = mapper["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("a mapper without an id"))?;
+        mapper["config"]["id.token.claim"] = json!("false");
+        mapper["config"]["access.token.claim"] = json!("false");
+        mapper["config"]["userinfo.token.claim"] = json!("true");
+        self.admin(Method::PUT, &format!("{path}/{mapper_id}"), Some(mapper))
             .await
             .map(|_| ())
+    }
+
+    /// The claims Keycloak would put into `kind` (`id-token` or `userinfo`) for the user named
+    /// `name` now: the admin API's example, made with the client's real mappers.
+    pub async fn example_claims(&self, kind: &str, name: &str) -> Result<Value> {
+        let (id, _) = self.client().await?;
+        let user = self.user_id(name).await?;
+        let path = format!(
+            "/clients/{id}/evaluate-scopes/generate-example-{kind}?scope=openid&userId={user}"
+        );
+        self.admin(Method::GET, &path, None).await
     }
 
     /// Ends every login session of the user at Keycloak (the admin console's "Sign out"):

@@ -28,11 +28,18 @@ pub enum OidcError {
     /// The ID token verified, but what it says about the user cannot become a session.
     #[error("the identity provider's claims are unacceptable: {0}")]
     UnacceptableClaims(#[from] portcullis_core::identity::ClaimError),
+    /// The claims say the user's groups are somewhere else (Entra ID's groups overage): taking
+    /// them for "no groups" would be a guess.
+    #[error("the user's groups are not in the identity provider's answer: {0}")]
+    GroupsUnavailable(String),
+    /// `groupsFrom: userinfo` and the userinfo endpoint did not answer with this user's claims.
+    #[error("the identity provider's userinfo endpoint failed: {0}")]
+    Userinfo(String),
 }
 
 impl OidcError {
     /// Every value [`OidcError::category`] can take, so metrics can show each at zero.
-    pub const CATEGORIES: [&'static str; 8] = [
+    pub const CATEGORIES: [&'static str; 10] = [
         "unknown_provider",
         "discovery",
         "exchange",
@@ -41,6 +48,8 @@ impl OidcError {
         "invalid_id_token",
         "not_reauthenticated",
         "config",
+        "groups_unavailable",
+        "userinfo",
     ];
 
     /// A bounded label for metrics.
@@ -54,6 +63,8 @@ impl OidcError {
             Self::InvalidIdToken(_) => "invalid_id_token",
             Self::NotReauthenticated(_) => "not_reauthenticated",
             Self::Config(_) => "config",
+            Self::GroupsUnavailable(_) => "groups_unavailable",
+            Self::Userinfo(_) => "userinfo",
             Self::UnacceptableClaims(error) => error.category(),
         }
     }
@@ -77,6 +88,8 @@ mod tests {
             OidcError::InvalidIdToken(String::new()),
             OidcError::NotReauthenticated(String::new()),
             OidcError::Config(String::new()),
+            OidcError::GroupsUnavailable(String::new()),
+            OidcError::Userinfo(String::new()),
         ];
         let categories: Vec<&str> = all.iter().map(OidcError::category).collect();
         assert_eq!(categories, OidcError::CATEGORIES);

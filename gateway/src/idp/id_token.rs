@@ -81,25 +81,20 @@ impl Provider {
     }
 
     /// The user an ID token describes, its claim values checked before they can become a
-    /// session (see [`Identity::checked`]): `sub`, the verified email parsed strictly, the
-    /// groups, and the claims `forwardClaims` names.
-    pub(super) fn identity(&self, claims: &IdTokenClaims) -> Result<Identity, ClaimError> {
+    /// session (see [`Identity::checked`]): `sub`, the verified email parsed strictly,
+    /// `groups` (read by [`Provider::groups`], from the ID token or userinfo), and the claims
+    /// `forwardClaims` names.
+    pub(super) fn identity(
+        &self,
+        claims: &IdTokenClaims,
+        groups: Vec<String>,
+    ) -> Result<Identity, ClaimError> {
         Identity::checked(
             claims.subject().as_str().to_owned(),
             self.verified_email(claims),
-            Self::groups(claims),
+            groups,
             self.forwarded_claims(claims),
         )
-    }
-
-    /// The groups the ID token states (none when it states none): at login and at every
-    /// refresh alike.
-    pub(super) fn groups(claims: &IdTokenClaims) -> Vec<String> {
-        claims
-            .additional_claims()
-            .groups
-            .clone()
-            .unwrap_or_default()
     }
 }
 

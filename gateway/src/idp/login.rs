@@ -51,8 +51,9 @@ impl std::fmt::Debug for VerifiedLogin {
 }
 
 impl Provider {
-    /// Builds the authorization request. `force_login` asks the provider to authenticate the
-    /// user again (`prompt=login`, `max_age=0`) instead of reusing its own session.
+    /// Builds the authorization request, with the provider's `authorizationParams`.
+    /// `force_login` asks the provider to authenticate the user again (`login` added to the
+    /// configured `prompt` values, `max_age=0`) instead of reusing its own session.
     pub async fn authorize(&self, force_login: bool) -> Result<AuthorizationRequest, OidcError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -68,10 +69,20 @@ impl Provider {
                 request = request.add_scope(Scope::new(scope.clone()));
             }
         }
+        let params = &self.config.authorization_params;
+        for (name, value) in params.extra() {
+            request = request.add_extra_param(name.to_owned(), value.to_owned());
+        }
+        for prompt in params.prompt(force_login) {
+            request = request.add_prompt(match prompt {
+                "login" => CoreAuthPrompt::Login,
+                "consent" => CoreAuthPrompt::Consent,
+                "select_account" => CoreAuthPrompt::SelectAccount,
+                other => CoreAuthPrompt::Extension(other.to_owned()),
+            });
+        }
         if force_login {
-            request = request
-                .add_prompt(CoreAuthPrompt::Login)
-                .set_max_age(Duration::ZERO);
+            request = request.set_max_age(Duration::ZERO);
         }
         let (url, state, nonce) = request.url();
         Ok(AuthorizationRequest {
@@ -110,7 +121,10 @@ impl Provider {
             not_before,
             self.config.require_auth_time,
         )?;
-        let identity = self.identity(&claims)?;
+        let groups = self
+            .groups(&client, &claims, response.access_token())
+            .await?;
+        let identity = self.identity(&claims, groups)?;
         Ok(VerifiedLogin {
             subject: identity.subject,
             email: identity.email,

@@ -5,7 +5,9 @@
 //! `login` (authorization request and code exchange) and `refresh` (redeeming a refresh
 //! token), both checking ID tokens through `id_token`.
 
+mod discovery_check;
 mod error;
+mod groups;
 mod id_token;
 mod login;
 pub mod logout_token;
@@ -191,6 +193,11 @@ impl Provider {
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| discovery(error_chain(&e)))?;
+        discovery_check::check_auth_time(
+            &self.config.name,
+            self.config.require_auth_time,
+            metadata.claims_supported(),
+        )?;
         let jwks = Arc::new(metadata.jwks().clone());
         let client = openidconnect::Client::from_provider_metadata(
             metadata,

@@ -1,7 +1,7 @@
 //! Redeeming a refresh token: asks the provider whether the session still stands, and reads
 //! the identity it states now from the new ID token, if it sends one.
 
-use super::{Client, Provider, TokenResponse};
+use super::{Client, OidcError, Provider, TokenResponse};
 use openidconnect::{OAuth2TokenResponse as _, RefreshToken, TokenResponse as _};
 use portcullis_runtime::error_chain;
 use std::sync::Arc;
@@ -109,10 +109,18 @@ impl Provider {
         if claims.subject().as_str() != subject {
             return Err(RefreshError::Rejected("subject changed".into()));
         }
-        // Claims that could not start a session cannot go on with one either: the user logs
-        // in again and is told why.
+        // Claims that could not start a session cannot go on with one either (groups that are
+        // elsewhere included): the user logs in again and is told why. A userinfo endpoint
+        // that does not answer is transient, like the token endpoint.
+        let groups = self
+            .groups(client, &claims, response.access_token())
+            .await
+            .map_err(|e| match e {
+                OidcError::Userinfo(_) => RefreshError::Transient(e.to_string()),
+                other => RefreshError::Rejected(format!("refreshed claims: {other}")),
+            })?;
         let identity = self
-            .identity(&claims)
+            .identity(&claims, groups)
             .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
         Ok(Some(RefreshedIdentity {
             subject: subject.to_owned(),

@@ -40,6 +40,7 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
         .map(keys::read)
         .transpose()?;
     let providers = providers(&args, &settings, extra_ca.as_deref())?;
+    providers.check_discovery().await?;
     let (keys, signing_follower) = keys::signing(&args.keys, &settings.issuer())?;
     let mut followers = vec![signing_follower];
     followers.extend(providers.all().cloned().map(keys::client_secret));

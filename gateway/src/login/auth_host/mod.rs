@@ -182,7 +182,7 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
     gateway.metrics().idp_error(error.category());
     warn!(error = %error, "login failed");
     let (status, message) = match error {
-        OidcError::Discovery { .. } | OidcError::Exchange(_) => (
+        OidcError::Discovery { .. } | OidcError::Exchange(_) | OidcError::Userinfo(_) => (
             StatusCode::BAD_GATEWAY,
             "The identity provider could not be reached. Please try again.",
         ),
@@ -210,6 +210,12 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
                 ),
             );
         }
+        OidcError::GroupsUnavailable(_) => (
+            StatusCode::FORBIDDEN,
+            "The identity provider did not list your groups in its answer (you may be in more \
+             groups than it puts in a sign-in token), so access cannot be decided. Please \
+             contact your administrator.",
+        ),
         OidcError::UnknownProvider(_) | OidcError::Config(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in is misconfigured.",
