@@ -1,8 +1,8 @@
 //! Lightweight clients of the operator's state stream, for measuring the operator's fan-out
 //! without a gateway process per stream: each is one authenticated `GET /v1/state` on its own
 //! TLS connection that parses every NDJSON frame as a gateway does, acknowledges what it
-//! received (`POST /v1/ack`, as a gateway does after applying), and reports when a session
-//! reaches it as ended.
+//! received (`POST /v1/ack`, in the background and coalesced, as a gateway does after
+//! applying), and reports when a session reaches it as ended.
 //!
 //! A thousand of them cost the benchmark one process; a thousand real gateways would not fit
 //! on the machine. They stand for the operator's side of the path only: what a gateway does
@@ -16,7 +16,10 @@ use portcullis_protocol::{
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
 
 /// Where and how to reach the operator's stream.
 #[derive(Clone, Debug)]
@@ -127,6 +130,45 @@ impl StreamClients {
     }
 }
 
+impl StreamClients {
+    /// Waits until every client has received every session of `sids` as ended; when the last
+    /// one arrived. Fails after `limit`, or when a client's stream ended.
+    pub async fn until_all_ended(
+        &mut self,
+        sids: &std::collections::HashSet<String>,
+        limit: Duration,
+    ) -> Result<Instant> {
+        let deadline = Instant::now() + limit;
+        let mut seen = vec![std::collections::HashSet::new(); self.count];
+        let mut complete = 0;
+        let mut last = Instant::now();
+        while complete < self.count {
+            if let Some(ended) = self.tasks.try_join_next() {
+                bail!(
+                    "a stream client stopped: {:?}",
+                    ended.map_err(|e| e.to_string())
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let receipt = match tokio::time::timeout(left, self.receipts.recv()).await {
+                Ok(Some(receipt)) => receipt,
+                _ => bail!(
+                    "{complete} of {} clients saw all {} sessions end",
+                    self.count,
+                    sids.len()
+                ),
+            };
+            if sids.contains(&receipt.sid) && seen[receipt.client].insert(receipt.sid) {
+                last = last.max(receipt.at);
+                if seen[receipt.client].len() == sids.len() {
+                    complete += 1;
+                }
+            }
+        }
+        Ok(last)
+    }
+}
+
 /// One opened stream.
 struct Client {
     http: reqwest::Client,
@@ -171,6 +213,7 @@ impl Client {
     ) -> Result<()> {
         let mut buffer = Vec::new();
         let mut instance = None;
+        let acks = self.acker();
         while let Some(chunk) = self.response.chunk().await? {
             let at = Instant::now();
             buffer.extend_from_slice(&chunk);
@@ -198,34 +241,45 @@ impl Client {
                 }
             }
             if let (Some(instance), Some(version)) = (&instance, version) {
-                self.ack(instance, version).await?;
+                acks.send_replace(Some((instance.clone(), version)));
             }
         }
         bail!("{}: the operator ended the stream", self.id)
     }
 
-    async fn ack(&self, instance: &str, version: u64) -> Result<()> {
-        let ack = Ack {
-            instance: instance.to_owned(),
-            version,
-        };
-        let answer = self
-            .http
-            .post(&self.ack_url)
-            .bearer_auth(&self.token)
-            .header(GATEWAY_ID_HEADER, &self.id)
-            .json(&ack)
-            .send()
-            .await
-            .with_context(|| format!("{}: acknowledging", self.id))?;
-        if !answer.status().is_success() {
-            bail!(
-                "{}: the operator answered {} to an ack",
-                self.id,
-                answer.status()
-            );
-        }
-        Ok(())
+    /// Acknowledges in the background, coalescing to the latest version, as a gateway does
+    /// (`gateway/src/state/operator_stream/ack.rs`): reading the stream never waits for an ack.
+    fn acker(&self) -> watch::Sender<Option<(String, u64)>> {
+        let (latest, mut rx) = watch::channel::<Option<(String, u64)>>(None);
+        let (http, url, token, id) = (
+            self.http.clone(),
+            self.ack_url.clone(),
+            self.token.clone(),
+            self.id.clone(),
+        );
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some((instance, version)) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header(GATEWAY_ID_HEADER, &id)
+                    .json(&Ack { instance, version })
+                    .send()
+                    .await;
+                match sent {
+                    Ok(answer) if answer.status().is_success() => {}
+                    // Acks are not what is measured: a refused one is reported, not fatal.
+                    Ok(answer) => {
+                        eprintln!("{id}: the operator answered {} to an ack", answer.status())
+                    }
+                    Err(error) => eprintln!("{id}: acknowledging failed: {error}"),
+                }
+            }
+        });
+        latest
     }
 }
 

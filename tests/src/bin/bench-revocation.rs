@@ -71,6 +71,10 @@ struct Cli {
     /// revocation, with all but two gateways stopped (empty: skip).
     #[arg(long, value_delimiter = ',')]
     stream_clients: Vec<usize>,
+    /// Revocations sent at once (32 concurrent patches) to each simulated fleet after its
+    /// latency samples: how many frames per second the operator delivers (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    burst: usize,
     /// Pause after each revocation before the next one.
     #[arg(long, default_value = "100ms", value_parser = humantime_ms)]
     settle: Duration,
@@ -522,9 +526,9 @@ mod simulated {
         }
         println!();
         println!(
-            "| stream clients | real gateways | revocations | p50 (ms) | p99 (ms) | max (ms) | min (ms) | operator VmRSS (MiB) |"
+            "| stream clients | real gateways | revocations | p50 (ms) | p99 (ms) | max (ms) | min (ms) | burst: revocations | burst: API server took them in (ms) | burst: every client has all (ms) | of which after the last patch (ms) | frames delivered per s | operator VmRSS (MiB) |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &cli.stream_clients {
             let mut clients =
                 StreamClients::connect(&fleet.stream_access(), &format!("sim{n}"), n, 64).await?;
@@ -543,18 +547,64 @@ mod simulated {
                 tokio::time::sleep(cli.settle).await;
             }
             samples.sort_by(f64::total_cmp);
+            let burst_ms = burst(cli, fleet, &mut clients).await?;
             println!(
-                "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
                 fleet.gateways.len(),
                 samples.len(),
                 percentile(&samples, 50.0),
                 percentile(&samples, 99.0),
                 samples.last().copied().unwrap_or_default(),
                 samples.first().copied().unwrap_or_default(),
+                cli.burst,
+                burst_ms.patches,
+                burst_ms.total,
+                burst_ms.after_patches,
+                (cli.burst * n) as f64 / (burst_ms.total / 1000.0).max(1e-9),
                 mib(fleet.operator.pid().map_or(Ok(0), rss_bytes)?),
             );
             eprintln!("{n} stream clients: samples (ms): {samples:?}");
         }
         Ok(())
+    }
+
+    /// A burst's times, in milliseconds.
+    #[derive(Default)]
+    pub struct Burst {
+        /// From sending the first revocation until every client has every one of them.
+        total: f64,
+        /// From the API server's answer to the last patch until then.
+        after_patches: f64,
+        /// Until the API server had answered every patch.
+        patches: f64,
+    }
+
+    /// `--burst` concurrent revocations, timed until every client has every one of them.
+    async fn burst(cli: &Cli, fleet: &Fleet, clients: &mut StreamClients) -> Result<Burst> {
+        if cli.burst == 0 {
+            return Ok(Burst::default());
+        }
+        let tag = format!("burst{}", clients.len());
+        let sids: Vec<String> = (0..cli.burst).map(|i| format!("{tag}-{i}")).collect();
+        create_sessions(fleet, &sids, cli.concurrency).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let set = sids.iter().cloned().collect();
+        let started = Instant::now();
+        let wait = clients.until_all_ended(&set, Duration::from_secs(300));
+        let revoke = async {
+            stream::iter(&sids)
+                .map(|sid| fleet.revoke(sid))
+                .buffer_unordered(cli.concurrency.max(1))
+                .try_collect::<Vec<_>>()
+                .await?;
+            Ok::<_, anyhow::Error>(Instant::now())
+        };
+        let (last, patched) = tokio::join!(wait, revoke);
+        let (last, patched) = (last?, patched?);
+        Ok(Burst {
+            total: ms(last.saturating_duration_since(started)),
+            after_patches: ms(last.saturating_duration_since(patched)),
+            patches: ms(patched.saturating_duration_since(started)),
+        })
     }
 }
