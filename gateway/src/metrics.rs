@@ -11,9 +11,11 @@ use std::{
     time::Duration,
 };
 
+mod backchannel;
 mod keys;
 mod labels;
 
+pub use backchannel::{BackchannelResult, UNKNOWN_IDP};
 pub use keys::KeyKind;
 pub use labels::{CheckResult, Confirmation, Lapsed, Rejection, SessionWrite};
 use labels::{
@@ -119,6 +121,7 @@ pub struct Metrics {
     pending_revocations: Gauge,
     certificate_expiry: Gauge,
     keys: keys::KeyMetrics,
+    backchannel: backchannel::BackchannelMetrics,
 }
 
 impl Default for Metrics {
@@ -175,6 +178,7 @@ impl Metrics {
                 Gauge::default(),
             ),
             keys: keys::KeyMetrics::register(add.0),
+            backchannel: backchannel::BackchannelMetrics::register(add.0),
             registry: Arc::new(Mutex::new(registry)),
         }
     }
