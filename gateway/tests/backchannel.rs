@@ -143,6 +143,7 @@ async fn login(store: &Arc<LocalStore>, sid: &str, subject: &str, idp: &str, pro
             issued_at: start,
             expires_at: start + 3600,
             sealed_refresh_token: None,
+            sealed_id_token: None,
             attempt: sid,
             provider_session_id: Some(provider_sid),
         })

@@ -64,6 +64,7 @@ fn every_option() -> serde_json::Value {
         "refreshRejectionErrors": ["invalid_grant", "invalid_request"],
         "endSessionEndpoint": "https://idp.example.com/realms/corp/logout",
         "backchannelLogout": true,
+        "rpInitiatedLogout": false,
     })
 }
 
@@ -102,7 +103,7 @@ fn every_identity_provider_option_has_a_path_from_the_chart() -> Result<()> {
     ensure!(corp.issuer_aliases == ["idp.example.com/realms/corp"]);
     ensure!(corp.scopes == ["openid", "email"]);
     ensure!(corp.trust_unverified_email && !corp.require_auth_time);
-    ensure!(corp.backchannel_logout);
+    ensure!(corp.backchannel_logout && !corp.rp_initiated_logout);
     ensure!(corp.forward_claims == ["hd"]);
     ensure!(corp.jwks_refresh_cooldown == Duration::from_secs(45));
     ensure!(corp.refresh_interval == Duration::from_secs(420));

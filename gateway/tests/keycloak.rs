@@ -10,6 +10,9 @@
 //! Keycloak session. Keycloak rotates refresh tokens: each rotated one is stored, and a copy
 //! redeemed elsewhere first ends the session here at the next confirmation.
 //!
+//! Signing out at the auth host ends Keycloak's session too (RP-initiated logout with
+//! `id_token_hint`, `keycloak/rp_logout.rs`).
+//!
 //! With the client's back-channel logout URL set, a sign-out at Keycloak reaches the gateway
 //! as Keycloak's own `logout_token` call and ends the session before the next request
 //! (`keycloak/backchannel.rs`).
@@ -19,6 +22,8 @@
 
 #[path = "keycloak/backchannel.rs"]
 mod backchannel;
+#[path = "keycloak/rp_logout.rs"]
+mod rp_logout;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
@@ -318,6 +323,9 @@ async fn keycloak_scenarios() -> Result<()> {
         .await
         .with_context(|| s.logs())?;
     a_refresh_token_redeemed_elsewhere_ends_the_session(&s)
+        .await
+        .with_context(|| s.logs())?;
+    rp_logout::signing_out_at_the_gateway_ends_keycloaks_session_without_its_prompt(&s)
         .await
         .with_context(|| s.logs())?;
     // From here on Keycloak calls the gateway's back-channel logout endpoint (before, a

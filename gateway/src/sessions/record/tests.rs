@@ -26,6 +26,7 @@ fn a_login_is_an_access_session_with_its_labels() {
         issued_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt: "a1",
         provider_session_id: None,
     };
@@ -58,6 +59,7 @@ async fn a_second_login_under_the_same_id_is_a_collision_not_a_retry() {
         issued_at: start,
         expires_at: start + 3600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt,
         provider_session_id: None,
     };
@@ -84,6 +86,7 @@ fn a_back_channel_logout_names_sessions_by_provider_sid_else_by_subject() {
         issued_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt: "a1",
         provider_session_id: sid,
     };
