@@ -27,7 +27,7 @@ mod rp_logout;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
-use portcullis_gateway::sessions::seal::SessionKey;
+use portcullis_gateway::sessions::seal::{KeyRing, SessionKey};
 use portcullis_tests::{
     fsutil::TempDir,
     gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
@@ -183,6 +183,25 @@ impl Setup {
             Some(sealed) => Ok(Some(key.open(&sid, sealed)?)),
             None => Ok(None),
         }
+    }
+
+    /// The ID token kept in the newest session record of `email`: as stored (sealed), and
+    /// opened with the gateway's key.
+    fn id_token(&self, email: &str) -> Result<(String, String)> {
+        let key = SessionKey::from_file_content(&std::fs::read(&self.gateway.files.session_key)?)?;
+        let record = self.record(email)?;
+        let sid = record
+            .metadata
+            .name
+            .clone()
+            .context("a session without a name")?;
+        let sealed = record
+            .status
+            .and_then(|st| st.refresh)
+            .and_then(|r| r.sealed_id_token)
+            .context("the session record holds no sealed ID token")?;
+        let opened = KeyRing::new(key, vec![]).open_id_token(&sid, &sealed)?;
+        Ok((sealed, opened))
     }
 
     /// The newest session record of `email` in the gateway's store.

@@ -229,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn an_id_token_opens_only_as_the_id_token_of_its_session_and_a_huge_one_is_refused() {
+        let ring = KeyRing::new(key(7), vec![]);
+        let sealed = ring.seal_id_token("sid-a", "h.p.s").expect("seal");
+        assert_eq!(ring.open_id_token("sid-a", &sealed).expect("open"), "h.p.s");
+        assert!(matches!(ring.open("sid-a", &sealed), Err(SealError::Open)));
+        assert!(ring.open_id_token("sid-b", &sealed).is_err());
+        let refresh = ring.seal("sid-a", "refresh-secret").expect("seal");
+        assert!(ring.open_id_token("sid-a", &refresh).is_err());
+        // Base64 and the envelope make the sealed form longer than the token.
+        let huge = "x".repeat(MAX_SEALED_ID_TOKEN);
+        assert!(matches!(
+            ring.seal_id_token("sid-a", &huge),
+            Err(SealError::TooLong)
+        ));
+    }
+
+    #[test]
     fn round_trip_and_binding() {
         let k = key(7);
         let sealed = k.seal("sid-a", "refresh-secret").expect("seal");

@@ -15,13 +15,14 @@ pub async fn signing_out_at_the_gateway_ends_keycloaks_session_without_its_promp
     s: &Setup,
 ) -> Result<()> {
     let browser = s.logged_in("frank").await?;
-    let record = s.record("frank@example.com")?;
-    let kept = record
-        .status
-        .as_ref()
-        .and_then(|st| st.refresh.as_ref())
-        .and_then(|r| r.sealed_id_token.clone())
-        .context("the session record holds no sealed ID token")?;
+    let at_login = s.id_token("frank@example.com")?;
+    // Keycloak sends a new ID token with every refresh: the newest is the one kept.
+    s.confirmed_twice(&browser, "frank@example.com").await?;
+    let (kept, newest) = s.id_token("frank@example.com")?;
+    ensure!(
+        newest != at_login.1,
+        "the ID token of the login was kept after two confirmations"
+    );
 
     // The confirmation page's POST (same origin by `Origin`: reqwest sends no Fetch Metadata).
     let auth = s.gateway.origin(AUTH);
@@ -41,6 +42,7 @@ pub async fn signing_out_at_the_gateway_ends_keycloaks_session_without_its_promp
         kept.starts_with("v1.") && !kept.contains(&hint),
         "the ID token is not stored sealed: {kept}"
     );
+    ensure!(hint == newest, "the hint is not the newest ID token");
     let claims = portcullis_tests::dex::unverified_claims(&hint)?;
     ensure!(
         claims["aud"] == s.keycloak.info.client_id.as_str()
