@@ -103,9 +103,10 @@ impl SessionRecorder {
     }
 
     /// Creates the `AccessSession` of a login, retrying transient failures, then stores its
-    /// sealed refresh and ID tokens in its status. A session whose tokens cannot be stored is
-    /// revoked again and the login refused: a session the gateways could never confirm with
-    /// the identity provider is a half-made one.
+    /// sealed refresh and ID tokens in its status. A session whose refresh token cannot be
+    /// stored is revoked again and the login refused: a session the gateways could never
+    /// confirm with the identity provider is a half-made one. A session with only an ID token
+    /// to store stands without it (logout then sends no `id_token_hint`).
     pub async fn record(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
         self.create(session).await?;
         if session.sealed_refresh_token.is_none() && session.sealed_id_token.is_none() {
@@ -123,13 +124,19 @@ impl SessionRecorder {
         let patch = SessionPatch::refresh(refresh, Clear::default());
         let stored =
             retry(|| async { self.store.patch(session.sid, &patch).await.map(|_| ()) }).await;
-        if let Err(error) = stored {
-            let _ = self
-                .revoke(session.sid, "the login could not be completed")
-                .await;
-            return Err(error);
+        match stored {
+            Err(error) if session.sealed_refresh_token.is_none() => {
+                warn!(%error, sid = session.sid, "could not keep the session's ID token");
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self
+                    .revoke(session.sid, "the login could not be completed")
+                    .await;
+                Err(error)
+            }
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 
     /// The session object `sid` as the store has it now, if it exists (one read, no retry: the
