@@ -194,6 +194,13 @@ pub struct RefreshStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub sealed_token: Option<String>,
+    /// The newest ID token the identity provider issued for the session (at login, or at a
+    /// refresh), sealed like the refresh token but for a different purpose (a sealed refresh
+    /// token moved here does not open): sent back to the provider as `id_token_hint` at
+    /// RP-initiated logout, so it can end its own session without asking the user again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub sealed_id_token: Option<String>,
     /// Gateway currently redeeming the refresh token, or (after a confirmation) the one that
     /// redeems it next.
     #[serde(default, skip_serializing_if = "Option::is_none")]

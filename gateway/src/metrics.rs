@@ -11,10 +11,12 @@ use std::{
     time::Duration,
 };
 
+mod backchannel;
 mod keys;
 mod labels;
 mod state;
 
+pub use backchannel::{BackchannelResult, UNKNOWN_IDP};
 pub use keys::KeyKind;
 pub use labels::{CheckResult, Confirmation, Lapsed, Rejection, SessionWrite};
 use labels::{
@@ -100,6 +102,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     keys: keys::KeyMetrics,
     state: state::StateMetrics,
+    backchannel: backchannel::BackchannelMetrics,
 }
 
 impl Default for Metrics {
@@ -147,6 +150,7 @@ impl Metrics {
             ),
             keys: keys::KeyMetrics::register(add.0),
             state: state::StateMetrics::register(&mut add),
+            backchannel: backchannel::BackchannelMetrics::register(add.0),
             registry: Arc::new(Mutex::new(registry)),
         }
     }

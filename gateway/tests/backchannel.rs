@@ -117,13 +117,15 @@ async fn gateway(idp: &Idp, store: &Arc<LocalStore>) -> Gateway {
         refresher: None,
     };
     let proxy = Proxy::new(ProxyConfig::default()).expect("proxy");
+    let metrics = Metrics::new();
+    metrics.initialize_backchannel(&providers);
     Gateway::with_sessions(
         settings,
         rx,
         keys,
         providers,
         proxy,
-        Metrics::new(),
+        metrics,
         Some(sessions),
     )
 }
@@ -141,6 +143,7 @@ async fn login(store: &Arc<LocalStore>, sid: &str, subject: &str, idp: &str, pro
             issued_at: start,
             expires_at: start + 3600,
             sealed_refresh_token: None,
+            sealed_id_token: None,
             attempt: sid,
             provider_session_id: Some(provider_sid),
         })
@@ -188,6 +191,18 @@ async fn post(gateway: &Gateway, provider: &str, form: &str) -> (StatusCode, Val
         serde_json::from_slice(&body).unwrap_or(Value::Null),
         no_store,
     )
+}
+
+/// The value of `portcullis_gateway_backchannel_logouts_total{idp, result}`; `None` when the
+/// series does not exist.
+fn logouts(gateway: &Gateway, idp: &str, result: &str) -> Option<u64> {
+    let series = format!(
+        r#"portcullis_gateway_backchannel_logouts_total{{idp="{idp}",result="{result}"}} "#
+    );
+    let text = gateway.metrics().encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map(|value| value.trim().parse().expect("a counter"))
 }
 
 fn form(token: &str) -> String {
@@ -298,4 +313,57 @@ async fn invalid_logout_tokens_revoke_nothing_and_a_valid_one_revokes_what_it_na
         StatusCode::OK
     );
     assert_eq!(revoked(&store), ["s-kc1", "s-kc2"]);
+}
+
+#[tokio::test]
+async fn back_channel_logouts_are_counted_by_provider_and_result_without_user_data() {
+    let idp = Idp::start().await;
+    let store = LocalStore::open(None).expect("store");
+    let gateway = gateway(&idp, &store).await;
+    login(&store, "s-kc1", "alice", "corp", "kc-1").await;
+    // Every result of the provider exists at zero before the first request.
+    for result in ["accepted", "signature", "claims", "replayed", "lookup"] {
+        assert_eq!(logouts(&gateway, "corp", result), Some(0), "{result}");
+    }
+    let valid = idp.token(&header(), &idp.claims("j-1"));
+    let forger = Idp {
+        issuer: idp.issuer.clone(),
+        key: Ed25519KeyPair::generate().expect("key"),
+    };
+    let forged = forger.token(&header(), &idp.claims("j-forged"));
+    let mut late = idp.claims("j-late");
+    late["exp"] = json!(now() - 120);
+    let late = idp.token(&header(), &late);
+    let none = idp.token(&json!({ "alg": "none", "kid": "k1" }), &idp.claims("j-n"));
+    for (provider, body) in [
+        ("corp", form(&forged)),
+        ("corp", form(&late)),
+        ("corp", form(&none)),
+        ("corp", "logout_token=a&logout_token=b".to_owned()),
+        ("corp", form(&valid)),
+        ("corp", form(&valid)),
+        // No back-channel logout there, and a name nobody configured: counted as unknown.
+        ("quiet", form(&valid)),
+        ("sub-alice%40example.test", form(&valid)),
+    ] {
+        post(&gateway, provider, &body).await;
+    }
+    let counted = |idp: &str, result: &str| logouts(&gateway, idp, result);
+    assert_eq!(counted("corp", "signature"), Some(1));
+    assert_eq!(counted("corp", "claims"), Some(1));
+    assert_eq!(counted("corp", "header"), Some(1));
+    assert_eq!(counted("corp", "form"), Some(1));
+    assert_eq!(counted("corp", "accepted"), Some(1));
+    assert_eq!(counted("corp", "replayed"), Some(1));
+    assert_eq!(counted("unknown", "not_found"), Some(2));
+    let text = gateway.metrics().encode();
+    for private in ["quiet", "alice", "kc-1", "j-1", "s-kc1"] {
+        assert!(
+            !text
+                .lines()
+                .filter(|l| l.contains("backchannel"))
+                .any(|l| l.contains(private)),
+            "{private} in a label:\n{text}"
+        );
+    }
 }

@@ -66,6 +66,7 @@ fn every_option() -> serde_json::Value {
         "backchannelLogout": true,
         "authorizationParams": { "access_type": "offline", "prompt": "consent" },
         "groupsFrom": "userinfo",
+        "rpInitiatedLogout": false,
     })
 }
 
@@ -104,7 +105,7 @@ fn every_identity_provider_option_has_a_path_from_the_chart() -> Result<()> {
     ensure!(corp.issuer_aliases == ["idp.example.com/realms/corp"]);
     ensure!(corp.scopes == ["openid", "email"]);
     ensure!(corp.trust_unverified_email && !corp.require_auth_time);
-    ensure!(corp.backchannel_logout);
+    ensure!(corp.backchannel_logout && !corp.rp_initiated_logout);
     ensure!(corp.groups_from == GroupsSource::Userinfo);
     ensure!(corp.authorization_params.extra().collect::<Vec<_>>() == [("access_type", "offline")]);
     ensure!(corp.authorization_params.prompt(false) == ["consent"]);

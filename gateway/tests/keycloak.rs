@@ -10,6 +10,9 @@
 //! Keycloak session. Keycloak rotates refresh tokens: each rotated one is stored, and a copy
 //! redeemed elsewhere first ends the session here at the next confirmation.
 //!
+//! Signing out at the auth host ends Keycloak's session too (RP-initiated logout with
+//! `id_token_hint`, `keycloak/rp_logout.rs`).
+//!
 //! With the client's back-channel logout URL set, a sign-out at Keycloak reaches the gateway
 //! as Keycloak's own `logout_token` call and ends the session before the next request
 //! (`keycloak/backchannel.rs`).
@@ -19,10 +22,12 @@
 
 #[path = "keycloak/backchannel.rs"]
 mod backchannel;
+#[path = "keycloak/rp_logout.rs"]
+mod rp_logout;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use portcullis_crds::AccessSession;
-use portcullis_gateway::sessions::seal::SessionKey;
+use portcullis_gateway::sessions::seal::{KeyRing, SessionKey};
 use portcullis_tests::{
     fsutil::TempDir,
     gateway::{GatewayConfig, GatewayFiles, GatewayProcess},
@@ -188,6 +193,25 @@ impl Setup {
         }
     }
 
+    /// The ID token kept in the newest session record of `email`: as stored (sealed), and
+    /// opened with the gateway's key.
+    fn id_token(&self, email: &str) -> Result<(String, String)> {
+        let key = SessionKey::from_file_content(&std::fs::read(&self.gateway.files.session_key)?)?;
+        let record = self.record(email)?;
+        let sid = record
+            .metadata
+            .name
+            .clone()
+            .context("a session without a name")?;
+        let sealed = record
+            .status
+            .and_then(|st| st.refresh)
+            .and_then(|r| r.sealed_id_token)
+            .context("the session record holds no sealed ID token")?;
+        let opened = KeyRing::new(key, vec![]).open_id_token(&sid, &sealed)?;
+        Ok((sealed, opened))
+    }
+
     /// The newest session record of `email` in the gateway's store.
     fn record(&self, email: &str) -> Result<AccessSession> {
         let all: Vec<AccessSession> = serde_json::from_slice(&std::fs::read(&self.store)?)?;
@@ -326,6 +350,9 @@ async fn keycloak_scenarios() -> Result<()> {
         .await
         .with_context(|| s.logs())?;
     a_refresh_token_redeemed_elsewhere_ends_the_session(&s)
+        .await
+        .with_context(|| s.logs())?;
+    rp_logout::signing_out_at_the_gateway_ends_keycloaks_session_without_its_prompt(&s)
         .await
         .with_context(|| s.logs())?;
     // From here on Keycloak calls the gateway's back-channel logout endpoint (before, a

@@ -165,6 +165,7 @@ async fn harness_with_session(
             issued_at: start,
             expires_at: start + 3600,
             sealed_refresh_token,
+            sealed_id_token: None,
             attempt: "test",
             provider_session_id: None,
         })
@@ -199,6 +200,8 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         // Never contacted: the browser is sent there.
         end_session_endpoint: (name == "corp")
             .then(|| url::Url::parse("https://sso.corp.test/logout?tenant=t1").expect("url")),
+        // Off for dex: its issuer is never contacted, not even for discovery at logout.
+        rp_initiated_logout: name == "corp",
         backchannel_logout: false,
         authorization_params: Default::default(),
         groups_from: Default::default(),
@@ -1157,6 +1160,7 @@ async fn an_identity_changed_at_the_provider_applies_on_the_next_request() {
     // next request with the old token is judged as mallory.
     let confirm = |email: &str, groups: &[&str]| RefreshOutcome::Confirmed {
         sealed_token: None,
+        sealed_id_token: None,
         identity: Some((
             Some(email.to_owned()),
             groups.iter().map(|g| (*g).to_owned()).collect(),

@@ -461,6 +461,7 @@ async fn a_back_channel_logout_finds_its_sessions_at_the_api_server() -> Result<
                     issued_at: start,
                     expires_at: start + 3600,
                     sealed_refresh_token: None,
+                    sealed_id_token: None,
                     attempt: sid,
                     provider_session_id: Some(provider_sid),
                 };

@@ -57,8 +57,9 @@ pub struct KeycloakUser {
 
 /// The users of the realm: alice (engineering, admins) and bob (sales), as in Dex, and carol
 /// (engineering), whom tests take out of her group, dave (engineering), whose refresh token
-/// a test redeems behind the gateway's back, and erin (engineering), signed out by a
-/// back-channel logout.
+/// a test redeems behind the gateway's back, erin (engineering), signed out by a
+/// back-channel logout, and frank (engineering), who signs out at the gateway (RP-initiated
+/// logout).
 pub fn default_users() -> Vec<KeycloakUser> {
     let user = |name: &str, groups: Vec<String>| KeycloakUser {
         username: name.to_owned(),
@@ -73,6 +74,7 @@ pub fn default_users() -> Vec<KeycloakUser> {
     users.push(user("carol", vec!["engineering".to_owned()]));
     users.push(user("dave", vec!["engineering".to_owned()]));
     users.push(user("erin", vec!["engineering".to_owned()]));
+    users.push(user("frank", vec!["engineering".to_owned()]));
     users
 }
 
@@ -452,10 +454,17 @@ fn java_options(dir: &Path, loopback_names: &[&str]) -> Result<String> {
 /// The realm: refresh tokens rotated, groups, users with passwords and group memberships,
 /// and the gateway's
 /// confidential client (PKCE S256 required) with a mapper putting the user's group names
-/// (not paths) into the `groups` claim of ID tokens, access tokens and userinfo.
+/// (not paths) into the `groups` claim of ID tokens, access tokens and userinfo. For each
+/// gateway redirect URI (`…/.portcullis/callback`) the client accepts that gateway's
+/// `…/.portcullis/logged-out` as a post-logout redirect URI, exactly (RP-initiated logout).
 fn realm(info: &KeycloakInfo, secret: &str, redirect_uris: &[String]) -> Value {
     let mut uris = vec![dex::HARNESS_REDIRECT_URI.to_owned()];
     uris.extend(redirect_uris.iter().cloned());
+    let logged_out: Vec<String> = redirect_uris
+        .iter()
+        .filter_map(|uri| uri.strip_suffix("/.portcullis/callback"))
+        .map(|origin| format!("{origin}/.portcullis/logged-out"))
+        .collect();
     let mut groups: Vec<&str> = info
         .users
         .iter()
@@ -482,7 +491,10 @@ fn realm(info: &KeycloakInfo, secret: &str, redirect_uris: &[String]) -> Value {
             "standardFlowEnabled": true,
             "directAccessGrantsEnabled": false,
             "redirectUris": uris,
-            "attributes": { "pkce.code.challenge.method": "S256" },
+            "attributes": {
+                "pkce.code.challenge.method": "S256",
+                "post.logout.redirect.uris": logged_out.join("##"),
+            },
             "protocolMappers": [{
                 "name": "groups",
                 "protocol": "openid-connect",
@@ -668,7 +680,14 @@ mod tests {
             ca_file: PathBuf::new(),
             users: default_users(),
         };
-        let realm = realm(&info, "s", &["https://auth.test:1/cb".into()]);
+        let realm = realm(
+            &info,
+            "s",
+            &[
+                "https://auth.test:1/cb".into(),
+                "https://auth.test:2/.portcullis/callback".into(),
+            ],
+        );
         assert_eq!(realm["groups"].as_array().map(Vec::len), Some(3));
         assert_eq!(
             realm["users"][0]["groups"],
@@ -677,5 +696,9 @@ mod tests {
         let client = &realm["clients"][0];
         assert_eq!(client["redirectUris"][1], "https://auth.test:1/cb");
         assert_eq!(client["protocolMappers"][0]["config"]["full.path"], "false");
+        assert_eq!(
+            client["attributes"]["post.logout.redirect.uris"],
+            "https://auth.test:2/.portcullis/logged-out"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The identity-provider file (`--idp-config`): one entry per OpenID Connect provider.
+//! `PORTCULLIS_IDP_CONFIG`: the identity-provider file (the chart renders it from
+//! `identityProviders`; `gateway/tests/chart_options.rs` checks every option can be set there).
 
 use super::{AuthorizationParams, GroupsSource};
 use serde::Deserialize;
@@ -60,12 +61,23 @@ pub struct IdpConfig {
     /// transient and handled by the policy's `refreshFailure`.
     #[serde(default = "default_refresh_rejections")]
     pub refresh_rejection_errors: Vec<String>,
-    /// RP-initiated logout: after `/.portcullis/logout` on the auth host, send the browser to
-    /// this provider's `end_session_endpoint` (OpenID Connect RP-Initiated Logout 1.0) so the
-    /// provider's own session ends too. The provider must accept
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): after
+    /// `/.portcullis/logout` on the auth host, send the browser to this URL instead of the
+    /// `end_session_endpoint` the provider's discovery document advertises (for a provider that
+    /// advertises none, or a wrong one). The provider must accept
     /// `https://<auth host>/.portcullis/logged-out` as a post-logout redirect URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<url::Url>,
+    /// Whether signing out at the auth host also ends the user's session at this provider
+    /// (RP-initiated logout), at `endSessionEndpoint` or else the discovered
+    /// `end_session_endpoint`, with the session's ID token as `id_token_hint`. On by default:
+    /// a user who signs out expects to be signed out, and a provider session left behind
+    /// would log the next person at a shared computer straight back in. Turn it off for a
+    /// provider whose session is shared with other applications that must stay signed in
+    /// (a company's Google or Entra account); the gateway's own session ends either way. A
+    /// provider that advertises no endpoint and has none configured (Dex) is not affected.
+    #[serde(default = "default_true")]
+    pub rp_initiated_logout: bool,
     /// Back-Channel Logout: accept `logout_token`s at `/.portcullis/backchannel-logout/<name>`
     /// on the auth host and revoke the sessions they name (off: that path answers 404).
     #[serde(default)]

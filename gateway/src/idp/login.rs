@@ -32,6 +32,9 @@ pub struct VerifiedLogin {
     pub refresh_token: Option<String>,
     /// The provider's own session id (`sid`), when the ID token has one.
     pub provider_session_id: Option<String>,
+    /// The ID token as the provider issued it (compact JWS), verified: kept, sealed, with the
+    /// session, and sent back to the provider only as `id_token_hint` at logout.
+    pub id_token: String,
 }
 
 impl std::fmt::Debug for VerifiedLogin {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for VerifiedLogin {
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("id_token", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +137,7 @@ impl Provider {
             auth_time,
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
             provider_session_id: provider_session_id(claims.additional_claims())?,
+            id_token: id_token.to_string(),
         })
     }
 

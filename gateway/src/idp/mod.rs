@@ -21,12 +21,13 @@ pub use refresh::{RefreshError, Refreshed, RefreshedIdentity};
 use crate::config::IdpConfig;
 use openidconnect::{
     AdditionalClaims, ClientId, ClientSecret, EmptyExtraTokenFields, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, RedirectUrl, StandardErrorResponse,
+    EndpointNotSet, EndpointSet, IssuerUrl, ProviderMetadataWithLogout, RedirectUrl,
+    StandardErrorResponse,
     core::{
         CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
         CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-        CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
-        CoreTokenIntrospectionResponse, CoreTokenType,
+        CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse,
+        CoreTokenType,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,9 @@ struct Discovered {
     secret: Arc<str>,
     /// The provider's keys as discovered with `client` (logout tokens are verified with them).
     jwks: Arc<CoreJsonWebKeySet>,
+    /// The `end_session_endpoint` the discovery document advertises, when it is usable (see
+    /// [`usable_end_session_endpoint`]); kept across rediscoveries like the keys.
+    end_session: Option<url::Url>,
 }
 
 impl Provider {
@@ -151,6 +155,24 @@ impl Provider {
         Ok((client, jwks))
     }
 
+    /// Where to send the browser to end the user's session at this provider (RP-initiated
+    /// logout): `None` when `rpInitiatedLogout` is off; else `endSessionEndpoint` when
+    /// configured, else the discovered `end_session_endpoint` (discovery runs now if it has
+    /// not yet; when it fails, `None`: the gateway's own logout must not wait on the provider).
+    pub async fn end_session_endpoint(&self) -> Option<url::Url> {
+        if !self.config.rp_initiated_logout {
+            return None;
+        }
+        if let Some(configured) = &self.config.end_session_endpoint {
+            return Some(configured.clone());
+        }
+        if let Err(error) = self.client().await {
+            tracing::warn!(%error, "no discovery document: logout ends only the gateway's session");
+            return None;
+        }
+        self.client.read().await.as_ref()?.end_session.clone()
+    }
+
     fn replay_cache(&self) -> std::sync::MutexGuard<'_, logout_token::ReplayCache> {
         self.replay.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -190,7 +212,7 @@ impl Provider {
         };
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| OidcError::Config(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
             .map_err(|e| discovery(error_chain(&e)))?;
         discovery_check::check_auth_time(
@@ -199,6 +221,11 @@ impl Provider {
             metadata.claims_supported(),
         )?;
         let jwks = Arc::new(metadata.jwks().clone());
+        let end_session = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_ref()
+            .and_then(|e| usable_end_session_endpoint(&self.config.name, e.url()));
         let client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -211,6 +238,7 @@ impl Provider {
             at: Instant::now(),
             secret,
             jwks,
+            end_session,
         });
         Ok(client)
     }
@@ -237,9 +265,7 @@ impl Providers {
             let secret = read_secret(&config.name, &config.client_secret_file)?;
             let name = config.name.clone();
             if let Some(endpoint) = &config.end_session_endpoint
-                && (endpoint.scheme() != "https"
-                    || endpoint.fragment().is_some()
-                    || !endpoint.username().is_empty())
+                && !is_usable_end_session_endpoint(endpoint)
             {
                 return Err(OidcError::Config(format!(
                     "endSessionEndpoint of {name} must be an https URL without fragment or credentials"
@@ -285,6 +311,30 @@ impl Providers {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+}
+
+/// Whether `endpoint` may receive a browser with an ID token in its query: https (an ID
+/// token must not cross the network in clear), no credentials, no fragment.
+fn is_usable_end_session_endpoint(endpoint: &url::Url) -> bool {
+    endpoint.scheme() == "https"
+        && endpoint.fragment().is_none()
+        && endpoint.username().is_empty()
+        && endpoint.password().is_none()
+}
+
+/// The discovered `end_session_endpoint` of provider `name`, when usable; one that is not is
+/// ignored with a warning (logout then ends only the gateway's session), never followed.
+fn usable_end_session_endpoint(name: &str, endpoint: &url::Url) -> Option<url::Url> {
+    if is_usable_end_session_endpoint(endpoint) {
+        return Some(endpoint.clone());
+    }
+    tracing::warn!(
+        idp = name,
+        %endpoint,
+        "the discovered end_session_endpoint is not an https URL without fragment or \
+         credentials; RP-initiated logout is not used"
+    );
+    None
 }
 
 /// The client secret of provider `name` in `file`, without surrounding whitespace.

@@ -13,6 +13,9 @@ pub struct Refreshed {
     /// The identity in the new ID token, when the provider sent one; an error when that ID
     /// token does not verify (the rotated refresh token must be kept all the same).
     pub identity: Result<Option<RefreshedIdentity>, RefreshError>,
+    /// The new ID token (compact JWS), only when it verified: the newest one the provider
+    /// issued is the one to send as `id_token_hint` at logout.
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for Refreshed {
@@ -20,6 +23,7 @@ impl std::fmt::Debug for Refreshed {
         f.debug_struct("Refreshed")
             .field("rotated", &self.refresh_token.is_some())
             .field("identity", &self.identity)
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -84,9 +88,14 @@ impl Provider {
         let identity = self
             .refreshed_identity(&client, &response, subject, now)
             .await;
+        let id_token = match &identity {
+            Ok(Some(_)) => response.id_token().map(ToString::to_string),
+            _ => None,
+        };
         Ok(Refreshed {
             refresh_token,
             identity,
+            id_token,
         })
     }
 

@@ -18,8 +18,12 @@ use crate::{
     clock::now,
     gateway::Gateway,
     http::no_store,
-    idp::logout_token::{LogoutClaims, LogoutTokenError, MAX_LOGOUT_TOKEN_LEN},
+    idp::{
+        Provider,
+        logout_token::{LogoutClaims, LogoutTokenError, MAX_LOGOUT_TOKEN_LEN},
+    },
     login::logout::end_session,
+    metrics::{BackchannelResult, UNKNOWN_IDP},
 };
 use axum::{
     Json,
@@ -54,6 +58,29 @@ enum Refusal {
     Lookup,
 }
 
+impl Refusal {
+    /// The metric's `result` for this refusal.
+    fn result(&self) -> BackchannelResult {
+        match self {
+            Self::NotFound => BackchannelResult::NotFound,
+            Self::Method => BackchannelResult::Method,
+            Self::ContentType => BackchannelResult::ContentType,
+            Self::Body => BackchannelResult::Body,
+            Self::Form => BackchannelResult::Form,
+            Self::Lookup => BackchannelResult::Lookup,
+            Self::Token(error) => match error {
+                LogoutTokenError::Malformed(_) => BackchannelResult::Malformed,
+                LogoutTokenError::Header(_) => BackchannelResult::Header,
+                LogoutTokenError::Signature => BackchannelResult::Signature,
+                LogoutTokenError::Claims(_) => BackchannelResult::Claims,
+                LogoutTokenError::Replayed => BackchannelResult::Replayed,
+                LogoutTokenError::ReplayCacheFull => BackchannelResult::ReplayCacheFull,
+                LogoutTokenError::Keys => BackchannelResult::Keys,
+            },
+        }
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let status = match self {
@@ -71,27 +98,41 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// `POST /.portcullis/backchannel-logout/<provider>` on the auth host.
+/// `POST /.portcullis/backchannel-logout/<provider>` on the auth host. Every request is
+/// counted in `backchannel_logouts_total` by provider and result.
 pub async fn handle(gateway: &Gateway, req: Request) -> Response {
-    match logout(gateway, req).await {
-        Ok(()) => {
-            let mut response = StatusCode::OK.into_response();
-            no_store(response.headers_mut());
-            response
-        }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-async fn logout(gateway: &Gateway, req: Request) -> Result<(), Refusal> {
     let name = req.uri().path().strip_prefix(PREFIX).unwrap_or_default();
-    let provider = gateway
+    let Some(provider) = gateway
         .providers()
         .get(name)
         .ok()
         .filter(|p| p.config().backchannel_logout)
         .cloned()
-        .ok_or(Refusal::NotFound)?;
+    else {
+        // The path's name is the caller's: never a label.
+        gateway
+            .metrics()
+            .backchannel_logout(UNKNOWN_IDP, BackchannelResult::NotFound);
+        return Refusal::NotFound.into_response();
+    };
+    let idp = provider.config().name.as_str();
+    match logout(gateway, &provider, req).await {
+        Ok(()) => {
+            gateway
+                .metrics()
+                .backchannel_logout(idp, BackchannelResult::Accepted);
+            let mut response = StatusCode::OK.into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(refusal) => {
+            gateway.metrics().backchannel_logout(idp, refusal.result());
+            refusal.into_response()
+        }
+    }
+}
+
+async fn logout(gateway: &Gateway, provider: &Provider, req: Request) -> Result<(), Refusal> {
     let idp = provider.config().name.clone();
     if req.method() != Method::POST {
         return Err(Refusal::Method);

@@ -101,11 +101,8 @@ pub async fn auth_host(
             audit::User::new(&session.sub, session.email.as_deref()),
         );
         end_session(gateway, &session.sid, "logout").await;
-        at_provider = gateway
-            .providers()
-            .get(&session.idp)
-            .ok()
-            .and_then(|p| end_session_url(gateway, p.config(), back.as_deref()));
+        at_provider =
+            super::rp_logout::provider_logout_url(gateway, &session, back.as_deref()).await;
     }
     let mut response = match at_provider {
         // RP-initiated logout: the provider ends its own session and sends the browser back to
@@ -165,27 +162,6 @@ pub fn logged_out(gateway: &Gateway, state: Option<String>) -> Response {
     let mut response = signed_out_page(back.as_deref());
     no_store(response.headers_mut());
     response
-}
-
-/// The provider's logout URL for this gateway: `client_id`, the fixed post-logout redirect
-/// URI, and the (already allow-listed) back link as `state`.
-fn end_session_url(
-    gateway: &Gateway,
-    idp: &crate::config::IdpConfig,
-    back: Option<&str>,
-) -> Option<url::Url> {
-    let mut url = idp.end_session_endpoint.clone()?;
-    {
-        let mut query = url.query_pairs_mut();
-        query.append_pair("client_id", &idp.client_id).append_pair(
-            "post_logout_redirect_uri",
-            &format!("{}/.portcullis/logged-out", gateway.issuer()),
-        );
-        if let Some(back) = back {
-            query.append_pair("state", back);
-        }
-    }
-    Some(url)
 }
 
 /// Whether this request may end the session at once: only one the browser says comes from

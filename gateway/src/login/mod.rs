@@ -7,3 +7,4 @@ pub mod bind;
 pub mod bounce;
 pub(crate) mod handoff;
 pub(crate) mod logout;
+pub(crate) mod rp_logout;

@@ -69,6 +69,9 @@ pub enum RefreshOutcome {
     Confirmed {
         /// A rotated refresh token, sealed.
         sealed_token: Option<String>,
+        /// The new ID token of the refresh, sealed: the newest is the `id_token_hint` of a
+        /// logout.
+        sealed_id_token: Option<String>,
         /// The identity as the provider states it now, when it changed.
         identity: Option<(Option<String>, Vec<String>)>,
     },
@@ -342,12 +345,17 @@ fn holds(session: &AccessSession, holder: &str, held: &HeldClaim) -> bool {
 /// retry, remove its end too.
 fn outcome_patch(outcome: &RefreshOutcome, now: u64, next: &Reservation<'_>) -> SessionPatch {
     let (set, clear) = match outcome {
-        RefreshOutcome::Confirmed { sealed_token, .. } => (
+        RefreshOutcome::Confirmed {
+            sealed_token,
+            sealed_id_token,
+            ..
+        } => (
             RefreshStatus {
                 last_refreshed_at: Some(time(now)),
                 sealed_token: sealed_token.clone(),
                 holder: Some(next.holder.to_owned()),
                 lease_until: Some(time(next.until)),
+                sealed_id_token: sealed_id_token.clone(),
                 ..RefreshStatus::default()
             },
             Clear {
@@ -361,8 +369,10 @@ fn outcome_patch(outcome: &RefreshOutcome, now: u64, next: &Reservation<'_>) -> 
                 last_error: Some(truncate(reason, 500)),
                 ..RefreshStatus::default()
             },
+            // The provider ended its session: neither token is of use any more.
             Clear {
                 sealed_token: true,
+                sealed_id_token: true,
                 ..Clear::CLAIM
             },
         ),

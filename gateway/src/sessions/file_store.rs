@@ -243,6 +243,9 @@ fn validate(session: &AccessSession) -> Result<(), StoreError> {
         Some("providerSessionId: 1 to 255 characters")
     } else if refresh.is_some_and(|r| {
         r.sealed_token.as_deref().is_some_and(|t| chars(t) > 8192)
+            || r.sealed_id_token
+                .as_deref()
+                .is_some_and(|t| chars(t) > 16384)
             || r.last_error.as_deref().is_some_and(|e| chars(e) > 512)
             || r.holder.as_deref().is_some_and(|h| chars(h) > 253)
     }) {

@@ -41,6 +41,9 @@ pub struct NewSession<'a> {
     pub expires_at: u64,
     /// The refresh token, already sealed for this session (see [`super::seal`]).
     pub sealed_refresh_token: Option<String>,
+    /// The login's ID token, already sealed for this session
+    /// ([`super::seal::KeyRing::seal_id_token`]), for `id_token_hint` at logout.
+    pub sealed_id_token: Option<String>,
     /// A random value of this one attempt to record the login, kept on the object: a create
     /// that finds the name taken by an object with the same value is this attempt's own (an
     /// answer lost on the way), any other is a second login under the same id.
@@ -100,29 +103,40 @@ impl SessionRecorder {
     }
 
     /// Creates the `AccessSession` of a login, retrying transient failures, then stores its
-    /// sealed refresh token in its status. A session whose token cannot be stored is revoked
-    /// again and the login refused: a session the gateways could never confirm with the
-    /// identity provider is a half-made one.
+    /// sealed refresh and ID tokens in its status. A session whose refresh token cannot be
+    /// stored is revoked again and the login refused: a session the gateways could never
+    /// confirm with the identity provider is a half-made one. A session with only an ID token
+    /// to store stands without it (logout then sends no `id_token_hint`).
     pub async fn record(&self, session: &NewSession<'_>) -> Result<(), RecordError> {
         self.create(session).await?;
-        let Some(sealed) = &session.sealed_refresh_token else {
+        if session.sealed_refresh_token.is_none() && session.sealed_id_token.is_none() {
             return Ok(());
-        };
+        }
         let refresh = RefreshStatus {
-            sealed_token: Some(sealed.clone()),
-            last_refreshed_at: Some(time(session.issued_at.max(crate::clock::now()))),
+            sealed_token: session.sealed_refresh_token.clone(),
+            sealed_id_token: session.sealed_id_token.clone(),
+            last_refreshed_at: session
+                .sealed_refresh_token
+                .as_ref()
+                .map(|_| time(session.issued_at.max(crate::clock::now()))),
             ..RefreshStatus::default()
         };
         let patch = SessionPatch::refresh(refresh, Clear::default());
         let stored =
             retry(|| async { self.store.patch(session.sid, &patch).await.map(|_| ()) }).await;
-        if let Err(error) = stored {
-            let _ = self
-                .revoke(session.sid, "the login could not be completed")
-                .await;
-            return Err(error);
+        match stored {
+            Err(error) if session.sealed_refresh_token.is_none() => {
+                warn!(%error, sid = session.sid, "could not keep the session's ID token");
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self
+                    .revoke(session.sid, "the login could not be completed")
+                    .await;
+                Err(error)
+            }
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 
     /// The session object `sid` as the store has it now, if it exists (one read, no retry: the

@@ -127,6 +127,7 @@ mod tests {
             issued_at: now,
             expires_at: now + 3600,
             sealed_refresh_token: None,
+            sealed_id_token: None,
             attempt: "a",
             provider_session_id: None,
         };

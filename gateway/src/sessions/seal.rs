@@ -30,7 +30,12 @@ pub enum SealError {
     Open,
     #[error("the system random generator failed")]
     Random,
+    #[error("the sealed ID token would be longer than {MAX_SEALED_ID_TOKEN} characters")]
+    TooLong,
 }
+
+/// The longest sealed ID token stored (the CRD's limit on `status.refresh.sealedIdToken`).
+pub const MAX_SEALED_ID_TOKEN: usize = 16384;
 
 /// The gateways' session key.
 pub struct SessionKey {
@@ -174,10 +179,36 @@ impl KeyRing {
             .open(sid, sealed)
     }
 
+    /// Seals the ID token of session `sid` with the current key, under
+    /// [`id_token_context`]: a sealed ID token is not a sealed refresh token.
+    /// One longer than [`MAX_SEALED_ID_TOKEN`] is refused: the store would refuse the whole
+    /// write, and with it the login.
+    pub fn seal_id_token(&self, sid: &str, id_token: &str) -> Result<String, SealError> {
+        let sealed = self.seal(&id_token_context(sid), id_token)?;
+        if sealed.len() > MAX_SEALED_ID_TOKEN {
+            return Err(SealError::TooLong);
+        }
+        Ok(sealed)
+    }
+
+    /// Opens the sealed ID token of session `sid`.
+    pub fn open_id_token(&self, sid: &str, sealed: &str) -> Result<String, SealError> {
+        self.open(&id_token_context(sid), sealed)
+    }
+
     /// Whether `sealed` should be sealed again with the current key.
     pub fn is_stale(&self, sealed: &str) -> bool {
         key_id(sealed).is_some_and(|id| id != self.current.id)
     }
+}
+
+/// The associated data an ID token of session `sid` is sealed with. The ID token is sent to
+/// the browser (as `id_token_hint`), the refresh token never is: if whoever may write the
+/// status moved a sealed refresh token into the ID token's field, it must not open there, or
+/// logout would hand the refresh token to the browser. A session's name never holds a `/`, so
+/// this context is never another session's name either.
+fn id_token_context(sid: &str) -> String {
+    format!("{sid}/id_token")
 }
 
 /// The key id of a sealed token.
@@ -195,6 +226,23 @@ mod tests {
 
     fn key(byte: u8) -> SessionKey {
         SessionKey::from_file_content(&[byte; 32]).expect("32 bytes")
+    }
+
+    #[test]
+    fn an_id_token_opens_only_as_the_id_token_of_its_session_and_a_huge_one_is_refused() {
+        let ring = KeyRing::new(key(7), vec![]);
+        let sealed = ring.seal_id_token("sid-a", "h.p.s").expect("seal");
+        assert_eq!(ring.open_id_token("sid-a", &sealed).expect("open"), "h.p.s");
+        assert!(matches!(ring.open("sid-a", &sealed), Err(SealError::Open)));
+        assert!(ring.open_id_token("sid-b", &sealed).is_err());
+        let refresh = ring.seal("sid-a", "refresh-secret").expect("seal");
+        assert!(ring.open_id_token("sid-a", &refresh).is_err());
+        // Base64 and the envelope make the sealed form longer than the token.
+        let huge = "x".repeat(MAX_SEALED_ID_TOKEN);
+        assert!(matches!(
+            ring.seal_id_token("sid-a", &huge),
+            Err(SealError::TooLong)
+        ));
     }
 
     #[test]

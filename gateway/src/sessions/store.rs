@@ -156,6 +156,7 @@ impl SessionPatch {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Clear {
     pub sealed_token: bool,
+    pub sealed_id_token: bool,
     pub holder: bool,
     pub lease_until: bool,
     pub last_refreshed_at: bool,
@@ -167,6 +168,7 @@ impl Clear {
     /// The refresh claim (`holder`, `leaseUntil`), which every outcome of a refresh gives back.
     pub const CLAIM: Self = Self {
         sealed_token: false,
+        sealed_id_token: false,
         holder: true,
         lease_until: true,
         last_refreshed_at: false,
@@ -181,6 +183,7 @@ impl Clear {
         let time = |clear: bool| clear.then(|| time(0));
         let marked = RefreshStatus {
             sealed_token: text(self.sealed_token),
+            sealed_id_token: text(self.sealed_id_token),
             holder: text(self.holder),
             lease_until: time(self.lease_until),
             last_refreshed_at: time(self.last_refreshed_at),

@@ -59,6 +59,7 @@ pub async fn run(args: config::Args) -> anyhow::Result<()> {
     .await?;
     let metrics = Metrics::new();
     metrics.initialize(providers.names());
+    metrics.initialize_backchannel(&providers);
     let (sessions, refresh_task) = session_services(
         &args.auth,
         records,

@@ -296,6 +296,7 @@ fn provider(signer: &Signer) -> Provider {
             at: std::time::Instant::now(),
             secret,
             jwks: Arc::new(signer.jwks()),
+            end_session: None,
         })),
         replay: Mutex::default(),
     }

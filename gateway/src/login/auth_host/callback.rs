@@ -152,6 +152,7 @@ async fn record(
         issued_at: session.auth_time,
         expires_at: session.exp,
         sealed_refresh_token: sealed_refresh_token(gateway, session, verified)?,
+        sealed_id_token: sealed_id_token(gateway, session, verified),
         attempt: &crate::hex::random::<16>(),
         provider_session_id: verified.provider_session_id.as_deref(),
     };
@@ -214,6 +215,24 @@ fn sealed_refresh_token(
         }
         (None, _) => Ok(None),
     }
+}
+
+/// The provider's ID token, sealed, for `id_token_hint` at logout: kept only when the
+/// gateway has a session key (it is never stored in the clear, and never in a cookie). One
+/// that cannot be sealed is left out with a warning: logout then sends only `client_id`,
+/// and the provider may ask the user to confirm; the login itself does not depend on it.
+fn sealed_id_token(
+    gateway: &Gateway,
+    session: &SsoClaims,
+    verified: &VerifiedLogin,
+) -> Option<String> {
+    let refresher = gateway.refresher().as_ref()?;
+    let sealed = refresher
+        .key()
+        .seal_id_token(&session.sid, &verified.id_token);
+    sealed
+        .inspect_err(|error| warn!(%error, idp = %session.idp, "the ID token is not kept"))
+        .ok()
 }
 
 /// The SSO cookie of `session`.

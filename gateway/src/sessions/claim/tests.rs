@@ -27,6 +27,7 @@ fn sent(outcome: &RefreshOutcome) -> serde_json::Value {
 fn outcomes_are_written_as_the_same_merge_patches() {
     let confirmed = RefreshOutcome::Confirmed {
         sealed_token: Some("v1.k.new".to_owned()),
+        sealed_id_token: Some("v1.k.id".to_owned()),
         identity: None,
     };
     assert_eq!(
@@ -40,11 +41,13 @@ fn outcomes_are_written_as_the_same_merge_patches() {
                 "holder": "gateway-0",
                 "leaseUntil": rfc3339(NOW + 390),
                 "sealedToken": "v1.k.new",
+                "sealedIdToken": "v1.k.id",
             } }
         })
     );
     let unrotated = RefreshOutcome::Confirmed {
         sealed_token: None,
+        sealed_id_token: None,
         identity: None,
     };
     assert_eq!(
@@ -65,6 +68,7 @@ fn outcomes_are_written_as_the_same_merge_patches() {
         json!({
             "lastError": "x".repeat(500),
             "sealedToken": null,
+            "sealedIdToken": null,
             "holder": null,
             "leaseUntil": null,
         })

@@ -26,6 +26,7 @@ fn a_login_is_an_access_session_with_its_labels() {
         issued_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt: "a1",
         provider_session_id: None,
     };
@@ -58,6 +59,7 @@ async fn a_second_login_under_the_same_id_is_a_collision_not_a_retry() {
         issued_at: start,
         expires_at: start + 3600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt,
         provider_session_id: None,
     };
@@ -84,6 +86,7 @@ fn a_back_channel_logout_names_sessions_by_provider_sid_else_by_subject() {
         issued_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         sealed_refresh_token: None,
+        sealed_id_token: None,
         attempt: "a1",
         provider_session_id: sid,
     };
@@ -99,4 +102,42 @@ fn a_back_channel_logout_names_sessions_by_provider_sid_else_by_subject() {
     assert!(!named_by_logout(&with_sid, None, None));
     assert!(!named_by_logout(&without, Some("kc-1"), Some("alice")));
     assert!(named_by_logout(&without, None, Some("alice")));
+}
+
+#[tokio::test]
+async fn an_id_token_the_store_refuses_is_left_out_unless_a_refresh_token_goes_with_it() {
+    let store = crate::sessions::file_store::LocalStore::open(None).expect("in-memory store");
+    let recorder = SessionRecorder::local(store.clone());
+    let start = crate::clock::now();
+    // Longer than the CRD allows: the store refuses the status write.
+    let refused = "v1.k.".to_owned() + &"x".repeat(16_400);
+    let login = |sid, refresh: Option<String>| NewSession {
+        sid,
+        subject: "alice",
+        email: None,
+        groups: &[],
+        identity_provider: "dex",
+        issued_at: start,
+        expires_at: start + 3600,
+        sealed_refresh_token: refresh,
+        sealed_id_token: Some(refused.clone()),
+        attempt: sid,
+        provider_session_id: None,
+    };
+    recorder
+        .record(&login("s-id-only", None))
+        .await
+        .expect("the session stands without its ID token");
+    let kept = store.get("s-id-only").expect("recorded");
+    assert!(!kept.spec.revoked);
+    assert!(kept.status.and_then(|s| s.refresh).is_none());
+
+    let with_refresh = recorder
+        .record(&login("s-both", Some("v1.k.refresh".to_owned())))
+        .await;
+    assert!(
+        matches!(with_refresh, Err(RecordError::Refused(_))),
+        "{with_refresh:?}"
+    );
+    assert!(store.get("s-both").expect("recorded").spec.revoked);
 }

@@ -68,6 +68,7 @@ impl Refresher {
             .map_err(|error| (error, None))?;
         match refreshed.identity {
             Ok(identity) => Ok(RefreshOutcome::Confirmed {
+                sealed_id_token: self.seal_id_token(sid, refreshed.id_token.as_deref()),
                 sealed_token,
                 identity: identity
                     .filter(|i| (&i.email, &i.groups) != (email, groups))
@@ -93,6 +94,15 @@ impl Refresher {
                 reason: error.to_string(),
             }),
         }
+    }
+
+    /// The refresh's new ID token, sealed, when there is one. One that cannot be sealed is
+    /// left out (the stored one stays): it only helps a later logout, never the session.
+    fn seal_id_token(&self, sid: &str, id_token: Option<&str>) -> Option<String> {
+        let sealed = self.key().seal_id_token(sid, id_token?);
+        sealed
+            .inspect_err(|error| tracing::warn!(%error, sid, "could not seal the new ID token"))
+            .ok()
     }
 
     /// The token to store after a redemption, sealed: a rotated one, and also an unchanged one

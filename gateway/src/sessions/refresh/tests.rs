@@ -31,6 +31,7 @@ fn failures_and_deferrals_wait_the_same_capped_delay() {
     );
     let confirmed = RefreshOutcome::Confirmed {
         sealed_token: None,
+        sealed_id_token: None,
         identity: None,
     };
     assert_eq!(
