@@ -314,12 +314,6 @@ fn reserved_for(
         .then_some(until)
 }
 
-/// The next round, claimed by the write of a confirmed outcome.
-struct Reservation<'a> {
-    holder: &'a str,
-    until: u64,
-}
-
 /// The write of the identity the provider states now.
 fn identity_patch(email: &Option<String>, groups: &[String]) -> SessionPatch {
     // The spec has no partial type to serialize (its required fields would be sent too), and
@@ -339,65 +333,9 @@ fn holds(session: &AccessSession, holder: &str, held: &HeldClaim) -> bool {
     claim == Some((Some(holder.to_owned()), Some(held.until)))
 }
 
-/// The write of `status.refresh` that records `outcome` at `now`. A confirmation claims the
-/// next round for the same gateway (`next`); every other outcome gives the claim back
-/// (`holder` removed), and all but a failure, which keeps `leaseUntil` as the time of its
-/// retry, remove its end too.
-fn outcome_patch(outcome: &RefreshOutcome, now: u64, next: &Reservation<'_>) -> SessionPatch {
-    let (set, clear) = match outcome {
-        RefreshOutcome::Confirmed {
-            sealed_token,
-            sealed_id_token,
-            ..
-        } => (
-            RefreshStatus {
-                last_refreshed_at: Some(time(now)),
-                sealed_token: sealed_token.clone(),
-                holder: Some(next.holder.to_owned()),
-                lease_until: Some(time(next.until)),
-                sealed_id_token: sealed_id_token.clone(),
-                ..RefreshStatus::default()
-            },
-            Clear {
-                failing_since: true,
-                last_error: true,
-                ..Clear::default()
-            },
-        ),
-        RefreshOutcome::Rejected { reason } => (
-            RefreshStatus {
-                last_error: Some(truncate(reason, 500)),
-                ..RefreshStatus::default()
-            },
-            // The provider ended its session: neither token is of use any more.
-            Clear {
-                sealed_token: true,
-                sealed_id_token: true,
-                ..Clear::CLAIM
-            },
-        ),
-        RefreshOutcome::Failed {
-            error,
-            since,
-            retry_at,
-            sealed_token,
-        } => (
-            RefreshStatus {
-                failing_since: Some(time(*since)),
-                last_error: Some(truncate(error, 500)),
-                lease_until: Some(time(*retry_at)),
-                sealed_token: sealed_token.clone(),
-                ..RefreshStatus::default()
-            },
-            Clear {
-                lease_until: false,
-                ..Clear::CLAIM
-            },
-        ),
-        RefreshOutcome::Deferred { .. } => (RefreshStatus::default(), Clear::CLAIM),
-    };
-    SessionPatch::refresh(set, clear)
-}
+mod outcome;
+
+use outcome::{Reservation, outcome_patch};
 
 #[cfg(test)]
 mod tests;
