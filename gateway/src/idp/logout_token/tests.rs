@@ -298,6 +298,7 @@ fn provider(signer: &Signer) -> Provider {
             jwks: Arc::new(signer.jwks()),
         })),
         replay: Mutex::default(),
+        bearers: Mutex::default(),
     }
 }
 
