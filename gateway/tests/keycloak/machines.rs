@@ -161,7 +161,28 @@ pub async fn client_credentials_tokens_are_checked(s: &Setup) -> Result<()> {
     let anonymous = call(s, "/orders", None).await?;
     ensure!(anonymous.status() == StatusCode::UNAUTHORIZED);
     ensure!(anonymous.text().await?.contains("login_required"));
+    navigations(s).await?;
     an_expired_token_is_refused(s).await
+}
+
+/// What a browser-like navigation (`Accept: text/html`) gets: without a token, the login
+/// redirect as before; with a bad one, the same 401 as an API client, never a redirect.
+async fn navigations(s: &Setup) -> Result<()> {
+    let browser = s.gateway.browser()?;
+    let url = format!("{}/orders", s.gateway.origin(API));
+    let navigate = || browser.get(&url).header(header::ACCEPT, "text/html");
+    let anonymous = navigate().send().await?;
+    ensure!(
+        anonymous.status().is_redirection(),
+        "a navigation without a token should be sent to log in: {}",
+        anonymous.status()
+    );
+    invalid_token(
+        navigate().bearer_auth("a.b.c").send().await?,
+        "not a signed JWT",
+    )
+    .await
+    .context("a navigation with a malformed token")
 }
 
 /// A token living one second: admitted at first, refused once past its `exp` and the clock
