@@ -5,7 +5,24 @@
 //! asks, on every request, what depends on the policy: the provider, an audience, the client
 //! and the scopes. A policy edit therefore applies at once, even to a token verified before it.
 
+use super::{Policy, Selector};
 use std::collections::BTreeSet;
+
+impl Policy {
+    /// The identity providers whose bearer tokens the policy's rules may accept: the gateway
+    /// must have each (a policy naming another is not enforceable as written), and looks at
+    /// `Authorization` only for a policy with at least one.
+    pub fn bearer_providers(&self) -> BTreeSet<&str> {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.selectors())
+            .filter_map(|selector| match selector {
+                Selector::Bearer(rule) => Some(rule.identity_provider.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 /// A compiled `bearer` selector.
 #[derive(Clone, Debug, PartialEq, Eq)]

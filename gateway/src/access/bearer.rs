@@ -13,7 +13,7 @@ use crate::{
     state::Snapshot,
 };
 use http::{HeaderMap, header::AUTHORIZATION};
-use portcullis_core::{BearerToken, Policy, Route, policy::Selector};
+use portcullis_core::{BearerToken, Route};
 use std::sync::Arc;
 
 /// The bearer token of a request, as far as the policy it is routed to cares.
@@ -38,7 +38,7 @@ pub async fn bearer(
     let Some(Route::Policy(policy)) = snapshot.routes.route(subject.host, subject.path) else {
         return Bearer::Absent;
     };
-    let accepted = providers(policy);
+    let accepted = policy.bearer_providers();
     if accepted.is_empty() {
         return Bearer::Absent;
     }
@@ -62,27 +62,6 @@ pub async fn bearer(
         Ok(verified) => Bearer::Verified(verified),
         Err(error) => Bearer::Refused(error),
     }
-}
-
-/// The identity providers named by the policy's `bearer` selectors.
-fn providers(policy: &Policy) -> Vec<&str> {
-    let mut names: Vec<&str> = policy
-        .rules
-        .iter()
-        .flat_map(|rule| {
-            rule.include
-                .iter()
-                .chain(&rule.require)
-                .chain(&rule.exclude)
-        })
-        .filter_map(|selector| match selector {
-            Selector::Bearer(rule) => Some(rule.identity_provider.as_str()),
-            _ => None,
-        })
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
 }
 
 /// The token of an `Authorization: Bearer` header: `Ok(None)` without the header or with
