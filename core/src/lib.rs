@@ -22,7 +22,7 @@ pub use host::{Host, HostError};
 pub use identity::Identity;
 pub use path::{CanonicalPath, PathError};
 pub use policy::{
-    Decision, Judgement, Policy, PolicyError, PolicyId, PolicyMeta, PolicySource, RequestFacts,
-    Unknown,
+    BearerRule, BearerToken, Decision, Judgement, Policy, PolicyError, PolicyId, PolicyMeta,
+    PolicySource, RequestFacts, Unknown,
 };
 pub use routes::{InvalidPolicy, Route, RouteTable};

@@ -3,7 +3,7 @@
 //!
 //! Evaluation happens in two phases, like Cloudflare Access:
 //! 1. before login, in their order, the rules that can be judged from what the request carries
-//!    by itself (client address, a service token): `Bypass`, `ServiceAuth`, and `Deny` rules
+//!    by itself (client address, a service token, a verified bearer JWT): `Bypass`, `ServiceAuth`, and `Deny` rules
 //!    that select only `everyone` or `ipRanges`; the first that matches decides, so a `Deny`
 //!    written before a `Bypass` wins over it;
 //! 2. after login, `Allow` and `Deny` rules in their order; the first that matches decides.
@@ -11,11 +11,13 @@
 //! Nothing matching is a denial. Every input a decision depends on is an argument of
 //! [`Policy::evaluate`], so the caller can never evaluate against a stale identity.
 
+mod bearer;
 mod compile;
 mod evaluate;
 mod judge;
 mod source;
 
+pub use bearer::{BearerRule, BearerToken};
 pub use compile::PolicyMeta;
 pub use evaluate::{Decision, RequestFacts};
 pub use judge::{Judgement, Unknown};
@@ -177,6 +179,8 @@ pub enum Selector {
     },
     IpRanges(Vec<IpNet>),
     ServiceTokens(BTreeSet<String>),
+    /// Bearer JWTs of an identity provider (`ServiceAuth` rules only).
+    Bearer(BearerRule),
 }
 
 impl Rule {
@@ -193,6 +197,11 @@ impl Selector {
     /// True for selectors that need no user: they can be judged before login.
     fn is_pre_login(&self) -> bool {
         matches!(self, Self::Everyone | Self::IpRanges(_))
+    }
+
+    /// True for the machine credentials a `ServiceAuth` rule is built on.
+    fn is_machine_credential(&self) -> bool {
+        matches!(self, Self::ServiceTokens(_) | Self::Bearer(_))
     }
 }
 

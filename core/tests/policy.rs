@@ -60,6 +60,7 @@ fn facts(client: &str) -> RequestFacts<'static> {
     RequestFacts {
         client_ip: ip(client),
         service_token: None,
+        bearer: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn bypass_and_service_auth_come_before_login() {
     let ci = RequestFacts {
         client_ip: ip("192.0.2.1"),
         service_token: Some("ci"),
+        bearer: None,
     };
     assert_eq!(
         policy.evaluate(&ci, None),
@@ -97,6 +99,7 @@ fn bypass_and_service_auth_come_before_login() {
     let other = RequestFacts {
         client_ip: ip("192.0.2.1"),
         service_token: Some("other"),
+        bearer: None,
     };
     assert_eq!(policy.evaluate(&other, None), Decision::LoginRequired);
     assert_eq!(
@@ -452,4 +455,83 @@ fn refresh_failure_modes_decide_who_stays_in_while_the_provider_is_down() {
     // No overflow at the edges.
     assert!(RefreshFailurePolicy::GracePeriod(Duration::from_secs(u64::MAX)).admits(10, 20));
     assert!(RefreshFailurePolicy::KeepUntilExpiry.admits(since, since + 1_000_000));
+}
+
+const MACHINES: &str = r#"
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: orders, namespace: team }
+spec:
+  hosts: [orders.example.test]
+  identityProviders: [keycloak]
+  upstream: { url: "http://127.0.0.1:8080" }
+  rules:
+    - name: billing
+      action: ServiceAuth
+      include:
+        - bearer:
+            identityProvider: keycloak
+            audiences: [orders-api]
+            clientIds: [billing]
+            scopes: [orders]
+      require: [{ ipRanges: [10.0.0.0/8] }]
+    - action: Allow
+      include: [{ emailDomains: [example.com] }]
+"#;
+
+fn bearer_token(client_id: &str, audience: &str, scope: &str) -> portcullis_core::BearerToken {
+    portcullis_core::BearerToken {
+        identity_provider: "keycloak".into(),
+        subject: format!("service-account-{client_id}"),
+        client_id: client_id.into(),
+        audiences: vec![audience.into()],
+        scopes: scope.split(' ').map(str::to_owned).collect(),
+        expires_at: 0,
+    }
+}
+
+#[test]
+fn a_bearer_selector_lets_only_its_clients_through_before_login() {
+    let policy = compile(MACHINES);
+    let judge = |token: &portcullis_core::BearerToken, client: &str| {
+        let facts = RequestFacts {
+            client_ip: ip(client),
+            service_token: None,
+            bearer: Some(token),
+        };
+        policy.evaluate(&facts, None)
+    };
+    let good = bearer_token("billing", "orders-api", "profile orders");
+    assert_eq!(judge(&good, "10.1.1.1"), Decision::ServiceAuth { rule: 0 });
+    // The rule's `require` still applies to a machine.
+    assert_eq!(judge(&good, "192.0.2.1"), Decision::LoginRequired);
+    for refused in [
+        bearer_token("reporting", "orders-api", "orders"),
+        bearer_token("billing", "account", "orders"),
+        bearer_token("billing", "orders-api", "profile"),
+    ] {
+        assert_eq!(judge(&refused, "10.1.1.1"), Decision::LoginRequired);
+    }
+    // A bearer token is no user: it never satisfies an Allow rule.
+    assert_eq!(
+        policy.evaluate(&facts("10.1.1.1"), None),
+        Decision::LoginRequired
+    );
+}
+
+#[test]
+fn bearer_selectors_are_refused_outside_service_auth_or_when_empty() {
+    let allow = MACHINES.replace("action: ServiceAuth", "action: Allow");
+    let bypass = MACHINES.replace("action: ServiceAuth", "action: Bypass");
+    let spaced = MACHINES.replace("scopes: [orders]", "scopes: [\"orders write\"]");
+    let no_client = MACHINES.replace("clientIds: [billing]", "clientIds: [\"\"]");
+    for (yaml, expected) in [
+        (allow, "belong in ServiceAuth rules"),
+        (bypass, "Bypass rules may only"),
+        (spaced, "is not a scope token"),
+        (no_client, "bearer.clientIds"),
+    ] {
+        let error = Policy::try_from(&manifest(&yaml)).expect_err(expected);
+        assert!(error.to_string().contains(expected), "{error}");
+    }
 }

@@ -17,9 +17,9 @@ pub mod session;
 
 pub use host::{AccessHost, AccessHostSpec, AllowedNamespaces, NamespacesFrom};
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule, ClaimSelector, GatewayProgress,
-    RefreshFailure, RefreshFailureMode, RuleAction, Selector, ServiceBackend, ServiceToken,
-    SessionSettings, Upstream, UpstreamScheme,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule, BearerSelector, ClaimSelector,
+    GatewayProgress, RefreshFailure, RefreshFailureMode, RuleAction, Selector, ServiceBackend,
+    ServiceToken, SessionSettings, Upstream, UpstreamScheme,
 };
 pub use session::{
     AccessSession, AccessSessionSpec, AccessSessionStatus, Enforcement, RefreshStatus,

@@ -8,7 +8,7 @@
 
 mod rules;
 
-pub use rules::{AccessRule, ClaimSelector, RuleAction, Selector, ServiceToken};
+pub use rules::{AccessRule, BearerSelector, ClaimSelector, RuleAction, Selector, ServiceToken};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, core::Duration};

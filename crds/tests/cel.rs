@@ -252,3 +252,43 @@ fn an_access_host_names_its_namespaces_exactly_one_way() {
         assert!(got.contains(message), "{bad}: {got}");
     }
 }
+
+const MACHINE_RULE: &str = r#"
+action: ServiceAuth
+include:
+  - bearer: { identityProvider: keycloak, audiences: [orders-api], clientIds: [billing], scopes: [orders] }
+"#;
+
+fn with_rule(rule: &str) -> AccessPolicy {
+    let mut p = policy(POLICY);
+    p.spec
+        .rules
+        .push(serde_saphyr::from_str(rule).expect("rule parses"));
+    p
+}
+
+#[test]
+fn service_auth_rules_take_a_bearer_selector() {
+    assert_eq!(errors(with_rule(MACHINE_RULE).validate_cel()), "");
+    let everyone = MACHINE_RULE.replace(
+        "  - bearer: { identityProvider: keycloak, audiences: [orders-api], clientIds: [billing], scopes: [orders] }",
+        "  - everyone: true",
+    );
+    assert!(
+        errors(with_rule(&everyone).validate_cel())
+            .contains("ServiceAuth rules must include serviceTokens or bearer")
+    );
+}
+
+#[test]
+fn bypass_rules_cannot_use_a_bearer_selector() {
+    let bypass = MACHINE_RULE.replace("ServiceAuth", "Bypass");
+    assert!(errors(with_rule(&bypass).validate_cel()).contains("Bypass rules run before login"));
+}
+
+#[test]
+fn a_bearer_selector_is_the_only_field_of_its_selector() {
+    let mut p = with_rule(MACHINE_RULE);
+    p.spec.rules[2].include[0].service_tokens = Some(vec!["ci".into()]);
+    assert!(errors(p.validate_cel()).contains("exactly one of"));
+}

@@ -57,6 +57,7 @@ impl Note {
                 user,
                 decision,
                 service_token,
+                bearer,
             } => {
                 let (code, rule) = match *decision {
                     Decision::Bypass { rule } => ("bypass", Some(rule)),
@@ -64,10 +65,14 @@ impl Note {
                     Decision::Allow { rule } => ("allow", Some(rule)),
                     _ => ("allow", None),
                 };
-                let principal = match (user, service_token) {
-                    (Some(user), _) => Principal::User(user.claims.clone()),
-                    (None, Some(name)) => Principal::ServiceToken(name.clone()),
-                    (None, None) => Principal::Anonymous,
+                let principal = match (user, service_token, bearer) {
+                    (Some(user), _, _) => Principal::User(user.claims.clone()),
+                    (None, Some(name), _) => Principal::ServiceToken(name.clone()),
+                    // Logged as `bearer:<client id>`: an id the rule's allow-list holds.
+                    (None, None, Some(token)) => {
+                        Principal::ServiceToken(format!("bearer:{}", token.client_id).into())
+                    }
+                    (None, None, None) => Principal::Anonymous,
                 };
                 (Some(policy.clone()), code, rule, principal)
             }

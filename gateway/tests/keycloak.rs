@@ -22,6 +22,8 @@
 
 #[path = "keycloak/backchannel.rs"]
 mod backchannel;
+#[path = "keycloak/machines.rs"]
+mod machines;
 #[path = "keycloak/rp_logout.rs"]
 mod rp_logout;
 
@@ -44,6 +46,8 @@ use std::{
 
 const AUTH: &str = "auth.portcullis.test";
 const APP: &str = "wiki.portcullis.test";
+/// The API machines call with client-credentials tokens (`keycloak/machines.rs`).
+const API: &str = "orders.portcullis.test";
 /// The gateway tolerates this much clock difference with the provider when it compares
 /// `auth_time` with the moment of a revocation (`portcullis_core::token::CLOCK_SKEW_SECS`).
 const CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -74,7 +78,8 @@ spec:
   rules:
     - action: Allow
       include: [{{ groups: [engineering] }}]
-"#
+{}"#,
+        machines::manifests(upstream)
     )
 }
 
@@ -94,7 +99,12 @@ async fn setup_with(name: &str, idp_options: &[(&str, serde_json::Value)]) -> Re
     let keycloak =
         KeycloakServer::start(&dir.join("keycloak"), &pki, vec![redirect], &[AUTH]).await?;
     let upstream = portcullis_tests::upstream::echo().await?;
-    let mut config = GatewayConfig::new(dir.join("gateway"), AUTH, &[APP], &manifests(upstream, 0));
+    let mut config = GatewayConfig::new(
+        dir.join("gateway"),
+        AUTH,
+        &[APP, API],
+        &manifests(upstream, 0),
+    );
     config.port = port;
     let store = dir.join("sessions.json");
     config.env.push((
@@ -340,6 +350,9 @@ fn without(url: &Url, drop: &[&str]) -> Url {
 #[tokio::test]
 async fn keycloak_scenarios() -> Result<()> {
     let s = setup("scenarios").await?;
+    machines::client_credentials_tokens_are_checked(&s)
+        .await
+        .with_context(|| s.logs())?;
     forced_reauthentication_is_proven_by_auth_time(&s)
         .await
         .with_context(|| s.logs())?;

@@ -285,6 +285,7 @@ async fn a_claim_selector_on_hd_needs_the_signed_hd_claim() -> Result<()> {
         let facts = RequestFacts {
             client_ip: "192.0.2.1".parse()?,
             service_token: None,
+            bearer: None,
         };
         Ok(policy.evaluate(&facts, Some(&identity)))
     };

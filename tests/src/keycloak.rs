@@ -15,6 +15,10 @@
 //! admin API as soon as Keycloak answers; the bootstrap admin's password is random and reaches
 //! Keycloak through its environment, never argv.
 
+mod service_accounts;
+
+pub use service_accounts::ServiceClient;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

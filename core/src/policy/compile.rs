@@ -2,8 +2,8 @@
 //! gateway could not enforce exactly as written refused with a [`PolicyError`].
 
 use super::{
-    Action, Policy, PolicyError, PolicyId, RefreshFailurePolicy, Rule, Selector, ServiceTokenRef,
-    SessionPolicy, Upstream, UpstreamTarget,
+    Action, BearerRule, Policy, PolicyError, PolicyId, RefreshFailurePolicy, Rule, Selector,
+    ServiceTokenRef, SessionPolicy, Upstream, UpstreamTarget,
 };
 use crate::{
     email::{EmailAddress, mail_domain},
@@ -239,31 +239,23 @@ fn compile_rule(index: usize, rule: &AccessRule) -> Result<Rule, PolicyError> {
 /// only what the request carries by itself; a `ServiceAuth` rule includes service tokens and
 /// may narrow them by address; service tokens belong in `ServiceAuth` rules only.
 fn check_selectors_fit_action(rule: &Rule) -> Result<(), &'static str> {
-    let service_auth_condition =
-        |s: &Selector| s.is_pre_login() || matches!(s, Selector::ServiceTokens(_));
+    let service_auth_condition = |s: &Selector| s.is_pre_login() || s.is_machine_credential();
     match rule.action {
         Action::Bypass if !rule.selectors().all(Selector::is_pre_login) => {
             Err("Bypass rules may only select everyone or ipRanges")
         }
         Action::ServiceAuth
-            if !rule
-                .include
-                .iter()
-                .all(|s| matches!(s, Selector::ServiceTokens(_)))
+            if !rule.include.iter().all(Selector::is_machine_credential)
                 || !rule
                     .require
                     .iter()
                     .chain(&rule.exclude)
                     .all(service_auth_condition) =>
         {
-            Err("ServiceAuth rules include serviceTokens and may only add ipRanges")
+            Err("ServiceAuth rules include serviceTokens or bearer and may only add ipRanges")
         }
-        Action::Allow | Action::Deny
-            if rule
-                .selectors()
-                .any(|s| matches!(s, Selector::ServiceTokens(_))) =>
-        {
-            Err("serviceTokens selectors belong in ServiceAuth rules")
+        Action::Allow | Action::Deny if rule.selectors().any(Selector::is_machine_credential) => {
+            Err("serviceTokens and bearer selectors belong in ServiceAuth rules")
         }
         _ => Ok(()),
     }
@@ -310,21 +302,56 @@ fn selector(spec: &SelectorSpec) -> Result<Selector, String> {
         });
     }
     if let Some(ranges) = &spec.ip_ranges {
-        let ranges = ranges
-            .iter()
-            .map(|r| {
-                r.parse::<IpNet>()
-                    .map(|n| n.trunc())
-                    .map_err(|_| format!("invalid CIDR {r:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        set.push(Selector::IpRanges(ranges));
+        set.push(Selector::IpRanges(ip_ranges(ranges)?));
     }
     if let Some(tokens) = &spec.service_tokens {
         set.push(Selector::ServiceTokens(tokens.iter().cloned().collect()));
+    }
+    if let Some(bearer) = &spec.bearer {
+        set.push(Selector::Bearer(bearer_rule(bearer)?));
     }
     match set.len() {
         1 => set.pop().ok_or_else(|| "empty selector".to_owned()),
         _ => Err("a selector sets exactly one field".into()),
     }
+}
+
+/// A `bearer` selector: a provider, and at least one audience and one client, none empty. A
+/// scope is one RFC 6749 scope token (no space: the claim is split on spaces).
+fn bearer_rule(spec: &portcullis_crds::BearerSelector) -> Result<BearerRule, String> {
+    let set = |field: &str, values: &[String]| {
+        if values.is_empty() || values.iter().any(String::is_empty) {
+            return Err(format!("bearer.{field} needs at least one non-empty value"));
+        }
+        Ok(values.iter().cloned().collect::<BTreeSet<_>>())
+    };
+    if spec.identity_provider.is_empty() {
+        return Err("bearer.identityProvider is required".into());
+    }
+    let scope_token = |s: &String| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+    };
+    if let Some(bad) = spec.scopes.iter().find(|s| !scope_token(s)) {
+        return Err(format!("bearer.scopes: {bad:?} is not a scope token"));
+    }
+    Ok(BearerRule {
+        identity_provider: spec.identity_provider.clone(),
+        audiences: set("audiences", &spec.audiences)?,
+        client_ids: set("clientIds", &spec.client_ids)?,
+        scopes: spec.scopes.iter().cloned().collect(),
+    })
+}
+
+/// CIDRs, each truncated to its network (`10.1.2.3/8` is `10.0.0.0/8`).
+fn ip_ranges(ranges: &[String]) -> Result<Vec<IpNet>, String> {
+    ranges
+        .iter()
+        .map(|r| {
+            r.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|_| format!("invalid CIDR {r:?}"))
+        })
+        .collect()
 }

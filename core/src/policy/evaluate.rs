@@ -1,7 +1,7 @@
 //! Evaluating a [`Policy`]'s rules against one request (see the module documentation of
 //! [`crate::policy`] for the two phases).
 
-use super::{Action, Policy, Rule, Selector};
+use super::{Action, BearerToken, Policy, Rule, Selector};
 use crate::{email::EmailAddress, host::Host, identity::Identity, path::CanonicalPath};
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -13,6 +13,9 @@ pub struct RequestFacts<'a> {
     /// The name of the service token the request proved it holds, if any (the caller compares
     /// the secret in constant time before naming it here).
     pub service_token: Option<&'a str>,
+    /// The bearer JWT the request carried, verified by the caller (signature, issuer,
+    /// lifetime); the rules judge the rest.
+    pub bearer: Option<&'a BearerToken>,
 }
 
 /// The outcome of evaluating a policy.
@@ -107,6 +110,7 @@ impl Selector {
                 ranges.iter().any(|r| r.contains(&ip))
             }
             Self::ServiceTokens(names) => facts.service_token.is_some_and(|t| names.contains(t)),
+            Self::Bearer(rule) => facts.bearer.is_some_and(|t| rule.accepts(t)),
             // An address that does not parse strictly matches no email rule: which domain it
             // has is not clear (see `crate::email`).
             Self::Emails(emails) => email(identity).is_some_and(|e| emails.contains(e.as_str())),

@@ -57,6 +57,7 @@ impl Policy {
         let facts = RequestFacts {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             service_token: None,
+            bearer: None,
         };
         if self.evaluate(&facts, Some(identity)).is_allowed() {
             Judgement::Allowed

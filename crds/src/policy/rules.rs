@@ -10,8 +10,8 @@ use super::{CIDR, DNS_NAME, EMAIL};
 /// One access rule. It matches when the request satisfies at least one `include` selector, every
 /// `require` selector and no `exclude` selector.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.action != 'Bypass' || (self.include.all(s, !has(s.emails) && !has(s.emailDomains) && !has(s.groups) && !has(s.claim) && !has(s.serviceTokens)) && (!has(self.require) || self.require.all(s, !has(s.emails) && !has(s.emailDomains) && !has(s.groups) && !has(s.claim) && !has(s.serviceTokens))))").message("Bypass rules run before login: they may only select everyone or ipRanges"))]
-#[x_kube(validation = Rule::new("self.action != 'ServiceAuth' || self.include.all(s, has(s.serviceTokens))").message("ServiceAuth rules must include serviceTokens"))]
+#[x_kube(validation = Rule::new("self.action != 'Bypass' || (self.include.all(s, !has(s.emails) && !has(s.emailDomains) && !has(s.groups) && !has(s.claim) && !has(s.serviceTokens) && !has(s.bearer)) && (!has(self.require) || self.require.all(s, !has(s.emails) && !has(s.emailDomains) && !has(s.groups) && !has(s.claim) && !has(s.serviceTokens) && !has(s.bearer))))").message("Bypass rules run before login: they may only select everyone or ipRanges"))]
+#[x_kube(validation = Rule::new("self.action != 'ServiceAuth' || self.include.all(s, has(s.serviceTokens) || has(s.bearer))").message("ServiceAuth rules must include serviceTokens or bearer"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// A name for logs, metrics and the audit trail.
@@ -43,13 +43,14 @@ pub enum RuleAction {
     /// Let the request through with no login and no identity (health checks, public assets).
     Bypass,
     /// Let a machine through that presents a valid service token in the
-    /// `Portcullis-Client-Id` / `Portcullis-Client-Secret` headers.
+    /// `Portcullis-Client-Id` / `Portcullis-Client-Secret` headers, or a bearer JWT its
+    /// identity provider issued to it (`Authorization: Bearer`, see `bearer` selectors).
     ServiceAuth,
 }
 
 /// A condition on the request or its user. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("[has(self.everyone), has(self.emails), has(self.emailDomains), has(self.groups), has(self.claim), has(self.ipRanges), has(self.serviceTokens)].filter(x, x).size() == 1").message("a selector sets exactly one of everyone, emails, emailDomains, groups, claim, ipRanges, serviceTokens"))]
+#[x_kube(validation = Rule::new("[has(self.everyone), has(self.emails), has(self.emailDomains), has(self.groups), has(self.claim), has(self.ipRanges), has(self.serviceTokens), has(self.bearer)].filter(x, x).size() == 1").message("a selector sets exactly one of everyone, emails, emailDomains, groups, claim, ipRanges, serviceTokens, bearer"))]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
     /// Matches every request (`everyone: true`).
@@ -82,6 +83,39 @@ pub struct Selector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 63)))]
     pub service_tokens: Option<Vec<String>>,
+    /// Matches machines presenting `Authorization: Bearer <JWT>` from one of the gateway's
+    /// identity providers, typically an access token of the OAuth 2.0 client-credentials flow
+    /// (a Keycloak service account). `ServiceAuth` rules only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSelector>,
+}
+
+/// Which bearer JWTs a `ServiceAuth` rule accepts. The gateway checks the signature with the
+/// provider's keys, `iss` (exactly the provider's issuer), `exp`, `nbf` and `iat`; this selector
+/// then asks for every one of: an audience, a client and the scopes listed here.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BearerSelector {
+    /// The identity provider that issues the tokens: the name of one of the gateway's
+    /// configured providers, whose issuer and keys the gateway already has.
+    #[schemars(length(min = 1, max = 63))]
+    pub identity_provider: String,
+    /// The token's `aud` must contain at least one of these: the audience that names the app
+    /// behind this policy (a Keycloak audience mapper adds it to the client's tokens), so a
+    /// token minted for another API is refused here.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 256)))]
+    pub audiences: Vec<String>,
+    /// The clients allowed: the token's `azp` (or, without one, `client_id`) must be one of
+    /// these.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    pub client_ids: Vec<String>,
+    /// Scopes the token must all carry in its space-separated `scope` claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 128), regex(pattern = r"^[!#-\[\]-~]+$"))
+    )]
+    pub scopes: Vec<String>,
 }
 
 /// Matches a claim of the ID token by exact value. For a list claim, any element may match.

@@ -92,6 +92,7 @@ impl Lease {
         let facts = RequestFacts {
             client_ip: self.client_ip,
             service_token: None,
+            bearer: None,
         };
         match policy.evaluate(&facts, Some(&self.claims.identity())) {
             Decision::Allow { .. } => Ok(absolute),

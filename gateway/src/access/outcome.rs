@@ -1,9 +1,10 @@
 //! What the access check decides, with typed reasons: each reason is the stable `code` of the
 //! refusal a client sees and, through [`Outcome::result`], the label of the check metric.
 
+use crate::idp::bearer::BearerError;
 use crate::metrics::CheckResult;
 use http::HeaderValue;
-use portcullis_core::{Decision, Policy, session::Standing, token::AppClaims};
+use portcullis_core::{BearerToken, Decision, Policy, session::Standing, token::AppClaims};
 use std::sync::Arc;
 
 /// What the check decided.
@@ -16,6 +17,9 @@ pub enum Outcome {
         decision: Decision,
         /// The service token that let a `ServiceAuth` request through (its name, for the log).
         service_token: Option<Arc<str>>,
+        /// The bearer token that let a `ServiceAuth` request through: the machine the
+        /// upstream is told about.
+        bearer: Option<Arc<BearerToken>>,
     },
     /// The user must log in (again) first.
     Login {
@@ -108,6 +112,9 @@ pub enum DenyReason {
     DeniedByRule,
     /// No rule allows the request.
     NoRuleAllows,
+    /// The request's bearer token is invalid, or valid but accepted by no rule: answered 401
+    /// with `WWW-Authenticate: Bearer error="invalid_token"`, never with a login.
+    InvalidBearer(BearerError),
 }
 
 impl DenyReason {
@@ -118,6 +125,8 @@ impl DenyReason {
             Self::ConflictingPolicies => "conflicting_policies",
             Self::DeniedByRule => "denied_by_rule",
             Self::NoRuleAllows => "no_rule_allows",
+            Self::InvalidBearer(BearerError::Keys) => "idp_unavailable",
+            Self::InvalidBearer(_) => "invalid_token",
         }
     }
 }

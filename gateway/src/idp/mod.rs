@@ -3,8 +3,10 @@
 //!
 //! This file holds the providers and their discovered clients; the flows live beside it:
 //! `login` (authorization request and code exchange) and `refresh` (redeeming a refresh
-//! token), both checking ID tokens through `id_token`.
+//! token), both checking ID tokens through `id_token`; `bearer` checks machine clients' access
+//! tokens.
 
+pub mod bearer;
 mod discovery_check;
 mod error;
 mod groups;
@@ -95,6 +97,8 @@ pub struct Provider {
     client: RwLock<Option<Discovered>>,
     /// The `jti`s of recent back-channel logout tokens.
     replay: Mutex<logout_token::ReplayCache>,
+    /// Bearer tokens of machine clients verified recently, until their `exp`.
+    bearers: Mutex<bearer::BearerCache>,
 }
 
 /// A discovered client, when it was discovered, and the secret it was built with.
@@ -171,6 +175,10 @@ impl Provider {
             return None;
         }
         self.client.read().await.as_ref()?.end_session.clone()
+    }
+
+    fn bearer_cache(&self) -> std::sync::MutexGuard<'_, bearer::BearerCache> {
+        self.bearers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn replay_cache(&self) -> std::sync::MutexGuard<'_, logout_token::ReplayCache> {
@@ -278,6 +286,7 @@ impl Providers {
                 http: http.clone(),
                 client: RwLock::new(None),
                 replay: Mutex::default(),
+                bearers: Mutex::default(),
             };
             if by_name.insert(name.clone(), Arc::new(provider)).is_some() {
                 return Err(OidcError::Config(format!(

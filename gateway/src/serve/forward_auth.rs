@@ -15,7 +15,7 @@ use crate::{
     clock::now,
     gateway::Gateway,
     http::{Problem, client_ip, is_api_request, no_store, original_target, split_original_url},
-    serve::proxy_mode::identity_headers,
+    serve::proxy_mode::{identity_headers, machine_headers},
     serve::refusal::{Asked, Surface, refuse},
 };
 use axum::{
@@ -67,8 +67,8 @@ async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Res
         headers: req.headers(),
         client_ip: client_ip(gateway.settings(), peer.ip(), req.headers()),
     };
-    let user = match super::check(gateway, &snapshot, &subject, now).await {
-        Outcome::Allow { user, .. } => user,
+    let (user, bearer) = match super::check(gateway, &snapshot, &subject, now).await {
+        Outcome::Allow { user, bearer, .. } => (user, bearer),
         refused => {
             let api = is_api_request(&original.method, req.headers());
             let asked = Asked::new(gateway, &original.host, &original.uri, req.headers(), api);
@@ -94,6 +94,10 @@ async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Res
             response
                 .headers_mut()
                 .append(http::header::SET_COOKIE, cookie);
+        }
+    } else if let Some(machine) = bearer {
+        for (name, value) in machine_headers(&machine)? {
+            response.headers_mut().insert(name, value);
         }
     }
     Ok(response)

@@ -17,7 +17,8 @@ use crate::{
 use std::time::Instant;
 
 /// The access check as every surface runs it: timed and counted in the check metric, whatever
-/// the outcome. A token whose session the index does not know is asked about at the API server
+/// the outcome. A bearer token is verified first (with the provider's keys, or from the cache
+/// of verified tokens). A token whose session the index does not know is asked about at the API server
 /// (the source of truth) once, and checked again with what it says: a session created on
 /// another gateway, or while the operator's stream is unavailable, works at once instead of
 /// sending the browser round to log in again.
@@ -34,14 +35,15 @@ pub(crate) async fn check(
     now: u64,
 ) -> Outcome {
     let started = Instant::now();
-    let mut outcome = access::check(gateway, snapshot, subject, now);
+    let bearer = access::bearer(gateway, snapshot, subject, now).await;
+    let mut outcome = access::check_with(gateway, snapshot, subject, &bearer, now);
     if let Outcome::Login {
         unknown_sid: Some(sid),
         ..
     } = &outcome
         && confirm::unknown_session(gateway, sid, now).await
     {
-        outcome = access::check(gateway, snapshot, subject, now);
+        outcome = access::check_with(gateway, snapshot, subject, &bearer, now);
     }
     gateway
         .metrics()

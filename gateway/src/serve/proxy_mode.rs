@@ -8,7 +8,8 @@ use crate::{
     gateway::Gateway,
     http::{Problem, Relayed, client_ip, is_api_request},
     proxy::{
-        ForwardContext, GatewayCookies, Lapse, Upstream, UpstreamScheme, headers::identity_values,
+        ForwardContext, GatewayCookies, Lapse, Upstream, UpstreamScheme,
+        headers::{identity_values, machine_values},
     },
     serve::refusal::{Asked, Surface, refuse},
 };
@@ -18,7 +19,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header, uri::Authority};
-use portcullis_core::{CanonicalPath, Host, Policy, token::AppClaims};
+use portcullis_core::{BearerToken, CanonicalPath, Host, Policy, token::AppClaims};
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -44,8 +45,13 @@ pub async fn protected(
         client_ip,
     };
     let api = is_api_request(req.method(), req.headers());
-    let (policy, user) = match super::check(gateway, &snapshot, &subject, now).await {
-        Outcome::Allow { policy, user, .. } => (policy, user),
+    let (policy, user, bearer) = match super::check(gateway, &snapshot, &subject, now).await {
+        Outcome::Allow {
+            policy,
+            user,
+            bearer,
+            ..
+        } => (policy, user, bearer),
         refused => {
             let asked = Asked::new(gateway, &host, req.uri(), req.headers(), api);
             return refuse(gateway, refused, &asked, &Surface::PROXY);
@@ -60,12 +66,8 @@ pub async fn protected(
         .json(api)
         .into_response();
     };
-    let identity = match user
-        .as_ref()
-        .map(|u| identity_headers(gateway, &u.token, &u.claims, host.as_str(), now))
-        .transpose()
-    {
-        Ok(identity) => identity.unwrap_or_default(),
+    let identity = match upstream_identity(gateway, user.as_ref(), bearer.as_deref(), &host, now) {
+        Ok(identity) => identity,
         Err(problem) => return problem.json(api).into_response(),
     };
     // A signed-in exchange that outlives its request (WebSocket, streaming response) is cut
@@ -117,6 +119,36 @@ pub fn identity_headers(
         assertion,
     ));
     Ok(headers)
+}
+
+/// The identity headers for the upstream: the signed-in user's, or the machine's that a bearer
+/// token let in, or none (a bypass, a service token). `Authorization` is not among them: it is
+/// forwarded as the client sent it (see `docs/gateway.md`, machine clients).
+fn upstream_identity(
+    gateway: &Gateway,
+    user: Option<&SignedIn>,
+    bearer: Option<&BearerToken>,
+    host: &Host,
+    now: u64,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+    match (user, bearer) {
+        (Some(u), _) => identity_headers(gateway, &u.token, &u.claims, host.as_str(), now),
+        (None, Some(machine)) => machine_headers(machine),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// The headers that tell the upstream which machine is asking (a bearer token's `sub` and
+/// client id, `proxy::headers::identity`); one that cannot be described exactly is refused.
+pub fn machine_headers(machine: &BearerToken) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+    machine_values(&machine.subject, &machine.client_id).map_err(|error| {
+        warn!(client_id = %machine.client_id.escape_debug(), %error, "refusing a request: its machine cannot be described to the upstream");
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "unrepresentable_identity",
+            "This client cannot be passed on to this application.",
+        )
+    })
 }
 
 /// The lapse of a signed-in user's admission as the proxy holds it, counted and audited when it

@@ -3,9 +3,10 @@
 //! contracts do, named in [`Surface`].
 
 use crate::{
-    access::{LoginReason, Outcome},
+    access::{DenyReason, LoginReason, Outcome},
     gateway::Gateway,
     http::Problem,
+    idp::bearer::BearerError,
     login::bind,
 };
 use axum::response::{IntoResponse, Response};
@@ -125,6 +126,10 @@ pub fn refuse(
         )
         .json(json)
         .into_response(),
+        Outcome::Deny {
+            reason: DenyReason::InvalidBearer(error),
+            ..
+        } => bearer_refused(error, json),
         Outcome::Deny { reason, .. } => {
             Problem::forbidden(reason.code()).json(json).into_response()
         }
@@ -172,5 +177,34 @@ fn login(
             .headers_mut()
             .insert("portcullis-signin-url", value);
     }
+    response
+}
+
+/// A refused bearer token: 401 with the RFC 6750 challenge naming the reason, so a client can
+/// tell an expired token (get a new one) from one it may never use here. Keys the gateway
+/// cannot fetch are its provider's outage, not the client's fault: 503, to try again.
+fn bearer_refused(error: BearerError, json: bool) -> Response {
+    if error == BearerError::Keys {
+        let mut problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "idp_unavailable",
+            error.to_string(),
+        );
+        problem.retry_after = Some(5);
+        return problem.json(json).into_response();
+    }
+    let description = error.to_string();
+    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", &*description)
+        .json(json)
+        .into_response();
+    // Descriptions are fixed texts without `"` or `\`; should one ever not fit in a header,
+    // the challenge goes without it rather than not at all.
+    let challenge = HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{description}\""
+    ))
+    .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    response
+        .headers_mut()
+        .insert(http::header::WWW_AUTHENTICATE, challenge);
     response
 }

@@ -59,17 +59,18 @@ pub fn build<P: PolicySource>(
 }
 
 /// The policy, or why it cannot be enforced as written (an invalid spec, or an identity
-/// provider this gateway does not have).
+/// provider this gateway does not have, for logins or for bearer tokens).
 fn compile(
     manifest: &impl PolicySource,
     known_idps: &dyn Fn(&str) -> bool,
 ) -> Result<Policy, String> {
     let policy = manifest.compile().map_err(|e| e.to_string())?;
-    match policy
-        .identity_providers
-        .iter()
+    let logins = policy.identity_providers.iter().map(String::as_str);
+    let unknown = logins
+        .chain(policy.bearer_providers())
         .find(|name| !known_idps(name))
-    {
+        .map(str::to_owned);
+    match unknown {
         Some(unknown) => Err(format!("unknown identity provider {unknown:?}")),
         None => Ok(policy),
     }
@@ -93,5 +94,31 @@ fn claimed_as_denied(id: PolicyId, manifest: &impl PolicySource, reason: String)
             .cloned()
             .collect(),
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_crds::AccessPolicy;
+
+    #[test]
+    fn a_bearer_selector_needs_a_provider_this_gateway_has() {
+        let manifest = |idp: &str| -> AccessPolicy {
+            serde_saphyr::from_str(&format!(
+                "apiVersion: access.portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: api, namespace: ns }}\nspec:\n  hosts: [api.example.test]\n  identityProviders: [dex]\n  rules:\n    - action: ServiceAuth\n      include: [{{ bearer: {{ identityProvider: {idp}, audiences: [api], clientIds: [ci] }} }}]\n"
+            ))
+            .expect("manifest")
+        };
+        let known = |name: &str| ["dex", "keycloak"].contains(&name);
+        let policy = compile(&manifest("keycloak"), &known).expect("known provider");
+        assert_eq!(
+            policy.bearer_providers().into_iter().collect::<Vec<_>>(),
+            ["keycloak"]
+        );
+        assert_eq!(
+            compile(&manifest("okta"), &known).err().as_deref(),
+            Some("unknown identity provider \"okta\"")
+        );
     }
 }

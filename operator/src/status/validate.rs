@@ -139,10 +139,17 @@ fn validate_one(policy: &impl PolicySource, refs: &Refs<'_>) -> Result<(), Probl
         .compile()
         .map_err(|e| Problem::InvalidSpec(e.to_string()))?;
     let spec = policy.spec();
+    // The providers users log in with, and those whose bearer tokens machines present.
+    let bearer_providers = spec
+        .rules
+        .iter()
+        .flat_map(|r| r.include.iter().chain(&r.require).chain(&r.exclude))
+        .filter_map(|s| s.bearer.as_ref().map(|b| &b.identity_provider));
     if let Some(known) = refs.identity_providers
         && let Some(unknown) = spec
             .identity_providers
             .iter()
+            .chain(bearer_providers)
             .find(|idp| !known.contains(*idp))
     {
         return Err(Problem::UnknownIdentityProvider(unknown.clone()));

@@ -28,7 +28,9 @@ use super::error::ProxyError;
 
 pub use cookies::GatewayCookies;
 pub(crate) use hop_by_hop::{connection_has, upgrade_protocols};
-pub use identity::{IdentityHeaderError, decode_groups, encode_group, identity_values};
+pub use identity::{
+    IdentityHeaderError, decode_groups, encode_group, identity_values, machine_values,
+};
 pub use reserved::{is_reserved_inbound, normalize_name};
 
 use cookies::{strip_cookies, strip_set_cookies};

@@ -225,3 +225,27 @@ fn a_service_token_in_a_namespace_the_operator_does_not_read_says_why() {
     assert_eq!(judge(&granted), Ok(()));
     assert_eq!(judge(&SecretScope::default()), Ok(()));
 }
+
+#[test]
+fn a_bearer_selector_names_a_configured_identity_provider() {
+    let policy = |idp: &str| {
+        fixture(&format!(
+            "apiVersion: access.portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: grafana, namespace: team-a}}\nspec:\n  hosts: [grafana.example.com]\n  identityProviders: [dex]\n  rules:\n    - action: ServiceAuth\n      include: [{{bearer: {{identityProvider: {idp}, audiences: [grafana], clientIds: [ci]}}}}]\n"
+        ))
+    };
+    let idps = idps();
+    let got = |idp: &str| {
+        verdict(
+            &[policy(idp)],
+            Some(&idps),
+            &BTreeMap::new(),
+            "team-a",
+            "grafana",
+        )
+    };
+    assert_eq!(got("dex"), Ok(()));
+    assert_eq!(
+        got("okta"),
+        Err(Problem::UnknownIdentityProvider("okta".into()))
+    );
+}
