@@ -99,7 +99,14 @@ pub struct Provider {
     replay: Mutex<logout_token::ReplayCache>,
     /// Bearer tokens of machine clients verified recently, until their `exp`.
     bearers: Mutex<bearer::BearerCache>,
+    /// When discovery last failed, and why (cleared by a success).
+    failed: Mutex<Option<(Instant, String)>>,
 }
+
+/// After a failed discovery, further attempts fail at once for this long: a provider that is
+/// down is not asked again for every request waiting on it (a bearer token, a login), which
+/// any client could otherwise turn into a stream of requests to it.
+const FAILED_DISCOVERY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A discovered client, when it was discovered, and the secret it was built with.
 struct Discovered {
@@ -214,6 +221,36 @@ impl Provider {
                 return Ok(discovered.client.clone());
             }
         }
+        if let Some(pause) = self.paused() {
+            return Err(pause);
+        }
+        match self.fetch(secret).await {
+            Ok(discovered) => {
+                let client = discovered.client.clone();
+                *slot = Some(discovered);
+                Ok(client)
+            }
+            Err(error) => {
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    /// The error to answer at once while the last discovery failed less than
+    /// [`FAILED_DISCOVERY_PAUSE`] ago.
+    fn paused(&self) -> Option<OidcError> {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, detail) = failed.as_ref()?;
+        (at.elapsed() < FAILED_DISCOVERY_PAUSE).then(|| OidcError::Discovery {
+            idp: self.config.name.clone(),
+            detail: format!("{detail} (not asked again for a moment)"),
+        })
+    }
+
+    /// Fetches the discovery document and the keys, and builds the client with `secret`.
+    async fn fetch(&self, secret: Arc<str>) -> Result<Discovered, OidcError> {
         let discovery = |detail: String| OidcError::Discovery {
             idp: self.config.name.clone(),
             detail,
@@ -240,15 +277,14 @@ impl Provider {
             Some(ClientSecret::new(secret.to_string())),
         )
         .set_redirect_uri(self.redirect.clone());
-        let client = Arc::new(client);
-        *slot = Some(Discovered {
-            client: client.clone(),
+        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(Discovered {
+            client: Arc::new(client),
             at: Instant::now(),
             secret,
             jwks,
             end_session,
-        });
-        Ok(client)
+        })
     }
 }
 
@@ -286,6 +322,7 @@ impl Providers {
                 http: http.clone(),
                 client: RwLock::new(None),
                 replay: Mutex::default(),
+                failed: Mutex::default(),
                 bearers: Mutex::default(),
             };
             if by_name.insert(name.clone(), Arc::new(provider)).is_some() {
@@ -356,3 +393,6 @@ pub fn read_secret(name: &str, file: &Path) -> Result<String, OidcError> {
     })?;
     Ok(text.trim().to_owned())
 }
+
+#[cfg(test)]
+mod tests;

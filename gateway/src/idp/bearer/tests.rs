@@ -322,6 +322,7 @@ fn provider(signer: &Signer) -> Provider {
             end_session: None,
         })),
         replay: Mutex::default(),
+        failed: Mutex::default(),
         bearers: Mutex::default(),
     }
 }
