@@ -10,7 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 mod authorization;
 mod idp;
 
-pub use authorization::{AuthorizationParams, GroupsSource};
+pub use authorization::{AuthorizationParams, ForcedLoginPrompt, GroupsSource};
 pub use idp::{IdpConfig, IdpFile};
 
 /// The Portcullis gateway.

@@ -4,7 +4,7 @@
 //! Helm, is read back by the gateway's own parser with each value in place.
 
 use anyhow::{Context as _, Result, bail, ensure};
-use portcullis_gateway::config::{GroupsSource, IdpConfig, IdpFile};
+use portcullis_gateway::config::{ForcedLoginPrompt, GroupsSource, IdpConfig, IdpFile};
 use portcullis_tests::tools::Tool;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,7 @@ fn every_option() -> serde_json::Value {
         "backchannelLogout": true,
         "authorizationParams": { "access_type": "offline", "prompt": "consent" },
         "groupsFrom": "userinfo",
+        "forcedLoginPrompt": "select_account",
         "rpInitiatedLogout": false,
     })
 }
@@ -107,8 +108,9 @@ fn every_identity_provider_option_has_a_path_from_the_chart() -> Result<()> {
     ensure!(corp.trust_unverified_email && !corp.require_auth_time);
     ensure!(corp.backchannel_logout && !corp.rp_initiated_logout);
     ensure!(corp.groups_from == GroupsSource::Userinfo);
+    ensure!(corp.forced_login_prompt == ForcedLoginPrompt::SelectAccount);
     ensure!(corp.authorization_params.extra().collect::<Vec<_>>() == [("access_type", "offline")]);
-    ensure!(corp.authorization_params.prompt(false) == ["consent"]);
+    ensure!(corp.authorization_params.prompt(None) == ["consent"]);
     ensure!(corp.forward_claims == ["hd"]);
     ensure!(corp.jwks_refresh_cooldown == Duration::from_secs(45));
     ensure!(corp.refresh_interval == Duration::from_secs(420));

@@ -55,6 +55,8 @@ const CLOCK_SKEW: Duration = Duration::from_secs(30);
 const REFRESH_INTERVAL: &str = "2s";
 
 struct Setup {
+    /// Held for the whole test: see [`ONE_KEYCLOAK_AT_A_TIME`].
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     gateway: GatewayProcess,
     /// Standalone mode's session store.
     store: PathBuf,
@@ -83,12 +85,20 @@ spec:
     )
 }
 
+/// The tests of this file run one Keycloak at a time. Every instance runs from the same
+/// installation, whose data directory holds the truststore Keycloak builds from
+/// `--truststore-paths` at start: a second instance started later replaced the first one's, and
+/// the first one's back-channel call to its gateway then failed ("does not chain with any of
+/// the trust anchors"). Two JVMs at once are also most of a two-CPU machine.
+static ONE_KEYCLOAK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn setup(name: &str) -> Result<Setup> {
     setup_with(name, &[]).await
 }
 
 /// [`setup`] with `idp_options` added to the gateway's provider entry.
 async fn setup_with(name: &str, idp_options: &[(&str, serde_json::Value)]) -> Result<Setup> {
+    let turn = ONE_KEYCLOAK_AT_A_TIME.lock().await;
     portcullis_tests::install_crypto_provider();
     // Removed when the test ends, with Keycloak's temporary files.
     let guard = TempDir::new("keycloak", name)?;
@@ -128,6 +138,7 @@ async fn setup_with(name: &str, idp_options: &[(&str, serde_json::Value)]) -> Re
     )
     .await?;
     Ok(Setup {
+        _turn: turn,
         gateway,
         store,
         keycloak,

@@ -108,6 +108,40 @@ async fn authorization_params_reach_the_provider_and_a_forced_login_joins_prompt
     Ok(())
 }
 
+/// Google answers `prompt=login` with an error page and honours no `max_age`: with
+/// `forcedLoginPrompt: select_account` a forced re-login asks for the account instead, and the
+/// gateway refuses to start if `requireAuthTime` would then refuse every forced login.
+#[tokio::test]
+async fn google_forces_a_new_login_with_the_account_chooser() -> Result<()> {
+    let idp = Idp::start(Discovery::default()).await;
+    let google = json!({
+        "authorizationParams": { "access_type": "offline", "prompt": "consent" },
+        "forcedLoginPrompt": "select_account",
+        "requireAuthTime": false,
+    });
+    let provider = corp(&providers(&idp, google.clone())?)?;
+    ensure!(query(&provider, false).await?["prompt"] == ["consent"]);
+    let forced = query(&provider, true).await?;
+    ensure!(forced["prompt"] == ["consent select_account"], "{forced:?}");
+    ensure!(!forced.contains_key("max_age"), "{forced:?}");
+
+    let mut contradictory = google;
+    contradictory["requireAuthTime"] = json!(true);
+    let Err(error) = providers(&idp, contradictory) else {
+        anyhow::bail!("select_account with requireAuthTime was accepted");
+    };
+    let message = format!("{error:#}");
+    ensure!(message.contains("requireAuthTime: false"), "{message}");
+    let Err(error) = providers(&idp, json!({ "forcedLoginPrompt": "none" })) else {
+        anyhow::bail!("an unknown forcedLoginPrompt was accepted");
+    };
+    ensure!(
+        format!("{error:#}").contains("forcedLoginPrompt")
+            || format!("{error:#}").contains("unknown variant")
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_parameter_the_gateway_owns_is_refused_when_the_file_is_read() -> Result<()> {
     let idp = Idp::start(Discovery::default()).await;

@@ -195,6 +195,7 @@ async fn harness_with(sessions: Option<portcullis_gateway::gateway::SessionServi
         forward_claims: vec![],
         jwks_refresh_cooldown: std::time::Duration::from_secs(30),
         require_auth_time: true,
+        forced_login_prompt: Default::default(),
         refresh_interval: std::time::Duration::from_secs(300),
         refresh_rejection_errors: vec!["invalid_grant".into()],
         // Never contacted: the browser is sent there.

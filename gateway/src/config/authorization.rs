@@ -81,15 +81,47 @@ impl AuthorizationParams {
         self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// The `prompt` values of a request: the configured ones, plus `login` when the gateway
-    /// forces a re-login (the configured ones are kept: Google's `consent` must survive it, or
-    /// Google sends no new refresh token).
-    pub fn prompt(&self, force_login: bool) -> Vec<&str> {
+    /// The `prompt` values of a request: the configured ones, plus the provider's forced-login
+    /// prompt when the gateway forces a re-login (the configured ones are kept: Google's
+    /// `consent` must survive it, or Google sends no new refresh token).
+    pub fn prompt(&self, forced: Option<ForcedLoginPrompt>) -> Vec<&str> {
         let mut prompt: Vec<&str> = self.prompt.iter().map(String::as_str).collect();
-        if force_login && !prompt.contains(&"login") {
-            prompt.push("login");
+        if let Some(forced) = forced.map(ForcedLoginPrompt::value)
+            && !prompt.contains(&forced)
+        {
+            prompt.push(forced);
         }
         prompt
+    }
+}
+
+/// What the gateway sends a provider when it must authenticate the user again (after a
+/// revocation, the SSO session's epoch raise).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForcedLoginPrompt {
+    /// `prompt=login` and `max_age=0` (OpenID Connect Core): the provider asks for the
+    /// credentials again, and `auth_time` proves it (Keycloak, Entra ID, Okta, Dex).
+    #[default]
+    Login,
+    /// `prompt=select_account` only: for Google, which answers `prompt=login` with an error
+    /// page and honours no `max_age`. The user picks the account again, but Google may not ask
+    /// for the password, and nothing proves it did: `requireAuthTime` must be off.
+    SelectAccount,
+}
+
+impl ForcedLoginPrompt {
+    /// The `prompt` value.
+    pub fn value(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::SelectAccount => "select_account",
+        }
+    }
+
+    /// Whether `max_age=0` goes with it (a provider that honours it states `auth_time`).
+    pub fn with_max_age(self) -> bool {
+        self == Self::Login
     }
 }
 
@@ -138,12 +170,15 @@ mod tests {
             google.extra().collect::<Vec<_>>(),
             [("access_type", "offline")]
         );
-        assert_eq!(google.prompt(false), ["consent"]);
-        assert_eq!(google.prompt(true), ["consent", "login"]);
-        let login = parse(&[("prompt", "login login")])?;
-        assert_eq!(login.prompt(true), ["login"]);
-        assert!(AuthorizationParams::default().prompt(false).is_empty());
-        assert_eq!(AuthorizationParams::default().prompt(true), ["login"]);
+        let login = Some(ForcedLoginPrompt::Login);
+        let select = Some(ForcedLoginPrompt::SelectAccount);
+        assert_eq!(google.prompt(None), ["consent"]);
+        assert_eq!(google.prompt(login), ["consent", "login"]);
+        assert_eq!(google.prompt(select), ["consent", "select_account"]);
+        let twice = parse(&[("prompt", "login login")])?;
+        assert_eq!(twice.prompt(login), ["login"]);
+        assert!(AuthorizationParams::default().prompt(None).is_empty());
+        assert_eq!(AuthorizationParams::default().prompt(login), ["login"]);
         for bad in ["none", "consent none", "", "consent  login", "Login"] {
             assert!(parse(&[("prompt", bad)]).is_err(), "{bad:?}");
         }

@@ -1,7 +1,7 @@
 //! `PORTCULLIS_IDP_CONFIG`: the identity-provider file (the chart renders it from
 //! `identityProviders`; `gateway/tests/chart_options.rs` checks every option can be set there).
 
-use super::{AuthorizationParams, GroupsSource};
+use super::{AuthorizationParams, ForcedLoginPrompt, GroupsSource};
 use serde::Deserialize;
 use std::{path::PathBuf, time::Duration};
 
@@ -45,6 +45,11 @@ pub struct IdpConfig {
     /// its password database asks for credentials on every authorization).
     #[serde(default = "default_true")]
     pub require_auth_time: bool,
+    /// How a forced re-login is asked for: `login` (`prompt=login` and `max_age=0`, the
+    /// default) or `select_account` (Google, which refuses `prompt=login`; with it
+    /// `requireAuthTime` must be off, since nothing proves a new authentication).
+    #[serde(default)]
+    pub forced_login_prompt: ForcedLoginPrompt,
     /// After an ID token signed with a key the gateway does not know (the provider rotated its
     /// keys), discovery and the JWKS are fetched again, at most this often.
     #[serde(default = "default_jwks_refresh_cooldown", with = "duration_string")]

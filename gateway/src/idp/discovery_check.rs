@@ -58,6 +58,22 @@ pub(super) fn check_auth_time(
     }
 }
 
+/// `forcedLoginPrompt: select_account` with `requireAuthTime` on would refuse every forced
+/// re-login: the provider is not asked to authenticate again, so its `auth_time` predates the
+/// revocation. Refused at start-up rather than at the first revocation.
+pub(super) fn check_forced_login(config: &crate::config::IdpConfig) -> Result<(), OidcError> {
+    if config.require_auth_time
+        && config.forced_login_prompt == crate::config::ForcedLoginPrompt::SelectAccount
+    {
+        return Err(OidcError::Config(format!(
+            "identity provider {}: forcedLoginPrompt select_account cannot prove a new \
+             authentication; set requireAuthTime: false for it (see docs/providers/google.md)",
+            config.name
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! a [`VerifiedLogin`].
 
 use super::{Client, IdTokenClaims, OidcError, Provider, TokenResponse};
+use crate::config::ForcedLoginPrompt;
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse as _,
     PkceCodeChallenge, PkceCodeVerifier, Scope, TokenResponse as _,
@@ -56,8 +57,9 @@ impl std::fmt::Debug for VerifiedLogin {
 
 impl Provider {
     /// Builds the authorization request, with the provider's `authorizationParams`.
-    /// `force_login` asks the provider to authenticate the user again (`login` added to the
-    /// configured `prompt` values, `max_age=0`) instead of reusing its own session.
+    /// `force_login` asks the provider to authenticate the user again (its `forcedLoginPrompt`
+    /// added to the configured `prompt` values, with `max_age=0` for `login`) instead of
+    /// reusing its own session.
     pub async fn authorize(&self, force_login: bool) -> Result<AuthorizationRequest, OidcError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -77,7 +79,8 @@ impl Provider {
         for (name, value) in params.extra() {
             request = request.add_extra_param(name.to_owned(), value.to_owned());
         }
-        for prompt in params.prompt(force_login) {
+        let forced = force_login.then_some(self.config.forced_login_prompt);
+        for prompt in params.prompt(forced) {
             request = request.add_prompt(match prompt {
                 "login" => CoreAuthPrompt::Login,
                 "consent" => CoreAuthPrompt::Consent,
@@ -85,7 +88,7 @@ impl Provider {
                 other => CoreAuthPrompt::Extension(other.to_owned()),
             });
         }
-        if force_login {
+        if forced.is_some_and(ForcedLoginPrompt::with_max_age) {
             request = request.set_max_age(Duration::ZERO);
         }
         let (url, state, nonce) = request.url();

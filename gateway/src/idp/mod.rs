@@ -315,6 +315,7 @@ impl Providers {
                     "endSessionEndpoint of {name} must be an https URL without fragment or credentials"
                 )));
             }
+            discovery_check::check_forced_login(&config)?;
             let provider = Provider {
                 config,
                 secret: Mutex::new(secret.into()),
