@@ -208,10 +208,17 @@ fn provider_session_id(claims: &super::ExtraClaims) -> Result<Option<String>, Oi
     }
 }
 
+/// How far the provider's `auth_time` may lie before the gateway's `not_before` and still count
+/// as a new authentication: for the two clocks' difference only. Not the 30 s tokens are
+/// allowed: that would accept a provider session opened up to 30 s before a revocation (an
+/// intruder who signed in just before being found) as the re-authentication the revocation
+/// demands. Clocks of servers kept by NTP differ by well under a second.
+pub const AUTH_TIME_SKEW_SECS: u64 = 5;
+
 /// When the user authenticated: the ID token's `auth_time`, or its `iat` when the provider does
 /// not send one. With `not_before` (a forced re-login after a revocation) the provider must
-/// prove an authentication no earlier than that, give or take the clock skew tokens are
-/// allowed: an older `auth_time` means it reused its own login session (a client dropped
+/// prove an authentication no earlier than that, give or take [`AUTH_TIME_SKEW_SECS`]: an
+/// older `auth_time` means it reused its own login session (a client dropped
 /// `prompt=login` / `max_age=0`, or the provider ignores them). With `require_auth_time` a
 /// token without `auth_time` proves nothing and is refused too.
 fn proven_auth_time(
@@ -227,7 +234,7 @@ fn proven_auth_time(
     }
     let auth_time = stated_auth_time.unwrap_or(iat);
     if let Some(not_before) = not_before
-        && auth_time + portcullis_core::token::CLOCK_SKEW_SECS < not_before
+        && auth_time + AUTH_TIME_SKEW_SECS < not_before
     {
         return Err(OidcError::NotReauthenticated(format!(
             "auth_time {auth_time} predates the required {not_before}"
@@ -238,8 +245,7 @@ fn proven_auth_time(
 
 #[cfg(test)]
 mod tests {
-    use super::{OidcError, proven_auth_time};
-    use portcullis_core::token::CLOCK_SKEW_SECS;
+    use super::{AUTH_TIME_SKEW_SECS as CLOCK_SKEW_SECS, OidcError, proven_auth_time};
 
     const RAISED: u64 = 1_000_000;
 
