@@ -10,12 +10,8 @@
 //! `nonce` (which would make it an ID token). Replays of a `jti` are refused by the provider's
 //! [`ReplayCache`].
 
-use super::{Provider, id_token::ALLOWED_ALGS};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use openidconnect::{
-    JsonWebKey, JsonWebKeyId,
-    core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm},
-};
+use super::{Provider, jws};
+use openidconnect::core::CoreJsonWebKeySet;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use serde_json::{Map, Value};
 use std::{collections::HashMap, time::Duration};
@@ -60,90 +56,20 @@ pub enum LogoutTokenError {
     Keys,
 }
 
-/// The parts of a compact JWS, decoded.
-struct Jws<'a> {
-    alg: CoreJwsSigningAlgorithm,
-    kid: Option<JsonWebKeyId>,
-    signed: &'a [u8],
-    signature: Vec<u8>,
-    payload: Vec<u8>,
-}
+/// What a logout token must look like (§2.6: `typ` absent, `JWT` or `logout+jwt`).
+const LOGOUT_JWS: jws::Expect = jws::Expect {
+    max_len: MAX_LOGOUT_TOKEN_LEN,
+    typs: &["jwt", "logout+jwt"],
+    typ_error: "typ is not logout+jwt or JWT",
+};
 
-fn b64(part: &str) -> Result<Vec<u8>, LogoutTokenError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| LogoutTokenError::Malformed("a part is not base64url"))
-}
-
-/// Splits and decodes the token, and checks its header: `alg` allow-listed, `typ` absent,
-/// `JWT` or `logout+jwt` (with or without `application/`), no `crit`.
-fn parse(token: &str) -> Result<Jws<'_>, LogoutTokenError> {
-    if token.len() > MAX_LOGOUT_TOKEN_LEN {
-        return Err(LogoutTokenError::Malformed("too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(LogoutTokenError::Malformed("not three parts"));
-    };
-    let header: Map<String, Value> = serde_json::from_slice(&b64(header)?)
-        .map_err(|_| LogoutTokenError::Malformed("the header is not a JSON object"))?;
-    let alg: CoreJwsSigningAlgorithm = header
-        .get("alg")
-        .cloned()
-        .and_then(|alg| serde_json::from_value(alg).ok())
-        .filter(|alg| ALLOWED_ALGS.contains(alg))
-        .ok_or(LogoutTokenError::Header("alg is missing or not allowed"))?;
-    match header.get("typ") {
-        None => {}
-        Some(Value::String(typ)) => {
-            let typ = typ.to_ascii_lowercase();
-            let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-            if typ != "jwt" && typ != "logout+jwt" {
-                return Err(LogoutTokenError::Header("typ is not logout+jwt or JWT"));
-            }
+impl From<jws::JwsError> for LogoutTokenError {
+    fn from(error: jws::JwsError) -> Self {
+        match error {
+            jws::JwsError::Malformed(why) => Self::Malformed(why),
+            jws::JwsError::Header(why) => Self::Header(why),
         }
-        Some(_) => return Err(LogoutTokenError::Header("typ is not a string")),
     }
-    if header.contains_key("crit") {
-        return Err(LogoutTokenError::Header("crit is not supported"));
-    }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(JsonWebKeyId::new(kid.clone())),
-        Some(_) => return Err(LogoutTokenError::Header("kid is not a string")),
-    };
-    let signed_len = token.len() - signature.len() - 1;
-    Ok(Jws {
-        alg,
-        kid,
-        signed: &token.as_bytes()[..signed_len],
-        signature: b64(signature)?,
-        payload: b64(payload)?,
-    })
-}
-
-/// Whether one of `keys` (the one named by `kid`, when the header names one) verifies the
-/// signature. `Err(None)`: no key of that `kid` (the provider may have rotated).
-fn verify_signature(jws: &Jws<'_>, keys: &CoreJsonWebKeySet) -> Result<(), Option<()>> {
-    let candidates: Vec<&CoreJsonWebKey> = keys
-        .keys()
-        .iter()
-        .filter(|key| match (&jws.kid, key.key_id()) {
-            (Some(kid), Some(id)) => kid == id,
-            (Some(_), None) => false,
-            (None, _) => true,
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(None);
-    }
-    let verified = candidates.iter().any(|key| {
-        key.verify_signature(&jws.alg, jws.signed, &jws.signature)
-            .is_ok()
-    });
-    if verified { Ok(()) } else { Err(Some(())) }
 }
 
 /// The claims of a verified token, checked against the provider (`issuers`: its issuer and
@@ -225,9 +151,9 @@ pub fn verify(
     client_id: &str,
     now: u64,
 ) -> Result<LogoutClaims, Option<LogoutTokenError>> {
-    let jws = parse(token).map_err(Some)?;
-    verify_signature(&jws, keys)
-        .map_err(|unknown| unknown.map(|()| LogoutTokenError::Signature))?;
+    let jws = jws::parse(token, &LOGOUT_JWS).map_err(|e| Some(e.into()))?;
+    jws::verify_signature(&jws, keys)
+        .map_err(|unknown_kid| (!unknown_kid).then_some(LogoutTokenError::Signature))?;
     check_claims(&jws.payload, issuers, client_id, now).map_err(Some)
 }
 

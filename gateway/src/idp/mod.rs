@@ -11,6 +11,7 @@ mod discovery_check;
 mod error;
 mod groups;
 mod id_token;
+mod jws;
 mod login;
 pub mod logout_token;
 mod refresh;

@@ -4,31 +4,32 @@
 //! is left to the rules (`portcullis_core::BearerRule`).
 
 use super::{BearerError, MAX_BEARER_LEN};
-use crate::idp::id_token::ALLOWED_ALGS;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use openidconnect::{
-    JsonWebKey, JsonWebKeyId,
-    core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm},
-};
+use crate::idp::jws;
+use openidconnect::core::CoreJsonWebKeySet;
 use portcullis_core::{BearerToken, token::CLOCK_SKEW_SECS};
 use serde_json::{Map, Value};
 
 /// The longest string claim copied out of a token (`sub`, the client id, an audience).
 const MAX_CLAIM_LEN: usize = 255;
 
-/// A compact JWS split and decoded.
-struct Jws<'a> {
-    alg: CoreJwsSigningAlgorithm,
-    kid: Option<JsonWebKeyId>,
-    signed: &'a [u8],
-    signature: Vec<u8>,
-    payload: Vec<u8>,
+/// What a bearer access token must look like (`typ` absent, `JWT` or `at+jwt`, RFC 9068).
+const BEARER_JWS: jws::Expect = jws::Expect {
+    max_len: MAX_BEARER_LEN,
+    typs: &["jwt", "at+jwt"],
+    typ_error: "typ is not at+jwt or JWT",
+};
+
+impl From<jws::JwsError> for BearerError {
+    fn from(error: jws::JwsError) -> Self {
+        match error {
+            jws::JwsError::Malformed(why) => Self::Malformed(why),
+            jws::JwsError::Header(why) => Self::Header(why),
+        }
+    }
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, BearerError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| BearerError::Malformed("a part is not base64url"))
+    Ok(jws::b64(part)?)
 }
 
 /// The unverified payload, only to pick which provider's keys to try (its `iss`): nothing
@@ -43,80 +44,6 @@ pub fn unverified_issuer(token: &str) -> Result<String, BearerError> {
     match claims.get("iss") {
         Some(Value::String(iss)) => Ok(iss.clone()),
         _ => Err(BearerError::Claims("iss is missing")),
-    }
-}
-
-/// Splits and decodes the token and checks its header.
-fn parse(token: &str) -> Result<Jws<'_>, BearerError> {
-    if token.len() > MAX_BEARER_LEN {
-        return Err(BearerError::Malformed("too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BearerError::Malformed("not three parts"));
-    };
-    let header: Map<String, Value> = serde_json::from_slice(&b64(header)?)
-        .map_err(|_| BearerError::Malformed("the header is not a JSON object"))?;
-    let alg: CoreJwsSigningAlgorithm = header
-        .get("alg")
-        .cloned()
-        .and_then(|alg| serde_json::from_value(alg).ok())
-        .filter(|alg| ALLOWED_ALGS.contains(alg))
-        .ok_or(BearerError::Header("alg is missing or not allowed"))?;
-    match header.get("typ") {
-        None => {}
-        Some(Value::String(typ)) => {
-            let typ = typ.to_ascii_lowercase();
-            let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-            if typ != "jwt" && typ != "at+jwt" {
-                return Err(BearerError::Header("typ is not at+jwt or JWT"));
-            }
-        }
-        Some(_) => return Err(BearerError::Header("typ is not a string")),
-    }
-    if header.contains_key("crit") {
-        return Err(BearerError::Header("crit is not supported"));
-    }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(JsonWebKeyId::new(kid.clone())),
-        Some(_) => return Err(BearerError::Header("kid is not a string")),
-    };
-    let signed_len = token.len() - signature.len() - 1;
-    Ok(Jws {
-        alg,
-        kid,
-        signed: &token.as_bytes()[..signed_len],
-        signature: b64(signature)?,
-        payload: b64(payload)?,
-    })
-}
-
-/// Whether one of `keys` (the one named by `kid`, when the header names one) verifies the
-/// signature. `Err(None)`: no key of that `kid` (the provider may have rotated).
-fn verify_signature(jws: &Jws<'_>, keys: &CoreJsonWebKeySet) -> Result<(), Option<BearerError>> {
-    let candidates: Vec<&CoreJsonWebKey> = keys
-        .keys()
-        .iter()
-        .filter(|key| match (&jws.kid, key.key_id()) {
-            (Some(kid), Some(id)) => kid == id,
-            (Some(_), None) => false,
-            (None, _) => true,
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(None);
-    }
-    let verified = candidates.iter().any(|key| {
-        key.verify_signature(&jws.alg, jws.signed, &jws.signature)
-            .is_ok()
-    });
-    if verified {
-        Ok(())
-    } else {
-        Err(Some(BearerError::Signature))
     }
 }
 
@@ -229,7 +156,8 @@ pub(super) fn verify(
     issuers: &[&str],
     now: u64,
 ) -> Result<BearerToken, Option<BearerError>> {
-    let jws = parse(token).map_err(Some)?;
-    verify_signature(&jws, keys)?;
+    let jws = jws::parse(token, &BEARER_JWS).map_err(|e| Some(e.into()))?;
+    jws::verify_signature(&jws, keys)
+        .map_err(|unknown_kid| (!unknown_kid).then_some(BearerError::Signature))?;
     check_claims(&jws.payload, identity_provider, issuers, now).map_err(Some)
 }

@@ -3,6 +3,8 @@
 
 use super::*;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use openidconnect::core::CoreJwsSigningAlgorithm;
 use serde_json::json;
 
 const ISSUER: &str = "https://idp.test/realms/r";
