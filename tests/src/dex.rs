@@ -148,11 +148,20 @@ pub fn write_config(
     info: &DexInfo,
 ) -> Result<()> {
     let mut passwords = Vec::new();
+    // One hash per distinct password: benchmarks give thousands of users the same one.
+    let mut hashes = BTreeMap::new();
     for u in &info.users {
         // Dex enforces a bcrypt cost of at least 10; hashed at start so no hash is committed.
-        let hash = bcrypt::hash_with_result(&u.password, 10)
-            .context("bcrypt")?
-            .format_for_version(bcrypt::Version::TwoA);
+        let hash = match hashes.get(&u.password) {
+            Some(hash) => String::clone(hash),
+            None => {
+                let hash = bcrypt::hash_with_result(&u.password, 10)
+                    .context("bcrypt")?
+                    .format_for_version(bcrypt::Version::TwoA);
+                hashes.insert(u.password.clone(), hash.clone());
+                hash
+            }
+        };
         passwords.push(serde_json::json!({
             "email": u.email, "hash": hash, "username": u.username, "userID": u.user_id,
             "groups": u.groups,

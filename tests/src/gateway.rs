@@ -33,6 +33,17 @@ impl DexServer {
     /// Starts Dex on a free port in `dir`, with the stack's users, serving with a certificate
     /// from `pki`, accepting `redirect_uris`.
     pub async fn start(dir: &Path, pki: &Pki, redirect_uris: Vec<String>) -> Result<Self> {
+        Self::start_with_users(dir, pki, redirect_uris, dex::default_users()).await
+    }
+
+    /// [`DexServer::start`] with `users` as its static users (e.g. thousands of them for a
+    /// benchmark: the password connector issues refresh tokens, one per user and client).
+    pub async fn start_with_users(
+        dir: &Path,
+        pki: &Pki,
+        redirect_uris: Vec<String>,
+        users: Vec<dex::DexUser>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let issuer = format!("https://127.0.0.1:{port}/dex");
@@ -48,7 +59,7 @@ impl DexServer {
             client_secret_file: secret_file,
             ca_file: pki.ca_cert_path(),
             redirect_uris: uris,
-            users: dex::default_users(),
+            users,
             trusted_header: true,
         };
         let config = dir.join("dex.yaml");
@@ -98,6 +109,11 @@ impl DexServer {
     /// The end of Dex's log, for failure messages.
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
+    }
+
+    /// Dex's process id while it runs (benchmarks read its CPU time and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 }
 
