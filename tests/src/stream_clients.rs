@@ -58,6 +58,9 @@ impl StreamClients {
         count: usize,
         concurrency: usize,
     ) -> Result<Self> {
+        if count > 250 * 250 {
+            bail!("at most 62 500 stream clients (one loopback address each)");
+        }
         let token = std::fs::read_to_string(&access.token_file)
             .with_context(|| format!("reading {}", access.token_file.display()))?
             .trim()
@@ -67,7 +70,7 @@ impl StreamClients {
         let opened = stream::iter(0..count)
             .map(|n| {
                 let id = format!("{prefix}-{n}");
-                open(access, token.clone(), id)
+                open(access, token.clone(), id, n)
             })
             .buffered(concurrency.max(1))
             .collect::<Vec<_>>()
@@ -178,11 +181,20 @@ struct Client {
     id: String,
 }
 
-/// Connects one client on a connection of its own (its own `reqwest::Client`: one pool would
-/// multiplex every stream over a single HTTP/2 connection, which no fleet of gateways does).
-async fn open(access: &StreamAccess, token: String, id: String) -> Result<Client> {
+/// Connects client `n` on a connection of its own (its own `reqwest::Client`: one pool would
+/// multiplex every stream over a single HTTP/2 connection, which no fleet of gateways does),
+/// from a loopback address of its own: gateways are pods with addresses of their own, and the
+/// operator allows each address a bounded number of connections (256 by default).
+async fn open(access: &StreamAccess, token: String, id: String, n: usize) -> Result<Client> {
+    let url = url::Url::parse(&access.url).context("the operator's URL")?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        bail!("{}: no host or port", access.url);
+    };
+    let source = std::net::Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8);
     let http = crate::dex::http_client_builder(&access.ca_file)?
         .timeout(Duration::from_secs(24 * 3600))
+        .local_address(std::net::IpAddr::V4(source))
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .build()
         .context("building a stream client")?;
     let response = http
