@@ -235,7 +235,7 @@ TARGETS=(ref-proxy passthrough portcullis oauth2-proxy nginx nginx+portcullis ng
 # target_args NAME: the URL and headers of target NAME, one per line.
 target_args() {
   case $1 in
-    ref-proxy) echo "https://127.0.0.1:$REF/" ;;
+    ref-proxy) echo "https://$REF/" ;;
     passthrough) printf '%s\n' -H "Host: $OPEN_HOST:$GATEWAY_PORT" "https://127.0.0.1:$GATEWAY_PORT/" ;;
     portcullis) printf '%s\n' -H "Host: $APP_HOST:$GATEWAY_PORT" -H "Cookie: $APP_COOKIE" "https://127.0.0.1:$GATEWAY_PORT/" ;;
     oauth2-proxy) printf '%s\n' -H "Cookie: $OAUTH2_PROXY_COOKIE" "https://127.0.0.1:$OAUTH2_PROXY_PORT/" ;;

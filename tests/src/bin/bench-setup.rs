@@ -326,6 +326,9 @@ async fn start_oauth2_proxy(
         .arg("--email-domain=example.com")
         .arg("--scope=openid email profile")
         .arg("--skip-provider-button=true")
+        // Its default (force) makes Dex show its approval page; a browser user would click
+        // through it once, `auto` is the documented way to skip it.
+        .arg("--approval-prompt=auto")
         .arg("--request-logging=false")
         // The identity in /oauth2/auth's answer, for nginx's auth_request_set (its docs).
         .arg("--set-xauthrequest=true")
