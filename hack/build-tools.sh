@@ -16,8 +16,9 @@
 #
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
 #                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger|
-#                             traefik|nginx|keycloak ...]
-#        (default: everything the tests use)
+#                             traefik|nginx|keycloak|oauth2-proxy ...]
+#        (default: everything the tests use; oauth2-proxy, which only hack/bench-peers.sh
+#        runs, is built only when named)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
 set -euo pipefail
 
@@ -40,6 +41,8 @@ JAEGER_VERSION=v1.76.0
 # (./pkg/config/dynamic/ext), so it cannot be built from the module proxy; v3.6 can.
 TRAEFIK_VERSION=v3.6.12
 KEYCLOAK_VERSION=26.4.7
+# oauth2-proxy, the peer of hack/bench-peers.sh (stock, built from its module; opt-in only).
+OAUTH2_PROXY_VERSION=v7.15.6
 
 BIN="$PORTCULLIS_TOOLS/bin"
 SRC="$PORTCULLIS_TOOLS/src"
@@ -235,6 +238,24 @@ build_traefik() {
   stamp traefik "$TRAEFIK_VERSION"
 }
 
+# oauth2-proxy, stock, from its published module at the pinned release: the peer
+# hack/bench-peers.sh compares the gateway with. Not in the default set (nothing but that
+# benchmark uses it). The -X flag is the one its Makefile sets, so `--version` tells the truth.
+build_oauth2_proxy() {
+  fresh oauth2-proxy "$OAUTH2_PROXY_VERSION" && return
+  log "oauth2-proxy $OAUTH2_PROXY_VERSION"
+  local dir="$SRC/oauth2-proxy" gomod
+  wrapper "$dir" oauth2-proxy
+  # Repeat its go.mod's replace directives, if any, so the build takes what its release takes.
+  gomod=$(cd "$dir" && go mod download -json "github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION" |
+    sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  sed -n '/^replace (/,/^)/p; /^replace [^(]/p' "$gomod" >>"$dir/go.mod"
+  (cd "$dir" && go get "github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION" &&
+    go build -ldflags="-s -w -X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$OAUTH2_PROXY_VERSION" \
+      -o "$BIN/oauth2-proxy" github.com/oauth2-proxy/oauth2-proxy/v7)
+  stamp oauth2-proxy "$OAUTH2_PROXY_VERSION"
+}
+
 # nginx from Debian's package, unpacked rather than installed (installing starts a service on
 # port 80). Its binary loads only libraries every machine of this kind has (libc, libssl,
 # libpcre2, zlib, libcrypt); the in-cluster tests copy them into its image.
@@ -327,6 +348,7 @@ for t in "${targets[@]}"; do
     traefik) build_traefik ;;
     nginx) build_nginx ;;
     keycloak) build_keycloak ;;
+    oauth2-proxy) build_oauth2_proxy ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done
