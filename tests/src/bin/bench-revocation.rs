@@ -22,11 +22,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ObjectMeta, PostParams};
 use portcullis_tests::{
     StackConfig,
-    cluster::install_crds,
+    cluster::{create_namespace, install_crds},
     fleet::{Fleet, FleetOptions, Probe, Verdict, rss_bytes},
     stack::Stack,
     stream_clients::StreamClients,
@@ -133,17 +131,7 @@ async fn run() -> Result<()> {
 async fn bench(cli: &Cli, stack: &Stack) -> Result<()> {
     let client = stack.client().await?;
     install_crds(&client).await?;
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .context("creating the namespace")?;
+    create_namespace(&client, NAMESPACE).await?;
     let log = vec![("RUST_LOG".to_owned(), cli.log.clone())];
     let mut fleet = Fleet::start(FleetOptions {
         dir: &cli.dir.join("fleet"),

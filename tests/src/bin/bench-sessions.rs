@@ -30,12 +30,11 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams};
 use portcullis_crds::AccessSession;
 use portcullis_tests::{
     StackConfig,
-    cluster::install_crds,
+    cluster::{create_namespace, install_crds},
     dex::{self, Connector, DexUser},
     fleet::rss_bytes,
     gateway::{DexServer, GatewayConfig, GatewayFiles, GatewayProcess},
@@ -150,17 +149,7 @@ struct Setup<'a> {
 async fn bench(cli: &Cli, stack: &Stack) -> Result<()> {
     let client = stack.client().await?;
     install_crds(&client).await?;
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .context("creating the namespace")?;
+    create_namespace(&client, NAMESPACE).await?;
     let echo = upstream::echo().await?;
     let dir = cli.dir.join("gateways");
     let pki = Pki::generate(&dir.join("pki"))?;
