@@ -43,33 +43,48 @@ if ! command -v unzip >/dev/null ||
   exit 1
 fi
 
-hack/build-tools.sh
-eval "$(hack/tools-env.sh)"
-
-npm ci --prefix e2e --no-audit --no-fund --loglevel=error
-
 # A fresh stack for this run, so nothing left over from an earlier run can make a test pass.
 PORTCULLIS_STACK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-test.XXXXXX")/stack"
 export PORTCULLIS_STACK_DIR
+run_dir=$(dirname "$PORTCULLIS_STACK_DIR")
 
-cargo build --workspace --all-targets --locked
-# The images the in-cluster test imports into its node (static release binaries).
-hack/build-images.sh
-# The fuzz targets build (release, coverage-instrumented, their own target directory outside
-# the checkout) in the background at the lowest priority while the integration tests run,
-# which mostly wait on processes; each target then runs for a bounded time after the tests.
-# A filtered run (arguments given) skips them.
+# The Go tools build (half an hour on a fresh machine, a no-op after) runs beside the Rust build
+# below: each has phases that leave a core idle (links, module downloads), so together they take
+# much less than one after the other. Nothing below needs the tools until the tests start.
+tools_log="$run_dir/build-tools.log"
+setsid hack/build-tools.sh >"$tools_log" 2>&1 &
+tools_build=$!
 fuzz_build=""
-fuzz_log="$(dirname "$PORTCULLIS_STACK_DIR")/fuzz-build.log"
-if [ $# -eq 0 ]; then
-  FUZZ_SANITIZER=none setsid nice -n 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1 &
-  fuzz_build=$!
-fi
 stop_stack() {
+  if [ -n "$tools_build" ]; then kill -- -"$tools_build" 2>/dev/null || true; fi
   if [ -n "$fuzz_build" ]; then kill -- -"$fuzz_build" 2>/dev/null || true; fi
   target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
 }
 trap stop_stack EXIT
+
+npm ci --prefix e2e --no-audit --no-fund --loglevel=error
+cargo build --workspace --all-targets --locked
+# The images the in-cluster test imports into its node (static release binaries).
+hack/build-images.sh
+
+if ! wait "$tools_build"; then
+  tools_build=""
+  echo "hack/test.sh: building the tools failed:" >&2
+  tail -n 60 "$tools_log" >&2
+  exit 1
+fi
+tools_build=""
+cat "$tools_log"
+eval "$(hack/tools-env.sh)"
+# The fuzz targets build (release, coverage-instrumented, their own target directory outside
+# the checkout) in the background at the lowest priority while the integration tests run,
+# which mostly wait on processes; each target then runs for a bounded time after the tests.
+# A filtered run (arguments given) skips them.
+fuzz_log="$run_dir/fuzz-build.log"
+if [ $# -eq 0 ]; then
+  FUZZ_SANITIZER=none setsid nice -n 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1 &
+  fuzz_build=$!
+fi
 
 cargo test --workspace --locked --no-fail-fast "$@"
 
