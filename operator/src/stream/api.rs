@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use portcullis_protocol::{
     Ack, Frame,
     frame::{ACK_PATH, GATEWAY_ID_HEADER, HEARTBEAT_SECS, NDJSON, STATE_PATH, render_line},
@@ -155,9 +155,8 @@ struct Stream {
 impl Stream {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(line) = self.queue.pop_front() {
-                self.state.metrics.frame_sent(line.kind);
-                return Some(line.bytes);
+            if !self.queue.is_empty() {
+                return Some(self.take_batch());
             }
             tokio::select! {
                 changed = self.changed.changed() => {
@@ -175,6 +174,47 @@ impl Stream {
             }
         }
     }
+}
+
+/// At most this many bytes of queued lines go out as one write. A snapshot line is sent as it
+/// is, however long.
+const MAX_BATCH: usize = 256 * 1024;
+
+impl Stream {
+    /// The queued lines as one write (see [`take_batch`]).
+    fn take_batch(&mut self) -> Bytes {
+        let metrics = &self.state.metrics;
+        take_batch(&mut self.queue, MAX_BATCH, |kind| metrics.frame_sent(kind))
+    }
+}
+
+/// Takes the queued lines from the front of `queue` as one buffer of at most `max` bytes (a
+/// first line longer than that, a snapshot, goes alone), calling `sent` with each one's kind.
+/// A burst of revocations thus reaches a gateway in one chunk (one TLS record, one write, one
+/// wake-up and one acknowledgement) instead of one per line, which is what made the fan-out's
+/// cost grow with the burst times the fleet.
+fn take_batch(queue: &mut VecDeque<Line>, max: usize, mut sent: impl FnMut(&'static str)) -> Bytes {
+    let Some(first) = queue.pop_front() else {
+        return Bytes::new();
+    };
+    sent(first.kind);
+    let fits = |batch: usize, line: &Line| batch + line.bytes.len() <= max;
+    if queue
+        .front()
+        .is_none_or(|next| !fits(first.bytes.len(), next))
+    {
+        return first.bytes;
+    }
+    let mut batch = BytesMut::from(&first.bytes[..]);
+    while let Some(next) = queue.front() {
+        if !fits(batch.len(), next) {
+            break;
+        }
+        sent(next.kind);
+        batch.extend_from_slice(&next.bytes);
+        queue.pop_front();
+    }
+    batch.freeze()
 }
 
 impl Drop for Stream {
@@ -205,4 +245,39 @@ async fn ack(
     }
     state.gateways.acked(&id, ack.version, now());
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(version: u64, text: &str) -> Line {
+        Line {
+            version,
+            kind: "delta",
+            bytes: Bytes::from(format!("{text}\n")),
+        }
+    }
+
+    #[test]
+    fn queued_lines_go_out_as_one_write_in_order_up_to_the_cap() {
+        let mut queue: VecDeque<Line> = (1..=4).map(|v| line(v, &"x".repeat(9))).collect();
+        let mut kinds = 0;
+        // Each line is 10 bytes: three fit in 30, the fourth waits for the next write.
+        let first = take_batch(&mut queue, 30, |_| kinds += 1);
+        assert_eq!(first, Bytes::from("xxxxxxxxx\n".repeat(3)));
+        assert_eq!((kinds, queue.len()), (3, 1));
+        let second = take_batch(&mut queue, 30, |_| kinds += 1);
+        assert_eq!(second, Bytes::from("xxxxxxxxx\n"));
+        assert_eq!((kinds, queue.len()), (4, 0));
+        assert!(take_batch(&mut queue, 30, |_| kinds += 1).is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_goes_alone_and_whole() {
+        let mut queue = VecDeque::from([line(1, &"s".repeat(99)), line(2, "d")]);
+        let snapshot = take_batch(&mut queue, 30, |_| {});
+        assert_eq!(snapshot.len(), 100);
+        assert_eq!(take_batch(&mut queue, 30, |_| {}), Bytes::from("d\n"));
+    }
 }

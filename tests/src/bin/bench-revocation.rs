@@ -73,6 +73,11 @@ struct Cli {
     /// latency samples: how many frames per second the operator delivers (0: skip).
     #[arg(long, default_value_t = 1000)]
     burst: usize,
+    /// In `applied` mode, how long to wait after the witness has the revocation before reading
+    /// the gateways' metrics: the gateways time themselves, and reading 100 of them while the
+    /// last are still applying would slow exactly those.
+    #[arg(long, default_value = "250ms", value_parser = humantime_ms)]
+    scrape_after: Duration,
     /// Pause after each revocation before the next one.
     #[arg(long, default_value = "100ms", value_parser = humantime_ms)]
     settle: Duration,
@@ -260,6 +265,7 @@ async fn propagation(cli: &Cli, fleet: &Fleet, tag: &str) -> Result<Propagation>
         if let Some(witness) = witness.as_mut() {
             // Each gateway's own time of applying the version that carries the revocation.
             let version = witness.until_ended(sid, Duration::from_secs(30)).await?[0].version;
+            tokio::time::sleep(cli.scrape_after).await;
             let applied = applied::every(fleet, version).await?;
             let last = applied.iter().copied().fold(f64::MIN, f64::max);
             samples.push(((last - accepted_wall) * 1000.0).max(0.0));
