@@ -30,6 +30,7 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
+use futures::{StreamExt as _, stream};
 use http::{Method, StatusCode, header};
 use tracing::{info, warn};
 
@@ -38,6 +39,9 @@ pub const PREFIX: &str = "/.portcullis/backchannel-logout/";
 
 /// The largest request body read (a form holding one logout token).
 const MAX_BODY: usize = MAX_LOGOUT_TOKEN_LEN + 64;
+
+/// Revocations of one back-channel logout written at once.
+const CONCURRENT_REVOCATIONS: usize = 8;
 
 /// Why a back-channel logout was refused.
 #[derive(Debug, thiserror::Error)]
@@ -165,10 +169,15 @@ async fn logout(gateway: &Gateway, provider: &Provider, req: Request) -> Result<
         }
     };
     let reason = format!("back-channel logout from identity provider {idp}");
-    for sid in &sids {
-        audit::ended_by_provider(sid, &idp, "back-channel logout");
-        end_session(gateway, sid, &reason).await;
-    }
+    // A `sub`-only token can name many sessions: each ends in memory at once, and their
+    // revocations are written side by side, so an API server that is slow or down (each write
+    // waits up to `REVOKE_WAIT`, then queues) does not hold the provider's call for the sum.
+    stream::iter(&sids)
+        .for_each_concurrent(CONCURRENT_REVOCATIONS, |sid| {
+            audit::ended_by_provider(sid, &idp, "back-channel logout");
+            end_session(gateway, sid, &reason)
+        })
+        .await;
     info!(idp, sessions = sids.len(), "back-channel logout");
     Ok(())
 }
