@@ -19,6 +19,7 @@
 # Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|dex|helm|
 #                             kubelet|kube-scheduler|kube-proxy|coredns|actionlint|jaeger|
 #                             traefik|nginx|keycloak|oauth2-proxy ...]
+#        or a group: core | rest (see CORE and REST below)
 #        (default: everything the tests use; oauth2-proxy, which only hack/bench-peers.sh
 #        runs, is built only when named)
 # Prints nothing but progress on stderr; the binaries land in "$PORTCULLIS_TOOLS/bin".
@@ -337,9 +338,22 @@ keycloak_java_home() {
   echo "$best"
 }
 
-targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager kubectl dex helm
-  kubelet kube-scheduler kube-proxy coredns actionlint jaeger traefik nginx keycloak)
+# Two groups, in the order the tests need them. `core`: what the control plane, the identity
+# providers and the first test packages (cli, gateway) run. `rest`: Jaeger (the trace tests),
+# then what only the later in-cluster and release tests use. hack/test.sh starts the tests once
+# `core` is built and builds `rest` beside them; a test that needs one of those tools waits for
+# it (tests/src/tools.rs).
+CORE=(etcd kube-apiserver kube-controller-manager kubectl dex helm nginx keycloak)
+REST=(jaeger actionlint kubelet kube-scheduler kube-proxy coredns traefik)
+targets=()
+for t in "$@"; do
+  case "$t" in
+    core) targets+=("${CORE[@]}") ;;
+    rest) targets+=("${REST[@]}") ;;
+    *) targets+=("$t") ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=("${CORE[@]}" "${REST[@]}")
 for t in "${targets[@]}"; do
   started=$SECONDS
   case "$t" in

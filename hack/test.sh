@@ -48,16 +48,23 @@ PORTCULLIS_STACK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-test.XXXXXX")/stac
 export PORTCULLIS_STACK_DIR
 run_dir=$(dirname "$PORTCULLIS_STACK_DIR")
 
-# The Go tools build (half an hour on a fresh machine, a no-op after) runs beside the Rust build
-# below: each has phases that leave a core idle (links, module downloads), so together they take
-# much less than one after the other. Nothing below needs the tools until the tests start.
+# The Go tools build (most of an hour on a fresh machine, a no-op after) runs beside the Rust
+# build below: each has phases that leave a core idle (links, module downloads), so together
+# they take much less than one after the other. The tests start once the `core` group is built
+# (the control plane, the identity providers, kubectl, Helm); the `rest` (Jaeger, the node's
+# components, Traefik, actionlint) is built while they run, at a lower priority (most tests
+# wait on processes, leaving CPU idle), and a test that needs one of those tools waits for it
+# while $PORTCULLIS_TOOLS_PENDING exists (tests/src/tools.rs).
 tools_log="$run_dir/build-tools.log"
-setsid hack/build-tools.sh >"$tools_log" 2>&1 &
+setsid hack/build-tools.sh core >"$tools_log" 2>&1 &
 tools_build=$!
+rest_build=""
 fuzz_build=""
 stop_stack() {
-  if [ -n "$tools_build" ]; then kill -- -"$tools_build" 2>/dev/null || true; fi
-  if [ -n "$fuzz_build" ]; then kill -- -"$fuzz_build" 2>/dev/null || true; fi
+  local job
+  for job in "$tools_build" "$rest_build" "$fuzz_build"; do
+    if [ -n "$job" ]; then kill -- -"$job" 2>/dev/null || true; fi
+  done
   target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
 }
 trap stop_stack EXIT
@@ -67,15 +74,26 @@ cargo build --workspace --all-targets --locked
 # The images the in-cluster test imports into its node (static release binaries).
 hack/build-images.sh
 
-if ! wait "$tools_build"; then
-  tools_build=""
+# tools_failed LOG: says which build failed, with the end of its log.
+tools_failed() {
   echo "hack/test.sh: building the tools failed:" >&2
-  tail -n 60 "$tools_log" >&2
+  tail -n 60 "$1" >&2
   exit 1
-fi
+}
+wait "$tools_build" || { tools_build=""; tools_failed "$tools_log"; }
 tools_build=""
 cat "$tools_log"
 eval "$(hack/tools-env.sh)"
+
+rest_log="$run_dir/build-tools-rest.log"
+PORTCULLIS_TOOLS_PENDING="$run_dir/tools-pending"
+export PORTCULLIS_TOOLS_PENDING
+touch "$PORTCULLIS_TOOLS_PENDING"
+# shellcheck disable=SC2016 # expanded by the inner shell
+setsid nice -n 10 bash -c 'hack/build-tools.sh rest; status=$?; rm -f "$PORTCULLIS_TOOLS_PENDING"; exit $status' \
+  >"$rest_log" 2>&1 &
+rest_build=$!
+
 # The fuzz targets build (release, coverage-instrumented, their own target directory outside
 # the checkout) in the background at the lowest priority while the integration tests run,
 # which mostly wait on processes; each target then runs for a bounded time after the tests.
@@ -86,7 +104,13 @@ if [ $# -eq 0 ]; then
   fuzz_build=$!
 fi
 
-cargo test --workspace --locked --no-fail-fast "$@"
+tests=0
+cargo test --workspace --locked --no-fail-fast "$@" || tests=$?
+
+wait "$rest_build" || { rest_build=""; tools_failed "$rest_log"; }
+rest_build=""
+cat "$rest_log"
+[ "$tests" = 0 ] || exit "$tests"
 
 if [ -n "$fuzz_build" ]; then
   if ! wait "$fuzz_build"; then

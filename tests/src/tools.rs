@@ -88,9 +88,12 @@ impl Tool {
         }
     }
 
-    /// Absolute path of the binary, or an error that says how to build it.
+    /// Absolute path of the binary, or an error that says how to build it. While
+    /// `hack/test.sh` is still building the later tools beside the tests (the file named by
+    /// [`PENDING_ENV`] exists), a missing binary is waited for.
     pub fn path(self) -> Result<PathBuf, MissingTool> {
         let path = bin_dir().join(self.binary());
+        wait_while_building(&path);
         if path.is_file() {
             Ok(path)
         } else {
@@ -99,6 +102,44 @@ impl Tool {
                 path,
             })
         }
+    }
+}
+
+/// Environment variable naming a file that exists while `hack/test.sh` builds the `rest`
+/// group of `hack/build-tools.sh` beside the tests (it removes the file when that build ends,
+/// built or failed).
+pub const PENDING_ENV: &str = "PORTCULLIS_TOOLS_PENDING";
+
+/// The longest a test waits for a tool still being built (Traefik, the last, takes about a
+/// quarter of an hour from nothing on two CPUs).
+const MAX_TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Blocks while `binary` is missing and the tools build of `hack/test.sh` is still running.
+/// `go build -o` moves the finished binary into place, so once it exists it is whole.
+fn wait_while_building(binary: &Path) {
+    let pending = std::env::var_os(PENDING_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if let Some(pending) = pending {
+        wait_for(
+            binary,
+            &pending,
+            MAX_TOOL_WAIT,
+            std::time::Duration::from_secs(1),
+        );
+    }
+}
+
+/// Blocks until `binary` exists, `pending` does not, or `max` has passed, looking every `every`.
+fn wait_for(binary: &Path, pending: &Path, max: std::time::Duration, every: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    while !binary.is_file() && pending.exists() && started.elapsed() < max {
+        if !said {
+            eprintln!("waiting for {} (still being built)", binary.display());
+            said = true;
+        }
+        std::thread::sleep(every);
     }
 }
 
@@ -151,4 +192,66 @@ pub fn repo() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const LONG: Duration = Duration::from_secs(30);
+    const TICK: Duration = Duration::from_millis(10);
+
+    /// An empty scratch folder of its own for test `name`.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-tools-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn a_missing_tool_is_waited_for_until_it_is_built() {
+        let dir = scratch("built");
+        let (binary, pending) = (dir.join("traefik"), dir.join("pending"));
+        std::fs::write(&pending, "").expect("pending");
+        let builder = {
+            let binary = binary.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                std::fs::write(binary, "built").expect("binary");
+            })
+        };
+        wait_for(&binary, &pending, LONG, TICK);
+        assert!(binary.is_file());
+        builder.join().expect("builder");
+    }
+
+    #[test]
+    fn a_failed_build_ends_the_wait_with_the_tool_still_missing() {
+        let dir = scratch("failed");
+        let (binary, pending) = (dir.join("traefik"), dir.join("pending"));
+        std::fs::write(&pending, "").expect("pending");
+        let builder = {
+            let pending = pending.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                std::fs::remove_file(pending).expect("build ended");
+            })
+        };
+        let started = Instant::now();
+        wait_for(&binary, &pending, LONG, TICK);
+        assert!(!binary.is_file());
+        assert!(started.elapsed() < LONG);
+        builder.join().expect("builder");
+    }
+
+    #[test]
+    fn without_a_build_running_nothing_is_waited_for() {
+        let dir = scratch("idle");
+        let started = Instant::now();
+        wait_for(&dir.join("traefik"), &dir.join("pending"), LONG, TICK);
+        assert!(started.elapsed() < LONG);
+    }
 }
