@@ -50,19 +50,43 @@ run_dir=$(dirname "$PORTCULLIS_STACK_DIR")
 
 # The Go tools build (most of an hour on a fresh machine, a no-op after) runs beside the Rust
 # build below: each has phases that leave a core idle (links, module downloads), so together
-# they take much less than one after the other. The tests start once the `core` group is built
-# (the control plane, the identity providers, kubectl, Helm); the `rest` (Jaeger, the node's
-# components, Traefik, actionlint) is built while they run, at a lower priority (most tests
-# wait on processes, leaving CPU idle), and a test that needs one of those tools waits for it
-# while $PORTCULLIS_TOOLS_PENDING exists (tests/src/tools.rs).
+# they take much less than one after the other. Two groups (hack/build-tools.sh): the tests
+# start once `core` is built (the control plane, the identity providers, kubectl, Helm); the
+# `rest` (Jaeger, the node's components, Traefik, actionlint) follows at once at a lower
+# priority, beside the Rust build and then the tests (most of which wait on processes), and a
+# test that needs one of those tools waits for it while $PORTCULLIS_TOOLS_PENDING exists
+# (tests/src/tools.rs).
+#
+# background PRIORITY COMMAND...: COMMAND in a session of its own (so stop_stack can end all of
+# it), at nice PRIORITY. With sched_autogroup on (the default of many kernels) `nice` only ranks
+# processes within one session, so the new session's own nice is set too.
+background() {
+  local priority=$1
+  shift
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid bash -c 'echo "$1" >/proc/self/autogroup 2>/dev/null; shift; exec nice -n "$0" "$@"' \
+    "$priority" "$priority" "$@" &
+}
 tools_log="$run_dir/build-tools.log"
-setsid hack/build-tools.sh core >"$tools_log" 2>&1 &
+rest_log="$run_dir/build-tools-rest.log"
+core_status="$run_dir/build-tools-core.status"
+PORTCULLIS_TOOLS_PENDING="$run_dir/tools-pending"
+export PORTCULLIS_TOOLS_PENDING
+touch "$PORTCULLIS_TOOLS_PENDING"
+# shellcheck disable=SC2016 # expanded by the inner shell
+setsid bash -c '
+  hack/build-tools.sh core >"$0" 2>&1; status=$?; echo "$status" >"$2"
+  if [ "$status" = 0 ]; then
+    echo 10 >/proc/self/autogroup 2>/dev/null
+    nice -n 10 hack/build-tools.sh rest >"$1" 2>&1; status=$?
+  fi
+  rm -f "$PORTCULLIS_TOOLS_PENDING"
+  exit "$status"' "$tools_log" "$rest_log" "$core_status" &
 tools_build=$!
-rest_build=""
 fuzz_build=""
 stop_stack() {
   local job
-  for job in "$tools_build" "$rest_build" "$fuzz_build"; do
+  for job in "$tools_build" "$fuzz_build"; do
     if [ -n "$job" ]; then kill -- -"$job" 2>/dev/null || true; fi
   done
   target/debug/devstack down --state-dir "$PORTCULLIS_STACK_DIR" >/dev/null 2>&1 || true
@@ -80,19 +104,13 @@ tools_failed() {
   tail -n 60 "$1" >&2
   exit 1
 }
-wait "$tools_build" || { tools_build=""; tools_failed "$tools_log"; }
-tools_build=""
+until [ -s "$core_status" ]; do
+  kill -0 "$tools_build" 2>/dev/null || break
+  sleep 1
+done
+[ "$(cat "$core_status" 2>/dev/null)" = 0 ] || tools_failed "$tools_log"
 cat "$tools_log"
 eval "$(hack/tools-env.sh)"
-
-rest_log="$run_dir/build-tools-rest.log"
-PORTCULLIS_TOOLS_PENDING="$run_dir/tools-pending"
-export PORTCULLIS_TOOLS_PENDING
-touch "$PORTCULLIS_TOOLS_PENDING"
-# shellcheck disable=SC2016 # expanded by the inner shell
-setsid nice -n 10 bash -c 'hack/build-tools.sh rest; status=$?; rm -f "$PORTCULLIS_TOOLS_PENDING"; exit $status' \
-  >"$rest_log" 2>&1 &
-rest_build=$!
 
 # The fuzz targets build (release, coverage-instrumented, their own target directory outside
 # the checkout) in the background at the lowest priority while the integration tests run,
@@ -100,15 +118,15 @@ rest_build=$!
 # A filtered run (arguments given) skips them.
 fuzz_log="$run_dir/fuzz-build.log"
 if [ $# -eq 0 ]; then
-  FUZZ_SANITIZER=none setsid nice -n 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1 &
+  FUZZ_SANITIZER=none background 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1
   fuzz_build=$!
 fi
 
 tests=0
 cargo test --workspace --locked --no-fail-fast "$@" || tests=$?
 
-wait "$rest_build" || { rest_build=""; tools_failed "$rest_log"; }
-rest_build=""
+wait "$tools_build" || { tools_build=""; tools_failed "$rest_log"; }
+tools_build=""
 cat "$rest_log"
 [ "$tests" = 0 ] || exit "$tests"
 
