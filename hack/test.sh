@@ -113,12 +113,13 @@ cat "$tools_log"
 eval "$(hack/tools-env.sh)"
 
 # The fuzz targets build (release, coverage-instrumented, their own target directory outside
-# the checkout) in the background at the lowest priority while the integration tests run,
-# which mostly wait on processes; each target then runs for a bounded time after the tests.
+# the checkout) in the background while the integration tests run, which mostly wait on
+# processes: at the `rest` tools build's lower priority, so the two share what the tests leave
+# idle; each target then runs for a bounded time after the tests.
 # A filtered run (arguments given) skips them.
 fuzz_log="$run_dir/fuzz-build.log"
 if [ $# -eq 0 ]; then
-  FUZZ_SANITIZER=none background 19 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1
+  FUZZ_SANITIZER=none background 10 hack/fuzz.sh --build-only >"$fuzz_log" 2>&1
   fuzz_build=$!
 fi
 
