@@ -80,27 +80,12 @@ impl TestCluster {
     pub async fn namespace(&self, name: &str) -> Result<TestNamespace> {
         let client = self.client().await?;
         let ns_name = unique_name(name);
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns_name.clone()),
-                labels: Some(
-                    [
-                        (TEST_NAMESPACE_LABEL.to_owned(), "true".to_owned()),
-                        (
-                            "portcullis.dev/test-name".to_owned(),
-                            sanitize(name, 63).trim_matches('-').to_owned(),
-                        ),
-                    ]
-                    .into(),
-                ),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .with_context(|| format!("creating namespace {ns_name}"))?;
+        let test_name = sanitize(name, 63).trim_matches('-').to_owned();
+        let labels = [
+            (TEST_NAMESPACE_LABEL, "true"),
+            ("portcullis.dev/test-name", test_name.as_str()),
+        ];
+        create_namespace(&client, &ns_name, &labels).await?;
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns_name);
         tokio::time::timeout(
             Duration::from_secs(30),
@@ -281,12 +266,20 @@ pub async fn private_stack(
     Ok((stack, client))
 }
 
-/// Creates namespace `name` (a private control plane's, for a benchmark: no test labels, no
-/// clean-up; see [`TestCluster::namespace`] for tests).
-pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+/// Creates namespace `name` with `labels` (none: no `labels` field). Tests use
+/// [`TestCluster::namespace`], which labels and cleans up; benchmarks on a private control
+/// plane call this directly.
+pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+    let labels = (!labels.is_empty()).then(|| {
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    });
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
+            labels,
             ..ObjectMeta::default()
         },
         ..Namespace::default()

@@ -94,14 +94,16 @@ impl Tool {
     pub fn path(self) -> Result<PathBuf, MissingTool> {
         let path = bin_dir().join(self.binary());
         wait_while_building(&path);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(MissingTool {
-                binary: self.binary(),
-                path,
-            })
-        }
+        self.built().ok_or(MissingTool {
+            binary: self.binary(),
+            path,
+        })
+    }
+
+    /// The binary's path if it is built now, never waiting (for a teardown, which only
+    /// follows a start that had it).
+    pub fn built(self) -> Option<PathBuf> {
+        Some(bin_dir().join(self.binary())).filter(|p| p.is_file())
     }
 }
 
@@ -211,18 +213,21 @@ mod tests {
         dir
     }
 
+    /// Runs `step` on another thread after 200 ms: the build, finishing or failing.
+    fn a_moment_later(step: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            step();
+        })
+    }
+
     #[test]
     fn a_missing_tool_is_waited_for_until_it_is_built() {
         let dir = scratch("built");
         let (binary, pending) = (dir.join("traefik"), dir.join("pending"));
         std::fs::write(&pending, "").expect("pending");
-        let builder = {
-            let binary = binary.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                std::fs::write(binary, "built").expect("binary");
-            })
-        };
+        let built = binary.clone();
+        let builder = a_moment_later(move || std::fs::write(built, "built").expect("binary"));
         wait_for(&binary, &pending, LONG, TICK);
         assert!(binary.is_file());
         builder.join().expect("builder");
@@ -233,13 +238,8 @@ mod tests {
         let dir = scratch("failed");
         let (binary, pending) = (dir.join("traefik"), dir.join("pending"));
         std::fs::write(&pending, "").expect("pending");
-        let builder = {
-            let pending = pending.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                std::fs::remove_file(pending).expect("build ended");
-            })
-        };
+        let ended = pending.clone();
+        let builder = a_moment_later(move || std::fs::remove_file(ended).expect("build ended"));
         let started = Instant::now();
         wait_for(&binary, &pending, LONG, TICK);
         assert!(!binary.is_file());

@@ -136,7 +136,7 @@ async fn run() -> Result<()> {
 async fn bench(cli: &Cli, stack: &Stack) -> Result<()> {
     let client = stack.client().await?;
     install_crds(&client).await?;
-    create_namespace(&client, NAMESPACE).await?;
+    create_namespace(&client, NAMESPACE, &[]).await?;
     let log = vec![("RUST_LOG".to_owned(), cli.log.clone())];
     let mut fleet = Fleet::start(FleetOptions {
         dir: &cli.dir.join("fleet"),

@@ -149,7 +149,7 @@ struct Setup<'a> {
 async fn bench(cli: &Cli, stack: &Stack) -> Result<()> {
     let client = stack.client().await?;
     install_crds(&client).await?;
-    create_namespace(&client, NAMESPACE).await?;
+    create_namespace(&client, NAMESPACE, &[]).await?;
     let echo = upstream::echo().await?;
     let dir = cli.dir.join("gateways");
     let pki = Pki::generate(&dir.join("pki"))?;

@@ -492,9 +492,7 @@ async fn cleanup(dir: &Path) -> Result<()> {
     for pid in pids_mentioning(&needle) {
         process::terminate_pid(pid, STOP_GRACE).await?;
     }
-    // Not `Tool::path`: a teardown never waits for a build; a node ran only with kube-proxy built.
-    let proxy =
-        Some(crate::tools::bin_dir().join(Tool::KubeProxy.binary())).filter(|p| p.is_file());
+    let proxy = Tool::KubeProxy.built();
     net::teardown(dir, proxy.as_deref())
 }
 
