@@ -144,7 +144,11 @@ pub fn should_write(settings: &AccessLogSettings, line: &Line<'_>) -> bool {
 
 /// Writes `line` when [`should_write`] says so.
 pub fn write(settings: &AccessLogSettings, line: &Line<'_>) {
-    if !should_write(settings, line) {
+    // The filter is asked first: when it drops the event anyway (`portcullis::access=off`),
+    // the line is not assembled (the policy's name and the rule are formatted for it).
+    if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+        || !should_write(settings, line)
+    {
         return;
     }
     let note = line.note;

@@ -4,6 +4,7 @@
 pub use crate::settings::Settings;
 
 use crate::{
+    identity_cache::IdentityCache,
     idp::Providers,
     metrics::Metrics,
     proxy::Proxy,
@@ -19,18 +20,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 use tokio::sync::watch;
-
-/// (app token, host) → the assertion minted for it.
-type AssertionCache = HashMap<(Arc<str>, String), CachedAssertion>;
-
-/// An assertion and what it was minted from: the identity is compared on every hit, because a
-/// session's email and groups can change under the same app token (after an IdP refresh).
-struct CachedAssertion {
-    assertion: Arc<str>,
-    exp: u64,
-    email: Option<String>,
-    groups: Vec<String>,
-}
 
 /// What a single-use value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,9 +64,9 @@ struct Inner {
     spent: Mutex<HashMap<(SingleUse, String), u64>>,
     /// Logout revocations waiting for the API server.
     pending_revocations: Option<Arc<PendingRevocations>>,
-    /// Assertions minted for upstreams, by app token and host, so a signature is paid once per
-    /// token rather than once per request.
-    assertions: Mutex<AssertionCache>,
+    /// Identity headers made for upstreams, by app token and host, so a signature is paid once
+    /// per token rather than once per request.
+    identities: IdentityCache,
     /// The per-client rate limit of the login endpoints.
     login_limit: RateLimit,
 }
@@ -114,6 +103,8 @@ parts! {
     pub(crate) login_limit: RateLimit;
     /// Logout revocations waiting for the API server (when logins are recorded).
     pub(crate) pending_revocations: Option<Arc<PendingRevocations>>;
+    /// Identity headers made for upstreams, by app token and host.
+    pub(crate) identities: IdentityCache;
 }
 
 impl Gateway {
@@ -158,7 +149,7 @@ impl Gateway {
             refresher,
             pending_revocations,
             spent: Mutex::new(HashMap::new()),
-            assertions: Mutex::new(HashMap::new()),
+            identities: IdentityCache::default(),
             login_limit: RateLimit::new(settings.login_rate),
             settings,
         }))
@@ -191,23 +182,9 @@ impl Gateway {
         spent.insert((kind, id.to_owned()), exp).is_none()
     }
 
-    /// The `Portcullis-Jwt-Assertion` for a request allowed by `app` to `host`.
-    pub fn assertion(
-        &self,
-        token: &Arc<str>,
-        app: &AppClaims,
-        host: &str,
-        now: u64,
-    ) -> Option<Arc<str>> {
-        let key = (token.clone(), host.to_owned());
-        if let Ok(cache) = self.0.assertions.lock()
-            && let Some(cached) = cache.get(&key)
-            && cached.exp > now + 10
-            && cached.email == app.email
-            && cached.groups == app.groups
-        {
-            return Some(cached.assertion.clone());
-        }
+    /// A new `Portcullis-Jwt-Assertion` for a request allowed by `app` to `host`, and when it
+    /// expires; callers keep it in [`Gateway::identities`].
+    pub fn sign_assertion(&self, app: &AppClaims, host: &str, now: u64) -> Option<(String, u64)> {
         // Short-lived, whatever the app token: an expired token of a live session is being
         // renewed on this very response.
         let exp = now + 60;
@@ -222,26 +199,11 @@ impl Gateway {
             iat: now,
             exp,
         };
-        let assertion: Arc<str> = self
+        let assertion = self
             .signing()
             .keys()
             .sign(TokenKind::Assertion, &claims)
-            .ok()?
-            .into();
-        if let Ok(mut cache) = self.0.assertions.lock() {
-            if cache.len() > 50_000 {
-                cache.retain(|_, cached| cached.exp > now);
-            }
-            cache.insert(
-                key,
-                CachedAssertion {
-                    assertion: assertion.clone(),
-                    exp,
-                    email: app.email.clone(),
-                    groups: app.groups.clone(),
-                },
-            );
-        }
-        Some(assertion)
+            .ok()?;
+        Some((assertion, exp))
     }
 }

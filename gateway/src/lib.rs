@@ -27,6 +27,7 @@ pub mod cookies;
 pub mod gateway;
 pub(crate) mod hex;
 pub mod http;
+pub(crate) mod identity_cache;
 pub mod idp;
 pub mod login;
 pub mod metrics;

@@ -85,8 +85,8 @@ async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Res
             original.host.as_str(),
             now,
         )?;
-        for (name, value) in identity {
-            response.headers_mut().insert(name, value);
+        for (name, value) in identity.iter() {
+            response.headers_mut().insert(name, value.clone());
         }
         // The ingress copies it to the client's response (nginx: `auth_request_set`,
         // Traefik: `addAuthCookiesToResponse`, Envoy: `allowed_client_headers_on_success`).
@@ -96,8 +96,8 @@ async fn answer(gateway: &Gateway, peer: SocketAddr, req: Request) -> Result<Res
                 .append(http::header::SET_COOKIE, cookie);
         }
     } else if let Some(machine) = bearer {
-        for (name, value) in machine_headers(&machine)? {
-            response.headers_mut().insert(name, value);
+        for (name, value) in machine_headers(&machine)?.iter() {
+            response.headers_mut().insert(name, value.clone());
         }
     }
     Ok(response)

@@ -9,7 +9,7 @@ use crate::{
     http::{Problem, Relayed, client_ip, is_api_request},
     proxy::{
         ForwardContext, GatewayCookies, Lapse, Upstream, UpstreamScheme,
-        headers::{identity_values, machine_values},
+        headers::{Vouched, identity_values, machine_values},
     },
     serve::refusal::{Asked, Surface, refuse},
 };
@@ -90,14 +90,17 @@ pub async fn protected(
 /// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names
 /// (encoded as `proxy::headers::identity` documents) and a signed assertion the upstream can
 /// verify with the JWKS. A user that cannot be described exactly is refused, never sent
-/// with a header missing.
+/// with a header missing. Made once per token and host ([`crate::identity_cache`]).
 pub fn identity_headers(
     gateway: &Gateway,
     token: &Arc<str>,
     claims: &AppClaims,
     host: &str,
     now: u64,
-) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+) -> Result<Vouched, Problem> {
+    if let Some(made) = gateway.identities().get(token, claims, host, now) {
+        return Ok(made);
+    }
     let mut headers = identity_values(&claims.sub, claims.email.as_deref(), &claims.groups)
         .map_err(|error| {
             warn!(sid = %claims.sid, %error, "refusing a request: its user cannot be described to the upstream");
@@ -107,9 +110,9 @@ pub fn identity_headers(
                 "Your account cannot be passed on to this application. Please sign in again.",
             )
         })?;
-    let assertion = gateway
-        .assertion(token, claims, host, now)
-        .and_then(|a| HeaderValue::from_str(&a).ok())
+    let (assertion, exp) = gateway
+        .sign_assertion(claims, host, now)
+        .and_then(|(a, exp)| Some((HeaderValue::try_from(a).ok()?, exp)))
         .ok_or_else(|| {
             warn!(sid = %claims.sid, "refusing a request: no identity assertion could be signed");
             Problem::internal("signing_failed")
@@ -118,7 +121,20 @@ pub fn identity_headers(
         HeaderName::from_static("portcullis-jwt-assertion"),
         assertion,
     ));
-    Ok(headers)
+    let made = vouched(headers)?;
+    gateway
+        .identities()
+        .insert(token, claims, host, made.clone(), exp, now);
+    Ok(made)
+}
+
+/// Headers of ours for the upstream, checked; one that fails the check is a bug of ours, so
+/// the request fails as a server error (and nothing is sent without it).
+fn vouched(headers: Vec<(HeaderName, HeaderValue)>) -> Result<Vouched, Problem> {
+    Vouched::new(headers).map_err(|error| {
+        warn!(%error, "refusing a request: an identity header could not be vouched for");
+        Problem::internal("bad_identity_header")
+    })
 }
 
 /// The identity headers for the upstream: the signed-in user's, or the machine's that a bearer
@@ -130,25 +146,26 @@ fn upstream_identity(
     bearer: Option<&BearerToken>,
     host: &Host,
     now: u64,
-) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+) -> Result<Vouched, Problem> {
     match (user, bearer) {
         (Some(u), _) => identity_headers(gateway, &u.token, &u.claims, host.as_str(), now),
         (None, Some(machine)) => machine_headers(machine),
-        (None, None) => Ok(Vec::new()),
+        (None, None) => Ok(Vouched::default()),
     }
 }
 
 /// The headers that tell the upstream which machine is asking (a bearer token's `sub` and
 /// client id, `proxy::headers::identity`); one that cannot be described exactly is refused.
-pub fn machine_headers(machine: &BearerToken) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
-    machine_values(&machine.subject, &machine.client_id).map_err(|error| {
+pub fn machine_headers(machine: &BearerToken) -> Result<Vouched, Problem> {
+    let headers = machine_values(&machine.subject, &machine.client_id).map_err(|error| {
         warn!(client_id = %machine.client_id.escape_debug(), %error, "refusing a request: its machine cannot be described to the upstream");
         Problem::new(
             StatusCode::FORBIDDEN,
             "unrepresentable_identity",
             "This client cannot be passed on to this application.",
         )
-    })
+    })?;
+    vouched(headers)
 }
 
 /// The lapse of a signed-in user's admission as the proxy holds it, counted and audited when it
@@ -184,21 +201,25 @@ async fn forward(
         path,
     }: Target<'_>,
     peer: SocketAddr,
-    identity: Vec<(HeaderName, HeaderValue)>,
+    identity: Vouched,
     lapse: Option<Lapse>,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
-    // Forward exactly the path that was judged.
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    };
-    parts.uri = match Uri::builder().path_and_query(path_and_query).build() {
-        Ok(uri) => uri,
-        Err(_) => {
-            return Problem::bad_request("bad_target", "Invalid request target.").into_response();
-        }
-    };
+    // Forward exactly the path that was judged: the request's own when it was canonical
+    // already (the usual case, nothing to rebuild), else the canonical form.
+    if parts.uri.path() != path.as_str() {
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        parts.uri = match Uri::builder().path_and_query(path_and_query).build() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return Problem::bad_request("bad_target", "Invalid request target.")
+                    .into_response();
+            }
+        };
+    }
     let ctx = match context(gateway, peer, host, identity) {
         Ok(ctx) => ctx,
         Err(problem) => return problem.into_response(),
@@ -225,12 +246,17 @@ async fn forward(
     }
 }
 
+/// The cookies an upstream never sees nor sets: every cookie of ours shares this prefix (SSO,
+/// app tokens, logins, binding nonces). Made once; a clone shares it.
+static OURS: std::sync::LazyLock<GatewayCookies> =
+    std::sync::LazyLock::new(|| GatewayCookies::new(std::iter::empty::<&str>(), ["__Host-portcullis-"]));
+
 /// What the proxy adds for the upstream: who connected, the host asked for, the identity.
 fn context(
     gateway: &Gateway,
     peer: SocketAddr,
     host: &Host,
-    identity: Vec<(HeaderName, HeaderValue)>,
+    identity: Vouched,
 ) -> Result<ForwardContext, Problem> {
     let authority = match gateway.settings().public_port {
         443 => Authority::try_from(host.as_str()),
@@ -243,11 +269,7 @@ fn context(
         scheme: http::uri::Scheme::HTTPS,
         host: authority,
         identity_headers: identity,
-        gateway_cookies: GatewayCookies::new(
-            std::iter::empty::<&str>(),
-            // Every cookie of ours shares this prefix: SSO, app tokens, logins, binding nonces.
-            ["__Host-portcullis-"],
-        ),
+        gateway_cookies: OURS.clone(),
     })
 }
 

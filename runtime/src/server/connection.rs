@@ -24,39 +24,69 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::{net::TcpStream, sync::watch};
+use tokio::{net::TcpStream, sync::watch, time::Instant};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::debug;
 
-/// Requests on one connection: how many are in flight, how many began.
-#[derive(Clone, Copy, Debug, Default)]
-struct Load {
-    in_flight: usize,
-    started: u64,
+/// Requests on one connection, counted without waking anyone: the watchdog ([`idle`]) reads
+/// the counts when its own deadline comes. Waking it at every request's start and end (as a
+/// watch channel would) cost two wake-ups and a timer re-registration per request, on the
+/// hottest path; a connection that stays busy now costs the watchdog one look per idle period.
+#[derive(Debug)]
+struct Activity {
+    /// Requests in flight.
+    in_flight: AtomicUsize,
+    /// Requests begun.
+    started: AtomicU64,
+    /// When the last request in flight ended: milliseconds since `opened`, rounded up.
+    last_end_ms: AtomicU64,
+    opened: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            last_end_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
+
+    /// When the last request ended, as the watchdog counts time.
+    fn last_end(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire))
+    }
 }
 
 /// A request in flight, until its response body is finished or dropped.
-struct InFlight(Arc<watch::Sender<Load>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn begin(load: &Arc<watch::Sender<Load>>) -> Self {
-        load.send_modify(|l| {
-            l.in_flight += 1;
-            l.started += 1;
-        });
-        Self(load.clone())
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // The end is stored before the count drops: a watchdog that sees no request in flight
+        // also sees when the last one ended.
+        let ended = self.0.opened.elapsed().as_millis().saturating_add(1);
         self.0
-            .send_modify(|l| l.in_flight = l.in_flight.saturating_sub(1));
+            .last_end_ms
+            .fetch_max(u64::try_from(ended).unwrap_or(u64::MAX), Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -124,11 +154,11 @@ impl<E: Clone + Send + Sync + 'static> Connection<E> {
         // The socket carries its place with it, also into an upgraded connection (a
         // WebSocket), which outlives this function. The drain waits for HTTP only, as before.
         let io = Held { io, _slot: slot };
-        let (load, watched) = watch::channel(Load::default());
-        let load = Arc::new(load);
+        let activity = Arc::new(Activity::new());
+        let watched = activity.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(peer_extension(peer));
-            let in_flight = InFlight::begin(&load);
+            let in_flight = InFlight::begin(&activity);
             let router = router.clone();
             let refused = marked.is_set();
             async move {
@@ -230,26 +260,25 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Held<I> {
 }
 
 /// Resolves once the connection has had no request in flight for `first` before its first
-/// request, or for `idle` after one.
-async fn idle(mut load: watch::Receiver<Load>, first: Duration, idle: Duration) -> Closed {
+/// request, or for `idle` after one. It sleeps until the earliest moment that could be true and
+/// looks then, so requests never wake it.
+async fn idle(activity: Arc<Activity>, first: Duration, idle: Duration) -> Closed {
+    let mut deadline = activity.opened + first;
     loop {
-        let now = *load.borrow_and_update();
-        if now.in_flight > 0 {
-            if load.changed().await.is_err() {
-                return std::future::pending().await;
+        tokio::time::sleep_until(deadline).await;
+        if activity.started.load(Ordering::Acquire) == 0 {
+            return Closed::HeaderTimeout;
+        }
+        let now = Instant::now();
+        deadline = if activity.in_flight.load(Ordering::Acquire) > 0 {
+            now + idle
+        } else {
+            let due = activity.last_end() + idle;
+            if due <= now {
+                return Closed::Idle;
             }
-            continue;
-        }
-        let (limit, reason) = match now.started {
-            0 => (first, Closed::HeaderTimeout),
-            _ => (idle, Closed::Idle),
+            due
         };
-        tokio::select! {
-            () = tokio::time::sleep(limit) => return reason,
-            changed = load.changed() => if changed.is_err() {
-                return std::future::pending().await;
-            },
-        }
     }
 }
 
@@ -285,18 +314,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_without_a_request_is_cut_at_the_first_deadline() {
-        let (_load, watched) = watch::channel(Load::default());
         let started = std::time::Instant::now();
-        assert_eq!(idle(watched, FIRST, IDLE).await, Closed::HeaderTimeout);
+        let activity = Arc::new(Activity::new());
+        assert_eq!(idle(activity, FIRST, IDLE).await, Closed::HeaderTimeout);
         assert!(started.elapsed() < IDLE);
     }
 
     #[tokio::test]
     async fn a_request_in_flight_is_never_idle_and_idleness_counts_from_its_end() {
-        let (load, watched) = watch::channel(Load::default());
-        let load = Arc::new(load);
-        let request = InFlight::begin(&load);
-        let watchdog = tokio::spawn(idle(watched, FIRST, IDLE));
+        let activity = Arc::new(Activity::new());
+        let request = InFlight::begin(&activity);
+        let watchdog = tokio::spawn(idle(activity.clone(), FIRST, IDLE));
         tokio::time::sleep(IDLE * 2).await;
         assert!(!watchdog.is_finished(), "cut while a request was in flight");
         let ended = std::time::Instant::now();
@@ -307,11 +335,10 @@ mod tests {
 
     #[tokio::test]
     async fn each_new_request_restarts_the_idle_clock() {
-        let (load, watched) = watch::channel(Load::default());
-        let load = Arc::new(load);
-        let watchdog = tokio::spawn(idle(watched, FIRST, IDLE));
+        let activity = Arc::new(Activity::new());
+        let watchdog = tokio::spawn(idle(activity.clone(), FIRST, IDLE));
         for _ in 0..5 {
-            drop(InFlight::begin(&load));
+            drop(InFlight::begin(&activity));
             tokio::time::sleep(IDLE / 3).await;
         }
         assert!(!watchdog.is_finished(), "cut although requests kept coming");

@@ -17,7 +17,7 @@ mod reserved;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{
     HeaderMap, HeaderName, HeaderValue, header,
@@ -59,9 +59,42 @@ pub struct ForwardContext {
     pub host: Authority,
     /// Headers the gateway vouches for (`X-Auth-Request-User`, `Portcullis-Jwt-Assertion`, ...).
     /// Inbound headers with the same normalized names are stripped as well.
-    pub identity_headers: Vec<(HeaderName, HeaderValue)>,
+    pub identity_headers: Vouched,
     /// Gateway-owned cookies to keep from the upstream.
     pub gateway_cookies: GatewayCookies,
+}
+
+/// Headers the gateway vouches for, checked when they are made: no framing, routing or
+/// hop-by-hop name, no control character in a value. A signed-in user's are made once per
+/// token and host and then added to every request of it, so the check is not paid per request;
+/// cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct Vouched(Arc<[(HeaderName, HeaderValue)]>);
+
+impl Vouched {
+    /// `headers`, refused when one of them could not be vouched for.
+    pub fn new(headers: Vec<(HeaderName, HeaderValue)>) -> Result<Self, ProxyError> {
+        for (name, value) in &headers {
+            if is_forbidden_identity_name(name) {
+                return Err(ProxyError::InvalidAddedHeader {
+                    name: name.to_string(),
+                    reason: "reserved header name",
+                });
+            }
+            checked(name, value)?;
+        }
+        Ok(Self(headers.into()))
+    }
+
+    /// The headers, in the order they are added.
+    pub fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> + Clone {
+        self.0.iter()
+    }
+
+    /// The names of the headers.
+    fn names(&self) -> impl Iterator<Item = &HeaderName> + Clone {
+        self.0.iter().map(|(name, _)| name)
+    }
 }
 
 /// The result of the Connection/Upgrade analysis of a request.
@@ -86,14 +119,14 @@ pub(crate) fn rewrite_request(
     let te_trailers = strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     // 2.
-    strip_inbound_identity(headers, &ctx.identity_headers);
+    strip_inbound_identity(headers, ctx.identity_headers.names());
     // 3.
     if !ctx.gateway_cookies.is_empty() {
         strip_cookies(headers, &ctx.gateway_cookies);
     }
     // 4.
     add_forwarding(headers, ctx)?;
-    add_identity(headers, &ctx.identity_headers)?;
+    add_identity(headers, &ctx.identity_headers);
     restore_end_to_end(headers, te_trailers, upgrade)
 }
 
@@ -134,23 +167,12 @@ fn forwarded_for(headers: &HeaderMap, ctx: &ForwardContext) -> String {
     chain.join(", ")
 }
 
-/// Step 4, identity: the headers the caller vouches for, refused when they name framing,
-/// routing or hop-by-hop headers.
-fn add_identity(
-    headers: &mut HeaderMap,
-    identity: &[(HeaderName, HeaderValue)],
-) -> Result<(), ProxyError> {
-    for (name, value) in identity {
-        if is_forbidden_identity_name(name) {
-            return Err(ProxyError::InvalidAddedHeader {
-                name: name.to_string(),
-                reason: "reserved header name",
-            });
-        }
+/// Step 4, identity: the headers the gateway vouches for, checked when they were made.
+fn add_identity(headers: &mut HeaderMap, identity: &Vouched) {
+    for (name, value) in identity.iter() {
         // `append`: a caller may send a multi-valued header on purpose.
-        headers.append(name.clone(), checked(name, value.clone())?);
+        headers.append(name.clone(), value.clone());
     }
-    Ok(())
 }
 
 /// Step 4, what step 1 removed but does go end to end: `TE: trailers` (gRPC needs it) and the
@@ -165,10 +187,8 @@ fn restore_end_to_end(
     }
     if let Some(up) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(
-            header::UPGRADE,
-            checked(&header::UPGRADE, up.protocols.clone())?,
-        );
+        checked(&header::UPGRADE, &up.protocols)?;
+        headers.insert(header::UPGRADE, up.protocols.clone());
     }
     Ok(())
 }
@@ -194,7 +214,7 @@ fn is_forbidden_identity_name(name: &HeaderName) -> bool {
 /// Rejects control characters (CR, LF, NUL, other C0 except HTAB, DEL) in a value the gateway is
 /// about to add. `HeaderValue`'s checked constructors already refuse them; this guards against
 /// the unchecked ones and makes the rule explicit where headers are added.
-fn checked(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, ProxyError> {
+fn checked(name: &HeaderName, value: &HeaderValue) -> Result<(), ProxyError> {
     if value
         .as_bytes()
         .iter()
@@ -205,7 +225,7 @@ fn checked(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, ProxyEr
             reason: "control character in value",
         });
     }
-    Ok(value)
+    Ok(())
 }
 
 fn insert_str(headers: &mut HeaderMap, name: HeaderName, value: &str) -> Result<(), ProxyError> {
@@ -220,7 +240,8 @@ fn header_value(name: &HeaderName, value: &str) -> Result<HeaderValue, ProxyErro
         name: name.to_string(),
         reason: "not a header value",
     })?;
-    checked(name, value)
+    checked(name, &value)?;
+    Ok(value)
 }
 
 /// Rewrites response headers for the client: hop-by-hop removal (keeping `Connection: upgrade`

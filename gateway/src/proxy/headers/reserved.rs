@@ -1,7 +1,7 @@
 //! Step 2 of the rewrite: which inbound header names carry identity or forwarding metadata
 //! that upstreams trust, in every spelling an upstream may fold together.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use super::X_FORWARDED_FOR;
 
@@ -62,6 +62,26 @@ pub fn normalize_name(name: &str) -> String {
         .collect()
 }
 
+/// One byte of a header name as [`normalize_name`] spells it.
+fn folded(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+/// Whether `name` and `other` are the same header to an upstream that folds `_` and `.` into
+/// `-` and ignores case ([`normalize_name`] of both equal), without building either: this runs
+/// for every header of every request.
+fn same_folded(name: &[u8], other: &[u8]) -> bool {
+    name.len() == other.len() && name.iter().zip(other).all(|(a, b)| folded(*a) == folded(*b))
+}
+
+/// Whether [`normalize_name`] of `name` starts with `prefix` (itself normalized).
+fn starts_folded(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && same_folded(&name[..prefix.len()], prefix)
+}
+
 /// Whether an inbound header with this name must never reach an upstream as sent by the client.
 /// `X-Forwarded-For` in its canonical spelling is *not* reserved here: it is rewritten according
 /// to trust (see [`super::ForwardContext::trusted_forwarded_for`]); every other spelling of it is.
@@ -69,28 +89,33 @@ pub fn is_reserved_inbound(name: &HeaderName) -> bool {
     if *name == X_FORWARDED_FOR {
         return false;
     }
-    let n = normalize_name(name.as_str());
-    RESERVED_NAMES.contains(&n.as_str()) || RESERVED_PREFIXES.iter().any(|p| n.starts_with(p))
+    let n = name.as_str().as_bytes();
+    RESERVED_NAMES.iter().any(|r| same_folded(n, r.as_bytes()))
+        || RESERVED_PREFIXES
+            .iter()
+            .any(|p| starts_folded(n, p.as_bytes()))
 }
 
 /// Step 2: removes every reserved inbound header, every spelling of the names the gateway is
 /// about to add (`added`), and every other spelling of `X-Forwarded-For`.
-pub(super) fn strip_inbound_identity(headers: &mut HeaderMap, added: &[(HeaderName, HeaderValue)]) {
-    let added: Vec<String> = added
-        .iter()
-        .map(|(n, _)| normalize_name(n.as_str()))
-        .collect();
+pub(super) fn strip_inbound_identity<'a>(
+    headers: &mut HeaderMap,
+    added: impl Iterator<Item = &'a HeaderName> + Clone,
+) {
     remove_where(headers, |name| {
         if is_reserved_inbound(name) {
             return true;
         }
-        let n = normalize_name(name.as_str());
+        let n = name.as_str().as_bytes();
         // `x_forwarded_for` & co. would be a second XFF for an upstream that folds `_`.
-        (n == X_FORWARDED_FOR.as_str() && *name != X_FORWARDED_FOR) || added.contains(&n)
+        (*name != X_FORWARDED_FOR && same_folded(n, X_FORWARDED_FOR.as_str().as_bytes()))
+            || added
+                .clone()
+                .any(|a| same_folded(n, a.as_str().as_bytes()))
     });
 }
 
-/// Removes every header for which `doomed` holds.
+/// Removes every header for which `doomed` holds (nothing is allocated when none does).
 fn remove_where(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
     let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in names {
