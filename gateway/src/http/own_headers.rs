@@ -26,15 +26,14 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
 ];
 
-/// Adds [`SECURITY_HEADERS`] to a response of the gateway's own; a [`Relayed`] one is
-/// returned untouched.
-pub async fn secure(mut response: Response) -> Response {
+/// Adds [`SECURITY_HEADERS`] to a response of the gateway's own; a [`Relayed`] one is left
+/// untouched.
+pub fn secure(response: &mut Response) {
     if response.extensions().get::<Relayed>().is_some() {
-        return response;
+        return;
     }
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    response
 }
