@@ -131,14 +131,20 @@ mod tests {
         let alice = claims("alice@example.com", &["eng"]);
         cache.insert(&token, &alice, "wiki.example", headers("alice"), 1060, 1000);
 
-        let hit = cache.get("token-a", &alice, "wiki.example", 1000).expect("hit");
+        let hit = cache
+            .get("token-a", &alice, "wiki.example", 1000)
+            .expect("hit");
         assert_eq!(user(&hit), b"alice");
         assert!(cache.get("token-b", &alice, "wiki.example", 1000).is_none());
         assert!(cache.get("token-a", &alice, "docs.example", 1000).is_none());
         let moved = claims("alice@example.com", &["eng", "admins"]);
         assert!(cache.get("token-a", &moved, "wiki.example", 1000).is_none());
         let renamed = claims("alice@corp.example", &["eng"]);
-        assert!(cache.get("token-a", &renamed, "wiki.example", 1000).is_none());
+        assert!(
+            cache
+                .get("token-a", &renamed, "wiki.example", 1000)
+                .is_none()
+        );
         // Made again when the assertion is close to expiring.
         assert!(cache.get("token-a", &alice, "wiki.example", 1049).is_some());
         assert!(cache.get("token-a", &alice, "wiki.example", 1050).is_none());
@@ -152,8 +158,12 @@ mod tests {
         cache.insert(&token, &alice, "wiki.example", headers("one"), 1060, 1000);
         cache.insert(&token, &alice, "docs.example", headers("two"), 1060, 1000);
         cache.insert(&token, &alice, "wiki.example", headers("three"), 1070, 1010);
-        let wiki = cache.get("token-a", &alice, "wiki.example", 1010).expect("wiki");
-        let docs = cache.get("token-a", &alice, "docs.example", 1010).expect("docs");
+        let wiki = cache
+            .get("token-a", &alice, "wiki.example", 1010)
+            .expect("wiki");
+        let docs = cache
+            .get("token-a", &alice, "docs.example", 1010)
+            .expect("docs");
         assert_eq!((user(&wiki), user(&docs)), (&b"three"[..], &b"two"[..]));
         assert_eq!(cache.len(), 1);
     }

@@ -40,9 +40,12 @@ pub fn app(gateway: Gateway) -> Router {
 /// Every request: given a request id, served, and written to the access log.
 async fn logged(State(gateway): State<Gateway>, mut req: Request) -> Response {
     let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied() else {
-        let mut response =
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no_peer", "Internal error.")
-                .into_response();
+        let mut response = Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_peer",
+            "Internal error.",
+        )
+        .into_response();
         secure(&mut response);
         return response;
     };

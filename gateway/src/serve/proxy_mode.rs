@@ -248,8 +248,9 @@ async fn forward(
 
 /// The cookies an upstream never sees nor sets: every cookie of ours shares this prefix (SSO,
 /// app tokens, logins, binding nonces). Made once; a clone shares it.
-static OURS: std::sync::LazyLock<GatewayCookies> =
-    std::sync::LazyLock::new(|| GatewayCookies::new(std::iter::empty::<&str>(), ["__Host-portcullis-"]));
+static OURS: std::sync::LazyLock<GatewayCookies> = std::sync::LazyLock::new(|| {
+    GatewayCookies::new(std::iter::empty::<&str>(), ["__Host-portcullis-"])
+});
 
 /// What the proxy adds for the upstream: who connected, the host asked for, the identity.
 fn context(

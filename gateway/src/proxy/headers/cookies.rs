@@ -56,7 +56,7 @@ pub(super) fn strip_cookies(headers: &mut HeaderMap, owned: &GatewayCookies) {
     }
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|b| *b == b';') {
+        for pair in pairs(value.as_bytes()) {
             let pair = pair.trim_ascii();
             if pair.is_empty() {
                 continue;
@@ -82,6 +82,20 @@ pub(super) fn strip_cookies(headers: &mut HeaderMap, owned: &GatewayCookies) {
             headers.insert(header::COOKIE, v);
         }
     }
+}
+
+/// The `;`-separated parts of a `Cookie` value. Found with `memchr`: the value carries the
+/// app token (hundreds of bytes) on every signed-in request, and a byte-by-byte split of it
+/// was the largest cost of the whole header rewrite.
+fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b';', value)
+        .chain(std::iter::once(value.len()))
+        .map(move |end| {
+            let pair = &value[start..end];
+            start = end + 1;
+            pair
+        })
 }
 
 /// Drops every `Set-Cookie` for a gateway-owned name: an upstream may neither fixate nor clear

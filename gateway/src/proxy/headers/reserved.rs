@@ -74,7 +74,11 @@ fn folded(b: u8) -> u8 {
 /// `-` and ignores case ([`normalize_name`] of both equal), without building either: this runs
 /// for every header of every request.
 fn same_folded(name: &[u8], other: &[u8]) -> bool {
-    name.len() == other.len() && name.iter().zip(other).all(|(a, b)| folded(*a) == folded(*b))
+    name.len() == other.len()
+        && name
+            .iter()
+            .zip(other)
+            .all(|(a, b)| folded(*a) == folded(*b))
 }
 
 /// Whether [`normalize_name`] of `name` starts with `prefix` (itself normalized).
@@ -109,9 +113,7 @@ pub(super) fn strip_inbound_identity<'a>(
         let n = name.as_str().as_bytes();
         // `x_forwarded_for` & co. would be a second XFF for an upstream that folds `_`.
         (*name != X_FORWARDED_FOR && same_folded(n, X_FORWARDED_FOR.as_str().as_bytes()))
-            || added
-                .clone()
-                .any(|a| same_folded(n, a.as_str().as_bytes()))
+            || added.clone().any(|a| same_folded(n, a.as_str().as_bytes()))
     });
 }
 

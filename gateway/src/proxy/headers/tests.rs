@@ -194,7 +194,12 @@ fn cookies() {
 
 #[test]
 fn refuses_bad_added_headers() {
-    for forbidden in [header::HOST, header::CONNECTION, header::COOKIE, X_FORWARDED_FOR] {
+    for forbidden in [
+        header::HOST,
+        header::CONNECTION,
+        header::COOKIE,
+        X_FORWARDED_FOR,
+    ] {
         assert!(matches!(
             Vouched::new(vec![(forbidden, HeaderValue::from_static("x"))]),
             Err(ProxyError::InvalidAddedHeader { .. })
