@@ -29,6 +29,7 @@ use hyper_util::{
 };
 use portcullis_gateway::proxy::{
     ForwardContext, GatewayCookies, Proxy, ProxyConfig, ProxyError, Upstream, UpstreamScheme,
+    headers::Vouched,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -82,8 +83,8 @@ fn gateway_cookies() -> GatewayCookies {
     GatewayCookies::new(["__Host-portcullis"], ["__Host-portcullis-login-"])
 }
 
-fn identity() -> Vec<(HeaderName, HeaderValue)> {
-    [
+fn identity() -> Vouched {
+    let headers = [
         ("x-auth-request-user", "alice"),
         ("x-auth-request-email", "alice@example.com"),
         ("x-auth-request-groups", "admins,devs"),
@@ -91,7 +92,8 @@ fn identity() -> Vec<(HeaderName, HeaderValue)> {
     ]
     .into_iter()
     .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
-    .collect()
+    .collect();
+    Vouched::new(headers).expect("vouched")
 }
 
 fn ctx(peer: SocketAddr, host: Authority, trusted: bool) -> ForwardContext {

@@ -1,8 +1,8 @@
 //! Security headers on every response the gateway makes itself — login, confirmation, error
 //! and refusal pages, problems, redirects, forward-auth answers, JWKS — added in one place,
-//! the router's outermost layer, so no handler can forget them. Responses relayed from an
-//! upstream carry [`Relayed`] and are left as the upstream made them: the app owns its
-//! policy.
+//! the router's one handler, to every response it returns, so no handler can forget them.
+//! Responses relayed from an upstream carry [`Relayed`] and are left as the upstream made
+//! them: the app owns its policy.
 
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, header};

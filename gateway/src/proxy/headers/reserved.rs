@@ -124,3 +124,64 @@ fn remove_where(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> 
         headers.remove(&name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The comparisons that run per request agree with [`normalize_name`], the spelling rule
+    /// they stand for, on names that differ only where folding matters.
+    #[test]
+    fn folded_comparisons_agree_with_normalize_name() {
+        let names = [
+            "x-auth-request-user",
+            "x_auth_request_user",
+            "x.auth.request.user",
+            "X_Auth-Request.User",
+            "x-auth-request-users",
+            "x-auth-request-use",
+            "xauth-request-user",
+            "portcullis_jwt_assertion",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "forwarded",
+            "for_warded",
+            "remote-user",
+            "remote_",
+            "remote",
+        ];
+        for a in names {
+            for b in names {
+                let same = normalize_name(a) == normalize_name(b);
+                assert_eq!(same_folded(a.as_bytes(), b.as_bytes()), same, "{a} vs {b}");
+                let prefix = normalize_name(b);
+                assert_eq!(
+                    starts_folded(a.as_bytes(), prefix.as_bytes()),
+                    normalize_name(a).starts_with(&prefix),
+                    "{a} starts with {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_in_every_spelling_but_the_canonical_forwarded_for() {
+        for name in [
+            "x-auth-request-email",
+            "x_auth_request_email",
+            "x.auth.request.email",
+            "x-real-ip",
+            "x_real_ip",
+            "portcullis-anything",
+            "x-forwarded-user",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            assert!(is_reserved_inbound(&name), "{name}");
+        }
+        assert!(!is_reserved_inbound(&X_FORWARDED_FOR));
+        assert!(!is_reserved_inbound(&HeaderName::from_static("accept")));
+        assert!(!is_reserved_inbound(&HeaderName::from_static(
+            "x-real-ipv6"
+        )));
+    }
+}
