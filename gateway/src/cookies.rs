@@ -8,7 +8,11 @@
 use http::{HeaderMap, HeaderValue, header};
 use portcullis_core::PolicyId;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, RwLock},
+    time::Duration,
+};
 
 /// The auth host's single-sign-on cookie.
 pub const SSO: &str = "__Host-portcullis-sso";
@@ -27,6 +31,39 @@ pub fn app_cookie(policy: &PolicyId) -> String {
     let digest = Sha256::digest(policy.to_string().as_bytes());
     format!("{APP_PREFIX}{}", crate::hex::encode(&digest[..8]))
 }
+
+/// What a signed-in request to a policy is looked up by: its app-token cookie's name and the
+/// audience its tokens carry (`namespace/name`).
+#[derive(Debug)]
+pub struct AppNames {
+    pub cookie: String,
+    pub audience: String,
+}
+
+/// The [`AppNames`] of `policy`, made once per policy and process: they are needed on every
+/// signed-in request, and the cookie name costs a SHA-256 and a few allocations to derive.
+/// Bounded: past [`MAX_REMEMBERED`] policies (deleted ones accumulate) it starts over.
+pub fn app_names(policy: &PolicyId) -> Arc<AppNames> {
+    type Names = HashMap<PolicyId, Arc<AppNames>, foldhash::fast::RandomState>;
+    static NAMES: LazyLock<RwLock<Names>> = LazyLock::new(RwLock::default);
+    if let Some(names) = NAMES.read().ok().and_then(|n| n.get(policy).cloned()) {
+        return names;
+    }
+    let names = Arc::new(AppNames {
+        cookie: app_cookie(policy),
+        audience: policy.to_string(),
+    });
+    if let Ok(mut remembered) = NAMES.write() {
+        if remembered.len() >= MAX_REMEMBERED {
+            remembered.clear();
+        }
+        remembered.insert(policy.clone(), names.clone());
+    }
+    names
+}
+
+/// Policies whose [`AppNames`] are remembered at most.
+const MAX_REMEMBERED: usize = 4096;
 
 /// Every cookie in the request's `Cookie` headers, as (name, value), in order. Malformed pairs
 /// are skipped.
@@ -120,6 +157,13 @@ mod tests {
     fn app_cookie_names_differ_per_policy() {
         let a = app_cookie(&PolicyId::new("team", "a"));
         let b = app_cookie(&PolicyId::new("team", "b"));
+        let remembered = app_names(&PolicyId::new("team", "a"));
+        assert_eq!(remembered.cookie, a);
+        assert_eq!(remembered.audience, "team/a");
+        assert!(Arc::ptr_eq(
+            &remembered,
+            &app_names(&PolicyId::new("team", "a"))
+        ));
         assert!(a.starts_with(APP_PREFIX));
         assert_ne!(a, b);
     }

@@ -67,13 +67,12 @@ pub(super) fn authenticate(
     now: u64,
 ) -> Result<SignedIn, Unauthenticated> {
     let cookies = cookies::parse(headers);
-    let name = cookies::app_cookie(&policy.id);
-    let token = cookies::get(&cookies, &name).ok_or(Unauthenticated::NoCookie)?;
-    let audience = policy.id.to_string();
+    let names = cookies::app_names(&policy.id);
+    let token = cookies::get(&cookies, &names.cookie).ok_or(Unauthenticated::NoCookie)?;
     let claims = gateway
         .signing()
         .app_tokens()
-        .verify_allowing_expiry(token, Some(&audience), now)
+        .verify_allowing_expiry(token, Some(&names.audience), now)
         .map_err(Unauthenticated::Token)?;
     bound_to_policy(policy, &claims).inspect_err(|_| refused(policy, &claims, "policy_revoked"))?;
     let (claims, identity_changed, active_at) = match gateway.session_index() {
