@@ -194,7 +194,7 @@ done
 # --- report ------------------------------------------------------------------------------------
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'),"
+  echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)'),"
   echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average (1/5/15 min) $LOAD_BEFORE before and $LOAD_AFTER after;"
   echo "\`BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_CONNECTIONS=$CONNECTIONS BENCH_THREADS=$THREADS BENCH_ROUNDS=$ROUNDS hack/bench-load.sh\`"
   echo "(wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency; errors include every request the gateway did not allow)."
@@ -225,16 +225,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "| target | requests/s | p50 (ms) | p99 (ms) | gateway CPU µs/req | upstream CPU µs/req | errors (all rounds) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
-  for t in "${TARGETS[@]}"; do
-    awk -v t="$t" '
-      function median(a, n,   i, j, x) {
-        for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
-      $2 == t { n++; rps[n] = $5; p50[n] = $3; p99[n] = $4; cpu[n] = $8; up[n] = $9; err += $7 }
-      END { printf "| %s | %d | %.3f | %.3f | %s | %.1f | %d |\n", t, median(rps, n), median(p50, n), median(p99, n), (t == "direct" ? "–" : sprintf("%.1f", median(cpu, n))), median(up, n), err }
-    ' "$RESULTS"
-  done
+  BENCH_NO_CPU=direct hack/bench-medians.sh "$RESULTS" "${TARGETS[@]}"
   echo
   echo "<details><summary>Every run</summary>"
   echo

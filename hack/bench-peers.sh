@@ -352,7 +352,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ------------------------------------------------------------------------------------
 {
-  echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'),"
+  echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)'),"
   echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average (1/5/15 min) $LOAD_BEFORE before and $LOAD_AFTER after;"
   echo "oauth2-proxy $OAUTH2_PROXY_VERSION (stock, from its module), nginx $NGINX_VERSION (Debian);"
   echo "\`BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_CONNECTIONS=$CONNECTIONS BENCH_THREADS=$THREADS BENCH_ROUNDS=$ROUNDS hack/bench-peers.sh\`"
@@ -362,16 +362,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "| target | requests/s | p50 (ms) | p99 (ms) | proxy CPU µs/req | upstream CPU µs/req | errors (all rounds) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
-  for t in "${TARGETS[@]}"; do
-    awk -v t="$t" '
-      function median(a, n,   i, j, x) {
-        for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
-      $2 == t { n++; rps[n] = $5; p50[n] = $3; p99[n] = $4; cpu[n] = $8; up[n] = $9; err += $7 }
-      END { printf "| %s | %d | %.3f | %.3f | %.1f | %.1f | %d |\n", t, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(up, n), err }
-    ' "$RESULTS"
-  done >"$WORK/medians.md"
+  hack/bench-medians.sh "$RESULTS" "${TARGETS[@]}" >"$WORK/medians.md"
   cat "$WORK/medians.md"
   echo
   echo "| ratio (medians) | value | bar |"

@@ -69,7 +69,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
 if [ "$status" = 0 ] && [ "${BENCH_NO_REPORT:-0}" != 1 ]; then
   {
-    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'),"
+    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)'),"
     echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $LOAD_BEFORE before and $LOAD_AFTER after;"
     echo "\`BENCH_GATEWAYS=$GATEWAYS BENCH_REVOCATIONS=$REVOCATIONS BENCH_MEASURE=$MEASURE BENCH_STREAM_CLIENTS=$STREAM_CLIENTS BENCH_MEMORY_SESSIONS=$MEMORY_SESSIONS BENCH_MEMORY_REVOKED=$MEMORY_REVOKED hack/bench-revocation.sh\`:"
     echo

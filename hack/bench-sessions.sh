@@ -59,7 +59,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
 if [ "$status" = 0 ] && [ "${BENCH_NO_REPORT:-0}" != 1 ]; then
   {
-    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'),"
+    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)'),"
     echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $LOAD_BEFORE before and $LOAD_AFTER after;"
     echo "\`BENCH_SESSIONS=$SESSIONS BENCH_INTERVAL=$INTERVAL BENCH_WARMUP=$WARMUP BENCH_WINDOWS=$WINDOWS BENCH_CONCURRENCY=$CONCURRENCY hack/bench-sessions.sh\`:"
     echo
