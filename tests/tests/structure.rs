@@ -1624,6 +1624,7 @@ const GATEWAY_LAYERS: &[&[&str]] = &[
         "config",
         "hex",
         "rate_limit",
+        "identity_cache",
         "audit",
     ],
 ];
