@@ -10,7 +10,7 @@ mod keys;
 mod verifier;
 
 pub use keys::KeySet;
-pub use verifier::Verifier;
+pub use verifier::{Verified, Verifier};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 

@@ -222,3 +222,45 @@ fn the_cache_stays_bounded() {
         assert!(v.cached() <= 8);
     }
 }
+
+#[test]
+fn a_cache_hit_returns_the_same_entry_with_its_memo() {
+    let keys = keys();
+    let v = Verifier::<AppClaims, std::sync::Mutex<Vec<u32>>>::new(
+        keys.clone(),
+        TokenKind::App,
+        ISSUER,
+        1024,
+    );
+    let token = keys
+        .sign(TokenKind::App, &claims("team/apps"))
+        .expect("sign");
+    let first = v
+        .verified_allowing_expiry(&token, Some("team/apps"), NOW)
+        .expect("valid");
+    assert_eq!(&**first.token(), token.as_str());
+    first.memo().lock().expect("memo").push(7);
+    let again = v
+        .verified_allowing_expiry(&token, Some("team/apps"), NOW + 1)
+        .expect("valid");
+    assert!(Arc::ptr_eq(&first, &again), "a hit is the cached entry");
+    assert_eq!(*again.memo().lock().expect("memo"), vec![7]);
+    // The audience is checked on hits too, and an expired token is returned, not refused.
+    assert_eq!(
+        v.verified_allowing_expiry(&token, Some("team/other"), NOW)
+            .err(),
+        Some(TokenError::Audience)
+    );
+    assert!(v.verified_allowing_expiry(&token, None, NOW + 300).is_ok());
+    // A verifier of another key set (a rotation) starts with fresh entries and memos.
+    let other = Verifier::<AppClaims, std::sync::Mutex<Vec<u32>>>::new(
+        keys.clone(),
+        TokenKind::App,
+        ISSUER,
+        1024,
+    );
+    let fresh = other
+        .verified_allowing_expiry(&token, None, NOW)
+        .expect("valid");
+    assert!(fresh.memo().lock().expect("memo").is_empty());
+}

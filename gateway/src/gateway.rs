@@ -4,7 +4,6 @@
 pub use crate::settings::Settings;
 
 use crate::{
-    identity_cache::IdentityCache,
     idp::Providers,
     metrics::Metrics,
     proxy::Proxy,
@@ -64,9 +63,6 @@ struct Inner {
     spent: Mutex<HashMap<(SingleUse, String), u64>>,
     /// Logout revocations waiting for the API server.
     pending_revocations: Option<Arc<PendingRevocations>>,
-    /// Identity headers made for upstreams, by app token and host, so a signature is paid once
-    /// per token rather than once per request.
-    identities: IdentityCache,
     /// The per-client rate limit of the login endpoints.
     login_limit: RateLimit,
 }
@@ -103,8 +99,6 @@ parts! {
     pub(crate) login_limit: RateLimit;
     /// Logout revocations waiting for the API server (when logins are recorded).
     pub(crate) pending_revocations: Option<Arc<PendingRevocations>>;
-    /// Identity headers made for upstreams, by app token and host.
-    pub(crate) identities: IdentityCache;
 }
 
 impl Gateway {
@@ -149,7 +143,6 @@ impl Gateway {
             refresher,
             pending_revocations,
             spent: Mutex::new(HashMap::new()),
-            identities: IdentityCache::default(),
             login_limit: RateLimit::new(settings.login_rate),
             settings,
         }))

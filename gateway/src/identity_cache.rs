@@ -1,30 +1,26 @@
 //! The identity headers of signed-in users, made once per app token and host: the user, email
-//! and groups headers and the signed `Portcullis-Jwt-Assertion`, checked as [`Vouched`]. Every
-//! later request of the token copies them (reference counts), so an authorized request costs
-//! one lookup here instead of building, signing and checking its headers again.
+//! and groups headers and the signed `Portcullis-Jwt-Assertion`, checked as [`Vouched`]. They
+//! are kept in the app-token verifier's own cache entry ([`AppToken`]'s memo), so the lookup
+//! that finds a token's verified claims finds its headers too: an authorized request copies
+//! them (reference counts) instead of building, signing and checking them again, and pays no
+//! second lookup keyed by the token. They are dropped with the entry, and with the whole cache
+//! when the signing keys change, so an assertion is never served under keys no longer in force.
 //!
-//! An entry is used only while its assertion has more than [`MARGIN`] seconds left and the
-//! user is still described the same way: a session's email and groups can change under the
-//! same app token (an identity-provider refresh re-reads them), and the headers must follow.
-//! Revocation is not this cache's business: the access check runs on every request before the
+//! A memo is used only while its assertion has more than [`MARGIN`] seconds left and the user
+//! is still described the same way: a session's email and groups can change under the same
+//! app token (an identity-provider refresh re-reads them), and the headers must follow.
+//! Revocation is not this memo's business: the access check runs on every request before the
 //! headers are looked up.
 
 use crate::proxy::headers::Vouched;
-use portcullis_core::token::AppClaims;
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+use portcullis_core::token::{AppClaims, Verified};
+use std::sync::RwLock;
+
+/// An app token as the verifier caches it, with the identity headers made for it.
+pub type AppToken = Verified<AppClaims, IdentityMemo>;
 
 /// An entry is used until its assertion has this many seconds left, then made again.
 const MARGIN: u64 = 10;
-/// Entries kept before the expired ones are dropped (and all of them, if none had expired).
-const CAPACITY: usize = 50_000;
-
-/// App token → the headers made for it, one per host it was presented on (a policy may cover
-/// several). Keyed on tokens the verifier accepted, so an attacker cannot choose the keys; a
-/// fast seeded hash then suffices.
-type Entries = HashMap<Arc<str>, Vec<Entry>, foldhash::fast::RandomState>;
 
 struct Entry {
     host: Box<str>,
@@ -35,19 +31,19 @@ struct Entry {
     groups: Vec<String>,
 }
 
-/// The cache; one per gateway.
+/// The headers made for one app token, one entry per host it was presented on (a policy may
+/// cover several, and only those: a request reaches here after its host matched the policy).
 #[derive(Default)]
-pub struct IdentityCache {
-    entries: RwLock<Entries>,
+pub struct IdentityMemo {
+    entries: RwLock<Vec<Entry>>,
 }
 
-impl IdentityCache {
-    /// The headers made for `token` on `host`, if they still describe `claims` and their
+impl IdentityMemo {
+    /// The headers made for this token on `host`, if they still describe `claims` and their
     /// assertion is good for more than [`MARGIN`] seconds after `now`.
-    pub fn get(&self, token: &str, claims: &AppClaims, host: &str, now: u64) -> Option<Vouched> {
+    pub fn get(&self, claims: &AppClaims, host: &str, now: u64) -> Option<Vouched> {
         let entries = self.entries.read().ok()?;
         entries
-            .get(token)?
             .iter()
             .find(|e| {
                 &*e.host == host
@@ -58,29 +54,14 @@ impl IdentityCache {
             .map(|e| e.headers.clone())
     }
 
-    /// Remembers `headers`, made for `token` on `host` from `claims`, with an assertion that
-    /// expires at `exp`.
-    pub fn insert(
-        &self,
-        token: &Arc<str>,
-        claims: &AppClaims,
-        host: &str,
-        headers: Vouched,
-        exp: u64,
-        now: u64,
-    ) {
+    /// Remembers `headers`, made on `host` from `claims`, with an assertion that expires at
+    /// `exp`; they replace whatever was made for that host before.
+    pub fn insert(&self, claims: &AppClaims, host: &str, headers: Vouched, exp: u64) {
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
-        if entries.len() >= CAPACITY {
-            entries.retain(|_, made| made.iter().any(|e| e.exp > now));
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
-        }
-        let made = entries.entry(token.clone()).or_default();
-        made.retain(|e| &*e.host != host);
-        made.push(Entry {
+        entries.retain(|e| &*e.host != host);
+        entries.push(Entry {
             host: host.into(),
             headers,
             exp,
@@ -89,7 +70,7 @@ impl IdentityCache {
         });
     }
 
-    /// Tokens with headers cached.
+    /// Hosts with headers made.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.read().map(|e| e.len()).unwrap_or(0)
@@ -125,46 +106,33 @@ mod tests {
     }
 
     #[test]
-    fn a_hit_needs_the_same_token_host_and_identity_and_time_left() {
-        let cache = IdentityCache::default();
-        let token: Arc<str> = Arc::from("token-a");
+    fn a_hit_needs_the_same_host_and_identity_and_time_left() {
+        let memo = IdentityMemo::default();
         let alice = claims("alice@example.com", &["eng"]);
-        cache.insert(&token, &alice, "wiki.example", headers("alice"), 1060, 1000);
+        memo.insert(&alice, "wiki.example", headers("alice"), 1060);
 
-        let hit = cache
-            .get("token-a", &alice, "wiki.example", 1000)
-            .expect("hit");
+        let hit = memo.get(&alice, "wiki.example", 1000).expect("hit");
         assert_eq!(user(&hit), b"alice");
-        assert!(cache.get("token-b", &alice, "wiki.example", 1000).is_none());
-        assert!(cache.get("token-a", &alice, "docs.example", 1000).is_none());
+        assert!(memo.get(&alice, "docs.example", 1000).is_none());
         let moved = claims("alice@example.com", &["eng", "admins"]);
-        assert!(cache.get("token-a", &moved, "wiki.example", 1000).is_none());
+        assert!(memo.get(&moved, "wiki.example", 1000).is_none());
         let renamed = claims("alice@corp.example", &["eng"]);
-        assert!(
-            cache
-                .get("token-a", &renamed, "wiki.example", 1000)
-                .is_none()
-        );
+        assert!(memo.get(&renamed, "wiki.example", 1000).is_none());
         // Made again when the assertion is close to expiring.
-        assert!(cache.get("token-a", &alice, "wiki.example", 1049).is_some());
-        assert!(cache.get("token-a", &alice, "wiki.example", 1050).is_none());
+        assert!(memo.get(&alice, "wiki.example", 1049).is_some());
+        assert!(memo.get(&alice, "wiki.example", 1050).is_none());
     }
 
     #[test]
-    fn one_token_keeps_one_entry_per_host() {
-        let cache = IdentityCache::default();
-        let token: Arc<str> = Arc::from("token-a");
+    fn one_entry_per_host() {
+        let memo = IdentityMemo::default();
         let alice = claims("alice@example.com", &[]);
-        cache.insert(&token, &alice, "wiki.example", headers("one"), 1060, 1000);
-        cache.insert(&token, &alice, "docs.example", headers("two"), 1060, 1000);
-        cache.insert(&token, &alice, "wiki.example", headers("three"), 1070, 1010);
-        let wiki = cache
-            .get("token-a", &alice, "wiki.example", 1010)
-            .expect("wiki");
-        let docs = cache
-            .get("token-a", &alice, "docs.example", 1010)
-            .expect("docs");
+        memo.insert(&alice, "wiki.example", headers("one"), 1060);
+        memo.insert(&alice, "docs.example", headers("two"), 1060);
+        memo.insert(&alice, "wiki.example", headers("three"), 1070);
+        let wiki = memo.get(&alice, "wiki.example", 1010).expect("wiki");
+        let docs = memo.get(&alice, "docs.example", 1010).expect("docs");
         assert_eq!((user(&wiki), user(&docs)), (&b"three"[..], &b"two"[..]));
-        assert_eq!(cache.len(), 1);
+        assert_eq!(memo.len(), 2);
     }
 }

@@ -7,7 +7,10 @@
 //! a new set starts with empty caches, and each live token pays one signature check again
 //! after a rotation, never one per request.
 
-use crate::tokens::{HandoffClaims, LoginClaims, SsoClaims};
+use crate::{
+    identity_cache::IdentityMemo,
+    tokens::{HandoffClaims, LoginClaims, SsoClaims},
+};
 use portcullis_core::token::{AppClaims, KeySet, TokenKind, Verifier};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -20,7 +23,8 @@ const SHORT_LIVED_CAPACITY: usize = 1024;
 /// One key set and the verifiers of every token kind the gateway reads.
 pub struct Signing {
     keys: Arc<KeySet>,
-    app_tokens: Verifier<AppClaims>,
+    /// App tokens carry the identity headers made for them in their cache entries.
+    app_tokens: Verifier<AppClaims, IdentityMemo>,
     sso_tokens: Verifier<SsoClaims>,
     handoffs: Verifier<HandoffClaims>,
     logins: Verifier<LoginClaims>,
@@ -48,7 +52,7 @@ impl Signing {
         &self.keys
     }
 
-    pub fn app_tokens(&self) -> &Verifier<AppClaims> {
+    pub fn app_tokens(&self) -> &Verifier<AppClaims, IdentityMemo> {
         &self.app_tokens
     }
 

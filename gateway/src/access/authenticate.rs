@@ -69,11 +69,12 @@ pub(super) fn authenticate(
     let cookies = cookies::parse(headers);
     let names = cookies::app_names(&policy.id);
     let token = cookies::get(&cookies, &names.cookie).ok_or(Unauthenticated::NoCookie)?;
-    let claims = gateway
+    let token = gateway
         .signing()
         .app_tokens()
-        .verify_allowing_expiry(token, Some(&names.audience), now)
+        .verified_allowing_expiry(token, Some(&names.audience), now)
         .map_err(Unauthenticated::Token)?;
+    let claims = token.claims().clone();
     bound_to_policy(policy, &claims).inspect_err(|_| refused(policy, &claims, "policy_revoked"))?;
     let (claims, identity_changed, active_at) = match gateway.session_index() {
         Some(_) => confirm_session(gateway, policy, claims, now)?,
@@ -81,13 +82,13 @@ pub(super) fn authenticate(
     };
     match session::standing_active(&claims, &policy.session, now, active_at) {
         Standing::Fresh if identity_changed => Ok(SignedIn {
-            token: Arc::from(token),
+            token,
             claims,
             standing: Standing::Renew,
             renewal: None,
         }),
         standing @ (Standing::Fresh | Standing::Renew) => Ok(SignedIn {
-            token: Arc::from(token),
+            token,
             claims,
             standing,
             renewal: None,

@@ -1,6 +1,7 @@
 //! What the access check decides, with typed reasons: each reason is the stable `code` of the
 //! refusal a client sees and, through [`Outcome::result`], the label of the check metric.
 
+use crate::identity_cache::AppToken;
 use crate::idp::bearer::BearerError;
 use crate::metrics::CheckResult;
 use http::HeaderValue;
@@ -59,14 +60,28 @@ impl Outcome {
 }
 
 /// The signed-in user behind an allowed request: their verified app token.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SignedIn {
-    pub token: Arc<str>,
+    /// The token as the verifier holds it, with the identity headers made for it.
+    pub token: Arc<AppToken>,
+    /// The claims to judge the request by: the token's, or the identity the provider states
+    /// now where a refresh re-read it.
     pub claims: Arc<AppClaims>,
     /// Where the app token stands (fresh, or to be renewed on this response).
     pub standing: Standing,
     /// A `Set-Cookie` with a renewed app token, to add to the response.
     pub renewal: Option<HeaderValue>,
+}
+
+/// Names the session, never the token: a `Debug` print must not put a credential in a log.
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("sid", &self.claims.sid)
+            .field("standing", &self.standing)
+            .field("renewal", &self.renewal.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a request must log in (again).

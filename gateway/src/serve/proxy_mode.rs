@@ -7,6 +7,7 @@ use crate::{
     clock::now,
     gateway::Gateway,
     http::{Problem, Relayed, client_ip, is_api_request},
+    identity_cache::AppToken,
     proxy::{
         ForwardContext, GatewayCookies, Lapse, Upstream, UpstreamScheme,
         headers::{Vouched, identity_values, machine_values},
@@ -90,15 +91,17 @@ pub async fn protected(
 /// The headers that tell the upstream who is asking: oauth2-proxy's `X-Auth-Request-*` names
 /// (encoded as `proxy::headers::identity` documents) and a signed assertion the upstream can
 /// verify with the JWKS. A user that cannot be described exactly is refused, never sent
-/// with a header missing. Made once per token and host ([`crate::identity_cache`]).
+/// with a header missing. Made once per token and host, and kept with the token
+/// ([`crate::identity_cache`]).
 pub fn identity_headers(
     gateway: &Gateway,
-    token: &Arc<str>,
+    token: &AppToken,
     claims: &AppClaims,
     host: &str,
     now: u64,
 ) -> Result<Vouched, Problem> {
-    if let Some(made) = gateway.identities().get(token, claims, host, now) {
+    let memo = token.memo();
+    if let Some(made) = memo.get(claims, host, now) {
         return Ok(made);
     }
     let mut headers = identity_values(&claims.sub, claims.email.as_deref(), &claims.groups)
@@ -122,9 +125,7 @@ pub fn identity_headers(
         assertion,
     ));
     let made = vouched(headers)?;
-    gateway
-        .identities()
-        .insert(token, claims, host, made.clone(), exp, now);
+    memo.insert(claims, host, made.clone(), exp);
     Ok(made)
 }
 
