@@ -62,7 +62,7 @@ status=0
   --revocations "$REVOCATIONS" \
   --measure "$MEASURE" \
   --poll-pause "$POLL_PAUSE" \
-  --stream-clients "$STREAM_CLIENTS" \
+  ${STREAM_CLIENTS:+--stream-clients "$STREAM_CLIENTS"} \
   --memory-sessions "$MEMORY_SESSIONS" \
   --memory-revoked "$MEMORY_REVOKED" | tee "$WORK/results.md" || status=$?
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

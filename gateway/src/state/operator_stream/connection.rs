@@ -2,7 +2,7 @@
 //! by line, merge them, publish what changed and acknowledge, until it fails, falls silent or
 //! the gateway shuts down.
 
-use super::{Follower, SILENCE, ack::Acker};
+use super::{Follower, SILENCE, ack::Acker, lines::Lines};
 use crate::shutdown::Signal;
 use portcullis_protocol::{
     Applied, FleetState, MergeError,
@@ -61,13 +61,13 @@ impl Follower {
             token,
             self.config.gateway_id.clone(),
         );
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut lines = Lines::default();
         loop {
             let Some(chunk) = unless_silent(response.chunk(), shutdown).await? else {
                 return Err(ConnectionError::Ended);
             };
-            buffer.extend_from_slice(&chunk);
-            self.apply_lines(&mut buffer)?;
+            lines.extend(&chunk);
+            self.apply_lines(&mut lines)?;
             let (position, synced) = {
                 let merger = self.shared.lock();
                 let fleet = merger.fleet();
@@ -80,7 +80,7 @@ impl Follower {
                 }
                 acker.ack(&instance, version);
             }
-            if buffer.len() > MAX_BUFFERED {
+            if lines.pending() > MAX_BUFFERED {
                 return Err(ConnectionError::Ended);
             }
         }
@@ -136,39 +136,35 @@ impl Follower {
     /// Merges every complete line of `buffer` and publishes what they changed, also when a
     /// line fails: what the earlier frames of this read merged (a revocation, perhaps) is
     /// enforced now, not after the reconnect.
-    fn apply_lines(&mut self, buffer: &mut Vec<u8>) -> Result<(), ConnectionError> {
+    fn apply_lines(&mut self, lines: &mut Lines) -> Result<(), ConnectionError> {
         let mut changed = Applied::Unchanged;
         let mut merger = self.shared.lock();
-        let merged = merge_lines(merger.fleet_mut(), buffer, &mut changed);
+        let fleet = merger.fleet_mut();
+        let merged = lines.take_complete(|line| merge_line(fleet, line, &mut changed));
         merger.publish(changed);
         merged
     }
 }
 
-/// Merges the complete lines of `buffer` into `fleet`, noting in `changed` what they changed,
-/// until one fails.
-fn merge_lines(
+/// Merges one line into `fleet`, noting in `changed` what it changed.
+fn merge_line(
     fleet: &mut FleetState,
-    buffer: &mut Vec<u8>,
+    line: &[u8],
     changed: &mut Applied,
 ) -> Result<(), ConnectionError> {
-    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buffer.drain(..=end).collect();
-        let line = &line[..line.len() - 1];
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let frame = match parse_line(line) {
-            Ok(frame) => frame,
-            Err(error) => {
-                // An unreadable frame may be a revocation: never skip it, start over.
-                warn!(%error, "unreadable frame; reconnecting for a snapshot");
-                fleet.forget_position();
-                return Err(ConnectionError::Ended);
-            }
-        };
-        *changed = changed.and(fleet.apply(frame, crate::clock::now())?);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
     }
+    let frame = match parse_line(line) {
+        Ok(frame) => frame,
+        Err(error) => {
+            // An unreadable frame may be a revocation: never skip it, start over.
+            warn!(%error, "unreadable frame; reconnecting for a snapshot");
+            fleet.forget_position();
+            return Err(ConnectionError::Ended);
+        }
+    };
+    *changed = changed.and(fleet.apply(frame, crate::clock::now())?);
     Ok(())
 }
 

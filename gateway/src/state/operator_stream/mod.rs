@@ -14,6 +14,7 @@
 mod ack;
 mod connection;
 mod follower;
+mod lines;
 
 pub use super::feed::Feed;
 
