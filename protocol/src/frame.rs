@@ -17,6 +17,10 @@ pub const GATEWAY_ID_HEADER: &str = "portcullis-gateway-id";
 pub const NDJSON: &str = "application/x-ndjson";
 /// How often an idle stream carries a heartbeat.
 pub const HEARTBEAT_SECS: u64 = 5;
+/// How long a stream client waits after applying a version before acknowledging, taking
+/// whatever it applied meanwhile into the same acknowledgement (the gateway's `ack` module says
+/// why). Far below what the operator's status counts resolve (seconds).
+pub const ACK_COALESCE_MS: u64 = 100;
 
 /// One line of the stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -262,9 +262,9 @@ impl FleetState {
             .map(|s| ((s.namespace.clone(), s.name.clone()), s))
             .collect();
         // Sessions: a known one the snapshot lacks was deleted while we were away.
-        let listed: HashSet<String> = sessions.iter().map(|s| s.sid.clone()).collect();
+        let listed: HashSet<&str> = sessions.iter().map(|s| s.sid.as_str()).collect();
         for (sid, session) in self.sessions.iter_mut() {
-            if !listed.contains(sid) {
+            if !listed.contains(sid.as_str()) {
                 session.end();
             }
         }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream};
 use portcullis_protocol::{
     Ack, Frame,
-    frame::{ACK_PATH, GATEWAY_ID_HEADER, STATE_PATH},
+    frame::{ACK_COALESCE_MS, ACK_PATH, GATEWAY_ID_HEADER, STATE_PATH},
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -259,8 +259,9 @@ impl Client {
         bail!("{}: the operator ended the stream", self.id)
     }
 
-    /// Acknowledges in the background, coalescing to the latest version, as a gateway does
-    /// (`gateway/src/state/operator_stream/ack.rs`): reading the stream never waits for an ack.
+    /// Acknowledges in the background, after the same wait and coalescing to the latest
+    /// version, as a gateway does (`gateway/src/state/operator_stream/ack.rs`): reading the
+    /// stream never waits for an ack.
     fn acker(&self) -> watch::Sender<Option<(String, u64)>> {
         let (latest, mut rx) = watch::channel::<Option<(String, u64)>>(None);
         let (http, url, token, id) = (
@@ -271,6 +272,7 @@ impl Client {
         );
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(ACK_COALESCE_MS)).await;
                 let Some((instance, version)) = rx.borrow_and_update().clone() else {
                     continue;
                 };
