@@ -3,6 +3,12 @@
 use clap::Parser as _;
 use portcullis_gateway::{config, startup};
 
+/// mimalloc rather than the system allocator: a request allocates and frees dozens of small
+/// buffers (headers, futures, TLS records), and glibc's malloc spent a seventh of the request
+/// path's CPU time on them (`BENCHMARKS.md`, the gateway's profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = config::Args::parse();
