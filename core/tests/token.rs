@@ -223,15 +223,15 @@ fn the_cache_stays_bounded() {
     }
 }
 
+/// A verifier whose entries carry a memo the test writes into.
+fn memo_verifier(keys: &Arc<KeySet>) -> Verifier<AppClaims, std::sync::Mutex<Vec<u32>>> {
+    Verifier::new(keys.clone(), TokenKind::App, ISSUER, 1024)
+}
+
 #[test]
 fn a_cache_hit_returns_the_same_entry_with_its_memo() {
     let keys = keys();
-    let v = Verifier::<AppClaims, std::sync::Mutex<Vec<u32>>>::new(
-        keys.clone(),
-        TokenKind::App,
-        ISSUER,
-        1024,
-    );
+    let v = memo_verifier(&keys);
     let token = keys
         .sign(TokenKind::App, &claims("team/apps"))
         .expect("sign");
@@ -253,12 +253,7 @@ fn a_cache_hit_returns_the_same_entry_with_its_memo() {
     );
     assert!(v.verified_allowing_expiry(&token, None, NOW + 300).is_ok());
     // A verifier of another key set (a rotation) starts with fresh entries and memos.
-    let other = Verifier::<AppClaims, std::sync::Mutex<Vec<u32>>>::new(
-        keys.clone(),
-        TokenKind::App,
-        ISSUER,
-        1024,
-    );
+    let other = memo_verifier(&keys);
     let fresh = other
         .verified_allowing_expiry(&token, None, NOW)
         .expect("valid");
