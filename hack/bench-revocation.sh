@@ -9,8 +9,12 @@
 # Everything runs on 127.0.0.1 in a private control plane (etcd, kube-apiserver, controller
 # manager) the benchmark starts and stops itself; see tests/src/bin/bench-revocation.rs.
 #
-# The results (tables, commit, machine, load) replace the section between the
-# `bench-revocation` markers of BENCHMARKS.md, unless BENCH_NO_REPORT=1.
+# The results (tables, commit, machine, load) replace sections of BENCHMARKS.md, unless
+# BENCH_NO_REPORT=1: the propagation tables the one between the `bench-revocation` markers, the
+# memory table the one between the `bench-revocation-memory` markers. BENCH_REPORT names the
+# parts to write (default: the parts that ran), so a memory-only run (BENCH_GATEWAYS=2
+# BENCH_REVOCATIONS=5 BENCH_STREAM_CLIENTS= BENCH_REPORT=memory) leaves the propagation
+# results of a full run in place.
 #
 # Usage: hack/bench-revocation.sh
 # Settings (environment): BENCH_GATEWAYS=2,10,20,50,100 BENCH_REVOCATIONS=100
@@ -18,6 +22,7 @@
 #   BENCH_POLL_PAUSE=1ms (poll mode) BENCH_STREAM_CLIENTS=100,1000 (simulated fleet; empty: skip)
 #   BENCH_MEMORY_SESSIONS=100000 BENCH_MEMORY_REVOKED=10000 (0: skip the memory part)
 #   BENCH_DIR (working directory, default a temporary one, kept when the run fails)
+#   BENCH_REPORT=propagation,memory (the parts written into BENCHMARKS.md)
 #   BENCH_NO_BUILD=1 (run the release binaries already in $CARGO_TARGET_DIR/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +34,7 @@ REVOCATIONS=${BENCH_REVOCATIONS:-100}
 POLL_PAUSE=${BENCH_POLL_PAUSE:-1ms}
 MEMORY_SESSIONS=${BENCH_MEMORY_SESSIONS:-100000}
 MEMORY_REVOKED=${BENCH_MEMORY_REVOKED:-10000}
+if [ "$MEMORY_SESSIONS" = 0 ]; then REPORT=${BENCH_REPORT:-propagation}; else REPORT=${BENCH_REPORT:-propagation,memory}; fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
 WORK=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench-revocation.XXXXXX")}
 mkdir -p "$WORK"
@@ -67,15 +73,29 @@ status=0
   --memory-revoked "$MEMORY_REVOKED" | tee "$WORK/results.md" || status=$?
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
-if [ "$status" = 0 ] && [ "${BENCH_NO_REPORT:-0}" != 1 ]; then
+# The memory part's output starts at its "memory:" line; the propagation tables come before.
+report() { # NAME PART-FILE
   {
     echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)'),"
     echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $LOAD_BEFORE before and $LOAD_AFTER after;"
     echo "\`BENCH_GATEWAYS=$GATEWAYS BENCH_REVOCATIONS=$REVOCATIONS BENCH_MEASURE=$MEASURE BENCH_STREAM_CLIENTS=$STREAM_CLIENTS BENCH_MEMORY_SESSIONS=$MEMORY_SESSIONS BENCH_MEMORY_REVOKED=$MEMORY_REVOKED hack/bench-revocation.sh\`:"
     echo
-    cat "$WORK/results.md"
-  } > "$WORK/report.md"
-  hack/bench-report.sh bench-revocation "$WORK/report.md"
+    cat "$2"
+  } > "$WORK/report-$1.md"
+  hack/bench-report.sh "$1" "$WORK/report-$1.md"
+}
+if [ "$status" = 0 ] && [ "${BENCH_NO_REPORT:-0}" != 1 ]; then
+  awk '/^memory: /{m=1} !m' "$WORK/results.md" > "$WORK/propagation.md"
+  awk '/^memory: /{m=1} m' "$WORK/results.md" > "$WORK/memory.md"
+  case ",$REPORT," in *,propagation,*) report bench-revocation "$WORK/propagation.md" ;; esac
+  case ",$REPORT," in *,memory,*)
+    if [ -s "$WORK/memory.md" ]; then
+      report bench-revocation-memory "$WORK/memory.md"
+    else
+      log "BENCH_REPORT names memory, but the memory part did not run"
+      status=1
+    fi ;;
+  esac
 fi
 if [ "$status" = 0 ] && [ -z "${BENCH_DIR:-}" ]; then
   rm -rf "$WORK"

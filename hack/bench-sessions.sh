@@ -10,8 +10,8 @@
 # `bench-sessions` markers of BENCHMARKS.md, unless BENCH_NO_REPORT=1.
 #
 # Usage: hack/bench-sessions.sh
-# Settings (environment): BENCH_SESSIONS=10000 BENCH_INTERVAL=30 (the gateways'
-#   refreshInterval, seconds) BENCH_WARMUP=2 BENCH_WINDOWS=3 (intervals) BENCH_CONCURRENCY=16
+# Settings (environment): BENCH_SESSIONS=10000 BENCH_INTERVAL=300 (the gateways'
+#   refreshInterval, seconds: the default one) BENCH_WARMUP=1 BENCH_WINDOWS=2 (intervals) BENCH_CONCURRENCY=16
 #   (concurrent logins)
 #   BENCH_DIR (working directory, default a temporary one, kept when the run fails)
 #   BENCH_NO_BUILD=1 (run the release binaries already in $CARGO_TARGET_DIR/release).
@@ -19,9 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SESSIONS=${BENCH_SESSIONS:-10000}
-INTERVAL=${BENCH_INTERVAL:-30}
-WARMUP=${BENCH_WARMUP:-2}
-WINDOWS=${BENCH_WINDOWS:-3}
+INTERVAL=${BENCH_INTERVAL:-300}
+WARMUP=${BENCH_WARMUP:-1}
+WINDOWS=${BENCH_WINDOWS:-2}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
 WORK=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench-sessions.XXXXXX")}

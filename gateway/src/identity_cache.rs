@@ -14,10 +14,13 @@
 
 use crate::proxy::headers::Vouched;
 use portcullis_core::token::{AppClaims, Verified};
-use std::sync::RwLock;
+use std::sync::{
+    RwLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 /// An app token as the verifier caches it, with the identity headers made for it.
-pub type AppToken = Verified<AppClaims, IdentityMemo>;
+pub type AppToken = Verified<AppClaims, TokenMemo>;
 
 /// An entry is used until its assertion has this many seconds left, then made again.
 const MARGIN: u64 = 10;
@@ -31,14 +34,19 @@ struct Entry {
     groups: Vec<String>,
 }
 
-/// The headers made for one app token, one entry per host it was presented on (a policy may
-/// cover several, and only those: a request reaches here after its host matched the policy).
+/// What is kept with one verified app token: the headers made for it, one entry per host it
+/// was presented on (a policy may cover several, and only those: a request reaches here after
+/// its host matched the policy), and the second its session was last noted as in use.
 #[derive(Default)]
-pub struct IdentityMemo {
+pub struct TokenMemo {
     entries: RwLock<Vec<Entry>>,
+    /// Unix second of the last request that noted the session in use. The refresher looks at
+    /// its table once a second, so one note per token per second says all it needs; the rest
+    /// of that second's requests skip its lock and its hash.
+    noted_in_use: AtomicU64,
 }
 
-impl IdentityMemo {
+impl TokenMemo {
     /// The headers made for this token on `host`, if they still describe `claims` and their
     /// assertion is good for more than [`MARGIN`] seconds after `now`.
     pub fn get(&self, claims: &AppClaims, host: &str, now: u64) -> Option<Vouched> {
@@ -68,6 +76,17 @@ impl IdentityMemo {
             email: claims.email.clone(),
             groups: claims.groups.clone(),
         });
+    }
+
+    /// Whether this token's session was already noted in use in second `now`. A plain read:
+    /// the rest of that second's requests leave the value's cache line shared between cores.
+    pub fn noted_in_use(&self, now: u64) -> bool {
+        self.noted_in_use.load(Ordering::Relaxed) == now
+    }
+
+    /// This token's session was noted in use at `now`.
+    pub fn note_in_use(&self, now: u64) {
+        self.noted_in_use.store(now, Ordering::Relaxed);
     }
 
     /// Hosts with headers made.
@@ -107,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_hit_needs_the_same_host_and_identity_and_time_left() {
-        let memo = IdentityMemo::default();
+        let memo = TokenMemo::default();
         let alice = claims("alice@example.com", &["eng"]);
         memo.insert(&alice, "wiki.example", headers("alice"), 1060);
 
@@ -124,8 +143,17 @@ mod tests {
     }
 
     #[test]
+    fn a_note_of_use_holds_for_its_second() {
+        let memo = TokenMemo::default();
+        assert!(!memo.noted_in_use(1000));
+        memo.note_in_use(1000);
+        assert!(memo.noted_in_use(1000));
+        assert!(!memo.noted_in_use(1001));
+    }
+
+    #[test]
     fn one_entry_per_host() {
-        let memo = IdentityMemo::default();
+        let memo = TokenMemo::default();
         let alice = claims("alice@example.com", &[]);
         memo.insert(&alice, "wiki.example", headers("one"), 1060);
         memo.insert(&alice, "docs.example", headers("two"), 1060);

@@ -8,7 +8,7 @@
 //! after a rotation, never one per request.
 
 use crate::{
-    identity_cache::IdentityMemo,
+    identity_cache::TokenMemo,
     tokens::{HandoffClaims, LoginClaims, SsoClaims},
 };
 use portcullis_core::token::{AppClaims, KeySet, TokenKind, Verifier};
@@ -24,7 +24,7 @@ const SHORT_LIVED_CAPACITY: usize = 1024;
 pub struct Signing {
     keys: Arc<KeySet>,
     /// App tokens carry the identity headers made for them in their cache entries.
-    app_tokens: Verifier<AppClaims, IdentityMemo>,
+    app_tokens: Verifier<AppClaims, TokenMemo>,
     sso_tokens: Verifier<SsoClaims>,
     handoffs: Verifier<HandoffClaims>,
     logins: Verifier<LoginClaims>,
@@ -52,7 +52,7 @@ impl Signing {
         &self.keys
     }
 
-    pub fn app_tokens(&self) -> &Verifier<AppClaims, IdentityMemo> {
+    pub fn app_tokens(&self) -> &Verifier<AppClaims, TokenMemo> {
         &self.app_tokens
     }
 

@@ -1,12 +1,13 @@
 //! The state stream between the Portcullis operator and its gateways: the frames on the wire
-//! ([`frame`]), the one monotonic merge rule of a session ([`session`], used by the operator's
-//! index and by both of the gateway's session feeds) and the gateway's merge of whole frames
-//! ([`merge`]).
+//! ([`frame`]) and the lines they travel in ([`lines`]), the one monotonic merge rule of a
+//! session ([`session`], used by the operator's index and by both of the gateway's session
+//! feeds) and the gateway's merge of whole frames ([`merge`]).
 //!
 //! This crate has no HTTP and no Kubernetes client in it, so both ends and the tests share one
 //! definition of the protocol and of what "never un-revoke" means.
 
 pub mod frame;
+pub mod lines;
 pub mod merge;
 pub mod session;
 

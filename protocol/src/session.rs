@@ -27,7 +27,7 @@
 use crate::frame::{SessionEntry, SessionIdentity};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use portcullis_crds::AccessSession;
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 /// One session as merged: what a gateway needs to judge a request that carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,15 +63,25 @@ pub type Sessions = imbl::HashMap<String, MergedSession>;
 impl MergedSession {
     /// A session as first observed.
     pub fn new(seen: &SessionEntry) -> Self {
-        Self {
-            subject: seen.subject.clone(),
+        Self::first(seen.clone()).1
+    }
+
+    /// A session as first observed, with its sid: the observation's strings move into the
+    /// entry (a snapshot of 100 000 sessions is not copied once more on its way into the map).
+    pub fn first(seen: SessionEntry) -> (String, Self) {
+        let session = Self {
+            subject: seen.subject,
             expires_at: seen.expires_at,
             retain_until: seen.expires_at,
             ended: seen.ended,
             refresh_failing_since: seen.refresh_failing_since,
-            identity: Arc::new(identity_of(seen)),
+            identity: Arc::new(SessionIdentity {
+                email: seen.email,
+                groups: seen.groups,
+            }),
             confirmed_at: seen.refreshed_at,
-        }
+        };
+        (seen.sid, session)
     }
 
     /// Merges a later, replayed or older observation of the same session; whether anything
@@ -161,17 +171,24 @@ fn identity_of(seen: &SessionEntry) -> SessionIdentity {
 }
 
 /// Merges one observation into a map of sessions keyed by sid, at `now` (unix seconds); whether
-/// the map changed. The one entry point for any holder of a [`Sessions`] map.
-pub fn observe(sessions: &mut Sessions, seen: &SessionEntry, now: u64, skew_secs: u64) -> bool {
+/// the map changed. The one entry point for any holder of a [`Sessions`] map. An owned
+/// observation of a new session moves into the map; a borrowed one is copied.
+pub fn observe(
+    sessions: &mut Sessions,
+    seen: Cow<'_, SessionEntry>,
+    now: u64,
+    skew_secs: u64,
+) -> bool {
     if seen.expires_at.saturating_add(skew_secs) <= now {
         return sessions
             .get_mut(&seen.sid)
             .is_some_and(|known| known.expire(seen.expires_at));
     }
     match sessions.get_mut(&seen.sid) {
-        Some(known) => known.observe(seen),
+        Some(known) => known.observe(&seen),
         None => {
-            sessions.insert(seen.sid.clone(), MergedSession::new(seen));
+            let (sid, session) = MergedSession::first(seen.into_owned());
+            sessions.insert(sid, session);
             true
         }
     }

@@ -13,6 +13,7 @@ use futures::{StreamExt, stream};
 use portcullis_protocol::{
     Ack, Frame,
     frame::{ACK_COALESCE_MS, ACK_PATH, GATEWAY_ID_HEADER, STATE_PATH},
+    lines::Lines,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -223,16 +224,15 @@ impl Client {
         receipts: mpsc::UnboundedSender<Receipt>,
         ready: mpsc::UnboundedSender<()>,
     ) -> Result<()> {
-        let mut buffer = Vec::new();
+        let mut lines = Lines::default();
         let mut instance = None;
         let acks = self.acker();
         while let Some(chunk) = self.response.chunk().await? {
             let at = Instant::now();
-            buffer.extend_from_slice(&chunk);
+            lines.extend(&chunk);
             let mut version = None;
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let frame: Frame = serde_json::from_slice(&line)
+            lines.take_complete(|line| {
+                let frame: Frame = serde_json::from_slice(line)
                     .with_context(|| format!("{}: a frame that does not parse", self.id))?;
                 version = Some(frame.version());
                 match frame {
@@ -251,7 +251,8 @@ impl Client {
                     }
                     _ => {}
                 }
-            }
+                Ok::<_, anyhow::Error>(())
+            })?;
             if let (Some(instance), Some(version)) = (&instance, version) {
                 acks.send_replace(Some((instance.clone(), version)));
             }

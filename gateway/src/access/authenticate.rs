@@ -4,7 +4,10 @@
 //! provider's confirmation, idle and absolute lifetimes.
 
 use super::{LoginReason, SignedIn};
-use crate::{audit, cookies, gateway::Gateway, metrics::Rejection, state::session_index::Verdict};
+use crate::{
+    audit, cookies, gateway::Gateway, identity_cache::TokenMemo, metrics::Rejection,
+    state::session_index::NotLive,
+};
 use http::{HeaderMap, HeaderValue};
 use portcullis_core::{
     Policy,
@@ -77,7 +80,7 @@ pub(super) fn authenticate(
     let claims = token.claims().clone();
     bound_to_policy(policy, &claims).inspect_err(|_| refused(policy, &claims, "policy_revoked"))?;
     let (claims, identity_changed, active_at) = match gateway.session_index() {
-        Some(_) => confirm_session(gateway, policy, claims, now)?,
+        Some(_) => confirm_session(gateway, policy, claims, token.memo(), now)?,
         None => (claims, false, None),
     };
     match session::standing_active(&claims, &policy.session, now, active_at) {
@@ -120,35 +123,40 @@ fn confirm_session(
     gateway: &Gateway,
     policy: &Policy,
     claims: Arc<AppClaims>,
+    memo: &TokenMemo,
     now: u64,
 ) -> Result<(Arc<AppClaims>, bool, Option<u64>), Unauthenticated> {
     let Some(index) = gateway.session_index() else {
         return Ok((claims, false, None));
     };
     let index = index.borrow();
-    match index.verdict(&claims.sid, &claims.sub, now) {
-        Verdict::Live => {}
-        Verdict::Ended => {
+    let session = match index.live(&claims.sid, &claims.sub, now) {
+        Ok(session) => session,
+        Err(NotLive::Ended) => {
             refused(policy, &claims, "session_revoked");
             return Err(Unauthenticated::SessionEnded);
         }
-        Verdict::Unknown => return Err(Unauthenticated::SessionUnknown(claims.sid.clone())),
-    }
+        Err(NotLive::Unknown) => return Err(Unauthenticated::SessionUnknown(claims.sid.clone())),
+    };
     // An idle or finished session is refused before it is noted as in use: the note would have
     // the refresher confirm it, and the confirmation would count as use and revive it.
-    let active_at = index.confirmed_at(&claims.sid);
+    let active_at = session.confirmed_at;
     if let ended @ (Standing::Idle | Standing::Expired) =
         session::standing_active(&claims, &policy.session, now, active_at)
     {
         return Err(Unauthenticated::Ended(ended, claims.sid.clone()));
     }
     // Noted before the refresh-failure check: a session refused while its provider is
-    // down must still be retried, or it could never be confirmed again.
-    if let Some(refresher) = gateway.refresher() {
-        refresher.touch(&claims.sid, &claims.idp, now);
+    // down must still be retried, or it could never be confirmed again. Once a second per
+    // token is enough: the refresher looks at its table once a second.
+    if let Some(refresher) = gateway.refresher()
+        && !memo.noted_in_use(now)
+        && refresher.touch(&claims.sid, &claims.idp, now)
+    {
+        memo.note_in_use(now);
     }
     // The identity provider cannot confirm the session right now: the policy decides.
-    if let Some(since) = index.refresh_failing_since(&claims.sid)
+    if let Some(since) = session.refresh_failing_since
         && !policy.session.refresh_failure.admits(since, now)
     {
         return Err(Unauthenticated::RefreshFailing(claims.sid.clone()));
@@ -156,15 +164,14 @@ fn confirm_session(
     // The provider now states another email or other groups than the token carries (a
     // refresh re-read them): judge this request by the current ones, and renew the token
     // with them on this response.
-    match index.identity(&claims.sid) {
-        Some(current) if current.email != claims.email || current.groups != claims.groups => {
-            let mut updated = (*claims).clone();
-            updated.email = current.email.clone();
-            updated.groups = current.groups.clone();
-            Ok((Arc::new(updated), true, active_at))
-        }
-        _ => Ok((claims, false, active_at)),
+    let current = &session.identity;
+    if current.email != claims.email || current.groups != claims.groups {
+        let mut updated = (*claims).clone();
+        updated.email = current.email.clone();
+        updated.groups = current.groups.clone();
+        return Ok((Arc::new(updated), true, active_at));
     }
+    Ok((claims, false, active_at))
 }
 
 /// Mints the renewed app token of a live session, as a `Set-Cookie` value.

@@ -11,7 +11,7 @@
 
 use super::authenticate::bound_to_policy;
 pub use crate::metrics::Lapsed;
-use crate::{clock::now, gateway::Gateway, state::session_index::Verdict};
+use crate::{clock::now, gateway::Gateway};
 use portcullis_core::{
     Decision, Policy, RequestFacts,
     session::{self},
@@ -80,10 +80,10 @@ impl Lease {
         }
         if let Some(index) = self.gateway.session_index() {
             let index = index.borrow();
-            if index.verdict(&self.claims.sid, &self.claims.sub, now) != Verdict::Live {
+            let Ok(session) = index.live(&self.claims.sid, &self.claims.sub, now) else {
                 return Err(Lapsed::SessionEnded);
-            }
-            if let Some(since) = index.refresh_failing_since(&self.claims.sid)
+            };
+            if let Some(since) = session.refresh_failing_since
                 && !policy.session.refresh_failure.admits(since, now)
             {
                 return Err(Lapsed::SessionEnded);

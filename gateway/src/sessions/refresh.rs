@@ -112,11 +112,12 @@ impl Refresher {
         self.key.borrow().clone()
     }
 
-    /// Notes that session `sid` (logged in through `idp`) was used at `now`. Never blocks: if
-    /// the table is busy this request is simply not counted (the next one will be).
-    pub fn touch(&self, sid: &str, idp: &str, now: u64) {
+    /// Notes that session `sid` (logged in through `idp`) was used at `now`; whether it did.
+    /// Never blocks: if the table is busy this request is simply not counted (the next one
+    /// will be).
+    pub fn touch(&self, sid: &str, idp: &str, now: u64) -> bool {
         let Ok(mut active) = self.active.try_lock() else {
-            return;
+            return false;
         };
         match active.get_mut(sid) {
             Some(entry) => entry.last_seen = now,
@@ -131,6 +132,7 @@ impl Refresher {
                 );
             }
         }
+        true
     }
 
     /// Number of sessions currently tracked (for metrics and tests).

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 impl FleetState {
     /// One observation of a session object.
     pub fn observe_session(&mut self, seen: &SessionEntry, now: u64) -> Applied {
-        if self.upsert_session(seen, now) {
+        if self.upsert_session(std::borrow::Cow::Borrowed(seen), now) {
             Applied::Sessions
         } else {
             Applied::Unchanged

@@ -62,25 +62,48 @@ fn expiry_only_moves_earlier_and_retention_only_later() {
 #[test]
 fn an_expired_observation_ends_a_known_session_and_is_ignored_otherwise() {
     let mut map = Sessions::new();
-    assert!(!observe(&mut map, &seen(NOW - SKEW), NOW, SKEW));
+    assert!(!observe(&mut map, Cow::Owned(seen(NOW - SKEW)), NOW, SKEW));
     assert!(map.is_empty());
-    assert!(observe(&mut map, &seen(NOW + 100), NOW, SKEW));
-    assert!(observe(&mut map, &seen(NOW - 60), NOW, SKEW));
+    assert!(observe(&mut map, Cow::Owned(seen(NOW + 100)), NOW, SKEW));
+    assert!(observe(&mut map, Cow::Owned(seen(NOW - 60)), NOW, SKEW));
     assert!(map["s"].ended);
     assert_eq!(map["s"].expires_at, NOW - 60);
     assert!(
-        !observe(&mut map, &seen(NOW - 60), NOW, SKEW),
+        !observe(&mut map, Cow::Owned(seen(NOW - 60)), NOW, SKEW),
         "nothing more"
     );
-    assert!(!observe(&mut map, &seen(NOW + 100), NOW, SKEW));
+    assert!(!observe(&mut map, Cow::Owned(seen(NOW + 100)), NOW, SKEW));
     assert!(map["s"].ended && map["s"].expires_at == NOW - 60);
+}
+
+#[test]
+fn an_owned_and_a_borrowed_observation_make_the_same_entry() {
+    let mut observation = seen(NOW + 100);
+    observation.email = Some("alice@example.com".into());
+    observation.groups = vec!["eng".into()];
+    let (mut owned, mut borrowed) = (Sessions::new(), Sessions::new());
+    assert!(observe(
+        &mut owned,
+        Cow::Owned(observation.clone()),
+        NOW,
+        SKEW
+    ));
+    assert!(observe(
+        &mut borrowed,
+        Cow::Borrowed(&observation),
+        NOW,
+        SKEW
+    ));
+    assert_eq!(owned, borrowed);
+    assert_eq!(owned["s"], MergedSession::new(&observation));
+    assert_eq!(owned["s"].identity.groups, ["eng"]);
 }
 
 #[test]
 fn the_map_ends_and_forgets() {
     let mut map = Sessions::new();
     assert!(!end(&mut map, "s"), "unknown");
-    observe(&mut map, &seen(NOW + 100), NOW, SKEW);
+    observe(&mut map, Cow::Owned(seen(NOW + 100)), NOW, SKEW);
     assert!(end(&mut map, "s"));
     assert!(!end(&mut map, "s"), "already ended");
     assert!(!forget_expired(&mut map, NOW + 100 + SKEW - 1, SKEW));

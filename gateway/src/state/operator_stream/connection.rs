@@ -2,11 +2,12 @@
 //! by line, merge them, publish what changed and acknowledge, until it fails, falls silent or
 //! the gateway shuts down.
 
-use super::{Follower, SILENCE, ack::Acker, lines::Lines};
+use super::{Follower, SILENCE, ack::Acker};
 use crate::shutdown::Signal;
 use portcullis_protocol::{
-    Applied, FleetState, MergeError,
+    Applied, Frame, MergeError,
     frame::{ACK_PATH, GATEWAY_ID_HEADER, STATE_PATH, parse_line},
+    lines::Lines,
 };
 use std::{future::Future, net::SocketAddr, time::Duration};
 use tracing::{info, warn};
@@ -133,39 +134,46 @@ impl Follower {
         builder.build()
     }
 
-    /// Merges every complete line of `buffer` and publishes what they changed, also when a
+    /// Merges every complete line of `lines` and publishes what they changed, also when a
     /// line fails: what the earlier frames of this read merged (a revocation, perhaps) is
     /// enforced now, not after the reconnect.
+    ///
+    /// The lines are parsed first and merged after: a snapshot's line (megabytes) is let go
+    /// before its sessions go into the map, so the two are never held at once, and the merge
+    /// lock is not held while parsing.
     fn apply_lines(&mut self, lines: &mut Lines) -> Result<(), ConnectionError> {
+        let mut frames = Vec::new();
+        let parsed = lines.take_complete(|line| {
+            frames.extend(parse(line)?);
+            Ok(())
+        });
         let mut changed = Applied::Unchanged;
         let mut merger = self.shared.lock();
         let fleet = merger.fleet_mut();
-        let merged = lines.take_complete(|line| merge_line(fleet, line, &mut changed));
+        let now = crate::clock::now();
+        let merged = frames.into_iter().try_for_each(|frame| {
+            changed = changed.and(fleet.apply(frame, now)?);
+            Ok::<_, MergeError>(())
+        });
+        if parsed.is_err() {
+            // An unreadable frame may be a revocation: never skip it, start over.
+            fleet.forget_position();
+        }
         merger.publish(changed);
-        merged
+        merged?;
+        parsed
     }
 }
 
-/// Merges one line into `fleet`, noting in `changed` what it changed.
-fn merge_line(
-    fleet: &mut FleetState,
-    line: &[u8],
-    changed: &mut Applied,
-) -> Result<(), ConnectionError> {
+/// The frame on one line; `None` for a blank line.
+fn parse(line: &[u8]) -> Result<Option<Frame>, ConnectionError> {
     if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(None);
     }
-    let frame = match parse_line(line) {
-        Ok(frame) => frame,
-        Err(error) => {
-            // An unreadable frame may be a revocation: never skip it, start over.
-            warn!(%error, "unreadable frame; reconnecting for a snapshot");
-            fleet.forget_position();
-            return Err(ConnectionError::Ended);
-        }
-    };
-    *changed = changed.and(fleet.apply(frame, crate::clock::now())?);
-    Ok(())
+    parse_line(line).map(Some).map_err(|error| {
+        warn!(%error, "unreadable frame; reconnecting for a snapshot");
+        ConnectionError::Ended
+    })
 }
 
 /// Awaits `step`, unless the operator stays silent for [`SILENCE`] or the gateway shuts down

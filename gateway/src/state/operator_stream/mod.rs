@@ -14,7 +14,6 @@
 mod ack;
 mod connection;
 mod follower;
-mod lines;
 
 pub use super::feed::Feed;
 

@@ -19,18 +19,19 @@ use crate::state::feed::Feed;
 use portcullis_core::token::CLOCK_SKEW_SECS;
 use portcullis_crds::AccessSession;
 use portcullis_protocol::{SessionEntry, session};
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 /// One session as the gateway needs it: the same record the operator stream merges into, so
 /// cluster mode publishes the merged map itself.
 pub use portcullis_protocol::MergedSession as Entry;
 pub use portcullis_protocol::{SessionIdentity, Sessions};
 
-/// What a session id amounts to.
+/// Why a session id may not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Live,
+pub enum NotLive {
+    /// Revoked, deleted, past its expiry, or not the token's subject's.
     Ended,
+    /// The index does not have it (yet).
     Unknown,
 }
 
@@ -70,16 +71,18 @@ impl SessionIndex {
         self.feed.as_ref().and_then(|feed| feed.not_ready())
     }
 
-    /// Whether session `sid` of `subject` may be used at `now` (unix seconds). A session past
-    /// its expiry is over even if its tokens say otherwise: an administrator may move
-    /// `expiresAt` earlier to end it.
-    pub fn verdict(&self, sid: &str, subject: &str, now: u64) -> Verdict {
+    /// Session `sid` of `subject` if it may be used at `now` (unix seconds), or why not. A
+    /// session past its expiry is over even if its tokens say otherwise: an administrator may
+    /// move `expiresAt` earlier to end it. The entry is all the request path reads of the
+    /// session (when it was confirmed, whether its provider is failing, its identity), so a
+    /// request hashes its id once.
+    pub fn live(&self, sid: &str, subject: &str, now: u64) -> Result<&Entry, NotLive> {
         match self.entries.get(sid) {
             Some(entry) if entry.ended || entry.subject != subject || now >= entry.expires_at => {
-                Verdict::Ended
+                Err(NotLive::Ended)
             }
-            Some(_) => Verdict::Live,
-            None => Verdict::Unknown,
+            Some(entry) => Ok(entry),
+            None => Err(NotLive::Unknown),
         }
     }
 
@@ -96,22 +99,6 @@ impl SessionIndex {
         index
     }
 
-    /// The current email and groups of session `sid`.
-    pub fn identity(&self, sid: &str) -> Option<&SessionIdentity> {
-        self.entries.get(sid).map(|e| e.identity.as_ref())
-    }
-
-    /// When the identity provider last confirmed session `sid`: when it was last known in use
-    /// on any gateway (only sessions with requests are confirmed).
-    pub fn confirmed_at(&self, sid: &str) -> Option<u64> {
-        self.entries.get(sid)?.confirmed_at
-    }
-
-    /// Since when the identity provider has failed to confirm session `sid`, if it is failing.
-    pub fn refresh_failing_since(&self, sid: &str) -> Option<u64> {
-        self.entries.get(sid)?.refresh_failing_since
-    }
-
     /// Folds one observation of a session object into the index, by the one merge rule
     /// (`portcullis_protocol::session`): ended stays ended, expiry only moves earlier.
     fn apply(&mut self, session: &AccessSession, now: u64) {
@@ -122,7 +109,7 @@ impl SessionIndex {
 
     /// Folds one observation into the index; whether it changed.
     fn observe(&mut self, seen: &SessionEntry, now: u64) -> bool {
-        session::observe(&mut self.entries, seen, now, CLOCK_SKEW_SECS)
+        session::observe(&mut self.entries, Cow::Borrowed(seen), now, CLOCK_SKEW_SECS)
     }
 
     /// Session `sid` was deleted, or a complete list no longer has it: it has ended.

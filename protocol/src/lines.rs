@@ -1,4 +1,4 @@
-//! The stream's bytes, split into lines. A snapshot is one line of many megabytes arriving in
+//! The stream's bytes, split into lines (one frame per line: [`crate::frame::parse_line`]). A snapshot is one line of many megabytes arriving in
 //! chunks of a few kilobytes, so the split must not cost more than the bytes themselves: each
 //! byte is searched for the newline once (not once per chunk that arrives after it), a line is
 //! handed over where it lies (not copied out first), and a buffer that grew for a snapshot is
@@ -10,7 +10,7 @@ const RETAINED: usize = 64 * 1024;
 
 /// Bytes read so far that do not yet end a line.
 #[derive(Default)]
-pub(super) struct Lines {
+pub struct Lines {
     buffer: Vec<u8>,
     /// How far `buffer` is known to hold no newline.
     scanned: usize,
@@ -18,18 +18,18 @@ pub(super) struct Lines {
 
 impl Lines {
     /// Appends bytes read from the stream.
-    pub(super) fn extend(&mut self, chunk: &[u8]) {
+    pub fn extend(&mut self, chunk: &[u8]) {
         self.buffer.extend_from_slice(chunk);
     }
 
     /// Bytes waiting for the end of their line.
-    pub(super) fn pending(&self) -> usize {
+    pub fn pending(&self) -> usize {
         self.buffer.len()
     }
 
     /// Hands every complete line (without its `\n`) to `each`, in order, and drops it, up to
     /// the first that `each` fails on (that one is dropped too: the caller starts over).
-    pub(super) fn take_complete<E>(
+    pub fn take_complete<E>(
         &mut self,
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
