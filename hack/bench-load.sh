@@ -14,9 +14,9 @@
 # TLS. The report goes into BENCHMARKS.md (hack/bench-report.sh; BENCH_NO_REPORT=1: not).
 #
 # Usage: hack/bench-load.sh            (about 6 minutes with the defaults below, after the build)
-# Settings (environment): BENCH_DURATION=20s BENCH_WARMUP=5s BENCH_CONNECTIONS=32
-#   BENCH_THREADS=1 (wrk threads) BENCH_ROUNDS=5 (each round runs the three targets once, in a
-#   rotated order) BENCH_PERF=1 (record the gateway with perf during the first authorized run;
+# Settings (environment): BENCH_DURATION=15s BENCH_WARMUP=5s BENCH_CONNECTIONS=32
+#   BENCH_THREADS=1 (wrk threads) BENCH_ROUNDS=7 (each round runs the three targets once:
+#   authorized and passthrough back to back, in alternating order) BENCH_PERF=1 (record the gateway with perf during the first authorized run;
 #   report in $BENCH_DIR/perf-authorized.data) BENCH_DIR (working directory, default a
 #   temporary one, kept when the run fails) BENCH_NO_BUILD=1 (run the release binaries already
 #   built in $CARGO_TARGET_DIR instead of building the working tree).
@@ -24,11 +24,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${BENCH_DURATION:-20s}
+DURATION=${BENCH_DURATION:-15s}
 WARMUP=${BENCH_WARMUP:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-7}
 PERF=${BENCH_PERF:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
 WORK=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")}
@@ -154,9 +154,10 @@ for t in "${TARGETS[@]}"; do wrk_target "$t" "$WARMUP" "$WORK/warmup-$t.txt"; do
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 for round in $(seq "$ROUNDS"); do
-  # Rotate the order so that no target always runs first or last.
-  shift_by=$(((round - 1) % 3))
-  order=("${TARGETS[@]:shift_by}" "${TARGETS[@]:0:shift_by}")
+  # Authorized and passthrough run back to back, so that their ratio is not taken across a
+  # drift of the machine's speed; which of them goes first alternates, and so does whether
+  # the direct run comes before or after the pair.
+  if [ $((round % 2)) = 1 ]; then order=(direct passthrough authorized); else order=(authorized passthrough direct); fi
   for t in "${order[@]}"; do
     log "round $round/$ROUNDS: $t ($DURATION, $CONNECTIONS connections, $THREADS wrk thread(s))"
     out="$WORK/round$round-$t.txt"
