@@ -8,11 +8,7 @@
 use http::{HeaderMap, HeaderValue, header};
 use portcullis_core::PolicyId;
 use sha2::{Digest, Sha256};
-use std::{
-    collections::HashMap,
-    sync::{Arc, LazyLock, RwLock},
-    time::Duration,
-};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
 
 /// The auth host's single-sign-on cookie.
 pub const SSO: &str = "__Host-portcullis-sso";
@@ -40,26 +36,30 @@ pub struct AppNames {
     pub audience: String,
 }
 
-/// The [`AppNames`] of `policy`, made once per policy and process: they are needed on every
+/// The [`AppNames`] of `policy`, made once per policy and thread: they are needed on every
 /// signed-in request, and the cookie name costs a SHA-256 and a few allocations to derive.
-/// Bounded: past [`MAX_REMEMBERED`] policies (deleted ones accumulate) it starts over.
-pub fn app_names(policy: &PolicyId) -> Arc<AppNames> {
-    type Names = HashMap<PolicyId, Arc<AppNames>, foldhash::fast::RandomState>;
-    static NAMES: LazyLock<RwLock<Names>> = LazyLock::new(RwLock::default);
-    if let Some(names) = NAMES.read().ok().and_then(|n| n.get(policy).cloned()) {
-        return names;
+/// Per thread rather than per process, so a request touches no lock or reference count that
+/// the other worker threads write too. Bounded: past [`MAX_REMEMBERED`] policies (deleted
+/// ones accumulate) a thread starts over.
+pub fn app_names(policy: &PolicyId) -> Rc<AppNames> {
+    type Names = HashMap<PolicyId, Rc<AppNames>, foldhash::fast::RandomState>;
+    thread_local! {
+        static NAMES: RefCell<Names> = RefCell::default();
     }
-    let names = Arc::new(AppNames {
-        cookie: app_cookie(policy),
-        audience: policy.to_string(),
-    });
-    if let Ok(mut remembered) = NAMES.write() {
+    NAMES.with_borrow_mut(|remembered| {
+        if let Some(names) = remembered.get(policy) {
+            return names.clone();
+        }
         if remembered.len() >= MAX_REMEMBERED {
             remembered.clear();
         }
+        let names = Rc::new(AppNames {
+            cookie: app_cookie(policy),
+            audience: policy.to_string(),
+        });
         remembered.insert(policy.clone(), names.clone());
-    }
-    names
+        names
+    })
 }
 
 /// Policies whose [`AppNames`] are remembered at most.
@@ -160,7 +160,7 @@ mod tests {
         let remembered = app_names(&PolicyId::new("team", "a"));
         assert_eq!(remembered.cookie, a);
         assert_eq!(remembered.audience, "team/a");
-        assert!(Arc::ptr_eq(
+        assert!(Rc::ptr_eq(
             &remembered,
             &app_names(&PolicyId::new("team", "a"))
         ));

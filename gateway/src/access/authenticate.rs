@@ -192,7 +192,7 @@ pub fn renew(
         .saturating_sub(now);
     gateway.metrics().token_renewed();
     cookies::set(
-        &cookies::app_cookie(&policy.id),
+        &cookies::app_names(&policy.id).cookie,
         &token,
         std::time::Duration::from_secs(remaining),
     )

@@ -149,7 +149,7 @@ fn app_token_cookie(
         .sign(TokenKind::App, &app)
         .map_err(|_| Problem::internal("signing_failed"))?;
     cookies::set(
-        &cookies::app_cookie(&policy.id),
+        &cookies::app_names(&policy.id).cookie,
         &token,
         policy.session.absolute_lifetime,
     )

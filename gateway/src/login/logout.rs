@@ -36,7 +36,7 @@ fn app_cookies(gateway: &Gateway, host: &Host) -> Vec<HeaderValue> {
         .policies
         .values()
         .filter(|p| p.hosts.contains(host))
-        .map(|p| cookies::app_cookie(&p.id))
+        .map(|p| cookies::app_names(&p.id).cookie.clone())
         .collect();
     names.sort();
     names.dedup();
