@@ -183,7 +183,9 @@ async fn groups_from_userinfo_at_login_and_at_every_refresh() -> Result<()> {
     // A refresh reads them again, with the new access token.
     idp.answers().userinfo = json!({ "sub": "alice", "groups": ["staff"] });
     let refresh_token = login.refresh_token.context("no refresh token")?;
-    let refreshed = provider.refresh(&refresh_token, "alice", now()).await?;
+    let refreshed = provider
+        .refresh(&refresh_token, "alice", None, now())
+        .await?;
     let identity = refreshed.identity?.context("no refreshed identity")?;
     ensure!(identity.groups == ["staff"], "{identity:?}");
     ensure!(idp.answers().userinfo_calls == 2);
@@ -197,6 +199,72 @@ async fn groups_from_userinfo_at_login_and_at_every_refresh() -> Result<()> {
     )
     .await;
     ensure!(matches!(other, Err(OidcError::Userinfo(_))), "{other:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refresh_without_an_id_token_still_reads_userinfo_groups() -> Result<()> {
+    let idp = Idp::start(Discovery::default()).await;
+    let provider = corp(&providers(&idp, json!({ "groupsFrom": "userinfo" }))?)?;
+    let login = log_in(
+        &idp,
+        &provider,
+        json!({ "sub": "alice", "email": "alice@example.com", "email_verified": true }),
+        json!({ "sub": "alice", "groups": ["admins", "staff"] }),
+    )
+    .await?;
+    ensure!(login.groups == ["admins", "staff"], "{login:?}");
+    let refresh_token = login.refresh_token.context("no refresh token")?;
+
+    // The group is removed at the provider; its refresh answer carries no ID token.
+    {
+        let mut answers = idp.answers();
+        answers.refresh_without_id_token = true;
+        answers.userinfo = json!({ "sub": "alice", "groups": ["staff"] });
+    }
+    let email = Some("alice@example.com");
+    let refreshed = provider
+        .refresh(&refresh_token, "alice", email, now())
+        .await?;
+    ensure!(refreshed.id_token.is_none());
+    let identity = refreshed.identity?.context("no refreshed identity")?;
+    ensure!(identity.groups == ["staff"], "{identity:?}");
+    ensure!(identity.email.as_deref() == email, "{identity:?}");
+    ensure!(idp.answers().userinfo_calls == 2);
+
+    // Userinfo about someone else is not confirmed as this user's groups.
+    idp.answers().userinfo = json!({ "sub": "mallory", "groups": ["admins"] });
+    let refreshed = provider.refresh("refresh-2", "alice", email, now()).await?;
+    let identity = refreshed.identity;
+    ensure!(
+        matches!(identity, Err(RefreshError::Transient(_))),
+        "{identity:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_an_id_token_groups_from_the_id_token_stay_as_they_were() -> Result<()> {
+    let idp = Idp::start(Discovery::default()).await;
+    let provider = corp(&providers(&idp, json!({}))?)?;
+    let login = log_in(
+        &idp,
+        &provider,
+        json!({ "sub": "alice", "groups": ["staff"] }),
+        json!({}),
+    )
+    .await?;
+    idp.answers().refresh_without_id_token = true;
+    let refresh_token = login.refresh_token.context("no refresh token")?;
+    let refreshed = provider
+        .refresh(&refresh_token, "alice", None, now())
+        .await?;
+    ensure!(
+        matches!(refreshed.identity, Ok(None)),
+        "{:?}",
+        refreshed.identity
+    );
+    ensure!(idp.answers().userinfo_calls == 0);
     Ok(())
 }
 
@@ -263,7 +331,7 @@ async fn an_entra_groups_overage_refuses_the_login_and_ends_the_session() -> Res
     .await?;
     idp.answers().id_claims = overage("bob");
     let refresh_token = login.refresh_token.context("no refresh token")?;
-    let refreshed = provider.refresh(&refresh_token, "bob", now()).await?;
+    let refreshed = provider.refresh(&refresh_token, "bob", None, now()).await?;
     let identity = refreshed.identity;
     ensure!(
         matches!(identity, Err(RefreshError::Rejected(_))),

@@ -5,7 +5,7 @@
 
 use super::{Client, ExtraClaims, IdTokenClaims, OidcError, Provider};
 use crate::config::GroupsSource;
-use openidconnect::{AccessToken, UserInfoClaims, core::CoreGenderClaim};
+use openidconnect::{AccessToken, SubjectIdentifier, UserInfoClaims, core::CoreGenderClaim};
 use portcullis_runtime::error_chain;
 
 impl Provider {
@@ -21,13 +21,28 @@ impl Provider {
         match self.config.groups_from {
             GroupsSource::IdToken => stated_groups(claims.additional_claims(), "ID token"),
             GroupsSource::Userinfo => {
-                let info = self.user_info(client, claims, access_token).await?;
+                let info = self
+                    .user_info(client, claims.subject(), access_token)
+                    .await?;
                 stated_groups(info.additional_claims(), "userinfo answer")
             }
         }
     }
 
-    /// The userinfo endpoint's claims about `claims`' subject (a plain JSON answer, or a JWT
+    /// The groups the userinfo endpoint states now for `subject`, read with `access_token`:
+    /// for a refresh answer that carries no ID token (OpenID Connect makes it optional there),
+    /// so that groups kept at userinfo are still re-read at every confirmation.
+    pub(super) async fn userinfo_groups(
+        &self,
+        client: &Client,
+        subject: &SubjectIdentifier,
+        access_token: &AccessToken,
+    ) -> Result<Vec<String>, OidcError> {
+        let info = self.user_info(client, subject, access_token).await?;
+        stated_groups(info.additional_claims(), "userinfo answer")
+    }
+
+    /// The userinfo endpoint's claims about `subject` (a plain JSON answer, or a JWT
     /// verified with the provider's keys).
     #[tracing::instrument(
         target = "portcullis::trace",
@@ -38,12 +53,12 @@ impl Provider {
     async fn user_info(
         &self,
         client: &Client,
-        claims: &IdTokenClaims,
+        subject: &SubjectIdentifier,
         access_token: &AccessToken,
     ) -> Result<UserInfoClaims<ExtraClaims, CoreGenderClaim>, OidcError> {
         let name = &self.config.name;
         client
-            .user_info(access_token.clone(), Some(claims.subject().clone()))
+            .user_info(access_token.clone(), Some(subject.clone()))
             .map_err(|_| {
                 OidcError::Userinfo(format!(
                     "{name} has groupsFrom: userinfo, but its discovery names no userinfo_endpoint"

@@ -1,8 +1,13 @@
 //! Redeeming a refresh token: asks the provider whether the session still stands, and reads
-//! the identity it states now from the new ID token, if it sends one.
+//! the identity it states now: from the new ID token, if it sends one; otherwise, when the
+//! groups come from userinfo, the groups userinfo states now.
 
 use super::{Client, OidcError, Provider, TokenResponse};
-use openidconnect::{OAuth2TokenResponse as _, RefreshToken, TokenResponse as _};
+use crate::config::GroupsSource;
+use openidconnect::{
+    OAuth2TokenResponse as _, RefreshToken, SubjectIdentifier, TokenResponse as _,
+};
+use portcullis_core::Identity;
 use portcullis_runtime::error_chain;
 use std::sync::Arc;
 
@@ -10,8 +15,10 @@ use std::sync::Arc;
 pub struct Refreshed {
     /// The provider's new refresh token, when it rotates them (Dex does): the old one is dead.
     pub refresh_token: Option<String>,
-    /// The identity in the new ID token, when the provider sent one; an error when that ID
-    /// token does not verify (the rotated refresh token must be kept all the same).
+    /// The identity the provider states now: the new ID token's when it sent one, or else the
+    /// groups userinfo states (`groupsFrom: userinfo`) with the email the session had; `None`
+    /// when the answer restates nothing. An error when that ID token or userinfo answer does
+    /// not hold (the rotated refresh token must be kept all the same).
     pub identity: Result<Option<RefreshedIdentity>, RefreshError>,
     /// The new ID token (compact JWS), only when it verified: the newest one the provider
     /// issued is the one to send as `id_token_hint` at logout.
@@ -50,9 +57,10 @@ pub enum RefreshError {
 }
 
 impl Provider {
-    /// Redeems `refresh_token`. A new ID token in the answer is verified like a login's
-    /// (signature, issuer, audience, `azp`, `iat`) except for the nonce, which refreshed ID
-    /// tokens do not carry; its subject must be `subject`.
+    /// Redeems `refresh_token` of the session of `subject`, whose email is `email` now. A new
+    /// ID token in the answer is verified like a login's (signature, issuer, audience, `azp`,
+    /// `iat`) except for the nonce, which refreshed ID tokens do not carry; its subject must be
+    /// `subject`.
     #[tracing::instrument(
         target = "portcullis::trace",
         name = "identity_provider",
@@ -63,6 +71,7 @@ impl Provider {
         &self,
         refresh_token: &str,
         subject: &str,
+        email: Option<&str>,
         now: u64,
     ) -> Result<Refreshed, RefreshError> {
         let transient = |e: String| RefreshError::Transient(e);
@@ -86,7 +95,7 @@ impl Provider {
             })?;
         let refresh_token = response.refresh_token().map(|t| t.secret().clone());
         let identity = self
-            .refreshed_identity(&client, &response, subject, now)
+            .refreshed_identity(&client, &response, subject, email, now)
             .await;
         let id_token = match &identity {
             Ok(Some(_)) => response.id_token().map(ToString::to_string),
@@ -105,10 +114,13 @@ impl Provider {
         client: &Arc<Client>,
         response: &TokenResponse,
         subject: &str,
+        email: Option<&str>,
         now: u64,
     ) -> Result<Option<RefreshedIdentity>, RefreshError> {
         let Some(id_token) = response.id_token() else {
-            return Ok(None);
+            return self
+                .refreshed_groups(client, response, subject, email)
+                .await;
         };
         let (claims, _) = self
             .verified_claims(client, id_token, None, now)
@@ -130,6 +142,37 @@ impl Provider {
             })?;
         let identity = self
             .identity(&claims, groups)
+            .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
+        Ok(Some(RefreshedIdentity {
+            subject: subject.to_owned(),
+            email: identity.email,
+            groups: identity.groups,
+        }))
+    }
+
+    /// A refresh answer without an ID token: nothing restates the email, but groups kept at
+    /// userinfo are read again with the new access token (the answer must be about
+    /// `subject`), so a group removed at the provider still ends access at the next
+    /// confirmation. With groups from the ID token there is nothing to re-read.
+    async fn refreshed_groups(
+        &self,
+        client: &Arc<Client>,
+        response: &TokenResponse,
+        subject: &str,
+        email: Option<&str>,
+    ) -> Result<Option<RefreshedIdentity>, RefreshError> {
+        if self.config.groups_from != GroupsSource::Userinfo {
+            return Ok(None);
+        }
+        let sub = SubjectIdentifier::new(subject.to_owned());
+        let groups = self
+            .userinfo_groups(client, &sub, response.access_token())
+            .await
+            .map_err(|e| match e {
+                OidcError::Userinfo(_) => RefreshError::Transient(e.to_string()),
+                other => RefreshError::Rejected(format!("refreshed claims: {other}")),
+            })?;
+        let identity = Identity::checked(subject.to_owned(), email, groups, Default::default())
             .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
         Ok(Some(RefreshedIdentity {
             subject: subject.to_owned(),

@@ -33,6 +33,8 @@ pub struct Answers {
     access_token: Option<String>,
     /// How many times userinfo answered.
     pub userinfo_calls: usize,
+    /// Answer a refresh without an ID token (OpenID Connect makes it optional there).
+    pub refresh_without_id_token: bool,
     issued: usize,
 }
 
@@ -126,11 +128,15 @@ async fn token(
     let access_token = format!("access-{}", answers.issued);
     answers.access_token = Some(access_token.clone());
     let header = json!({ "alg": "EdDSA", "typ": "JWT", "kid": "k1" });
-    Json(json!({
+    let mut answer = json!({
         "access_token": access_token, "token_type": "Bearer", "expires_in": 300,
         "refresh_token": format!("refresh-{}", answers.issued),
-        "id_token": sign(key, &header, &claims),
-    }))
+    });
+    let refresh = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if !(refresh && answers.refresh_without_id_token) {
+        answer["id_token"] = json!(sign(key, &header, &claims));
+    }
+    Json(answer)
 }
 
 /// The userinfo endpoint: the test's answer, for the access token issued last only.

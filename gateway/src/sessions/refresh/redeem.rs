@@ -56,7 +56,11 @@ impl Refresher {
             Ok(token) => token,
             Err(outcome) => return Ok(outcome),
         };
-        let refreshed = match provider.refresh(&token, subject, crate::clock::now()).await {
+        let now = crate::clock::now();
+        let refreshed = match provider
+            .refresh(&token, subject, email.as_deref(), now)
+            .await
+        {
             Ok(refreshed) => refreshed,
             Err(RefreshError::Rejected(code)) => {
                 return Ok(RefreshOutcome::Rejected { reason: code });
