@@ -178,7 +178,7 @@ impl Refresher {
         };
         active.retain(|_, a| {
             let interval = self.interval(&a.idp).unwrap_or_default().as_secs();
-            interval > 0 && a.last_seen + interval.max(60) >= now
+            still_served(a.last_seen, interval, now)
         });
         active
             .iter()
@@ -292,6 +292,19 @@ fn written(
 /// provider's interval when that is shorter.
 fn retry_delay(interval: Duration) -> u64 {
     RETRY.min(interval).as_secs()
+}
+
+/// Whether a session last requested here at `last_seen` is still this gateway's to confirm at
+/// `now`: for one `interval` (at least a minute) after that request, and for the rest of the
+/// reservation a confirmation leaves its gateway (the claim's first half, see
+/// `claim::reserved_for`). A user whose requests alternate between gateways, one of them
+/// before the last confirmation and the next after the following one came due, is then
+/// confirmed again by the gateway holding the reservation, with one write; otherwise that
+/// gateway would forget the session, and the other would wait the reservation out and write a
+/// claim besides the outcome. The cost: a session idle everywhere may be confirmed up to
+/// `interval` plus half a claim after its last request, not `interval`.
+fn still_served(last_seen: u64, interval: u64, now: u64) -> bool {
+    interval > 0 && last_seen + interval.max(60) + CLAIM.as_secs() / 2 >= now
 }
 
 #[cfg(test)]

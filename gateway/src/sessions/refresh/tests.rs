@@ -39,3 +39,17 @@ fn failures_and_deferrals_wait_the_same_capped_delay() {
         (Confirmation::Confirmed, Some(3700))
     );
 }
+
+#[test]
+fn a_session_is_kept_for_an_interval_and_the_reservation_after_its_last_request() {
+    let (seen, interval) = (1_000, 300);
+    // The reservation of a confirmation at `seen` lets its gateway confirm without a claim
+    // until `seen + interval + CLAIM / 2`: the session is kept that long.
+    assert!(still_served(seen, interval, seen + interval));
+    assert!(still_served(seen, interval, seen + interval + 45));
+    assert!(!still_served(seen, interval, seen + interval + 46));
+    // Short intervals keep a session a minute; an interval of zero turns confirming off.
+    assert!(still_served(seen, 10, seen + 105));
+    assert!(!still_served(seen, 10, seen + 106));
+    assert!(!still_served(seen, 0, seen));
+}
