@@ -244,31 +244,6 @@ async fn a_refresh_without_an_id_token_still_reads_userinfo_groups() -> Result<(
 }
 
 #[tokio::test]
-async fn without_an_id_token_groups_from_the_id_token_stay_as_they_were() -> Result<()> {
-    let idp = Idp::start(Discovery::default()).await;
-    let provider = corp(&providers(&idp, json!({}))?)?;
-    let login = log_in(
-        &idp,
-        &provider,
-        json!({ "sub": "alice", "groups": ["staff"] }),
-        json!({}),
-    )
-    .await?;
-    idp.answers().refresh_without_id_token = true;
-    let refresh_token = login.refresh_token.context("no refresh token")?;
-    let refreshed = provider
-        .refresh(&refresh_token, "alice", None, now())
-        .await?;
-    ensure!(
-        matches!(refreshed.identity, Ok(None)),
-        "{:?}",
-        refreshed.identity
-    );
-    ensure!(idp.answers().userinfo_calls == 0);
-    Ok(())
-}
-
-#[tokio::test]
 async fn groups_from_the_id_token_do_not_ask_userinfo() -> Result<()> {
     let idp = Idp::start(Discovery::default()).await;
     let provider = corp(&providers(&idp, json!({}))?)?;
@@ -280,6 +255,16 @@ async fn groups_from_the_id_token_do_not_ask_userinfo() -> Result<()> {
     )
     .await?;
     ensure!(login.groups == ["staff"], "{login:?}");
+    ensure!(idp.answers().userinfo_calls == 0);
+
+    // A refresh answer without an ID token restates nothing: the groups stay as they were.
+    idp.answers().refresh_without_id_token = true;
+    let refresh_token = login.refresh_token.context("no refresh token")?;
+    let refreshed = provider
+        .refresh(&refresh_token, "alice", None, now())
+        .await?;
+    let identity = refreshed.identity;
+    ensure!(matches!(identity, Ok(None)), "{identity:?}");
     ensure!(idp.answers().userinfo_calls == 0);
     Ok(())
 }

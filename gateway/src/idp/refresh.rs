@@ -7,7 +7,7 @@ use crate::config::GroupsSource;
 use openidconnect::{
     OAuth2TokenResponse as _, RefreshToken, SubjectIdentifier, TokenResponse as _,
 };
-use portcullis_core::Identity;
+use portcullis_core::{Identity, identity::ClaimError};
 use portcullis_runtime::error_chain;
 use std::sync::Arc;
 
@@ -130,24 +130,11 @@ impl Provider {
         if claims.subject().as_str() != subject {
             return Err(RefreshError::Rejected("subject changed".into()));
         }
-        // Claims that could not start a session cannot go on with one either (groups that are
-        // elsewhere included): the user logs in again and is told why. A userinfo endpoint
-        // that does not answer is transient, like the token endpoint.
         let groups = self
             .groups(client, &claims, response.access_token())
             .await
-            .map_err(|e| match e {
-                OidcError::Userinfo(_) => RefreshError::Transient(e.to_string()),
-                other => RefreshError::Rejected(format!("refreshed claims: {other}")),
-            })?;
-        let identity = self
-            .identity(&claims, groups)
-            .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
-        Ok(Some(RefreshedIdentity {
-            subject: subject.to_owned(),
-            email: identity.email,
-            groups: identity.groups,
-        }))
+            .map_err(groups_unread)?;
+        stated(subject, self.identity(&claims, groups))
     }
 
     /// A refresh answer without an ID token: nothing restates the email, but groups kept at
@@ -168,16 +155,32 @@ impl Provider {
         let groups = self
             .userinfo_groups(client, &sub, response.access_token())
             .await
-            .map_err(|e| match e {
-                OidcError::Userinfo(_) => RefreshError::Transient(e.to_string()),
-                other => RefreshError::Rejected(format!("refreshed claims: {other}")),
-            })?;
-        let identity = Identity::checked(subject.to_owned(), email, groups, Default::default())
-            .map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
-        Ok(Some(RefreshedIdentity {
-            subject: subject.to_owned(),
-            email: identity.email,
-            groups: identity.groups,
-        }))
+            .map_err(groups_unread)?;
+        let identity = Identity::checked(subject.to_owned(), email, groups, Default::default());
+        stated(subject, identity)
     }
+}
+
+/// Why the groups could not be read again. Claims that could not start a session cannot go on
+/// with one either (groups that are elsewhere included): the user logs in again and is told
+/// why. A userinfo endpoint that does not answer is transient, like the token endpoint.
+fn groups_unread(error: OidcError) -> RefreshError {
+    match error {
+        OidcError::Userinfo(_) => RefreshError::Transient(error.to_string()),
+        other => RefreshError::Rejected(format!("refreshed claims: {other}")),
+    }
+}
+
+/// The identity a refresh states for `subject`, once its claim values are checked.
+fn stated(
+    subject: &str,
+    identity: Result<Identity, ClaimError>,
+) -> Result<Option<RefreshedIdentity>, RefreshError> {
+    let identity =
+        identity.map_err(|e| RefreshError::Rejected(format!("refreshed claims: {e}")))?;
+    Ok(Some(RefreshedIdentity {
+        subject: subject.to_owned(),
+        email: identity.email,
+        groups: identity.groups,
+    }))
 }
