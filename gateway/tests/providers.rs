@@ -198,7 +198,10 @@ async fn groups_from_userinfo_at_login_and_at_every_refresh() -> Result<()> {
         json!({ "sub": "mallory", "groups": ["admins"] }),
     )
     .await;
-    ensure!(matches!(other, Err(OidcError::Userinfo(_))), "{other:?}");
+    ensure!(
+        matches!(other, Err(OidcError::UserinfoSubject(_))),
+        "{other:?}"
+    );
     Ok(())
 }
 
@@ -232,9 +235,19 @@ async fn a_refresh_without_an_id_token_still_reads_userinfo_groups() -> Result<(
     ensure!(identity.email.as_deref() == email, "{identity:?}");
     ensure!(idp.answers().userinfo_calls == 2);
 
-    // Userinfo about someone else is not confirmed as this user's groups.
+    // Userinfo about someone else: the grant now speaks for another user, and the session
+    // ends (as with a refreshed ID token of another subject), rather than being retried.
     idp.answers().userinfo = json!({ "sub": "mallory", "groups": ["admins"] });
     let refreshed = provider.refresh("refresh-2", "alice", email, now()).await?;
+    let identity = refreshed.identity;
+    ensure!(
+        matches!(identity, Err(RefreshError::Rejected(_))),
+        "{identity:?}"
+    );
+
+    // An endpoint that fails is retried.
+    idp.answers().userinfo = json!("not an object");
+    let refreshed = provider.refresh("refresh-3", "alice", email, now()).await?;
     let identity = refreshed.identity;
     ensure!(
         matches!(identity, Err(RefreshError::Transient(_))),

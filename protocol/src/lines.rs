@@ -1,11 +1,13 @@
-//! The stream's bytes, split into lines (one frame per line: [`crate::frame::parse_line`]). A snapshot is one line of many megabytes arriving in
-//! chunks of a few kilobytes, so the split must not cost more than the bytes themselves: each
-//! byte is searched for the newline once (not once per chunk that arrives after it), a line is
-//! handed over where it lies (not copied out first), and a buffer that grew for a snapshot is
-//! let go once the snapshot is through, instead of being held for the connection's lifetime.
+//! The stream's bytes, split into lines (a frame per line, [`crate::frame::parse_line`]). A
+//! snapshot is one line of many megabytes arriving in chunks of a few kilobytes, so the split
+//! must not cost more than the bytes themselves: each byte is searched for the newline once
+//! (not once per chunk that arrives after it), a line is handed over where it lies (not copied
+//! out first), and a buffer that grew for a snapshot is let go once the snapshot is through,
+//! instead of being held for the connection's lifetime.
 
-/// An empty buffer larger than this is released rather than kept for the next frames, which
-/// are deltas and heartbeats of a few hundred bytes.
+/// A buffer larger than this that holds at most half of it once its lines are taken is
+/// released (or shrunk to the half, when it holds the start of the next line) rather than kept
+/// for the next frames, which are deltas and heartbeats of a few hundred bytes.
 const RETAINED: usize = 64 * 1024;
 
 /// Bytes read so far that do not yet end a line.
@@ -50,8 +52,14 @@ impl Lines {
         }
         self.buffer.drain(..start);
         self.scanned -= start;
-        if self.buffer.is_empty() && self.buffer.capacity() > RETAINED {
-            self.buffer = Vec::new();
+        // What is left is the start of the next line. After a snapshot that is usually nothing,
+        // or the first bytes of the frame behind it: either way not a reason to keep megabytes.
+        if self.buffer.capacity() > RETAINED && self.buffer.len() <= RETAINED / 2 {
+            if self.buffer.is_empty() {
+                self.buffer = Vec::new();
+            } else {
+                self.buffer.shrink_to(RETAINED / 2);
+            }
         }
         result
     }
@@ -117,5 +125,22 @@ mod tests {
         lines.extend(b"{}\n{");
         assert_eq!(take(&mut lines), ["{}"]);
         assert_eq!(lines.pending(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_followed_by_the_start_of_the_next_frame_is_let_go_too() {
+        let mut lines = Lines::default();
+        let mut read = vec![b'x'; 4 * RETAINED];
+        read.extend_from_slice(b"\n{\"next\"");
+        lines.extend(&read);
+        assert_eq!(take(&mut lines).len(), 1);
+        assert_eq!(lines.pending(), 7);
+        assert!(
+            lines.buffer.capacity() <= RETAINED / 2,
+            "{}",
+            lines.buffer.capacity()
+        );
+        lines.extend(b":1}\n");
+        assert_eq!(take(&mut lines), ["{\"next\":1}"]);
     }
 }

@@ -32,9 +32,14 @@ pub enum OidcError {
     /// them for "no groups" would be a guess.
     #[error("the user's groups are not in the identity provider's answer: {0}")]
     GroupsUnavailable(String),
-    /// `groupsFrom: userinfo` and the userinfo endpoint did not answer with this user's claims.
+    /// `groupsFrom: userinfo` and the userinfo endpoint did not answer (unreachable, an error,
+    /// an answer that does not parse or verify).
     #[error("the identity provider's userinfo endpoint failed: {0}")]
     Userinfo(String),
+    /// The userinfo endpoint answered about another user than the one the session or login
+    /// is for: not a failure to retry, a statement about someone else.
+    #[error("the identity provider's userinfo endpoint answered about another user: {0}")]
+    UserinfoSubject(String),
 }
 
 impl OidcError {
@@ -64,7 +69,7 @@ impl OidcError {
             Self::NotReauthenticated(_) => "not_reauthenticated",
             Self::Config(_) => "config",
             Self::GroupsUnavailable(_) => "groups_unavailable",
-            Self::Userinfo(_) => "userinfo",
+            Self::Userinfo(_) | Self::UserinfoSubject(_) => "userinfo",
             Self::UnacceptableClaims(error) => error.category(),
         }
     }

@@ -5,7 +5,10 @@
 
 use super::{Client, ExtraClaims, IdTokenClaims, OidcError, Provider};
 use crate::config::GroupsSource;
-use openidconnect::{AccessToken, SubjectIdentifier, UserInfoClaims, core::CoreGenderClaim};
+use openidconnect::{
+    AccessToken, ClaimsVerificationError, SubjectIdentifier, UserInfoClaims, UserInfoError,
+    core::CoreGenderClaim,
+};
 use portcullis_runtime::error_chain;
 
 impl Provider {
@@ -66,7 +69,12 @@ impl Provider {
             })?
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::Userinfo(format!("{name}: {}", error_chain(&e))))
+            .map_err(|e| match e {
+                UserInfoError::ClaimsVerification(ClaimsVerificationError::InvalidSubject(_)) => {
+                    OidcError::UserinfoSubject(format!("{name}: {}", error_chain(&e)))
+                }
+                e => OidcError::Userinfo(format!("{name}: {}", error_chain(&e))),
+            })
     }
 }
 

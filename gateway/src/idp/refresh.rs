@@ -162,8 +162,9 @@ impl Provider {
 }
 
 /// Why the groups could not be read again. Claims that could not start a session cannot go on
-/// with one either (groups that are elsewhere included): the user logs in again and is told
-/// why. A userinfo endpoint that does not answer is transient, like the token endpoint.
+/// with one either (groups that are elsewhere included, a userinfo answer about another
+/// user): the user logs in again and is told why. A userinfo endpoint that does not answer is
+/// transient, like the token endpoint.
 fn groups_unread(error: OidcError) -> RefreshError {
     match error {
         OidcError::Userinfo(_) => RefreshError::Transient(error.to_string()),

@@ -170,8 +170,8 @@ impl Refresher {
         }
     }
 
-    /// Sessions to look at now; forgets the ones idle for longer than their provider's
-    /// interval (nobody is using them, so nobody needs them confirmed).
+    /// Sessions to look at now; forgets the ones not requested here for longer than
+    /// [`still_served`] allows (nobody is using them, so nobody needs them confirmed).
     fn due(&self, now: u64) -> Vec<(String, String)> {
         let Ok(mut active) = self.active.lock() else {
             return Vec::new();
@@ -295,14 +295,15 @@ fn retry_delay(interval: Duration) -> u64 {
 }
 
 /// Whether a session last requested here at `last_seen` is still this gateway's to confirm at
-/// `now`: for one `interval` (at least a minute) after that request, and for the rest of the
+/// `now`: for one `interval`, at least a minute, after that request, and for the rest of the
 /// reservation a confirmation leaves its gateway (the claim's first half, see
 /// `claim::reserved_for`). A user whose requests alternate between gateways, one of them
 /// before the last confirmation and the next after the following one came due, is then
 /// confirmed again by the gateway holding the reservation, with one write; otherwise that
 /// gateway would forget the session, and the other would wait the reservation out and write a
 /// claim besides the outcome. The cost: a session idle everywhere may be confirmed up to
-/// `interval` plus half a claim after its last request, not `interval`.
+/// `interval` (at least a minute) plus half a claim after its last request, not `interval`,
+/// and its idle deadline then counts from that confirmation.
 fn still_served(last_seen: u64, interval: u64, now: u64) -> bool {
     interval > 0 && last_seen + interval.max(60) + CLAIM.as_secs() / 2 >= now
 }

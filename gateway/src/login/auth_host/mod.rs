@@ -182,7 +182,10 @@ fn idp_failure(gateway: &Gateway, error: &OidcError) -> Problem {
     gateway.metrics().idp_error(error.category());
     warn!(error = %error, "login failed");
     let (status, message) = match error {
-        OidcError::Discovery { .. } | OidcError::Exchange(_) | OidcError::Userinfo(_) => (
+        OidcError::Discovery { .. }
+        | OidcError::Exchange(_)
+        | OidcError::Userinfo(_)
+        | OidcError::UserinfoSubject(_) => (
             StatusCode::BAD_GATEWAY,
             "The identity provider could not be reached. Please try again.",
         ),
