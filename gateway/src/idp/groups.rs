@@ -24,17 +24,15 @@ impl Provider {
         match self.config.groups_from {
             GroupsSource::IdToken => stated_groups(claims.additional_claims(), "ID token"),
             GroupsSource::Userinfo => {
-                let info = self
-                    .user_info(client, claims.subject(), access_token)
-                    .await?;
-                stated_groups(info.additional_claims(), "userinfo answer")
+                self.userinfo_groups(client, claims.subject(), access_token)
+                    .await
             }
         }
     }
 
-    /// The groups the userinfo endpoint states now for `subject`, read with `access_token`:
-    /// for a refresh answer that carries no ID token (OpenID Connect makes it optional there),
-    /// so that groups kept at userinfo are still re-read at every confirmation.
+    /// The groups the userinfo endpoint states now for `subject`, read with `access_token`: at
+    /// login and at a refresh, also one whose answer carries no ID token (OpenID Connect makes
+    /// it optional there), so groups kept at userinfo are re-read at every confirmation.
     pub(super) async fn userinfo_groups(
         &self,
         client: &Client,
